@@ -1,0 +1,117 @@
+# lorakit - the one build entry.
+#
+#   make              build liblorakit, the plugins and the CLI into build/
+#   make test         unit tests, then the same suites under ASan+UBSan, a
+#                     clang build, and the SDK example built from an install
+#   make bench        benchmarks (figures with their ratio to a peer)
+#   make demo         the main job, on random tensors for now
+#   make install PREFIX=/usr/local
+#   make clean
+#
+# Missing Debian packages are installed by `make bootstrap` (run automatically).
+
+CC       ?= gcc
+B        ?= build
+PREFIX   ?= /usr/local
+SAN      ?=
+OPT      ?= -O2
+
+VERSION  := 1.0.0
+SOMAJOR  := 1
+
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS_BASE := -std=c11 $(OPT) -g -fPIC -D_GNU_SOURCE $(WARN) -Iabi
+ifeq ($(SAN),1)
+  CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+endif
+CFLAGS   := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+LDFLAGS  := $(LDSAN) $(EXTRA_LDFLAGS)
+
+# Debian packages the build and tests need (the GEMM library: OpenBLAS, see README).
+DEB_PKGS := libsqlite3-dev zlib1g-dev check libjansson-dev liblapacke-dev libssl-dev \
+            pkg-config libopenblas-dev abigail-tools clang libclang-rt-dev
+
+CORE_SRC := $(wildcard core/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(B)/obj/%.o)
+CLI_SRC  := $(wildcard cli/*.c)
+CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
+CPU_SRC  := $(wildcard plugins/cpu/*.c)
+CPU_OBJ  := $(CPU_SRC:%.c=$(B)/obj/%.o)
+HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
+
+LIB      := $(B)/liblorakit.so.$(VERSION)
+LIBSO    := $(B)/liblorakit.so.$(SOMAJOR)
+CPU_PLUG := $(B)/plugins/lorakit-cpu.so
+CLI      := $(B)/lorakit
+
+.PHONY: all bootstrap test unit-tests sanitize clang-build sdk-test bench demo install clean fuzz
+all: $(B)/.bootstrap $(LIB) $(CPU_PLUG) $(CLI)
+
+# ---- bootstrap: install missing Debian packages ---------------------------
+$(B)/.bootstrap:
+	@mkdir -p $(B)
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "bootstrap: installing Debian packages:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "bootstrap: apt-get failed; install by hand:$$missing" >&2; exit 1; }; \
+	else echo "bootstrap: all build packages present"; fi
+	@touch $@
+bootstrap: $(B)/.bootstrap
+
+# ---- objects ----------------------------------------------------------------
+$(B)/obj/core/%.o: core/%.c $(HEADERS) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fvisibility=hidden -DLK_BUILDING_LIB -c $< -o $@
+$(B)/obj/cli/%.o: cli/%.c $(HEADERS) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fvisibility=hidden -I$(BLAS_INC) -c $< -o $@
+
+# ---- liblorakit: soname, only lk_ symbols exported ----------------------------
+$(LIB): $(CORE_OBJ) core/liblorakit.map
+	$(CC) -shared -Wl,-soname,liblorakit.so.$(SOMAJOR) -Wl,--version-script=core/liblorakit.map \
+	  -Wl,--no-undefined $(LDFLAGS) -o $@ $(CORE_OBJ) -ldl -lpthread -lm
+	ln -sf liblorakit.so.$(VERSION) $(LIBSO)
+	ln -sf liblorakit.so.$(VERSION) $(B)/liblorakit.so
+
+# ---- plugins: one .so each, one exported symbol -------------------------------
+$(CPU_PLUG): $(CPU_OBJ) plugins/plugin.map
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,--version-script=plugins/plugin.map -Wl,--no-undefined $(LDFLAGS) \
+	  -o $@ $(CPU_OBJ) -lopenblas -lpthread -lm
+
+# ---- CLI ------------------------------------------------------------------------
+$(CLI): $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -lm
+
+# ---- tests --------------------------------------------------------------------------
+include tests/tests.mk
+
+# ---- benchmarks ------------------------------------------------------------------------
+include bench/bench.mk
+
+demo: all
+	@bash tests/demo.sh $(B)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include/lorakit $(DESTDIR)$(PREFIX)/lib/lorakit/plugins \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 abi/*.h $(DESTDIR)$(PREFIX)/include/lorakit/
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf liblorakit.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/liblorakit.so.$(SOMAJOR)
+	ln -sf liblorakit.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/liblorakit.so
+	install -m 755 $(B)/plugins/*.so $(DESTDIR)$(PREFIX)/lib/lorakit/plugins/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' lorakit.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lorakit.pc
+
+clean:
+	rm -rf build build-asan build-clang

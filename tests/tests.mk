@@ -1,0 +1,1 @@
+# tests.mk - included by the Makefile (owned by the tests work)

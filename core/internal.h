@@ -1,0 +1,58 @@
+/* internal.h - private structures of liblorakit shared between core/ files.
+ * Nothing here is part of the ABI; internal functions carry the lk__ prefix
+ * and are hidden by the version script. */
+#ifndef LK_INTERNAL_H
+#define LK_INTERNAL_H
+
+#include "lorakit.h"
+
+#include <stdarg.h>
+
+/* One plugin file the context has seen: loaded or refused. */
+typedef struct lk__plugin {
+  char *path;
+  int32_t status;          /* LK_PLUGIN_LOADED / LK_PLUGIN_REFUSED */
+  char *reason;            /* "" when loaded */
+  const lk_plugin_t *desc; /* NULL when refused before the descriptor */
+  uint32_t abi_version;
+  uint32_t n_components;
+  int initialised;         /* init succeeded: fini owed at context free */
+} lk__plugin;
+
+/* One component (a backend, quantiser or loader) of a loaded plugin. */
+typedef struct lk__component {
+  int32_t kind;
+  uint32_t plugin_index;
+  const char *name;
+  const char *description;
+  const void *vt; /* lk_backend_vt_t / lk_quantiser_vt_t / lk_loader_vt_t */
+} lk__component;
+
+struct lk_context_t {
+  lk__plugin *plugins;
+  uint32_t n_plugins, cap_plugins;
+  lk__component *comps;
+  uint32_t n_comps, cap_comps;
+  uint32_t n_threads;
+  lk_status last_status;
+  char last_error[LK_ERROR_MAX * 2];
+};
+
+/* Record a failure in ctx (printf-style) and return code. ctx may be NULL. */
+lk_status lk__fail(lk_context_t *ctx, lk_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Clear the context's last error. */
+void lk__ok(lk_context_t *ctx);
+
+/* The host services table handed to plugins. */
+const lk_host_api_t *lk__host_api(void);
+/* Discover plugins in the default places (DESIGN.md section 3 rule 8). */
+void lk__plugins_discover(lk_context_t *ctx);
+/* Call fini on every initialised plugin of ctx and free the records. */
+void lk__plugins_release(lk_context_t *ctx);
+
+char *lk__strdup(const char *s);
+/* The context an adapter was made in. */
+lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad);
+
+#endif /* LK_INTERNAL_H */

@@ -1,0 +1,380 @@
+/* plugin.c - plugin discovery, loading and version negotiation
+ * (DESIGN.md section 3). A plugin that is ours but broken is refused with a
+ * reason naming the file; every other plugin keeps working. Plugins are never
+ * dlclosed: objects they made may outlive any bookkeeping here. */
+#include "internal.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PLUGIN_PATTERN "lorakit-*.so"
+
+/* ---- host services ---------------------------------------------------------- */
+
+static void host_log(int32_t level, const char *plugin_id, const char *message) {
+  const char *env = secure_getenv("LORAKIT_LOG"); /* LORAKIT_LOG=0..3 prints up to that level */
+  if (!env || level > atoi(env)) return;
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  fprintf(stderr, "lorakit[%s] %s: %s\n", plugin_id ? plugin_id : "?",
+          level >= 0 && level <= 3 ? names[level] : "log", message ? message : "");
+}
+
+static void *host_alloc_aligned(uint64_t nbytes, uint64_t align) {
+  void *p = NULL;
+  if (align < sizeof(void *) || (align & (align - 1))) return NULL;
+  if (posix_memalign(&p, (size_t)align, nbytes ? (size_t)nbytes : 1)) return NULL;
+  return p;
+}
+
+static void host_free_aligned(void *p) { free(p); }
+
+static void *host_get_proc(const char *name) {
+  (void)name; /* no later services yet: every name is absent */
+  return NULL;
+}
+
+static const lk_host_api_t host_api = {
+    sizeof(lk_host_api_t), LK_PLUGIN_ABI_VERSION, host_log, host_alloc_aligned,
+    host_free_aligned,     lk_strerror,           lk_convert, host_get_proc,
+};
+
+const lk_host_api_t *lk__host_api(void) { return &host_api; }
+
+/* ---- records ------------------------------------------------------------------ */
+
+static lk__plugin *new_record(lk_context_t *ctx, const char *path) {
+  if (ctx->n_plugins == ctx->cap_plugins) {
+    uint32_t cap = ctx->cap_plugins ? ctx->cap_plugins * 2 : 8;
+    lk__plugin *p = realloc(ctx->plugins, cap * sizeof *p);
+    if (!p) return NULL;
+    ctx->plugins = p;
+    ctx->cap_plugins = cap;
+  }
+  lk__plugin *rec = &ctx->plugins[ctx->n_plugins];
+  memset(rec, 0, sizeof *rec);
+  rec->path = lk__strdup(path);
+  rec->reason = lk__strdup("");
+  if (!rec->path || !rec->reason) {
+    free(rec->path);
+    free(rec->reason);
+    return NULL;
+  }
+  ctx->n_plugins++;
+  return rec;
+}
+
+/* Mark rec refused; the reason goes to the record and the context error. */
+static lk_status refuse(lk_context_t *ctx, lk__plugin *rec, lk_status code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static lk_status refuse(lk_context_t *ctx, lk__plugin *rec, lk_status code, const char *fmt, ...) {
+  char msg[LK_ERROR_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  rec->status = LK_PLUGIN_REFUSED;
+  free(rec->reason);
+  rec->reason = lk__strdup(msg);
+  return lk__fail(ctx, code, "plugin %s refused: %s", rec->path, msg);
+}
+
+static int push_component(lk_context_t *ctx, const lk__component *c) {
+  if (ctx->n_comps == ctx->cap_comps) {
+    uint32_t cap = ctx->cap_comps ? ctx->cap_comps * 2 : 16;
+    lk__component *p = realloc(ctx->comps, cap * sizeof *p);
+    if (!p) return -1;
+    ctx->comps = p;
+    ctx->cap_comps = cap;
+  }
+  ctx->comps[ctx->n_comps++] = *c;
+  return 0;
+}
+
+/* A struct from the plugin side: big enough for v1, and any unknown tail zero. */
+static const char *check_struct(const void *p, size_t v1_size) {
+  static char why[160];
+  uint32_t size = *(const uint32_t *)p;
+  if (size < v1_size) {
+    snprintf(why, sizeof why, "struct_size %u is smaller than the v1 size %zu", size, v1_size);
+    return why;
+  }
+  for (size_t i = v1_size; i < size; i++)
+    if (((const unsigned char *)p)[i]) {
+      snprintf(why, sizeof why, "struct_size %u is larger than known (%zu) and the unknown tail is not zero",
+               size, v1_size);
+      return why;
+    }
+  return NULL;
+}
+
+/* The fields of a component vtable every kind shares: struct_size, reserved,
+ * name, description. Required function pointers are checked per kind. */
+typedef struct comp_head {
+  uint32_t struct_size;
+  uint32_t reserved0;
+  const char *name;
+  const char *description;
+} comp_head;
+
+static const char *kind_name(int32_t kind) {
+  return kind == LK_KIND_BACKEND ? "backend" : kind == LK_KIND_QUANTISER ? "quantiser" : "loader";
+}
+
+static const char *check_vtable(int32_t kind, const void *vt) {
+  if (!vt) return "factory returned a NULL component";
+  switch (kind) {
+  case LK_KIND_BACKEND: {
+    const lk_backend_vt_t *b = vt;
+    const char *why = check_struct(b, sizeof *b);
+    if (why) return why;
+    if (!b->create || !b->destroy || !b->device_count || !b->device_info || !b->supports ||
+        !b->buffer_alloc || !b->buffer_free || !b->buffer_upload || !b->buffer_download ||
+        !b->submit || !b->synchronize)
+      return "backend vtable is missing a required function";
+    break;
+  }
+  case LK_KIND_QUANTISER: {
+    const lk_quantiser_vt_t *q = vt;
+    const char *why = check_struct(q, sizeof *q);
+    if (why) return why;
+    if (!q->quantize || !q->dequantize || !q->block_elems || !q->block_bytes)
+      return "quantiser vtable is missing a required function or block size";
+    break;
+  }
+  default: {
+    const lk_loader_vt_t *l = vt;
+    const char *why = check_struct(l, sizeof *l);
+    if (why) return why;
+    if (!l->probe || !l->open || !l->close || !l->tensor_count || !l->tensor_info ||
+        !l->tensor_read || !l->metadata_json)
+      return "loader vtable is missing a required function";
+    break;
+  }
+  }
+  const comp_head *h = vt;
+  if (!h->name || !h->name[0]) return "component has no name";
+  return NULL;
+}
+
+/* Collect the plugin's components; on any problem nothing is registered. */
+static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_t index) {
+  static const struct { const char *id; int32_t kind; } kinds[] = {
+      {LK_FACTORY_BACKEND, LK_KIND_BACKEND},
+      {LK_FACTORY_QUANTISER, LK_KIND_QUANTISER},
+      {LK_FACTORY_LOADER, LK_KIND_LOADER},
+  };
+  uint32_t first = ctx->n_comps;
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    /* The three factory structs share one layout: size, count, get. */
+    const lk_backend_factory_t *f = rec->desc->get_factory(kinds[k].id);
+    if (!f) continue;
+    const char *why = check_struct(f, sizeof *f);
+    if (!why && (!f->count || !f->get)) why = "factory is missing count or get";
+    if (why) {
+      ctx->n_comps = first;
+      return refuse(ctx, rec, LK_ERR_ABI, "%s factory: %s", kinds[k].id, why);
+    }
+    uint32_t n = f->count();
+    for (uint32_t i = 0; i < n; i++) {
+      const void *vt = f->get(i);
+      why = check_vtable(kinds[k].kind, vt);
+      if (why) {
+        ctx->n_comps = first;
+        return refuse(ctx, rec, LK_ERR_ABI, "%s component %u: %s", kind_name(kinds[k].kind), i, why);
+      }
+      const comp_head *h = vt;
+      for (uint32_t c = 0; c < ctx->n_comps; c++) {
+        if (ctx->comps[c].kind == kinds[k].kind && !strcmp(ctx->comps[c].name, h->name)) {
+          const char *other = ctx->comps[c].plugin_index == index
+                                  ? "this same plugin"
+                                  : ctx->plugins[ctx->comps[c].plugin_index].path;
+          ctx->n_comps = first;
+          return refuse(ctx, rec, LK_ERR_EXISTS, "duplicate %s component name '%s' (already provided by %s)",
+                        kind_name(kinds[k].kind), h->name, other);
+        }
+      }
+      lk__component c = {kinds[k].kind, index, h->name, h->description ? h->description : "", vt};
+      if (push_component(ctx, &c)) {
+        ctx->n_comps = first;
+        return refuse(ctx, rec, LK_ERR_NOMEM, "out of memory registering components");
+      }
+    }
+  }
+  rec->n_components = ctx->n_comps - first;
+  return LK_OK;
+}
+
+static lk_status load_one(lk_context_t *ctx, const char *path) {
+  char real[PATH_MAX];
+  if (!realpath(path, real)) {
+    snprintf(real, sizeof real, "%s", path);
+  }
+  for (uint32_t i = 0; i < ctx->n_plugins; i++) /* the same file loads once */
+    if (!strcmp(ctx->plugins[i].path, real))
+      return ctx->plugins[i].status == LK_PLUGIN_LOADED ? LK_OK : LK_ERR_PLUGIN;
+
+  lk__plugin *rec = new_record(ctx, real);
+  if (!rec) return lk__fail(ctx, LK_ERR_NOMEM, "out of memory loading plugin %s", real);
+  uint32_t index = ctx->n_plugins - 1;
+
+  void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return refuse(ctx, rec, LK_ERR_PLUGIN, "dlopen failed: %s", dlerror());
+  lk_plugin_entry_fn entry = (lk_plugin_entry_fn)(uintptr_t)dlsym(h, LK_PLUGIN_ENTRY_SYMBOL);
+  if (!entry)
+    return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: no %s symbol (not a lorakit plugin, or it was not exported)",
+                  real, LK_PLUGIN_ENTRY_SYMBOL);
+
+  uint32_t abi = LK_PLUGIN_ABI_VERSION;
+  const lk_plugin_t *desc = NULL;
+  int32_t rc = entry(&abi, &host_api, &desc);
+  if (LK_ABI_MAJOR_OF(abi) != LK_PLUGIN_ABI_MAJOR)
+    return refuse(ctx, rec, LK_ERR_ABI,
+                  "%s speaks plugin ABI %u.%u, this lorakit speaks %u.%u (majors must be equal)", real,
+                  LK_ABI_MAJOR_OF(abi), LK_ABI_MINOR_OF(abi), LK_PLUGIN_ABI_MAJOR, LK_PLUGIN_ABI_MINOR);
+  if (rc != LK_OK)
+    return refuse(ctx, rec, rc == LK_ERR_ABI ? LK_ERR_ABI : LK_ERR_PLUGIN,
+                  "%s: lk_plugin_entry failed: %s (%d)", real, lk_strerror(rc), rc);
+  if (abi < LK_PLUGIN_ABI_MIN)
+    return refuse(ctx, rec, LK_ERR_ABI, "%s speaks plugin ABI %u.%u, older than the minimum %u.%u", real,
+                  LK_ABI_MAJOR_OF(abi), LK_ABI_MINOR_OF(abi), LK_ABI_MAJOR_OF(LK_PLUGIN_ABI_MIN),
+                  LK_ABI_MINOR_OF(LK_PLUGIN_ABI_MIN));
+  if (abi > LK_PLUGIN_ABI_VERSION) abi = LK_PLUGIN_ABI_VERSION; /* the lower minor wins */
+  rec->abi_version = abi;
+  if (!desc) return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: lk_plugin_entry gave no descriptor", real);
+  const char *why = check_struct(desc, sizeof *desc);
+  if (why) return refuse(ctx, rec, LK_ERR_ABI, "%s: lk_plugin_t %s", real, why);
+  if (!desc->id || !desc->id[0] || !desc->init || !desc->fini || !desc->get_factory)
+    return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: lk_plugin_t is missing its id, init, fini or get_factory", real);
+  rec->desc = desc;
+  for (uint32_t i = 0; i + 1 < ctx->n_plugins; i++) {
+    const lk__plugin *o = &ctx->plugins[i];
+    if (o->status == LK_PLUGIN_LOADED && !strcmp(o->desc->id, desc->id))
+      return refuse(ctx, rec, LK_ERR_EXISTS, "duplicate plugin id '%s' (version %s already loaded from %s)",
+                    desc->id, o->desc->version ? o->desc->version : "?", o->path);
+  }
+
+  lk_error_t err = {sizeof err, 0, {0}};
+  rc = desc->init(&host_api, &err);
+  if (rc != LK_OK)
+    return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: init failed: %s", real,
+                  err.message[0] ? err.message : lk_strerror(rc));
+  rec->initialised = 1;
+  lk_status st = register_components(ctx, rec, index);
+  if (st != LK_OK) {
+    desc->fini();
+    rec->initialised = 0;
+    return st;
+  }
+  rec->status = LK_PLUGIN_LOADED;
+  lk__ok(ctx);
+  return LK_OK;
+}
+
+LK_API lk_status lk_plugin_load(lk_context_t *ctx, const char *path) {
+  if (!ctx || !path) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_plugin_load: NULL argument");
+  return load_one(ctx, path);
+}
+
+static int plugin_file_filter(const struct dirent *d) {
+  return fnmatch(PLUGIN_PATTERN, d->d_name, 0) == 0;
+}
+
+LK_API lk_status lk_plugin_load_dir(lk_context_t *ctx, const char *dir) {
+  if (!ctx || !dir) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_plugin_load_dir: NULL argument");
+  struct dirent **names = NULL;
+  int n = scandir(dir, &names, plugin_file_filter, alphasort);
+  if (n < 0) return lk__fail(ctx, LK_ERR_NOT_FOUND, "plugin folder %s cannot be read", dir);
+  lk_status worst = LK_OK;
+  for (int i = 0; i < n; i++) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
+    lk_status st = load_one(ctx, path);
+    if (st != LK_OK) worst = st;
+    free(names[i]);
+  }
+  free(names);
+  return worst;
+}
+
+/* Folder of the file that holds addr (the library or the executable). */
+static int dir_of(const char *file, char *out, size_t n) {
+  char real[PATH_MAX];
+  if (!realpath(file, real)) return -1;
+  char *slash = strrchr(real, '/');
+  if (!slash) return -1;
+  *slash = '\0';
+  snprintf(out, n, "%s", real);
+  return 0;
+}
+
+void lk__plugins_discover(lk_context_t *ctx) {
+  const char *env = secure_getenv("LORAKIT_PLUGIN_PATH");
+  if (env && *env) {
+    char *copy = lk__strdup(env), *save = NULL;
+    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save))
+      (void)lk_plugin_load_dir(ctx, d);
+    free(copy);
+  }
+  char dir[PATH_MAX], path[PATH_MAX + 32];
+  Dl_info info;
+  if (dladdr((void *)(uintptr_t)lk_context_create, &info) && info.dli_fname &&
+      !dir_of(info.dli_fname, dir, sizeof dir)) {
+    snprintf(path, sizeof path, "%s/lorakit/plugins", dir);
+    if (!access(path, R_OK)) (void)lk_plugin_load_dir(ctx, path);
+  }
+  if (!dir_of("/proc/self/exe", dir, sizeof dir)) {
+    snprintf(path, sizeof path, "%s/plugins", dir);
+    if (!access(path, R_OK)) (void)lk_plugin_load_dir(ctx, path);
+  }
+  lk__ok(ctx); /* refusals are listed per plugin, not a context failure */
+}
+
+void lk__plugins_release(lk_context_t *ctx) {
+  for (uint32_t i = ctx->n_plugins; i-- > 0;) {
+    lk__plugin *p = &ctx->plugins[i];
+    if (p->initialised && p->desc) p->desc->fini();
+    free(p->path);
+    free(p->reason);
+  }
+  free(ctx->plugins);
+  ctx->plugins = NULL;
+  ctx->n_plugins = 0;
+}
+
+LK_API uint32_t lk_plugin_count(const lk_context_t *ctx) { return ctx ? ctx->n_plugins : 0; }
+
+LK_API lk_status lk_plugin_info(const lk_context_t *ctx, uint32_t index, lk_plugin_info_t *out) {
+  if (!ctx || !out || out->struct_size < offsetof(lk_plugin_info_t, reason) + sizeof(char *))
+    return LK_ERR_INVALID_ARG;
+  if (index >= ctx->n_plugins) return LK_ERR_NOT_FOUND;
+  const lk__plugin *p = &ctx->plugins[index];
+  out->status = p->status;
+  out->path = p->path;
+  out->id = p->desc ? p->desc->id : NULL;
+  out->name = p->desc ? p->desc->name : NULL;
+  out->version = p->desc ? p->desc->version : NULL;
+  out->description = p->desc ? p->desc->description : NULL;
+  out->abi_version = p->abi_version;
+  out->n_components = p->n_components;
+  out->reason = p->reason;
+  return LK_OK;
+}
+
+LK_API uint32_t lk_component_count(const lk_context_t *ctx) { return ctx ? ctx->n_comps : 0; }
+
+LK_API lk_status lk_component_info(const lk_context_t *ctx, uint32_t index, lk_component_info_t *out) {
+  if (!ctx || !out || out->struct_size < sizeof *out) return LK_ERR_INVALID_ARG;
+  if (index >= ctx->n_comps) return LK_ERR_NOT_FOUND;
+  const lk__component *c = &ctx->comps[index];
+  out->kind = c->kind;
+  out->name = c->name;
+  out->description = c->description;
+  out->plugin_index = c->plugin_index;
+  return LK_OK;
+}

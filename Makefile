@@ -90,7 +90,7 @@ $(CPU_PLUG): $(CPU_OBJ) plugins/plugin.map
 
 # ---- CLI ------------------------------------------------------------------------
 $(CLI): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -lm
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -lm
 
 # ---- tests --------------------------------------------------------------------------
 include tests/tests.mk

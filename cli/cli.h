@@ -1,0 +1,28 @@
+/* cli.h - shared pieces of the lorakit command-line program. The CLI uses
+ * only the public API (abi/lorakit.h), as any host would. */
+#ifndef LK_CLI_H
+#define LK_CLI_H
+
+#include "lorakit.h"
+
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+typedef struct cli_command {
+  const char *name;
+  const char *summary;
+  const char *usage; /* full help text of the command */
+  int (*run)(int argc, char **argv);
+} cli_command;
+
+/* Commands, one file per command group. */
+int cli_plugins(int argc, char **argv);
+extern const char cli_plugins_usage[];
+
+/* 1 when argv holds -h or --help. */
+int cli_wants_help(int argc, char **argv);
+/* Print "lorakit: <msg>" to stderr; returns code. */
+int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Name of a component kind: "backend", "quantiser", "loader". */
+const char *cli_kind_name(int32_t kind);
+
+#endif /* LK_CLI_H */

@@ -1,0 +1,81 @@
+/* main.c - the lorakit program: global options and command dispatch.
+ * Exit status: 0 ok, 1 failed, 2 usage. Errors go to stderr. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const cli_command commands[] = {
+    {"plugins", "list plugin files: kind, components, versions, status", cli_plugins_usage,
+     cli_plugins},
+};
+enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
+
+int cli_wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+  return 0;
+}
+
+int cli_error(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("lorakit: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return code;
+}
+
+const char *cli_kind_name(int32_t kind) {
+  switch (kind) {
+  case LK_KIND_BACKEND: return "backend";
+  case LK_KIND_QUANTISER: return "quantiser";
+  case LK_KIND_LOADER: return "loader";
+  default: return "unknown";
+  }
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: lorakit [--version] [--help] COMMAND [ARGS]\n"
+          "\n"
+          "lorakit: low-rank adaptation (LoRA) of large models on ordinary machines.\n"
+          "\n"
+          "commands:\n");
+  for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f,
+          "\n"
+          "`lorakit COMMAND --help` describes a command. Plugins are found in\n"
+          "LORAKIT_PLUGIN_PATH (colon-separated folders), the install's\n"
+          "lib/lorakit/plugins/ and plugins/ next to this program.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return CLI_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+    printf("lorakit %s (plugin ABI %u.%u)\n", lk_version_string(),
+           LK_ABI_MAJOR_OF(lk_plugin_abi_version()), LK_ABI_MINOR_OF(lk_plugin_abi_version()));
+    return CLI_OK;
+  }
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    usage(stdout);
+    return CLI_OK;
+  }
+  for (int i = 0; i < N_COMMANDS; i++) {
+    if (strcmp(cmd, commands[i].name)) continue;
+    if (cli_wants_help(argc - 1, argv + 1)) {
+      fputs(commands[i].usage, stdout);
+      return CLI_OK;
+    }
+    return commands[i].run(argc - 1, argv + 1);
+  }
+  fprintf(stderr, "lorakit: unknown command '%s'\n\n", cmd);
+  usage(stderr);
+  return CLI_USAGE;
+}

@@ -98,8 +98,14 @@ include tests/tests.mk
 # ---- benchmarks ------------------------------------------------------------------------
 include bench/bench.mk
 
-demo: all
-	@bash tests/demo.sh $(B)
+DEMO := $(B)/examples/demo
+$(DEMO): examples/demo/demo.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..' -lm
+
+demo: all $(DEMO)
+	@echo "== lorakit plugins"; $(CLI) plugins
+	@echo; echo "== LoRA forward and merge/unmerge round trip (random tensors)"; LORAKIT_PLUGIN_PATH=$(B)/plugins $(DEMO)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include/lorakit $(DESTDIR)$(PREFIX)/lib/lorakit/plugins \

@@ -1,0 +1,98 @@
+/* cpu.h - private declarations shared by the files of the CPU backend plugin
+ * (plugin.c: entry and vtable; validate.c: operand checks; ops.c: kernels;
+ * pool.c: the thread pool; simd.c: AVX2 kernels). Nothing here crosses the
+ * plugin boundary: the only exported symbol is lk_plugin_entry. */
+#ifndef LK_CPU_H
+#define LK_CPU_H
+
+#include "lorakit_plugin.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CPU_PLUGIN_ID "org.lorakit.cpu"
+#define CPU_ALIGN 64 /* alignment of buffers and scratch */
+#define CPU_BUF_MAGIC 0x6c6b637075627566ull /* "lkcpubuf" */
+
+/* The host services table handed to init; NULL when not initialised. */
+extern const lk_host_api_t *cpu_host;
+
+/* Fill err (which may be NULL) with code and a printf-style message; returns code. */
+int32_t cpu_fail(lk_error_t *err, int32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- thread pool (pool.c) --------------------------------------------------
+ * A fork-join pool: cpu_pool_run calls fn(arg, t, nt) for t = 0 .. nt-1, the
+ * caller running t = 0, and returns when all have returned. */
+typedef struct cpu_pool cpu_pool_t;
+typedef void (*cpu_task_fn)(void *arg, uint32_t t, uint32_t nt);
+int32_t cpu_pool_create(uint32_t n_threads, cpu_pool_t **out);
+void cpu_pool_destroy(cpu_pool_t *pool);
+uint32_t cpu_pool_size(const cpu_pool_t *pool);
+/* nt is clamped to [1, size]; nt == 1 runs fn on the caller only. */
+void cpu_pool_run(cpu_pool_t *pool, uint32_t nt, cpu_task_fn fn, void *arg);
+/* [begin, end) of part t of nt over total items, parts rounded to align. */
+void cpu_split(int64_t total, uint32_t t, uint32_t nt, int64_t align, int64_t *begin, int64_t *end);
+
+/* ---- buffers and the backend instance (plugin.c) -------------------------- */
+struct lk_buffer_t {
+  uint64_t magic;
+  void *data;
+  uint64_t nbytes;
+  int owned; /* 1: allocated here, 0: wrapped caller memory */
+};
+
+typedef struct cpu_backend {
+  const lk_host_api_t *host; /* cpu_host at create, for destroy */
+  cpu_pool_t *pool;
+  uint32_t n_threads;
+  pthread_mutex_t lock; /* guards the buffer set */
+  lk_buffer_t **set;    /* open-addressing set of live buffers (NULL = empty slot) */
+  size_t set_cap, set_len;
+  void *scratch; /* grown in submit before anything runs */
+  size_t scratch_bytes;
+} cpu_backend_t;
+
+/* 1 when buf is a live buffer of be. */
+int cpu_buffer_known(cpu_backend_t *be, const lk_buffer_t *buf);
+
+/* ---- validated operands (validate.c) -------------------------------------- */
+
+/* A matrix view: leading dimensions flattened into rows. data NULL: absent. */
+typedef struct cpu_mat {
+  void *data;
+  int64_t rows, cols;
+  int32_t dtype;
+  const char *name;
+} cpu_mat_t;
+
+typedef struct cpu_plan {
+  int32_t code;
+  cpu_mat_t m[7]; /* the op's operands, sources then destinations */
+  float s;
+  int32_t mode, acc;
+  size_t scratch; /* bytes of scratch the op needs */
+} cpu_plan_t;
+
+/* Check op (index i of n) and fill plan; LK_OK or an error with a message. */
+int32_t cpu_validate(cpu_backend_t *be, const lk_op_t *op, uint32_t i, uint32_t n,
+                     cpu_plan_t *plan, lk_error_t *err);
+/* Scratch bytes an op of these sizes needs (used by validate.c). */
+size_t cpu_scratch_matmul(const cpu_backend_t *be, const cpu_mat_t *x, const cpu_mat_t *W,
+                          int32_t mode);
+size_t cpu_scratch_lora(const cpu_backend_t *be, int64_t M, int64_t r);
+size_t cpu_scratch_merge(const cpu_backend_t *be, const cpu_mat_t *W);
+
+/* ---- kernels (ops.c): run a validated plan; scratch is big enough --------- */
+void cpu_run(cpu_backend_t *be, const cpu_plan_t *plan);
+
+/* ---- SIMD kernels (simd.c) ------------------------------------------------- */
+/* 1 when the AVX2+FMA kernels may run on this CPU. */
+int cpu_have_avx2(void);
+/* y[rows, out] += s * (x[rows, in] A^T) B^T for a block of rows, using h
+ * (rows x r floats) as scratch; At is A transposed and packed [in, r]. */
+void cpu_lora_rows_avx2(const float *x, int64_t rows, int64_t in, const float *At,
+                        const float *Bt, int64_t r, int64_t out, float s, float *h, float *y);
+
+#endif /* LK_CPU_H */

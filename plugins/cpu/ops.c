@@ -1,0 +1,350 @@
+/* ops.c - the CPU backend's kernels: MATMUL, LORA_FORWARD, LORA_BACKWARD,
+ * MERGE/UNMERGE on validated plans (validate.c). All arithmetic is f32 through
+ * single-threaded OpenBLAS cblas_sgemm calls, partitioned across the
+ * backend's own thread pool: each thread takes one large block of the output
+ * (rows or columns, whichever dimension is larger) so blocks stay big. f16 and
+ * bf16 weights are converted to f32 in row panels inside the op (host
+ * convert), in per-thread scratch. */
+#include "cpu.h"
+
+#include <cblas.h>
+#include <string.h>
+
+#define PANEL_BYTES ((size_t)4 << 20) /* f32 panel of converted weights, per thread */
+#define MIN_TASK_FLOPS 1.5e6          /* below this a thread is not worth waking */
+
+/* Threads for a job of `flops`, at least MIN_TASK_FLOPS each. */
+static uint32_t cpu_threads_for(const cpu_backend_t *be, double flops) {
+  double want = flops / MIN_TASK_FLOPS;
+  if (want < 1) return 1;
+  return want < be->n_threads ? (uint32_t)want : be->n_threads;
+}
+
+static size_t round_up(size_t n) { return (n + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN; }
+
+/* Rows of a converted panel `width` floats wide, at most cap: as many as fit
+ * PANEL_BYTES (at least one). */
+static int64_t panel_rows(int64_t width, int64_t cap) {
+  int64_t p = (int64_t)(PANEL_BYTES / sizeof(float)) / width;
+  if (p < 1) p = 1;
+  if (p > 16) p &= ~(int64_t)15;
+  return p < cap ? p : cap;
+}
+
+/* Bytes of a panel for widths up to width and row caps up to cap: bounds
+ * panel_rows(w, c) * w for every w <= width, c <= cap. */
+static size_t panel_bytes(int64_t width, int64_t cap) {
+  int64_t pf = (int64_t)(PANEL_BYTES / sizeof(float));
+  int64_t n = pf > width ? pf : width;
+  if (n > cap * width) n = cap * width;
+  return round_up((size_t)n * sizeof(float));
+}
+
+static void to_f32(const void *src, int32_t dtype, float *dst, int64_t n) {
+  cpu_host->convert(src, dtype, dst, LK_DTYPE_F32, (uint64_t)n);
+}
+
+static void from_f32(const float *src, void *dst, int32_t dtype, int64_t n) {
+  cpu_host->convert(src, LK_DTYPE_F32, dst, dtype, (uint64_t)n);
+}
+
+static char *elem(const cpu_mat_t *m, int64_t row, int64_t col) {
+  size_t es = m->dtype == LK_DTYPE_F32 ? 4 : 2;
+  return (char *)m->data + ((size_t)row * (size_t)m->cols + (size_t)col) * es;
+}
+
+/* ---- MATMUL ------------------------------------------------------------------ */
+
+typedef struct mm_job {
+  const cpu_plan_t *p;
+  int64_t M, N, K;
+  int split_rows; /* 1: threads split M, 0: threads split N */
+  float *scratch;
+  size_t scratch_per_thread; /* floats */
+} mm_job;
+
+/* Per-thread column block width of a half-precision MATMUL (always split N). */
+static int64_t mm_half_width(int64_t N, uint32_t nt) {
+  int64_t b, e;
+  cpu_split(N, 0, nt, 16, &b, &e);
+  return e - b;
+}
+
+static uint32_t mm_threads(const cpu_backend_t *be, int64_t M, int64_t N, int64_t K) {
+  return cpu_threads_for(be, 2.0 * (double)M * (double)N * (double)K);
+}
+
+size_t cpu_scratch_matmul(const cpu_backend_t *be, const cpu_mat_t *x, const cpu_mat_t *W,
+                          int32_t mode) {
+  if (W->dtype == LK_DTYPE_F32) return 0;
+  int64_t M = x->rows, N = mode ? W->cols : W->rows, K = mode ? W->rows : W->cols;
+  uint32_t nt = mm_threads(be, M, N, K);
+  int64_t hw = mm_half_width(N, nt);
+  return nt * (mode ? panel_bytes(hw, K) : panel_bytes(K, hw));
+}
+
+static void mm_f32_task(void *arg, uint32_t t, uint32_t nt) {
+  const mm_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const float *x = p->m[0].data, *W = p->m[1].data;
+  float *y = p->m[2].data;
+  int mode = p->mode;
+  float beta = p->acc ? 1.0f : 0.0f;
+  int64_t b, e;
+  enum CBLAS_TRANSPOSE tw = mode ? CblasNoTrans : CblasTrans;
+  int ldw = (int)(mode ? j->N : j->K);
+  if (j->split_rows) {
+    cpu_split(j->M, t, nt, 8, &b, &e);
+    if (b >= e) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)(e - b), (int)j->N, (int)j->K, 1.0f,
+                x + b * j->K, (int)j->K, W, ldw, beta, y + b * j->N, (int)j->N);
+  } else {
+    cpu_split(j->N, t, nt, 16, &b, &e);
+    if (b >= e) return;
+    const float *Wb = mode ? W + b : W + b * j->K;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)j->M, (int)(e - b), (int)j->K, 1.0f, x,
+                (int)j->K, Wb, ldw, beta, y + b, (int)j->N);
+  }
+}
+
+/* f16/bf16 W: each thread owns a block of y's columns and converts the part
+ * of W it needs, one panel at a time, into its scratch. */
+static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
+  const mm_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const cpu_mat_t *Wm = &p->m[1];
+  const float *x = p->m[0].data;
+  float *y = p->m[2].data;
+  float *panel = j->scratch + (size_t)t * j->scratch_per_thread;
+  int64_t b, e;
+  cpu_split(j->N, t, nt, 16, &b, &e);
+  if (b >= e) return;
+  int64_t w = e - b;
+  if (p->mode == 0) { /* y[:, b:e] (+)= x W[b:e, :]^T, panels of W rows */
+    int64_t P = panel_rows(j->K, w);
+    for (int64_t r0 = b; r0 < e; r0 += P) {
+      int64_t r1 = r0 + P < e ? r0 + P : e;
+      to_f32(elem(Wm, r0, 0), Wm->dtype, panel, (r1 - r0) * j->K);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)(r1 - r0), (int)j->K,
+                  1.0f, x, (int)j->K, panel, (int)j->K, p->acc ? 1.0f : 0.0f, y + r0, (int)j->N);
+    }
+  } else { /* y[:, b:e] (+)= x[:, k0:k1] W[k0:k1, b:e], panels over K */
+    int64_t P = panel_rows(w, j->K);
+    for (int64_t k0 = 0; k0 < j->K; k0 += P) {
+      int64_t k1 = k0 + P < j->K ? k0 + P : j->K;
+      for (int64_t k = k0; k < k1; k++) to_f32(elem(Wm, k, b), Wm->dtype, panel + (k - k0) * w, w);
+      float beta = (k0 == 0 && !p->acc) ? 0.0f : 1.0f;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->M, (int)w, (int)(k1 - k0),
+                  1.0f, x + k0, (int)j->K, panel, (int)w, beta, y + b, (int)j->N);
+    }
+  }
+}
+
+static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
+  mm_job j;
+  memset(&j, 0, sizeof j);
+  j.p = p;
+  j.M = p->m[0].rows;
+  j.K = p->m[0].cols;
+  j.N = p->m[2].cols;
+  uint32_t nt = mm_threads(be, j.M, j.N, j.K);
+  if (p->m[1].dtype == LK_DTYPE_F32) {
+    j.split_rows = j.M >= j.N;
+    cpu_pool_run(be->pool, nt, mm_f32_task, &j);
+  } else {
+    j.scratch = be->scratch;
+    j.scratch_per_thread = nt ? p->scratch / nt / sizeof(float) : 0;
+    cpu_pool_run(be->pool, nt, mm_half_task, &j);
+  }
+}
+
+/* ---- LORA_FORWARD / LORA_BACKWARD ---------------------------------------------- */
+
+size_t cpu_scratch_lora(const cpu_backend_t *be, int64_t M, int64_t r) {
+  (void)be;
+  return round_up((size_t)M * (size_t)r * sizeof(float));
+}
+
+typedef struct lora_job {
+  const cpu_plan_t *p;
+  int64_t M, in, out, r;
+  float *h, *g; /* M x r each */
+  int phase;
+} lora_job;
+
+/* Rows split: each thread forms h for its rows (M_t x r, small) and
+ * immediately updates its rows of y, so x and y are each streamed once. */
+static void lf_rows_task(void *arg, uint32_t t, uint32_t nt) {
+  const lora_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const float *x = p->m[0].data, *A = p->m[1].data, *B = p->m[2].data;
+  float *y = p->m[3].data;
+  int64_t b, e;
+  cpu_split(j->M, t, nt, 4, &b, &e);
+  if (b >= e) return;
+  int rows = (int)(e - b), in = (int)j->in, out = (int)j->out, r = (int)j->r;
+  float *h = j->h + b * j->r;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r, in, 1.0f, x + b * j->in, in, A,
+              in, 0.0f, h, r);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, r, p->s, h, r, B, r, 1.0f,
+              y + b * j->out, out);
+}
+
+/* Few rows: phase 0 splits the rank (h[:, j0:j1] = x A[j0:j1]^T), phase 1
+ * splits y's columns. */
+static void lf_cols_task(void *arg, uint32_t t, uint32_t nt) {
+  const lora_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const float *x = p->m[0].data, *A = p->m[1].data, *B = p->m[2].data;
+  float *y = p->m[3].data;
+  int64_t b, e;
+  int M = (int)j->M, in = (int)j->in, out = (int)j->out, r = (int)j->r;
+  if (j->phase == 0) {
+    cpu_split(j->r, t, nt, 1, &b, &e);
+    if (b >= e) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)(e - b), in, 1.0f, x, in,
+                A + b * j->in, in, 0.0f, j->h + b, r);
+  } else {
+    cpu_split(j->out, t, nt, 16, &b, &e);
+    if (b >= e) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)(e - b), r, p->s, j->h, r,
+                B + b * j->r, r, 1.0f, y + b, out);
+  }
+}
+
+static void run_lora_forward(cpu_backend_t *be, const cpu_plan_t *p) {
+  lora_job j;
+  memset(&j, 0, sizeof j);
+  j.p = p;
+  j.M = p->m[0].rows;
+  j.in = p->m[0].cols;
+  j.r = p->m[1].rows;
+  j.out = p->m[2].rows;
+  j.h = be->scratch;
+  uint32_t nt = cpu_threads_for(be, 2.0 * (double)j.M * (double)j.r * (double)(j.in + j.out));
+  if (j.M >= 16 * (int64_t)nt) {
+    cpu_pool_run(be->pool, nt, lf_rows_task, &j);
+  } else {
+    cpu_pool_run(be->pool, nt, lf_cols_task, &j);
+    j.phase = 1;
+    cpu_pool_run(be->pool, nt, lf_cols_task, &j);
+  }
+}
+
+/* Phase 0, rows split: h = x A^T (for dB), g = s dy B (for dA, dx), dx += g A.
+ * Phase 1: dB (+)= s dy^T h split over dB's rows, dA (+)= g^T x over dA's columns. */
+static void lb_task(void *arg, uint32_t t, uint32_t nt) {
+  const lora_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const float *x = p->m[0].data, *A = p->m[1].data, *B = p->m[2].data, *dy = p->m[3].data;
+  float *dA = p->m[4].data, *dB = p->m[5].data, *dx = p->m[6].data;
+  int M = (int)j->M, in = (int)j->in, out = (int)j->out, r = (int)j->r;
+  int64_t b, e;
+  if (j->phase == 0) {
+    cpu_split(j->M, t, nt, 4, &b, &e);
+    if (b >= e) return;
+    int rows = (int)(e - b);
+    if (dB)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r, in, 1.0f, x + b * j->in, in,
+                  A, in, 0.0f, j->h + b * j->r, r);
+    if (dA || dx)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, out, p->s, dy + b * j->out,
+                  out, B, r, 0.0f, j->g + b * j->r, r);
+    if (dx)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, r, 1.0f, j->g + b * j->r, r,
+                  A, in, 1.0f, dx + b * j->in, in);
+    return;
+  }
+  float beta = p->acc ? 1.0f : 0.0f;
+  if (dB) {
+    cpu_split(j->out, t, nt, 16, &b, &e);
+    if (b < e)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - b), r, M, p->s, dy + b, out,
+                  j->h, r, beta, dB + b * j->r, r);
+  }
+  if (dA) {
+    cpu_split(j->in, t, nt, 16, &b, &e);
+    if (b < e)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, (int)(e - b), M, 1.0f, j->g, r, x + b,
+                  in, beta, dA + b, in);
+  }
+}
+
+static void run_lora_backward(cpu_backend_t *be, const cpu_plan_t *p) {
+  lora_job j;
+  memset(&j, 0, sizeof j);
+  j.p = p;
+  j.M = p->m[0].rows;
+  j.in = p->m[0].cols;
+  j.r = p->m[1].rows;
+  j.out = p->m[2].rows;
+  j.h = be->scratch;
+  j.g = (float *)((char *)be->scratch + cpu_scratch_lora(be, j.M, j.r));
+  double flops = 2.0 * (double)j.M * (double)j.r * (double)(j.in + j.out);
+  uint32_t nt = cpu_threads_for(be, flops);
+  if (!p->m[4].data && !p->m[5].data && !p->m[6].data) return;
+  cpu_pool_run(be->pool, j.M >= 4 * (int64_t)nt ? nt : 1, lb_task, &j);
+  j.phase = 1;
+  if (p->m[4].data || p->m[5].data) cpu_pool_run(be->pool, nt, lb_task, &j);
+}
+
+/* ---- MERGE / UNMERGE ----------------------------------------------------------- */
+
+size_t cpu_scratch_merge(const cpu_backend_t *be, const cpu_mat_t *W) {
+  if (W->dtype == LK_DTYPE_F32) return 0;
+  return be->n_threads * panel_bytes(W->cols, W->rows);
+}
+
+typedef struct merge_job {
+  const cpu_plan_t *p;
+  float *scratch;
+  size_t scratch_per_thread; /* floats */
+} merge_job;
+
+/* W[b:e] += s B[b:e] A over this thread's rows of W; half W in f32 panels,
+ * rounded once on the way back. */
+static void merge_task(void *arg, uint32_t t, uint32_t nt) {
+  const merge_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const float *A = p->m[0].data, *B = p->m[1].data;
+  const cpu_mat_t *Wm = &p->m[2];
+  int64_t r = p->m[0].rows, in = Wm->cols, b, e;
+  cpu_split(Wm->rows, t, nt, 8, &b, &e);
+  if (b >= e) return;
+  if (Wm->dtype == LK_DTYPE_F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(e - b), (int)in, (int)r, p->s,
+                B + b * r, (int)r, A, (int)in, 1.0f, (float *)Wm->data + b * in, (int)in);
+    return;
+  }
+  float *panel = j->scratch + (size_t)t * j->scratch_per_thread;
+  int64_t P = panel_rows(in, Wm->rows);
+  for (int64_t r0 = b; r0 < e; r0 += P) {
+    int64_t r1 = r0 + P < e ? r0 + P : e;
+    to_f32(elem(Wm, r0, 0), Wm->dtype, panel, (r1 - r0) * in);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)in, (int)r, p->s,
+                B + r0 * r, (int)r, A, (int)in, 1.0f, panel, (int)in);
+    from_f32(panel, elem(Wm, r0, 0), Wm->dtype, (r1 - r0) * in);
+  }
+}
+
+static void run_merge(cpu_backend_t *be, const cpu_plan_t *p) {
+  merge_job j;
+  j.p = p;
+  j.scratch = be->scratch;
+  j.scratch_per_thread = p->scratch / be->n_threads / sizeof(float);
+  const cpu_mat_t *W = &p->m[2];
+  uint32_t nt = cpu_threads_for(be, 2.0 * (double)W->rows * (double)W->cols * (double)p->m[0].rows +
+                                        (W->dtype == LK_DTYPE_F32 ? 0.0 : 8.0 * (double)W->rows * (double)W->cols));
+  cpu_pool_run(be->pool, nt, merge_task, &j);
+}
+
+void cpu_run(cpu_backend_t *be, const cpu_plan_t *p) {
+  switch (p->code) {
+  case LK_OP_MATMUL: run_matmul(be, p); break;
+  case LK_OP_LORA_FORWARD: run_lora_forward(be, p); break;
+  case LK_OP_LORA_BACKWARD: run_lora_backward(be, p); break;
+  case LK_OP_MERGE:
+  case LK_OP_UNMERGE: run_merge(be, p); break;
+  default: break;
+  }
+}

@@ -1,0 +1,481 @@
+/* plugin.c - the CPU backend plugin's entry point and backend vtable: ABI
+ * negotiation, reference-counted init/fini, the backend factory, instances
+ * (thread pool, device info), buffers (64-byte aligned allocations or
+ * zero-copy wraps, tracked in a set so a stale or foreign buffer is refused
+ * rather than dereferenced) and synchronous batched submission: every op of
+ * a batch is validated (validate.c) before any runs (ops.c). */
+#include "cpu.h"
+
+#include <cblas.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const lk_host_api_t *cpu_host;
+static uint32_t cpu_refs;
+static pthread_mutex_t cpu_init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int32_t cpu_fail(lk_error_t *err, int32_t code, const char *fmt, ...) {
+  if (err && err->struct_size >= offsetof(lk_error_t, message) + LK_ERROR_MAX) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    err->code = code;
+  } else if (err && err->struct_size >= offsetof(lk_error_t, code) + sizeof err->code) {
+    err->code = code;
+  }
+  return code;
+}
+
+/* ---- buffer set: open addressing on the pointer, linear probing ------------- */
+
+static size_t cpu_hash(const void *p, size_t cap) {
+  uint64_t h = (uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull;
+  return (size_t)(h >> 20) & (cap - 1);
+}
+
+static int cpu_set_grow(cpu_backend_t *be) {
+  size_t cap = be->set_cap ? be->set_cap * 2 : 64;
+  lk_buffer_t **set = calloc(cap, sizeof *set);
+  if (!set) return -1;
+  for (size_t i = 0; i < be->set_cap; i++) {
+    lk_buffer_t *b = be->set[i];
+    if (!b) continue;
+    size_t k = cpu_hash(b, cap);
+    while (set[k]) k = (k + 1) & (cap - 1);
+    set[k] = b;
+  }
+  free(be->set);
+  be->set = set;
+  be->set_cap = cap;
+  return 0;
+}
+
+static int cpu_set_add(cpu_backend_t *be, lk_buffer_t *b) {
+  pthread_mutex_lock(&be->lock);
+  int rc = 0;
+  if ((be->set_len + 1) * 2 > be->set_cap) rc = cpu_set_grow(be);
+  if (rc == 0) {
+    size_t k = cpu_hash(b, be->set_cap);
+    while (be->set[k]) k = (k + 1) & (be->set_cap - 1);
+    be->set[k] = b;
+    be->set_len++;
+  }
+  pthread_mutex_unlock(&be->lock);
+  return rc;
+}
+
+/* Slot of b, or SIZE_MAX; call with the lock held. */
+static size_t cpu_set_find(const cpu_backend_t *be, const lk_buffer_t *b) {
+  if (!be->set_cap || !b) return SIZE_MAX;
+  for (size_t k = cpu_hash(b, be->set_cap);; k = (k + 1) & (be->set_cap - 1)) {
+    if (!be->set[k]) return SIZE_MAX;
+    if (be->set[k] == b) return k;
+  }
+}
+
+/* Remove b (backward-shift deletion keeps probe chains intact); 1 if it was there. */
+static int cpu_set_remove(cpu_backend_t *be, const lk_buffer_t *b) {
+  pthread_mutex_lock(&be->lock);
+  size_t i = cpu_set_find(be, b), cap = be->set_cap;
+  if (i == SIZE_MAX) {
+    pthread_mutex_unlock(&be->lock);
+    return 0;
+  }
+  be->set[i] = NULL;
+  be->set_len--;
+  for (size_t j = (i + 1) & (cap - 1); be->set[j]; j = (j + 1) & (cap - 1)) {
+    size_t home = cpu_hash(be->set[j], cap);
+    /* move set[j] into the hole at i when its home is not in (i, j] */
+    int between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!between) {
+      be->set[i] = be->set[j];
+      be->set[j] = NULL;
+      i = j;
+    }
+  }
+  pthread_mutex_unlock(&be->lock);
+  return 1;
+}
+
+int cpu_buffer_known(cpu_backend_t *be, const lk_buffer_t *buf) {
+  pthread_mutex_lock(&be->lock);
+  int known = cpu_set_find(be, buf) != SIZE_MAX;
+  pthread_mutex_unlock(&be->lock);
+  return known;
+}
+
+/* ---- instances ------------------------------------------------------------------ */
+
+static uint32_t cpu_online_cores(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int allowed = CPU_COUNT(&set);
+    if (allowed > 0 && (n <= 0 || allowed < n)) n = allowed;
+  }
+  if (n < 1) n = 1;
+  if (n > 256) n = 256;
+  return (uint32_t)n;
+}
+
+static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_error_t *err) {
+  if (!out_self) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu create: NULL out_self");
+  *out_self = NULL;
+  if (!cpu_host)
+    return cpu_fail(err, LK_ERR_STATE, "cpu create: the plugin %s is not initialised", CPU_PLUGIN_ID);
+  uint32_t n_threads = 0, device = 0;
+  if (cfg) {
+    if (cfg->struct_size < offsetof(lk_backend_config_t, n_threads) + sizeof cfg->n_threads)
+      return cpu_fail(err, LK_ERR_ABI, "cpu create: lk_backend_config_t struct_size %u is too small",
+                      cfg->struct_size);
+    n_threads = cfg->n_threads;
+    if (LK_HAS_FIELD(cfg, lk_backend_config_t, device)) device = cfg->device;
+  }
+  if (device != 0)
+    return cpu_fail(err, LK_ERR_NOT_FOUND, "cpu create: device %u does not exist (the cpu backend has 1 device, index 0)",
+                    device);
+  if (n_threads == 0) n_threads = cpu_online_cores();
+  if (n_threads > 1024)
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu create: n_threads %u is more than 1024", n_threads);
+  cpu_backend_t *be = calloc(1, sizeof *be);
+  if (!be) return cpu_fail(err, LK_ERR_NOMEM, "cpu create: out of memory");
+  be->n_threads = n_threads;
+  be->host = cpu_host;
+  pthread_mutex_init(&be->lock, NULL);
+  /* Our pool is the only parallelism: OpenBLAS runs single-threaded inside it. */
+  openblas_set_num_threads(1);
+  int32_t rc = cpu_pool_create(n_threads, &be->pool);
+  if (rc != LK_OK) {
+    pthread_mutex_destroy(&be->lock);
+    free(be);
+    return cpu_fail(err, rc, "cpu create: cannot start %u threads", n_threads);
+  }
+  *out_self = be;
+  return LK_OK;
+}
+
+static void cpu_destroy(void *self) {
+  cpu_backend_t *be = self;
+  if (!be) return;
+  cpu_pool_destroy(be->pool);
+  for (size_t i = 0; i < be->set_cap; i++) {
+    lk_buffer_t *b = be->set[i];
+    if (!b) continue;
+    b->magic = 0;
+    if (b->owned) be->host->free_aligned(b->data);
+    free(b);
+  }
+  free(be->set);
+  if (be->scratch) be->host->free_aligned(be->scratch);
+  pthread_mutex_destroy(&be->lock);
+  free(be);
+}
+
+static uint32_t cpu_device_count(void *self) {
+  (void)self;
+  return 1;
+}
+
+static void cpu_model_name(char *out, size_t n) {
+  snprintf(out, n, "CPU");
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "model name", 10)) continue;
+    const char *colon = strchr(line, ':');
+    if (!colon) continue;
+    colon++;
+    while (*colon == ' ' || *colon == '\t') colon++;
+    size_t len = strcspn(colon, "\n");
+    if (len) snprintf(out, n, "%.*s", (int)len, colon);
+    break;
+  }
+  fclose(f);
+}
+
+/* MemAvailable from /proc/meminfo in bytes; 0 when unknown. */
+static uint64_t cpu_mem_available(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  fclose(f);
+  return (uint64_t)kb * 1024u;
+}
+
+static int32_t cpu_device_info(void *self, uint32_t index, lk_device_info_t *out, lk_error_t *err) {
+  cpu_backend_t *be = self;
+  if (!be || !out) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu device_info: NULL argument");
+  if (index != 0)
+    return cpu_fail(err, LK_ERR_NOT_FOUND, "cpu device_info: device %u does not exist (1 device)", index);
+  if (!LK_HAS_FIELD(out, lk_device_info_t, name))
+    return cpu_fail(err, LK_ERR_ABI, "cpu device_info: lk_device_info_t struct_size %u is too small (set it to sizeof)",
+                    out->struct_size);
+  out->type = LK_DEVICE_CPU;
+  cpu_model_name(out->name, sizeof out->name);
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  uint64_t total = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+  uint64_t avail = cpu_mem_available();
+  if (!avail) {
+    long av = sysconf(_SC_AVPHYS_PAGES);
+    avail = av > 0 && page > 0 ? (uint64_t)av * (uint64_t)page : 0;
+  }
+  if (LK_HAS_FIELD(out, lk_device_info_t, memory_total)) out->memory_total = total;
+  if (LK_HAS_FIELD(out, lk_device_info_t, memory_free)) out->memory_free = avail;
+  if (LK_HAS_FIELD(out, lk_device_info_t, compute_units)) out->compute_units = be->n_threads;
+  if (LK_HAS_FIELD(out, lk_device_info_t, reserved0)) out->reserved0 = 0;
+  return LK_OK;
+}
+
+static int32_t cpu_supports(void *self, int32_t op, int32_t dtype, const char *qformat) {
+  (void)self;
+  (void)qformat;
+  int half_ok = dtype == LK_DTYPE_F32 || dtype == LK_DTYPE_F16 || dtype == LK_DTYPE_BF16;
+  switch (op) {
+  case LK_OP_MATMUL:
+  case LK_OP_MERGE:
+  case LK_OP_UNMERGE: return half_ok;
+  case LK_OP_LORA_FORWARD:
+  case LK_OP_LORA_BACKWARD: return dtype == LK_DTYPE_F32; /* A and B are f32 */
+  default: return 0;
+  }
+}
+
+/* ---- buffers -------------------------------------------------------------------- */
+
+static int32_t cpu_new_buffer(cpu_backend_t *be, void *data, uint64_t nbytes, int owned,
+                              lk_buffer_t **out, lk_error_t *err) {
+  lk_buffer_t *b = calloc(1, sizeof *b);
+  if (!b || cpu_set_add(be, b)) {
+    free(b);
+    return cpu_fail(err, LK_ERR_NOMEM, "cpu: out of memory for a buffer record");
+  }
+  b->magic = CPU_BUF_MAGIC;
+  b->data = data;
+  b->nbytes = nbytes;
+  b->owned = owned;
+  *out = b;
+  return LK_OK;
+}
+
+static int32_t cpu_buffer_alloc(void *self, uint64_t nbytes, lk_buffer_t **out, lk_error_t *err) {
+  cpu_backend_t *be = self;
+  if (!be || !out) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_alloc: NULL argument");
+  *out = NULL;
+  if (nbytes == 0) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_alloc: size 0");
+  if (nbytes > (uint64_t)PTRDIFF_MAX - CPU_ALIGN)
+    return cpu_fail(err, LK_ERR_NOMEM, "cpu buffer_alloc: %llu bytes is more than the address space",
+                    (unsigned long long)nbytes);
+  void *p = be->host->alloc_aligned((nbytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN, CPU_ALIGN);
+  if (!p)
+    return cpu_fail(err, LK_ERR_NOMEM, "cpu buffer_alloc: cannot allocate %llu bytes",
+                    (unsigned long long)nbytes);
+  int32_t rc = cpu_new_buffer(be, p, nbytes, 1, out, err);
+  if (rc != LK_OK) be->host->free_aligned(p);
+  return rc;
+}
+
+static int32_t cpu_buffer_wrap(void *self, void *host, uint64_t nbytes, lk_buffer_t **out,
+                               lk_error_t *err) {
+  cpu_backend_t *be = self;
+  if (!be || !out || !host)
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_wrap: NULL argument");
+  *out = NULL;
+  if (nbytes == 0) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_wrap: size 0");
+  if (nbytes > (uint64_t)PTRDIFF_MAX || (uintptr_t)host > UINTPTR_MAX - nbytes)
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_wrap: %llu bytes at %p wrap around memory",
+                    (unsigned long long)nbytes, host);
+  return cpu_new_buffer(be, host, nbytes, 0, out, err);
+}
+
+static void cpu_buffer_free(void *self, lk_buffer_t *buf) {
+  cpu_backend_t *be = self;
+  if (!be || !buf) return;
+  if (!cpu_set_remove(be, buf)) {
+    if (cpu_host && cpu_host->log)
+      cpu_host->log(LK_LOG_WARN, CPU_PLUGIN_ID, "buffer_free: unknown buffer ignored (freed twice?)");
+    return;
+  }
+  buf->magic = 0;
+  if (buf->owned) be->host->free_aligned(buf->data);
+  free(buf);
+}
+
+static int32_t cpu_check_range(cpu_backend_t *be, lk_buffer_t *buf, uint64_t offset, const void *p,
+                               uint64_t nbytes, const char *what, lk_error_t *err) {
+  if (!be || !buf) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu %s: NULL argument", what);
+  if (!cpu_buffer_known(be, buf))
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu %s: buffer %p was not made by this backend or was freed",
+                    what, (void *)buf);
+  if (nbytes && !p) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu %s: NULL host pointer", what);
+  if (offset > buf->nbytes || nbytes > buf->nbytes - offset)
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu %s: bytes [%llu, %llu) are outside the buffer of %llu bytes",
+                    what, (unsigned long long)offset, (unsigned long long)offset + nbytes,
+                    (unsigned long long)buf->nbytes);
+  return LK_OK;
+}
+
+static int32_t cpu_buffer_upload(void *self, lk_buffer_t *buf, uint64_t offset, const void *src,
+                                 uint64_t nbytes, lk_error_t *err) {
+  int32_t rc = cpu_check_range(self, buf, offset, src, nbytes, "buffer_upload", err);
+  if (rc == LK_OK && nbytes) memmove((char *)buf->data + offset, src, nbytes);
+  return rc;
+}
+
+static int32_t cpu_buffer_download(void *self, lk_buffer_t *buf, uint64_t offset, void *dst,
+                                   uint64_t nbytes, lk_error_t *err) {
+  int32_t rc = cpu_check_range(self, buf, offset, dst, nbytes, "buffer_download", err);
+  if (rc == LK_OK && nbytes) memmove(dst, (char *)buf->data + offset, nbytes);
+  return rc;
+}
+
+/* ---- submission ------------------------------------------------------------------- */
+
+enum { PLAN_STACK = 8 };
+
+static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_error_t *err) {
+  cpu_backend_t *be = self;
+  if (!be) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu submit: NULL backend");
+  if (!cpu_host)
+    return cpu_fail(err, LK_ERR_STATE, "cpu submit: the plugin %s is no longer initialised", CPU_PLUGIN_ID);
+  if (n_ops == 0) return LK_OK;
+  if (!ops) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu submit: NULL ops with n_ops %u", n_ops);
+  cpu_plan_t stack[PLAN_STACK], *plans = stack;
+  if (n_ops > PLAN_STACK) {
+    plans = malloc((size_t)n_ops * sizeof *plans);
+    if (!plans) return cpu_fail(err, LK_ERR_NOMEM, "cpu submit: out of memory for %u ops", n_ops);
+  }
+  int32_t rc = LK_OK;
+  size_t scratch = 0;
+  for (uint32_t i = 0; i < n_ops && rc == LK_OK; i++) {
+    rc = cpu_validate(be, &ops[i], i, n_ops, &plans[i], err);
+    if (rc == LK_OK && plans[i].scratch > scratch) scratch = plans[i].scratch;
+  }
+  if (rc == LK_OK && scratch > be->scratch_bytes) {
+    void *p = be->host->alloc_aligned(scratch, CPU_ALIGN);
+    if (!p) {
+      rc = cpu_fail(err, LK_ERR_NOMEM, "cpu submit: cannot allocate %zu bytes of scratch", scratch);
+    } else {
+      if (be->scratch) be->host->free_aligned(be->scratch);
+      be->scratch = p;
+      be->scratch_bytes = scratch;
+    }
+  }
+  if (rc == LK_OK) {
+    /* Someone (a host using OpenBLAS itself) may have raised its thread
+     * count since create: our pool must stay the only parallelism. */
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    for (uint32_t i = 0; i < n_ops; i++) cpu_run(be, &plans[i]);
+  }
+  if (plans != stack) free(plans);
+  return rc;
+}
+
+static int32_t cpu_synchronize(void *self, lk_error_t *err) {
+  if (!self) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu synchronize: NULL backend");
+  return LK_OK; /* submit runs to completion */
+}
+
+static const void *cpu_get_extension(void *self, const char *id) {
+  (void)self;
+  (void)id;
+  return NULL;
+}
+
+static int32_t cpu_score(void) { return 10; }
+
+/* ---- plugin descriptor, factory, entry ----------------------------------------------- */
+
+static const lk_backend_vt_t cpu_backend_vt = {
+    sizeof(lk_backend_vt_t),
+    0,
+    "cpu",
+    "CPU backend: f32 GEMM through OpenBLAS on its own thread pool; f16/bf16 weights",
+    cpu_score,
+    cpu_create,
+    cpu_destroy,
+    cpu_device_count,
+    cpu_device_info,
+    cpu_supports,
+    cpu_buffer_alloc,
+    cpu_buffer_wrap,
+    cpu_buffer_free,
+    cpu_buffer_upload,
+    cpu_buffer_download,
+    cpu_submit,
+    cpu_synchronize,
+    cpu_get_extension,
+};
+
+static uint32_t cpu_factory_count(void) { return 1; }
+
+static const lk_backend_vt_t *cpu_factory_get(uint32_t index) {
+  return index == 0 ? &cpu_backend_vt : NULL;
+}
+
+static const lk_backend_factory_t cpu_factory = {sizeof(lk_backend_factory_t), cpu_factory_count,
+                                                 cpu_factory_get};
+
+static int32_t cpu_init(const lk_host_api_t *host, lk_error_t *err) {
+  if (!host) return cpu_fail(err, LK_ERR_INVALID_ARG, "%s init: NULL host table", CPU_PLUGIN_ID);
+  if (!LK_HAS_FIELD(host, lk_host_api_t, convert) || !host->alloc_aligned || !host->free_aligned ||
+      !host->convert)
+    return cpu_fail(err, LK_ERR_ABI,
+                    "%s init: the host services table (struct_size %u) lacks alloc_aligned, free_aligned or convert",
+                    CPU_PLUGIN_ID, host->struct_size);
+  pthread_mutex_lock(&cpu_init_lock);
+  if (cpu_refs++ == 0) cpu_host = host;
+  pthread_mutex_unlock(&cpu_init_lock);
+  return LK_OK;
+}
+
+static void cpu_fini(void) {
+  pthread_mutex_lock(&cpu_init_lock);
+  if (cpu_refs > 0 && --cpu_refs == 0) cpu_host = NULL;
+  pthread_mutex_unlock(&cpu_init_lock);
+}
+
+static const void *cpu_get_factory(const char *factory_id) {
+  if (factory_id && !strcmp(factory_id, LK_FACTORY_BACKEND)) return &cpu_factory;
+  return NULL;
+}
+
+static const lk_plugin_t cpu_plugin = {
+    sizeof(lk_plugin_t),
+    LK_PLUGIN_ABI_VERSION,
+    CPU_PLUGIN_ID,
+    "lorakit CPU backend",
+    "1.0.0",
+    "LoRA matmul, forward/backward and merge on the CPU (OpenBLAS, own thread pool)",
+    cpu_init,
+    cpu_fini,
+    cpu_get_factory,
+};
+
+LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
+                                         const lk_plugin_t **out);
+
+LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
+                                         const lk_plugin_t **out) {
+  (void)host; /* kept at init */
+  if (!abi_in_out) return LK_ERR_INVALID_ARG;
+  uint32_t theirs = *abi_in_out;
+  if (LK_ABI_MAJOR_OF(theirs) != LK_PLUGIN_ABI_MAJOR) {
+    *abi_in_out = LK_PLUGIN_ABI_VERSION; /* tell the host what we speak */
+    return LK_ERR_ABI;
+  }
+  if (!out) return LK_ERR_INVALID_ARG;
+  uint32_t ours = LK_PLUGIN_ABI_MINOR, host_minor = LK_ABI_MINOR_OF(theirs);
+  uint32_t minor = host_minor < ours ? host_minor : ours; /* the lower minor wins */
+  *abi_in_out = LK_MAKE_ABI(LK_PLUGIN_ABI_MAJOR, minor);
+  *out = &cpu_plugin;
+  return LK_OK;
+}

@@ -1,0 +1,144 @@
+/* pool.c - the CPU backend's own fork-join thread pool. One pool per backend
+ * instance: its threads are created in create and joined in destroy, and
+ * they are the only threads doing arithmetic (OpenBLAS runs single-threaded
+ * inside each of them). Idle workers sleep on a condition variable. */
+#include "cpu.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+struct cpu_pool {
+  uint32_t n;         /* threads including the caller */
+  pthread_t *threads; /* n - 1 workers */
+  uint32_t started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv_work, cv_done;
+  uint64_t generation; /* bumped for each job */
+  uint32_t pending;    /* workers still running the current job */
+  int stop;
+  cpu_task_fn fn;
+  void *arg;
+  uint32_t nt; /* threads taking part in the current job */
+};
+
+typedef struct worker_arg {
+  cpu_pool_t *pool;
+  uint32_t index;
+} worker_arg;
+
+static void *cpu_worker(void *p) {
+  worker_arg *wa = p;
+  cpu_pool_t *pool = wa->pool;
+  uint32_t index = wa->index;
+  free(wa);
+  pthread_mutex_lock(&pool->mu);
+  uint64_t seen = pool->generation;
+  for (;;) {
+    while (pool->generation == seen && !pool->stop) pthread_cond_wait(&pool->cv_work, &pool->mu);
+    if (pool->stop) break;
+    seen = pool->generation;
+    cpu_task_fn fn = pool->fn;
+    void *arg = pool->arg;
+    uint32_t nt = pool->nt;
+    pthread_mutex_unlock(&pool->mu);
+    if (index < nt) fn(arg, index, nt);
+    pthread_mutex_lock(&pool->mu);
+    if (--pool->pending == 0) pthread_cond_signal(&pool->cv_done);
+  }
+  pthread_mutex_unlock(&pool->mu);
+  return NULL;
+}
+
+int32_t cpu_pool_create(uint32_t n_threads, cpu_pool_t **out) {
+  *out = NULL;
+  if (n_threads == 0) n_threads = 1;
+  cpu_pool_t *pool = calloc(1, sizeof *pool);
+  if (!pool) return LK_ERR_NOMEM;
+  pool->n = n_threads;
+  if (n_threads > 1) {
+    pool->threads = calloc(n_threads - 1, sizeof *pool->threads);
+    if (!pool->threads) {
+      free(pool);
+      return LK_ERR_NOMEM;
+    }
+  }
+  pthread_mutex_init(&pool->mu, NULL);
+  pthread_cond_init(&pool->cv_work, NULL);
+  pthread_cond_init(&pool->cv_done, NULL);
+  /* Workers take no signals: they belong to the host's threads. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int32_t rc = LK_OK;
+  for (uint32_t i = 1; i < n_threads; i++) {
+    worker_arg *wa = malloc(sizeof *wa);
+    if (!wa) {
+      rc = LK_ERR_NOMEM;
+      break;
+    }
+    wa->pool = pool;
+    wa->index = i;
+    if (pthread_create(&pool->threads[i - 1], NULL, cpu_worker, wa)) {
+      free(wa);
+      rc = LK_ERR_BACKEND;
+      break;
+    }
+    pool->started++;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != LK_OK) {
+    cpu_pool_destroy(pool);
+    return rc;
+  }
+  *out = pool;
+  return LK_OK;
+}
+
+void cpu_pool_destroy(cpu_pool_t *pool) {
+  if (!pool) return;
+  pthread_mutex_lock(&pool->mu);
+  pool->stop = 1;
+  pthread_cond_broadcast(&pool->cv_work);
+  pthread_mutex_unlock(&pool->mu);
+  for (uint32_t i = 0; i < pool->started; i++) pthread_join(pool->threads[i], NULL);
+  pthread_cond_destroy(&pool->cv_work);
+  pthread_cond_destroy(&pool->cv_done);
+  pthread_mutex_destroy(&pool->mu);
+  free(pool->threads);
+  free(pool);
+}
+
+uint32_t cpu_pool_size(const cpu_pool_t *pool) { return pool ? pool->n : 1; }
+
+void cpu_pool_run(cpu_pool_t *pool, uint32_t nt, cpu_task_fn fn, void *arg) {
+  uint32_t n = cpu_pool_size(pool);
+  if (nt > n) nt = n;
+  if (nt <= 1) {
+    fn(arg, 0, 1);
+    return;
+  }
+  pthread_mutex_lock(&pool->mu);
+  pool->fn = fn;
+  pool->arg = arg;
+  pool->nt = nt;
+  pool->pending = pool->started;
+  pool->generation++;
+  pthread_cond_broadcast(&pool->cv_work);
+  pthread_mutex_unlock(&pool->mu);
+  fn(arg, 0, nt);
+  pthread_mutex_lock(&pool->mu);
+  while (pool->pending) pthread_cond_wait(&pool->cv_done, &pool->mu);
+  pthread_mutex_unlock(&pool->mu);
+}
+
+void cpu_split(int64_t total, uint32_t t, uint32_t nt, int64_t align, int64_t *begin,
+               int64_t *end) {
+  if (align < 1) align = 1;
+  int64_t chunk = (total + nt - 1) / nt;
+  chunk = (chunk + align - 1) / align * align;
+  int64_t b = chunk * t, e = b + chunk;
+  if (b > total) b = total;
+  if (e > total) e = total;
+  *begin = b;
+  *end = e;
+}

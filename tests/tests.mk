@@ -1,1 +1,109 @@
-# tests.mk - included by the Makefile (owned by the tests work)
+# tests.mk - included by the Makefile (owned by the tests work).
+#
+#   make unit-tests    build and run every Check suite in $(B) (and the
+#                      header checks); non-zero exit on any failure
+#   make test          all, unit-tests, the CLI cases, the suites again under
+#                      ASan+UBSan (B=build-asan), a clang build
+#                      (B=build-clang), then the SDK example from an install
+#   make sanitize | clang-build | cli-tests | sdk-test   one step of `test`
+#
+# Suites find the build through LK_BUILD_DIR (absolute). Test binaries live
+# in $(B)/tests/bin, so that "plugins/ next to the executable" discovery does
+# not pick up the deliberately broken plugins in $(B)/tests/plugins.
+
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+LK_BUILD_ABS  = $(abspath $(B))
+
+TEST_SUITES  := abi core plugins lora
+TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
+TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
+
+# Test plugins: lorakit-NAME.so from tests/plugins/SRC.c with extra flags.
+TP_DIR       := $(B)/tests/plugins
+TP_NAMES     := bad-nosym bad-abi2 bad-abi0 bad-size bad-tail bad-dupcpu bad-duptwin \
+                bad-init bad-entry bad-nullout bad-dupcount test-count test-minor test-two
+TP_SOS       := $(TP_NAMES:%=$(TP_DIR)/lorakit-%.so)
+TP_SRC_bad-nosym    := bad_nosym
+TP_SRC_bad-abi2     := bad_abi
+TP_DEF_bad-abi2     := -DTP_ABI_MAJOR=2 -DTP_ABI_MINOR=0
+TP_SRC_bad-abi0     := bad_abi
+TP_DEF_bad-abi0     := -DTP_ABI_MAJOR=0 -DTP_ABI_MINOR=9
+TP_SRC_bad-size     := bad_size
+TP_SRC_bad-tail     := bad_tail
+TP_SRC_bad-dupcpu   := bad_dupcpu
+TP_SRC_bad-duptwin  := bad_duptwin
+TP_SRC_bad-init     := bad_init
+TP_SRC_bad-entry    := bad_entry
+TP_DEF_bad-entry    := -DTP_ENTRY_MODE=1
+TP_SRC_bad-nullout  := bad_entry
+TP_DEF_bad-nullout  := -DTP_ENTRY_MODE=2
+TP_SRC_bad-dupcount := test_count
+TP_DEF_bad-dupcount := -DTP_COUNT_BACKEND='"cpu"'
+TP_SRC_test-count   := test_count
+TP_SRC_test-minor   := test_minor
+TP_SRC_test-two     := test_two
+
+# Plugins see only abi/ (CFLAGS carries -Iabi and nothing else) and export
+# one symbol by visibility.
+define tp_rule
+$(TP_DIR)/lorakit-$(1).so: tests/plugins/$(TP_SRC_$(1)).c $(TEST_HDRS) $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) -fPIC -fvisibility=hidden $(TP_DEF_$(1)) -shared $$(LDFLAGS) -o $$@ $$<
+endef
+$(foreach n,$(TP_NAMES),$(eval $(call tp_rule,$(n))))
+
+$(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
+
+# ---- header checks: C11 and C++17, strict ------------------------------------
+HDR_STRICT := -Wall -Wextra -Werror -pedantic -Iabi
+$(B)/tests/header_check_c.o: tests/header_check.c $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(HDR_STRICT) -c $< -o $@
+$(B)/tests/header_check_cpp.o: tests/header_check.cpp $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(if $(filter clang%,$(notdir $(CC))),clang++,g++) -std=c++17 $(HDR_STRICT) -c $< -o $@
+.PHONY: header-check
+header-check: $(B)/tests/header_check_c.o $(B)/tests/header_check_cpp.o
+
+# ---- unit-tests ------------------------------------------------------------------
+# Every suite runs even when an earlier one fails; the exit status says
+# whether all passed. Each public header must also compile on its own.
+unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
+	@fail=0; \
+	bash tests/header_alone.sh "$(CC)" || fail=1; \
+	for t in $(TEST_BINS); do \
+	  LK_BUILD_DIR=$(LK_BUILD_ABS) $$t || { echo "FAILED: $$t"; fail=1; }; \
+	done; \
+	if [ $$fail = 0 ]; then echo "unit-tests: all passed ($(B))"; else echo "unit-tests: FAILURES ($(B))"; fi; \
+	exit $$fail
+
+# ---- the rest of `make test` ----------------------------------------------------------
+cli-tests: all
+	@bash tests/test_cli.sh $(B)
+
+sanitize:
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(MAKE) --no-print-directory -j2 B=build-asan SAN=1 unit-tests
+
+clang-build:
+	$(MAKE) --no-print-directory -j2 B=build-clang CC=clang all header-check
+
+sdk-test: all
+	@bash tests/test_sdk.sh $(B) "$(MAKE)"
+
+# Run every step and report each; fail at the end if any failed.
+test: all
+	@fail=""; \
+	$(MAKE) --no-print-directory -j2 unit-tests || fail="$$fail unit-tests"; \
+	$(MAKE) --no-print-directory cli-tests || fail="$$fail cli-tests"; \
+	$(MAKE) --no-print-directory sanitize || fail="$$fail sanitize"; \
+	$(MAKE) --no-print-directory clang-build || fail="$$fail clang-build"; \
+	$(MAKE) --no-print-directory sdk-test || fail="$$fail sdk-test"; \
+	if [ -n "$$fail" ]; then echo "make test: FAILED:$$fail"; exit 1; fi; \
+	echo "make test: all steps passed"
+
+.PHONY: unit-tests cli-tests sanitize clang-build sdk-test test

@@ -1,0 +1,23 @@
+/* bad_dupcpu.c - another plugin (its own id) whose backend is also named
+ * "cpu". Loaded after the real cpu plugin, it must be refused as a
+ * duplicate, and "cpu" must keep meaning the first one. */
+#define TP_NO_EXTENSION
+#include "tp_common.h"
+
+TP_BACKEND(tp_be, "cpu");
+static const lk_backend_vt_t *const tp_list[] = {&tp_be};
+
+static const lk_plugin_t tp_plugin = {sizeof(lk_plugin_t), LK_PLUGIN_ABI_VERSION,
+                                      "org.lorakit.test.dupcpu", "dup cpu", "1.0.0",
+                                      "a second backend named cpu", tp_init, tp_fini,
+                                      tp_get_factory};
+
+LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi, const lk_host_api_t *host,
+                                         const lk_plugin_t **out) {
+  (void)host;
+  *abi = LK_PLUGIN_ABI_VERSION;
+  tp_backends = tp_list;
+  tp_n_backends = 1;
+  *out = &tp_plugin;
+  return LK_OK;
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# test_cli.sh B - table-driven cases for the `lorakit` program in build dir B.
+#
+# Each case: NAME | EXIT | CHECK | ARGS...
+#   EXIT   expected exit status (0 ok, 1 failed, 2 usage)
+#   CHECK  out:TEXT  stdout contains TEXT (case-insensitive)
+#          err:TEXT  stderr contains TEXT (case-insensitive)
+#          json:PY   stdout is JSON; PY is a Python expression over `doc` and
+#                    `strings` (every string value in doc) that must be true
+#          -         nothing beyond the exit status
+# Prints "N passed, N failed"; exits 1 when any case failed.
+set -u
+B=${1:-build}
+LK=$B/lorakit
+unset LORAKIT_PLUGIN_PATH
+
+pass=0
+failed=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+run_case() {
+  local name=$1 want_exit=$2 check=$3
+  shift 3
+  "$LK" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+  local got=$?
+  local why=""
+  if [ "$got" != "$want_exit" ]; then
+    why="exit $got, expected $want_exit"
+  else
+    case $check in
+      out:*) grep -qiF -- "${check#out:}" "$tmp/out" || why="stdout lacks '${check#out:}'" ;;
+      err:*) grep -qiF -- "${check#err:}" "$tmp/err" || why="stderr lacks '${check#err:}'" ;;
+      json:*)
+        python3 - "${check#json:}" "$tmp/out" <<'PY' || why="stdout JSON check failed: ${check#json:}"
+import json, sys
+expr, path = sys.argv[1], sys.argv[2]
+try:
+    doc = json.load(open(path))
+except Exception as e:
+    print("  not valid JSON:", e); sys.exit(1)
+def walk(v):
+    if isinstance(v, dict):
+        for x in v.values(): yield from walk(x)
+    elif isinstance(v, list):
+        for x in v: yield from walk(x)
+    elif isinstance(v, str):
+        yield v
+strings = list(walk(doc))
+sys.exit(0 if eval(expr) else 1)
+PY
+        ;;
+      -) ;;
+      *) why="bad check '$check' in the table" ;;
+    esac
+  fi
+  if [ -z "$why" ]; then
+    pass=$((pass + 1))
+    echo "ok   $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name: lorakit $*: $why"
+    sed 's/^/  stdout: /' "$tmp/out" | head -20
+    sed 's/^/  stderr: /' "$tmp/err" | head -20
+  fi
+}
+
+if [ ! -x "$LK" ]; then
+  echo "FAIL: $LK not built"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+#        name                      exit check                                   args
+run_case version_prints_1.0.0       0 "out:1.0.0"                               --version
+run_case help_exits_0               0 "out:plugins"                             --help
+run_case plugins_lists_cpu          0 "out:cpu"                                 plugins
+run_case plugins_json_is_valid      0 "json:True"                               plugins --json
+run_case plugins_json_has_cpu       0 "json:'org.lorakit.cpu' in strings and 'cpu' in strings" plugins --json
+run_case plugins_help_exits_0       0 "out:plugins"                             plugins --help
+run_case unknown_command_exits_2    2 "err:frobnicate"                          frobnicate
+run_case unknown_option_exits_2     2 "-"                                       --no-such-option
+run_case plugins_bad_option_exits_2 2 "-"                                       plugins --no-such-option
+
+# With the broken test plugins on LORAKIT_PLUGIN_PATH the listing still
+# works and shows them refused, with the reason.
+if [ -d "$B/tests/plugins" ]; then
+  export LORAKIT_PLUGIN_PATH=$B/tests/plugins
+  run_case plugins_shows_refused       0 "out:refused"                         plugins
+  run_case plugins_json_shows_refused  0 "json:any('lorakit-bad-abi2.so' in s for s in strings) and any('ABI' in s for s in strings)" plugins --json
+  unset LORAKIT_PLUGIN_PATH
+fi
+
+echo "$pass passed, $failed failed"
+[ "$failed" = 0 ]

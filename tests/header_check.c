@@ -5,6 +5,7 @@
 #include "lorakit_plugin.h"
 #include "lorakit_types.h"
 #include "lorakit_version.h"
+#include "lorakit_staging.h"
 
 int header_check_c(void);
 int header_check_c(void) {

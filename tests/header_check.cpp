@@ -1,6 +1,7 @@
 // header_check.cpp - the public headers compile as C++17 with
 // -Wall -Wextra -Werror -pedantic, with C linkage for the API.
 #include "lorakit.h"
+#include "lorakit_staging.h"
 
 #include <cstdint>
 

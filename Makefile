@@ -37,17 +37,20 @@ CORE_SRC := $(wildcard core/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/obj/%.o)
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
-CPU_SRC  := $(wildcard plugins/cpu/*.c)
-CPU_OBJ  := $(CPU_SRC:%.c=$(B)/obj/%.o)
+# Every folder plugins/NAME/ (but plugins/common/, shared sources) is one
+# plugin, build/plugins/lorakit-NAME.so; PLUGIN_LIBS_NAME are its link flags.
+PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))))
+PLUGIN_LIBS_cpu := -lopenblas -lpthread -lm
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)
 LIBSO    := $(B)/liblorakit.so.$(SOMAJOR)
 CPU_PLUG := $(B)/plugins/lorakit-cpu.so
+PLUGIN_SOS := $(PLUGINS:%=$(B)/plugins/lorakit-%.so)
 CLI      := $(B)/lorakit
 
 .PHONY: all bootstrap test unit-tests sanitize clang-build sdk-test bench demo install clean fuzz
-all: $(B)/.bootstrap $(LIB) $(CPU_PLUG) $(CLI)
+all: $(B)/.bootstrap $(LIB) $(PLUGIN_SOS) $(CLI)
 
 # ---- bootstrap: install missing Debian packages ---------------------------
 $(B)/.bootstrap:
@@ -83,10 +86,13 @@ $(LIB): $(CORE_OBJ) core/liblorakit.map
 	ln -sf liblorakit.so.$(VERSION) $(B)/liblorakit.so
 
 # ---- plugins: one .so each, one exported symbol -------------------------------
-$(CPU_PLUG): $(CPU_OBJ) plugins/plugin.map
-	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,--version-script=plugins/plugin.map -Wl,--no-undefined $(LDFLAGS) \
-	  -o $@ $(CPU_OBJ) -lopenblas -lpthread -lm
+define plugin_rule
+$(B)/plugins/lorakit-$(1).so: $(patsubst %.c,$(B)/obj/%.o,$(wildcard plugins/$(1)/*.c)) plugins/plugin.map
+	@mkdir -p $$(dir $$@)
+	$$(CC) -shared -Wl,--version-script=plugins/plugin.map -Wl,--no-undefined $$(LDFLAGS) \
+	  -o $$@ $$(filter %.o,$$^) $$(PLUGIN_LIBS_$(1))
+endef
+$(foreach p,$(PLUGINS),$(eval $(call plugin_rule,$(p))))
 
 # ---- CLI ------------------------------------------------------------------------
 $(CLI): $(CLI_OBJ) $(LIB)

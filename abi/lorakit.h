@@ -209,6 +209,57 @@ LK_API lk_status lk_merge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t tar
 LK_API lk_status lk_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                             lk_tensor_t *W, float mult);
 
+/* ---- models and adapter files ---------------------------------------------- */
+
+typedef struct lk_model_t lk_model_t;
+
+/* [one-thread-per-context] Open a model or adapter (file or folder) with the
+ * loader named (e.g. "gguf"), or, when loader is NULL, the loader whose
+ * probe() scores highest. LK_ERR_NOT_FOUND when no loader claims the path;
+ * other errors name the file and what is wrong with it. */
+LK_API lk_status lk_model_open(lk_context_t *ctx, const char *path, const char *loader,
+                               lk_model_t **out);
+/* NULL is a no-op. Mapped tensor views die with the model. */
+LK_API void lk_model_close(lk_model_t *m);
+/* The loader that opened it ("hf", "gguf", ...); owned by the plugin. */
+LK_API const char *lk_model_loader(const lk_model_t *m);
+LK_API const char *lk_model_path(const lk_model_t *m);
+LK_API int64_t lk_model_tensor_count(const lk_model_t *m);
+/* Name (canonical), dtype, shape, bytes; strings live until close. */
+LK_API lk_status lk_model_tensor_info(lk_model_t *m, int64_t index, lk_tensor_info_t *out);
+/* Index of the tensor of that canonical name, or -1. */
+LK_API int64_t lk_model_find(lk_model_t *m, const char *name);
+/* The tensor's bytes as stored (after un-permutation): exactly info.nbytes. */
+LK_API lk_status lk_model_tensor_read(lk_model_t *m, int64_t index, void *dst, uint64_t nbytes);
+/* The tensor as f32 (n = number of elements): plain float dtypes are
+ * converted; quantised blocks are dequantised by the quantiser plugin named
+ * by qformat (LK_ERR_UNSUPPORTED naming it when none is loaded). */
+LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *dst, uint64_t n);
+/* Metadata as one JSON object (see lorakit_plugin.h); lives until close. */
+LK_API const char *lk_model_metadata_json(lk_model_t *m);
+
+/* [one-thread-per-context] Write n named tensors (canonical names) and
+ * metadata (JSON object or NULL) with the writer of loader `format`, through
+ * a temporary file renamed into place: on failure nothing is left behind. */
+LK_API lk_status lk_write_tensors(lk_context_t *ctx, const char *path, const char *format,
+                                  const lk_tensor_t *tensors, const char *const *names, uint64_t n,
+                                  const char *metadata_json);
+
+/* [one-thread-per-context] Load an adapter (PEFT folder, GGUF LoRA file) as
+ * f32; per-target rank and alpha and the scaling rule come from its config.
+ * loader NULL = by probe. */
+LK_API lk_status lk_adapter_load(lk_context_t *ctx, const char *path, const char *loader,
+                                 lk_adapter_t **out);
+/* Save an adapter as format "peft" (a folder) or "gguf-lora" (a file).
+ * base_config_json: the base model's config (lk_model_metadata_json of the
+ * base, or its "config" object), needed by gguf-lora for the Q/K row
+ * permutation; may be NULL for peft. GGUF LoRA holds one alpha: rsLoRA and
+ * per-target rank/alpha are folded into B so s*B*A is unchanged. */
+LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char *format,
+                                 const char *base_config_json);
+/* The adapter's scaling rule, default rank and alpha. */
+LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out);
+
 #ifdef __cplusplus
 }
 #endif

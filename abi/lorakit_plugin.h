@@ -191,7 +191,35 @@ typedef struct lk_quantiser_vt_t {
 
 /* ---- loader ---------------------------------------------------------------
  * A file format. Names are mapped to the canonical Hugging Face naming and
- * format quirks undone, so the core sees one model whatever the file. */
+ * format quirks undone, so the core sees one model whatever the file.
+ *
+ * Canonical names. Model tensors: Hugging Face names
+ * ("model.layers.0.self_attn.q_proj.weight", "lm_head.weight"). Adapter
+ * tensors: "<module>.lora_A.weight" [r, in] and "<module>.lora_B.weight"
+ * [out, r], module as in the model without any PEFT prefix
+ * ("model.layers.0.self_attn.q_proj"). Rows permuted by a format for its
+ * RoPE layout (GGUF's attn_q/attn_k and their lora_B) are un-permuted on read
+ * and permuted again on write.
+ *
+ * Dtypes. Plain types map to LK_DTYPE_*; quantised blocks are LK_DTYPE_QUANT
+ * with qformat the lower-case ggml type name ("q4_0", "q8_0", "q4_k", "q6_k").
+ *
+ * Metadata JSON (metadata_json on read, the metadata_json of write), one
+ * object whose members depend on the format; read-then-write round-trips:
+ *   "format":         the loader name ("safetensors", "gguf", ...)
+ *   "config":         a Hugging Face config.json object (hf; gguf derives it
+ *                     from its llama.* keys so every model has one)
+ *   "adapter_config": a PEFT adapter_config.json object (peft; gguf-lora
+ *                     derives r, lora_alpha, target_modules)
+ *   "safetensors_metadata": the __metadata__ string map (safetensors, hf, peft)
+ *   "gguf":           {"version": 3, "alignment": 32, "kv": {key: value},
+ *                      "kv_types": {key: "u8".."f64"|"bool"|"string"|
+ *                      "array[<type>]"}} (gguf, gguf-lora). A writer takes
+ *                     kv_types where given and infers a type otherwise
+ *                     (integer: u32 or i32 if negative, real: f32).
+ * Writers of adapters (peft, gguf-lora) also accept "base_config" (the base
+ * model's config object) for what the adapter format needs from the base
+ * (the head counts of the Q/K permutation, the architecture). */
 typedef struct lk_tensor_info_t {
   uint32_t struct_size;
   int32_t dtype;

@@ -65,7 +65,12 @@ enum {
   LK_DTYPE_I64 = 8,
   LK_DTYPE_U8 = 9,
   LK_DTYPE_BOOL = 10,
-  LK_DTYPE_QUANT = 11
+  LK_DTYPE_QUANT = 11,
+  LK_DTYPE_U16 = 12,
+  LK_DTYPE_U32 = 13,
+  LK_DTYPE_U64 = 14,
+  LK_DTYPE_F8_E4M3 = 15,
+  LK_DTYPE_F8_E5M2 = 16
 };
 
 /* ---- backend op codes (append-only) -------------------------------------- */

@@ -37,17 +37,19 @@ LK_API const char *lk_strerror(lk_status code) {
 
 LK_API uint64_t lk_dtype_size(int32_t dtype) {
   switch (dtype) {
-  case LK_DTYPE_F64: case LK_DTYPE_I64: return 8;
-  case LK_DTYPE_F32: case LK_DTYPE_I32: return 4;
-  case LK_DTYPE_F16: case LK_DTYPE_BF16: case LK_DTYPE_I16: return 2;
-  case LK_DTYPE_I8: case LK_DTYPE_U8: case LK_DTYPE_BOOL: return 1;
+  case LK_DTYPE_F64: case LK_DTYPE_I64: case LK_DTYPE_U64: return 8;
+  case LK_DTYPE_F32: case LK_DTYPE_I32: case LK_DTYPE_U32: return 4;
+  case LK_DTYPE_F16: case LK_DTYPE_BF16: case LK_DTYPE_I16: case LK_DTYPE_U16: return 2;
+  case LK_DTYPE_I8: case LK_DTYPE_U8: case LK_DTYPE_BOOL: case LK_DTYPE_F8_E4M3:
+  case LK_DTYPE_F8_E5M2: return 1;
   default: return 0;
   }
 }
 
 LK_API const char *lk_dtype_name(int32_t dtype) {
   static const char *const names[] = {"invalid", "f32", "f16", "bf16", "f64", "i8",
-                                      "i16",     "i32", "i64", "u8",   "bool", "quant"};
+                                      "i16",     "i32", "i64", "u8",   "bool", "quant",
+                                      "u16",     "u32", "u64", "f8_e4m3", "f8_e5m2"};
   if (dtype < 0 || dtype >= (int32_t)(sizeof names / sizeof names[0])) return "invalid";
   return names[dtype];
 }

@@ -251,6 +251,11 @@ _Static_assert(LK_DTYPE_I64 == 8, "LK_DTYPE_I64");
 _Static_assert(LK_DTYPE_U8 == 9, "LK_DTYPE_U8");
 _Static_assert(LK_DTYPE_BOOL == 10, "LK_DTYPE_BOOL");
 _Static_assert(LK_DTYPE_QUANT == 11, "LK_DTYPE_QUANT");
+_Static_assert(LK_DTYPE_U16 == 12, "LK_DTYPE_U16");
+_Static_assert(LK_DTYPE_U32 == 13, "LK_DTYPE_U32");
+_Static_assert(LK_DTYPE_U64 == 14, "LK_DTYPE_U64");
+_Static_assert(LK_DTYPE_F8_E4M3 == 15, "LK_DTYPE_F8_E4M3");
+_Static_assert(LK_DTYPE_F8_E5M2 == 16, "LK_DTYPE_F8_E5M2");
 
 _Static_assert(LK_OP_INVALID == 0, "LK_OP_INVALID");
 _Static_assert(LK_OP_MATMUL == 1, "LK_OP_MATMUL");

@@ -45,7 +45,8 @@ START_TEST(dtype_size_of_every_dtype) {
   } t[] = {{LK_DTYPE_F32, 4}, {LK_DTYPE_F16, 2}, {LK_DTYPE_BF16, 2}, {LK_DTYPE_F64, 8},
            {LK_DTYPE_I8, 1},  {LK_DTYPE_I16, 2}, {LK_DTYPE_I32, 4},  {LK_DTYPE_I64, 8},
            {LK_DTYPE_U8, 1},  {LK_DTYPE_BOOL, 1}, {LK_DTYPE_QUANT, 0}, {LK_DTYPE_INVALID, 0},
-           {12, 0},           {-1, 0},           {INT32_MAX, 0}};
+           {LK_DTYPE_U16, 2}, {LK_DTYPE_U32, 4}, {LK_DTYPE_U64, 8},  {LK_DTYPE_F8_E4M3, 1},
+           {LK_DTYPE_F8_E5M2, 1}, {17, 0},       {-1, 0},           {INT32_MAX, 0}};
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
     ck_assert_msg(lk_dtype_size(t[i].dt) == t[i].size, "lk_dtype_size(%d) = %llu, expected %llu",
                   t[i].dt, (unsigned long long)lk_dtype_size(t[i].dt),
@@ -61,7 +62,7 @@ START_TEST(dtype_names_are_short_and_distinct) {
   ck_assert_str_eq(lk_dtype_name(LK_DTYPE_INVALID), "invalid");
   ck_assert_str_eq(lk_dtype_name(99), "invalid");
   ck_assert_str_eq(lk_dtype_name(-3), "invalid");
-  for (int32_t a = LK_DTYPE_F32; a <= LK_DTYPE_QUANT; a++) {
+  for (int32_t a = LK_DTYPE_F32; a <= LK_DTYPE_F8_E5M2; a++) {
     const char *za = lk_dtype_name(a);
     ck_assert_ptr_nonnull(za);
     ck_assert_msg(strcmp(za, "invalid") != 0, "dtype %d has no name", a);
@@ -349,6 +350,7 @@ START_TEST(convert_refuses_other_dtypes) {
   ck_assert_int_eq(lk_convert(f, LK_DTYPE_F32, i, LK_DTYPE_I32, 2), LK_ERR_DTYPE);
   ck_assert_int_eq(lk_convert(f, LK_DTYPE_QUANT, i, LK_DTYPE_F32, 2), LK_ERR_DTYPE);
   ck_assert_int_eq(lk_convert(f, 99, i, LK_DTYPE_F32, 2), LK_ERR_DTYPE);
+  ck_assert_int_eq(lk_convert(i, LK_DTYPE_U16, f, LK_DTYPE_F32, 2), LK_ERR_DTYPE);
   ck_assert_int_eq(lk_convert(f, LK_DTYPE_F32, f, LK_DTYPE_F32, 0), LK_OK);
 }
 END_TEST

@@ -273,7 +273,7 @@ START_TEST(loading_the_same_plugin_twice_keeps_one_backend) {
 }
 END_TEST
 
-START_TEST(missing_file_is_an_io_error_naming_it) {
+START_TEST(missing_file_is_refused_naming_it) {
   lk_context_t *ctx = tu_context_with_cpu();
   const char *path = tp_file("does-not-exist");
   lk_status st = lk_plugin_load(ctx, path);
@@ -532,7 +532,7 @@ static Suite *plugins_suite(void) {
   tcase_add_test(tc, no_default_plugins_ignores_LORAKIT_PLUGIN_PATH);
   tcase_add_test(tc, load_dir_skips_other_files_and_reports_broken_ones);
   tcase_add_test(tc, loading_the_same_plugin_twice_keeps_one_backend);
-  tcase_add_test(tc, missing_file_is_an_io_error_naming_it);
+  tcase_add_test(tc, missing_file_is_refused_naming_it);
   suite_add_tcase(s, tc);
   tc = tcase_create("refusals");
   tcase_add_test(tc, refuses_plugin_without_entry_symbol);

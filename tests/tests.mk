@@ -75,6 +75,7 @@ header-check: $(B)/tests/header_check_c.o $(B)/tests/header_check_cpp.o
 unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 	@fail=0; \
 	bash tests/header_alone.sh "$(CC)" || fail=1; \
+	bash tests/check_exports.sh $(B) || fail=1; \
 	for t in $(TEST_BINS); do \
 	  LK_BUILD_DIR=$(LK_BUILD_ABS) $$t || { echo "FAILED: $$t"; fail=1; }; \
 	done; \

@@ -247,9 +247,12 @@ LK_API lk_status lk_write_tensors(lk_context_t *ctx, const char *path, const cha
 
 /* [one-thread-per-context] Load an adapter (PEFT folder, GGUF LoRA file) as
  * f32; per-target rank and alpha and the scaling rule come from its config.
- * loader NULL = by probe. */
+ * loader NULL = by probe. base_config_json (the base model's metadata or
+ * config, may be NULL) lets a format that stores rows permuted for the base's
+ * RoPE layout (GGUF LoRA: lora_b of attn_q/attn_k) restore canonical order;
+ * without it such an adapter is refused with a message saying so. */
 LK_API lk_status lk_adapter_load(lk_context_t *ctx, const char *path, const char *loader,
-                                 lk_adapter_t **out);
+                                 const char *base_config_json, lk_adapter_t **out);
 /* Save an adapter as format "peft" (a folder) or "gguf-lora" (a file).
  * base_config_json: the base model's config (lk_model_metadata_json of the
  * base, or its "config" object), needed by gguf-lora for the Q/K row

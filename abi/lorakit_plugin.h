@@ -231,6 +231,18 @@ typedef struct lk_tensor_info_t {
   const char *qformat; /* for LK_DTYPE_QUANT; lives until close */
 } lk_tensor_info_t;
 
+/* Loader extension "lk.loader.base_config/1", found with
+ * get_extension(file, LK_LOADER_EXT_BASE_CONFIG): hands an opened adapter
+ * file the base model's metadata JSON (an object with "config", or a config
+ * object itself) so rows stored permuted for the base's RoPE layout are
+ * un-permuted by later reads. A loader that needs it and was not given it
+ * fails such reads with a message saying so. */
+#define LK_LOADER_EXT_BASE_CONFIG "lk.loader.base_config/1"
+typedef struct lk_loader_ext_base_config_t {
+  uint32_t struct_size;
+  int32_t (*set)(void *file, const char *base_metadata_json, lk_error_t *err);
+} lk_loader_ext_base_config_t;
+
 typedef struct lk_loader_vt_t {
   uint32_t struct_size;
   uint32_t reserved0;

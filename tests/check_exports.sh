@@ -9,11 +9,11 @@ lib=$B/liblorakit.so.1
 defined() { nm -D --defined-only "$1" | awk '$2 ~ /^[TDBRVWiu]$/ {print $3}' | sed 's/@.*//' | sort -u; }
 
 got=$(defined "$lib")
-stray=$(printf '%s\n' "$got" | grep -v '^lk_' | grep -v '^LORAKIT_' || true)
+stray=$(printf '%s\n' "$got" | grep -v '^lk_' | grep -v '^LORAKIT_' | tr "\n" " " || true)
 if [ -n "$stray" ]; then echo "exports: $lib exports non-lk_ symbols: $stray"; fail=1; fi
 declared=$(grep -h '^LK_API ' abi/*.h | grep -o 'lk_[a-z0-9_]*(' | tr -d '(' | sort -u)
-missing=$(comm -23 <(printf '%s\n' "$declared") <(printf '%s\n' "$got"))
-extra=$(comm -13 <(printf '%s\n' "$declared") <(printf '%s\n' "$got" | grep '^lk_'))
+missing=$(comm -23 <(printf '%s\n' "$declared") <(printf '%s\n' "$got") | tr "\n" " ")
+extra=$(comm -13 <(printf '%s\n' "$declared") <(printf '%s\n' "$got" | grep '^lk_') | tr "\n" " ")
 if [ -n "$missing" ]; then echo "exports: declared LK_API but not exported: $missing"; fail=1; fi
 if [ -n "$extra" ]; then echo "exports: exported but not declared LK_API in abi/: $extra"; fail=1; fi
 

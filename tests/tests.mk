@@ -77,7 +77,7 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 	bash tests/header_alone.sh "$(CC)" || fail=1; \
 	bash tests/check_exports.sh $(B) || fail=1; \
 	for t in $(TEST_BINS); do \
-	  LK_BUILD_DIR=$(LK_BUILD_ABS) $$t || { echo "FAILED: $$t"; fail=1; }; \
+	  LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} $$t || { echo "FAILED: $$t"; fail=1; }; \
 	done; \
 	if [ $$fail = 0 ]; then echo "unit-tests: all passed ($(B))"; else echo "unit-tests: FAILURES ($(B))"; fi; \
 	exit $$fail

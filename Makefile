@@ -81,7 +81,7 @@ $(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
 # ---- liblorakit: soname, only lk_ symbols exported ----------------------------
 $(LIB): $(CORE_OBJ) core/liblorakit.map
 	$(CC) -shared -Wl,-soname,liblorakit.so.$(SOMAJOR) -Wl,--version-script=core/liblorakit.map \
-	  -Wl,--no-undefined $(LDFLAGS) -o $@ $(CORE_OBJ) -ldl -lpthread -lm
+	  -Wl,--no-undefined $(LDFLAGS) -o $@ $(CORE_OBJ) -ljansson -ldl -lpthread -lm
 	ln -sf liblorakit.so.$(VERSION) $(LIBSO)
 	ln -sf liblorakit.so.$(VERSION) $(B)/liblorakit.so
 

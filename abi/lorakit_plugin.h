@@ -317,6 +317,10 @@ typedef int32_t (*lk_plugin_entry_fn)(uint32_t *abi_in_out, const lk_host_api_t 
 #define LK_PLUGIN_EXPORT
 #endif
 
+/* The entry every plugin defines (see the top of this file). */
+LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
+                                         const lk_plugin_t **out);
+
 #ifdef __cplusplus
 }
 #endif

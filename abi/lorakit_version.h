@@ -6,6 +6,8 @@
 #ifndef LORAKIT_VERSION_H
 #define LORAKIT_VERSION_H
 
+#include <stdint.h>
+
 #define LK_VERSION_MAJOR 1
 #define LK_VERSION_MINOR 0
 #define LK_VERSION_PATCH 0

@@ -93,7 +93,10 @@ LK_API lk_status lk_adapter_add_target(lk_adapter_t *ad, const char *name, int64
   if (!ad) return LK_ERR_INVALID_ARG;
   lk_context_t *ctx = ad->ctx;
   if (!name || !name[0]) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_adapter_add_target: empty name");
-  if (in_features <= 0 || out_features <= 0 || in_features > (1 << 24) || out_features > (1 << 24))
+  if (in_features <= 0 || out_features <= 0)
+    return lk__fail(ctx, LK_ERR_INVALID_ARG, "target %s: features in=%lld out=%lld must be positive", name,
+                    (long long)in_features, (long long)out_features);
+  if (in_features > (1 << 24) || out_features > (1 << 24))
     return lk__fail(ctx, LK_ERR_SHAPE, "target %s: features in=%lld out=%lld out of range", name,
                     (long long)in_features, (long long)out_features);
   if (rank == 0) rank = ad->rank;
@@ -144,7 +147,9 @@ LK_API int32_t lk_adapter_find(const lk_adapter_t *ad, const char *name) {
 
 LK_API lk_status lk_adapter_target_info(const lk_adapter_t *ad, uint32_t index,
                                         lk_target_info_t *out) {
-  if (!ad || !out || out->struct_size < sizeof *out) return LK_ERR_INVALID_ARG;
+  if (!ad) return LK_ERR_INVALID_ARG;
+  if (!out || out->struct_size < sizeof *out)
+    return lk__fail(ad->ctx, LK_ERR_INVALID_ARG, "lk_adapter_target_info: NULL output or struct_size too small");
   if (index >= ad->n)
     return lk__fail(ad->ctx, LK_ERR_NOT_FOUND, "target index %u out of range (adapter has %u)", index, ad->n);
   const lk__target *t = &ad->t[index];
@@ -169,3 +174,12 @@ LK_API lk_status lk_adapter_weights(lk_adapter_t *ad, uint32_t index, lk_tensor_
 }
 
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad) { return ad ? ad->ctx : NULL; }
+
+LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out) {
+  if (!ad || !out || out->struct_size < sizeof *out) return LK_ERR_INVALID_ARG;
+  out->rank = ad->rank;
+  out->alpha = ad->alpha;
+  out->scaling = ad->scaling;
+  out->seed = ad->seed;
+  return LK_OK;
+}

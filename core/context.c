@@ -27,6 +27,8 @@ LK_API lk_status lk_context_create(const lk_context_opts_t *opts, lk_context_t *
   *out = NULL;
   if (opts && opts->struct_size < offsetof(lk_context_opts_t, no_default_plugins) + sizeof(uint32_t))
     return LK_ERR_ABI;
+  for (size_t i = sizeof *opts; opts && i < opts->struct_size; i++)
+    if (((const unsigned char *)opts)[i]) return LK_ERR_ABI; /* unknown fields set: refuse */
   lk_context_t *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return LK_ERR_NOMEM;
   int no_default = 0;

@@ -52,6 +52,8 @@ void lk__plugins_discover(lk_context_t *ctx);
 void lk__plugins_release(lk_context_t *ctx);
 
 char *lk__strdup(const char *s);
+/* Hand an opened adapter file the base model's metadata (model.c). */
+lk_status lk__model_set_base_config(lk_model_t *m, const char *json);
 /* The context an adapter was made in. */
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad);
 

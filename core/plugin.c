@@ -195,8 +195,8 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
                                   ? "this same plugin"
                                   : ctx->plugins[ctx->comps[c].plugin_index].path;
           ctx->n_comps = first;
-          return refuse(ctx, rec, LK_ERR_EXISTS, "duplicate %s component name '%s' (already provided by %s)",
-                        kind_name(kinds[k].kind), h->name, other);
+          return refuse(ctx, rec, LK_ERR_EXISTS, "%s: duplicate %s component name '%s' (already provided by %s)",
+                        rec->path, kind_name(kinds[k].kind), h->name, other);
         }
       }
       lk__component c = {kinds[k].kind, index, h->name, h->description ? h->description : "", vt};

@@ -134,6 +134,15 @@ static uint16_t f32_to_bf16(float f) {
 
 static float bf16_to_f32(uint16_t b) { return float_of((uint32_t)b << 16); }
 
+/* f64 -> f32 rounded to odd: truncate toward zero, set the last bit if inexact. */
+static float f64_to_f32_odd(double d) {
+  float f = (float)d;
+  if (!isfinite(d) || (double)f == d) return f;
+  if (fabs((double)f) > fabs(d)) f = nextafterf(f, 0.0f);
+  if (isinf(f)) return f;
+  return float_of(bits_of(f) | 1u);
+}
+
 static int is_float_dtype(int32_t d) {
   return d == LK_DTYPE_F32 || d == LK_DTYPE_F16 || d == LK_DTYPE_BF16 || d == LK_DTYPE_F64;
 }
@@ -162,9 +171,13 @@ LK_API lk_status lk_convert(const void *src, int32_t src_dtype, void *dst, int32
     memmove(dst, src, n * lk_dtype_size(src_dtype));
     return LK_OK;
   }
-  if (src_dtype == LK_DTYPE_F64) { /* f64 -> f32 once, then the f32 path */
-    for (uint64_t i = 0; i < n; i++)
-      store_elem(dst, dst_dtype, i, (float)((const double *)src)[i]);
+  if (src_dtype == LK_DTYPE_F64) {
+    /* To f16/bf16 through f32 rounded to odd: with 13+ spare bits, the second
+     * rounding (to nearest even) then gives the correctly rounded result. */
+    for (uint64_t i = 0; i < n; i++) {
+      double d = ((const double *)src)[i];
+      store_elem(dst, dst_dtype, i, dst_dtype == LK_DTYPE_F32 ? (float)d : f64_to_f32_odd(d));
+    }
     return LK_OK;
   }
   if (dst_dtype == LK_DTYPE_F64) {

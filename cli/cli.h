@@ -16,7 +16,12 @@ typedef struct cli_command {
 
 /* Commands, one file per command group. */
 int cli_plugins(int argc, char **argv);
-extern const char cli_plugins_usage[];
+int cli_inspect(int argc, char **argv);
+int cli_convert(int argc, char **argv);
+int cli_merge(int argc, char **argv);
+int cli_unmerge(int argc, char **argv);
+extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
+    cli_unmerge_usage[];
 
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

@@ -9,6 +9,11 @@
 static const cli_command commands[] = {
     {"plugins", "list plugin files: kind, components, versions, status", cli_plugins_usage,
      cli_plugins},
+    {"inspect", "show a model or adapter: format, config, tensors, sizes", cli_inspect_usage, cli_inspect},
+    {"convert", "convert models and adapters (safetensors, hf, gguf, peft, gguf-lora)", cli_convert_usage,
+     cli_convert},
+    {"merge", "merge an adapter into a model (W += s B A)", cli_merge_usage, cli_merge},
+    {"unmerge", "undo a merge (W -= s B A)", cli_unmerge_usage, cli_unmerge},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -1,0 +1,370 @@
+/* cmd_model.c - model and adapter file commands:
+ *   lorakit inspect PATH [--json]
+ *   lorakit convert IN -o OUT --format F [--outtype T] [--base MODEL]
+ *   lorakit merge   MODEL --adapter A [--scale s] -o OUT
+ *   lorakit unmerge MODEL --adapter A [--scale s] -o OUT
+ */
+#include "cli.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char cli_inspect_usage[] =
+    "usage: lorakit inspect PATH [--json] [--loader NAME]\n"
+    "\n"
+    "Show a model or adapter (HF folder, safetensors, GGUF, PEFT folder, GGUF LoRA):\n"
+    "format, architecture, config, every tensor (name, type, shape, bytes), and\n"
+    "the total parameters and bytes.\n";
+
+const char cli_convert_usage[] =
+    "usage: lorakit convert IN -o OUT --format safetensors|hf|gguf|peft|gguf-lora\n"
+    "                       [--outtype f32|f16|bf16] [--base MODEL]\n"
+    "\n"
+    "Convert a model or an adapter. Tensor names and the Q/K row order are those\n"
+    "llama.cpp's converters write. --outtype converts float tensors (for gguf, 1-D\n"
+    "tensors stay f32 as llama.cpp keeps them); the default keeps the source types.\n"
+    "--base names the base model an adapter belongs to: needed to read or write a\n"
+    "GGUF LoRA adapter (its Q/K rows follow the base's head layout).\n";
+
+const char cli_merge_usage[] =
+    "usage: lorakit merge MODEL --adapter A [--scale s] -o OUT\n"
+    "\n"
+    "Merge adapter A into MODEL: W += scale * s * B A for every target, written in\n"
+    "the format of MODEL (an HF folder gives an HF folder). scale defaults to 1.\n";
+
+const char cli_unmerge_usage[] =
+    "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT\n"
+    "\n"
+    "Undo a merge: W -= scale * s * B A for every target of A.\n";
+
+static lk_context_t *open_ctx(void) {
+  lk_context_t *ctx = NULL;
+  lk_status st = lk_context_create(NULL, &ctx);
+  if (st) cli_error(CLI_FAILED, "cannot create a context: %s", lk_strerror(st));
+  return ctx;
+}
+
+static int fail_ctx(lk_context_t *ctx) { return cli_error(CLI_FAILED, "%s", lk_last_error(ctx)); }
+
+static uint64_t numel_of(const lk_tensor_info_t *ti) {
+  uint64_t n = 1;
+  for (uint32_t i = 0; i < ti->ndim; i++) n *= (uint64_t)ti->shape[i];
+  return n;
+}
+
+static const char *type_of(const lk_tensor_info_t *ti) {
+  return ti->dtype == LK_DTYPE_QUANT && ti->qformat ? ti->qformat : lk_dtype_name(ti->dtype);
+}
+
+static void shape_str(const lk_tensor_info_t *ti, char *buf, size_t n) {
+  size_t used = (size_t)snprintf(buf, n, "[");
+  for (uint32_t i = 0; i < ti->ndim && used < n; i++)
+    used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)ti->shape[i]);
+  if (used < n) snprintf(buf + used, n - used, "]");
+}
+
+/* Architecture from a metadata object: config.model_type, else GGUF's. */
+static const char *arch_of(json_t *meta) {
+  json_t *cfg = json_object_get(meta, "config");
+  const char *a = json_string_value(json_object_get(cfg, "model_type"));
+  if (!a) a = json_string_value(json_object_get(json_object_get(json_object_get(meta, "gguf"), "kv"),
+                                                "general.architecture"));
+  if (!a) a = json_string_value(json_object_get(json_object_get(meta, "base_config"), "model_type"));
+  return a ? a : "unknown";
+}
+
+int cli_inspect(int argc, char **argv) {
+  const char *path = NULL, *loader = NULL;
+  int as_json = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) as_json = 1;
+    else if (!strcmp(argv[i], "--loader") && i + 1 < argc) loader = argv[++i];
+    else if (argv[i][0] != '-' && !path) path = argv[i];
+    else return cli_error(CLI_USAGE, "inspect: unexpected argument '%s' (see lorakit inspect --help)", argv[i]);
+  }
+  if (!path) return cli_error(CLI_USAGE, "inspect: PATH is required");
+  lk_context_t *ctx = open_ctx();
+  if (!ctx) return CLI_FAILED;
+  lk_model_t *m = NULL;
+  if (lk_model_open(ctx, path, loader, &m)) {
+    int rc = fail_ctx(ctx);
+    lk_context_free(ctx);
+    return rc;
+  }
+  json_error_t jerr;
+  json_t *meta = json_loads(lk_model_metadata_json(m), 0, &jerr);
+  if (!meta) meta = json_object();
+  int64_t n = lk_model_tensor_count(m);
+  uint64_t params = 0, bytes = 0;
+  json_t *tensors = json_array();
+  if (!as_json) {
+    printf("path:         %s\nformat:       %s\narchitecture: %s\n", path, lk_model_loader(m), arch_of(meta));
+    json_t *cfg = json_object_get(meta, "config");
+    if (!cfg) cfg = json_object_get(meta, "adapter_config");
+    if (cfg) {
+      char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
+      printf("config:       %s\n", s ? s : "{}");
+      free(s);
+    }
+    printf("\n%-56s %-8s %-20s %12s\n", "TENSOR", "TYPE", "SHAPE", "BYTES");
+  }
+  int rc = CLI_OK;
+  for (int64_t i = 0; i < n; i++) {
+    lk_tensor_info_t ti;
+    if (lk_model_tensor_info(m, i, &ti)) {
+      rc = fail_ctx(ctx);
+      break;
+    }
+    char shape[128];
+    shape_str(&ti, shape, sizeof shape);
+    params += numel_of(&ti);
+    bytes += ti.nbytes;
+    if (as_json) {
+      json_t *dims = json_array();
+      for (uint32_t d = 0; d < ti.ndim; d++) json_array_append_new(dims, json_integer(ti.shape[d]));
+      json_array_append_new(tensors, json_pack("{s:s, s:s, s:o, s:I}", "name", ti.name, "type", type_of(&ti),
+                                               "shape", dims, "bytes", (json_int_t)ti.nbytes));
+    } else {
+      printf("%-56s %-8s %-20s %12llu\n", ti.name, type_of(&ti), shape, (unsigned long long)ti.nbytes);
+    }
+  }
+  if (rc == CLI_OK) {
+    if (as_json) {
+      json_t *root = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:I, s:I}", "path", path, "format", lk_model_loader(m),
+                               "architecture", arch_of(meta), "metadata", meta, "tensors", tensors, "n_tensors",
+                               (json_int_t)n, "parameters", (json_int_t)params, "bytes", (json_int_t)bytes);
+      tensors = NULL;
+      char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+      if (s) puts(s);
+      free(s);
+      json_decref(root);
+    } else {
+      printf("\n%lld tensors, %llu parameters, %llu bytes\n", (long long)n, (unsigned long long)params,
+             (unsigned long long)bytes);
+    }
+  }
+  json_decref(tensors);
+  json_decref(meta);
+  lk_model_close(m);
+  lk_context_free(ctx);
+  return rc;
+}
+
+/* ---- reading a whole model into memory, converting types on the way --------- */
+
+typedef struct tensor_set {
+  lk_tensor_t *t;
+  char **names;
+  void **owned; /* buffers to free */
+  int64_t n;
+} tensor_set;
+
+static void set_free(tensor_set *s) {
+  for (int64_t i = 0; i < s->n; i++) {
+    free(s->names[i]);
+    free(s->owned[i]);
+  }
+  free(s->t);
+  free(s->names);
+  free(s->owned);
+  memset(s, 0, sizeof *s);
+}
+
+static int32_t parse_outtype(const char *s) {
+  if (!s) return LK_DTYPE_INVALID;
+  if (!strcmp(s, "f32")) return LK_DTYPE_F32;
+  if (!strcmp(s, "f16")) return LK_DTYPE_F16;
+  if (!strcmp(s, "bf16")) return LK_DTYPE_BF16;
+  return -1;
+}
+
+static int is_float(int32_t d) { return d == LK_DTYPE_F32 || d == LK_DTYPE_F16 || d == LK_DTYPE_BF16 || d == LK_DTYPE_F64; }
+
+/* Read every tensor of m; float tensors go to `outtype` when it is set (for
+ * gguf, 1-D tensors stay f32 as llama.cpp's converter keeps them). */
+static lk_status read_all(lk_context_t *ctx, lk_model_t *m, int32_t outtype, int gguf_rules, tensor_set *s) {
+  int64_t n = lk_model_tensor_count(m);
+  s->t = calloc((size_t)n + 1, sizeof *s->t);
+  s->names = calloc((size_t)n + 1, sizeof *s->names);
+  s->owned = calloc((size_t)n + 1, sizeof *s->owned);
+  if (!s->t || !s->names || !s->owned) return LK_ERR_NOMEM;
+  for (int64_t i = 0; i < n; i++) {
+    lk_tensor_info_t ti;
+    lk_status st = lk_model_tensor_info(m, i, &ti);
+    if (st) return st;
+    int32_t want = ti.dtype;
+    if (outtype != LK_DTYPE_INVALID && is_float(ti.dtype))
+      want = (gguf_rules && ti.ndim <= 1) ? LK_DTYPE_F32 : outtype;
+    if (outtype != LK_DTYPE_INVALID && ti.dtype == LK_DTYPE_QUANT && want != ti.dtype) want = ti.dtype;
+    s->names[i] = strdup(ti.name);
+    lk_tensor_t *t = &s->t[i];
+    memset(t, 0, sizeof *t);
+    t->struct_size = sizeof *t;
+    t->dtype = want;
+    t->ndim = ti.ndim;
+    memcpy(t->shape, ti.shape, sizeof t->shape);
+    t->qformat = ti.qformat;
+    uint64_t numel = numel_of(&ti);
+    t->nbytes = want == ti.dtype ? ti.nbytes : numel * lk_dtype_size(want);
+    s->owned[i] = malloc(t->nbytes ? t->nbytes : 1);
+    s->n = i + 1;
+    if (!s->names[i] || !s->owned[i]) return LK_ERR_NOMEM;
+    t->data = s->owned[i];
+    if (want == ti.dtype) {
+      st = lk_model_tensor_read(m, i, t->data, t->nbytes);
+    } else {
+      float *f = malloc(numel * sizeof(float) + 1);
+      if (!f) return LK_ERR_NOMEM;
+      st = lk_model_tensor_read_f32(m, i, f, numel);
+      if (!st) st = lk_convert(f, LK_DTYPE_F32, t->data, want, numel);
+      free(f);
+    }
+    if (st) return st;
+  }
+  (void)ctx;
+  return LK_OK;
+}
+
+/* The format a model's loader writes back ("hf" folder, "gguf", "safetensors"). */
+static const char *writer_for(const char *loader) {
+  if (!strcmp(loader, "hf") || !strcmp(loader, "gguf") || !strcmp(loader, "safetensors")) return loader;
+  return NULL;
+}
+
+/* A JSON string of the base model's metadata, or NULL when no --base. */
+static char *base_metadata(lk_context_t *ctx, const char *base) {
+  if (!base) return NULL;
+  lk_model_t *m = NULL;
+  if (lk_model_open(ctx, base, NULL, &m)) return NULL;
+  char *s = strdup(lk_model_metadata_json(m));
+  lk_model_close(m);
+  return s;
+}
+
+int cli_convert(int argc, char **argv) {
+  const char *in = NULL, *out = NULL, *format = NULL, *outtype_s = NULL, *base = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
+    else if (!strcmp(argv[i], "--outtype") && i + 1 < argc) outtype_s = argv[++i];
+    else if (!strcmp(argv[i], "--base") && i + 1 < argc) base = argv[++i];
+    else if (argv[i][0] != '-' && !in) in = argv[i];
+    else return cli_error(CLI_USAGE, "convert: unexpected argument '%s' (see lorakit convert --help)", argv[i]);
+  }
+  if (!in || !out || !format) return cli_error(CLI_USAGE, "convert: IN, -o OUT and --format are required");
+  int32_t outtype = parse_outtype(outtype_s);
+  if (outtype < 0) return cli_error(CLI_USAGE, "convert: --outtype must be f32, f16 or bf16, not '%s'", outtype_s);
+  lk_context_t *ctx = open_ctx();
+  if (!ctx) return CLI_FAILED;
+  int rc = CLI_OK;
+  char *base_meta = NULL;
+  if (base && !(base_meta = base_metadata(ctx, base))) {
+    rc = fail_ctx(ctx);
+    goto out;
+  }
+  if (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")) {
+    if (outtype != LK_DTYPE_INVALID && outtype != LK_DTYPE_F32) {
+      rc = cli_error(CLI_USAGE, "convert: adapters are written as f32 (--outtype %s not supported)", outtype_s);
+      goto out;
+    }
+    lk_adapter_t *ad = NULL;
+    if (lk_adapter_load(ctx, in, NULL, base_meta, &ad) || lk_adapter_save(ad, out, format, base_meta))
+      rc = fail_ctx(ctx);
+    lk_adapter_free(ad);
+    goto out;
+  }
+  lk_model_t *m = NULL;
+  if (lk_model_open(ctx, in, NULL, &m)) {
+    rc = fail_ctx(ctx);
+    goto out;
+  }
+  tensor_set s = {0};
+  lk_status st = read_all(ctx, m, outtype, !strcmp(format, "gguf"), &s);
+  if (st) rc = st == LK_ERR_NOMEM ? cli_error(CLI_FAILED, "%s: out of memory", in) : fail_ctx(ctx);
+  else if (lk_write_tensors(ctx, out, format, s.t, (const char *const *)s.names, (uint64_t)s.n,
+                            lk_model_metadata_json(m)))
+    rc = fail_ctx(ctx);
+  set_free(&s);
+  lk_model_close(m);
+out:
+  free(base_meta);
+  if (rc == CLI_OK) printf("wrote %s (%s)\n", out, format);
+  lk_context_free(ctx);
+  return rc;
+}
+
+static int merge_cmd(int argc, char **argv, int undo) {
+  const char *model = NULL, *adapter = NULL, *out = NULL;
+  double scale = 1.0;
+  const char *cmd = undo ? "unmerge" : "merge";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
+    else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
+      char *end;
+      scale = strtod(argv[++i], &end);
+      if (*end) return cli_error(CLI_USAGE, "%s: --scale needs a number, not '%s'", cmd, argv[i]);
+    } else if (argv[i][0] != '-' && !model) model = argv[i];
+    else return cli_error(CLI_USAGE, "%s: unexpected argument '%s' (see lorakit %s --help)", cmd, argv[i], cmd);
+  }
+  if (!model || !adapter || !out) return cli_error(CLI_USAGE, "%s: MODEL, --adapter A and -o OUT are required", cmd);
+  lk_context_t *ctx = open_ctx();
+  if (!ctx) return CLI_FAILED;
+  int rc = CLI_OK;
+  lk_model_t *m = NULL;
+  lk_adapter_t *ad = NULL;
+  lk_backend_t *be = NULL;
+  tensor_set s = {0};
+  if (lk_model_open(ctx, model, NULL, &m) || lk_adapter_load(ctx, adapter, NULL, lk_model_metadata_json(m), &ad) ||
+      lk_backend_open(ctx, "cpu", &be)) {
+    rc = fail_ctx(ctx);
+    goto out;
+  }
+  const char *format = writer_for(lk_model_loader(m));
+  if (!format) {
+    rc = cli_error(CLI_FAILED, "%s: a %s file is not a model to %s into", model, lk_model_loader(m), cmd);
+    goto out;
+  }
+  lk_status st = read_all(ctx, m, LK_DTYPE_INVALID, 0, &s);
+  if (st) {
+    rc = st == LK_ERR_NOMEM ? cli_error(CLI_FAILED, "%s: out of memory", model) : fail_ctx(ctx);
+    goto out;
+  }
+  uint32_t nt = lk_adapter_target_count(ad);
+  for (uint32_t k = 0; k < nt && rc == CLI_OK; k++) {
+    lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
+    lk_adapter_target_info(ad, k, &ti);
+    char wname[512];
+    snprintf(wname, sizeof wname, "%s.weight", ti.name);
+    int64_t idx = -1;
+    for (int64_t i = 0; i < s.n; i++)
+      if (!strcmp(s.names[i], wname)) idx = i;
+    if (idx < 0) {
+      rc = cli_error(CLI_FAILED, "%s: adapter target %s has no weight %s in %s", adapter, ti.name, wname, model);
+      break;
+    }
+    if (s.t[idx].dtype == LK_DTYPE_QUANT) {
+      rc = cli_error(CLI_FAILED, "%s: %s is quantised (%s); merging into a quantised base needs a quantiser plugin",
+                     model, wname, s.t[idx].qformat ? s.t[idx].qformat : "?");
+      break;
+    }
+    st = undo ? lk_unmerge(be, ad, k, &s.t[idx], (float)scale) : lk_merge(be, ad, k, &s.t[idx], (float)scale);
+    if (st) rc = fail_ctx(ctx);
+  }
+  if (rc == CLI_OK &&
+      lk_write_tensors(ctx, out, format, s.t, (const char *const *)s.names, (uint64_t)s.n, lk_model_metadata_json(m)))
+    rc = fail_ctx(ctx);
+  if (rc == CLI_OK) printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, adapter, out, format);
+out:
+  set_free(&s);
+  lk_backend_close(be);
+  lk_adapter_free(ad);
+  lk_model_close(m);
+  lk_context_free(ctx);
+  return rc;
+}
+
+int cli_merge(int argc, char **argv) { return merge_cmd(argc, argv, 0); }
+int cli_unmerge(int argc, char **argv) { return merge_cmd(argc, argv, 1); }

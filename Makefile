@@ -33,7 +33,7 @@ LDFLAGS  := $(LDSAN) $(EXTRA_LDFLAGS)
 DEB_PKGS := libsqlite3-dev zlib1g-dev check libjansson-dev liblapacke-dev libssl-dev \
             pkg-config libopenblas-dev abigail-tools clang libclang-rt-dev
 
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(wildcard core/*.c) $(wildcard registry/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/obj/%.o)
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
@@ -71,6 +71,9 @@ bootstrap: $(B)/.bootstrap
 $(B)/obj/core/%.o: core/%.c $(HEADERS) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fvisibility=hidden -DLK_BUILDING_LIB -c $< -o $@
+$(B)/obj/registry/%.o: registry/%.c $(HEADERS) $(wildcard registry/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fvisibility=hidden -DLK_BUILDING_LIB -Icore -c $< -o $@
 $(B)/obj/cli/%.o: cli/%.c $(HEADERS) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -81,7 +84,7 @@ $(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
 # ---- liblorakit: soname, only lk_ symbols exported ----------------------------
 $(LIB): $(CORE_OBJ) core/liblorakit.map
 	$(CC) -shared -Wl,-soname,liblorakit.so.$(SOMAJOR) -Wl,--version-script=core/liblorakit.map \
-	  -Wl,--no-undefined $(LDFLAGS) -o $@ $(CORE_OBJ) -ljansson -ldl -lpthread -lm
+	  -Wl,--no-undefined $(LDFLAGS) -o $@ $(CORE_OBJ) -ljansson -lsqlite3 -lz -lcrypto -ldl -lpthread -lm
 	ln -sf liblorakit.so.$(VERSION) $(LIBSO)
 	ln -sf liblorakit.so.$(VERSION) $(B)/liblorakit.so
 

@@ -1,1 +1,30 @@
-# bench.mk - included by the Makefile
+# bench.mk - included by the Makefile: `make bench` builds and runs the
+# benchmarks. Each prints `bench: NAME VALUE UNIT ratio=R vs REFERENCE` lines,
+# the reference measured in the same run.
+#
+#   gemm_libs   OpenBLAS vs BLIS vs oneDNN sgemm on the benchmark shapes (the
+#               measurement behind the choice of OpenBLAS), all on every core
+#   bench_lora  FMA peak, memcpy bandwidth, and the LoRA linear layer on the
+#               cpu backend through the public API (abi/lorakit.h)
+
+BENCH_DIR  := $(B)/bench
+BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/bench_lora
+BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
+
+.PHONY: bench-build
+bench-build: $(BENCH_BINS)
+
+$(BENCH_DIR)/gemm_libs: bench/gemm_libs.c | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl -lm
+
+$(BENCH_DIR)/bench_lora: bench/bench_lora.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I$(BLAS_INC) $(LDFLAGS) -o $@ $< -L$(B) -llorakit \
+	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
+
+# BLIS's OpenMP build and oneDNN default to their own thread counts: give
+# every library all cores so the comparison is like for like.
+bench: all $(BENCH_BINS)
+	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
+	$(BENCH_DIR)/bench_lora $(CPU_PLUG)

@@ -2,7 +2,9 @@
  * on lorakit's benchmark shapes, each checked against a naive reference.
  * Each library is dlopen'ed RTLD_LOCAL so their cblas_sgemm symbols do not
  * collide. Prints `bench:` lines; used to choose the CPU backend's GEMM. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>

@@ -78,20 +78,21 @@ typedef struct cpu_plan {
 /* Check op (index i of n) and fill plan; LK_OK or an error with a message. */
 int32_t cpu_validate(cpu_backend_t *be, const lk_op_t *op, uint32_t i, uint32_t n,
                      cpu_plan_t *plan, lk_error_t *err);
-/* Scratch bytes an op of these sizes needs (used by validate.c). */
-size_t cpu_scratch_matmul(const cpu_backend_t *be, const cpu_mat_t *x, const cpu_mat_t *W,
-                          int32_t mode);
-size_t cpu_scratch_lora(const cpu_backend_t *be, int64_t M, int64_t r);
-size_t cpu_scratch_merge(const cpu_backend_t *be, const cpu_mat_t *W);
-
-/* ---- kernels (ops.c): run a validated plan; scratch is big enough --------- */
+/* ---- kernels (ops.c) -------------------------------------------------------- */
+/* Bytes of scratch a validated plan needs. */
+size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *plan);
+/* Run a validated plan; be->scratch holds at least cpu_scratch() bytes. */
 void cpu_run(cpu_backend_t *be, const cpu_plan_t *plan);
 
 /* ---- SIMD kernels (simd.c) ------------------------------------------------- */
 /* 1 when the AVX2+FMA kernels may run on this CPU. */
 int cpu_have_avx2(void);
-/* y[rows, out] += s * (x[rows, in] A^T) B^T for a block of rows, using h
- * (rows x r floats) as scratch; At is A transposed and packed [in, r]. */
+/* Pack A [r, in] columns k0..k1 into At [ceil(r/16)][in][16], and B [out, r]
+ * tiles t0..t1 into Bt [ceil(out/16)][r][16], zero-padded. AVX2 only. */
+void cpu_lora_pack_a(const float *A, int64_t r, int64_t in, int64_t k0, int64_t k1, float *At);
+void cpu_lora_pack_b(const float *B, int64_t out, int64_t r, int64_t t0, int64_t t1, float *Bt);
+/* y[rows, out] += s (x[rows, in] A^T) B^T from packed At, Bt (32-byte
+ * aligned); h is scratch of 6 x round_up(r, 16) floats. AVX2+FMA only. */
 void cpu_lora_rows_avx2(const float *x, int64_t rows, int64_t in, const float *At,
                         const float *Bt, int64_t r, int64_t out, float s, float *h, float *y);
 

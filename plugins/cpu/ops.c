@@ -74,8 +74,9 @@ static uint32_t mm_threads(const cpu_backend_t *be, int64_t M, int64_t N, int64_
   return cpu_threads_for(be, 2.0 * (double)M * (double)N * (double)K);
 }
 
-size_t cpu_scratch_matmul(const cpu_backend_t *be, const cpu_mat_t *x, const cpu_mat_t *W,
-                          int32_t mode) {
+static size_t scratch_matmul(const cpu_backend_t *be, const cpu_plan_t *p) {
+  const cpu_mat_t *x = &p->m[0], *W = &p->m[1];
+  int32_t mode = p->mode;
   if (W->dtype == LK_DTYPE_F32) return 0;
   int64_t M = x->rows, N = mode ? W->cols : W->rows, K = mode ? W->rows : W->cols;
   uint32_t nt = mm_threads(be, M, N, K);
@@ -160,20 +161,76 @@ static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
 
 /* ---- LORA_FORWARD / LORA_BACKWARD ---------------------------------------------- */
 
-size_t cpu_scratch_lora(const cpu_backend_t *be, int64_t M, int64_t r) {
-  (void)be;
-  return round_up((size_t)M * (size_t)r * sizeof(float));
-}
-
 typedef struct lora_job {
   const cpu_plan_t *p;
   int64_t M, in, out, r;
-  float *h, *g; /* M x r each */
+  float *h, *g; /* M x r each (OpenBLAS paths) */
+  float *At, *Bt, *hblk; /* packed A, B and per-thread h blocks (AVX2 path) */
+  size_t hblk_floats;
   int phase;
 } lora_job;
 
-/* Rows split: each thread forms h for its rows (M_t x r, small) and
- * immediately updates its rows of y, so x and y are each streamed once. */
+static void lora_dims(lora_job *j, const cpu_plan_t *p) {
+  memset(j, 0, sizeof *j);
+  j->p = p;
+  j->M = p->m[0].rows;
+  j->in = p->m[0].cols;
+  j->r = p->m[1].rows;
+  j->out = p->m[2].rows;
+}
+
+static uint32_t lf_threads(const cpu_backend_t *be, const lora_job *j) {
+  return cpu_threads_for(be, 2.0 * (double)j->M * (double)j->r * (double)(j->in + j->out));
+}
+
+/* The fused AVX2 kernel when there are rows enough to split by rows. */
+static int lf_use_avx2(const lora_job *j, uint32_t nt) {
+  return cpu_have_avx2() && j->M >= 8 * (int64_t)nt;
+}
+
+/* Scratch layout of the AVX2 forward: At, Bt, then one h block per thread. */
+static size_t lf_at_bytes(const lora_job *j) {
+  return round_up((size_t)((j->r + 15) / 16) * (size_t)j->in * 16 * sizeof(float));
+}
+static size_t lf_bt_bytes(const lora_job *j) {
+  return round_up((size_t)((j->out + 15) / 16) * (size_t)j->r * 16 * sizeof(float));
+}
+static size_t lf_hblk_bytes(const lora_job *j) {
+  return round_up((size_t)6 * (size_t)((j->r + 15) / 16 * 16) * sizeof(float));
+}
+
+static size_t scratch_lora_forward(const cpu_backend_t *be, const cpu_plan_t *p) {
+  lora_job j;
+  lora_dims(&j, p);
+  uint32_t nt = lf_threads(be, &j);
+  if (lf_use_avx2(&j, nt)) return lf_at_bytes(&j) + lf_bt_bytes(&j) + nt * lf_hblk_bytes(&j);
+  return round_up((size_t)j.M * (size_t)j.r * sizeof(float));
+}
+
+/* AVX2 path, phase 0: pack A and B (split over in and over tiles of out);
+ * phase 1: rows split in multiples of six, each thread running the fused
+ * kernel over its rows. */
+static void lf_avx2_task(void *arg, uint32_t t, uint32_t nt) {
+  const lora_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  int64_t b, e;
+  if (j->phase == 0) {
+    cpu_split(j->in, t, nt, 16, &b, &e);
+    if (b < e) cpu_lora_pack_a(p->m[1].data, j->r, j->in, b, e, j->At);
+    cpu_split((j->out + 15) / 16, t, nt, 1, &b, &e);
+    if (b < e) cpu_lora_pack_b(p->m[2].data, j->out, j->r, b, e, j->Bt);
+    return;
+  }
+  cpu_split(j->M, t, nt, 6, &b, &e);
+  if (b >= e) return;
+  const float *x = p->m[0].data;
+  float *y = p->m[3].data;
+  cpu_lora_rows_avx2(x + b * j->in, e - b, j->in, j->At, j->Bt, j->r, j->out, p->s,
+                     j->hblk + (size_t)t * j->hblk_floats, y + b * j->out);
+}
+
+/* OpenBLAS path, rows split: each thread forms h for its rows (M_t x r,
+ * small) and immediately updates its rows of y. */
 static void lf_rows_task(void *arg, uint32_t t, uint32_t nt) {
   const lora_job *j = arg;
   const cpu_plan_t *p = j->p;
@@ -190,8 +247,8 @@ static void lf_rows_task(void *arg, uint32_t t, uint32_t nt) {
               y + b * j->out, out);
 }
 
-/* Few rows: phase 0 splits the rank (h[:, j0:j1] = x A[j0:j1]^T), phase 1
- * splits y's columns. */
+/* OpenBLAS path, few rows: phase 0 splits the rank (h[:, j0:j1] = x
+ * A[j0:j1]^T), phase 1 splits y's columns. */
 static void lf_cols_task(void *arg, uint32_t t, uint32_t nt) {
   const lora_job *j = arg;
   const cpu_plan_t *p = j->p;
@@ -214,14 +271,19 @@ static void lf_cols_task(void *arg, uint32_t t, uint32_t nt) {
 
 static void run_lora_forward(cpu_backend_t *be, const cpu_plan_t *p) {
   lora_job j;
-  memset(&j, 0, sizeof j);
-  j.p = p;
-  j.M = p->m[0].rows;
-  j.in = p->m[0].cols;
-  j.r = p->m[1].rows;
-  j.out = p->m[2].rows;
+  lora_dims(&j, p);
+  uint32_t nt = lf_threads(be, &j);
+  if (lf_use_avx2(&j, nt)) {
+    j.At = be->scratch;
+    j.Bt = (float *)((char *)j.At + lf_at_bytes(&j));
+    j.hblk = (float *)((char *)j.Bt + lf_bt_bytes(&j));
+    j.hblk_floats = lf_hblk_bytes(&j) / sizeof(float);
+    cpu_pool_run(be->pool, nt, lf_avx2_task, &j);
+    j.phase = 1;
+    cpu_pool_run(be->pool, nt, lf_avx2_task, &j);
+    return;
+  }
   j.h = be->scratch;
-  uint32_t nt = cpu_threads_for(be, 2.0 * (double)j.M * (double)j.r * (double)(j.in + j.out));
   if (j.M >= 16 * (int64_t)nt) {
     cpu_pool_run(be->pool, nt, lf_rows_task, &j);
   } else {
@@ -270,16 +332,22 @@ static void lb_task(void *arg, uint32_t t, uint32_t nt) {
   }
 }
 
+static size_t lb_hg_bytes(const lora_job *j) {
+  return round_up((size_t)j->M * (size_t)j->r * sizeof(float));
+}
+
+static size_t scratch_lora_backward(const cpu_backend_t *be, const cpu_plan_t *p) {
+  lora_job j;
+  (void)be;
+  lora_dims(&j, p);
+  return 2 * lb_hg_bytes(&j);
+}
+
 static void run_lora_backward(cpu_backend_t *be, const cpu_plan_t *p) {
   lora_job j;
-  memset(&j, 0, sizeof j);
-  j.p = p;
-  j.M = p->m[0].rows;
-  j.in = p->m[0].cols;
-  j.r = p->m[1].rows;
-  j.out = p->m[2].rows;
+  lora_dims(&j, p);
   j.h = be->scratch;
-  j.g = (float *)((char *)be->scratch + cpu_scratch_lora(be, j.M, j.r));
+  j.g = (float *)((char *)be->scratch + lb_hg_bytes(&j));
   double flops = 2.0 * (double)j.M * (double)j.r * (double)(j.in + j.out);
   uint32_t nt = cpu_threads_for(be, flops);
   if (!p->m[4].data && !p->m[5].data && !p->m[6].data) return;
@@ -290,7 +358,8 @@ static void run_lora_backward(cpu_backend_t *be, const cpu_plan_t *p) {
 
 /* ---- MERGE / UNMERGE ----------------------------------------------------------- */
 
-size_t cpu_scratch_merge(const cpu_backend_t *be, const cpu_mat_t *W) {
+static size_t scratch_merge(const cpu_backend_t *be, const cpu_plan_t *p) {
+  const cpu_mat_t *W = &p->m[2];
   if (W->dtype == LK_DTYPE_F32) return 0;
   return be->n_threads * panel_bytes(W->cols, W->rows);
 }
@@ -336,6 +405,17 @@ static void run_merge(cpu_backend_t *be, const cpu_plan_t *p) {
   uint32_t nt = cpu_threads_for(be, 2.0 * (double)W->rows * (double)W->cols * (double)p->m[0].rows +
                                         (W->dtype == LK_DTYPE_F32 ? 0.0 : 8.0 * (double)W->rows * (double)W->cols));
   cpu_pool_run(be->pool, nt, merge_task, &j);
+}
+
+size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *p) {
+  switch (p->code) {
+  case LK_OP_MATMUL: return scratch_matmul(be, p);
+  case LK_OP_LORA_FORWARD: return scratch_lora_forward(be, p);
+  case LK_OP_LORA_BACKWARD: return scratch_lora_backward(be, p);
+  case LK_OP_MERGE:
+  case LK_OP_UNMERGE: return scratch_merge(be, p);
+  default: return 0;
+  }
 }
 
 void cpu_run(cpu_backend_t *be, const cpu_plan_t *p) {

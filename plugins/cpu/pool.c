@@ -1,11 +1,17 @@
 /* pool.c - the CPU backend's own fork-join thread pool. One pool per backend
  * instance: its threads are created in create and joined in destroy, and
  * they are the only threads doing arithmetic (OpenBLAS runs single-threaded
- * inside each of them). Idle workers sleep on a condition variable. */
+ * inside each of them). After a job, workers (and the caller waiting for
+ * them) spin for a few tens of microseconds, so the back-to-back jobs of a
+ * batch start without a wake-up; then they sleep on a condition variable. */
 #include "cpu.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
+
+#define SPIN_NS 50000 /* how long an idle thread polls before sleeping */
 
 struct cpu_pool {
   uint32_t n;         /* threads including the caller */
@@ -13,9 +19,9 @@ struct cpu_pool {
   uint32_t started;
   pthread_mutex_t mu;
   pthread_cond_t cv_work, cv_done;
-  uint64_t generation; /* bumped for each job */
-  uint32_t pending;    /* workers still running the current job */
-  int stop;
+  _Atomic uint64_t generation; /* bumped for each job */
+  _Atomic uint32_t pending;    /* workers still running the current job */
+  _Atomic int stop;
   cpu_task_fn fn;
   void *arg;
   uint32_t nt; /* threads taking part in the current job */
@@ -26,26 +32,60 @@ typedef struct worker_arg {
   uint32_t index;
 } worker_arg;
 
+static uint64_t cpu_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Poll until *v differs from old (for 1) or equals zero (for 0), for at most
+ * SPIN_NS; returns 1 when the condition came true while polling. */
+static int cpu_spin_gen(_Atomic uint64_t *v, uint64_t old) {
+  uint64_t t0 = cpu_now_ns();
+  for (uint32_t i = 1;; i++) {
+    if (atomic_load_explicit(v, memory_order_acquire) != old) return 1;
+    if ((i & 255) == 0 && cpu_now_ns() - t0 > SPIN_NS) return 0;
+    cpu_relax();
+  }
+}
+
+static int cpu_spin_zero(_Atomic uint32_t *v) {
+  uint64_t t0 = cpu_now_ns();
+  for (uint32_t i = 1;; i++) {
+    if (atomic_load_explicit(v, memory_order_acquire) == 0) return 1;
+    if ((i & 255) == 0 && cpu_now_ns() - t0 > SPIN_NS) return 0;
+    cpu_relax();
+  }
+}
+
 static void *cpu_worker(void *p) {
   worker_arg *wa = p;
   cpu_pool_t *pool = wa->pool;
   uint32_t index = wa->index;
   free(wa);
-  pthread_mutex_lock(&pool->mu);
-  uint64_t seen = pool->generation;
+  uint64_t seen = 0; /* the pool starts at generation 0 */
   for (;;) {
-    while (pool->generation == seen && !pool->stop) pthread_cond_wait(&pool->cv_work, &pool->mu);
-    if (pool->stop) break;
-    seen = pool->generation;
-    cpu_task_fn fn = pool->fn;
-    void *arg = pool->arg;
-    uint32_t nt = pool->nt;
-    pthread_mutex_unlock(&pool->mu);
-    if (index < nt) fn(arg, index, nt);
-    pthread_mutex_lock(&pool->mu);
-    if (--pool->pending == 0) pthread_cond_signal(&pool->cv_done);
+    if (!cpu_spin_gen(&pool->generation, seen)) {
+      pthread_mutex_lock(&pool->mu);
+      while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+        pthread_cond_wait(&pool->cv_work, &pool->mu);
+      pthread_mutex_unlock(&pool->mu);
+    }
+    if (atomic_load(&pool->stop)) break;
+    seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+    if (index < pool->nt) pool->fn(pool->arg, index, pool->nt);
+    if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+      pthread_mutex_lock(&pool->mu);
+      pthread_cond_signal(&pool->cv_done);
+      pthread_mutex_unlock(&pool->mu);
+    }
   }
-  pthread_mutex_unlock(&pool->mu);
   return NULL;
 }
 
@@ -97,7 +137,8 @@ int32_t cpu_pool_create(uint32_t n_threads, cpu_pool_t **out) {
 void cpu_pool_destroy(cpu_pool_t *pool) {
   if (!pool) return;
   pthread_mutex_lock(&pool->mu);
-  pool->stop = 1;
+  atomic_store(&pool->stop, 1);
+  atomic_fetch_add(&pool->generation, 1); /* wakes spinning workers too */
   pthread_cond_broadcast(&pool->cv_work);
   pthread_mutex_unlock(&pool->mu);
   for (uint32_t i = 0; i < pool->started; i++) pthread_join(pool->threads[i], NULL);
@@ -117,18 +158,20 @@ void cpu_pool_run(cpu_pool_t *pool, uint32_t nt, cpu_task_fn fn, void *arg) {
     fn(arg, 0, 1);
     return;
   }
-  pthread_mutex_lock(&pool->mu);
-  pool->fn = fn;
+  pool->fn = fn; /* published by the release on generation */
   pool->arg = arg;
   pool->nt = nt;
-  pool->pending = pool->started;
-  pool->generation++;
+  atomic_store_explicit(&pool->pending, pool->started, memory_order_relaxed);
+  pthread_mutex_lock(&pool->mu);
+  atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
   pthread_cond_broadcast(&pool->cv_work);
   pthread_mutex_unlock(&pool->mu);
   fn(arg, 0, nt);
-  pthread_mutex_lock(&pool->mu);
-  while (pool->pending) pthread_cond_wait(&pool->cv_done, &pool->mu);
-  pthread_mutex_unlock(&pool->mu);
+  if (!cpu_spin_zero(&pool->pending)) {
+    pthread_mutex_lock(&pool->mu);
+    while (atomic_load(&pool->pending)) pthread_cond_wait(&pool->cv_done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+  }
 }
 
 void cpu_split(int64_t total, uint32_t t, uint32_t nt, int64_t align, int64_t *begin,

@@ -198,7 +198,6 @@ static int32_t plan_matmul(cpu_backend_t *be, const vctx *v, const lk_op_t *op, 
                  p->mode ? "x W" : "x W^T");
   TRY(check_overlap(v, y, x));
   TRY(check_overlap(v, y, W));
-  p->scratch = cpu_scratch_matmul(be, x, W, p->mode);
   return LK_OK;
 }
 
@@ -233,7 +232,6 @@ static int32_t plan_lora_forward(cpu_backend_t *be, const vctx *v, const lk_op_t
                  (long long)B->cols, (long long)y->cols);
   for (int i = 0; i < 3; i++) TRY(check_overlap(v, y, &p->m[i]));
   p->s = op->fparams[0];
-  p->scratch = cpu_scratch_lora(be, x->rows, A->rows);
   return LK_OK;
 }
 
@@ -277,7 +275,6 @@ static int32_t plan_lora_backward(cpu_backend_t *be, const vctx *v, const lk_op_
       if (i != o) TRY(check_overlap(v, &p->m[o], &p->m[i]));
   p->s = op->fparams[0];
   p->acc = op->iparams[0];
-  p->scratch = cpu_scratch_lora(be, x->rows, A->rows) * 2;
   return LK_OK;
 }
 
@@ -298,7 +295,6 @@ static int32_t plan_merge(cpu_backend_t *be, const vctx *v, const lk_op_t *op, c
   TRY(check_overlap(v, W, A));
   TRY(check_overlap(v, W, B));
   p->s = op->code == LK_OP_MERGE ? op->fparams[0] : -op->fparams[0];
-  p->scratch = cpu_scratch_merge(be, W);
   return LK_OK;
 }
 
@@ -319,14 +315,17 @@ int32_t cpu_validate(cpu_backend_t *be, const lk_op_t *op, uint32_t i, uint32_t 
   int known = op->code > LK_OP_INVALID && op->code <= LK_OP_UNMERGE;
   v.opname = known ? names[op->code] : "op";
   plan->code = op->code;
+  int32_t rc;
   switch (op->code) {
-  case LK_OP_MATMUL: return plan_matmul(be, &v, op, plan);
-  case LK_OP_LORA_FORWARD: return plan_lora_forward(be, &v, op, plan);
-  case LK_OP_LORA_BACKWARD: return plan_lora_backward(be, &v, op, plan);
+  case LK_OP_MATMUL: rc = plan_matmul(be, &v, op, plan); break;
+  case LK_OP_LORA_FORWARD: rc = plan_lora_forward(be, &v, op, plan); break;
+  case LK_OP_LORA_BACKWARD: rc = plan_lora_backward(be, &v, op, plan); break;
   case LK_OP_MERGE:
-  case LK_OP_UNMERGE: return plan_merge(be, &v, op, plan);
+  case LK_OP_UNMERGE: rc = plan_merge(be, &v, op, plan); break;
   default:
     return vfail(&v, LK_ERR_UNSUPPORTED, "code %d is not an op the cpu backend supports",
                  (int)op->code);
   }
+  if (rc == LK_OK) plan->scratch = cpu_scratch(be, plan);
+  return rc;
 }

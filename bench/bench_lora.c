@@ -1,0 +1,419 @@
+/* bench_lora.c - LoRA linear-layer benchmarks through the public API
+ * (abi/lorakit.h) on the "cpu" backend, each figure printed with its ratio to
+ * a reference measured in the same run:
+ *   - the fp32 FMA peak of all cores (AVX2 FMA loop on every core at once)
+ *     and memcpy bandwidth (bytes read + written, as STREAM counts a copy);
+ *   - per shape (tokens, in, out, r): the forward+backward layer's GFLOP/s
+ *     against the FMA peak, its time against the two unavoidable sgemm calls
+ *     (x W^T, dy W) made directly through OpenBLAS with all cores, and the
+ *     LoRA-only forward op's bytes moved per second against a memcpy moving
+ *     the same number of bytes.
+ * Usage: bench_lora [PATH/lorakit-cpu.so] (default: ../plugins/ next to the
+ * executable). Needs OpenBLAS (cblas.h) for the reference GEMMs. */
+#include "lorakit.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(const char *what, lk_context_t *ctx) {
+  fprintf(stderr, "bench_lora: %s failed: %s\n", what, ctx ? lk_last_error(ctx) : "");
+  exit(1);
+}
+
+static int ncores(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+/* ---- FMA peak ------------------------------------------------------------------ */
+
+static volatile float fma_seed[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+static volatile float fma_sink;
+#define FMA_ITERS 30000000L /* 12 x 8-lane FMAs each: 5.8 GFLOP per core */
+#define FMA_FLOPS_PER_ITER (12.0 * 8.0 * 2.0)
+
+/* Twelve independent accumulator chains hide the FMA latency on two pipes. */
+__attribute__((target("avx2,fma"))) static float fma_loop_avx2(long iters) {
+  __m256 a[12];
+  for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(fma_seed[i]);
+  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+  for (long i = 0; i < iters; i++) {
+    a[0] = _mm256_fmadd_ps(a[0], m, c);
+    a[1] = _mm256_fmadd_ps(a[1], m, c);
+    a[2] = _mm256_fmadd_ps(a[2], m, c);
+    a[3] = _mm256_fmadd_ps(a[3], m, c);
+    a[4] = _mm256_fmadd_ps(a[4], m, c);
+    a[5] = _mm256_fmadd_ps(a[5], m, c);
+    a[6] = _mm256_fmadd_ps(a[6], m, c);
+    a[7] = _mm256_fmadd_ps(a[7], m, c);
+    a[8] = _mm256_fmadd_ps(a[8], m, c);
+    a[9] = _mm256_fmadd_ps(a[9], m, c);
+    a[10] = _mm256_fmadd_ps(a[10], m, c);
+    a[11] = _mm256_fmadd_ps(a[11], m, c);
+  }
+  __m256 s = a[0];
+  for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+  float out[8];
+  _mm256_storeu_ps(out, s);
+  return out[0] + out[7];
+}
+
+/* Portable fallback: the same chains, 8 lanes each, left to the compiler. */
+static float fma_loop_portable(long iters) {
+  float a[12][8];
+  for (int i = 0; i < 12; i++)
+    for (int l = 0; l < 8; l++) a[i][l] = fma_seed[i];
+  for (long it = 0; it < iters; it++)
+    for (int i = 0; i < 12; i++)
+      for (int l = 0; l < 8; l++) a[i][l] = a[i][l] * 0.999999f + 1e-7f;
+  float s = 0;
+  for (int i = 0; i < 12; i++) s += a[i][0] + a[i][7];
+  return s;
+}
+
+static int have_avx2(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+typedef struct peak_arg {
+  pthread_barrier_t *start;
+  long iters;
+  int avx2;
+} peak_arg;
+
+static void *peak_thread(void *p) {
+  peak_arg *a = p;
+  pthread_barrier_wait(a->start);
+  fma_sink = a->avx2 ? fma_loop_avx2(a->iters) : fma_loop_portable(a->iters);
+  return NULL;
+}
+
+/* GFLOP/s of n threads running the FMA loop at once; best of 3. */
+static double fma_peak(int n, int avx2) {
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)n + 1);
+    pthread_t th[256];
+    peak_arg a = {&start, FMA_ITERS, avx2};
+    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, peak_thread, &a);
+    pthread_barrier_wait(&start);
+    double t0 = now();
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    double t = now() - t0;
+    pthread_barrier_destroy(&start);
+    double g = n * (double)FMA_ITERS * FMA_FLOPS_PER_ITER / t * 1e-9;
+    if (g > best) best = g;
+  }
+  return best;
+}
+
+/* ---- memory ------------------------------------------------------------------- */
+
+static void *xalloc(size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, n ? n : 64)) {
+    fprintf(stderr, "bench_lora: out of memory (%zu bytes)\n", n);
+    exit(1);
+  }
+  memset(p, 0, n); /* fault the pages in now */
+  return p;
+}
+
+static void fill(float *p, size_t n, uint64_t seed) {
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    p[i] = (float)(s >> 40) * (1.0f / 16777216.0f) - 0.5f;
+  }
+}
+
+typedef struct copy_arg {
+  char *dst;
+  const char *src;
+  size_t n;
+} copy_arg;
+
+static void *copy_thread(void *p) {
+  copy_arg *a = p;
+  memcpy(a->dst, a->src, a->n);
+  return NULL;
+}
+
+/* Best time of reps memcpy calls of n bytes, split over nthreads threads. */
+static double memcpy_time(char *dst, const char *src, size_t n, int reps, int nthreads) {
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; r++) {
+    double t0 = now();
+    if (nthreads <= 1) {
+      memcpy(dst, src, n);
+    } else {
+      pthread_t th[256];
+      copy_arg a[256];
+      for (int i = 0; i < nthreads; i++) {
+        size_t b = n / (size_t)nthreads * (size_t)i, e = i + 1 == nthreads ? n : b + n / (size_t)nthreads;
+        a[i] = (copy_arg){dst + b, src + b, e - b};
+        pthread_create(&th[i], NULL, copy_thread, &a[i]);
+      }
+      for (int i = 0; i < nthreads; i++) pthread_join(th[i], NULL);
+    }
+    double t = now() - t0;
+    fma_sink = (float)dst[n / 2];
+    if (r > 0 && t < best) best = t;
+  }
+  return best;
+}
+
+/* ---- the LoRA layer -------------------------------------------------------------- */
+
+typedef struct bench_env {
+  lk_context_t *ctx;
+  lk_backend_t *be;
+  const lk_backend_vt_t *vt;
+  void *self;
+  double peak;      /* all-core FMA GFLOP/s */
+  double memcpy_bw; /* bytes moved per second by one large memcpy */
+  int cores;
+} bench_env;
+
+static lk_buffer_t *wrap(bench_env *env, void *p, size_t n) {
+  lk_buffer_t *buf = NULL;
+  lk_error_t err = {sizeof err, 0, {0}};
+  if (env->vt->buffer_wrap(env->self, p, n, &buf, &err) != LK_OK) {
+    fprintf(stderr, "bench_lora: buffer_wrap failed: %s\n", err.message);
+    exit(1);
+  }
+  return buf;
+}
+
+static lk_op_tensor_t opt(lk_buffer_t *buf, int64_t rows, int64_t cols) {
+  lk_op_tensor_t t;
+  memset(&t, 0, sizeof t);
+  t.struct_size = sizeof t;
+  t.dtype = LK_DTYPE_F32;
+  t.ndim = 2;
+  t.shape[0] = rows;
+  t.shape[1] = cols;
+  t.buffer = buf;
+  t.nbytes = (uint64_t)rows * (uint64_t)cols * sizeof(float);
+  return t;
+}
+
+static lk_op_t mkop(int32_t code, const lk_op_tensor_t *src, uint32_t n_src, const lk_op_tensor_t *dst,
+                    uint32_t n_dst, float s) {
+  lk_op_t op;
+  memset(&op, 0, sizeof op);
+  op.struct_size = sizeof op;
+  op.code = code;
+  op.src = src;
+  op.n_src = n_src;
+  op.dst = dst;
+  op.n_dst = n_dst;
+  op.fparams[0] = s;
+  return op;
+}
+
+static double run_batch(bench_env *env, const lk_op_t *ops, uint32_t n) {
+  double t0 = now();
+  if (lk_backend_submit(env->be, ops, n) != LK_OK || lk_backend_synchronize(env->be) != LK_OK)
+    die("lk_backend_submit", env->ctx);
+  return now() - t0;
+}
+
+static double best_batch(bench_env *env, const lk_op_t *ops, uint32_t n, int reps) {
+  run_batch(env, ops, n); /* warm-up */
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    double t = run_batch(env, ops, n);
+    if (t < best) best = t;
+  }
+  return best;
+}
+
+static const char *verdict(int met) { return met ? "met" : "not met"; }
+
+static void bench_shape(bench_env *env, int64_t M, int64_t in, int64_t out, uint32_t r, int reps,
+                        int fwd_reps) {
+  char name[96];
+  snprintf(name, sizeof name, "%lldx%lldx%lld_r%u", (long long)M, (long long)in, (long long)out, r);
+
+  /* The adapter gives A (r x in) and B (out x r); B starts at zero, so give
+   * it values (the arithmetic is the same either way). */
+  lk_adapter_t *ad = NULL;
+  lk_lora_config_t cfg = {sizeof cfg, r, 2.0f * (float)r, LK_SCALING_STANDARD, 42};
+  if (lk_adapter_create(env->ctx, &cfg, &ad) != LK_OK) die("lk_adapter_create", env->ctx);
+  if (lk_adapter_add_target(ad, "model.layers.0.mlp.proj", in, out, 0, 0) != LK_OK)
+    die("lk_adapter_add_target", env->ctx);
+  lk_target_info_t ti;
+  memset(&ti, 0, sizeof ti);
+  ti.struct_size = sizeof ti;
+  lk_tensor_t tA, tB;
+  memset(&tA, 0, sizeof tA);
+  memset(&tB, 0, sizeof tB);
+  tA.struct_size = tB.struct_size = sizeof tA;
+  if (lk_adapter_target_info(ad, 0, &ti) != LK_OK || lk_adapter_weights(ad, 0, &tA, &tB) != LK_OK)
+    die("lk_adapter_weights", env->ctx);
+  fill(tB.data, (size_t)out * r, 7);
+
+  size_t nx = (size_t)M * (size_t)in, ny = (size_t)M * (size_t)out, nw = (size_t)out * (size_t)in;
+  float *x = xalloc(nx * 4), *W = xalloc(nw * 4), *y = xalloc(ny * 4), *dy = xalloc(ny * 4);
+  float *dx = xalloc(nx * 4), *dA = xalloc((size_t)r * in * 4), *dB = xalloc((size_t)out * r * 4);
+  fill(x, nx, 1);
+  fill(W, nw, 2);
+  fill(dy, ny, 3);
+  for (size_t i = 0; i < nw; i++) W[i] *= 0.05f;
+
+  lk_buffer_t *bx = wrap(env, x, nx * 4), *bW = wrap(env, W, nw * 4), *by = wrap(env, y, ny * 4);
+  lk_buffer_t *bdy = wrap(env, dy, ny * 4), *bdx = wrap(env, dx, nx * 4);
+  lk_buffer_t *bA = wrap(env, tA.data, tA.nbytes), *bB = wrap(env, tB.data, tB.nbytes);
+  lk_buffer_t *bdA = wrap(env, dA, (size_t)r * in * 4), *bdB = wrap(env, dB, (size_t)out * r * 4);
+
+  lk_op_tensor_t Tx = opt(bx, M, in), TW = opt(bW, out, in), Ty = opt(by, M, out);
+  lk_op_tensor_t Tdy = opt(bdy, M, out), Tdx = opt(bdx, M, in);
+  lk_op_tensor_t TA = opt(bA, r, in), TB = opt(bB, out, r);
+  lk_op_tensor_t mm1[2] = {Tx, TW}, lf[3] = {Tx, TA, TB}, mm2[2] = {Tdy, TW};
+  lk_op_tensor_t lb[4] = {Tx, TA, TB, Tdy}, lbd[3] = {opt(bdA, r, in), opt(bdB, out, r), Tdx};
+  lk_op_t ops[4] = {
+      mkop(LK_OP_MATMUL, mm1, 2, &Ty, 1, 0.0f),           /* y = x W^T */
+      mkop(LK_OP_LORA_FORWARD, lf, 3, &Ty, 1, ti.scale),  /* y += s (x A^T) B^T */
+      mkop(LK_OP_MATMUL, mm2, 2, &Tdx, 1, 0.0f),          /* dx = dy W */
+      mkop(LK_OP_LORA_BACKWARD, lb, 4, lbd, 3, ti.scale), /* dA, dB; dx += s (dy B) A */
+  };
+  ops[2].iparams[0] = 1;
+
+  /* The layer through the backend, then the two sgemm calls through OpenBLAS
+   * with its own threads; a pause between so neither side's idle threads
+   * are still spinning when the other measures. */
+  double t_layer = best_batch(env, ops, 4, reps);
+  usleep(200000);
+  openblas_set_num_threads(env->cores);
+  double t_gemm = 1e30;
+  for (int rep = 0; rep < reps + 1; rep++) {
+    double t0 = now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)out, (int)in, 1.0f, x, (int)in, W,
+                (int)in, 0.0f, y, (int)out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)in, (int)out, 1.0f, dy, (int)out,
+                W, (int)in, 0.0f, dx, (int)in);
+    double t = now() - t0;
+    if (rep > 0 && t < t_gemm) t_gemm = t;
+  }
+  openblas_set_num_threads(1);
+  usleep(200000);
+
+  double gemm_flops = 2.0 * 2.0 * (double)M * (double)in * (double)out;
+  double lora_flops = 6.0 * (double)M * r * (double)(in + out); /* fwd 2 + bwd 4 rank-r products */
+  double gflops = (gemm_flops + lora_flops) / t_layer * 1e-9;
+  double ratio_peak = gflops / env->peak;
+  printf("bench: lora_layer_gflops_%s %.1f GFLOP/s ratio=%.2f vs fma_peak (%.1f GFLOP/s) target>=0.8 %s\n",
+         name, gflops, ratio_peak, env->peak, verdict(ratio_peak >= 0.8));
+  double ratio_t = t_layer / t_gemm;
+  printf("bench: lora_layer_time_%s %.1f ms ratio=%.3f vs two_sgemm_openblas_%dthreads (%.1f ms) target<=1.15 %s\n",
+         name, t_layer * 1e3, ratio_t, env->cores, t_gemm * 1e3, verdict(ratio_t <= 1.15));
+
+  /* LoRA-only forward: bytes moved (x, A, B read; y read and written) per
+   * second, against one memcpy moving as many bytes (half read, half written). */
+  double bytes = 4.0 * ((double)nx + (double)r * in + (double)out * r + 2.0 * (double)ny);
+  double t_fwd = best_batch(env, &ops[1], 1, fwd_reps);
+  size_t half = (size_t)(bytes / 2);
+  char *src = xalloc(half), *dst = xalloc(half);
+  memset(src, 1, half);
+  double t_copy = memcpy_time(dst, src, half, fwd_reps, 1);
+  free(src);
+  free(dst);
+  double bw = bytes / t_fwd * 1e-9, bw_copy = bytes / t_copy * 1e-9;
+  double ratio_bw = bw / bw_copy;
+  /* What the FMA peak allows: the op cannot be faster than its flops. */
+  double fwd_flops = 2.0 * (double)M * r * (double)(in + out);
+  double t_floor = fwd_flops / (env->peak * 1e9);
+  double ceiling = t_copy >= t_floor ? 1.0 : t_copy / t_floor;
+  printf("bench: lora_forward_bandwidth_%s %.1f GB/s ratio=%.2f vs memcpy_same_bytes (%.1f GB/s) target>=0.6 %s "
+         "(%.2f ms; %.1f GFLOP/s; ceiling at FMA peak %.2f%s)\n",
+         name, bw, ratio_bw, bw_copy, verdict(ratio_bw >= 0.6), t_fwd * 1e3, fwd_flops / t_fwd * 1e-9, ceiling,
+         ceiling < 0.6 ? ": compute-bound, target unreachable" : "");
+  fflush(stdout);
+
+  lk_buffer_t *bufs[] = {bx, bW, by, bdy, bdx, bA, bB, bdA, bdB};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) env->vt->buffer_free(env->self, bufs[i]);
+  free(x);
+  free(W);
+  free(y);
+  free(dy);
+  free(dx);
+  free(dA);
+  free(dB);
+  lk_adapter_free(ad);
+}
+
+int main(int argc, char **argv) {
+  char path[PATH_MAX];
+  if (argc > 1) {
+    snprintf(path, sizeof path, "%s", argv[1]);
+  } else {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) die("readlink /proc/self/exe", NULL);
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(path, sizeof path, "%.*s/../plugins/lorakit-cpu.so", (int)(sizeof path - 32), exe);
+  }
+  bench_env env;
+  memset(&env, 0, sizeof env);
+  env.cores = ncores();
+  openblas_set_num_threads(env.cores);
+
+  /* 1. physical limits */
+  int avx2 = have_avx2();
+  double one = fma_peak(1, avx2);
+  env.peak = fma_peak(env.cores, avx2);
+  printf("bench: fma_peak_fp32_%dcores %.1f GFLOP/s ratio=%.2f vs one_core_fma_peak (%.1f GFLOP/s)%s\n", env.cores,
+         env.peak, env.peak / one, one, avx2 ? "" : " (no AVX2+FMA: portable loop)");
+  size_t big = (size_t)256 << 20;
+  char *src = xalloc(big), *dst = xalloc(big);
+  memset(src, 3, big);
+  double t1 = memcpy_time(dst, src, big, 4, 1), tn = memcpy_time(dst, src, big, 4, env.cores);
+  env.memcpy_bw = 2.0 * (double)big / t1;
+  printf("bench: memcpy_bandwidth %.1f GB/s ratio=%.2f vs memcpy_on_%d_threads (%.1f GB/s) [read+written bytes]\n",
+         env.memcpy_bw * 1e-9, t1 > 0 ? tn / t1 : 0.0, env.cores, 2.0 * (double)big / tn * 1e-9);
+  free(src);
+  free(dst);
+  fflush(stdout);
+
+  /* 2. the LoRA layer through the public API */
+  lk_context_opts_t opts = {sizeof opts, 1, 0, 0};
+  if (lk_context_create(&opts, &env.ctx) != LK_OK) die("lk_context_create", NULL);
+  if (lk_plugin_load(env.ctx, path) != LK_OK) die(path, env.ctx);
+  if (lk_backend_open(env.ctx, "cpu", &env.be) != LK_OK) die("lk_backend_open", env.ctx);
+  env.vt = lk_backend_vtable(env.be);
+  env.self = lk_backend_instance(env.be);
+  lk_device_info_t di;
+  memset(&di, 0, sizeof di);
+  di.struct_size = sizeof di;
+  if (lk_backend_device_info(env.be, 0, &di) == LK_OK)
+    printf("bench_lora: backend cpu on %s, %u threads\n", di.name, di.compute_units);
+
+  bench_shape(&env, 512, 2048, 2048, 16, 5, 30);
+  bench_shape(&env, 2048, 4096, 4096, 16, 2, 10);
+  bench_shape(&env, 512, 4096, 11008, 64, 2, 10);
+
+  lk_backend_close(env.be);
+  lk_context_free(env.ctx);
+  return 0;
+}

@@ -1,0 +1,233 @@
+/* simd.c - the fused LoRA forward kernel, y += s (x A^T) B^T, in AVX2+FMA
+ * (compiled with a target attribute, chosen at run time by cpu_have_avx2;
+ * ops.c keeps the portable OpenBLAS path for other CPUs). For each block of
+ * six rows of x the rank-r intermediate h (6 x r) is formed in registers and
+ * applied to the same six rows of y at once, so x is read once, y is read and
+ * written once, and h never leaves L1. A and B are first packed (zero-padded)
+ * into layouts the two micro-kernels stream:
+ *   At: [ceil(r/16)][in][16]     (A transposed, 16 rank columns per chunk)
+ *   Bt: [ceil(out/16)][r][16]    (B transposed, 16 output columns per tile) */
+#include "cpu.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 6 /* rows per micro-kernel call: 6 x 2 accumulators + 2 operands */
+#ifndef CPU_PF_TILES
+#define CPU_PF_TILES 8 /* prefetch distance for y, in 16-column tiles */
+#endif
+
+int cpu_have_avx2(void) {
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return cached;
+}
+
+/* ---- packing --------------------------------------------------------------------- */
+
+/* dst[c][r] = src[r][c] for an 8 x 8 block (row strides lds, ldd floats). */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+cpu_transpose8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+  __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+  __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* dst[c * 16 + j] = src[j * lds + c] for c < cols, j < 16 (zero for j >=
+ * rows): a block of up to 16 rows transposed into 16-float lines. */
+__attribute__((target("avx2,fma"))) static void cpu_pack16(const float *src, int64_t lds,
+                                                           int64_t rows, int64_t cols,
+                                                           float *dst) {
+  int64_t c = 0;
+  if (rows == 16)
+    for (; c + 8 <= cols; c += 8) {
+      cpu_transpose8(src + c, lds, dst + c * 16, 16);
+      cpu_transpose8(src + 8 * lds + c, lds, dst + c * 16 + 8, 16);
+    }
+  for (; c < cols; c++)
+    for (int64_t j = 0; j < 16; j++) dst[c * 16 + j] = j < rows ? src[j * lds + c] : 0.0f;
+}
+
+void cpu_lora_pack_a(const float *A, int64_t r, int64_t in, int64_t k0, int64_t k1, float *At) {
+  for (int64_t c = 0; c * 16 < r; c++) {
+    int64_t rows = r - c * 16 < 16 ? r - c * 16 : 16;
+    cpu_pack16(A + c * 16 * in + k0, in, rows, k1 - k0, At + ((size_t)c * (size_t)in + (size_t)k0) * 16);
+  }
+}
+
+void cpu_lora_pack_b(const float *B, int64_t out, int64_t r, int64_t t0, int64_t t1, float *Bt) {
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t rows = out - t * 16 < 16 ? out - t * 16 : 16;
+    cpu_pack16(B + t * 16 * r, r, rows, r, Bt + (size_t)t * (size_t)r * 16);
+  }
+}
+
+/* ---- micro-kernels ------------------------------------------------------------------- */
+
+/* The micro-kernels keep their 6 x 2 accumulators in named variables (an
+ * array invites the compiler to interchange loops and spill); with mr and
+ * nv constant at each call site, the `if (mr > i)` tests fold away. */
+#define CPU_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* h[i][0:8*nv] = s * sum_k x[i][k] At[k][0:8*nv] for i < mr. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+cpu_k_xa(int mr, int nv, const float *x, int64_t ldx, const float *At, int64_t in, float s,
+         float *h, int64_t ldh) {
+#define DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+  CPU_ROWS(DECL)
+#undef DECL
+  const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx,
+              *x5 = x + 5 * ldx;
+  for (int64_t k = 0; k < in; k++) {
+    __m256 b0 = _mm256_load_ps(At + k * 16);
+    __m256 b1 = nv > 1 ? _mm256_load_ps(At + k * 16 + 8) : b0;
+#define STEP(i)                                                                                    \
+  if (mr > i) {                                                                                    \
+    __m256 a = _mm256_broadcast_ss(x##i + k);                                                      \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);                                                     \
+    if (nv > 1) c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);                                         \
+  }
+    CPU_ROWS(STEP)
+#undef STEP
+  }
+  __m256 vs = _mm256_set1_ps(s);
+#define STORE(i)                                                                                   \
+  if (mr > i) {                                                                                    \
+    _mm256_storeu_ps(h + i * ldh, _mm256_mul_ps(c##i##0, vs));                                     \
+    if (nv > 1) _mm256_storeu_ps(h + i * ldh + 8, _mm256_mul_ps(c##i##1, vs));                     \
+  }
+  CPU_ROWS(STORE)
+#undef STORE
+  (void)x0, (void)x1, (void)x2, (void)x3, (void)x4, (void)x5;
+  (void)c00, (void)c01, (void)c10, (void)c11, (void)c20, (void)c21;
+  (void)c30, (void)c31, (void)c40, (void)c41, (void)c50, (void)c51;
+}
+
+/* y[i][0:16] += sum_j h[i][j] Bt[j][0:16] for i < mr; the last tile of a row
+ * is masked (m0, m1: lanes of the columns left). The sum starts from zero and
+ * y is loaded only at the end, so the FMA chains of a tile never wait for
+ * memory and the loads overlap the previous arithmetic. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+cpu_k_hb(int mr, int masked, const float *h, int64_t ldh, const float *Bt, int64_t r, float *y,
+         int64_t ldy, __m256i m0, __m256i m1) {
+#define DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+  CPU_ROWS(DECL)
+#undef DECL
+  for (int64_t j = 0; j < r; j++) {
+    __m256 b0 = _mm256_load_ps(Bt + j * 16), b1 = _mm256_load_ps(Bt + j * 16 + 8);
+#define STEP(i)                                                                                    \
+  if (mr > i) {                                                                                    \
+    __m256 a = _mm256_broadcast_ss(h + i * ldh + j);                                               \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);                                                     \
+    c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);                                                     \
+  }
+    CPU_ROWS(STEP)
+#undef STEP
+  }
+#define STORE(i)                                                                                   \
+  if (mr > i) {                                                                                    \
+    if (masked) {                                                                                  \
+      c##i##0 = _mm256_add_ps(c##i##0, _mm256_maskload_ps(y + i * ldy, m0));                       \
+      c##i##1 = _mm256_add_ps(c##i##1, _mm256_maskload_ps(y + i * ldy + 8, m1));                   \
+      _mm256_maskstore_ps(y + i * ldy, m0, c##i##0);                                               \
+      _mm256_maskstore_ps(y + i * ldy + 8, m1, c##i##1);                                           \
+    } else {                                                                                       \
+      _mm256_storeu_ps(y + i * ldy, _mm256_add_ps(c##i##0, _mm256_loadu_ps(y + i * ldy)));         \
+      _mm256_storeu_ps(y + i * ldy + 8, _mm256_add_ps(c##i##1, _mm256_loadu_ps(y + i * ldy + 8))); \
+    }                                                                                              \
+  }
+  CPU_ROWS(STORE)
+#undef STORE
+  (void)c00, (void)c01, (void)c10, (void)c11, (void)c20, (void)c21;
+  (void)c30, (void)c31, (void)c40, (void)c41, (void)c50, (void)c51;
+}
+
+/* Constant mr and nv per call site, so the accumulators live in registers. */
+#define CPU_DISPATCH_MR(mr, CALL)                                                                  \
+  switch (mr) {                                                                                    \
+  case 6: CALL(6); break;                                                                          \
+  case 5: CALL(5); break;                                                                          \
+  case 4: CALL(4); break;                                                                          \
+  case 3: CALL(3); break;                                                                          \
+  case 2: CALL(2); break;                                                                          \
+  default: CALL(1); break;                                                                         \
+  }
+
+__attribute__((target("avx2,fma"))) static void cpu_xa_block(int mr, const float *x, int64_t ldx,
+                                                             const float *At, int64_t in, int64_t r,
+                                                             float s, float *h, int64_t ldh) {
+  for (int64_t c = 0; c * 16 < r; c++) {
+    const float *Atc = At + (size_t)c * (size_t)in * 16;
+    float *hc = h + c * 16;
+    if (r - c * 16 > 8) {
+#define XA2(m) cpu_k_xa(m, 2, x, ldx, Atc, in, s, hc, ldh)
+      CPU_DISPATCH_MR(mr, XA2)
+#undef XA2
+    } else {
+#define XA1(m) cpu_k_xa(m, 1, x, ldx, Atc, in, s, hc, ldh)
+      CPU_DISPATCH_MR(mr, XA1)
+#undef XA1
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) static void cpu_hb_block(int mr, const float *h, int64_t ldh,
+                                                             const float *Bt, int64_t r, int64_t out,
+                                                             float *y, int64_t ldy) {
+  __m256i none = _mm256_setzero_si256();
+  int64_t full = out / 16;
+  for (int64_t t = 0; t < full; t++) {
+    const float *Btt = Bt + (size_t)t * (size_t)r * 16;
+    float *yt = y + t * 16;
+    if (CPU_PF_TILES && t + CPU_PF_TILES < full)
+      for (int i = 0; i < mr; i++) _mm_prefetch((const char *)(yt + i * ldy + CPU_PF_TILES * 16), _MM_HINT_T0);
+#define HB(m) cpu_k_hb(m, 0, h, ldh, Btt, r, yt, ldy, none, none)
+    CPU_DISPATCH_MR(mr, HB)
+#undef HB
+  }
+  int64_t left = out - full * 16;
+  if (left) {
+    int32_t lanes[16];
+    for (int l = 0; l < 16; l++) lanes[l] = l < left ? -1 : 0;
+    __m256i m0 = _mm256_loadu_si256((const __m256i *)(const void *)lanes);
+    __m256i m1 = _mm256_loadu_si256((const __m256i *)(const void *)(lanes + 8));
+    const float *Btt = Bt + (size_t)full * (size_t)r * 16;
+    float *yt = y + full * 16;
+#define HBM(m) cpu_k_hb(m, 1, h, ldh, Btt, r, yt, ldy, m0, m1)
+    CPU_DISPATCH_MR(mr, HBM)
+#undef HBM
+  }
+}
+
+/* Rows [0, rows) of x and y: six at a time, h (MR x ldh floats) as scratch. */
+__attribute__((target("avx2,fma"))) void cpu_lora_rows_avx2(const float *x, int64_t rows,
+                                                            int64_t in, const float *At,
+                                                            const float *Bt, int64_t r, int64_t out,
+                                                            float s, float *h, float *y) {
+  int64_t ldh = (r + 15) / 16 * 16;
+  for (int64_t i = 0; i < rows; i += MR) {
+    int mr = rows - i < MR ? (int)(rows - i) : MR;
+    cpu_xa_block(mr, x + i * in, in, At, in, r, s, h, ldh);
+    cpu_hb_block(mr, h, ldh, Bt, r, out, y + i * out, out);
+  }
+}

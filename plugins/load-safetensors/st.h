@@ -1,0 +1,199 @@
+/* st.h - internal declarations shared by the files of the load-safetensors
+ * plugin (org.lorakit.load-safetensors): the safetensors header parser
+ * (st_parse.c, also compiled into tests/fuzz/fuzz_safetensors.c), opened
+ * tensor sets and the loader functions every component shares (st_file.c),
+ * the writers (st_write.c), and the three loader components: safetensors
+ * (st_file.c), hf (hf.c) and peft (peft.c). Nothing here is exported: the
+ * plugin builds with -fvisibility=hidden and exports only lk_plugin_entry. */
+#ifndef ST_H
+#define ST_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lorakit_plugin.h"
+
+#define ST_PLUGIN_ID "org.lorakit.load-safetensors"
+
+/* The reference implementation's cap (safetensors tensor.rs MAX_HEADER_SIZE). */
+#define ST_MAX_HEADER 100000000ull
+/* A safetensors header nests 3 deep ({name: {shape: [...]}}); anything much
+ * deeper is hostile, refused before jansson builds it. */
+#define ST_HEADER_MAX_DEPTH 8
+/* No array of a header has more than LK_MAX_DIMS entries; a long one is a
+ * memory bomb (a 100 MB "[0,0,0,...]" is 50 M json values). */
+#define ST_HEADER_MAX_ARRAY 1024
+/* JSON side files (config.json, adapter_config.json, index.json). */
+#define ST_JSON_FILE_MAX (64ull << 20)
+#define ST_JSON_FILE_MAX_DEPTH 64
+
+/* One tensor of an opened set. */
+typedef struct st_tensor_t {
+  char *name;     /* the key in the file, owned */
+  char *canon;    /* canonical name when it differs from name, owned; else NULL */
+  int32_t dtype;  /* LK_DTYPE_* */
+  uint32_t ndim;
+  int64_t shape[LK_MAX_DIMS];
+  uint64_t begin; /* byte range [begin, end) in the data section */
+  uint64_t end;
+  uint32_t shard; /* index into the set's shards */
+} st_tensor_t;
+
+static inline const char *st_canon(const st_tensor_t *t) { return t->canon ? t->canon : t->name; }
+
+/* ---- st_parse.c: errors, dtypes, JSON, the header parser ------------------ */
+
+/* Fill err (when its struct_size allows) and return code. */
+int32_t st_fail(lk_error_t *err, int32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* LK_DTYPE_* of a safetensors dtype name; LK_DTYPE_INVALID when unknown. */
+int32_t st_dtype_from_name(const char *name);
+/* The safetensors name of a dtype ("F32"); NULL for one safetensors lacks. */
+const char *st_dtype_to_name(int32_t dtype);
+/* Bytes per element; 0 for QUANT/invalid. */
+uint32_t st_dtype_size(int32_t dtype);
+/* 1 for floating-point dtypes (f64, f32, f16, bf16, f8). */
+int st_dtype_is_float(int32_t dtype);
+
+/* numel of a shape (1 for ndim 0) and its byte size; -1 on overflow of
+ * int64/uint64 or a negative dimension. */
+int st_shape_bytes(int32_t dtype, uint32_t ndim, const int64_t *shape, uint64_t *nbytes);
+/* "[2, 3]" into buf. */
+const char *st_shape_str(char *buf, size_t n, uint32_t ndim, const int64_t *shape);
+
+/* Parse JSON text of len bytes that must be an object. Refuses nesting deeper
+ * than max_depth and (when max_array > 0) arrays longer than max_array before
+ * jansson sees it, then json_loadb with JSON_REJECT_DUPLICATES (jansson
+ * refuses invalid UTF-8, NUL in keys, lone surrogates). what names the text
+ * in messages ("model.safetensors: header"). */
+int32_t st_json_parse(const char *text, size_t len, const char *what, int max_depth,
+                      size_t max_array, json_t **out, lk_error_t *err);
+/* Read and parse a JSON object file (at most ST_JSON_FILE_MAX bytes).
+ * LK_ERR_NOT_FOUND when it does not exist. */
+int32_t st_json_load_file(const char *path, json_t **out, lk_error_t *err);
+
+/* A parsed safetensors header. Tensors are in data-offset order. */
+typedef struct st_header_t {
+  st_tensor_t *tensors;
+  uint64_t n;
+  uint64_t data_start; /* 8 + header length: file offset of the data section */
+  uint64_t data_size;
+  json_t *metadata;    /* the __metadata__ object ({} when absent), owned */
+} st_header_t;
+
+/* Parse and validate a whole safetensors file held in buf (size bytes; buf
+ * may be NULL when size is 0). label names the file in messages. Every
+ * tensor's byte range is checked to lie in the buffer, so a caller may then
+ * read any of them. On error *out is left empty. */
+int32_t st_parse_header(const uint8_t *buf, uint64_t size, const char *label, st_header_t *out,
+                        lk_error_t *err);
+void st_header_free(st_header_t *h);
+void st_tensor_free_names(st_tensor_t *t, uint64_t n);
+
+/* ---- st_file.c: opened sets (one file or the shards of an index) ---------- */
+
+typedef struct st_shard_t {
+  char *path;
+  const uint8_t *map; /* the whole file, read-only; NULL for an empty file */
+  uint64_t size;
+  uint64_t data_start;
+} st_shard_t;
+
+/* The object every component of this plugin returns from open. */
+typedef struct st_handle_t {
+  uint32_t magic;
+  char *path;
+  st_shard_t *shards;
+  uint32_t n_shards;
+  st_tensor_t *t;
+  uint64_t n;
+  st_tensor_t **by_name;  /* sorted by canonical name (st_handle_index) */
+  json_t *st_meta;        /* __metadata__ of the first shard, owned */
+  json_t *index_meta;     /* the index file's "metadata" member or NULL, owned */
+  char *metadata_json;    /* what metadata_json() returns, owned */
+} st_handle_t;
+
+/* Open a .safetensors file or a *.safetensors.index.json set. */
+int32_t st_handle_open(const char *path, st_handle_t **out, lk_error_t *err);
+/* Sort by canonical name; refuses two tensors with one canonical name. */
+int32_t st_handle_index(st_handle_t *h, lk_error_t *err);
+/* The tensor of that canonical name, or NULL (after st_handle_index). */
+const st_tensor_t *st_handle_find(const st_handle_t *h, const char *canon);
+/* Set h->metadata_json from obj (consumed). */
+int32_t st_handle_set_metadata(st_handle_t *h, json_t *obj, lk_error_t *err);
+/* The label for messages about tensor t: its shard's path. */
+const char *st_handle_file_of(const st_handle_t *h, const st_tensor_t *t);
+
+/* Loader functions shared by the three components. */
+void st_vt_close(void *file);
+int64_t st_vt_tensor_count(void *file);
+int32_t st_vt_tensor_info(void *file, int64_t index, lk_tensor_info_t *out, lk_error_t *err);
+int32_t st_vt_tensor_read(void *file, int64_t index, void *dst, uint64_t nbytes, lk_error_t *err);
+const void *st_vt_tensor_map(void *file, int64_t index, lk_error_t *err);
+const char *st_vt_metadata_json(void *file);
+const void *st_vt_get_extension(void *file, const char *id);
+
+/* Path helpers: "dir/name" (malloc'd, NULL when out of memory); 1 when path
+ * is a directory / regular file. */
+char *st_path_join(const char *dir, const char *name);
+int st_is_dir(const char *path);
+int st_is_file(const char *path);
+
+/* ---- st_write.c: files written through a temporary renamed into place ---- */
+
+typedef struct st_tmp_t {
+  char *final_path;
+  char *tmp_path;
+  int fd;
+  int committed;
+} st_tmp_t;
+
+/* Create a temporary file next to final_path (mkstemp, mode 0644). */
+int32_t st_tmp_open(st_tmp_t *t, const char *final_path, lk_error_t *err);
+int32_t st_tmp_write(st_tmp_t *t, const void *p, uint64_t n, lk_error_t *err);
+/* fsync and close the temporary (no rename yet). */
+int32_t st_tmp_finish(st_tmp_t *t, lk_error_t *err);
+/* Rename the finished temporary onto final_path and fsync the folder. */
+int32_t st_tmp_commit(st_tmp_t *t, lk_error_t *err);
+/* Remove the temporary unless committed; free the paths. Safe to repeat. */
+void st_tmp_discard(st_tmp_t *t);
+
+/* Check n caller tensors (struct size, dtype, shape, nbytes, names unique,
+ * UTF-8, non-empty); what names the writer in messages. */
+int32_t st_check_tensors(const lk_tensor_t *tensors, const char *const *names, uint64_t n,
+                         const char *what, lk_error_t *err);
+/* Serialise a safetensors file into t: tensors in the given order, stored
+ * under file_names, header "__metadata__" from meta (string values; NULL or
+ * {} = none), padded with spaces to a multiple of 8. Tensors whose dtype
+ * differs from as_dtype (when as_dtype != LK_DTYPE_INVALID) are converted
+ * with the host's convert. Finishes t (fsync, close) on success. */
+int32_t st_write_safetensors(st_tmp_t *t, const lk_tensor_t *tensors,
+                             const char *const *file_names, uint64_t n, const json_t *meta,
+                             int32_t as_dtype, lk_error_t *err);
+/* Serialise a JSON object into t (indent 2, trailing newline); finishes t. */
+int32_t st_write_json(st_tmp_t *t, const json_t *obj, size_t flags, lk_error_t *err);
+/* Parse a writer's metadata_json (NULL or "" = {}); must be an object. */
+int32_t st_parse_write_metadata(const char *metadata_json, const char *what, json_t **out,
+                                lk_error_t *err);
+/* The string map for "__metadata__" from metadata["safetensors_metadata"]
+ * (new reference; {} when absent); refuses non-string values. When
+ * force_pt, "format": "pt" is added if missing (transformers and PEFT refuse
+ * a file without it). */
+int32_t st_write_meta_from(const json_t *metadata, int force_pt, const char *what, json_t **out,
+                           lk_error_t *err);
+/* Create folder path when missing; *created = 1 when this call made it. */
+int32_t st_make_dir(const char *path, int *created, lk_error_t *err);
+
+/* ---- plugin.c ---------------------------------------------------------------- */
+
+/* The host table between the first init and the last fini, else NULL. */
+const lk_host_api_t *st_host(void);
+
+/* ---- components --------------------------------------------------------------- */
+extern const lk_loader_vt_t st_safetensors_vt; /* st_file.c */
+extern const lk_loader_vt_t st_hf_vt;          /* hf.c */
+extern const lk_loader_vt_t st_peft_vt;        /* peft.c */
+
+#endif /* ST_H */

@@ -41,6 +41,8 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
 # plugin, build/plugins/lorakit-NAME.so; PLUGIN_LIBS_NAME are its link flags.
 PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))))
 PLUGIN_LIBS_cpu := -lopenblas -lpthread -lm
+PLUGIN_LIBS_load-gguf := -ljansson
+PLUGIN_LIBS_load-safetensors := -ljansson
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)

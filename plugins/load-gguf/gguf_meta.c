@@ -1,0 +1,269 @@
+/* gguf_meta.c - a parsed GGUF file's key/values as JSON, and the Hugging
+ * Face config derived from them.
+ *
+ * JSON form (lorakit_plugin.h, "Metadata JSON"): "kv" maps each key to its
+ * value - integers as JSON integers (a u64 above INT64_MAX as a decimal
+ * string, since JSON parsers stop at int64), f32/f64 as JSON reals (the
+ * exact value of the float; NaN and infinities as the strings "NaN",
+ * "Infinity", "-Infinity"), bools, strings, arrays (nested) - and
+ * "kv_types" maps each key to its GGUF type ("u32", "array[string]",
+ * "array[array[i32]]") so a writer puts back exactly what was read. String
+ * values that are not UTF-8 get U+FFFD for each bad byte (JSON cannot carry
+ * them); keys and tensor names were already required to be UTF-8.
+ *
+ * The config takes <arch>.* keys (llama.block_count -> num_hidden_layers,
+ * ...) and the tensors (tie_word_embeddings when output.weight is absent). */
+#include "gguf.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+double gguf_f32_shortest(float v) {
+  char buf[40];
+  if (!isfinite(v)) return v;
+  for (int prec = 1; prec <= 9; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+    if (strtof(buf, NULL) == v) return strtod(buf, NULL);
+  }
+  return v;
+}
+
+static json_t *gguf_json_real(double v) {
+  if (isnan(v)) return json_string("NaN");
+  if (isinf(v)) return json_string(v > 0 ? "Infinity" : "-Infinity");
+  return json_real(v);
+}
+
+/* A string value: JSON as is when UTF-8, else with U+FFFD for bad bytes. */
+static json_t *gguf_json_text(const uint8_t *s, uint64_t n) {
+  if (gguf_utf8_valid(s, n)) return json_stringn((const char *)s, (size_t)n);
+  char *tmp = malloc((size_t)n * 3 + 1);
+  if (!tmp) return NULL;
+  size_t k = 0;
+  for (uint64_t i = 0; i < n;) {
+    uint64_t len = s[i] < 0x80 ? 1 : s[i] >= 0xF0 ? 4 : s[i] >= 0xE0 ? 3 : 2;
+    if (len <= n - i && gguf_utf8_valid(s + i, len)) {
+      memcpy(tmp + k, s + i, (size_t)len);
+      k += (size_t)len;
+      i += len;
+    } else {
+      memcpy(tmp + k, "\xEF\xBF\xBD", 3);
+      k += 3;
+      i++;
+    }
+  }
+  json_t *j = json_stringn(tmp, k);
+  free(tmp);
+  return j;
+}
+
+/* One value of type t at buf + *pos (already validated by the parser). */
+static json_t *gguf_json_value(const uint8_t *buf, uint64_t *pos, uint32_t t) {
+  const uint8_t *p = buf + *pos;
+  switch (t) {
+  case GGUF_T_U8: *pos += 1; return json_integer(p[0]);
+  case GGUF_T_I8: *pos += 1; return json_integer((int8_t)p[0]);
+  case GGUF_T_U16: *pos += 2; return json_integer((uint16_t)(p[0] | p[1] << 8));
+  case GGUF_T_I16: *pos += 2; return json_integer((int16_t)(uint16_t)(p[0] | p[1] << 8));
+  case GGUF_T_U32: *pos += 4; return json_integer(gguf_rd_u32(p));
+  case GGUF_T_I32: *pos += 4; return json_integer((int32_t)gguf_rd_u32(p));
+  case GGUF_T_BOOL: *pos += 1; return json_boolean(p[0] != 0);
+  case GGUF_T_I64: *pos += 8; return json_integer((json_int_t)gguf_rd_u64(p));
+  case GGUF_T_U64: {
+    uint64_t v = gguf_rd_u64(p);
+    *pos += 8;
+    if (v <= INT64_MAX) return json_integer((json_int_t)v);
+    char s[24];
+    snprintf(s, sizeof s, "%llu", (unsigned long long)v);
+    return json_string(s);
+  }
+  case GGUF_T_F32: {
+    uint32_t u = gguf_rd_u32(p);
+    float v;
+    memcpy(&v, &u, sizeof v);
+    *pos += 4;
+    return gguf_json_real(v);
+  }
+  case GGUF_T_F64: {
+    uint64_t u = gguf_rd_u64(p);
+    double v;
+    memcpy(&v, &u, sizeof v);
+    *pos += 8;
+    return gguf_json_real(v);
+  }
+  case GGUF_T_STRING: {
+    uint64_t n = gguf_rd_u64(p);
+    *pos += 8 + n;
+    return gguf_json_text(p + 8, n);
+  }
+  case GGUF_T_ARRAY: {
+    uint32_t at = gguf_rd_u32(p);
+    uint64_t count = gguf_rd_u64(p + 4);
+    *pos += 12;
+    json_t *arr = json_array();
+    for (uint64_t i = 0; arr && i < count; i++)
+      if (json_array_append_new(arr, gguf_json_value(buf, pos, at))) {
+        json_decref(arr);
+        return NULL;
+      }
+    return arr;
+  }
+  default: return NULL;
+  }
+}
+
+/* The type string of the value of type t at buf + pos: "u32",
+ * "array[string]", "array[array[i32]]" (the inner type of an array of
+ * arrays is that of its first element; u8 when it has none). */
+static int gguf_type_string(const uint8_t *buf, uint64_t pos, uint32_t t, char *out, size_t n,
+                            int depth) {
+  if (t != GGUF_T_ARRAY) return snprintf(out, n, "%s", gguf_value_type_name(t)) < (int)n ? 0 : -1;
+  if (depth > GGUF_MAX_NESTING) return -1;
+  uint32_t at = gguf_rd_u32(buf + pos);
+  uint64_t count = gguf_rd_u64(buf + pos + 4);
+  char inner[256];
+  if (at == GGUF_T_ARRAY && count == 0) snprintf(inner, sizeof inner, "array[u8]");
+  else if (gguf_type_string(buf, pos + 12, at, inner, sizeof inner, depth + 1)) return -1;
+  return snprintf(out, n, "array[%s]", inner) < (int)n ? 0 : -1;
+}
+
+json_t *gguf_meta_gguf_object(const gguf_file_t *f) {
+  json_t *o = json_object(), *kv = json_object(), *types = json_object();
+  int bad = !o || !kv || !types;
+  bad |= json_object_set_new(o, "version", json_integer(f->version));
+  bad |= json_object_set_new(o, "alignment", json_integer((json_int_t)f->alignment));
+  for (uint64_t i = 0; i < f->n_kv && !bad; i++) {
+    const gguf_kv_t *e = &f->kv[i];
+    uint64_t pos = e->type == GGUF_T_ARRAY ? e->off - 12 : e->off;
+    char tname[256];
+    bad |= gguf_type_string(f->buf, e->type == GGUF_T_ARRAY ? pos : e->off, e->type, tname,
+                            sizeof tname, 0) != 0;
+    if (!bad) bad |= json_object_set_new(kv, e->key, gguf_json_value(f->buf, &pos, e->type));
+    if (!bad) bad |= json_object_set_new(types, e->key, json_string(tname));
+  }
+  if (!bad) {
+    bad |= json_object_set(o, "kv", kv);
+    bad |= json_object_set(o, "kv_types", types);
+  }
+  json_decref(kv);
+  json_decref(types);
+  if (bad) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}
+
+/* ---- the derived HF config ---------------------------------------------------------- */
+
+typedef struct gguf_cfg_t {
+  const gguf_file_t *f;
+  char prefix[128]; /* "<arch>." */
+  json_t *cfg;
+  int bad;
+} gguf_cfg_t;
+
+static const gguf_kv_t *gguf_arch_kv(gguf_cfg_t *c, const char *suffix) {
+  char key[256];
+  snprintf(key, sizeof key, "%s%s", c->prefix, suffix);
+  return gguf_find_kv(c->f, key);
+}
+
+static int gguf_cfg_int(gguf_cfg_t *c, const char *field, const char *suffix, int64_t *out) {
+  int64_t v;
+  if (!gguf_kv_int(c->f, gguf_arch_kv(c, suffix), &v)) return 0;
+  c->bad |= json_object_set_new(c->cfg, field, json_integer(v));
+  if (out) *out = v;
+  return 1;
+}
+
+static void gguf_cfg_real(gguf_cfg_t *c, const char *field, const char *suffix) {
+  const gguf_kv_t *kv = gguf_arch_kv(c, suffix);
+  double v;
+  if (!gguf_kv_real(c->f, kv, &v)) return;
+  /* f32 values as the short decimal a config.json has (1e-05, not 9.99e-06). */
+  if (kv->type == GGUF_T_F32) v = gguf_f32_shortest((float)v);
+  if (isfinite(v)) c->bad |= json_object_set_new(c->cfg, field, json_real(v));
+}
+
+static const gguf_tensor_t *gguf_find_tensor(const gguf_file_t *f, const char *name) {
+  for (uint64_t i = 0; i < f->n_tensors; i++)
+    if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+  return NULL;
+}
+
+static void gguf_cfg_arch(gguf_cfg_t *c, const char *arch) {
+  static const struct { const char *arch, *cls; } classes[] = {
+      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}};
+  c->bad |= json_object_set_new(c->cfg, "model_type", json_string(arch));
+  for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+    if (!strcmp(arch, classes[i].arch)) {
+      json_t *a = json_array();
+      c->bad |= json_array_append_new(a, json_string(classes[i].cls));
+      c->bad |= json_object_set_new(c->cfg, "architectures", a);
+      c->bad |= json_object_set_new(c->cfg, "hidden_act", json_string("silu"));
+    }
+  if (!strcmp(arch, "llama"))
+    c->bad |= json_object_set_new(c->cfg, "attention_bias",
+                                  json_boolean(gguf_find_tensor(c->f, "blk.0.attn_q.bias") != NULL));
+}
+
+static void gguf_cfg_vocab(gguf_cfg_t *c) {
+  if (gguf_cfg_int(c, "vocab_size", "vocab_size", NULL)) return;
+  const gguf_kv_t *tok = gguf_find_kv(c->f, "tokenizer.ggml.tokens");
+  const gguf_tensor_t *emb = gguf_find_tensor(c->f, "token_embd.weight");
+  if (tok && tok->type == GGUF_T_ARRAY)
+    c->bad |= json_object_set_new(c->cfg, "vocab_size", json_integer((json_int_t)tok->count));
+  else if (emb && emb->n_dims == 2)
+    c->bad |= json_object_set_new(c->cfg, "vocab_size", json_integer(emb->ne[1]));
+}
+
+static void gguf_cfg_token_ids(gguf_cfg_t *c) {
+  static const char *const ids[][2] = {{"tokenizer.ggml.bos_token_id", "bos_token_id"},
+                                       {"tokenizer.ggml.eos_token_id", "eos_token_id"}};
+  for (size_t i = 0; i < 2; i++) {
+    int64_t v;
+    if (gguf_kv_int(c->f, gguf_find_kv(c->f, ids[i][0]), &v))
+      c->bad |= json_object_set_new(c->cfg, ids[i][1], json_integer(v));
+  }
+}
+
+json_t *gguf_meta_config(const gguf_file_t *f) {
+  gguf_cfg_t c = {f, "", json_object(), 0};
+  if (!c.cfg) return NULL;
+  const char *s;
+  uint64_t n;
+  char arch[96] = "";
+  if (gguf_kv_str(f, gguf_find_kv(f, "general.architecture"), &s, &n) && n < sizeof arch &&
+      !memchr(s, 0, n) && gguf_utf8_valid((const uint8_t *)s, n)) {
+    memcpy(arch, s, n);
+    arch[n] = 0;
+    gguf_cfg_arch(&c, arch);
+  }
+  snprintf(c.prefix, sizeof c.prefix, "%s.", arch);
+  int64_t hidden = 0, heads = 0;
+  gguf_cfg_int(&c, "hidden_size", "embedding_length", &hidden);
+  gguf_cfg_int(&c, "intermediate_size", "feed_forward_length", NULL);
+  gguf_cfg_int(&c, "num_hidden_layers", "block_count", NULL);
+  gguf_cfg_int(&c, "num_attention_heads", "attention.head_count", &heads);
+  if (!gguf_cfg_int(&c, "num_key_value_heads", "attention.head_count_kv", NULL) && heads)
+    c.bad |= json_object_set_new(c.cfg, "num_key_value_heads", json_integer(heads));
+  gguf_cfg_real(&c, "rms_norm_eps", "attention.layer_norm_rms_epsilon");
+  gguf_cfg_real(&c, "rope_theta", "rope.freq_base");
+  gguf_cfg_int(&c, "max_position_embeddings", "context_length", NULL);
+  gguf_cfg_vocab(&c);
+  if (!gguf_cfg_int(&c, "head_dim", "attention.key_length", NULL) && hidden > 0 && heads > 0 &&
+      hidden % heads == 0)
+    c.bad |= json_object_set_new(c.cfg, "head_dim", json_integer(hidden / heads));
+  gguf_cfg_token_ids(&c);
+  c.bad |= json_object_set_new(c.cfg, "tie_word_embeddings",
+                               json_boolean(gguf_find_tensor(f, "output.weight") == NULL));
+  if (c.bad) {
+    json_decref(c.cfg);
+    return NULL;
+  }
+  return c.cfg;
+}

@@ -345,9 +345,9 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
   if (rc == LK_OK) rc = st_make_dir(path, &created, err);
   /* All three files complete before any is renamed into place. */
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[ntmp++], files[0], err)) == LK_OK)
-    rc = st_write_json(&tmp[0], cfg, JSON_INDENT(2) | JSON_SORT_KEYS, err);
+    rc = st_write_json(&tmp[0], cfg, JSON_INDENT(2) | JSON_SORT_KEYS, 1, err);
   if (rc == LK_OK && json_is_object(gen) && (rc = st_tmp_open(&tmp[ntmp++], files[1], err)) == LK_OK)
-    rc = st_write_json(&tmp[ntmp - 1], gen, JSON_INDENT(2) | JSON_SORT_KEYS, err);
+    rc = st_write_json(&tmp[ntmp - 1], gen, JSON_INDENT(2) | JSON_SORT_KEYS, 1, err);
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[ntmp++], files[2], err)) == LK_OK)
     rc = st_write_safetensors(&tmp[ntmp - 1], tensors, names, n, stm, LK_DTYPE_INVALID, err);
   for (int i = 0; i < ntmp && rc == LK_OK; i++) rc = st_tmp_commit(&tmp[i], err);

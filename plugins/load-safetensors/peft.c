@@ -33,13 +33,13 @@ static int peft_is_true(const json_t *cfg, const char *key) { return json_is_tru
  * implement: refused, naming the field. */
 static int32_t peft_refusals(const json_t *cfg, const char *file, lk_error_t *err) {
   static const char *const flags[][2] = {
-      {"use_dora", "DoRA (weight-decomposed LoRA)"},
-      {"fan_in_fan_out", "weights stored transposed (Conv1D layers)"},
-      {"lora_bias", "a trainable bias on lora_B"},
+      {"use_dora", "DoRA (weight-decomposed LoRA) is"},
+      {"fan_in_fan_out", "weights stored transposed (Conv1D layers) are"},
+      {"lora_bias", "a trainable bias on lora_B is"},
   };
   for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
     if (peft_is_true(cfg, flags[i][0]))
-      return st_fail(err, LK_ERR_UNSUPPORTED, "%s: %s is true (%s): not supported", file, flags[i][0],
+      return st_fail(err, LK_ERR_UNSUPPORTED, "%s: %s is true: %s not supported", file, flags[i][0],
                      flags[i][1]);
   const json_t *bias = json_object_get(cfg, "bias");
   if (bias && !json_is_null(bias) && (!json_is_string(bias) || strcmp(json_string_value(bias), "none")))
@@ -523,7 +523,7 @@ static int32_t peft_write(const char *path, const lk_tensor_t *tensors, const ch
   if (rc == LK_OK) rc = st_make_dir(path, &created, err);
   /* Both files complete before either is renamed into place. */
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[0], files[0], err)) == LK_OK)
-    rc = st_write_json(&tmp[0], cfg_out, JSON_INDENT(2) | JSON_SORT_KEYS, err);
+    rc = st_write_json(&tmp[0], cfg_out, JSON_INDENT(2) | JSON_SORT_KEYS, 0, err);
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[1], files[1], err)) == LK_OK)
     rc = st_write_safetensors(&tmp[1], tensors, (const char *const *)o.file_names, n, stm, LK_DTYPE_F32, err);
   for (int i = 0; i < 2 && rc == LK_OK; i++) rc = st_tmp_commit(&tmp[i], err);

@@ -70,6 +70,9 @@ const char *st_shape_str(char *buf, size_t n, uint32_t ndim, const int64_t *shap
  * in messages ("model.safetensors: header"). */
 int32_t st_json_parse(const char *text, size_t len, const char *what, int max_depth,
                       size_t max_array, json_t **out, lk_error_t *err);
+/* The JSON_REAL_PRECISION every real of v needs to print in its shortest
+ * exact form (Python's repr: 1e-05, not 1.0000000000000001e-5); 0 = no reals. */
+int st_json_precision(const json_t *v);
 /* Read and parse a JSON object file (at most ST_JSON_FILE_MAX bytes).
  * LK_ERR_NOT_FOUND when it does not exist. */
 int32_t st_json_load_file(const char *path, json_t **out, lk_error_t *err);
@@ -172,8 +175,9 @@ int32_t st_check_tensors(const lk_tensor_t *tensors, const char *const *names, u
 int32_t st_write_safetensors(st_tmp_t *t, const lk_tensor_t *tensors,
                              const char *const *file_names, uint64_t n, const json_t *meta,
                              int32_t as_dtype, lk_error_t *err);
-/* Serialise a JSON object into t (indent 2, trailing newline); finishes t. */
-int32_t st_write_json(st_tmp_t *t, const json_t *obj, size_t flags, lk_error_t *err);
+/* Serialise a JSON object into t with json_dumps flags, reals in their
+ * shortest exact form, a trailing newline when newline; finishes t. */
+int32_t st_write_json(st_tmp_t *t, const json_t *obj, size_t flags, int newline, lk_error_t *err);
 /* Parse a writer's metadata_json (NULL or "" = {}); must be an object. */
 int32_t st_parse_write_metadata(const char *metadata_json, const char *what, json_t **out,
                                 lk_error_t *err);

@@ -305,7 +305,8 @@ const st_tensor_t *st_handle_find(const st_handle_t *h, const char *canon) {
 }
 
 int32_t st_handle_set_metadata(st_handle_t *h, json_t *obj, lk_error_t *err) {
-  char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  int p = obj ? st_json_precision(obj) : 0;
+  char *s = obj ? json_dumps(obj, JSON_COMPACT | (p ? JSON_REAL_PRECISION(p) : 0)) : NULL;
   json_decref(obj);
   if (!s) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory for the metadata JSON", h->path);
   free(h->metadata_json);
@@ -445,7 +446,7 @@ static int32_t st_write(const char *path, const lk_tensor_t *tensors, const char
   json_t *meta = NULL, *stm = NULL;
   if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 0, path, &stm, err);
-  st_tmp_t tmp = {0};
+  st_tmp_t tmp = {NULL, NULL, -1, 0};
   if (rc == LK_OK) rc = st_tmp_open(&tmp, path, err);
   if (rc == LK_OK) rc = st_write_safetensors(&tmp, tensors, names, n, stm, LK_DTYPE_INVALID, err);
   if (rc == LK_OK) rc = st_tmp_commit(&tmp, err);

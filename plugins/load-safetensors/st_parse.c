@@ -217,6 +217,36 @@ done:
   return rc;
 }
 
+/* Significant digits that print v so it reads back exactly, and at least
+ * its integer digits (%g would otherwise switch 10000.0 to 1e4). */
+static int st_real_digits(double v) {
+  char buf[40];
+  int p = 1;
+  for (; p < 17; p++) {
+    snprintf(buf, sizeof buf, "%.*g", p, v);
+    if (strtod(buf, NULL) == v) break;
+  }
+  snprintf(buf, sizeof buf, "%.17e", v);
+  const char *e = strchr(buf, 'e');
+  int exp10 = e ? atoi(e + 1) : 0;
+  if (exp10 >= p && exp10 < 17) p = exp10 + 1;
+  return p;
+}
+
+int st_json_precision(const json_t *v) {
+  int p = 0, q;
+  if (json_is_real(v)) return st_real_digits(json_real_value(v));
+  if (json_is_array(v))
+    for (size_t i = 0; i < json_array_size(v); i++)
+      if ((q = st_json_precision(json_array_get(v, i))) > p) p = q;
+  if (json_is_object(v)) {
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x) if ((q = st_json_precision(x)) > p) p = q;
+  }
+  return p;
+}
+
 /* ---- the header ---------------------------------------------------------------- */
 
 void st_tensor_free_names(st_tensor_t *t, uint64_t n) {

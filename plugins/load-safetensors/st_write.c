@@ -211,9 +211,10 @@ int32_t st_write_meta_from(const json_t *metadata, int force_pt, const char *wha
   json_t *val;
   json_object_foreach(m, key, val) {
     if (!json_is_string(val)) {
+      st_fail(err, LK_ERR_INVALID_ARG, "%s: safetensors_metadata value of '%.100s' is not a string (safetensors holds strings only)",
+              what, key); /* before the decref: key lives in m */
       json_decref(m);
-      return st_fail(err, LK_ERR_INVALID_ARG, "%s: safetensors_metadata value of '%.100s' is not a string (safetensors holds strings only)",
-                     what, key);
+      return LK_ERR_INVALID_ARG;
     }
   }
   if (force_pt && !json_object_get(m, "format") && json_object_set_new(m, "format", json_string("pt"))) {
@@ -325,12 +326,16 @@ int32_t st_write_safetensors(st_tmp_t *t, const lk_tensor_t *tensors,
   return rc;
 }
 
-int32_t st_write_json(st_tmp_t *t, const json_t *obj, size_t flags, lk_error_t *err) {
-  char *s = json_dumps(obj, flags);
+int32_t st_write_json(st_tmp_t *t, const json_t *obj, size_t flags, int newline, lk_error_t *err) {
+  /* Python prints the shortest repr (1e-05); jansson's default of 17 digits
+   * would print 1.0000000000000001e-5. One precision for the document: the
+   * largest any of its reals needs. */
+  int p = st_json_precision(obj);
+  char *s = json_dumps(obj, flags | (p ? JSON_REAL_PRECISION(p) : 0));
   if (!s) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", t->final_path);
   int32_t rc = st_tmp_write(t, s, strlen(s), err);
   free(s);
-  if (rc == LK_OK) rc = st_tmp_write(t, "\n", 1, err);
+  if (rc == LK_OK && newline) rc = st_tmp_write(t, "\n", 1, err);
   if (rc == LK_OK) rc = st_tmp_finish(t, err);
   return rc;
 }

@@ -246,8 +246,8 @@ static int32_t hf_load_optional(const char *dir, const char *name, json_t **out,
 }
 
 static int32_t hf_open(const char *path, void **out_file, lk_error_t *err) {
+  if (out_file) *out_file = NULL;
   if (!path || !out_file) return st_fail(err, LK_ERR_INVALID_ARG, "hf open: NULL argument");
-  *out_file = NULL;
   if (!st_is_dir(path)) return st_fail(err, LK_ERR_NOT_FOUND, "%s: not a folder (hf wants a model folder)", path);
   json_t *cfg = NULL, *gen = NULL;
   st_handle_t *h = NULL;

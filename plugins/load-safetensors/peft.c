@@ -23,7 +23,62 @@ typedef struct peft_cfg_t {
   const json_t *targets;       /* array of strings, a string (regex), or NULL */
   const json_t *rank_pattern;  /* object or NULL */
   const json_t *alpha_pattern; /* object or NULL */
+  /* Patterns compiled once (a config may hold thousands): */
+  regex_t *rank_rx;            /* one per rank_pattern key, in its order */
+  char *rank_rx_ok;            /* 1 where the key compiled as POSIX ERE */
+  size_t n_rank;
+  regex_t target_rx;           /* a string target_modules */
+  int target_rx_ok;
 } peft_cfg_t;
+
+/* ---- patterns ---------------------------------------------------------------------- */
+
+/* Compile PEFT's Python pattern inside fmt as POSIX extended syntax; 0 when
+ * it is not valid there (Python-only syntax such as (?:...) or \\d). */
+static int peft_regex_compile(regex_t *rx, const char *pattern, const char *fmt) {
+  size_t n = strlen(pattern) + strlen(fmt) + 1;
+  char *re = malloc(n);
+  if (!re) return 0;
+  snprintf(re, n, fmt, pattern);
+  int ok = regcomp(rx, re, REG_EXTENDED | REG_NOSUB) == 0;
+  free(re);
+  return ok;
+}
+
+static void peft_cfg_free(peft_cfg_t *c) {
+  for (size_t i = 0; i < c->n_rank; i++)
+    if (c->rank_rx_ok[i]) regfree(&c->rank_rx[i]);
+  free(c->rank_rx);
+  free(c->rank_rx_ok);
+  if (c->target_rx_ok) regfree(&c->target_rx);
+  c->rank_rx = NULL;
+  c->rank_rx_ok = NULL;
+  c->n_rank = 0;
+  c->target_rx_ok = 0;
+}
+
+/* As peft's get_pattern_key, re.match(rf"(.*\.)?({key})$", module), and
+ * re.fullmatch for a string target_modules. */
+static int32_t peft_compile(peft_cfg_t *c, const char *file, lk_error_t *err) {
+  if (c->rank_pattern && (c->n_rank = json_object_size(c->rank_pattern))) {
+    c->rank_rx = calloc(c->n_rank, sizeof *c->rank_rx);
+    c->rank_rx_ok = calloc(c->n_rank, 1);
+    if (!c->rank_rx || !c->rank_rx_ok) {
+      c->n_rank = 0;
+      return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
+    }
+    size_t i = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)c->rank_pattern, k, v) {
+      c->rank_rx_ok[i] = (char)peft_regex_compile(&c->rank_rx[i], k, "^(.*\\.)?(%s)$");
+      i++;
+    }
+  }
+  if (json_is_string(c->targets))
+    c->target_rx_ok = peft_regex_compile(&c->target_rx, json_string_value(c->targets), "^(%s)$");
+  return LK_OK;
+}
 
 /* ---- adapter_config.json -------------------------------------------------------------- */
 
@@ -109,26 +164,11 @@ static int32_t peft_parse_config(const json_t *cfg, const char *file, int for_wr
   c->targets = json_is_null(tm) ? NULL : tm;
   rc = peft_pattern(cfg, "rank_pattern", 1, &c->rank_pattern, file, err);
   if (rc == LK_OK) rc = peft_pattern(cfg, "alpha_pattern", 0, &c->alpha_pattern, file, err);
+  if (rc == LK_OK) rc = peft_compile(c, file, err);
   return rc;
 }
 
 /* ---- names ------------------------------------------------------------------------- */
-
-/* Python's re.match(pattern, s) with PEFT's patterns, in POSIX extended
- * syntax; -1 when the pattern is not valid there (Python-only syntax). */
-static int peft_regex_match(const char *pattern, const char *s, const char *fmt) {
-  size_t n = strlen(pattern) + strlen(fmt) + 1;
-  char *re = malloc(n);
-  if (!re) return -1;
-  snprintf(re, n, fmt, pattern);
-  regex_t rx;
-  int ok = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
-  free(re);
-  if (ok != 0) return -1;
-  int m = regexec(&rx, s, 0, NULL, 0) == 0;
-  regfree(&rx);
-  return m;
-}
 
 static int peft_ends_with_part(const char *module, const char *key) {
   size_t a = strlen(module), b = strlen(key);
@@ -138,13 +178,15 @@ static int peft_ends_with_part(const char *module, const char *key) {
 /* The rank PEFT gives module: the first rank_pattern key matching as in
  * peft's get_pattern_key (re.match(rf"(.*\.)?({key})$", module)), else r. */
 static int64_t peft_rank_for(const peft_cfg_t *c, const char *module) {
-  if (!c->rank_pattern) return c->r;
+  size_t i = 0;
   const char *k;
   json_t *v;
+  if (!c->rank_pattern) return c->r;
   json_object_foreach((json_t *)c->rank_pattern, k, v) {
-    int m = peft_regex_match(k, module, "^(.*\\.)?(%s)$");
-    if (m < 0) m = peft_ends_with_part(module, k);
+    int m = i < c->n_rank && c->rank_rx_ok[i] ? regexec(&c->rank_rx[i], module, 0, NULL, 0) == 0
+                                              : peft_ends_with_part(module, k);
     if (m) return (int64_t)json_integer_value(v);
+    i++;
   }
   return c->r;
 }
@@ -157,8 +199,7 @@ static int peft_targeted(const peft_cfg_t *c, const char *module) {
   if (json_is_string(c->targets)) {
     const char *s = json_string_value(c->targets);
     if (!strcmp(s, "all-linear")) return 1;
-    int m = peft_regex_match(s, module, "^(%s)$");
-    return m != 0;
+    return !c->target_rx_ok || regexec(&c->target_rx, module, 0, NULL, 0) == 0;
   }
   for (size_t i = 0; i < json_array_size(c->targets); i++)
     if (peft_ends_with_part(module, json_string_value(json_array_get(c->targets, i)))) return 1;
@@ -317,13 +358,14 @@ static int32_t peft_open_weights(const char *dir, st_handle_t **h, lk_error_t *e
 }
 
 static int32_t peft_open(const char *path, void **out_file, lk_error_t *err) {
+  if (out_file) *out_file = NULL;
   if (!path || !out_file) return st_fail(err, LK_ERR_INVALID_ARG, "peft open: NULL argument");
-  *out_file = NULL;
   if (!st_is_dir(path)) return st_fail(err, LK_ERR_NOT_FOUND, "%s: not a folder (peft wants an adapter folder)", path);
   char *cfg_path = st_path_join(path, "adapter_config.json");
   json_t *cfg = NULL;
   st_handle_t *h = NULL;
   peft_cfg_t c;
+  memset(&c, 0, sizeof c);
   int32_t rc = cfg_path ? st_json_load_file(cfg_path, &cfg, err) : st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   if (rc == LK_OK) rc = peft_parse_config(cfg, cfg_path, 0, &c, err);
   if (rc == LK_OK) rc = peft_open_weights(path, &h, err);
@@ -351,6 +393,7 @@ static int32_t peft_open(const char *path, void **out_file, lk_error_t *err) {
     h = NULL;
   }
   st_vt_close(h);
+  peft_cfg_free(&c);
   json_decref(cfg);
   free(cfg_path);
   return rc;
@@ -498,6 +541,7 @@ static int32_t peft_write(const char *path, const lk_tensor_t *tensors, const ch
   peft_out_t o;
   memset(&o, 0, sizeof o);
   peft_cfg_t c;
+  memset(&c, 0, sizeof c);
   int created = 0;
   char *files[2] = {st_path_join(path, "adapter_config.json"), st_path_join(path, "adapter_model.safetensors")};
   int32_t rc = files[0] && files[1] ? LK_OK : st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
@@ -530,6 +574,7 @@ static int32_t peft_write(const char *path, const lk_tensor_t *tensors, const ch
   for (int i = 0; i < 2; i++) st_tmp_discard(&tmp[i]);
   if (rc != LK_OK && created) rmdir(path);
   peft_out_free(&o);
+  peft_cfg_free(&c);
   json_decref(cfg_out);
   json_decref(targets);
   json_decref(stm);

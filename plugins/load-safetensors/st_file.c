@@ -415,8 +415,8 @@ static int32_t st_probe(const char *path) {
 }
 
 static int32_t st_open(const char *path, void **out_file, lk_error_t *err) {
+  if (out_file) *out_file = NULL;
   if (!path || !out_file) return st_fail(err, LK_ERR_INVALID_ARG, "safetensors open: NULL argument");
-  *out_file = NULL;
   st_handle_t *h = NULL;
   int32_t rc = st_handle_open(path, &h, err);
   if (rc != LK_OK) return rc;

@@ -422,7 +422,7 @@ int32_t st_parse_header(const uint8_t *buf, uint64_t size, const char *label, st
                    label, n, size);
   if (n == 0) return st_fail(err, LK_ERR_FORMAT, "%s: header length is 0", label);
   if (buf[8] != '{')
-    return st_fail(err, LK_ERR_FORMAT, "%s: header (%" PRIu64 " bytes) does not start with '{'", label, n);
+    return st_fail(err, LK_ERR_FORMAT, "%s: header (%" PRIu64 " bytes) does not start with '{': not a JSON object", label, n);
   char what[320];
   snprintf(what, sizeof what, "%s: header", label);
   json_t *root;

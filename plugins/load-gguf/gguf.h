@@ -102,6 +102,8 @@ uint64_t gguf_rd_u64(const uint8_t *p);
 uint32_t gguf_rd_u32(const uint8_t *p);
 /* Strict UTF-8 check (no overlongs, surrogates or code points > U+10FFFF). */
 int gguf_utf8_valid(const uint8_t *s, uint64_t n);
+/* Cut a NUL-terminated string before a trailing incomplete UTF-8 sequence. */
+void gguf_utf8_trim(char *s);
 
 /* ---- names and the Q/K permutation ------------------------------------------ */
 

@@ -131,6 +131,14 @@ int gguf_utf8_valid(const uint8_t *s, uint64_t n) {
   return 1;
 }
 
+void gguf_utf8_trim(char *s) {
+  size_t n = strlen(s), i = n;
+  while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80 && n - i < 3) i--;
+  if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) i--; /* a lead byte: is its sequence whole? */
+  else return;
+  if (!gguf_utf8_valid((const uint8_t *)s + i, n - i)) s[i] = 0;
+}
+
 /* ---- the cursor ----------------------------------------------------------------- */
 
 typedef struct gguf_cur_t {
@@ -152,6 +160,7 @@ __attribute__((format(printf, 3, 4))) static int32_t gguf_perr(gguf_cur_t *c, in
       vsnprintf(c->msg + n, c->msg_len - (size_t)n, fmt, ap);
       va_end(ap);
     }
+    gguf_utf8_trim(c->msg); /* a long name cut mid-character */
   }
   return code;
 }
@@ -366,10 +375,10 @@ static int32_t gguf_tensor_size(gguf_cur_t *c, gguf_tensor_t *t) {
     return gguf_perr(c, LK_ERR_FORMAT,
                      "tensor '%s': ne[0] = %lld is not a multiple of the %s block size %u", t->name,
                      (long long)t->ne[0], ti->name, ti->block);
-  uint64_t bytes = (uint64_t)t->ne[0] / ti->block * ti->size;
-  for (uint32_t d = 1; d < t->n_dims; d++)
-    if (__builtin_mul_overflow(bytes, (uint64_t)t->ne[d], &bytes))
-      return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': the byte size overflows", t->name);
+  uint64_t bytes;
+  int over = __builtin_mul_overflow((uint64_t)t->ne[0] / ti->block, (uint64_t)ti->size, &bytes);
+  for (uint32_t d = 1; d < t->n_dims; d++) over |= __builtin_mul_overflow(bytes, (uint64_t)t->ne[d], &bytes);
+  if (over) return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': the byte size overflows", t->name);
   t->nbytes = bytes;
   return LK_OK;
 }

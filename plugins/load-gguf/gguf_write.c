@@ -235,7 +235,7 @@ static int32_t gguf_enc_kvs(const json_t *kv, const json_t *types, gguf_wbuf_t *
     if (!strcmp(key, "general.alignment")) {
       json_int_t a = json_integer_value(v);
       if (!json_is_integer(v) || a <= 0 || a > (json_int_t)1 << 30 || (a & (a - 1)))
-        return gguf_kv_bad(&e, "is not a power of two in [1, 2^30]", "");
+        return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata key 'general.alignment' is not a power of two in [1, 2^30]", path);
       *alignment = (uint64_t)a;
     }
     wb_str(out, key, strlen(key));
@@ -250,7 +250,8 @@ static int32_t gguf_enc_kvs(const json_t *kv, const json_t *types, gguf_wbuf_t *
 /* ---- tensors ---------------------------------------------------------------------------- */
 
 typedef struct gguf_wt_t {
-  char *name; /* GGUF name */
+  char *name;        /* GGUF name */
+  const char *canon; /* the caller's name */
   uint32_t type, n_dims;
   int64_t ne[GGUF_MAX_DIMS];
   uint64_t nbytes, offset;
@@ -278,6 +279,7 @@ static int32_t gguf_plan_tensor(gguf_plan_t *p, uint64_t i, const lk_tensor_t *s
                                 int perm) {
   gguf_wt_t *w = &p->t[i];
   w->name = gname;
+  w->canon = canon;
   if (!src || src->struct_size < offsetof(lk_tensor_t, qformat) + sizeof src->qformat)
     return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': NULL or too small lk_tensor_t", p->path, canon);
   if (strlen(gname) >= GGUF_NAME_MAX)
@@ -304,7 +306,11 @@ static int32_t gguf_plan_tensor(gguf_plan_t *p, uint64_t i, const lk_tensor_t *s
   if ((uint64_t)w->ne[0] % ti->block)
     return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': innermost dimension %lld is not a multiple of the %s block size %u",
                      p->path, canon, (long long)w->ne[0], ti->name, ti->block);
-  if (__builtin_mul_overflow((uint64_t)w->ne[0] / ti->block * ti->size, rows, &w->nbytes) || w->nbytes != src->nbytes)
+  uint64_t row_bytes;
+  if (__builtin_mul_overflow((uint64_t)w->ne[0] / ti->block, (uint64_t)ti->size, &row_bytes) ||
+      __builtin_mul_overflow(row_bytes, rows, &w->nbytes))
+    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': size overflows", p->path, canon);
+  if (w->nbytes != src->nbytes)
     return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': %llu bytes given, its shape and type take %llu", p->path, canon,
                      (unsigned long long)src->nbytes, (unsigned long long)w->nbytes);
   if (w->nbytes && !src->data) return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': NULL data", p->path, canon);
@@ -344,7 +350,8 @@ static int32_t gguf_plan_finish(gguf_plan_t *p, uint64_t alignment) {
   int32_t rc = LK_OK;
   for (uint64_t i = 1; i < p->n && !rc; i++)
     if (!strcmp(v[i - 1]->name, v[i]->name))
-      rc = gguf_fail(p->err, LK_ERR_EXISTS, "%s: two tensors map to the GGUF name '%s'", p->path, v[i]->name);
+      rc = gguf_fail(p->err, LK_ERR_EXISTS, "%s: tensors '%s' and '%s' both map to the GGUF name '%s'", p->path,
+                     v[i - 1]->canon, v[i]->canon, v[i]->name);
   free(v);
   return rc;
 }
@@ -427,18 +434,18 @@ static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv
   }
   fd = mkstemp(tmp);
   if (fd < 0) rc = gguf_fail(err, LK_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-  if (!rc && fchmod(fd, 0666 & ~gguf_umask())) rc = gguf_fail(err, LK_ERR_IO, "%s: chmod: %s", tmp, strerror(errno));
-  if (!rc && gguf_write_all(fd, h.p, h.n)) rc = gguf_fail(err, LK_ERR_IO, "%s: write: %s", tmp, strerror(errno));
+  if (!rc && fchmod(fd, 0666 & ~gguf_umask())) rc = gguf_fail(err, LK_ERR_IO, "%s: chmod of the temporary file %s: %s", path, tmp, strerror(errno));
+  if (!rc && gguf_write_all(fd, h.p, h.n)) rc = gguf_fail(err, LK_ERR_IO, "%s: writing the header to the temporary file: %s", path, strerror(errno));
   for (uint64_t i = 0; i < p->n && !rc; i++) {
     const gguf_wt_t *w = &p->t[i];
     uint64_t pad = (alignment - w->nbytes % alignment) % alignment; /* after the last one too, as gguf-py */
     int bad = gguf_write_tensor(fd, w, chunk, chunk_cap);
     for (uint64_t k = 0; k < pad && !bad; k += 64) bad = gguf_write_all(fd, zeros, (size_t)(pad - k < 64 ? pad - k : 64));
     if (bad)
-      rc = gguf_fail(err, LK_ERR_IO, "%s: writing tensor '%s': %s", tmp, w->name, strerror(errno));
+      rc = gguf_fail(err, LK_ERR_IO, "%s: writing tensor '%s' to the temporary file: %s", path, w->name, strerror(errno));
   }
-  if (!rc && fsync(fd)) rc = gguf_fail(err, LK_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
-  if (fd >= 0 && close(fd) && !rc) rc = gguf_fail(err, LK_ERR_IO, "%s: close: %s", tmp, strerror(errno));
+  if (!rc && fsync(fd)) rc = gguf_fail(err, LK_ERR_IO, "%s: fsync of the temporary file: %s", path, strerror(errno));
+  if (fd >= 0 && close(fd) && !rc) rc = gguf_fail(err, LK_ERR_IO, "%s: closing the temporary file: %s", path, strerror(errno));
   if (!rc && rename(tmp, path)) rc = gguf_fail(err, LK_ERR_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
   if (rc && fd >= 0) unlink(tmp);
   if (!rc) { /* make the rename durable */

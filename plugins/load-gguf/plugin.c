@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@ int32_t gguf_fail(lk_error_t *err, int32_t code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    gguf_utf8_trim(err->message);
     err->code = code;
   } else if (err && err->struct_size >= offsetof(lk_error_t, code) + sizeof err->code) {
     err->code = code;
@@ -246,23 +248,28 @@ static int32_t gguf_check_kind(gguf_handle_t *h, lk_error_t *err) {
   double a;
   if (al && !gguf_kv_real(f, al, &a))
     return gguf_fail(err, LK_ERR_FORMAT, "%s: adapter.lora.alpha has type %s, not a number", h->path, gguf_value_type_name(al->type));
+  if (al && !isfinite(a)) return gguf_fail(err, LK_ERR_FORMAT, "%s: adapter.lora.alpha is not a finite number", h->path);
   return LK_OK;
 }
 
-static void gguf_read_arch(gguf_handle_t *h) {
+static int32_t gguf_read_arch(gguf_handle_t *h, lk_error_t *err) {
   const char *s;
   uint64_t n;
-  if (gguf_kv_str(&h->f, gguf_find_kv(&h->f, "general.architecture"), &s, &n) && n < sizeof h->arch && !memchr(s, 0, n)) {
+  const gguf_kv_t *kv = gguf_find_kv(&h->f, "general.architecture");
+  if (kv && (!gguf_kv_str(&h->f, kv, &s, &n) || n >= sizeof h->arch || memchr(s, 0, n) || !gguf_utf8_valid((const uint8_t *)s, n)))
+    return gguf_fail(err, LK_ERR_FORMAT, "%s: general.architecture is not a short UTF-8 string", h->path);
+  if (kv) {
     memcpy(h->arch, s, n);
     h->arch[n] = 0;
   }
   h->permutes = gguf_arch_permutes(h->arch);
-  if (h->lora) return;
+  if (h->lora) return LK_OK;
   char key[128];
   snprintf(key, sizeof key, "%s.attention.head_count", h->arch);
   if (!gguf_kv_int(&h->f, gguf_find_kv(&h->f, key), &h->n_head) || h->n_head <= 0) h->n_head = 0;
   snprintf(key, sizeof key, "%s.attention.head_count_kv", h->arch);
   if (!gguf_kv_int(&h->f, gguf_find_kv(&h->f, key), &h->n_head_kv) || h->n_head_kv <= 0) h->n_head_kv = h->n_head;
+  return LK_OK;
 }
 
 static int32_t gguf_open_as(const char *path, int lora, void **out_file, lk_error_t *err) {
@@ -282,8 +289,8 @@ static int32_t gguf_open_as(const char *path, int lora, void **out_file, lk_erro
     if (rc) gguf_fail(err, rc, "%s", msg);
   }
   if (!rc) rc = gguf_check_kind(h, err);
+  if (!rc) rc = gguf_read_arch(h, err);
   if (!rc) {
-    gguf_read_arch(h);
     h->names = calloc((size_t)h->f.n_tensors + 1, sizeof *h->names);
     h->perm = calloc((size_t)h->f.n_tensors + 1, sizeof *h->perm);
     if (!h->names || !h->perm) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);

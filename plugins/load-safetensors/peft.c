@@ -34,7 +34,7 @@ typedef struct peft_cfg_t {
 /* ---- patterns ---------------------------------------------------------------------- */
 
 /* Compile PEFT's Python pattern inside fmt as POSIX extended syntax; 0 when
- * it is not valid there (Python-only syntax such as (?:...) or \\d). */
+ * it is not valid there (Python-only syntax such as (?:...) or \d). */
 static int peft_regex_compile(regex_t *rx, const char *pattern, const char *fmt) {
   size_t n = strlen(pattern) + strlen(fmt) + 1;
   char *re = malloc(n);

@@ -263,6 +263,8 @@ LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char 
 /* The adapter's scaling rule, default rank and alpha. */
 LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out);
 
+#include "lorakit_registry.h"
+
 #ifdef __cplusplus
 }
 #endif

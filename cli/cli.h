@@ -23,6 +23,17 @@ int cli_unmerge(int argc, char **argv);
 extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
     cli_unmerge_usage[];
 
+/* `lorakit registry` (cmd_registry.c), and the recording other commands do
+ * when a registry is configured: flag (their --registry) or, when NULL,
+ * LORAKIT_REGISTRY. Each returns CLI_OK when none is configured. */
+int cli_registry(int argc, char **argv);
+extern const char cli_registry_usage[];
+const char *cli_registry_configured(const char *flag);
+int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const char *in, const char *out,
+                                const char *format, const char *base);
+int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const char *model, const char *adapter,
+                              const char *out, double scale, int undo);
+
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
 /* Print "lorakit: <msg>" to stderr; returns code. */

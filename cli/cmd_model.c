@@ -20,22 +20,26 @@ const char cli_inspect_usage[] =
 
 const char cli_convert_usage[] =
     "usage: lorakit convert IN -o OUT --format safetensors|hf|gguf|peft|gguf-lora\n"
-    "                       [--outtype f32|f16|bf16] [--base MODEL]\n"
+    "                       [--outtype f32|f16|bf16] [--base MODEL] [--registry PATH]\n"
     "\n"
     "Convert a model or an adapter. Tensor names and the Q/K row order are those\n"
     "llama.cpp's converters write. --outtype converts float tensors (for gguf, 1-D\n"
     "tensors stay f32 as llama.cpp keeps them); the default keeps the source types.\n"
     "--base names the base model an adapter belongs to: needed to read or write a\n"
-    "GGUF LoRA adapter (its Q/K rows follow the base's head layout).\n";
+    "GGUF LoRA adapter (its Q/K rows follow the base's head layout).\n"
+    "With --registry PATH (or LORAKIT_REGISTRY set), a converted adapter is recorded\n"
+    "in that registry as a new version, `imported` from the (recorded) input.\n";
 
 const char cli_merge_usage[] =
-    "usage: lorakit merge MODEL --adapter A [--scale s] -o OUT\n"
+    "usage: lorakit merge MODEL --adapter A [--scale s] -o OUT [--registry PATH]\n"
     "\n"
     "Merge adapter A into MODEL: W += scale * s * B A for every target, written in\n"
-    "the format of MODEL (an HF folder gives an HF folder). scale defaults to 1.\n";
+    "the format of MODEL (an HF folder gives an HF folder). scale defaults to 1.\n"
+    "With --registry PATH (or LORAKIT_REGISTRY set), OUT is recorded there as a\n"
+    "base model `merged_from` the adapter's version and MODEL.\n";
 
 const char cli_unmerge_usage[] =
-    "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT\n"
+    "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT [--registry PATH]\n"
     "\n"
     "Undo a merge: W -= scale * s * B A for every target of A.\n";
 
@@ -244,9 +248,10 @@ static char *base_metadata(lk_context_t *ctx, const char *base) {
 }
 
 int cli_convert(int argc, char **argv) {
-  const char *in = NULL, *out = NULL, *format = NULL, *outtype_s = NULL, *base = NULL;
+  const char *in = NULL, *out = NULL, *format = NULL, *outtype_s = NULL, *base = NULL, *registry = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
     else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
     else if (!strcmp(argv[i], "--outtype") && i + 1 < argc) outtype_s = argv[++i];
     else if (!strcmp(argv[i], "--base") && i + 1 < argc) base = argv[++i];
@@ -291,17 +296,20 @@ int cli_convert(int argc, char **argv) {
 out:
   free(base_meta);
   if (rc == CLI_OK) printf("wrote %s (%s)\n", out, format);
+  if (rc == CLI_OK && (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")))
+    rc = cli_registry_record_convert(ctx, registry, in, out, format, base);
   lk_context_free(ctx);
   return rc;
 }
 
 static int merge_cmd(int argc, char **argv, int undo) {
-  const char *model = NULL, *adapter = NULL, *out = NULL;
+  const char *model = NULL, *adapter = NULL, *out = NULL, *registry = NULL;
   double scale = 1.0;
   const char *cmd = undo ? "unmerge" : "merge";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
     else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
+    else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
     else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
       char *end;
       scale = strtod(argv[++i], &end);
@@ -357,6 +365,7 @@ static int merge_cmd(int argc, char **argv, int undo) {
       lk_write_tensors(ctx, out, format, s.t, (const char *const *)s.names, (uint64_t)s.n, lk_model_metadata_json(m)))
     rc = fail_ctx(ctx);
   if (rc == CLI_OK) printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, adapter, out, format);
+  if (rc == CLI_OK) rc = cli_registry_record_merge(ctx, registry, model, adapter, out, scale, undo);
 out:
   set_free(&s);
   lk_backend_close(be);

@@ -1,0 +1,554 @@
+/* cmd_registry.c - `lorakit registry`: arguments and subcommands over the
+ * lk_registry_ API, and the recording other commands (convert, merge) do
+ * when a registry is configured (--registry PATH or LORAKIT_REGISTRY).
+ * Text output is rendered in cmd_registry_view.c. */
+#include "cmd_registry.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char cli_registry_usage[] =
+    "usage: lorakit registry [--registry PATH] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "Adapter versions, tags and lineage in one SQLite file: --registry PATH, else\n"
+    "$LORAKIT_REGISTRY, else $XDG_DATA_HOME/lorakit/registry.db, else\n"
+    "~/.local/share/lorakit/registry.db. REF is NAME@N, NAME:TAG or NAME (= latest).\n"
+    "\n"
+    "commands:\n"
+    "  add NAME PATH [--base MODEL] [--parent REF]... [--relation R] [--params JSON]\n"
+    "                [--note TEXT] [--operation OP] [--force]\n"
+    "                                  add a PEFT folder or GGUF LoRA file; prints NAME@N\n"
+    "  list [NAME] [--base MODEL] [--tag TAG] [--limit N]\n"
+    "                                  versions, by name then version\n"
+    "  show REF                        one version: config, targets, parents, children\n"
+    "  log NAME                        versions of NAME, newest first\n"
+    "  lineage REF [--up|--down] [--depth N] [--format text|dot|mermaid]\n"
+    "                                  ancestors and descendants (DOT for Graphviz)\n"
+    "  tag REF TAG                     point NAME:TAG at REF (moves it)\n"
+    "  untag NAME:TAG                  remove a tag\n"
+    "  diff REF REF                    config differences and, per target, the\n"
+    "                                  relative Frobenius norm of the difference of s*B*A\n"
+    "  export REF -o PATH [--format peft|gguf-lora]\n"
+    "                                  write a version out (default peft)\n"
+    "  rm REF [--force]                remove a version (refused while tagged or a parent)\n"
+    "  link CHILD PARENT --relation R [--params JSON]\n"
+    "                                  record lineage found later (cycles refused)\n"
+    "  models                          base models and how merged ones were made\n"
+    "  verify                          recompute every hash; exit 1 naming damaged versions\n"
+    "  gc                              drop payloads no version uses\n"
+    "\n"
+    "Relations: trained_from, merged_from, quantized_from, extracted_from,\n"
+    "combined_from, imported. MODEL is a recorded base model's name or a model path.\n"
+    "`lorakit convert` (of an adapter) and `lorakit merge` record what they write,\n"
+    "with its lineage, when --registry is given or LORAKIT_REGISTRY is set.\n";
+
+/* ---- shared helpers --------------------------------------------------------------- */
+
+void rcli_bytes(uint64_t n, char *buf, size_t size) {
+  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)n;
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0) snprintf(buf, size, "%llu B", (unsigned long long)n);
+  else snprintf(buf, size, "%.1f %s", v, units[u]);
+}
+
+void rcli_print_json(json_t *doc) {
+  char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+  if (s) puts(s);
+  free(s);
+}
+
+/* The session of one `lorakit registry` run. */
+typedef struct rcli {
+  const char *path; /* --registry, or NULL for the default */
+  int json;
+  lk_context_t *ctx;
+  lk_registry_t *reg;
+  int argc;         /* the subcommand and its arguments, global options removed */
+  char **argv;
+} rcli;
+
+static int fail(rcli *r) { return cli_error(CLI_FAILED, "%s", lk_last_error(r->ctx)); }
+
+/* Open the registry. Commands that only read refuse a missing file rather
+ * than create an empty registry. */
+static int open_reg(rcli *r, int create) {
+  char *def = r->path ? NULL : lk_registry_default_path();
+  const char *path = r->path ? r->path : def;
+  struct stat sb;
+  if (!create && path && stat(path, &sb)) {
+    int rc = cli_error(CLI_FAILED, "no registry at %s (add an adapter first, or give --registry PATH)", path);
+    lk_free(def);
+    return rc;
+  }
+  lk_status st = lk_registry_open(r->ctx, path, NULL, &r->reg);
+  lk_free(def);
+  return st ? fail(r) : CLI_OK;
+}
+
+/* Parse the library's JSON result, print it (--json) or render it. */
+static int emit(rcli *r, char *s, void (*render)(json_t *)) {
+  json_error_t jerr;
+  json_t *doc = s ? json_loads(s, JSON_DECODE_ANY, &jerr) : NULL;
+  lk_free(s);
+  if (!doc) return cli_error(CLI_FAILED, "internal error: the registry returned malformed JSON");
+  if (r->json) rcli_print_json(doc);
+  else render(doc);
+  json_decref(doc);
+  return CLI_OK;
+}
+
+/* {"k1": "v1", ...} for up to three pairs (NULL keys end the list). */
+static void print_pairs(const char *k1, const char *v1, const char *k2, const char *v2, const char *k3,
+                        const char *v3) {
+  json_t *o = json_object();
+  json_object_set_new(o, k1, json_string(v1));
+  if (k2) json_object_set_new(o, k2, json_string(v2));
+  if (k3) json_object_set_new(o, k3, json_string(v3));
+  rcli_print_json(o);
+  json_decref(o);
+}
+
+static int usage_error(const char *cmd, const char *arg) {
+  return cli_error(CLI_USAGE, "registry %s: unexpected argument '%s' (see lorakit registry --help)", cmd, arg);
+}
+
+static int want_args(const char *cmd, int have, int need, const char *what) {
+  if (have == need) return CLI_OK;
+  return cli_error(CLI_USAGE, "registry %s: expected %s", cmd, what);
+}
+
+/* Progress of a large add on a terminal. */
+static void progress(void *user, uint64_t done, uint64_t total) {
+  (void)user;
+  fprintf(stderr, "\rstoring: %3d%%%s", total ? (int)(100 * done / total) : 100, done >= total ? "\n" : "");
+}
+
+/* ---- subcommands -------------------------------------------------------------------- */
+
+static int cmd_add(rcli *r) {
+  const char *pos[2] = {NULL, NULL}, *parents[64];
+  int npos = 0;
+  lk_registry_add_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  const char *relation = NULL;
+  for (int i = 1; i < r->argc; i++) {
+    const char *a = r->argv[i];
+    int more = i + 1 < r->argc;
+    if (!strcmp(a, "--base") && more) o.base = r->argv[++i];
+    else if (!strcmp(a, "--parent") && more) {
+      if (o.n_parents == 64) return cli_error(CLI_USAGE, "registry add: at most 64 --parent");
+      parents[o.n_parents++] = r->argv[++i];
+    } else if (!strcmp(a, "--relation") && more) relation = r->argv[++i];
+    else if (!strcmp(a, "--params") && more) o.params_json = r->argv[++i];
+    else if (!strcmp(a, "--note") && more) o.notes = r->argv[++i];
+    else if (!strcmp(a, "--operation") && more) o.operation = r->argv[++i];
+    else if (!strcmp(a, "--loader") && more) o.loader = r->argv[++i];
+    else if (!strcmp(a, "--force")) o.force = 1;
+    else if (a[0] != '-' && npos < 2) pos[npos++] = a;
+    else return usage_error("add", a);
+  }
+  if (npos != 2) return cli_error(CLI_USAGE, "registry add: expected NAME PATH");
+  if (relation && !(o.relation = lk_registry_relation_parse(relation)))
+    return cli_error(CLI_USAGE,
+                     "registry add: unknown relation '%s' (trained_from, merged_from, quantized_from, "
+                     "extracted_from, combined_from, imported)",
+                     relation);
+  if (o.n_parents && !relation) return cli_error(CLI_USAGE, "registry add: --parent needs --relation R");
+  if (relation && !o.n_parents) return cli_error(CLI_USAGE, "registry add: --relation needs --parent REF");
+  o.parents = parents;
+  if (isatty(2) && !r->json) o.progress = progress;
+  int rc = open_reg(r, 1);
+  if (rc) return rc;
+  char *ref = NULL;
+  if (lk_registry_add_path(r->reg, pos[0], pos[1], &o, &ref)) return fail(r);
+  if (r->json) print_pairs("ref", ref, NULL, NULL, NULL, NULL);
+  else printf("%s\n", ref);
+  lk_free(ref);
+  return CLI_OK;
+}
+
+static int list_like(rcli *r, int log) {
+  lk_registry_list_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.newest_first = log;
+  for (int i = 1; i < r->argc; i++) {
+    const char *a = r->argv[i];
+    int more = i + 1 < r->argc;
+    if (!log && !strcmp(a, "--base") && more) o.base = r->argv[++i];
+    else if (!log && !strcmp(a, "--tag") && more) o.tag = r->argv[++i];
+    else if (!strcmp(a, "--limit") && more) o.limit = (uint32_t)strtoul(r->argv[++i], NULL, 10);
+    else if (a[0] != '-' && !o.name) o.name = a;
+    else return usage_error(r->argv[0], a);
+  }
+  if (log && !o.name) return cli_error(CLI_USAGE, "registry log: expected NAME");
+  int rc = open_reg(r, 0);
+  if (rc) return rc;
+  char *s = NULL;
+  if (log) { /* an unknown name is an error for log, an empty list for list */
+    char *ref = NULL;
+    if (lk_registry_resolve(r->reg, o.name, &ref)) return fail(r);
+    lk_free(ref);
+  }
+  if (lk_registry_list(r->reg, &o, &s)) return fail(r);
+  return emit(r, s, log ? rcli_print_log : rcli_print_list);
+}
+
+static int cmd_show(rcli *r) {
+  if (r->argc != 2 || r->argv[1][0] == '-') return cli_error(CLI_USAGE, "registry show: expected REF");
+  int rc = open_reg(r, 0);
+  char *s = NULL;
+  if (rc) return rc;
+  if (lk_registry_show(r->reg, r->argv[1], &s)) return fail(r);
+  return emit(r, s, rcli_print_show);
+}
+
+static const char *lineage_format;
+static int lineage_dir;
+static void render_lineage(json_t *g) { rcli_print_lineage(g, lineage_format, lineage_dir); }
+
+static int cmd_lineage(rcli *r) {
+  const char *ref = NULL;
+  lk_registry_lineage_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  lineage_format = "text";
+  for (int i = 1; i < r->argc; i++) {
+    const char *a = r->argv[i];
+    int more = i + 1 < r->argc;
+    if (!strcmp(a, "--up")) o.direction |= LK_LINEAGE_UP;
+    else if (!strcmp(a, "--down")) o.direction |= LK_LINEAGE_DOWN;
+    else if (!strcmp(a, "--depth") && more) o.max_depth = (uint32_t)strtoul(r->argv[++i], NULL, 10);
+    else if (!strcmp(a, "--format") && more) lineage_format = r->argv[++i];
+    else if (a[0] != '-' && !ref) ref = a;
+    else return usage_error("lineage", a);
+  }
+  if (!ref) return cli_error(CLI_USAGE, "registry lineage: expected REF");
+  if (strcmp(lineage_format, "text") && strcmp(lineage_format, "dot") && strcmp(lineage_format, "mermaid"))
+    return cli_error(CLI_USAGE, "registry lineage: --format must be text, dot or mermaid, not '%s'", lineage_format);
+  lineage_dir = o.direction ? o.direction : LK_LINEAGE_BOTH;
+  int rc = open_reg(r, 0);
+  char *s = NULL;
+  if (rc) return rc;
+  if (lk_registry_lineage(r->reg, ref, &o, &s)) return fail(r);
+  return emit(r, s, render_lineage);
+}
+
+static int cmd_tag(rcli *r) {
+  int rc = want_args("tag", r->argc, 3, "REF TAG");
+  if (rc || (rc = open_reg(r, 0))) return rc;
+  char *ref = NULL;
+  if (lk_registry_tag(r->reg, r->argv[1], r->argv[2]) || lk_registry_resolve(r->reg, r->argv[1], &ref)) return fail(r);
+  const char *name = r->argv[1];
+  int len = (int)strcspn(name, "@:");
+  char tag[512];
+  snprintf(tag, sizeof tag, "%.*s:%s", len, name, r->argv[2]);
+  if (r->json) print_pairs("tag", tag, "ref", ref, NULL, NULL);
+  else printf("%s -> %s\n", tag, ref);
+  lk_free(ref);
+  return CLI_OK;
+}
+
+static int cmd_untag(rcli *r) {
+  int rc = want_args("untag", r->argc, 2, "NAME:TAG");
+  if (rc) return rc;
+  char *colon = strchr(r->argv[1], ':');
+  if (!colon) return cli_error(CLI_USAGE, "registry untag: expected NAME:TAG, not '%s'", r->argv[1]);
+  *colon = '\0';
+  if ((rc = open_reg(r, 0))) return rc;
+  if (lk_registry_untag(r->reg, r->argv[1], colon + 1)) return fail(r);
+  *colon = ':';
+  if (r->json) print_pairs("removed", r->argv[1], NULL, NULL, NULL, NULL);
+  else printf("removed tag %s\n", r->argv[1]);
+  return CLI_OK;
+}
+
+static int cmd_diff(rcli *r) {
+  int rc = want_args("diff", r->argc, 3, "REF REF");
+  char *s = NULL;
+  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (lk_registry_diff(r->reg, r->argv[1], r->argv[2], &s)) return fail(r);
+  return emit(r, s, rcli_print_diff);
+}
+
+static int cmd_export(rcli *r) {
+  const char *ref = NULL, *out = NULL, *format = "peft";
+  for (int i = 1; i < r->argc; i++) {
+    const char *a = r->argv[i];
+    int more = i + 1 < r->argc;
+    if (!strcmp(a, "-o") && more) out = r->argv[++i];
+    else if (!strcmp(a, "--format") && more) format = r->argv[++i];
+    else if (a[0] != '-' && !ref) ref = a;
+    else return usage_error("export", a);
+  }
+  if (!ref || !out) return cli_error(CLI_USAGE, "registry export: expected REF -o PATH");
+  if (strcmp(format, "peft") && strcmp(format, "gguf-lora"))
+    return cli_error(CLI_USAGE, "registry export: --format must be peft or gguf-lora, not '%s'", format);
+  int rc = open_reg(r, 0);
+  char *full = NULL;
+  if (rc) return rc;
+  if (lk_registry_resolve(r->reg, ref, &full) || lk_registry_export(r->reg, ref, out, format)) {
+    lk_free(full);
+    return fail(r);
+  }
+  if (r->json) print_pairs("ref", full, "path", out, "format", format);
+  else printf("exported %s to %s (%s)\n", full, out, format);
+  lk_free(full);
+  return CLI_OK;
+}
+
+static int cmd_rm(rcli *r) {
+  const char *ref = NULL;
+  uint32_t force = 0;
+  for (int i = 1; i < r->argc; i++) {
+    if (!strcmp(r->argv[i], "--force")) force = 1;
+    else if (r->argv[i][0] != '-' && !ref) ref = r->argv[i];
+    else return usage_error("rm", r->argv[i]);
+  }
+  if (!ref) return cli_error(CLI_USAGE, "registry rm: expected REF");
+  int rc = open_reg(r, 0);
+  char *full = NULL;
+  if (rc) return rc;
+  if (lk_registry_resolve(r->reg, ref, &full) || lk_registry_remove(r->reg, ref, force)) {
+    lk_free(full);
+    return fail(r);
+  }
+  if (r->json) print_pairs("removed", full, NULL, NULL, NULL, NULL);
+  else printf("removed %s\n", full);
+  lk_free(full);
+  return CLI_OK;
+}
+
+static int cmd_link(rcli *r) {
+  const char *pos[2] = {NULL, NULL}, *relation = NULL, *params = NULL;
+  int npos = 0;
+  for (int i = 1; i < r->argc; i++) {
+    const char *a = r->argv[i];
+    int more = i + 1 < r->argc;
+    if (!strcmp(a, "--relation") && more) relation = r->argv[++i];
+    else if (!strcmp(a, "--params") && more) params = r->argv[++i];
+    else if (a[0] != '-' && npos < 2) pos[npos++] = a;
+    else return usage_error("link", a);
+  }
+  if (npos != 2 || !relation) return cli_error(CLI_USAGE, "registry link: expected CHILD PARENT --relation R");
+  int32_t rel = lk_registry_relation_parse(relation);
+  if (!rel) return cli_error(CLI_USAGE, "registry link: unknown relation '%s'", relation);
+  int rc = open_reg(r, 0);
+  if (rc) return rc;
+  if (lk_registry_link(r->reg, pos[0], pos[1], rel, params)) return fail(r);
+  if (r->json) print_pairs("child", pos[0], "parent", pos[1], "relation", relation);
+  else printf("%s -> %s (%s)\n", pos[0], pos[1], relation);
+  return CLI_OK;
+}
+
+static int cmd_models(rcli *r) {
+  int rc = want_args("models", r->argc, 1, "no arguments");
+  char *s = NULL;
+  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (lk_registry_models(r->reg, &s)) return fail(r);
+  return emit(r, s, rcli_print_models);
+}
+
+static int cmd_verify(rcli *r) {
+  int rc = want_args("verify", r->argc, 1, "no arguments");
+  char *s = NULL;
+  if (rc || (rc = open_reg(r, 0))) return rc;
+  lk_status st = lk_registry_verify(r->reg, &s);
+  if (st && st != LK_ERR_CORRUPT) return fail(r);
+  json_error_t jerr;
+  json_t *doc = s ? json_loads(s, 0, &jerr) : NULL;
+  lk_free(s);
+  if (!doc) return cli_error(CLI_FAILED, "internal error: the registry returned malformed JSON");
+  if (r->json) {
+    rcli_print_json(doc);
+  } else {
+    char b[32];
+    rcli_bytes((uint64_t)json_integer_value(json_object_get(doc, "bytes")), b, sizeof b);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(doc, "problems"), i, p) {
+      fprintf(stderr, "lorakit: registry %s: %s", lk_registry_path(r->reg),
+              json_string_value(json_object_get(p, "problem")));
+      json_t *vs = json_object_get(p, "versions");
+      size_t k;
+      json_t *v;
+      json_array_foreach(vs, k, v) fprintf(stderr, "%s%s", k ? ", " : " [damaged: ", json_string_value(v));
+      fprintf(stderr, "%s\n", json_array_size(vs) ? "]" : "");
+    }
+    printf("%s: %lld versions, %lld payloads (%s) checked: %s\n", lk_registry_path(r->reg),
+           (long long)json_integer_value(json_object_get(doc, "versions")),
+           (long long)json_integer_value(json_object_get(doc, "blobs")), b,
+           st ? "PROBLEMS FOUND" : "ok");
+  }
+  json_decref(doc);
+  return st ? CLI_FAILED : CLI_OK;
+}
+
+static int cmd_gc(rcli *r) {
+  int rc = want_args("gc", r->argc, 1, "no arguments");
+  char *s = NULL;
+  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (lk_registry_gc(r->reg, &s)) return fail(r);
+  json_error_t jerr;
+  json_t *doc = json_loads(s, 0, &jerr);
+  lk_free(s);
+  if (r->json) rcli_print_json(doc);
+  else {
+    char b[32];
+    rcli_bytes((uint64_t)json_integer_value(json_object_get(doc, "bytes_freed")), b, sizeof b);
+    printf("removed %lld unreferenced payloads (%s)\n", (long long)json_integer_value(json_object_get(doc, "blobs_removed")), b);
+  }
+  json_decref(doc);
+  return CLI_OK;
+}
+
+static int cmd_list(rcli *r) { return list_like(r, 0); }
+static int cmd_log(rcli *r) { return list_like(r, 1); }
+
+static const struct {
+  const char *name;
+  int (*run)(rcli *r);
+} subcommands[] = {
+    {"add", cmd_add},       {"list", cmd_list},   {"ls", cmd_list},     {"show", cmd_show},
+    {"log", cmd_log},       {"lineage", cmd_lineage}, {"tag", cmd_tag}, {"untag", cmd_untag},
+    {"diff", cmd_diff},     {"export", cmd_export}, {"rm", cmd_rm},     {"link", cmd_link},
+    {"models", cmd_models}, {"verify", cmd_verify}, {"gc", cmd_gc},
+};
+
+int cli_registry(int argc, char **argv) {
+  rcli r;
+  memset(&r, 0, sizeof r);
+  r.argv = calloc((size_t)argc + 1, sizeof *r.argv);
+  if (!r.argv) return cli_error(CLI_FAILED, "out of memory");
+  for (int i = 1; i < argc; i++) { /* global options may come anywhere */
+    if (!strcmp(argv[i], "--json")) r.json = 1;
+    else if (!strcmp(argv[i], "--registry")) {
+      if (i + 1 >= argc) {
+        free(r.argv);
+        return cli_error(CLI_USAGE, "registry: --registry needs a PATH");
+      }
+      r.path = argv[++i];
+    } else r.argv[r.argc++] = argv[i];
+  }
+  int rc = CLI_USAGE;
+  if (r.argc == 0) {
+    cli_error(CLI_USAGE, "registry: expected a command (see lorakit registry --help)");
+    goto out;
+  }
+  int found = -1;
+  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+    if (!strcmp(r.argv[0], subcommands[i].name)) found = (int)i;
+  if (found < 0) {
+    cli_error(CLI_USAGE, "registry: unknown command '%s' (see lorakit registry --help)", r.argv[0]);
+    goto out;
+  }
+  if (lk_context_create(NULL, &r.ctx)) {
+    rc = cli_error(CLI_FAILED, "cannot create a context");
+    goto out;
+  }
+  rc = subcommands[found].run(&r);
+out:
+  lk_registry_close(r.reg);
+  lk_context_free(r.ctx);
+  free(r.argv);
+  return rc;
+}
+
+/* ---- recording for other commands ------------------------------------------------------ */
+
+const char *cli_registry_configured(const char *flag) {
+  if (flag) return flag;
+  const char *env = getenv("LORAKIT_REGISTRY");
+  return env && *env ? env : NULL;
+}
+
+static int record_fail(lk_context_t *ctx, const char *what, const char *registry) {
+  return cli_error(CLI_FAILED, "%s was written, but recording it in registry %s failed: %s", what, registry,
+                   lk_last_error(ctx));
+}
+
+int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const char *in, const char *out,
+                                const char *format, const char *base) {
+  if (!(registry = cli_registry_configured(registry))) return CLI_OK;
+  lk_registry_t *reg = NULL;
+  char *src = NULL, *dst = NULL;
+  int rc = CLI_OK;
+  lk_registry_add_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.base = base;
+  o.reuse_existing = 1; /* the source may be recorded already */
+  o.operation = "import";
+  if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_path(reg, NULL, in, &o, &src)) {
+    rc = record_fail(ctx, out, registry);
+    goto out;
+  }
+  json_t *params = json_pack("{s:s, s:s}", "from", in, "format", format);
+  char *params_s = json_dumps(params, JSON_COMPACT);
+  json_decref(params);
+  const char *parents[1] = {src};
+  o.reuse_existing = 0;
+  o.operation = "convert";
+  o.parents = parents;
+  o.n_parents = 1;
+  o.relation = LK_REL_IMPORTED;
+  o.params_json = params_s;
+  if (lk_registry_add_path(reg, NULL, out, &o, &dst)) rc = record_fail(ctx, out, registry);
+  else printf("registry: recorded %s (imported from %s)\n", dst, src);
+  free(params_s);
+out:
+  lk_free(src);
+  lk_free(dst);
+  lk_registry_close(reg);
+  return rc;
+}
+
+int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const char *model, const char *adapter,
+                              const char *out, double scale, int undo) {
+  if (!(registry = cli_registry_configured(registry))) return CLI_OK;
+  lk_registry_t *reg = NULL;
+  char *base = NULL, *ad_ref = NULL, *name = NULL, *params_s = NULL;
+  int rc = CLI_OK;
+  /* The base first, so the adapter and the merged model name it without
+   * reading its weights again. */
+  lk_registry_add_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.reuse_existing = 1;
+  o.operation = "import";
+  if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_model(reg, NULL, model, NULL, &base) ||
+      (o.base = base, lk_registry_add_path(reg, NULL, adapter, &o, &ad_ref))) {
+    rc = record_fail(ctx, out, registry);
+    goto out;
+  }
+  json_t *params = json_pack("{s:s, s:f, s:b}", "adapter", ad_ref, "scale", scale, "unmerge", undo);
+  params_s = json_dumps(params, JSON_COMPACT);
+  json_decref(params);
+  const char *parents[1] = {ad_ref};
+  lk_registry_model_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.struct_size = sizeof mo;
+  mo.relation = LK_REL_MERGED_FROM;
+  mo.parents = parents;
+  mo.n_parents = 1;
+  mo.base = base;
+  mo.params_json = params_s;
+  mo.operation = undo ? "unmerge" : "merge";
+  if (lk_registry_add_model(reg, NULL, out, &mo, &name)) rc = record_fail(ctx, out, registry);
+  else printf("registry: recorded model %s (merged_from %s and %s)\n", name, ad_ref, base);
+out:
+  free(params_s);
+  lk_free(base);
+  lk_free(ad_ref);
+  lk_free(name);
+  lk_registry_close(reg);
+  return rc;
+}

@@ -1,0 +1,257 @@
+/* add.c - adding adapter versions: from a PEFT folder or GGUF LoRA file, or
+ * from an adapter in memory. The slow work (loading, canonical bytes, hash,
+ * compression, fingerprinting a base given by path) happens before the write
+ * transaction; the transaction itself numbers the version, stores the
+ * payload if new, and records base, tags and lineage - all or nothing. */
+#include "reg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Everything an add needs once the adapter is in canonical form. */
+typedef struct add_job {
+  const char *name;
+  const char *format;
+  const char *label; /* for messages: the path, or "adapter NAME" */
+  lk_registry_add_opts_t o;
+  reg_base base;
+  unsigned char *buf;
+  uint64_t n;
+  reg_canon_info ci;
+  char sha[REG_HEX];
+  reg_zchunks z;
+} add_job;
+
+static void job_free(add_job *j) {
+  reg_base_free(&j->base);
+  free(j->buf);
+  reg_canon_info_free(&j->ci);
+  reg_zchunks_free(&j->z);
+}
+
+static lk_status check_opts(lk_registry_t *reg, const char *name, const lk_registry_add_opts_t *opts,
+                            add_job *j) {
+  lk_status st = reg_opts(reg, &j->o, sizeof j->o, opts, "lk_registry_add_opts_t");
+  if (st || (st = reg_writable(reg, "add a version"))) return st;
+  if (!reg_valid_name(name)) return reg_bad_name(reg, "adapter name", name);
+  if (j->o.n_parents && !j->o.parents)
+    return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: n_parents is %u but parents is NULL", name, j->o.n_parents);
+  if (j->o.n_parents && !reg_relation_valid(j->o.relation))
+    return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
+                    "%s: parents need a relation (trained_from, merged_from, quantized_from, extracted_from, "
+                    "combined_from, imported); got %d",
+                    name, j->o.relation);
+  if (j->o.params_json) {
+    json_error_t jerr;
+    json_t *p = json_loads(j->o.params_json, 0, &jerr);
+    int ok = json_is_object(p);
+    json_decref(p);
+    if (!ok) return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: relation parameters are not a JSON object: %s", name,
+                             j->o.params_json);
+  }
+  for (uint32_t i = 0; i < j->o.n_parents; i++) {
+    reg_version v;
+    if ((st = reg_resolve(reg, j->o.parents[i], &v)))
+      return reg_wrap(reg, st, "%s: parent", name);
+  }
+  j->name = name;
+  return LK_OK;
+}
+
+/* "q_proj", "v_proj": the distinct leaves of the target names, sorted (as
+ * PEFT's target_modules). */
+static char *target_modules(const reg_canon_info *ci) {
+  json_t *arr = json_array();
+  for (uint32_t i = 0; i < ci->n_targets; i++) {
+    const char *dot = strrchr(ci->targets[i].name, '.');
+    const char *leaf = dot ? dot + 1 : ci->targets[i].name;
+    size_t k = 0, n = json_array_size(arr);
+    while (k < n && strcmp(json_string_value(json_array_get(arr, k)), leaf) < 0) k++;
+    if (k < n && !strcmp(json_string_value(json_array_get(arr, k)), leaf)) continue;
+    json_array_insert_new(arr, k, json_string(leaf));
+  }
+  char *s = reg_json_string(arr);
+  json_decref(arr);
+  return s;
+}
+
+/* The newest version holding payload sha, as "NAME@N" in ref; 0 if none. */
+static int find_content(lk_registry_t *reg, const char *sha, char *ref, size_t n) {
+  sqlite3_stmt *q = NULL;
+  int found = 0;
+  if (reg_prepare(reg,
+                  "SELECT a.name, v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id "
+                  "WHERE v.blob = ? ORDER BY v.id DESC LIMIT 1",
+                  &q))
+    return 0;
+  sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
+  if (sqlite3_step(q) == SQLITE_ROW) {
+    snprintf(ref, n, "%s@%lld", (const char *)sqlite3_column_text(q, 0), (long long)sqlite3_column_int64(q, 1));
+    found = 1;
+  }
+  sqlite3_finalize(q);
+  return found;
+}
+
+/* adapter id and the number its next version gets, creating the name. */
+static lk_status next_version(lk_registry_t *reg, const char *name, int64_t *adapter_id, int64_t *version) {
+  sqlite3_stmt *q = NULL;
+  lk_status st = reg_prepare(reg, "INSERT OR IGNORE INTO adapters(name, created) VALUES(?, ?)", &q);
+  if (st) return st;
+  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 2, (sqlite3_int64)time(NULL));
+  int rc = sqlite3_step(q);
+  sqlite3_finalize(q);
+  if (rc != SQLITE_DONE) return reg_sql_fail(reg, rc, "recording an adapter name");
+  if ((st = reg_prepare(reg, "UPDATE adapters SET next_version = next_version + 1 WHERE name = ? "
+                             "RETURNING id, next_version - 1", &q)))
+    return st;
+  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) {
+    *adapter_id = sqlite3_column_int64(q, 0);
+    *version = sqlite3_column_int64(q, 1);
+  }
+  sqlite3_finalize(q);
+  return rc == SQLITE_ROW ? LK_OK : reg_sql_fail(reg, rc, "numbering a version");
+}
+
+static lk_status insert_version(lk_registry_t *reg, add_job *j, int64_t adapter_id, int64_t version, int64_t *id) {
+  uint32_t rank;
+  float alpha;
+  reg_canon_defaults(&j->ci, &rank, &alpha);
+  char *modules = target_modules(&j->ci);
+  if (!modules) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+  sqlite3_stmt *q = NULL;
+  lk_status st = reg_prepare(reg,
+                             "INSERT INTO versions(adapter_id, version, blob, model_id, rank, alpha, scaling, "
+                             "target_modules, n_targets, format, size, created, operation, notes) "
+                             "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                             &q);
+  if (!st) {
+    sqlite3_bind_int64(q, 1, adapter_id);
+    sqlite3_bind_int64(q, 2, version);
+    sqlite3_bind_text(q, 3, j->sha, -1, SQLITE_STATIC);
+    if (j->base.id > 0) sqlite3_bind_int64(q, 4, j->base.id);
+    sqlite3_bind_int64(q, 5, rank);
+    sqlite3_bind_double(q, 6, alpha);
+    sqlite3_bind_text(q, 7, j->ci.scaling == LK_SCALING_RSLORA ? "alpha/sqrt(r)" : "alpha/r", -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 8, modules, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 9, j->ci.n_targets);
+    sqlite3_bind_text(q, 10, j->format, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 11, (sqlite3_int64)j->n);
+    sqlite3_bind_int64(q, 12, (sqlite3_int64)time(NULL));
+    sqlite3_bind_text(q, 13, j->o.operation ? j->o.operation : "add", -1, SQLITE_STATIC);
+    if (j->o.notes) sqlite3_bind_text(q, 14, j->o.notes, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE) st = reg_sql_fail(reg, rc, "recording a version");
+    *id = sqlite3_last_insert_rowid(reg->db);
+  }
+  sqlite3_finalize(q);
+  free(modules);
+  return st;
+}
+
+static lk_status insert_edges(lk_registry_t *reg, add_job *j, int64_t child) {
+  sqlite3_stmt *q = NULL;
+  lk_status st = reg_prepare(reg, "INSERT OR IGNORE INTO lineage(child, parent, relation, params) VALUES(?,?,?,?)", &q);
+  for (uint32_t i = 0; !st && i < j->o.n_parents; i++) {
+    reg_version v;
+    if ((st = reg_resolve(reg, j->o.parents[i], &v))) {
+      reg_wrap(reg, st, "%s: parent", j->name);
+      break;
+    }
+    sqlite3_reset(q);
+    sqlite3_bind_int64(q, 1, child);
+    sqlite3_bind_int64(q, 2, v.id);
+    sqlite3_bind_text(q, 3, lk_registry_relation_name(j->o.relation), -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, j->o.params_json ? j->o.params_json : "{}", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE) st = reg_sql_fail(reg, rc, "recording lineage");
+  }
+  sqlite3_finalize(q);
+  return st;
+}
+
+/* From canonical bytes to a committed version. */
+static lk_status add_commit(lk_registry_t *reg, add_job *j, char **out_ref) {
+  lk_status st;
+  char ref[REG_NAME_MAX + 24];
+  if (j->base.id > 0 || j->base.scanned) {
+    if (!j->o.force && (st = reg_base_check(reg, &j->base, &j->ci, j->label))) return st;
+  }
+  if (j->o.reuse_existing && find_content(reg, j->sha, ref, sizeof ref)) goto done;
+  if (!reg_blob_exists(reg, j->sha) && (st = reg_blob_compress(reg, j->buf, j->n, j->ci.header_size, &j->z)))
+    return st;
+  if ((st = reg_begin(reg))) return st;
+  int64_t adapter_id = 0, version = 0, id = 0;
+  if ((st = reg_base_commit(reg, &j->base)) || (st = next_version(reg, j->name, &adapter_id, &version)) ||
+      (st = reg_blob_put(reg, j->sha, j->buf, j->n, j->ci.header_size, &j->z, j->o.progress, j->o.progress_user)) ||
+      (st = insert_version(reg, j, adapter_id, version, &id)) || (st = insert_edges(reg, j, id))) {
+    reg_rollback(reg);
+    return st;
+  }
+  if ((st = reg_commit(reg))) return st;
+  snprintf(ref, sizeof ref, "%s@%lld", j->name, (long long)version);
+done:
+  if (out_ref && !(*out_ref = reg_strdup(ref))) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+  lk__ok(reg->ctx);
+  return LK_OK;
+}
+
+static lk_status encode(lk_registry_t *reg, add_job *j, lk_adapter_t *ad) {
+  lk_status st = reg_canon_encode(reg, ad, &j->buf, &j->n, &j->ci);
+  if (st) return reg_wrap(reg, st, "%s", j->label);
+  reg_sha256_hex(j->buf, j->n, j->sha);
+  if (!j->sha[0]) return lk__fail(reg->ctx, LK_ERR_INTERNAL, "%s: SHA-256 failed (libcrypto)", j->label);
+  return LK_OK;
+}
+
+LK_API lk_status lk_registry_add_adapter(lk_registry_t *reg, const char *name, lk_adapter_t *ad,
+                                         const lk_registry_add_opts_t *opts, char **out_ref) {
+  if (!reg || !ad) return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_add_adapter: NULL argument");
+  if (out_ref) *out_ref = NULL;
+  add_job j;
+  memset(&j, 0, sizeof j);
+  char label[REG_NAME_MAX + 32];
+  snprintf(label, sizeof label, "adapter %s", name ? name : "(null)");
+  j.label = label;
+  lk_status st = check_opts(reg, name, opts, &j);
+  if (!st) {
+    j.format = j.o.format ? j.o.format : "memory";
+    if (!(st = reg_base_prepare(reg, j.o.base, NULL, &j.base)) && !(st = encode(reg, &j, ad)))
+      st = add_commit(reg, &j, out_ref);
+  }
+  job_free(&j);
+  return st;
+}
+
+LK_API lk_status lk_registry_add_path(lk_registry_t *reg, const char *name, const char *path,
+                                      const lk_registry_add_opts_t *opts, char **out_ref) {
+  if (!reg || !path) return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_add_path: NULL argument");
+  if (out_ref) *out_ref = NULL;
+  add_job j;
+  memset(&j, 0, sizeof j);
+  j.label = path;
+  lk_adapter_t *ad = NULL;
+  lk_model_t *m = NULL;
+  char *base_cfg = NULL, *derived = name ? NULL : reg_name_from_path(path);
+  if (!name && !derived) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+  lk_status st = check_opts(reg, name ? name : derived, opts, &j);
+  if (st || (st = reg_base_prepare(reg, j.o.base, NULL, &j.base))) goto done;
+  /* Which loader reads it is the format recorded. */
+  if ((st = lk_model_open(reg->ctx, path, j.o.loader, &m))) goto done;
+  j.format = lk_model_loader(m);
+  lk_model_close(m);
+  base_cfg = reg_base_config(reg, &j.base);
+  if ((st = lk_adapter_load(reg->ctx, path, j.format, base_cfg, &ad)) || (st = encode(reg, &j, ad))) goto done;
+  st = add_commit(reg, &j, out_ref);
+done:
+  free(base_cfg);
+  free(derived);
+  lk_adapter_free(ad);
+  job_free(&j);
+  return st;
+}

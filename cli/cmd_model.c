@@ -108,7 +108,7 @@ int cli_inspect(int argc, char **argv) {
     json_t *cfg = json_object_get(meta, "config");
     if (!cfg) cfg = json_object_get(meta, "adapter_config");
     if (cfg) {
-      char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
+      char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(16));
       printf("config:       %s\n", s ? s : "{}");
       free(s);
     }
@@ -140,7 +140,7 @@ int cli_inspect(int argc, char **argv) {
                                "architecture", arch_of(meta), "metadata", meta, "tensors", tensors, "n_tensors",
                                (json_int_t)n, "parameters", (json_int_t)params, "bytes", (json_int_t)bytes);
       tensors = NULL;
-      char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+      char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
       if (s) puts(s);
       free(s);
       json_decref(root);

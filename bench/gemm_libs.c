@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
                                const float *, int, float, float *, int);
@@ -71,6 +72,9 @@ int main(void) {
   int shapes[][3] = {{512, 2048, 2048}, {2048, 4096, 4096}, {512, 4096, 11008}};
   for (size_t li = 0; li < sizeof libs / sizeof libs[0]; li++) {
     struct lib *l = &libs[li];
+    /* Let the previous library's idle threads stop spinning before the next
+     * one measures (they otherwise steal a core from its first shape). */
+    if (li) usleep(500000);
     l->h = dlopen(l->path, RTLD_NOW | RTLD_LOCAL);
     if (!l->h) {
       printf("bench: gemm_%s skipped (%s)\n", l->name, dlerror());
@@ -93,7 +97,7 @@ int main(void) {
         run(l, M, N, K, transb, A, B, C);
         double err = check(M, N, K, transb, A, B, C);
         double best = 1e9;
-        for (int r = 0; r < 5; r++) {
+        for (int r = 0; r < 3; r++) { /* best of 3 after the checked warm-up run */
           double t0 = now();
           run(l, M, N, K, transb, A, B, C);
           double t = now() - t0;

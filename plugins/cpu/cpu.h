@@ -88,12 +88,16 @@ void cpu_run(cpu_backend_t *be, const cpu_plan_t *plan);
 /* 1 when the AVX2+FMA kernels may run on this CPU. */
 int cpu_have_avx2(void);
 /* Pack A [r, in] columns k0..k1 into At [ceil(r/16)][in][16], and B [out, r]
- * tiles t0..t1 into Bt [ceil(out/16)][r][16], zero-padded. AVX2 only. */
+ * tiles t0..t1 into Bt [cpu_lora_b_tiles(out)][r][24], zero-padded. */
 void cpu_lora_pack_a(const float *A, int64_t r, int64_t in, int64_t k0, int64_t k1, float *At);
+int64_t cpu_lora_b_tiles(int64_t out);
 void cpu_lora_pack_b(const float *B, int64_t out, int64_t r, int64_t t0, int64_t t1, float *Bt);
+/* Floats of the per-thread h scratch of cpu_lora_rows_avx2. */
+int64_t cpu_lora_hblk_floats(int64_t r);
 /* y[rows, out] += s (x[rows, in] A^T) B^T from packed At, Bt (32-byte
- * aligned); h is scratch of 6 x round_up(r, 16) floats. AVX2+FMA only. */
+ * aligned), h as scratch. Call only when cpu_have_avx2(). */
 void cpu_lora_rows_avx2(const float *x, int64_t rows, int64_t in, const float *At,
-                        const float *Bt, int64_t r, int64_t out, float s, float *h, float *y);
+                        const float *Bt, int64_t r, int64_t out, float s, float *h, float *y,
+                        int shift);
 
 #endif /* LK_CPU_H */

@@ -150,7 +150,10 @@ static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
   j.N = p->m[2].cols;
   uint32_t nt = mm_threads(be, j.M, j.N, j.K);
   if (p->m[1].dtype == LK_DTYPE_F32) {
-    j.split_rows = j.M >= j.N;
+    /* Rows when each thread gets enough of them (measured: as fast or faster
+     * than splitting columns for both transposition modes, and each thread's
+     * rows of x and y stay its own); columns for few rows. */
+    j.split_rows = j.M >= 64 * (int64_t)nt || j.M >= j.N;
     cpu_pool_run(be->pool, nt, mm_f32_task, &j);
   } else {
     j.scratch = be->scratch;
@@ -193,10 +196,10 @@ static size_t lf_at_bytes(const lora_job *j) {
   return round_up((size_t)((j->r + 15) / 16) * (size_t)j->in * 16 * sizeof(float));
 }
 static size_t lf_bt_bytes(const lora_job *j) {
-  return round_up((size_t)((j->out + 15) / 16) * (size_t)j->r * 16 * sizeof(float));
+  return round_up((size_t)cpu_lora_b_tiles(j->out) * (size_t)j->r * 24 * sizeof(float));
 }
 static size_t lf_hblk_bytes(const lora_job *j) {
-  return round_up((size_t)6 * (size_t)((j->r + 15) / 16 * 16) * sizeof(float));
+  return round_up((size_t)cpu_lora_hblk_floats(j->r) * sizeof(float));
 }
 
 static size_t scratch_lora_forward(const cpu_backend_t *be, const cpu_plan_t *p) {
@@ -217,16 +220,16 @@ static void lf_avx2_task(void *arg, uint32_t t, uint32_t nt) {
   if (j->phase == 0) {
     cpu_split(j->in, t, nt, 16, &b, &e);
     if (b < e) cpu_lora_pack_a(p->m[1].data, j->r, j->in, b, e, j->At);
-    cpu_split((j->out + 15) / 16, t, nt, 1, &b, &e);
+    cpu_split(cpu_lora_b_tiles(j->out), t, nt, 1, &b, &e);
     if (b < e) cpu_lora_pack_b(p->m[2].data, j->out, j->r, b, e, j->Bt);
     return;
   }
-  cpu_split(j->M, t, nt, 6, &b, &e);
+  cpu_split(j->M, t, nt, 12, &b, &e);
   if (b >= e) return;
   const float *x = p->m[0].data;
   float *y = p->m[3].data;
   cpu_lora_rows_avx2(x + b * j->in, e - b, j->in, j->At, j->Bt, j->r, j->out, p->s,
-                     j->hblk + (size_t)t * j->hblk_floats, y + b * j->out);
+                     j->hblk + (size_t)t * j->hblk_floats, y + b * j->out, (int)(t & 1));
 }
 
 /* OpenBLAS path, rows split: each thread forms h for its rows (M_t x r,

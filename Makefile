@@ -31,7 +31,7 @@ LDFLAGS  := $(LDSAN) $(EXTRA_LDFLAGS)
 
 # Debian packages the build and tests need (the GEMM library: OpenBLAS, see README).
 DEB_PKGS := libsqlite3-dev zlib1g-dev check libjansson-dev liblapacke-dev libssl-dev \
-            pkg-config libopenblas-dev abigail-tools clang libclang-rt-dev
+            pkg-config libopenblas-dev abigail-tools clang libclang-rt-dev golang-go
 
 CORE_SRC := $(wildcard core/*.c) $(wildcard registry/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/obj/%.o)
@@ -122,6 +122,10 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/include/lorakit $(DESTDIR)$(PREFIX)/lib/lorakit/plugins \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 abi/*.h $(DESTDIR)$(PREFIX)/include/lorakit/
+	install -m 644 abi/lorakit.hpp $(DESTDIR)$(PREFIX)/include/lorakit/
+	install -d $(DESTDIR)$(PREFIX)/share/lorakit/examples/plugin-skeleton
+	install -m 644 examples/plugin-skeleton/Makefile examples/plugin-skeleton/skeleton.c \
+	  $(DESTDIR)$(PREFIX)/share/lorakit/examples/plugin-skeleton/
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf liblorakit.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/liblorakit.so.$(SOMAJOR)
 	ln -sf liblorakit.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/liblorakit.so

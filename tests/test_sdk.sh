@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_sdk.sh B MAKE - the SDK from an install, as a third party sees it:
 #   1. `make install PREFIX=<temp>` from build dir B;
-#   2. build examples/plugin-skeleton, copied out of the tree, with only
-#      `pkg-config --cflags lorakit` from that install;
+#   2. build examples/plugin-skeleton (the copy the install ships under
+#      share/lorakit/examples) with only `pkg-config --cflags lorakit` from
+#      that install; the C++ wrapper lorakit.hpp compiles from it too;
 #   3. the plugin exports exactly lk_plugin_entry and matches its format spec;
 #   4. the installed `bin/lorakit plugins --json`, with LORAKIT_PLUGIN_PATH
 #      at the skeleton's folder, lists it loaded (and the installed cpu plugin).
@@ -26,7 +27,10 @@ for f in include/lorakit/lorakit.h include/lorakit/lorakit_plugin.h lib/pkgconfi
 done
 
 step "build the skeleton from the install alone"
-cp -r "$root/examples/plugin-skeleton" "$work/skel-src"
+# The copy the install ships (share/lorakit/examples), else the tree's.
+skel=$prefix/share/lorakit/examples/plugin-skeleton
+[ -f "$skel/skeleton.c" ] || skel=$root/examples/plugin-skeleton
+cp -r "$skel" "$work/skel-src"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 cflags=$(pkg-config --cflags lorakit)
 case $cflags in *"$root"*) die "pkg-config cflags point into the source tree: $cflags" ;; esac
@@ -38,6 +42,14 @@ so=$work/plugins/lorakit-skeleton.so
 exported=$(nm -D --defined-only "$so" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' | sort | tr '\n' ' ')
 [ "$exported" = "lk_plugin_entry " ] || die "skeleton exports '$exported', expected only lk_plugin_entry"
 if readelf -d "$so" | grep -q 'liblorakit'; then die "skeleton links liblorakit"; fi
+
+if [ -f "$root/abi/lorakit.hpp" ]; then
+  step "the C++ wrapper compiles from the install"
+  [ -f "$prefix/include/lorakit/lorakit.hpp" ] || die "install lacks include/lorakit/lorakit.hpp"
+  printf '#include <lorakit.hpp>\nint main() { return lorakit::plugin_abi_version() == 0; }\n' >"$work/hpp.cpp"
+  c++ -std=c++17 -Wall -Wextra -Werror -pedantic $cflags -fsyntax-only "$work/hpp.cpp" \
+    || die "lorakit.hpp does not compile from the install"
+fi
 
 step "check the quantiser against its spec"
 cc -std=c11 -Wall -Wextra -Werror $cflags -o "$work/skel-check" "$root/tests/sdk_skeleton_check.c" -ldl \

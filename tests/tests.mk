@@ -6,6 +6,9 @@
 #                      ASan+UBSan (B=build-asan), a clang build
 #                      (B=build-clang), then the SDK example from an install
 #   make sanitize | clang-build | cli-tests | sdk-test   one step of `test`
+#   make ffi-tests | abi-check | abi-gate-test | abi-compat
+#                      the FFI hosts and the ABI gates (tests/ffi/ffi.mk,
+#                      tests/abi/abi.mk), also steps of `test`
 #
 # Suites find the build through LK_BUILD_DIR (absolute). Test binaries live
 # in $(B)/tests/bin, so that "plugins/ next to the executable" discovery does
@@ -69,6 +72,10 @@ $(B)/tests/header_check_cpp.o: tests/header_check.cpp $(wildcard abi/*.h) | $(B)
 .PHONY: header-check
 header-check: $(B)/tests/header_check_c.o $(B)/tests/header_check_cpp.o
 
+# ---- FFI hosts (C, C++, Rust, Go, Python) and the ABI gates ---------------------
+include tests/ffi/ffi.mk
+include tests/abi/abi.mk
+
 # ---- unit-tests ------------------------------------------------------------------
 # Every suite runs even when an earlier one fails; the exit status says
 # whether all passed. Each public header must also compile on its own.
@@ -107,6 +114,10 @@ test: all
 	$(MAKE) --no-print-directory sanitize || fail="$$fail sanitize"; \
 	$(MAKE) --no-print-directory clang-build || fail="$$fail clang-build"; \
 	$(MAKE) --no-print-directory sdk-test || fail="$$fail sdk-test"; \
+	$(MAKE) --no-print-directory ffi-tests || fail="$$fail ffi-tests"; \
+	$(MAKE) --no-print-directory abi-check || fail="$$fail abi-check"; \
+	$(MAKE) --no-print-directory abi-gate-test || fail="$$fail abi-gate-test"; \
+	$(MAKE) --no-print-directory abi-compat || fail="$$fail abi-compat"; \
 	if [ -n "$$fail" ]; then echo "make test: FAILED:$$fail"; exit 1; fi; \
 	echo "make test: all steps passed"
 

@@ -1,0 +1,3 @@
+module lorakit.example/ffi-host
+
+go 1.19

@@ -47,6 +47,7 @@ typedef struct cpu_backend {
   const lk_host_api_t *host; /* cpu_host at create, for destroy */
   cpu_pool_t *pool;
   uint32_t n_threads;
+  int simd; /* AVX2+FMA kernels usable (and not disabled by LORAKIT_CPU_NO_SIMD) */
   pthread_mutex_t lock; /* guards the buffer set */
   lk_buffer_t **set;    /* open-addressing set of live buffers (NULL = empty slot) */
   size_t set_cap, set_len;

@@ -187,8 +187,8 @@ static uint32_t lf_threads(const cpu_backend_t *be, const lora_job *j) {
 }
 
 /* The fused AVX2 kernel when there are rows enough to split by rows. */
-static int lf_use_avx2(const lora_job *j, uint32_t nt) {
-  return cpu_have_avx2() && j->M >= 8 * (int64_t)nt;
+static int lf_use_avx2(const cpu_backend_t *be, const lora_job *j, uint32_t nt) {
+  return be->simd && j->M >= 8 * (int64_t)nt;
 }
 
 /* Scratch layout of the AVX2 forward: At, Bt, then one h block per thread. */
@@ -206,7 +206,7 @@ static size_t scratch_lora_forward(const cpu_backend_t *be, const cpu_plan_t *p)
   lora_job j;
   lora_dims(&j, p);
   uint32_t nt = lf_threads(be, &j);
-  if (lf_use_avx2(&j, nt)) return lf_at_bytes(&j) + lf_bt_bytes(&j) + nt * lf_hblk_bytes(&j);
+  if (lf_use_avx2(be, &j, nt)) return lf_at_bytes(&j) + lf_bt_bytes(&j) + nt * lf_hblk_bytes(&j);
   return round_up((size_t)j.M * (size_t)j.r * sizeof(float));
 }
 
@@ -276,7 +276,7 @@ static void run_lora_forward(cpu_backend_t *be, const cpu_plan_t *p) {
   lora_job j;
   lora_dims(&j, p);
   uint32_t nt = lf_threads(be, &j);
-  if (lf_use_avx2(&j, nt)) {
+  if (lf_use_avx2(be, &j, nt)) {
     j.At = be->scratch;
     j.Bt = (float *)((char *)j.At + lf_at_bytes(&j));
     j.hblk = (float *)((char *)j.Bt + lf_bt_bytes(&j));

@@ -146,6 +146,9 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   if (!be) return cpu_fail(err, LK_ERR_NOMEM, "cpu create: out of memory");
   be->n_threads = n_threads;
   be->host = cpu_host;
+  /* LORAKIT_CPU_NO_SIMD=1 forces the portable OpenBLAS paths (tests, triage). */
+  const char *no_simd = secure_getenv("LORAKIT_CPU_NO_SIMD");
+  be->simd = cpu_have_avx2() && !(no_simd && no_simd[0] == '1');
   pthread_mutex_init(&be->lock, NULL);
   /* Our pool is the only parallelism: OpenBLAS runs single-threaded inside it. */
   openblas_set_num_threads(1);

@@ -13,6 +13,7 @@
 #include "cpu.h"
 
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define MR1 6  /* stage 1 rows per call: 6 x 2 accumulators */
@@ -21,12 +22,14 @@
 #define NB2 24 /* stage 2 tile width (columns of y) */
 
 int cpu_have_avx2(void) {
-  static int cached = -1;
-  if (cached < 0) {
+  static _Atomic int cached = -1; /* racing first calls store the same value */
+  int v = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (v < 0) {
     __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    atomic_store_explicit(&cached, v, memory_order_relaxed);
   }
-  return cached;
+  return v;
 }
 
 /* ---- packing --------------------------------------------------------------------- */

@@ -2,9 +2,9 @@
  *
  * Four parts, one file each, all with the prefix gguf_:
  *   gguf_parse.c  the GGUF parser and validator on a memory buffer (what the
- *                 fuzz target calls) and the ggml type table;
- *   gguf_meta.c   GGUF key/values as JSON, and the HF config / PEFT
- *                 adapter_config derived from them;
+ *                 fuzz target calls), the ggml type table, error helpers;
+ *   gguf_meta.c   GGUF key/values as JSON, the HF config derived from them,
+ *                 and the way back (HF config -> llama.cpp key/values);
  *   gguf_names.c  GGUF <-> Hugging Face tensor names and the Q/K row
  *                 permutation of convert_hf_to_gguf.py;
  *   gguf_write.c  the writers (model and LoRA adapter);
@@ -19,15 +19,26 @@
 #include <stdint.h>
 
 #define GGUF_PLUGIN_ID "org.lorakit.load-gguf"
-#define GGUF_MAX_DIMS 4          /* GGML_MAX_DIMS */
+#define GGUF_MAX_DIMS 4           /* GGML_MAX_DIMS */
 #define GGUF_DEFAULT_ALIGNMENT 32 /* gguf.md: general.alignment default */
-#define GGUF_MAX_NESTING 16      /* arrays of arrays: deeper is refused */
+#define GGUF_MAX_NESTING 16       /* arrays of arrays: deeper is refused */
 
 /* GGUF metadata value types (gguf.md, closed list 0..12). */
 enum {
-  GGUF_T_U8 = 0, GGUF_T_I8 = 1, GGUF_T_U16 = 2, GGUF_T_I16 = 3, GGUF_T_U32 = 4, GGUF_T_I32 = 5,
-  GGUF_T_F32 = 6, GGUF_T_BOOL = 7, GGUF_T_STRING = 8, GGUF_T_ARRAY = 9, GGUF_T_U64 = 10,
-  GGUF_T_I64 = 11, GGUF_T_F64 = 12, GGUF_T_COUNT = 13
+  GGUF_T_U8 = 0,
+  GGUF_T_I8 = 1,
+  GGUF_T_U16 = 2,
+  GGUF_T_I16 = 3,
+  GGUF_T_U32 = 4,
+  GGUF_T_I32 = 5,
+  GGUF_T_F32 = 6,
+  GGUF_T_BOOL = 7,
+  GGUF_T_STRING = 8,
+  GGUF_T_ARRAY = 9,
+  GGUF_T_U64 = 10,
+  GGUF_T_I64 = 11,
+  GGUF_T_F64 = 12,
+  GGUF_T_COUNT = 13
 };
 
 /* ---- ggml types ---------------------------------------------------------- */
@@ -60,9 +71,9 @@ typedef struct gguf_kv_t {
 } gguf_kv_t;
 
 typedef struct gguf_tensor_t {
-  char *name;  /* NUL-terminated copy, valid UTF-8, as stored */
+  char *name; /* NUL-terminated copy, valid UTF-8, as stored */
   uint32_t n_dims;
-  uint32_t type; /* ggml type id (known) */
+  uint32_t type;             /* ggml type id (known) */
   int64_t ne[GGUF_MAX_DIMS]; /* ne[0] innermost; unused dims are 1 */
   uint64_t offset;           /* relative to the data section */
   uint64_t nbytes;
@@ -86,8 +97,8 @@ enum { GGUF_PARSE_KV_ONLY = 1 }; /* stop after the key/values (probe) */
  * ("base.gguf: ..."). On failure returns an LK_ERR_* with msg filled and
  * *out zeroed; on success the caller frees with gguf_file_free. buf must
  * outlive *out. */
-int32_t gguf_parse(const uint8_t *buf, uint64_t size, const char *label, int flags,
-                   gguf_file_t *out, char *msg, size_t msg_len);
+int32_t gguf_parse(const uint8_t *buf, uint64_t size, const char *label, int flags, gguf_file_t *out,
+                   char *msg, size_t msg_len);
 void gguf_file_free(gguf_file_t *f);
 
 const gguf_kv_t *gguf_find_kv(const gguf_file_t *f, const char *key);
@@ -131,8 +142,8 @@ char *gguf_lora_module(const char *hf_name);
 /* Move the d rows (unit bytes each) of src to dst, dst and src distinct:
  * to_gguf = 0 undoes convert_hf_to_gguf's permutation (GGUF -> HF order),
  * 1 applies it. d must be a multiple of 2 * n_head (checked by the caller). */
-void gguf_permute_rows(uint8_t *dst, const uint8_t *src, uint64_t d, uint64_t unit,
-                       uint64_t n_head, int to_gguf);
+void gguf_permute_rows(uint8_t *dst, const uint8_t *src, uint64_t d, uint64_t unit, uint64_t n_head,
+                       int to_gguf);
 /* The source row of destination row i (same convention). */
 uint64_t gguf_permute_src_row(uint64_t i, uint64_t d, uint64_t n_head, int to_gguf);
 
@@ -146,17 +157,27 @@ struct json_t *gguf_meta_config(const gguf_file_t *f);
 /* Shortest decimal that reads back as the same float, as a double. */
 double gguf_f32_shortest(float v);
 
+/* GGUF key/values from an HF config (model_type, num_hidden_layers, ...)
+ * into kv/types, as convert_hf_to_gguf.py writes them; general.file_type
+ * from the most common type of the 2-D+ tensors. */
+int32_t gguf_config_kvs(const struct json_t *cfg, const lk_tensor_t *tensors, uint64_t n, struct json_t *kv,
+                        struct json_t *types, const char *path, lk_error_t *err);
+/* cfg[field] as a non-negative integer: 1 found, 0 absent or null, -1 not one. */
+int gguf_cfg_get(const struct json_t *cfg, const char *field, long long *out);
+/* kv[key] = value (reference stolen) and types[key] = type; nonzero on failure. */
+int gguf_kv_set(struct json_t *kv, struct json_t *types, const char *key, struct json_t *value,
+                const char *type);
+
 /* ---- errors ---------------------------------------------------------------------- */
 
 /* Fill err (when its struct_size allows) and return code. */
-int32_t gguf_fail(lk_error_t *err, int32_t code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int32_t gguf_fail(lk_error_t *err, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- writers (gguf_write.c) ---------------------------------------------------------- */
 
-int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const char *const *names,
-                         uint64_t n, const char *metadata_json, lk_error_t *err);
-int32_t gguf_write_lora(const char *path, const lk_tensor_t *tensors, const char *const *names,
-                        uint64_t n, const char *metadata_json, lk_error_t *err);
+int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const char *const *names, uint64_t n,
+                         const char *metadata_json, lk_error_t *err);
+int32_t gguf_write_lora(const char *path, const lk_tensor_t *tensors, const char *const *names, uint64_t n,
+                        const char *metadata_json, lk_error_t *err);
 
 #endif /* LORAKIT_GGUF_H */

@@ -12,7 +12,9 @@
  * them); keys and tensor names were already required to be UTF-8.
  *
  * The config takes <arch>.* keys (llama.block_count -> num_hidden_layers,
- * ...) and the tensors (tie_word_embeddings when output.weight is absent). */
+ * ...) and the tensors (tie_word_embeddings when output.weight is absent);
+ * the way back, for a model converted from a Hugging Face folder, gives the
+ * <arch>.* keys convert_hf_to_gguf.py writes, with their types. */
 #include "gguf.h"
 
 #include <jansson.h>
@@ -118,15 +120,16 @@ static json_t *gguf_json_value(const uint8_t *buf, uint64_t *pos, uint32_t t) {
 /* The type string of the value of type t at buf + pos: "u32",
  * "array[string]", "array[array[i32]]" (the inner type of an array of
  * arrays is that of its first element; u8 when it has none). */
-static int gguf_type_string(const uint8_t *buf, uint64_t pos, uint32_t t, char *out, size_t n,
-                            int depth) {
+static int gguf_type_string(const uint8_t *buf, uint64_t pos, uint32_t t, char *out, size_t n, int depth) {
   if (t != GGUF_T_ARRAY) return snprintf(out, n, "%s", gguf_value_type_name(t)) < (int)n ? 0 : -1;
   if (depth > GGUF_MAX_NESTING) return -1;
   uint32_t at = gguf_rd_u32(buf + pos);
   uint64_t count = gguf_rd_u64(buf + pos + 4);
   char inner[256];
-  if (at == GGUF_T_ARRAY && count == 0) snprintf(inner, sizeof inner, "array[u8]");
-  else if (gguf_type_string(buf, pos + 12, at, inner, sizeof inner, depth + 1)) return -1;
+  if (at == GGUF_T_ARRAY && count == 0)
+    snprintf(inner, sizeof inner, "array[u8]");
+  else if (gguf_type_string(buf, pos + 12, at, inner, sizeof inner, depth + 1))
+    return -1;
   return snprintf(out, n, "array[%s]", inner) < (int)n ? 0 : -1;
 }
 
@@ -139,8 +142,8 @@ json_t *gguf_meta_gguf_object(const gguf_file_t *f) {
     const gguf_kv_t *e = &f->kv[i];
     uint64_t pos = e->type == GGUF_T_ARRAY ? e->off - 12 : e->off;
     char tname[256];
-    bad |= gguf_type_string(f->buf, e->type == GGUF_T_ARRAY ? pos : e->off, e->type, tname,
-                            sizeof tname, 0) != 0;
+    bad |= gguf_type_string(f->buf, e->type == GGUF_T_ARRAY ? pos : e->off, e->type, tname, sizeof tname,
+                            0) != 0;
     if (!bad) bad |= json_object_set_new(kv, e->key, gguf_json_value(f->buf, &pos, e->type));
     if (!bad) bad |= json_object_set_new(types, e->key, json_string(tname));
   }
@@ -196,8 +199,9 @@ static const gguf_tensor_t *gguf_find_tensor(const gguf_file_t *f, const char *n
 }
 
 static void gguf_cfg_arch(gguf_cfg_t *c, const char *arch) {
-  static const struct { const char *arch, *cls; } classes[] = {
-      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}};
+  static const struct {
+    const char *arch, *cls;
+  } classes[] = {{"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}};
   c->bad |= json_object_set_new(c->cfg, "model_type", json_string(arch));
   for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
     if (!strcmp(arch, classes[i].arch)) {
@@ -266,4 +270,101 @@ json_t *gguf_meta_config(const gguf_file_t *f) {
     return NULL;
   }
   return c.cfg;
+}
+
+/* ---- HF config -> GGUF key/values (the writer of a converted model) ------------------------ */
+
+/* cfg[field] as a non-negative integer: 1 found, 0 absent, -1 not an integer. */
+int gguf_cfg_get(const json_t *cfg, const char *field, json_int_t *out) {
+  const json_t *v = json_object_get(cfg, field);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_integer(v) || json_integer_value(v) < 0) return -1;
+  *out = json_integer_value(v);
+  return 1;
+}
+
+int gguf_kv_set(json_t *kv, json_t *types, const char *key, json_t *value, const char *type) {
+  return json_object_set_new(kv, key, value) | json_object_set_new(types, key, json_string(type));
+}
+
+/* llama.cpp's general.file_type (llama_ftype) of the most common type of the
+ * 2-D+ tensors; -1 when it has none. */
+static int gguf_file_type(const lk_tensor_t *tensors, uint64_t n) {
+  static const int8_t ftype[43] = {
+      [0] = 0,   [1] = 1,   [2] = 2,   [3] = 3,   [8] = 7,   [6] = 8,   [7] = 9,   [10] = 10, [11] = 12,
+      [12] = 15, [13] = 17, [14] = 18, [16] = 19, [17] = 20, [18] = 23, [19] = 24, [20] = 25, [21] = 26,
+      [22] = 28, [23] = 30, [29] = 31, [30] = 32, [34] = 36, [35] = 37, [39] = 38, [40] = 39, [41] = 40};
+  uint64_t count[43] = {0};
+  int best = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    int32_t t = gguf_type_from_dtype(tensors[i].dtype, tensors[i].qformat);
+    if (t >= 0 && t < 43 && tensors[i].ndim >= 2) count[t]++;
+  }
+  for (int t = 1; t < 43; t++)
+    if (count[t] > count[best]) best = t;
+  return best == 0 || ftype[best] ? ftype[best] : -1;
+}
+
+/* The <arch>.* keys convert_hf_to_gguf.py writes, from an HF config. */
+int32_t gguf_config_kvs(const json_t *cfg, const lk_tensor_t *tensors, uint64_t n, json_t *kv, json_t *types,
+                        const char *path, lk_error_t *err) {
+  static const struct {
+    const char *field, *suffix;
+  } ints[] = {{"num_hidden_layers", "block_count"},
+              {"max_position_embeddings", "context_length"},
+              {"hidden_size", "embedding_length"},
+              {"intermediate_size", "feed_forward_length"},
+              {"num_attention_heads", "attention.head_count"},
+              {"num_key_value_heads", "attention.head_count_kv"}};
+  const char *mt = json_string_value(json_object_get(cfg, "model_type"));
+  if (!mt || !mt[0])
+    return gguf_fail(err, LK_ERR_INVALID_ARG,
+                     "%s: metadata config lacks model_type (needed for general.architecture)", path);
+  const char *arch = !strcmp(mt, "mistral") ? "llama" : mt;
+  int bad = gguf_kv_set(kv, types, "general.architecture", json_string(arch), "string");
+  bad |= gguf_kv_set(kv, types, "general.type", json_string("model"), "string");
+  json_int_t v, heads = 0, hidden = 0, head_dim = 0;
+  char key[192];
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    int got = gguf_cfg_get(cfg, ints[i].field, &v);
+    if (got < 0)
+      return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata config.%s is not a non-negative integer", path,
+                       ints[i].field);
+    if (!got && i == 5 && heads) got = 1, v = heads; /* HF: kv heads default to the heads */
+    if (!got) continue;
+    if (i == 4) heads = v;
+    if (i == 2) hidden = v;
+    snprintf(key, sizeof key, "%s.%s", arch, ints[i].suffix);
+    bad |= gguf_kv_set(kv, types, key, json_integer(v), "u32");
+  }
+  const json_t *rp = json_object_get(cfg, "rope_parameters"), *theta = json_object_get(cfg, "rope_theta");
+  if (!json_is_number(theta) && json_is_object(rp)) theta = json_object_get(rp, "rope_theta");
+  const json_t *eps = json_object_get(cfg, "rms_norm_eps");
+  snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+  if (json_is_number(theta)) bad |= gguf_kv_set(kv, types, key, json_real(json_number_value(theta)), "f32");
+  snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+  if (json_is_number(eps)) bad |= gguf_kv_set(kv, types, key, json_real(json_number_value(eps)), "f32");
+  int got_hd = gguf_cfg_get(cfg, "head_dim", &head_dim);
+  if (got_hd < 0)
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata config.head_dim is not a non-negative integer",
+                     path);
+  if (got_hd) {
+    snprintf(key, sizeof key, "%s.attention.key_length", arch);
+    bad |= gguf_kv_set(kv, types, key, json_integer(head_dim), "u32");
+    snprintf(key, sizeof key, "%s.attention.value_length", arch);
+    bad |= gguf_kv_set(kv, types, key, json_integer(head_dim), "u32");
+  }
+  int ft = gguf_file_type(tensors, n);
+  if (ft >= 0) bad |= gguf_kv_set(kv, types, "general.file_type", json_integer(ft), "u32");
+  if (gguf_cfg_get(cfg, "vocab_size", &v) > 0) {
+    snprintf(key, sizeof key, "%s.vocab_size", arch);
+    bad |= gguf_kv_set(kv, types, key, json_integer(v), "u32");
+  }
+  if (!got_hd && heads > 0 && hidden % heads == 0) head_dim = hidden / heads;
+  if (head_dim > 0) {
+    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
+    bad |= gguf_kv_set(kv, types, key, json_integer(head_dim), "u32");
+  }
+  bad |= gguf_kv_set(kv, types, "general.quantization_version", json_integer(2), "u32");
+  return bad ? gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path) : LK_OK;
 }

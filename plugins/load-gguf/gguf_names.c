@@ -25,9 +25,7 @@
 
 int gguf_arch_permutes(const char *arch) { return arch && !strcmp(arch, "llama"); }
 
-int gguf_arch_mapped(const char *arch) {
-  return arch && (!strcmp(arch, "llama") || !strcmp(arch, "qwen2"));
-}
+int gguf_arch_mapped(const char *arch) { return arch && (!strcmp(arch, "llama") || !strcmp(arch, "qwen2")); }
 
 typedef struct gguf_name_pair_t {
   const char *gguf;
@@ -72,8 +70,7 @@ static int gguf_layer_prefix(const char *s, size_t n, const char *prefix, unsign
   size_t i = pl, start = pl;
   while (i < n && s[i] >= '0' && s[i] <= '9') i++;
   size_t digits = i - start;
-  if (digits == 0 || digits > 9 || (digits > 1 && s[start] == '0') || i >= n || s[i] != '.')
-    return 0;
+  if (digits == 0 || digits > 9 || (digits > 1 && s[start] == '0') || i >= n || s[i] != '.') return 0;
   *layer = strtoul(s + start, NULL, 10);
   *rest = s + i + 1;
   return 1;
@@ -137,9 +134,12 @@ static int gguf_ends_with(const char *s, const char *suffix, size_t *stem) {
 char *gguf_lora_name_to_hf(const char *gguf_name, int mapped, int *is_b, int *perm, int *oom) {
   size_t stem;
   *oom = 0;
-  if (gguf_ends_with(gguf_name, ".lora_a", &stem)) *is_b = 0;
-  else if (gguf_ends_with(gguf_name, ".lora_b", &stem)) *is_b = 1;
-  else return NULL;
+  if (gguf_ends_with(gguf_name, ".lora_a", &stem))
+    *is_b = 0;
+  else if (gguf_ends_with(gguf_name, ".lora_b", &stem))
+    *is_b = 1;
+  else
+    return NULL;
   char *base = strndup(gguf_name, stem);
   char *hf = base ? gguf_name_to_hf(base, mapped, perm) : NULL;
   free(base);
@@ -157,8 +157,7 @@ char *gguf_lora_name_to_hf(const char *gguf_name, int mapped, int *is_b, int *pe
 
 char *gguf_lora_module(const char *hf_name) {
   size_t stem;
-  if (!gguf_ends_with(hf_name, ".lora_A.weight", &stem) &&
-      !gguf_ends_with(hf_name, ".lora_B.weight", &stem))
+  if (!gguf_ends_with(hf_name, ".lora_A.weight", &stem) && !gguf_ends_with(hf_name, ".lora_B.weight", &stem))
     return NULL;
   return strndup(hf_name, stem);
 }
@@ -166,9 +165,12 @@ char *gguf_lora_module(const char *hf_name) {
 char *gguf_lora_name_from_hf(const char *hf_name, int mapped, int *is_b, int *perm, int *oom) {
   *oom = 0;
   size_t stem;
-  if (gguf_ends_with(hf_name, ".lora_A.weight", &stem)) *is_b = 0;
-  else if (gguf_ends_with(hf_name, ".lora_B.weight", &stem)) *is_b = 1;
-  else return NULL;
+  if (gguf_ends_with(hf_name, ".lora_A.weight", &stem))
+    *is_b = 0;
+  else if (gguf_ends_with(hf_name, ".lora_B.weight", &stem))
+    *is_b = 1;
+  else
+    return NULL;
   char *base = NULL;
   if (asprintf(&base, "%.*s.weight", (int)stem, hf_name) < 0) {
     *oom = 1;
@@ -192,8 +194,8 @@ uint64_t gguf_permute_src_row(uint64_t i, uint64_t d, uint64_t n_head, int to_gg
   return head * hd + 2 * (j % h2) + j / h2;
 }
 
-void gguf_permute_rows(uint8_t *dst, const uint8_t *src, uint64_t d, uint64_t unit,
-                       uint64_t n_head, int to_gguf) {
+void gguf_permute_rows(uint8_t *dst, const uint8_t *src, uint64_t d, uint64_t unit, uint64_t n_head,
+                       int to_gguf) {
   for (uint64_t i = 0; i < d; i++)
     memcpy(dst + i * unit, src + gguf_permute_src_row(i, d, n_head, to_gguf) * unit, (size_t)unit);
 }

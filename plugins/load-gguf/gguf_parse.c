@@ -1,5 +1,5 @@
-/* gguf_parse.c - the GGUF parser and validator, on a memory buffer, and the
- * ggml type table.
+/* gguf_parse.c - the GGUF parser and validator, on a memory buffer, the
+ * ggml type table, and the error helpers every part uses.
  *
  * Layout (ggml docs/gguf.md, versions 2 and 3, little-endian):
  *   magic "GGUF", u32 version, u64 n_tensors, u64 n_kv,
@@ -112,12 +112,19 @@ int gguf_utf8_valid(const uint8_t *s, uint64_t n) {
   uint64_t i = 0;
   while (i < n) {
     uint8_t c = s[i];
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
     uint32_t cp, len;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+      len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+      len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+      len = 4, cp = c & 0x07;
+    else
+      return 0;
     if (n - i < len) return 0;
     for (uint32_t k = 1; k < len; k++) {
       if ((s[i + k] & 0xC0) != 0x80) return 0;
@@ -134,9 +141,25 @@ int gguf_utf8_valid(const uint8_t *s, uint64_t n) {
 void gguf_utf8_trim(char *s) {
   size_t n = strlen(s), i = n;
   while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80 && n - i < 3) i--;
-  if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) i--; /* a lead byte: is its sequence whole? */
-  else return;
+  if (i > 0 && (unsigned char)s[i - 1] >= 0xC0)
+    i--; /* a lead byte: is its sequence whole? */
+  else
+    return;
   if (!gguf_utf8_valid((const uint8_t *)s + i, n - i)) s[i] = 0;
+}
+
+int32_t gguf_fail(lk_error_t *err, int32_t code, const char *fmt, ...) {
+  if (err && err->struct_size >= offsetof(lk_error_t, message) + LK_ERROR_MAX) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    gguf_utf8_trim(err->message); /* a long name cut mid-character */
+    err->code = code;
+  } else if (err && err->struct_size >= offsetof(lk_error_t, code) + sizeof err->code) {
+    err->code = code;
+  }
+  return code;
 }
 
 /* ---- the cursor ----------------------------------------------------------------- */
@@ -149,8 +172,8 @@ typedef struct gguf_cur_t {
   size_t msg_len;
 } gguf_cur_t;
 
-__attribute__((format(printf, 3, 4))) static int32_t gguf_perr(gguf_cur_t *c, int32_t code,
-                                                                const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int32_t gguf_perr(gguf_cur_t *c, int32_t code, const char *fmt,
+                                                               ...) {
   if (c->msg && c->msg_len) {
     int n = snprintf(c->msg, c->msg_len, "%s: ", c->label);
     if (n < 0) n = 0;
@@ -171,9 +194,9 @@ static uint64_t gguf_left(const gguf_cur_t *c) { return c->size - c->pos; }
 static int32_t gguf_need(gguf_cur_t *c, uint64_t n, const char *what, const char *whose) {
   if (gguf_left(c) >= n) return LK_OK;
   return gguf_perr(c, LK_ERR_FORMAT,
-                   "truncated: %s%s%s at offset %llu needs %llu bytes but the file ends at %llu",
-                   what, whose ? " of " : "", whose ? whose : "", (unsigned long long)c->pos,
-                   (unsigned long long)n, (unsigned long long)c->size);
+                   "truncated: %s%s%s at offset %llu needs %llu bytes but the file ends at %llu", what,
+                   whose ? " of " : "", whose ? whose : "", (unsigned long long)c->pos, (unsigned long long)n,
+                   (unsigned long long)c->size);
 }
 
 static int32_t gguf_get_u32(gguf_cur_t *c, uint32_t *v, const char *what, const char *whose) {
@@ -219,8 +242,8 @@ static int32_t gguf_get_name(gguf_cur_t *c, char **out, const char *what, uint64
   int32_t rc = gguf_get_str(c, &s, &n, whole, NULL);
   if (rc) return rc;
   if (n == 0)
-    return gguf_perr(c, LK_ERR_FORMAT, "%s #%llu at offset %llu is empty", what,
-                     (unsigned long long)index, (unsigned long long)at);
+    return gguf_perr(c, LK_ERR_FORMAT, "%s #%llu at offset %llu is empty", what, (unsigned long long)index,
+                     (unsigned long long)at);
   if (memchr(s, 0, n) || !gguf_utf8_valid(s, n))
     return gguf_perr(c, LK_ERR_FORMAT, "%s #%llu at offset %llu is not valid UTF-8 text", what,
                      (unsigned long long)index, (unsigned long long)at);
@@ -251,16 +274,15 @@ static int32_t gguf_walk_value(gguf_cur_t *c, uint32_t t, int depth, const char 
   }
   /* array */
   if (depth >= GGUF_MAX_NESTING)
-    return gguf_perr(c, LK_ERR_FORMAT, "key '%s': arrays nested more than %d deep", key,
-                     GGUF_MAX_NESTING);
+    return gguf_perr(c, LK_ERR_FORMAT, "key '%s': arrays nested more than %d deep", key, GGUF_MAX_NESTING);
   uint32_t at;
   uint64_t count;
   int32_t rc = gguf_get_u32(c, &at, "the array element type", key);
   if (!rc) rc = gguf_get_u64(c, &count, "the array length", key);
   if (rc) return rc;
   if (at >= GGUF_T_COUNT)
-    return gguf_perr(c, LK_ERR_FORMAT, "key '%s': array of unknown value type %u (GGUF knows 0..12)",
-                     key, at);
+    return gguf_perr(c, LK_ERR_FORMAT, "key '%s': array of unknown value type %u (GGUF knows 0..12)", key,
+                     at);
   /* The least an element can take: its fixed size, a string's length, an
    * inner array's type and count. */
   uint64_t least = gguf_scalar_size(at) ? gguf_scalar_size(at) : at == GGUF_T_STRING ? 8 : 12;
@@ -316,8 +338,8 @@ static int32_t gguf_parse_kvs(gguf_cur_t *c, gguf_file_t *f, uint64_t n_kv) {
     if (!rc) rc = gguf_get_u32(c, &kv->type, "the value type", kv->key);
     if (rc) return rc;
     if (kv->type >= GGUF_T_COUNT)
-      return gguf_perr(c, LK_ERR_FORMAT, "key '%s': unknown value type %u (GGUF knows 0..12)",
-                       kv->key, kv->type);
+      return gguf_perr(c, LK_ERR_FORMAT, "key '%s': unknown value type %u (GGUF knows 0..12)", kv->key,
+                       kv->type);
     uint64_t start = c->pos;
     if (kv->type == GGUF_T_ARRAY && gguf_left(c) >= 12) {
       kv->atype = gguf_rd_u32(c->buf + c->pos);
@@ -372,9 +394,8 @@ static int32_t gguf_tensor_size(gguf_cur_t *c, gguf_tensor_t *t) {
     if (__builtin_mul_overflow(nel, (uint64_t)t->ne[d], &nel) || nel > INT64_MAX)
       return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': the element count overflows", t->name);
   if ((uint64_t)t->ne[0] % ti->block)
-    return gguf_perr(c, LK_ERR_FORMAT,
-                     "tensor '%s': ne[0] = %lld is not a multiple of the %s block size %u", t->name,
-                     (long long)t->ne[0], ti->name, ti->block);
+    return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': ne[0] = %lld is not a multiple of the %s block size %u",
+                     t->name, (long long)t->ne[0], ti->name, ti->block);
   uint64_t bytes;
   int over = __builtin_mul_overflow((uint64_t)t->ne[0] / ti->block, (uint64_t)ti->size, &bytes);
   for (uint32_t d = 1; d < t->n_dims; d++) over |= __builtin_mul_overflow(bytes, (uint64_t)t->ne[d], &bytes);
@@ -396,8 +417,8 @@ static int32_t gguf_parse_tensor(gguf_cur_t *c, gguf_tensor_t *t) {
     rc = gguf_get_u64(c, &v, "a dimension", t->name);
     if (rc) return rc;
     if (v > INT64_MAX)
-      return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': ne[%u] = %llu is negative as int64", t->name,
-                       d, (unsigned long long)v);
+      return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': ne[%u] = %llu is negative as int64", t->name, d,
+                       (unsigned long long)v);
     t->ne[d] = (int64_t)v;
   }
   rc = gguf_get_u32(c, &t->type, "the ggml type", t->name);
@@ -411,13 +432,15 @@ static int32_t gguf_check_data(gguf_cur_t *c, gguf_file_t *f) {
     gguf_tensor_t *t = &f->tensors[i];
     uint64_t abs = f->data_off + t->offset;
     if (t->offset % f->alignment)
-      return gguf_perr(c, LK_ERR_FORMAT, "tensor '%s': data offset %llu is not a multiple of the alignment %llu",
-                       t->name, (unsigned long long)t->offset, (unsigned long long)f->alignment);
-    if (t->offset > c->size || abs > c->size || t->nbytes > c->size - abs)
       return gguf_perr(c, LK_ERR_FORMAT,
-                       "tensor '%s' data [offset %llu, %llu bytes] runs past the end of the file (%llu bytes)",
-                       t->name, (unsigned long long)(t->offset > c->size ? t->offset : abs),
-                       (unsigned long long)t->nbytes, (unsigned long long)c->size);
+                       "tensor '%s': data offset %llu is not a multiple of the alignment %llu", t->name,
+                       (unsigned long long)t->offset, (unsigned long long)f->alignment);
+    if (t->offset > c->size || abs > c->size || t->nbytes > c->size - abs)
+      return gguf_perr(
+          c, LK_ERR_FORMAT,
+          "tensor '%s' data [offset %llu, %llu bytes] runs past the end of the file (%llu bytes)", t->name,
+          (unsigned long long)(t->offset > c->size ? t->offset : abs), (unsigned long long)t->nbytes,
+          (unsigned long long)c->size);
   }
   if (f->n_tensors < 2) return LK_OK;
   gguf_tensor_t **v = malloc((size_t)f->n_tensors * sizeof *v);
@@ -435,9 +458,8 @@ static int32_t gguf_check_data(gguf_cur_t *c, gguf_file_t *f) {
       if (a->nbytes && b->nbytes && a->offset + a->nbytes > b->offset)
         rc = gguf_perr(c, LK_ERR_FORMAT,
                        "tensor '%s' data [offset %llu, %llu bytes] overlaps tensor '%s' at offset %llu",
-                       a->name, (unsigned long long)(f->data_off + a->offset),
-                       (unsigned long long)a->nbytes, b->name,
-                       (unsigned long long)(f->data_off + b->offset));
+                       a->name, (unsigned long long)(f->data_off + a->offset), (unsigned long long)a->nbytes,
+                       b->name, (unsigned long long)(f->data_off + b->offset));
     }
   }
   free(v);
@@ -502,8 +524,8 @@ static int32_t gguf_parse_header(gguf_cur_t *c, gguf_file_t *f, uint64_t *n_tens
   return LK_OK;
 }
 
-int32_t gguf_parse(const uint8_t *buf, uint64_t size, const char *label, int flags,
-                   gguf_file_t *out, char *msg, size_t msg_len) {
+int32_t gguf_parse(const uint8_t *buf, uint64_t size, const char *label, int flags, gguf_file_t *out,
+                   char *msg, size_t msg_len) {
   gguf_cur_t c = {buf, size, 0, label ? label : "<gguf>", msg, msg_len};
   if (msg && msg_len) msg[0] = 0;
   memset(out, 0, sizeof *out);

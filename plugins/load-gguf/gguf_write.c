@@ -6,7 +6,7 @@
  * negative, i64/u64 past 32 bits; real -> f32; bool; string; arrays by their
  * elements), so a file read here is written back byte for byte. A model
  * converted from a Hugging Face folder has only "config": the llama.cpp
- * <arch>.* keys are derived from it as convert_hf_to_gguf.py writes them. An
+ * <arch>.* keys are derived from it (gguf_config_kvs, gguf_meta.c). An
  * adapter gets general.architecture, general.type, adapter.type,
  * adapter.lora.alpha and general.quantization_version, from its
  * adapter_config and base_config.
@@ -87,7 +87,8 @@ static int gguf_parse_type(const char *s, uint32_t *chain) {
   }
   size_t len = strcspn(s, "]");
   for (uint32_t t = 0; t < GGUF_T_COUNT; t++)
-    if (t != GGUF_T_ARRAY && strlen(gguf_value_type_name(t)) == len && !strncmp(s, gguf_value_type_name(t), len)) {
+    if (t != GGUF_T_ARRAY && strlen(gguf_value_type_name(t)) == len &&
+        !strncmp(s, gguf_value_type_name(t), len)) {
       chain[n] = t;
       for (int i = 0; i < n; i++)
         if (s[len + (size_t)i] != ']') return 0;
@@ -131,11 +132,16 @@ static int gguf_infer_type(const json_t *v, uint32_t *chain, int depth) {
       hi = x > hi ? x : hi;
     }
   }
-  if (all_str) chain[1] = GGUF_T_STRING;
-  else if (all_bool) chain[1] = GGUF_T_BOOL;
-  else if (all_num && any_real) chain[1] = GGUF_T_F32;
-  else if (all_num) chain[1] = lo < 0 ? (lo >= INT32_MIN && hi <= INT32_MAX ? GGUF_T_I32 : GGUF_T_I64) : gguf_infer_int(hi);
-  else return 0;
+  if (all_str)
+    chain[1] = GGUF_T_STRING;
+  else if (all_bool)
+    chain[1] = GGUF_T_BOOL;
+  else if (all_num && any_real)
+    chain[1] = GGUF_T_F32;
+  else if (all_num)
+    chain[1] = lo < 0 ? (lo >= INT32_MIN && hi <= INT32_MAX ? GGUF_T_I32 : GGUF_T_I64) : gguf_infer_int(hi);
+  else
+    return 0;
   return 2;
 }
 
@@ -144,11 +150,14 @@ static int32_t gguf_kv_bad(gguf_kvenc_t *e, const char *why, const char *tname) 
 }
 
 static int32_t gguf_enc_int(gguf_kvenc_t *e, const json_t *v, uint32_t t) {
-  static const struct { int bytes; int64_t lo; uint64_t hi; } r[GGUF_T_COUNT] = {
-      [GGUF_T_U8] = {1, 0, UINT8_MAX},        [GGUF_T_I8] = {1, INT8_MIN, INT8_MAX},
-      [GGUF_T_U16] = {2, 0, UINT16_MAX},      [GGUF_T_I16] = {2, INT16_MIN, INT16_MAX},
-      [GGUF_T_U32] = {4, 0, UINT32_MAX},      [GGUF_T_I32] = {4, INT32_MIN, INT32_MAX},
-      [GGUF_T_U64] = {8, 0, UINT64_MAX},      [GGUF_T_I64] = {8, INT64_MIN, INT64_MAX}};
+  static const struct {
+    int bytes;
+    int64_t lo;
+    uint64_t hi;
+  } r[GGUF_T_COUNT] = {[GGUF_T_U8] = {1, 0, UINT8_MAX},   [GGUF_T_I8] = {1, INT8_MIN, INT8_MAX},
+                       [GGUF_T_U16] = {2, 0, UINT16_MAX}, [GGUF_T_I16] = {2, INT16_MIN, INT16_MAX},
+                       [GGUF_T_U32] = {4, 0, UINT32_MAX}, [GGUF_T_I32] = {4, INT32_MIN, INT32_MAX},
+                       [GGUF_T_U64] = {8, 0, UINT64_MAX}, [GGUF_T_I64] = {8, INT64_MIN, INT64_MAX}};
   if (t == GGUF_T_U64 && json_is_string(v)) { /* what the reader writes past INT64_MAX */
     const char *s = json_string_value(v);
     char *end;
@@ -158,9 +167,11 @@ static int32_t gguf_enc_int(gguf_kvenc_t *e, const json_t *v, uint32_t t) {
     wb_le(e->out, u, 8);
     return LK_OK;
   }
-  if (!json_is_integer(v)) return gguf_kv_bad(e, "the value is not an integer, needed for type", gguf_value_type_name(t));
+  if (!json_is_integer(v))
+    return gguf_kv_bad(e, "the value is not an integer, needed for type", gguf_value_type_name(t));
   json_int_t x = json_integer_value(v);
-  if (x < r[t].lo || (x > 0 && (uint64_t)x > r[t].hi)) return gguf_kv_bad(e, "the value is out of range of", gguf_value_type_name(t));
+  if (x < r[t].lo || (x > 0 && (uint64_t)x > r[t].hi))
+    return gguf_kv_bad(e, "the value is out of range of", gguf_value_type_name(t));
   wb_le(e->out, (uint64_t)x, r[t].bytes);
   return LK_OK;
 }
@@ -168,11 +179,16 @@ static int32_t gguf_enc_int(gguf_kvenc_t *e, const json_t *v, uint32_t t) {
 static int32_t gguf_enc_real(gguf_kvenc_t *e, const json_t *v, uint32_t t) {
   double d;
   const char *s = json_string_value(v);
-  if (json_is_number(v)) d = json_number_value(v);
-  else if (s && !strcmp(s, "NaN")) d = NAN;
-  else if (s && !strcmp(s, "Infinity")) d = INFINITY;
-  else if (s && !strcmp(s, "-Infinity")) d = -INFINITY;
-  else return gguf_kv_bad(e, "the value is not a number, needed for type", gguf_value_type_name(t));
+  if (json_is_number(v))
+    d = json_number_value(v);
+  else if (s && !strcmp(s, "NaN"))
+    d = NAN;
+  else if (s && !strcmp(s, "Infinity"))
+    d = INFINITY;
+  else if (s && !strcmp(s, "-Infinity"))
+    d = -INFINITY;
+  else
+    return gguf_kv_bad(e, "the value is not a number, needed for type", gguf_value_type_name(t));
   if (t == GGUF_T_F64) {
     uint64_t u;
     memcpy(&u, &d, sizeof u);
@@ -229,13 +245,18 @@ static int32_t gguf_enc_kvs(const json_t *kv, const json_t *types, gguf_wbuf_t *
     e.key = key;
     const char *ts = json_string_value(json_object_get(types, key));
     int n = ts ? gguf_parse_type(ts, chain) : gguf_infer_type(v, chain, 0);
-    if (ts && !n) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata kv_types['%s'] = '%s' is not a GGUF type", path, key, ts);
-    if (!n) return gguf_kv_bad(&e, "has no GGUF type (null, object or mixed array):", json_is_null(v) ? "null" : "value");
+    if (ts && !n)
+      return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata kv_types['%s'] = '%s' is not a GGUF type", path,
+                       key, ts);
+    if (!n)
+      return gguf_kv_bad(
+          &e, "has no GGUF type (null, object or mixed array):", json_is_null(v) ? "null" : "value");
     if (!key[0]) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata has an empty key", path);
     if (!strcmp(key, "general.alignment")) {
       json_int_t a = json_integer_value(v);
       if (!json_is_integer(v) || a <= 0 || a > (json_int_t)1 << 30 || (a & (a - 1)))
-        return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata key 'general.alignment' is not a power of two in [1, 2^30]", path);
+        return gguf_fail(err, LK_ERR_INVALID_ARG,
+                         "%s: metadata key 'general.alignment' is not a power of two in [1, 2^30]", path);
       *alignment = (uint64_t)a;
     }
     wb_str(out, key, strlen(key));
@@ -275,22 +296,26 @@ static void gguf_plan_free(gguf_plan_t *p) {
 }
 
 /* Shape, type and size of tensor i, and its permutation. */
-static int32_t gguf_plan_tensor(gguf_plan_t *p, uint64_t i, const lk_tensor_t *src, const char *canon, char *gname,
-                                int perm) {
+static int32_t gguf_plan_tensor(gguf_plan_t *p, uint64_t i, const lk_tensor_t *src, const char *canon,
+                                char *gname, int perm) {
   gguf_wt_t *w = &p->t[i];
   w->name = gname;
   w->canon = canon;
   if (!src || src->struct_size < offsetof(lk_tensor_t, qformat) + sizeof src->qformat)
-    return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': NULL or too small lk_tensor_t", p->path, canon);
+    return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': NULL or too small lk_tensor_t", p->path,
+                     canon);
   if (strlen(gname) >= GGUF_NAME_MAX)
-    return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': GGUF name '%s' is %zu bytes; llama.cpp allows %d",
-                     p->path, canon, gname, strlen(gname), GGUF_NAME_MAX - 1);
+    return gguf_fail(p->err, LK_ERR_INVALID_ARG,
+                     "%s: tensor '%s': GGUF name '%s' is %zu bytes; llama.cpp allows %d", p->path, canon,
+                     gname, strlen(gname), GGUF_NAME_MAX - 1);
   int32_t type = gguf_type_from_dtype(src->dtype, src->qformat);
   if (type < 0)
-    return gguf_fail(p->err, LK_ERR_DTYPE, "%s: tensor '%s': dtype %d%s%s has no GGUF type", p->path, canon, src->dtype,
-                     src->dtype == LK_DTYPE_QUANT ? " qformat " : "", src->dtype == LK_DTYPE_QUANT && src->qformat ? src->qformat : "");
+    return gguf_fail(p->err, LK_ERR_DTYPE, "%s: tensor '%s': dtype %d%s%s has no GGUF type", p->path, canon,
+                     src->dtype, src->dtype == LK_DTYPE_QUANT ? " qformat " : "",
+                     src->dtype == LK_DTYPE_QUANT && src->qformat ? src->qformat : "");
   if (src->ndim > GGUF_MAX_DIMS)
-    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s' has %u dimensions; GGUF holds at most %d", p->path, canon, src->ndim, GGUF_MAX_DIMS);
+    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s' has %u dimensions; GGUF holds at most %d",
+                     p->path, canon, src->ndim, GGUF_MAX_DIMS);
   const gguf_type_info_t *ti = gguf_type_info((uint32_t)type);
   w->type = (uint32_t)type;
   w->n_dims = src->ndim ? src->ndim : 1;
@@ -298,32 +323,38 @@ static int32_t gguf_plan_tensor(gguf_plan_t *p, uint64_t i, const lk_tensor_t *s
   uint64_t rows = 1;
   for (uint32_t d = 0; d < src->ndim; d++) {
     int64_t s = src->shape[src->ndim - 1 - d];
-    if (s < 0) return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s' has a negative dimension", p->path, canon);
+    if (s < 0)
+      return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s' has a negative dimension", p->path, canon);
     w->ne[d] = s;
     if (d && __builtin_mul_overflow(rows, (uint64_t)s, &rows))
       return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': size overflows", p->path, canon);
   }
   if ((uint64_t)w->ne[0] % ti->block)
-    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': innermost dimension %lld is not a multiple of the %s block size %u",
+    return gguf_fail(p->err, LK_ERR_SHAPE,
+                     "%s: tensor '%s': innermost dimension %lld is not a multiple of the %s block size %u",
                      p->path, canon, (long long)w->ne[0], ti->name, ti->block);
   uint64_t row_bytes;
   if (__builtin_mul_overflow((uint64_t)w->ne[0] / ti->block, (uint64_t)ti->size, &row_bytes) ||
       __builtin_mul_overflow(row_bytes, rows, &w->nbytes))
     return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': size overflows", p->path, canon);
   if (w->nbytes != src->nbytes)
-    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': %llu bytes given, its shape and type take %llu", p->path, canon,
-                     (unsigned long long)src->nbytes, (unsigned long long)w->nbytes);
-  if (w->nbytes && !src->data) return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': NULL data", p->path, canon);
+    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s': %llu bytes given, its shape and type take %llu",
+                     p->path, canon, (unsigned long long)src->nbytes, (unsigned long long)w->nbytes);
+  if (w->nbytes && !src->data)
+    return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s': NULL data", p->path, canon);
   w->data = src->data;
   if (!perm || !p->permutes) return LK_OK;
   int64_t nh = perm == GGUF_PERM_Q ? p->n_head : p->n_head_kv;
   const char *field = perm == GGUF_PERM_Q ? p->heads_field : p->heads_kv_field;
   if (nh <= 0)
-    return gguf_fail(p->err, LK_ERR_INVALID_ARG, "%s: tensor '%s' must be row-permuted for llama.cpp's RoPE layout but the metadata lacks %s",
-                     p->path, canon, field);
+    return gguf_fail(
+        p->err, LK_ERR_INVALID_ARG,
+        "%s: tensor '%s' must be row-permuted for llama.cpp's RoPE layout but the metadata lacks %s", p->path,
+        canon, field);
   uint64_t d = (uint64_t)w->ne[w->n_dims - 1];
   if (d % (2 * (uint64_t)nh) || (w->n_dims == 1 && ti->block != 1))
-    return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s' has %llu rows, which do not split into %s = %lld heads of row pairs",
+    return gguf_fail(p->err, LK_ERR_SHAPE,
+                     "%s: tensor '%s' has %llu rows, which do not split into %s = %lld heads of row pairs",
                      p->path, canon, (unsigned long long)d, field, (long long)nh);
   w->n_head = (uint64_t)nh;
   return LK_OK;
@@ -350,8 +381,8 @@ static int32_t gguf_plan_finish(gguf_plan_t *p, uint64_t alignment) {
   int32_t rc = LK_OK;
   for (uint64_t i = 1; i < p->n && !rc; i++)
     if (!strcmp(v[i - 1]->name, v[i]->name))
-      rc = gguf_fail(p->err, LK_ERR_EXISTS, "%s: tensors '%s' and '%s' both map to the GGUF name '%s'", p->path,
-                     v[i - 1]->canon, v[i]->canon, v[i]->name);
+      rc = gguf_fail(p->err, LK_ERR_EXISTS, "%s: tensors '%s' and '%s' both map to the GGUF name '%s'",
+                     p->path, v[i - 1]->canon, v[i]->canon, v[i]->name);
   free(v);
   return rc;
 }
@@ -400,8 +431,8 @@ static mode_t gguf_umask(void) {
   return (mode_t)mask;
 }
 
-static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv, const gguf_plan_t *p, uint64_t alignment,
-                         lk_error_t *err) {
+static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv, const gguf_plan_t *p,
+                         uint64_t alignment, lk_error_t *err) {
   gguf_wbuf_t h = {0};
   wb_bytes(&h, "GGUF", 4);
   wb_le(&h, 3, 4);
@@ -417,7 +448,8 @@ static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv
     wb_le(&h, w->offset, 8);
   }
   static const uint8_t zeros[64] = {0};
-  while (p->n && h.n % alignment) wb_bytes(&h, zeros, (size_t)((alignment - h.n % alignment) > 64 ? 64 : alignment - h.n % alignment));
+  while (p->n && h.n % alignment)
+    wb_bytes(&h, zeros, (size_t)((alignment - h.n % alignment) > 64 ? 64 : alignment - h.n % alignment));
   if (h.oom) {
     free(h.p);
     return gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory for the header", path);
@@ -433,20 +465,30 @@ static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv
     return gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   }
   fd = mkstemp(tmp);
-  if (fd < 0) rc = gguf_fail(err, LK_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-  if (!rc && fchmod(fd, 0666 & ~gguf_umask())) rc = gguf_fail(err, LK_ERR_IO, "%s: chmod of the temporary file %s: %s", path, tmp, strerror(errno));
-  if (!rc && gguf_write_all(fd, h.p, h.n)) rc = gguf_fail(err, LK_ERR_IO, "%s: writing the header to the temporary file: %s", path, strerror(errno));
+  if (fd < 0)
+    rc =
+        gguf_fail(err, LK_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
+  if (!rc && fchmod(fd, 0666 & ~gguf_umask()))
+    rc = gguf_fail(err, LK_ERR_IO, "%s: chmod of the temporary file %s: %s", path, tmp, strerror(errno));
+  if (!rc && gguf_write_all(fd, h.p, h.n))
+    rc = gguf_fail(err, LK_ERR_IO, "%s: writing the header to the temporary file: %s", path, strerror(errno));
   for (uint64_t i = 0; i < p->n && !rc; i++) {
     const gguf_wt_t *w = &p->t[i];
     uint64_t pad = (alignment - w->nbytes % alignment) % alignment; /* after the last one too, as gguf-py */
     int bad = gguf_write_tensor(fd, w, chunk, chunk_cap);
-    for (uint64_t k = 0; k < pad && !bad; k += 64) bad = gguf_write_all(fd, zeros, (size_t)(pad - k < 64 ? pad - k : 64));
+    for (uint64_t k = 0; k < pad && !bad; k += 64)
+      bad = gguf_write_all(fd, zeros, (size_t)(pad - k < 64 ? pad - k : 64));
     if (bad)
-      rc = gguf_fail(err, LK_ERR_IO, "%s: writing tensor '%s' to the temporary file: %s", path, w->name, strerror(errno));
+      rc = gguf_fail(err, LK_ERR_IO, "%s: writing tensor '%s' to the temporary file: %s", path, w->name,
+                     strerror(errno));
   }
-  if (!rc && fsync(fd)) rc = gguf_fail(err, LK_ERR_IO, "%s: fsync of the temporary file: %s", path, strerror(errno));
-  if (fd >= 0 && close(fd) && !rc) rc = gguf_fail(err, LK_ERR_IO, "%s: closing the temporary file: %s", path, strerror(errno));
-  if (!rc && rename(tmp, path)) rc = gguf_fail(err, LK_ERR_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
+  if (!rc && fsync(fd))
+    rc = gguf_fail(err, LK_ERR_IO, "%s: fsync of the temporary file: %s", path, strerror(errno));
+  if (fd >= 0 && close(fd) && !rc)
+    rc = gguf_fail(err, LK_ERR_IO, "%s: closing the temporary file: %s", path, strerror(errno));
+  if (!rc && rename(tmp, path))
+    rc = gguf_fail(err, LK_ERR_IO, "%s: cannot rename the temporary file into place: %s", path,
+                   strerror(errno));
   if (rc && fd >= 0) unlink(tmp);
   if (!rc) { /* make the rename durable */
     char *dir = strdup(path);
@@ -480,94 +522,9 @@ static int32_t gguf_load_meta(const char *path, const char *json, json_t **root,
   return LK_OK;
 }
 
-/* cfg[field] as a non-negative integer: 1 found, 0 absent, -1 not an integer. */
-static int gguf_cfg_get(const json_t *cfg, const char *field, json_int_t *out) {
-  const json_t *v = json_object_get(cfg, field);
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_integer(v) || json_integer_value(v) < 0) return -1;
-  *out = json_integer_value(v);
-  return 1;
-}
-
-static int gguf_set(json_t *kv, json_t *types, const char *key, json_t *value, const char *type) {
-  return json_object_set_new(kv, key, value) | json_object_set_new(types, key, json_string(type));
-}
-
-/* llama.cpp's general.file_type (llama_ftype) of the most common type of the
- * 2-D+ tensors; -1 when it has none. */
-static int gguf_file_type(const lk_tensor_t *tensors, uint64_t n) {
-  static const int8_t ftype[43] = {[0] = 0,   [1] = 1,   [2] = 2,   [3] = 3,   [8] = 7,   [6] = 8,
-                                   [7] = 9,   [10] = 10, [11] = 12, [12] = 15, [13] = 17, [14] = 18,
-                                   [16] = 19, [17] = 20, [18] = 23, [19] = 24, [20] = 25, [21] = 26,
-                                   [22] = 28, [23] = 30, [29] = 31, [30] = 32, [34] = 36, [35] = 37,
-                                   [39] = 38, [40] = 39, [41] = 40};
-  uint64_t count[43] = {0};
-  int best = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    int32_t t = gguf_type_from_dtype(tensors[i].dtype, tensors[i].qformat);
-    if (t >= 0 && t < 43 && tensors[i].ndim >= 2) count[t]++;
-  }
-  for (int t = 1; t < 43; t++)
-    if (count[t] > count[best]) best = t;
-  return best == 0 || ftype[best] ? ftype[best] : -1;
-}
-
-/* The <arch>.* keys convert_hf_to_gguf.py writes, from an HF config. */
-static int32_t gguf_config_kvs(const json_t *cfg, const lk_tensor_t *tensors, uint64_t n, json_t *kv, json_t *types,
-                               const char *path, lk_error_t *err) {
-  static const struct { const char *field, *suffix; } ints[] = {
-      {"num_hidden_layers", "block_count"},      {"max_position_embeddings", "context_length"},
-      {"hidden_size", "embedding_length"},       {"intermediate_size", "feed_forward_length"},
-      {"num_attention_heads", "attention.head_count"}, {"num_key_value_heads", "attention.head_count_kv"}};
-  const char *mt = json_string_value(json_object_get(cfg, "model_type"));
-  if (!mt || !mt[0]) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata config lacks model_type (needed for general.architecture)", path);
-  const char *arch = !strcmp(mt, "mistral") ? "llama" : mt;
-  int bad = gguf_set(kv, types, "general.architecture", json_string(arch), "string");
-  bad |= gguf_set(kv, types, "general.type", json_string("model"), "string");
-  json_int_t v, heads = 0, hidden = 0, head_dim = 0;
-  char key[192];
-  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-    int got = gguf_cfg_get(cfg, ints[i].field, &v);
-    if (got < 0) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata config.%s is not a non-negative integer", path, ints[i].field);
-    if (!got && i == 5 && heads) got = 1, v = heads; /* HF: kv heads default to the heads */
-    if (!got) continue;
-    if (i == 4) heads = v;
-    if (i == 2) hidden = v;
-    snprintf(key, sizeof key, "%s.%s", arch, ints[i].suffix);
-    bad |= gguf_set(kv, types, key, json_integer(v), "u32");
-  }
-  const json_t *rp = json_object_get(cfg, "rope_parameters"), *theta = json_object_get(cfg, "rope_theta");
-  if (!json_is_number(theta) && json_is_object(rp)) theta = json_object_get(rp, "rope_theta");
-  const json_t *eps = json_object_get(cfg, "rms_norm_eps");
-  snprintf(key, sizeof key, "%s.rope.freq_base", arch);
-  if (json_is_number(theta)) bad |= gguf_set(kv, types, key, json_real(json_number_value(theta)), "f32");
-  snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
-  if (json_is_number(eps)) bad |= gguf_set(kv, types, key, json_real(json_number_value(eps)), "f32");
-  int got_hd = gguf_cfg_get(cfg, "head_dim", &head_dim);
-  if (got_hd < 0) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata config.head_dim is not a non-negative integer", path);
-  if (got_hd) {
-    snprintf(key, sizeof key, "%s.attention.key_length", arch);
-    bad |= gguf_set(kv, types, key, json_integer(head_dim), "u32");
-    snprintf(key, sizeof key, "%s.attention.value_length", arch);
-    bad |= gguf_set(kv, types, key, json_integer(head_dim), "u32");
-  }
-  int ft = gguf_file_type(tensors, n);
-  if (ft >= 0) bad |= gguf_set(kv, types, "general.file_type", json_integer(ft), "u32");
-  if (gguf_cfg_get(cfg, "vocab_size", &v) > 0) {
-    snprintf(key, sizeof key, "%s.vocab_size", arch);
-    bad |= gguf_set(kv, types, key, json_integer(v), "u32");
-  }
-  if (!got_hd && heads > 0 && hidden % heads == 0) head_dim = hidden / heads;
-  if (head_dim > 0) {
-    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
-    bad |= gguf_set(kv, types, key, json_integer(head_dim), "u32");
-  }
-  bad |= gguf_set(kv, types, "general.quantization_version", json_integer(2), "u32");
-  return bad ? gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path) : LK_OK;
-}
-
 /* Head counts from <arch>.attention.head_count(_kv) in kv, else from an HF config. */
-static void gguf_plan_heads(gguf_plan_t *p, const char *arch, const json_t *kv, const json_t *cfg, const char *cfg_name) {
+static void gguf_plan_heads(gguf_plan_t *p, const char *arch, const json_t *kv, const json_t *cfg,
+                            const char *cfg_name) {
   static char fq[160], fk[160];
   char key[128];
   json_int_t v;
@@ -593,18 +550,21 @@ static void gguf_plan_heads(gguf_plan_t *p, const char *arch, const json_t *kv, 
   p->heads_kv_field = fk;
 }
 
-static int32_t gguf_check_args(const char *path, const lk_tensor_t *tensors, const char *const *names, uint64_t n,
-                               lk_error_t *err) {
+static int32_t gguf_check_args(const char *path, const lk_tensor_t *tensors, const char *const *names,
+                               uint64_t n, lk_error_t *err) {
   if (!path || !path[0]) return gguf_fail(err, LK_ERR_INVALID_ARG, "gguf write: NULL or empty path");
   if (n && (!tensors || !names)) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: NULL tensors or names", path);
-  if (n > ((uint64_t)1 << 32)) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: %llu tensors is too many", path, (unsigned long long)n);
+  if (n > ((uint64_t)1 << 32))
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: %llu tensors is too many", path, (unsigned long long)n);
   for (uint64_t i = 0; i < n; i++)
-    if (!names[i] || !names[i][0]) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: tensor #%llu has no name", path, (unsigned long long)i);
+    if (!names[i] || !names[i][0])
+      return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: tensor #%llu has no name", path, (unsigned long long)i);
   return LK_OK;
 }
 
 /* Encode kv, lay the tensors out and write the file. */
-static int32_t gguf_finish(const char *path, gguf_plan_t *p, const json_t *kv, const json_t *types, lk_error_t *err) {
+static int32_t gguf_finish(const char *path, gguf_plan_t *p, const json_t *kv, const json_t *types,
+                           lk_error_t *err) {
   gguf_wbuf_t kvs = {0};
   uint64_t n_kv = 0, alignment = GGUF_DEFAULT_ALIGNMENT;
   int32_t rc = gguf_enc_kvs(kv, types, &kvs, &n_kv, &alignment, path, err);
@@ -625,7 +585,8 @@ int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const cha
   if (!json_is_object(cfg)) cfg = NULL;
   if (!rc && json_is_object(json_object_get(g, "kv"))) {
     json_object_update(kv, json_object_get(g, "kv"));
-    if (json_is_object(json_object_get(g, "kv_types"))) json_object_update(types, json_object_get(g, "kv_types"));
+    if (json_is_object(json_object_get(g, "kv_types")))
+      json_object_update(types, json_object_get(g, "kv_types"));
   } else if (!rc && cfg) {
     rc = gguf_config_kvs(cfg, tensors, n, kv, types, path, err);
   }
@@ -633,11 +594,13 @@ int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const cha
   p.mapped = gguf_arch_mapped(arch);
   p.permutes = gguf_arch_permutes(arch);
   if (!rc && p.permutes) gguf_plan_heads(&p, arch, kv, cfg, "config");
-  if (!rc && !(p.t = calloc((size_t)n + 1, sizeof *p.t))) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  if (!rc && !(p.t = calloc((size_t)n + 1, sizeof *p.t)))
+    rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   for (uint64_t i = 0; i < n && !rc; i++) {
     int perm = 0;
     char *gname = gguf_name_from_hf(names[i], p.mapped, &perm);
-    rc = gname ? gguf_plan_tensor(&p, i, &tensors[i], names[i], gname, perm) : gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    rc = gname ? gguf_plan_tensor(&p, i, &tensors[i], names[i], gname, perm)
+               : gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   }
   if (!rc) rc = gguf_finish(path, &p, kv, types, err);
   gguf_plan_free(&p);
@@ -648,52 +611,61 @@ int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const cha
 }
 
 /* Each lora_A [r, in] has its lora_B [out, r] of the same rank. */
-static int32_t gguf_lora_check_pairs(const char *path, const lk_tensor_t *tensors, const char *const *names, uint64_t n,
-                                     lk_error_t *err) {
+static int32_t gguf_lora_check_pairs(const char *path, const lk_tensor_t *tensors, const char *const *names,
+                                     uint64_t n, lk_error_t *err) {
   for (uint64_t i = 0; i < n; i++) {
     size_t len = strlen(names[i]);
     if (len < 14 || strcmp(names[i] + len - 14, ".lora_A.weight")) continue;
     uint64_t j;
     for (j = 0; j < n; j++)
-      if (strlen(names[j]) == len && !strncmp(names[j], names[i], len - 8) && !strcmp(names[j] + len - 8, "B.weight")) break;
+      if (strlen(names[j]) == len && !strncmp(names[j], names[i], len - 8) &&
+          !strcmp(names[j] + len - 8, "B.weight"))
+        break;
     if (j == n) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: '%s' has no lora_B", path, names[i]);
     const lk_tensor_t *a = &tensors[i], *b = &tensors[j];
     if (a->ndim != 2 || b->ndim != 2 || a->shape[0] != b->shape[1])
-      return gguf_fail(err, LK_ERR_SHAPE, "%s: '%s' and its lora_B are not [r, in] and [out, r] of one rank", path, names[i]);
+      return gguf_fail(err, LK_ERR_SHAPE, "%s: '%s' and its lora_B are not [r, in] and [out, r] of one rank",
+                       path, names[i]);
   }
   for (uint64_t i = 0; i < n; i++) {
     size_t len = strlen(names[i]);
     if (len < 14 || strcmp(names[i] + len - 14, ".lora_B.weight")) continue;
     uint64_t j;
     for (j = 0; j < n; j++)
-      if (strlen(names[j]) == len && !strncmp(names[j], names[i], len - 8) && !strcmp(names[j] + len - 8, "A.weight")) break;
+      if (strlen(names[j]) == len && !strncmp(names[j], names[i], len - 8) &&
+          !strcmp(names[j] + len - 8, "A.weight"))
+        break;
     if (j == n) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: '%s' has no lora_A", path, names[i]);
   }
   return LK_OK;
 }
 
 /* general.architecture and adapter.lora.alpha of an adapter. */
-static int32_t gguf_lora_kvs(const char *path, const json_t *root, const json_t *base, json_t *kv, json_t *types,
-                             const char **arch_out, lk_error_t *err) {
+static int32_t gguf_lora_kvs(const char *path, const json_t *root, const json_t *base, json_t *kv,
+                             json_t *types, const char **arch_out, lk_error_t *err) {
   const json_t *g = json_object_get(root, "gguf"), *ac = json_object_get(root, "adapter_config");
   if (json_is_object(json_object_get(g, "kv"))) {
     json_object_update(kv, json_object_get(g, "kv"));
-    if (json_is_object(json_object_get(g, "kv_types"))) json_object_update(types, json_object_get(g, "kv_types"));
+    if (json_is_object(json_object_get(g, "kv_types")))
+      json_object_update(types, json_object_get(g, "kv_types"));
   }
   const char *mt = json_string_value(json_object_get(base, "model_type"));
-  const char *arch = mt ? (!strcmp(mt, "mistral") ? "llama" : mt) : json_string_value(json_object_get(kv, "general.architecture"));
+  const char *arch = mt ? (!strcmp(mt, "mistral") ? "llama" : mt)
+                        : json_string_value(json_object_get(kv, "general.architecture"));
   if (!arch || !arch[0])
-    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata lacks base_config.model_type (needed for general.architecture)", path);
+    return gguf_fail(err, LK_ERR_INVALID_ARG,
+                     "%s: metadata lacks base_config.model_type (needed for general.architecture)", path);
   const json_t *alpha = json_object_get(ac, "lora_alpha");
   if (!json_is_number(alpha)) alpha = json_object_get(kv, "adapter.lora.alpha");
   if (!json_is_number(alpha))
-    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata lacks adapter_config.lora_alpha (a number)", path);
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata lacks adapter_config.lora_alpha (a number)",
+                     path);
   double a = json_number_value(alpha);
-  int bad = gguf_set(kv, types, "general.architecture", json_string(arch), "string");
-  bad |= gguf_set(kv, types, "general.type", json_string("adapter"), "string");
-  bad |= gguf_set(kv, types, "adapter.type", json_string("lora"), "string");
-  bad |= gguf_set(kv, types, "adapter.lora.alpha", json_real(a), "f32");
-  bad |= gguf_set(kv, types, "general.quantization_version", json_integer(2), "u32");
+  int bad = gguf_kv_set(kv, types, "general.architecture", json_string(arch), "string");
+  bad |= gguf_kv_set(kv, types, "general.type", json_string("adapter"), "string");
+  bad |= gguf_kv_set(kv, types, "adapter.type", json_string("lora"), "string");
+  bad |= gguf_kv_set(kv, types, "adapter.lora.alpha", json_real(a), "f32");
+  bad |= gguf_kv_set(kv, types, "general.quantization_version", json_integer(2), "u32");
   *arch_out = json_string_value(json_object_get(kv, "general.architecture"));
   return bad ? gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path) : LK_OK;
 }
@@ -714,15 +686,21 @@ int32_t gguf_write_lora(const char *path, const lk_tensor_t *tensors, const char
   p.mapped = gguf_arch_mapped(arch);
   p.permutes = gguf_arch_permutes(arch);
   if (!rc && p.permutes) gguf_plan_heads(&p, "-", NULL, base, "base_config");
-  if (!rc && !(p.t = calloc((size_t)n + 1, sizeof *p.t))) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  if (!rc && !(p.t = calloc((size_t)n + 1, sizeof *p.t)))
+    rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   for (uint64_t i = 0; i < n && !rc; i++) {
     int perm = 0, is_b = 0, oom = 0;
     char *gname = gguf_lora_name_from_hf(names[i], p.mapped, &is_b, &perm, &oom);
     if (!gname && !oom) gname = gguf_name_from_hf(names[i], p.mapped, &perm), perm = 0; /* e.g. norms */
-    if (!gname) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    if (!gname)
+      rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
     else if (!strncmp(gname, "token_embd.", 11) && strstr(gname, ".lora_"))
-      free(gname), rc = gguf_fail(err, LK_ERR_UNSUPPORTED, "%s: '%s' is a LoRA of the token embeddings: not supported in GGUF LoRA files", path, names[i]);
-    else rc = gguf_plan_tensor(&p, i, &tensors[i], names[i], gname, is_b ? perm : GGUF_PERM_NONE);
+      free(gname),
+          rc = gguf_fail(err, LK_ERR_UNSUPPORTED,
+                         "%s: '%s' is a LoRA of the token embeddings: not supported in GGUF LoRA files", path,
+                         names[i]);
+    else
+      rc = gguf_plan_tensor(&p, i, &tensors[i], names[i], gname, is_b ? perm : GGUF_PERM_NONE);
   }
   if (!rc) rc = gguf_finish(path, &p, kv, types, err);
   gguf_plan_free(&p);

@@ -13,7 +13,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,34 +24,20 @@ static const lk_host_api_t *gguf_host;
 static uint32_t gguf_refs;
 static pthread_mutex_t gguf_init_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int32_t gguf_fail(lk_error_t *err, int32_t code, const char *fmt, ...) {
-  if (err && err->struct_size >= offsetof(lk_error_t, message) + LK_ERROR_MAX) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-    gguf_utf8_trim(err->message);
-    err->code = code;
-  } else if (err && err->struct_size >= offsetof(lk_error_t, code) + sizeof err->code) {
-    err->code = code;
-  }
-  return code;
-}
-
 /* ---- an open file ------------------------------------------------------------- */
 
 typedef struct gguf_handle_t {
-  int lora;       /* opened by gguf-lora */
+  int lora; /* opened by gguf-lora */
   char *path;
-  uint8_t *map;   /* the whole file, PROT_READ */
+  uint8_t *map; /* the whole file, PROT_READ */
   uint64_t size;
   gguf_file_t f;
-  char **names;   /* canonical name of each tensor */
-  int *perm;      /* GGUF_PERM_* of each tensor by name (lora: of lora_b only) */
-  char arch[64];  /* general.architecture ("" when absent) */
-  int permutes;   /* the architecture's attn_q/attn_k rows are permuted */
+  char **names;              /* canonical name of each tensor */
+  int *perm;                 /* GGUF_PERM_* of each tensor by name (lora: of lora_b only) */
+  char arch[64];             /* general.architecture ("" when absent) */
+  int permutes;              /* the architecture's attn_q/attn_k rows are permuted */
   int64_t n_head, n_head_kv; /* 0: unknown */
-  char *meta;     /* metadata JSON */
+  char *meta;                /* metadata JSON */
 } gguf_handle_t;
 
 static void gguf_close(void *file) {
@@ -70,17 +55,25 @@ static void gguf_close(void *file) {
 
 static int32_t gguf_map_file(gguf_handle_t *h, const char *path, lk_error_t *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return gguf_fail(err, errno == ENOENT ? LK_ERR_NOT_FOUND : LK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  if (fd < 0)
+    return gguf_fail(err, errno == ENOENT ? LK_ERR_NOT_FOUND : LK_ERR_IO, "%s: cannot open: %s", path,
+                     strerror(errno));
   struct stat st;
   int32_t rc = LK_OK;
-  if (fstat(fd, &st)) rc = gguf_fail(err, LK_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-  else if (!S_ISREG(st.st_mode)) rc = gguf_fail(err, LK_ERR_FORMAT, "%s: not a regular file", path);
-  else if (st.st_size < 4) rc = gguf_fail(err, LK_ERR_FORMAT, "%s: not a GGUF file (%lld bytes)", path, (long long)st.st_size);
+  if (fstat(fd, &st))
+    rc = gguf_fail(err, LK_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+  else if (!S_ISREG(st.st_mode))
+    rc = gguf_fail(err, LK_ERR_FORMAT, "%s: not a regular file", path);
+  else if (st.st_size < 4)
+    rc = gguf_fail(err, LK_ERR_FORMAT, "%s: not a GGUF file (%lld bytes)", path, (long long)st.st_size);
   if (!rc) {
     h->size = (uint64_t)st.st_size;
     void *p = mmap(NULL, (size_t)h->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) rc = gguf_fail(err, LK_ERR_IO, "%s: cannot map %llu bytes: %s", path, (unsigned long long)h->size, strerror(errno));
-    else h->map = p;
+    if (p == MAP_FAILED)
+      rc = gguf_fail(err, LK_ERR_IO, "%s: cannot map %llu bytes: %s", path, (unsigned long long)h->size,
+                     strerror(errno));
+    else
+      h->map = p;
   }
   close(fd);
   return rc;
@@ -124,18 +117,22 @@ static int32_t gguf_lora_pairs(gguf_handle_t *h, const int *is_b, lk_error_t *er
     size_t n = strlen(t->name);
     if (n < 7 || strncmp(t->name + n - 7, ".lora_", 6)) continue;
     if (t->n_dims != 2)
-      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has %u dimensions, not 2", h->path, t->name, t->n_dims);
+      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has %u dimensions, not 2", h->path, t->name,
+                       t->n_dims);
     const gguf_tensor_t *o = NULL;
     for (uint64_t j = 0; j < h->f.n_tensors && !o; j++) {
       const char *m = h->f.tensors[j].name;
-      if (j != i && strlen(m) == n && !strncmp(m, t->name, n - 1) && m[n - 1] == (is_b[i] ? 'a' : 'b')) o = &h->f.tensors[j];
+      if (j != i && strlen(m) == n && !strncmp(m, t->name, n - 1) && m[n - 1] == (is_b[i] ? 'a' : 'b'))
+        o = &h->f.tensors[j];
     }
     if (!o)
-      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has no matching lora_%c", h->path, t->name, is_b[i] ? 'a' : 'b');
+      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has no matching lora_%c", h->path, t->name,
+                       is_b[i] ? 'a' : 'b');
     int64_t r = is_b[i] ? t->ne[0] : t->ne[1], r2 = is_b[i] ? o->ne[1] : o->ne[0];
     if (o->n_dims != 2 || r != r2 || r <= 0)
-      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensors '%s' and '%s' disagree on the rank (%lld vs %lld)", h->path,
-                       t->name, o->name, (long long)r, (long long)r2);
+      return gguf_fail(err, LK_ERR_FORMAT,
+                       "%s: LoRA tensors '%s' and '%s' disagree on the rank (%lld vs %lld)", h->path, t->name,
+                       o->name, (long long)r, (long long)r2);
   }
   return LK_OK;
 }
@@ -149,7 +146,8 @@ static int32_t gguf_lora_names(gguf_handle_t *h, lk_error_t *err) {
     const char *g = h->f.tensors[i].name;
     int perm = 0, oom = 0;
     char *name = gguf_lora_name_to_hf(g, mapped, &is_b[i], &perm, &oom);
-    if (!name && !oom) name = gguf_name_to_hf(g, mapped, &perm), perm = 0, is_b[i] = 0; /* norms of mergekit */
+    if (!name && !oom)
+      name = gguf_name_to_hf(g, mapped, &perm), perm = 0, is_b[i] = 0; /* norms of mergekit */
     if (!name) {
       rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", h->path);
       break;
@@ -157,8 +155,10 @@ static int32_t gguf_lora_names(gguf_handle_t *h, lk_error_t *err) {
     h->names[i] = name;
     h->perm[i] = is_b[i] ? perm : GGUF_PERM_NONE;
     if (!strncmp(g, "token_embd.", 11) && strstr(g, ".lora_"))
-      rc = gguf_fail(err, LK_ERR_UNSUPPORTED, "%s: '%s' is a LoRA of the token embeddings (stored transposed); "
-                     "embedding adapters are not supported", h->path, g);
+      rc = gguf_fail(err, LK_ERR_UNSUPPORTED,
+                     "%s: '%s' is a LoRA of the token embeddings (stored transposed); "
+                     "embedding adapters are not supported",
+                     h->path, g);
   }
   if (!rc) rc = gguf_lora_pairs(h, is_b, err);
   free(is_b);
@@ -172,8 +172,10 @@ static json_t *gguf_adapter_config(const gguf_handle_t *h) {
   json_t *cfg = json_object(), *targets = json_array(), *ranks = json_object(), *alphas = json_object();
   int bad = !cfg || !targets || !ranks || !alphas;
   double alpha = 0;
-  int has_alpha = gguf_kv_real(&h->f, gguf_find_kv(&h->f, "adapter.lora.alpha"), &alpha);
-  if (has_alpha && gguf_find_kv(&h->f, "adapter.lora.alpha")->type == GGUF_T_F32) alpha = gguf_f32_shortest((float)alpha);
+  /* llama.cpp: scale = alpha ? alpha / r : 1, so a zero alpha is no alpha */
+  int has_alpha = gguf_kv_real(&h->f, gguf_find_kv(&h->f, "adapter.lora.alpha"), &alpha) && alpha != 0;
+  if (has_alpha && gguf_find_kv(&h->f, "adapter.lora.alpha")->type == GGUF_T_F32)
+    alpha = gguf_f32_shortest((float)alpha);
   int64_t r0 = 0;
   for (uint64_t i = 0; i < h->f.n_tensors && !bad; i++) {
     const gguf_tensor_t *t = &h->f.tensors[i];
@@ -194,7 +196,8 @@ static json_t *gguf_adapter_config(const gguf_handle_t *h) {
   /* sort the leaf names (few: insertion sort) */
   for (size_t i = 1; i < json_array_size(targets); i++)
     for (size_t j = i; j > 0 && strcmp(json_string_value(json_array_get(targets, j - 1)),
-                                       json_string_value(json_array_get(targets, j))) > 0; j--) {
+                                       json_string_value(json_array_get(targets, j))) > 0;
+         j--) {
       json_t *a = json_incref(json_array_get(targets, j - 1));
       bad |= json_array_set(targets, j - 1, json_array_get(targets, j));
       bad |= json_array_set_new(targets, j, a);
@@ -236,19 +239,26 @@ static int32_t gguf_check_kind(gguf_handle_t *h, lk_error_t *err) {
   const gguf_file_t *f = &h->f;
   int is_adapter = gguf_kv_str_is(f, "general.type", "adapter");
   if (!h->lora && is_adapter)
-    return gguf_fail(err, LK_ERR_FORMAT, "%s: this is a LoRA adapter (general.type = \"adapter\"), not a model: open it with the gguf-lora loader", h->path);
+    return gguf_fail(err, LK_ERR_FORMAT,
+                     "%s: this is a LoRA adapter (general.type = \"adapter\"), not a model: open it with the "
+                     "gguf-lora loader",
+                     h->path);
   if (!h->lora) return LK_OK;
   const gguf_kv_t *gt = gguf_find_kv(f, "general.type");
   if (gt && !is_adapter)
-    return gguf_fail(err, LK_ERR_FORMAT, "%s: general.type is not \"adapter\": this is a model, not a LoRA adapter", h->path);
+    return gguf_fail(err, LK_ERR_FORMAT,
+                     "%s: general.type is not \"adapter\": this is a model, not a LoRA adapter", h->path);
   const gguf_kv_t *at = gguf_find_kv(f, "adapter.type");
   if (at && !gguf_kv_str_is(f, "adapter.type", "lora"))
-    return gguf_fail(err, LK_ERR_UNSUPPORTED, "%s: adapter.type is not \"lora\" (only LoRA adapters are supported)", h->path);
+    return gguf_fail(err, LK_ERR_UNSUPPORTED,
+                     "%s: adapter.type is not \"lora\" (only LoRA adapters are supported)", h->path);
   const gguf_kv_t *al = gguf_find_kv(f, "adapter.lora.alpha");
   double a;
   if (al && !gguf_kv_real(f, al, &a))
-    return gguf_fail(err, LK_ERR_FORMAT, "%s: adapter.lora.alpha has type %s, not a number", h->path, gguf_value_type_name(al->type));
-  if (al && !isfinite(a)) return gguf_fail(err, LK_ERR_FORMAT, "%s: adapter.lora.alpha is not a finite number", h->path);
+    return gguf_fail(err, LK_ERR_FORMAT, "%s: adapter.lora.alpha has type %s, not a number", h->path,
+                     gguf_value_type_name(al->type));
+  if (al && !isfinite(a))
+    return gguf_fail(err, LK_ERR_FORMAT, "%s: adapter.lora.alpha is not a finite number", h->path);
   return LK_OK;
 }
 
@@ -256,7 +266,8 @@ static int32_t gguf_read_arch(gguf_handle_t *h, lk_error_t *err) {
   const char *s;
   uint64_t n;
   const gguf_kv_t *kv = gguf_find_kv(&h->f, "general.architecture");
-  if (kv && (!gguf_kv_str(&h->f, kv, &s, &n) || n >= sizeof h->arch || memchr(s, 0, n) || !gguf_utf8_valid((const uint8_t *)s, n)))
+  if (kv && (!gguf_kv_str(&h->f, kv, &s, &n) || n >= sizeof h->arch || memchr(s, 0, n) ||
+             !gguf_utf8_valid((const uint8_t *)s, n)))
     return gguf_fail(err, LK_ERR_FORMAT, "%s: general.architecture is not a short UTF-8 string", h->path);
   if (kv) {
     memcpy(h->arch, s, n);
@@ -268,7 +279,8 @@ static int32_t gguf_read_arch(gguf_handle_t *h, lk_error_t *err) {
   snprintf(key, sizeof key, "%s.attention.head_count", h->arch);
   if (!gguf_kv_int(&h->f, gguf_find_kv(&h->f, key), &h->n_head) || h->n_head <= 0) h->n_head = 0;
   snprintf(key, sizeof key, "%s.attention.head_count_kv", h->arch);
-  if (!gguf_kv_int(&h->f, gguf_find_kv(&h->f, key), &h->n_head_kv) || h->n_head_kv <= 0) h->n_head_kv = h->n_head;
+  if (!gguf_kv_int(&h->f, gguf_find_kv(&h->f, key), &h->n_head_kv) || h->n_head_kv <= 0)
+    h->n_head_kv = h->n_head;
   return LK_OK;
 }
 
@@ -335,7 +347,9 @@ static int32_t gguf_tensor_info(void *file, int64_t index, lk_tensor_info_t *out
   if (rc) return rc;
   if (!out) return gguf_fail(err, LK_ERR_INVALID_ARG, "gguf tensor_info: NULL out");
   if (!LK_HAS_FIELD(out, lk_tensor_info_t, qformat))
-    return gguf_fail(err, LK_ERR_ABI, "gguf tensor_info: lk_tensor_info_t struct_size %u is too small (set it to sizeof)", out->struct_size);
+    return gguf_fail(err, LK_ERR_ABI,
+                     "gguf tensor_info: lk_tensor_info_t struct_size %u is too small (set it to sizeof)",
+                     out->struct_size);
   const gguf_tensor_t *t = &h->f.tensors[index];
   const gguf_type_info_t *ti = gguf_type_info(t->type);
   out->dtype = ti->dtype;
@@ -357,17 +371,21 @@ static int32_t gguf_perm_heads(gguf_handle_t *h, int64_t index, uint64_t *n_head
   int64_t n = perm == GGUF_PERM_Q ? h->n_head : h->n_head_kv;
   if (n <= 0) {
     if (h->lora)
-      return gguf_fail(err, LK_ERR_STATE, "%s: tensor '%s' is stored row-permuted for RoPE and the file has no head counts: "
-                       "the base model's config is needed (extension %s, or lk_adapter_load with base_config_json)",
-                       h->path, t->name, LK_LOADER_EXT_BASE_CONFIG);
-    return gguf_fail(err, LK_ERR_FORMAT, "%s: tensor '%s' is stored row-permuted but %s.attention.head_count%s is missing",
+      return gguf_fail(
+          err, LK_ERR_STATE,
+          "%s: tensor '%s' is stored row-permuted for RoPE and the file has no head counts: "
+          "the base model's config is needed (extension %s, or lk_adapter_load with base_config_json)",
+          h->path, t->name, LK_LOADER_EXT_BASE_CONFIG);
+    return gguf_fail(err, LK_ERR_FORMAT,
+                     "%s: tensor '%s' is stored row-permuted but %s.attention.head_count%s is missing",
                      h->path, t->name, h->arch, perm == GGUF_PERM_K ? "(_kv)" : "");
   }
   const gguf_type_info_t *ti = gguf_type_info(t->type);
   uint64_t d = (uint64_t)t->ne[t->n_dims - 1];
   if (d % (2 * (uint64_t)n) || (t->n_dims == 1 && ti->block != 1))
     return gguf_fail(err, h->lora ? LK_ERR_MISMATCH : LK_ERR_FORMAT,
-                     "%s: tensor '%s' has %llu rows, which do not split into %lld heads of row pairs for the RoPE un-permutation",
+                     "%s: tensor '%s' has %llu rows, which do not split into %lld heads of row pairs for the "
+                     "RoPE un-permutation",
                      h->path, t->name, (unsigned long long)d, (long long)n);
   *n_head = (uint64_t)n;
   return LK_OK;
@@ -379,8 +397,8 @@ static int32_t gguf_tensor_read(void *file, int64_t index, void *dst, uint64_t n
   if (rc) return rc;
   const gguf_tensor_t *t = &h->f.tensors[index];
   if (nbytes != t->nbytes)
-    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: tensor '%s' has %llu bytes; the destination holds %llu", h->path,
-                     h->names[index], (unsigned long long)t->nbytes, (unsigned long long)nbytes);
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: tensor '%s' has %llu bytes; the destination holds %llu",
+                     h->path, h->names[index], (unsigned long long)t->nbytes, (unsigned long long)nbytes);
   if (!dst && nbytes) return gguf_fail(err, LK_ERR_INVALID_ARG, "gguf tensor_read: NULL dst");
   uint64_t n_head;
   rc = gguf_perm_heads(h, index, &n_head, err);
@@ -400,7 +418,8 @@ static const void *gguf_tensor_map(void *file, int64_t index, lk_error_t *err) {
   if (gguf_check_index(h, index, "tensor_map", err)) return NULL;
   const gguf_tensor_t *t = &h->f.tensors[index];
   if (h->perm[index] && h->permutes) {
-    gguf_fail(err, LK_ERR_UNSUPPORTED, "%s: tensor '%s' is stored row-permuted: no zero-copy view, use tensor_read", h->path, t->name);
+    gguf_fail(err, LK_ERR_UNSUPPORTED,
+              "%s: tensor '%s' is stored row-permuted: no zero-copy view, use tensor_read", h->path, t->name);
     return NULL;
   }
   return h->map + h->f.data_off + t->offset;
@@ -428,18 +447,24 @@ static int32_t gguf_set_base_config(void *file, const char *json, lk_error_t *er
   json_t *root = json_loads(json, 0, &je);
   if (!root || !json_is_object(root)) {
     json_decref(root);
-    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: the base config is not a JSON object (%s)", h->path, root ? "not an object" : je.text);
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: the base config is not a JSON object (%s)", h->path,
+                     root ? "not an object" : je.text);
   }
-  const json_t *cfg = json_is_object(json_object_get(root, "config")) ? json_object_get(root, "config") : root;
+  const json_t *cfg =
+      json_is_object(json_object_get(root, "config")) ? json_object_get(root, "config") : root;
   int64_t heads = 0, kv = 0;
   int32_t rc = LK_OK;
-  int hh = gguf_cfg_count(cfg, "num_attention_heads", &heads), hk = gguf_cfg_count(cfg, "num_key_value_heads", &kv);
+  int hh = gguf_cfg_count(cfg, "num_attention_heads", &heads),
+      hk = gguf_cfg_count(cfg, "num_key_value_heads", &kv);
   const char *mt = json_string_value(json_object_get(cfg, "model_type"));
   const char *base_arch = mt && !strcmp(mt, "mistral") ? "llama" : mt;
   if (hh < 0 || hk < 0)
-    rc = gguf_fail(err, LK_ERR_INVALID_ARG, "%s: the base config's %s is not a positive integer", h->path, hh < 0 ? "num_attention_heads" : "num_key_value_heads");
+    rc = gguf_fail(err, LK_ERR_INVALID_ARG, "%s: the base config's %s is not a positive integer", h->path,
+                   hh < 0 ? "num_attention_heads" : "num_key_value_heads");
   else if (h->arch[0] && base_arch && strcmp(h->arch, base_arch))
-    rc = gguf_fail(err, LK_ERR_MISMATCH, "%s: the adapter is for architecture '%s' but the base model is '%s'", h->path, h->arch, mt);
+    rc =
+        gguf_fail(err, LK_ERR_MISMATCH, "%s: the adapter is for architecture '%s' but the base model is '%s'",
+                  h->path, h->arch, mt);
   if (!rc) {
     if (!h->arch[0] && base_arch) h->permutes = gguf_arch_permutes(base_arch);
     h->n_head = hh > 0 ? heads : 0;
@@ -454,7 +479,8 @@ static int32_t gguf_set_base_config(void *file, const char *json, lk_error_t *er
   return rc;
 }
 
-static const lk_loader_ext_base_config_t gguf_base_config_ext = {sizeof(lk_loader_ext_base_config_t), gguf_set_base_config};
+static const lk_loader_ext_base_config_t gguf_base_config_ext = {sizeof(lk_loader_ext_base_config_t),
+                                                                 gguf_set_base_config};
 
 static const void *gguf_lora_extension(void *file, const char *id) {
   (void)file;
@@ -508,17 +534,38 @@ static int32_t gguf_probe_lora(const char *path) {
 /* ---- descriptors and entry --------------------------------------------------------------- */
 
 static const lk_loader_vt_t gguf_model_vt = {
-    sizeof(lk_loader_vt_t), 0, "gguf",
+    sizeof(lk_loader_vt_t),
+    0,
+    "gguf",
     "GGUF model files (llama.cpp; v2/v3, every ggml type as raw blocks, llama/qwen2 names, Q/K un-permuted)",
-    gguf_probe_model, gguf_open_model, gguf_close, gguf_tensor_count, gguf_tensor_info, gguf_tensor_read,
-    gguf_tensor_map, gguf_metadata_json, gguf_write_model, gguf_model_extension,
+    gguf_probe_model,
+    gguf_open_model,
+    gguf_close,
+    gguf_tensor_count,
+    gguf_tensor_info,
+    gguf_tensor_read,
+    gguf_tensor_map,
+    gguf_metadata_json,
+    gguf_write_model,
+    gguf_model_extension,
 };
 
 static const lk_loader_vt_t gguf_lora_vt = {
-    sizeof(lk_loader_vt_t), 0, "gguf-lora",
-    "GGUF LoRA adapters (convert_lora_to_gguf.py): lora_a/lora_b as PEFT lora_A/lora_B, lora_b of q/k un-permuted",
-    gguf_probe_lora, gguf_open_lora, gguf_close, gguf_tensor_count, gguf_tensor_info, gguf_tensor_read,
-    gguf_tensor_map, gguf_metadata_json, gguf_write_lora, gguf_lora_extension,
+    sizeof(lk_loader_vt_t),
+    0,
+    "gguf-lora",
+    "GGUF LoRA adapters (convert_lora_to_gguf.py): lora_a/lora_b as PEFT lora_A/lora_B, lora_b of q/k "
+    "un-permuted",
+    gguf_probe_lora,
+    gguf_open_lora,
+    gguf_close,
+    gguf_tensor_count,
+    gguf_tensor_info,
+    gguf_tensor_read,
+    gguf_tensor_map,
+    gguf_metadata_json,
+    gguf_write_lora,
+    gguf_lora_extension,
 };
 
 static uint32_t gguf_factory_count(void) { return 2; }
@@ -527,7 +574,8 @@ static const lk_loader_vt_t *gguf_factory_get(uint32_t index) {
   return index == 0 ? &gguf_model_vt : index == 1 ? &gguf_lora_vt : NULL;
 }
 
-static const lk_loader_factory_t gguf_factory = {sizeof(lk_loader_factory_t), gguf_factory_count, gguf_factory_get};
+static const lk_loader_factory_t gguf_factory = {sizeof(lk_loader_factory_t), gguf_factory_count,
+                                                 gguf_factory_get};
 
 static int32_t gguf_init(const lk_host_api_t *host, lk_error_t *err) {
   if (!host) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s init: NULL host table", GGUF_PLUGIN_ID);
@@ -560,9 +608,11 @@ static const lk_plugin_t gguf_plugin = {
     gguf_get_factory,
 };
 
-LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host, const lk_plugin_t **out);
+LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
+                                         const lk_plugin_t **out);
 
-LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host, const lk_plugin_t **out) {
+LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
+                                         const lk_plugin_t **out) {
   (void)host; /* kept at init */
   if (!abi_in_out) return LK_ERR_INVALID_ARG;
   uint32_t theirs = *abi_in_out;

@@ -67,7 +67,8 @@ static void fuzz_data(const gguf_file_t *f) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char msg[512];
   gguf_file_t f;
-  if (gguf_parse(data, size, "fuzz.gguf", GGUF_PARSE_KV_ONLY, &f, msg, sizeof msg) == LK_OK) gguf_file_free(&f);
+  if (gguf_parse(data, size, "fuzz.gguf", GGUF_PARSE_KV_ONLY, &f, msg, sizeof msg) == LK_OK)
+    gguf_file_free(&f);
   if (gguf_parse(data, size, "fuzz.gguf", 0, &f, msg, sizeof msg) != LK_OK) {
     if (!msg[0]) __builtin_trap(); /* every refusal says why */
     return 0;

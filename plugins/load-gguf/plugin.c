@@ -110,31 +110,60 @@ static int32_t gguf_model_names(gguf_handle_t *h, lk_error_t *err) {
   return LK_OK;
 }
 
-/* lora_a [r, in] and lora_b [out, r] come in pairs of one rank. */
+typedef struct gguf_name_ix_t {
+  const char *name;
+  uint64_t index;
+} gguf_name_ix_t;
+
+static int gguf_cmp_name_ix(const void *a, const void *b) {
+  return strcmp(((const gguf_name_ix_t *)a)->name, ((const gguf_name_ix_t *)b)->name);
+}
+
+/* lora_a [r, in] and lora_b [out, r] come in pairs of one rank. Partners
+ * are found by binary search in the sorted names: a hostile file may hold
+ * millions of (empty) tensors. */
 static int32_t gguf_lora_pairs(gguf_handle_t *h, const int *is_b, lk_error_t *err) {
-  for (uint64_t i = 0; i < h->f.n_tensors; i++) {
+  uint64_t n_t = h->f.n_tensors;
+  gguf_name_ix_t *sorted = malloc((size_t)n_t * sizeof *sorted + 1);
+  char *want = NULL;
+  int32_t rc = LK_OK;
+  if (!sorted) return gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", h->path);
+  for (uint64_t i = 0; i < n_t; i++) sorted[i] = (gguf_name_ix_t){h->f.tensors[i].name, i};
+  qsort(sorted, (size_t)n_t, sizeof *sorted, gguf_cmp_name_ix);
+  for (uint64_t i = 0; i < n_t && !rc; i++) {
     const gguf_tensor_t *t = &h->f.tensors[i];
     size_t n = strlen(t->name);
-    if (n < 7 || strncmp(t->name + n - 7, ".lora_", 6)) continue;
-    if (t->n_dims != 2)
-      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has %u dimensions, not 2", h->path, t->name,
-                       t->n_dims);
-    const gguf_tensor_t *o = NULL;
-    for (uint64_t j = 0; j < h->f.n_tensors && !o; j++) {
-      const char *m = h->f.tensors[j].name;
-      if (j != i && strlen(m) == n && !strncmp(m, t->name, n - 1) && m[n - 1] == (is_b[i] ? 'a' : 'b'))
-        o = &h->f.tensors[j];
+    if (n < 7 || strncmp(t->name + n - 7, ".lora_", 6) || (t->name[n - 1] != 'a' && t->name[n - 1] != 'b'))
+      continue;
+    if (t->n_dims != 2) {
+      rc = gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has %u dimensions, not 2", h->path, t->name,
+                     t->n_dims);
+      break;
     }
-    if (!o)
-      return gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has no matching lora_%c", h->path, t->name,
-                       is_b[i] ? 'a' : 'b');
+    free(want);
+    if (!(want = strdup(t->name))) {
+      rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", h->path);
+      break;
+    }
+    want[n - 1] = is_b[i] ? 'a' : 'b';
+    gguf_name_ix_t key = {want, 0};
+    const gguf_name_ix_t *hit = bsearch(&key, sorted, (size_t)n_t, sizeof *sorted, gguf_cmp_name_ix);
+    if (!hit) {
+      rc = gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has no matching lora_%c", h->path, t->name,
+                     is_b[i] ? 'a' : 'b');
+      break;
+    }
+    const gguf_tensor_t *o = &h->f.tensors[hit->index];
     int64_t r = is_b[i] ? t->ne[0] : t->ne[1], r2 = is_b[i] ? o->ne[1] : o->ne[0];
-    if (o->n_dims != 2 || r != r2 || r <= 0)
-      return gguf_fail(err, LK_ERR_FORMAT,
-                       "%s: LoRA tensors '%s' and '%s' disagree on the rank (%lld vs %lld)", h->path, t->name,
-                       o->name, (long long)r, (long long)r2);
+    if (o->n_dims != 2 || r != r2)
+      rc = gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensors '%s' and '%s' disagree on the rank (%lld vs %lld)",
+                     h->path, t->name, o->name, (long long)r, (long long)r2);
+    else if (r == 0)
+      rc = gguf_fail(err, LK_ERR_FORMAT, "%s: LoRA tensor '%s' has rank 0", h->path, t->name);
   }
-  return LK_OK;
+  free(want);
+  free(sorted);
+  return rc;
 }
 
 static int32_t gguf_lora_names(gguf_handle_t *h, lk_error_t *err) {
@@ -165,12 +194,17 @@ static int32_t gguf_lora_names(gguf_handle_t *h, lk_error_t *err) {
   return rc;
 }
 
+static int gguf_cmp_cstr(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* adapter_config: r of the first target, alpha, sorted unique leaf names,
  * rank_pattern for targets of another rank. A file without alpha means
  * llama.cpp's scale 1 (alpha = r), so alpha_pattern keeps that per rank. */
 static json_t *gguf_adapter_config(const gguf_handle_t *h) {
   json_t *cfg = json_object(), *targets = json_array(), *ranks = json_object(), *alphas = json_object();
-  int bad = !cfg || !targets || !ranks || !alphas;
+  json_t *leaves = json_object();
+  int bad = !cfg || !targets || !ranks || !alphas || !leaves;
   double alpha = 0;
   /* llama.cpp: scale = alpha ? alpha / r : 1, so a zero alpha is no alpha */
   int has_alpha = gguf_kv_real(&h->f, gguf_find_kv(&h->f, "adapter.lora.alpha"), &alpha) && alpha != 0;
@@ -184,24 +218,23 @@ static json_t *gguf_adapter_config(const gguf_handle_t *h) {
     char *module = gguf_lora_module(h->names[i]);
     if (!module) continue;
     const char *leaf = strrchr(module, '.') ? strrchr(module, '.') + 1 : module;
-    size_t k, nt = json_array_size(targets);
-    for (k = 0; k < nt && strcmp(json_string_value(json_array_get(targets, k)), leaf); k++) {}
-    if (k == nt) bad |= json_array_append_new(targets, json_string(leaf));
+    bad |= json_object_set_new(leaves, leaf, json_true()); /* a set: hostile files may have many */
     int64_t r = t->ne[1];
     if (!r0) r0 = r;
     if (r != r0) bad |= json_object_set_new(ranks, module, json_integer(r));
     if (r != r0 && !has_alpha) bad |= json_object_set_new(alphas, module, json_integer(r));
     free(module);
   }
-  /* sort the leaf names (few: insertion sort) */
-  for (size_t i = 1; i < json_array_size(targets); i++)
-    for (size_t j = i; j > 0 && strcmp(json_string_value(json_array_get(targets, j - 1)),
-                                       json_string_value(json_array_get(targets, j))) > 0;
-         j--) {
-      json_t *a = json_incref(json_array_get(targets, j - 1));
-      bad |= json_array_set(targets, j - 1, json_array_get(targets, j));
-      bad |= json_array_set_new(targets, j, a);
-    }
+  size_t n_leaves = json_object_size(leaves), k = 0;
+  const char **sorted = malloc(n_leaves * sizeof *sorted + 1);
+  const char *leaf_key;
+  json_t *unused;
+  bad |= !sorted;
+  if (sorted) json_object_foreach(leaves, leaf_key, unused) sorted[k++] = leaf_key;
+  if (sorted) qsort(sorted, n_leaves, sizeof *sorted, gguf_cmp_cstr);
+  for (k = 0; sorted && k < n_leaves && !bad; k++)
+    bad |= json_array_append_new(targets, json_string(sorted[k]));
+  free(sorted);
   if (!bad) {
     bad |= json_object_set_new(cfg, "peft_type", json_string("LORA"));
     bad |= json_object_set_new(cfg, "r", json_integer(r0));
@@ -214,6 +247,7 @@ static json_t *gguf_adapter_config(const gguf_handle_t *h) {
   json_decref(targets);
   json_decref(ranks);
   json_decref(alphas);
+  json_decref(leaves);
   if (bad) {
     json_decref(cfg);
     return NULL;

@@ -17,7 +17,8 @@ fail=0
 ran=""
 skipped=""
 
-# Quiet the CPU backend's thread pool; the hosts ask for one thread anyway.
+# No OpenBLAS threads of its own: the cpu backend runs its own pool, and the
+# hosts ask it for one thread, so sums are formed in the same order each run.
 export OPENBLAS_NUM_THREADS=1
 
 run() { # name command...

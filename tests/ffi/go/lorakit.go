@@ -248,12 +248,17 @@ type Tensor struct {
 
 // NewTensorF32 allocates a zeroed f32 tensor of the given shape in C memory.
 func NewTensorF32(shape ...int64) (*Tensor, error) {
-	t := (*C.lk_tensor_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.lk_tensor_t{}))))
 	n := int64(1)
 	for _, d := range shape {
 		n *= d
 	}
+	t := (*C.lk_tensor_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.lk_tensor_t{}))))
 	data := C.calloc(C.size_t(n), 4)
+	if t == nil || (data == nil && n > 0) {
+		C.free(unsafe.Pointer(t))
+		C.free(data)
+		return nil, &Error{C.LK_ERR_NOMEM, fmt.Sprintf("tensor of shape %v: out of memory", shape)}
+	}
 	cs := (*C.int64_t)(C.calloc(C.size_t(len(shape)+1), 8))
 	for i, d := range shape {
 		*(*C.int64_t)(unsafe.Add(unsafe.Pointer(cs), 8*i)) = C.int64_t(d)

@@ -31,19 +31,23 @@ static int32_t vfail(const vctx *v, int32_t code, const char *fmt, ...) {
   return cpu_fail(v->err, code, "%s: %s%s", v->opname, msg, v->where);
 }
 
-static const char *cpu_dtype_name(int32_t dtype) {
-  static const char *const names[] = {"invalid", "f32", "f16", "bf16", "f64", "i8",
-                                      "i16",     "i32", "i64", "u8",   "bool", "quant"};
-  if (dtype < 0 || dtype >= (int32_t)(sizeof names / sizeof names[0])) return "invalid";
-  return names[dtype];
+/* Names of the dtypes this ABI knows; a later one prints as "dtype N". */
+static const char *cpu_dtype_name(int32_t dtype, char *buf, size_t n) {
+  static const char *const names[] = {"invalid", "f32",  "f16",  "bf16", "f64",      "i8",
+                                      "i16",     "i32",  "i64",  "u8",   "bool",     "quant",
+                                      "u16",     "u32",  "u64",  "f8_e4m3", "f8_e5m2"};
+  if (dtype >= 0 && dtype < (int32_t)(sizeof names / sizeof names[0])) return names[dtype];
+  snprintf(buf, n, "dtype %d", (int)dtype);
+  return buf;
 }
 
 static uint64_t cpu_dtype_size(int32_t dtype) {
   switch (dtype) {
-  case LK_DTYPE_F64: case LK_DTYPE_I64: return 8;
-  case LK_DTYPE_F32: case LK_DTYPE_I32: return 4;
-  case LK_DTYPE_F16: case LK_DTYPE_BF16: case LK_DTYPE_I16: return 2;
-  case LK_DTYPE_I8: case LK_DTYPE_U8: case LK_DTYPE_BOOL: return 1;
+  case LK_DTYPE_F64: case LK_DTYPE_I64: case LK_DTYPE_U64: return 8;
+  case LK_DTYPE_F32: case LK_DTYPE_I32: case LK_DTYPE_U32: return 4;
+  case LK_DTYPE_F16: case LK_DTYPE_BF16: case LK_DTYPE_I16: case LK_DTYPE_U16: return 2;
+  case LK_DTYPE_I8: case LK_DTYPE_U8: case LK_DTYPE_BOOL: case LK_DTYPE_F8_E4M3:
+  case LK_DTYPE_F8_E5M2: return 1;
   default: return 0;
   }
 }
@@ -65,7 +69,7 @@ enum { ALLOW_F32 = 1, ALLOW_WEIGHT = 2 }; /* f32 only / f32, f16, bf16 */
 /* Check one operand and make its matrix view. */
 static int32_t check_tensor(cpu_backend_t *be, const vctx *v, const lk_op_tensor_t *t,
                             const char *name, int role, int allow, cpu_mat_t *m) {
-  char sh[160];
+  char sh[160], dn[32];
   memset(m, 0, sizeof *m);
   m->name = name;
   if (t->struct_size != sizeof(lk_op_tensor_t))
@@ -79,7 +83,7 @@ static int32_t check_tensor(cpu_backend_t *be, const vctx *v, const lk_op_tensor
   int ok = t->dtype == LK_DTYPE_F32 ||
            (allow == ALLOW_WEIGHT && (t->dtype == LK_DTYPE_F16 || t->dtype == LK_DTYPE_BF16));
   if (!ok)
-    return vfail(v, LK_ERR_DTYPE, "%s is %s, must be %s", name, cpu_dtype_name(t->dtype),
+    return vfail(v, LK_ERR_DTYPE, "%s is %s, must be %s", name, cpu_dtype_name(t->dtype, dn, sizeof dn),
                  allow == ALLOW_WEIGHT ? "f32, f16 or bf16" : "f32");
   if (t->ndim < 1 || t->ndim > LK_MAX_DIMS)
     return vfail(v, LK_ERR_SHAPE, "%s has ndim %u, must be 1..%d", name, t->ndim, LK_MAX_DIMS);
@@ -109,7 +113,7 @@ static int32_t check_tensor(cpu_backend_t *be, const vctx *v, const lk_op_tensor
   uint64_t need = (uint64_t)rows * (uint64_t)cols * es;
   if (t->nbytes != need)
     return vfail(v, LK_ERR_SHAPE, "%s is %s %s (%llu bytes) but nbytes is %llu", name,
-                 shape_str(t, sh, sizeof sh), cpu_dtype_name(t->dtype), (unsigned long long)need,
+                 shape_str(t, sh, sizeof sh), cpu_dtype_name(t->dtype, dn, sizeof dn), (unsigned long long)need,
                  (unsigned long long)t->nbytes);
   if (!t->buffer) return vfail(v, LK_ERR_INVALID_ARG, "%s has no buffer", name);
   if (!cpu_buffer_known(be, t->buffer))

@@ -100,12 +100,12 @@ enum { LK_DEVICE_CPU = 1, LK_DEVICE_GPU = 2, LK_DEVICE_OTHER = 3 };
 #define LK_NAME_MAX 128
 
 /* A tensor view: caller-owned, never freed by whoever receives it.
+ * Row-major; shape[ndim-1] is the innermost (contiguous) dimension. For
+ * LK_DTYPE_QUANT the rows are packed blocks of the quantiser `qformat`
+ * (borrowed string, lives as long as the view) and `nbytes` is exact.
  * lk_tensor_t is FROZEN: it is passed in arrays (lk_write_tensors, a
  * loader's write), whose stride a grown struct would change, so it never
  * gains a field; a later need gets a new type. */
- * Row-major; shape[ndim-1] is the innermost (contiguous) dimension. For
- * LK_DTYPE_QUANT the rows are packed blocks of the quantiser `qformat`
- * (borrowed string, lives as long as the view) and `nbytes` is exact. */
 typedef struct lk_tensor_t {
   uint32_t struct_size;
   int32_t dtype;

@@ -6,9 +6,12 @@
 #               measurement behind the choice of OpenBLAS), all on every core
 #   bench_lora  FMA peak, memcpy bandwidth, and the LoRA linear layer on the
 #               cpu backend through the public API (abi/lorakit.h)
+#   bench_formats  reading a whole fixture model through lk_model_open/
+#               lk_model_tensor_read vs a plain read() of the file (GB/s)
 
 BENCH_DIR  := $(B)/bench
 BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/bench_lora
+BENCH_BINS += $(BENCH_DIR)/bench_formats
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: bench-build
@@ -23,8 +26,13 @@ $(BENCH_DIR)/bench_lora: bench/bench_lora.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	$(CC) $(CFLAGS) -I$(BLAS_INC) $(LDFLAGS) -o $@ $< -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
 
+$(BENCH_DIR)/bench_formats: bench/bench_formats.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..'
+
 # BLIS's OpenMP build and oneDNN default to their own thread counts: give
 # every library all cores so the comparison is like for like.
 bench: all $(BENCH_BINS)
 	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
 	$(BENCH_DIR)/bench_lora $(CPU_PLUG)
+	$(BENCH_DIR)/bench_formats $(B)/plugins

@@ -6,6 +6,8 @@
 #                      ASan+UBSan (B=build-asan), a clang build
 #                      (B=build-clang), then the SDK example from an install
 #   make sanitize | clang-build | cli-tests | sdk-test   one step of `test`
+#   make cli-formats-tests | fuzz-test   the CLI on the reference fixtures and
+#                      the bounded fuzz runs (tests/fuzz/fuzz.mk), steps of `test`
 #   make ffi-tests | abi-check | abi-gate-test | abi-compat
 #                      the FFI hosts and the ABI gates (tests/ffi/ffi.mk,
 #                      tests/abi/abi.mk), also steps of `test`
@@ -19,6 +21,7 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
 TEST_SUITES  := abi core plugins lora backend
+TEST_SUITES  += formats badinput
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -61,6 +64,21 @@ $(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | 
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
+# The file-format suites (test_formats.c, test_badinput.c) also need jansson
+# and libcrypto, and read the reference fixtures from LK_FIXTURES
+# (../shared/fixtures beside the repository; without it they print SKIP).
+LK_FIXTURES ?= $(abspath ../shared/fixtures)
+export LK_FIXTURES
+FMT_SUITES   := formats badinput
+$(FMT_SUITES:%=$(B)/tests/bin/test_%): $(B)/tests/bin/test_%: tests/test_%.c tests/test_fmt_util.h $(TEST_HDRS) \
+  $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ljansson -lcrypto -ldl -lm
+
+# libFuzzer targets: make fuzz, make fuzz-test (a step of `test`).
+include tests/fuzz/fuzz.mk
+
 # ---- header checks: C11 and C++17, strict ------------------------------------
 HDR_STRICT := -Wall -Wextra -Werror -pedantic -Iabi
 $(B)/tests/header_check_c.o: tests/header_check.c $(wildcard abi/*.h) | $(B)/.bootstrap
@@ -93,6 +111,10 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 cli-tests: all
 	@bash tests/test_cli.sh $(B)
 
+# inspect/convert/merge/unmerge on the reference fixtures (SKIP without them).
+cli-formats-tests: all
+	@bash tests/test_formats_cli.sh $(B)
+
 sanitize:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) --no-print-directory -j2 B=build-asan SAN=1 unit-tests
@@ -118,7 +140,10 @@ test: all
 	$(MAKE) --no-print-directory abi-check || fail="$$fail abi-check"; \
 	$(MAKE) --no-print-directory abi-gate-test || fail="$$fail abi-gate-test"; \
 	$(MAKE) --no-print-directory abi-compat || fail="$$fail abi-compat"; \
+	$(MAKE) --no-print-directory cli-formats-tests || fail="$$fail cli-formats-tests"; \
+	$(MAKE) --no-print-directory fuzz-test || fail="$$fail fuzz-test"; \
 	if [ -n "$$fail" ]; then echo "make test: FAILED:$$fail"; exit 1; fi; \
 	echo "make test: all steps passed"
 
+.PHONY: cli-formats-tests
 .PHONY: unit-tests cli-tests sanitize clang-build test-build sdk-test test

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# test_formats_cli.sh B - `lorakit inspect/convert/merge/unmerge` on the
+# reference fixtures (LK_FIXTURES/tiny-llama-a, set by tests.mk to
+# ../shared/fixtures), with the lorakit of build dir B. Table-driven as
+# test_cli.sh: NAME | EXIT | CHECK | ARGS...
+#   EXIT   expected exit status (0 ok, 1 failed, 2 usage)
+#   CHECK  out:TEXT / err:TEXT   stdout / stderr contains TEXT (case-insensitive)
+#          json:PY   stdout is JSON and the Python expression PY over `doc`
+#                    (and `types`: tensor type -> count, `names`: tensor names)
+#                    is true
+#          -         nothing beyond the exit status
+# After a failing command, `absent NAME PATH` checks nothing was written
+# (the failing commands write into $X, which must stay empty).
+# Skips (exit 0) with a message when the fixtures are absent.
+set -u
+B=${1:-build}
+LK=$B/lorakit
+F=${LK_FIXTURES:-../shared/fixtures}/tiny-llama-a
+unset LORAKIT_PLUGIN_PATH
+
+if [ ! -d "$F" ]; then
+  echo "SKIP test_formats_cli.sh: reference fixtures not found at $F (set LK_FIXTURES)"
+  exit 0
+fi
+if [ ! -x "$LK" ]; then
+  echo "FAIL: $LK not built"
+  exit 1
+fi
+
+pass=0
+failed=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+O=$tmp/out  # outputs of the commands that succeed
+X=$tmp/fail # outputs of those that must fail: stays empty
+mkdir -p "$O" "$X"
+
+report() { # NAME WHY ARGS...
+  local name=$1 why=$2
+  shift 2
+  if [ -z "$why" ]; then
+    pass=$((pass + 1))
+    echo "ok   $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name: $why"
+    [ $# -gt 0 ] && echo "  lorakit $*"
+    sed 's/^/  stdout: /' "$tmp/stdout" 2>/dev/null | head -10
+    sed 's/^/  stderr: /' "$tmp/stderr" 2>/dev/null | head -10
+  fi
+}
+
+run_case() {
+  local name=$1 want_exit=$2 check=$3
+  shift 3
+  "$LK" "$@" >"$tmp/stdout" 2>"$tmp/stderr" </dev/null
+  local got=$? why=""
+  if [ "$got" != "$want_exit" ]; then
+    why="exit $got, expected $want_exit"
+  else
+    case $check in
+      out:*) grep -qiF -- "${check#out:}" "$tmp/stdout" || why="stdout lacks '${check#out:}'" ;;
+      err:*) grep -qiF -- "${check#err:}" "$tmp/stderr" || why="stderr lacks '${check#err:}'" ;;
+      json:*)
+        python3 - "${check#json:}" "$tmp/stdout" <<'PY' || why="stdout JSON check failed: ${check#json:}"
+import collections, json, sys
+expr, path = sys.argv[1], sys.argv[2]
+try:
+    doc = json.load(open(path))
+except Exception as e:
+    print("  not valid JSON:", e); sys.exit(1)
+tensors = doc.get("tensors", []) if isinstance(doc, dict) else []
+types = collections.Counter(t.get("type") for t in tensors)
+names = [t.get("name") for t in tensors]
+sys.exit(0 if eval(expr) else 1)
+PY
+        ;;
+      -) ;;
+      *) why="bad check '$check' in the table" ;;
+    esac
+  fi
+  report "$name" "$why" "$@"
+}
+
+absent() { # NAME PATH: nothing at PATH, nothing at all (no temporary) in $X
+  local why="" left
+  [ -e "$2" ] && why="$2 exists after a failed command"
+  left=$(ls -A "$X" | tr '\n' ' ')
+  [ -n "$left" ] && why="$why; left in $X: $left"
+  : >"$tmp/stdout"
+  : >"$tmp/stderr"
+  report "$1" "$why"
+}
+
+HF_BASE="doc['format'] == 'hf' and doc['architecture'] == 'llama' and doc['n_tensors'] == 21 and doc['parameters'] == 1443072"
+GG_BASE="doc['format'] == 'gguf' and doc['architecture'] == 'llama' and doc['n_tensors'] == 21 and doc['parameters'] == 1443072"
+CANON="'model.layers.1.self_attn.q_proj.weight' in names and 'lm_head.weight' in names and 'model.embed_tokens.weight' in names"
+ADAPTER="doc['n_tensors'] == 8 and doc['metadata']['adapter_config']['r'] == 8 and doc['metadata']['adapter_config']['lora_alpha'] == 16 and 'model.layers.0.self_attn.q_proj.lora_A.weight' in names"
+
+#        name                          exit check                                  args
+# ---- inspect: every kind of file of the fixture
+run_case inspect_hf_base                0 "out:21 tensors, 1443072 parameters, 5772288 bytes" inspect "$F/base"
+run_case inspect_hf_base_json           0 "json:$HF_BASE and $CANON and doc['bytes'] == 5772288" inspect "$F/base" --json
+run_case inspect_hf_config              0 "json:doc['metadata']['config']['num_key_value_heads'] == 2" inspect "$F/base" --json
+run_case inspect_gguf_f32_json          0 "json:$GG_BASE and $CANON and types == {'f32': 21}" inspect "$F/gguf/base-f32.gguf" --json
+run_case inspect_gguf_f16_json          0 "json:$GG_BASE and types == {'f16': 16, 'f32': 5}" inspect "$F/gguf/base-f16.gguf" --json
+run_case inspect_gguf_q8_0_json         0 "json:$GG_BASE and types == {'q8_0': 16, 'f32': 5}" inspect "$F/gguf/base-q8_0.gguf" --json
+run_case inspect_gguf_q4_0_json         0 "json:$GG_BASE and types == {'q4_0': 15, 'q6_k': 1, 'f32': 5} and doc['bytes'] == sum(t['bytes'] for t in doc['tensors'])" inspect "$F/gguf/base-Q4_0.gguf" --json
+run_case inspect_gguf_q4_k_m_json       0 "json:$GG_BASE and types == {'q4_k': 13, 'q6_k': 3, 'f32': 5}" inspect "$F/gguf/base-Q4_K_M.gguf" --json
+run_case inspect_gguf_q6_k_text         0 "out:q6_k"                                inspect "$F/gguf/base-Q6_K.gguf"
+run_case inspect_gguf_config_derived    0 "json:doc['metadata']['config']['num_attention_heads'] == 4 and doc['metadata']['gguf']['kv']['llama.block_count'] == 2" inspect "$F/gguf/base-Q5_0.gguf" --json
+run_case inspect_peft_json              0 "json:doc['format'] == 'peft' and $ADAPTER" inspect "$F/a1/adapter-trained" --json
+run_case inspect_gguf_lora_json         0 "json:doc['format'] == 'gguf-lora' and $ADAPTER" inspect "$F/gguf/a1-lora-f32.gguf" --json
+run_case inspect_safetensors_file       0 "json:doc['format'] == 'safetensors' and doc['n_tensors'] == 21" inspect "$F/base/model.safetensors" --json
+run_case inspect_loader_forced          0 "json:doc['format'] == 'safetensors'" inspect "$F/a1/batches.safetensors" --loader safetensors --json
+run_case inspect_missing_path           1 "err:$tmp/nope"                          inspect "$tmp/nope"
+run_case inspect_not_a_model            1 "err:no loader"                          inspect "$F/MANIFEST.md"
+run_case inspect_no_path                2 "-"                                      inspect
+
+# ---- convert, and the results inspected again
+run_case convert_hf_to_gguf             0 "out:wrote"                              convert "$F/base" -o "$O/b32.gguf" --format gguf
+run_case convert_hf_to_gguf_inspect     0 "json:$GG_BASE and $CANON and types == {'f32': 21}" inspect "$O/b32.gguf" --json
+run_case convert_hf_to_gguf_f16         0 "out:wrote"                              convert "$F/base" -o "$O/b16.gguf" --format gguf --outtype f16
+run_case convert_f16_inspect            0 "json:$GG_BASE and types == {'f16': 16, 'f32': 5}" inspect "$O/b16.gguf" --json
+run_case convert_gguf_to_hf             0 "out:wrote"                              convert "$F/gguf/base-f32.gguf" -o "$O/hf" --format hf
+run_case convert_gguf_to_hf_inspect     0 "json:$HF_BASE and $CANON"               inspect "$O/hf" --json
+run_case convert_hf_to_bf16_hf          0 "out:wrote"                              convert "$F/base" -o "$O/hf16" --format hf --outtype bf16
+run_case convert_bf16_inspect           0 "json:$HF_BASE and types == {'bf16': 21}" inspect "$O/hf16" --json
+run_case convert_to_safetensors         0 "out:wrote"                              convert "$F/gguf/base-f16.gguf" -o "$O/m.safetensors" --format safetensors
+run_case convert_safetensors_inspect    0 "json:doc['format'] == 'safetensors' and types == {'f16': 16, 'f32': 5}" inspect "$O/m.safetensors" --json
+run_case convert_quantised_to_st        1 "err:quantised"                          convert "$F/gguf/base-Q8_0.gguf" -o "$X/m.safetensors" --format safetensors
+absent   convert_quantised_nothing_written "$X/m.safetensors"
+run_case convert_peft_to_gguf_lora      0 "out:wrote"                              convert "$F/a1/adapter-trained" -o "$O/a.gguf" --format gguf-lora --base "$F/base"
+run_case convert_gguf_lora_inspect      0 "json:doc['format'] == 'gguf-lora' and $ADAPTER" inspect "$O/a.gguf" --json
+run_case convert_gguf_lora_to_peft      0 "out:wrote"                              convert "$F/gguf/a1-lora-f32.gguf" -o "$O/p" --format peft --base "$F/base"
+run_case convert_peft_inspect           0 "json:doc['format'] == 'peft' and $ADAPTER" inspect "$O/p" --json
+run_case convert_lora_needs_base        1 "err:base"                               convert "$F/gguf/a1-lora-f32.gguf" -o "$X/p2" --format peft
+absent   convert_lora_needs_base_nothing_written "$X/p2"
+run_case convert_unknown_format         1 "err:no writer"                          convert "$F/base" -o "$X/x" --format nope
+absent   convert_unknown_format_nothing_written "$X/x"
+run_case convert_bad_outtype            2 "err:--outtype"                          convert "$F/base" -o "$X/x" --format gguf --outtype q3
+run_case convert_missing_output         2 "-"                                      convert "$F/base" --format gguf
+
+# ---- merge and unmerge
+run_case merge_peft_into_hf             0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$O/merged"
+run_case merge_result_inspect           0 "json:$HF_BASE"                          inspect "$O/merged" --json
+run_case unmerge_hf                     0 "out:unmerged 4 targets"                 unmerge "$O/merged" --adapter "$F/a1/adapter-trained" -o "$O/back"
+run_case merge_gguf_lora_into_gguf      0 "out:merged 4 targets"                   merge "$F/gguf/base-f32.gguf" --adapter "$F/gguf/a1-lora-f32.gguf" -o "$O/merged.gguf"
+run_case merge_gguf_result_inspect      0 "json:$GG_BASE"                          inspect "$O/merged.gguf" --json
+run_case merge_gguf_lora_into_hf        0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/gguf/a1-lora-f32.gguf" -o "$O/merged2" --scale 0.5
+run_case merge_into_quantised_refused   1 "err:quantised"                          merge "$F/gguf/base-Q4_0.gguf" --adapter "$F/a1/adapter-trained" -o "$X/q.gguf"
+absent   merge_into_quantised_nothing_written "$X/q.gguf"
+run_case merge_adapter_is_not_a_model   1 "err:not a model"                        merge "$F/a1/adapter-trained" --adapter "$F/a1/adapter-trained" -o "$X/y"
+absent   merge_adapter_nothing_written  "$X/y"
+run_case merge_model_as_adapter         1 "err:$F/base"                            merge "$F/base" --adapter "$F/base" -o "$X/z"
+absent   merge_model_as_adapter_nothing_written "$X/z"
+run_case merge_bad_scale                2 "err:--scale"                            merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale abc
+run_case merge_missing_adapter          2 "-"                                      merge "$F/base" -o "$X/w"
+absent   merge_usage_nothing_written    "$X/w"
+
+echo "$pass passed, $failed failed"
+[ "$failed" = 0 ]

@@ -8,9 +8,12 @@
 #               cpu backend through the public API (abi/lorakit.h)
 #   bench_formats  reading a whole fixture model through lk_model_open/
 #               lk_model_tensor_read vs a plain read() of the file (GB/s)
+#   bench_registry  add/get of a 20 MiB adapter vs file write/read, list and
+#               lineage latency with 10,000 versions (lk_registry_*)
 
 BENCH_DIR  := $(B)/bench
 BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/bench_lora
+BENCH_BINS += $(BENCH_DIR)/bench_registry
 BENCH_BINS += $(BENCH_DIR)/bench_formats
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
@@ -26,6 +29,10 @@ $(BENCH_DIR)/bench_lora: bench/bench_lora.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	$(CC) $(CFLAGS) -I$(BLAS_INC) $(LDFLAGS) -o $@ $< -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
 
+$(BENCH_DIR)/bench_registry: bench/bench_registry.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..' -ljansson -lsqlite3
+
 $(BENCH_DIR)/bench_formats: bench/bench_formats.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..'
@@ -36,3 +43,4 @@ bench: all $(BENCH_BINS)
 	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
 	$(BENCH_DIR)/bench_lora $(CPU_PLUG)
 	$(BENCH_DIR)/bench_formats $(B)/plugins
+	$(BENCH_DIR)/bench_registry

@@ -154,18 +154,28 @@ static lk_status insert_version(lk_registry_t *reg, add_job *j, int64_t adapter_
   return st;
 }
 
-static lk_status insert_edges(lk_registry_t *reg, add_job *j, int64_t child) {
-  sqlite3_stmt *q = NULL;
-  lk_status st = reg_prepare(reg, "INSERT OR IGNORE INTO lineage(child, parent, relation, params) VALUES(?,?,?,?)", &q);
-  for (uint32_t i = 0; !st && i < j->o.n_parents; i++) {
+/* Parents resolved inside the transaction, before the new version exists
+ * (a parent given as NAME must not resolve to the version being added). */
+static lk_status resolve_parents(lk_registry_t *reg, add_job *j, int64_t *ids) {
+  for (uint32_t i = 0; i < j->o.n_parents; i++) {
     reg_version v;
-    if ((st = reg_resolve(reg, j->o.parents[i], &v))) {
-      reg_wrap(reg, st, "%s: parent", j->name);
-      break;
-    }
+    lk_status st = reg_resolve(reg, j->o.parents[i], &v);
+    if (st) return reg_wrap(reg, st, "%s: parent", j->name);
+    ids[i] = v.id;
+  }
+  return LK_OK;
+}
+
+static lk_status insert_edges(lk_registry_t *reg, add_job *j, int64_t child, const int64_t *ids) {
+  sqlite3_stmt *q = NULL;
+  lk_status st = reg_prepare(reg, "INSERT INTO lineage(child, parent, relation, params) VALUES(?,?,?,?)", &q);
+  for (uint32_t i = 0; !st && i < j->o.n_parents; i++) {
+    int dup = 0;
+    for (uint32_t k = 0; k < i; k++) dup |= ids[k] == ids[i];
+    if (dup) continue;
     sqlite3_reset(q);
     sqlite3_bind_int64(q, 1, child);
-    sqlite3_bind_int64(q, 2, v.id);
+    sqlite3_bind_int64(q, 2, ids[i]);
     sqlite3_bind_text(q, 3, lk_registry_relation_name(j->o.relation), -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 4, j->o.params_json ? j->o.params_json : "{}", -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
@@ -185,14 +195,22 @@ static lk_status add_commit(lk_registry_t *reg, add_job *j, char **out_ref) {
   if (j->o.reuse_existing && find_content(reg, j->sha, ref, sizeof ref)) goto done;
   if (!reg_blob_exists(reg, j->sha) && (st = reg_blob_compress(reg, j->buf, j->n, j->ci.header_size, &j->z)))
     return st;
-  if ((st = reg_begin(reg))) return st;
-  int64_t adapter_id = 0, version = 0, id = 0;
-  if ((st = reg_base_commit(reg, &j->base)) || (st = next_version(reg, j->name, &adapter_id, &version)) ||
-      (st = reg_blob_put(reg, j->sha, j->buf, j->n, j->ci.header_size, &j->z, j->o.progress, j->o.progress_user)) ||
-      (st = insert_version(reg, j, adapter_id, version, &id)) || (st = insert_edges(reg, j, id))) {
-    reg_rollback(reg);
+  int64_t *parent_ids = calloc(j->o.n_parents + 1, sizeof *parent_ids);
+  if (!parent_ids) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+  if ((st = reg_begin(reg))) {
+    free(parent_ids);
     return st;
   }
+  int64_t adapter_id = 0, version = 0, id = 0;
+  if ((st = resolve_parents(reg, j, parent_ids)) || (st = reg_base_commit(reg, &j->base)) ||
+      (st = next_version(reg, j->name, &adapter_id, &version)) ||
+      (st = reg_blob_put(reg, j->sha, j->buf, j->n, j->ci.header_size, &j->z, j->o.progress, j->o.progress_user)) ||
+      (st = insert_version(reg, j, adapter_id, version, &id)) || (st = insert_edges(reg, j, id, parent_ids))) {
+    reg_rollback(reg);
+    free(parent_ids);
+    return st;
+  }
+  free(parent_ids);
   if ((st = reg_commit(reg))) return st;
   snprintf(ref, sizeof ref, "%s@%lld", j->name, (long long)version);
 done:

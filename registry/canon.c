@@ -1,15 +1,12 @@
 /* canon.c - an adapter's canonical bytes (the format is specified in
- * abi/lorakit_registry.h), their SHA-256, and payload storage: zlib-compressed
- * chunks written in the caller's transaction and read back with every byte
- * checked against the hash. */
+ * abi/lorakit_registry.h): encoding from the public adapter API, a parser
+ * that trusts nothing it reads, decoding into a new adapter, and SHA-256. */
 #include "reg.h"
 
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <zlib.h>
 
 static const unsigned char magic[8] = {'L', 'K', 'A', 'D', 'A', 'P', 'T', '1'};
 
@@ -353,166 +350,5 @@ done:
     return st;
   }
   *out = ad;
-  return LK_OK;
-}
-
-/* ---- payload chunks ------------------------------------------------------------------------- */
-
-void reg_zchunks_free(reg_zchunks *z) {
-  for (uint32_t i = 0; z->data && i < z->n; i++) free(z->data[i]);
-  free(z->data);
-  free(z->zsize);
-  free(z->raw);
-  memset(z, 0, sizeof *z);
-}
-
-/* Fast compression: adapter weights are near-random floats where deflate's
- * higher levels buy a percent or two at several times the time. */
-#define REG_ZLEVEL Z_BEST_SPEED
-
-lk_status reg_blob_compress(lk_registry_t *reg, const unsigned char *buf, uint64_t n, uint64_t header_size,
-                            reg_zchunks *z) {
-  memset(z, 0, sizeof *z);
-  if (header_size == 0 || header_size > n) return lk__fail(reg->ctx, LK_ERR_INTERNAL, "bad payload header size");
-  uint64_t nchunks = 1 + (n - header_size + REG_CHUNK - 1) / REG_CHUNK;
-  z->data = calloc(nchunks, sizeof *z->data);
-  z->zsize = calloc(nchunks, sizeof *z->zsize);
-  z->raw = calloc(nchunks, sizeof *z->raw);
-  if (!z->data || !z->zsize || !z->raw) goto oom;
-  uint64_t off = 0;
-  for (uint64_t i = 0; i < nchunks; i++) {
-    uint64_t len = i == 0 ? header_size : (n - off < REG_CHUNK ? n - off : REG_CHUNK);
-    uLongf cap = compressBound((uLong)len);
-    z->data[i] = malloc(cap);
-    z->n = (uint32_t)i + 1;
-    if (!z->data[i]) goto oom;
-    if (compress2(z->data[i], &cap, buf + off, (uLong)len, REG_ZLEVEL) != Z_OK) goto oom;
-    z->zsize[i] = cap;
-    z->raw[i] = len;
-    z->stored += cap;
-    off += len;
-  }
-  return LK_OK;
-oom:
-  reg_zchunks_free(z);
-  return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory compressing %llu bytes", (unsigned long long)n);
-}
-
-int reg_blob_exists(lk_registry_t *reg, const char *sha) {
-  sqlite3_stmt *st = NULL;
-  int found = 0;
-  if (reg_prepare(reg, "SELECT 1 FROM blobs WHERE sha256 = ?", &st) == LK_OK) {
-    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
-    found = sqlite3_step(st) == SQLITE_ROW;
-  }
-  sqlite3_finalize(st);
-  return found;
-}
-
-lk_status reg_blob_put(lk_registry_t *reg, const char *sha, const unsigned char *buf, uint64_t n,
-                       uint64_t header_size, reg_zchunks *z, lk_registry_progress_fn progress, void *user) {
-  if (reg_blob_exists(reg, sha)) return LK_OK;
-  lk_status st = LK_OK;
-  if (z->n == 0 && (st = reg_blob_compress(reg, buf, n, header_size, z))) return st;
-  sqlite3_stmt *ins = NULL;
-  if ((st = reg_prepare(reg, "INSERT INTO blobs(sha256, size, stored, n_chunks, created) VALUES(?,?,?,?,?)", &ins)))
-    return st;
-  sqlite3_bind_text(ins, 1, sha, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(ins, 2, (sqlite3_int64)n);
-  sqlite3_bind_int64(ins, 3, (sqlite3_int64)z->stored);
-  sqlite3_bind_int64(ins, 4, z->n);
-  sqlite3_bind_int64(ins, 5, (sqlite3_int64)time(NULL));
-  int rc = sqlite3_step(ins);
-  sqlite3_finalize(ins);
-  if (rc != SQLITE_DONE) return reg_sql_fail(reg, rc, "storing a payload");
-  if ((st = reg_prepare(reg, "INSERT INTO chunks(blob, seq, size, data) VALUES(?,?,?,?)", &ins))) return st;
-  uint64_t done = 0;
-  for (uint32_t i = 0; i < z->n; i++) {
-    sqlite3_reset(ins);
-    sqlite3_bind_text(ins, 1, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(ins, 2, i);
-    sqlite3_bind_int64(ins, 3, (sqlite3_int64)z->raw[i]);
-    sqlite3_bind_blob64(ins, 4, z->data[i], z->zsize[i], SQLITE_STATIC);
-    if ((rc = sqlite3_step(ins)) != SQLITE_DONE) {
-      st = reg_sql_fail(reg, rc, "storing a payload chunk");
-      break;
-    }
-    done += z->raw[i];
-    if (progress) progress(user, done, n);
-  }
-  sqlite3_finalize(ins);
-  return st;
-}
-
-lk_status reg_blob_get(lk_registry_t *reg, const char *sha, int header_only, unsigned char **out, uint64_t *n_out,
-                       const char *label) {
-  *out = NULL;
-  *n_out = 0;
-  sqlite3_stmt *q = NULL;
-  lk_status st = reg_prepare(reg, "SELECT size, n_chunks FROM blobs WHERE sha256 = ?", &q);
-  if (st) return st;
-  sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(q);
-  if (rc != SQLITE_ROW) {
-    sqlite3_finalize(q);
-    if (rc != SQLITE_DONE) return reg_sql_fail(reg, rc, "reading a payload");
-    return lk__fail(reg->ctx, LK_ERR_CORRUPT, "registry %s: %s: its payload %.12s is missing", reg->path, label, sha);
-  }
-  int64_t size = sqlite3_column_int64(q, 0), nchunks = sqlite3_column_int64(q, 1);
-  sqlite3_finalize(q);
-  if (size <= 0 || nchunks <= 0 || size > ((int64_t)1 << 42))
-    return lk__fail(reg->ctx, LK_ERR_CORRUPT, "registry %s: %s: payload %.12s has a bad size", reg->path, label, sha);
-  if ((st = reg_prepare(reg, "SELECT seq, size, data FROM chunks WHERE blob = ? AND seq < ? ORDER BY seq", &q)))
-    return st;
-  sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 2, header_only ? 1 : nchunks);
-  unsigned char *buf = NULL;
-  uint64_t off = 0, cap = 0;
-  int64_t expect = 0;
-  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-    int64_t seq = sqlite3_column_int64(q, 0), raw = sqlite3_column_int64(q, 1);
-    const void *data = sqlite3_column_blob(q, 2);
-    int zlen = sqlite3_column_bytes(q, 2);
-    if (seq != expect++ || raw <= 0 || (uint64_t)raw > (uint64_t)size - off) {
-      st = lk__fail(reg->ctx, LK_ERR_CORRUPT, "registry %s: %s: payload %.12s chunk %lld is out of place", reg->path,
-                    label, sha, (long long)seq);
-      break;
-    }
-    if (!buf) {
-      cap = header_only ? (uint64_t)raw : (uint64_t)size;
-      if (!(buf = malloc(cap))) {
-        st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory reading %s", label);
-        break;
-      }
-    }
-    uLongf got = (uLongf)raw;
-    if (off + (uint64_t)raw > cap || !data || uncompress(buf + off, &got, data, (uLong)zlen) != Z_OK ||
-        got != (uLongf)raw) {
-      st = lk__fail(reg->ctx, LK_ERR_CORRUPT,
-                    "registry %s: %s: payload %.12s chunk %lld does not decompress (stored bytes damaged)", reg->path,
-                    label, sha, (long long)seq);
-      break;
-    }
-    off += (uint64_t)raw;
-  }
-  sqlite3_finalize(q);
-  if (!st && rc != SQLITE_DONE) st = reg_sql_fail(reg, rc, "reading a payload");
-  if (!st && (expect != (header_only ? 1 : nchunks) || (!header_only && off != (uint64_t)size)))
-    st = lk__fail(reg->ctx, LK_ERR_CORRUPT, "registry %s: %s: payload %.12s is incomplete (%lld of %lld chunks)",
-                  reg->path, label, sha, (long long)expect, (long long)nchunks);
-  if (!st && !header_only) {
-    char hex[REG_HEX];
-    reg_sha256_hex(buf, off, hex);
-    if (strcmp(hex, sha))
-      st = lk__fail(reg->ctx, LK_ERR_CORRUPT,
-                    "registry %s: %s: stored bytes do not match their hash (expected sha256 %s, found %s)", reg->path,
-                    label, sha, hex);
-  }
-  if (st) {
-    free(buf);
-    return st;
-  }
-  *out = buf;
-  *n_out = off;
   return LK_OK;
 }

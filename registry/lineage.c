@@ -1,7 +1,7 @@
 /* lineage.c - the lineage graph: ancestors and descendants of a version to
- * any depth (one recursive query per direction, depths worked out here by
- * breadth-first search), edges added after the fact with a cycle check, and
- * the ancestor test other files use. */
+ * any depth (breadth first over the lineage indexes, so the cost follows the
+ * size of the answer, not of the registry), edges added after the fact with
+ * a cycle check, and the ancestor test other files use. */
 #include "reg.h"
 
 #include <stdio.h>
@@ -10,122 +10,340 @@
 
 /* Ancestor ids of ?1 (and ?1 itself). */
 #define UP_CTE "WITH RECURSIVE up(id) AS (SELECT ?1 UNION SELECT l.parent FROM lineage l JOIN up ON l.child = up.id) "
-/* Descendant version ids of ?1 (and ?1), and the models made from them or
- * from such models. */
-#define DOWN_CTE                                                                                                    \
-  "WITH RECURSIVE down(id) AS (SELECT ?1 UNION SELECT l.child FROM lineage l JOIN down ON l.parent = down.id),"    \
-  " mdown(id) AS (SELECT ml.model FROM model_lineage ml WHERE ml.parent_version IN down"                          \
-  "   UNION SELECT ml.model FROM model_lineage ml JOIN mdown ON ml.parent_model = mdown.id) "
 
-#define NODE_JSON                                                                                                  \
-  "json_object('ref', a.name || '@' || v.version, 'kind', 'adapter', 'operation', v.operation, 'created',"       \
-  " strftime('%Y-%m-%dT%H:%M:%SZ', v.created, 'unixepoch'), 'base', (SELECT name FROM models WHERE id = v.model_id)," \
-  " 'notes', v.notes) FROM versions v JOIN adapters a ON a.id = v.adapter_id"
+/* Append a string literal. */
+#define RAW(o, lit) reg_out_raw(o, lit, sizeof lit - 1)
 
-#define MODEL_NODE_JSON                                                                                          \
-  "json_object('ref', m.name, 'kind', 'model', 'operation', m.operation, 'created',"                            \
-  " strftime('%Y-%m-%dT%H:%M:%SZ', m.created, 'unixepoch'), 'base', NULL, 'notes', m.notes) FROM models m"
+enum { K_VERSION = 0, K_MODEL = 1 };
 
-#define REF_OF(col) "(SELECT a.name || '@' || v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id WHERE v.id = " col ")"
+typedef struct lnode {
+  int64_t id;
+  int kind;
+  int depth;
+  char ref[REG_NAME_MAX + 24];
+} lnode;
 
-static const char *const up_sql[] = {
-    UP_CTE "SELECT " NODE_JSON " WHERE v.id IN up",
-    UP_CTE "SELECT json_object('child', " REF_OF("l.child") ", 'parent', " REF_OF("l.parent")
-           ", 'relation', l.relation, 'params', json(l.params)) FROM lineage l WHERE l.child IN up",
-};
+/* A table read whole, sorted by key: for walks that reach much of the
+ * registry, one pass costs less than thousands of index lookups. Rows hold
+ * the key, up to four integers and two strings (offsets into the arena;
+ * NO_STR for NULL). Tables are read in storage order and sorted here: an
+ * ORDER BY on an index would cost a table lookup per row. */
+#define NO_STR UINT32_MAX
+#define BULK_AT 2048 /* nodes found before the walk switches to whole tables */
 
-static const char *const down_sql[] = {
-    DOWN_CTE "SELECT " NODE_JSON " WHERE v.id IN down UNION ALL SELECT " MODEL_NODE_JSON " WHERE m.id IN mdown",
-    DOWN_CTE "SELECT json_object('child', " REF_OF("l.child") ", 'parent', " REF_OF("l.parent")
-             ", 'relation', l.relation, 'params', json(l.params)) FROM lineage l WHERE l.parent IN down"
-             " UNION ALL SELECT json_object('child', (SELECT name FROM models WHERE id = ml.model), 'parent',"
-             " CASE WHEN ml.parent_version IS NOT NULL THEN " REF_OF("ml.parent_version")
-             " ELSE (SELECT name FROM models WHERE id = ml.parent_model) END, 'relation', ml.relation,"
-             " 'params', json(ml.params)) FROM model_lineage ml WHERE ml.model IN mdown"
-             " AND (ml.parent_version IN down OR ml.parent_model IN mdown)",
-};
+typedef struct brow {
+  int64_t key, i[4];
+  uint32_t s[2];
+} brow;
 
-/* Append each row's JSON object (column 0) to arr. */
-static lk_status collect(lk_registry_t *reg, const char *sql, int64_t id, json_t *arr) {
+typedef struct btab {
+  brow *rows;
+  uint32_t n;
+  int loaded;
+  reg_out arena;
+} btab;
+
+/* The walk: nodes found (index = BFS order), a hash of (kind, id) -> index,
+ * prepared statements (or whole tables), and the JSON of nodes and edges as
+ * they are found. */
+typedef struct walk {
+  lk_registry_t *reg;
+  lnode *nodes;
+  uint32_t n, cap;
+  int32_t *slots; /* open addressing, -1 = empty */
+  uint32_t nslots;
+  sqlite3_stmt *parents, *children, *models_of_version, *models_of_model, *version_info, *model_info;
+  btab up, down, info, names, models; /* lineage by child, by parent; versions, adapters, models by id */
+  reg_out nodes_json, edges_json;
+  uint32_t max_depth;
+  lk_status st;
+} walk;
+
+static int by_key(const void *a, const void *b) {
+  const brow *x = a, *y = b;
+  if (x->key != y->key) return x->key < y->key ? -1 : 1;
+  return x->i[0] < y->i[0] ? -1 : x->i[0] > y->i[0];
+}
+
+/* Read sql (columns: key, n_int integers, n_str strings), sorted by key. */
+static lk_status btab_load(walk *w, btab *t, const char *sql, int n_int, int n_str) {
   sqlite3_stmt *q = NULL;
-  lk_status st = reg_prepare(reg, sql, &q);
-  if (st) return st;
-  sqlite3_bind_int64(q, 1, id);
-  int rc;
-  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-    json_error_t jerr;
-    json_t *o = json_loads((const char *)sqlite3_column_text(q, 0), 0, &jerr);
-    if (o) json_array_append_new(arr, o);
+  lk_status st = reg_prepare(w->reg, sql, &q);
+  uint32_t cap = 0;
+  int rc = SQLITE_DONE;
+  while (!st && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    if (t->n == cap) {
+      cap = cap ? 2 * cap : 4096;
+      brow *p = realloc(t->rows, cap * sizeof *p);
+      if (!p) {
+        st = lk__fail(w->reg->ctx, LK_ERR_NOMEM, "out of memory walking lineage");
+        break;
+      }
+      t->rows = p;
+    }
+    brow *r = &t->rows[t->n++];
+    r->key = sqlite3_column_int64(q, 0);
+    for (int k = 0; k < 4; k++) r->i[k] = k < n_int ? sqlite3_column_int64(q, 1 + k) : 0;
+    for (int k = 0; k < 2; k++) {
+      const char *z = k < n_str ? (const char *)sqlite3_column_text(q, 1 + n_int + k) : NULL;
+      r->s[k] = z ? (uint32_t)t->arena.n : NO_STR;
+      if (z) reg_out_raw(&t->arena, z, strlen(z) + 1);
+    }
   }
   sqlite3_finalize(q);
-  return rc == SQLITE_DONE ? LK_OK : reg_sql_fail(reg, rc, "reading lineage");
-}
-
-/* Breadth-first depths from root over edges (up: child -> parent, down:
- * parent -> child); sign -1 for ancestors. Nodes get "depth". */
-static void set_depths(json_t *nodes_by_ref, json_t *edges, const char *root, int up, uint32_t max_depth,
-                       json_t *depth_of) {
-  json_t *adj = json_object();
-  size_t i;
-  json_t *e;
-  json_array_foreach(edges, i, e) {
-    const char *from = json_string_value(json_object_get(e, up ? "child" : "parent"));
-    const char *to = json_string_value(json_object_get(e, up ? "parent" : "child"));
-    if (!from || !to) continue;
-    json_t *list = json_object_get(adj, from);
-    if (!list) json_object_set_new(adj, from, list = json_array());
-    json_array_append_new(list, json_string(to));
-  }
-  json_t *queue = json_array();
-  json_array_append_new(queue, json_string(root));
-  json_object_set_new(depth_of, root, json_integer(0));
-  for (size_t head = 0; head < json_array_size(queue); head++) {
-    const char *cur = json_string_value(json_array_get(queue, head));
-    json_int_t d = json_integer_value(json_object_get(depth_of, cur));
-    json_int_t next = up ? d - 1 : d + 1;
-    if (max_depth && (json_int_t)max_depth < (next < 0 ? -next : next)) continue;
-    size_t k;
-    json_t *to;
-    json_array_foreach(json_object_get(adj, cur), k, to) {
-      const char *t = json_string_value(to);
-      if (json_object_get(depth_of, t) || !json_object_get(nodes_by_ref, t)) continue;
-      json_object_set_new(depth_of, t, json_integer(next));
-      json_array_append_new(queue, json_string(t));
-    }
-  }
-  json_decref(queue);
-  json_decref(adj);
-}
-
-static lk_status one_direction(lk_registry_t *reg, const reg_version *v, int up, uint32_t max_depth, json_t *nodes,
-                               json_t *edges, json_t *seen) {
-  const char *const *sql = up ? up_sql : down_sql;
-  json_t *n = json_array(), *e = json_array(), *by_ref = json_object(), *depth = json_object();
-  lk_status st = collect(reg, sql[0], v->id, n);
-  if (!st) st = collect(reg, sql[1], v->id, e);
-  if (!st) {
-    size_t i;
-    json_t *x;
-    json_array_foreach(n, i, x) json_object_set(by_ref, json_string_value(json_object_get(x, "ref")), x);
-    set_depths(by_ref, e, v->ref, up, max_depth, depth);
-    json_array_foreach(n, i, x) {
-      const char *ref = json_string_value(json_object_get(x, "ref"));
-      json_t *d = json_object_get(depth, ref);
-      if (!d || (json_object_get(seen, ref) && !strcmp(ref, v->ref))) continue;
-      json_object_set(x, "depth", d);
-      json_object_set_new(seen, ref, json_true());
-      json_array_append(nodes, x);
-    }
-    json_array_foreach(e, i, x) {
-      const char *c = json_string_value(json_object_get(x, "child")), *p = json_string_value(json_object_get(x, "parent"));
-      if (c && p && json_object_get(depth, c) && json_object_get(depth, p)) json_array_append(edges, x);
-    }
-  }
-  json_decref(n);
-  json_decref(e);
-  json_decref(by_ref);
-  json_decref(depth);
+  if (!st && rc != SQLITE_DONE) st = reg_sql_fail(w->reg, rc, "reading lineage");
+  if (!st && (t->arena.oom || t->arena.n >= NO_STR)) st = lk__fail(w->reg->ctx, LK_ERR_NOMEM, "out of memory");
+  if (!st) qsort(t->rows, t->n, sizeof *t->rows, by_key);
+  t->loaded = !st;
   return st;
+}
+
+static const char *bstr(const btab *t, uint32_t off) { return off == NO_STR ? NULL : t->arena.p + off; }
+
+/* Index of the first row with key >= key. */
+static uint32_t blower(const btab *t, int64_t key) {
+  uint32_t lo = 0, hi = t->n;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (t->rows[mid].key < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Switch to whole tables once the walk is big: node records first. */
+static void maybe_bulk(walk *w) {
+  if (w->st || w->info.loaded || w->n < BULK_AT) return;
+  w->st = btab_load(w, &w->info, "SELECT id, version, created, adapter_id, model_id, operation, notes FROM versions",
+                    4, 2);
+  if (!w->st) w->st = btab_load(w, &w->names, "SELECT id, 0, name FROM adapters", 1, 1);
+  if (!w->st) w->st = btab_load(w, &w->models, "SELECT id, 0, name FROM models", 1, 1);
+}
+
+/* The lineage table by child (up) or by parent (down), read on first need. */
+static const btab *edges_table(walk *w, int up) {
+  btab *t = up ? &w->up : &w->down;
+  if (!w->info.loaded || w->st) return NULL;
+  if (!t->loaded)
+    w->st = btab_load(w, t,
+                      up ? "SELECT child, parent, relation, params FROM lineage"
+                         : "SELECT parent, child, relation, params FROM lineage",
+                      1, 2);
+  return w->st ? NULL : t;
+}
+
+/* The string of the row with key in t (names, models), or NULL. */
+static const char *name_of(const btab *t, int64_t key) {
+  uint32_t r = key ? blower(t, key) : t->n;
+  return r < t->n && t->rows[r].key == key ? bstr(t, t->rows[r].s[0]) : NULL;
+}
+
+static uint64_t key_hash(int64_t id, int kind) {
+  uint64_t k = (uint64_t)id * 2 + (uint64_t)kind;
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull; /* murmur3 finaliser */
+  k ^= k >> 33;
+  return k;
+}
+
+static int32_t find(const walk *w, int64_t id, int kind) {
+  for (uint64_t h = key_hash(id, kind) & (w->nslots - 1);; h = (h + 1) & (w->nslots - 1)) {
+    int32_t i = w->slots[h];
+    if (i < 0) return -1;
+    if (w->nodes[i].id == id && w->nodes[i].kind == kind) return i;
+  }
+}
+
+static int grow_table(walk *w) {
+  uint32_t ns = w->nslots ? w->nslots * 2 : 1024;
+  int32_t *slots = malloc(ns * sizeof *slots);
+  if (!slots) return 0;
+  memset(slots, 0xff, ns * sizeof *slots);
+  for (uint32_t i = 0; i < w->n; i++) {
+    uint64_t h = key_hash(w->nodes[i].id, w->nodes[i].kind) & (ns - 1);
+    while (slots[h] >= 0) h = (h + 1) & (ns - 1);
+    slots[h] = (int32_t)i;
+  }
+  free(w->slots);
+  w->slots = slots;
+  w->nslots = ns;
+  return 1;
+}
+
+static const char *col(sqlite3_stmt *q, int i) { return (const char *)sqlite3_column_text(q, i); }
+
+/* Record a newly found node: its ref and its JSON. */
+static int32_t add_node(walk *w, int64_t id, int kind, int depth) {
+  if (w->st) return -1;
+  if ((w->n + 1) * 2 > w->nslots && !grow_table(w)) goto oom;
+  if (w->n == w->cap) {
+    uint32_t cap = w->cap ? w->cap * 2 : 256;
+    lnode *p = realloc(w->nodes, cap * sizeof *p);
+    if (!p) goto oom;
+    w->nodes = p;
+    w->cap = cap;
+  }
+  lnode *nd = &w->nodes[w->n];
+  memset(nd, 0, sizeof *nd);
+  nd->id = id;
+  nd->kind = kind;
+  nd->depth = depth;
+  /* name, version, operation, created, base, notes */
+  const char *name, *operation, *base, *notes;
+  int64_t version, created;
+  uint32_t r = kind == K_VERSION && w->info.loaded ? blower(&w->info, id) : 0;
+  if (kind == K_VERSION && w->info.loaded) {
+    const brow *b = r < w->info.n && w->info.rows[r].key == id ? &w->info.rows[r] : NULL;
+    if (!b) goto missing;
+    name = name_of(&w->names, b->i[2]);
+    base = name_of(&w->models, b->i[3]);
+    operation = bstr(&w->info, b->s[0]);
+    notes = bstr(&w->info, b->s[1]);
+    version = b->i[0];
+    created = b->i[1];
+  } else {
+    sqlite3_stmt *q = kind == K_VERSION ? w->version_info : w->model_info;
+    sqlite3_reset(q);
+    sqlite3_bind_int64(q, 1, id);
+    if (sqlite3_step(q) != SQLITE_ROW) goto missing;
+    name = col(q, 0);
+    version = sqlite3_column_int64(q, 1);
+    operation = col(q, 2);
+    created = sqlite3_column_int64(q, 3);
+    base = col(q, 4);
+    notes = col(q, 5);
+  }
+  reg_out *o = &w->nodes_json;
+  if (w->n) reg_out_c(o, ',');
+  if (kind == K_VERSION) snprintf(nd->ref, sizeof nd->ref, "%s@%lld", name ? name : "", (long long)version);
+  else snprintf(nd->ref, sizeof nd->ref, "%s", name ? name : "");
+  RAW(o, "{\"ref\":");
+  reg_out_str(o, nd->ref);
+  if (kind == K_VERSION) RAW(o, ",\"kind\":\"adapter\"");
+  else RAW(o, ",\"kind\":\"model\"");
+  RAW(o, ",\"depth\":");
+  reg_out_int(o, depth);
+  RAW(o, ",\"operation\":");
+  reg_out_str(o, operation);
+  RAW(o, ",\"created\":");
+  reg_out_time(o, created);
+  RAW(o, ",\"base\":");
+  reg_out_str(o, base);
+  RAW(o, ",\"notes\":");
+  reg_out_str(o, notes);
+  reg_out_c(o, '}');
+  uint64_t h = key_hash(id, kind) & (w->nslots - 1);
+  while (w->slots[h] >= 0) h = (h + 1) & (w->nslots - 1);
+  w->slots[h] = (int32_t)w->n;
+  return (int32_t)w->n++;
+missing:
+  w->st = lk__fail(w->reg->ctx, LK_ERR_CORRUPT, "registry %s: lineage refers to a missing %s (id %lld)", w->reg->path,
+                   kind == K_VERSION ? "version" : "model", (long long)id);
+  return -1;
+oom:
+  w->st = lk__fail(w->reg->ctx, LK_ERR_NOMEM, "out of memory walking lineage");
+  return -1;
+}
+
+static void add_edge(walk *w, int32_t child, int32_t parent, const char *relation, const char *params) {
+  reg_out *o = &w->edges_json;
+  if (o->n) reg_out_c(o, ',');
+  RAW(o, "{\"child\":");
+  reg_out_str(o, w->nodes[child].ref);
+  RAW(o, ",\"parent\":");
+  reg_out_str(o, w->nodes[parent].ref);
+  RAW(o, ",\"relation\":");
+  reg_out_str(o, relation);
+  RAW(o, ",\"params\":");
+  reg_out_json(o, params);
+  reg_out_c(o, '}');
+}
+
+/* Follow q (bound to node i's id; rows: other id, relation, params) to
+ * nodes of kind `kind` one step further; up: node i is the child. */
+static void expand(walk *w, uint32_t i, sqlite3_stmt *q, int kind, int up) {
+  sqlite3_reset(q);
+  sqlite3_bind_int64(q, 1, w->nodes[i].id);
+  int rc;
+  while (!w->st && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    int64_t other = sqlite3_column_int64(q, 0);
+    int32_t j = find(w, other, kind);
+    if (j < 0) j = add_node(w, other, kind, w->nodes[i].depth + (up ? -1 : 1));
+    if (j < 0) return;
+    if (up) add_edge(w, (int32_t)i, j, col(q, 1), col(q, 2));
+    else add_edge(w, j, (int32_t)i, col(q, 1), col(q, 2));
+  }
+  if (!w->st && rc != SQLITE_DONE) w->st = reg_sql_fail(w->reg, rc, "reading lineage");
+}
+
+/* expand() over a whole table: rows key = node i's id, i1 = the other end. */
+static void expand_bulk(walk *w, uint32_t i, const btab *t, int up) {
+  int64_t id = w->nodes[i].id;
+  for (uint32_t r = blower(t, id); !w->st && r < t->n && t->rows[r].key == id; r++) {
+    const brow *b = &t->rows[r];
+    int32_t j = find(w, b->i[0], K_VERSION);
+    if (j < 0) j = add_node(w, b->i[0], K_VERSION, w->nodes[i].depth + (up ? -1 : 1));
+    if (j < 0) return;
+    if (up) add_edge(w, (int32_t)i, j, bstr(t, b->s[0]), bstr(t, b->s[1]));
+    else add_edge(w, j, (int32_t)i, bstr(t, b->s[0]), bstr(t, b->s[1]));
+  }
+}
+
+/* Breadth first from node 0 in one direction: depths are shortest paths. */
+static void bfs(walk *w, int up) {
+  uint32_t first = w->n; /* nodes this direction adds */
+  for (uint32_t i = 0; i < w->n && !w->st; i++) {
+    if (i != 0 && i < first) continue;
+    int d = w->nodes[i].depth < 0 ? -w->nodes[i].depth : w->nodes[i].depth;
+    if (w->max_depth && (uint32_t)d >= w->max_depth) continue;
+    maybe_bulk(w);
+    const btab *t = edges_table(w, up);
+    if (w->st) break;
+    if (up) {
+      if (t) expand_bulk(w, i, t, 1);
+      else expand(w, i, w->parents, K_VERSION, 1);
+    } else if (w->nodes[i].kind == K_VERSION) {
+      if (t) expand_bulk(w, i, t, 0);
+      else expand(w, i, w->children, K_VERSION, 0);
+      expand(w, i, w->models_of_version, K_MODEL, 0);
+    } else {
+      expand(w, i, w->models_of_model, K_MODEL, 0);
+    }
+  }
+}
+
+static lk_status walk_open(walk *w) {
+  static const char *const sql[] = {
+      "SELECT parent, relation, params FROM lineage WHERE child = ?",
+      "SELECT child, relation, params FROM lineage WHERE parent = ?",
+      "SELECT model, relation, params FROM model_lineage WHERE parent_version = ?",
+      "SELECT model, relation, params FROM model_lineage WHERE parent_model = ?",
+      "SELECT a.name, v.version, v.operation, v.created, m.name, v.notes FROM versions v JOIN adapters a ON a.id = "
+      "v.adapter_id LEFT JOIN models m ON m.id = v.model_id WHERE v.id = ?",
+      "SELECT name, 0, operation, created, NULL, notes FROM models WHERE id = ?",
+  };
+  sqlite3_stmt **stmts[] = {&w->parents, &w->children, &w->models_of_version, &w->models_of_model,
+                            &w->version_info, &w->model_info};
+  for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+    lk_status st = reg_prepare(w->reg, sql[i], stmts[i]);
+    if (st) return st;
+  }
+  return grow_table(w) ? LK_OK : lk__fail(w->reg->ctx, LK_ERR_NOMEM, "out of memory");
+}
+
+static void walk_close(walk *w) {
+  sqlite3_stmt *stmts[] = {w->parents, w->children, w->models_of_version, w->models_of_model, w->version_info,
+                           w->model_info};
+  for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) sqlite3_finalize(stmts[i]);
+  btab *tabs[] = {&w->up, &w->down, &w->info, &w->names, &w->models};
+  for (size_t i = 0; i < 5; i++) {
+    free(tabs[i]->rows);
+    free(tabs[i]->arena.p);
+  }
+  free(w->nodes);
+  free(w->slots);
+  free(w->nodes_json.p);
+  free(w->edges_json.p);
 }
 
 LK_API lk_status lk_registry_lineage(lk_registry_t *reg, const char *ref, const lk_registry_lineage_opts_t *opts,
@@ -138,23 +356,32 @@ LK_API lk_status lk_registry_lineage(lk_registry_t *reg, const char *ref, const 
   int dir = o.direction ? o.direction : LK_LINEAGE_BOTH;
   if (dir < LK_LINEAGE_UP || dir > LK_LINEAGE_BOTH)
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "lineage: unknown direction %d", o.direction);
+  if ((st = reg_exec(reg, "BEGIN"))) return st; /* one snapshot for the whole walk */
   reg_version v;
-  if ((st = reg_resolve(reg, ref, &v))) return st;
-  json_t *nodes = json_array(), *edges = json_array(), *seen = json_object();
-  /* One snapshot for both directions. */
-  if (!(st = reg_exec(reg, "BEGIN"))) {
-    if (dir & LK_LINEAGE_UP) st = one_direction(reg, &v, 1, o.max_depth, nodes, edges, seen);
-    if (!st && (dir & LK_LINEAGE_DOWN)) st = one_direction(reg, &v, 0, o.max_depth, nodes, edges, seen);
-    reg_exec(reg, "COMMIT");
+  walk w;
+  memset(&w, 0, sizeof w);
+  w.reg = reg;
+  w.max_depth = o.max_depth;
+  if (!(st = reg_resolve(reg, ref, &v)) && !(st = walk_open(&w))) {
+    add_node(&w, v.id, K_VERSION, 0);
+    if (dir & LK_LINEAGE_UP) bfs(&w, 1);
+    if (dir & LK_LINEAGE_DOWN) bfs(&w, 0);
+    st = w.st;
   }
   if (!st) {
-    json_t *doc = json_pack("{s:s, s:O, s:O}", "root", v.ref, "nodes", nodes, "edges", edges);
-    if (!doc || !(*out_json = reg_json_string(doc))) st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
-    json_decref(doc);
+    reg_out doc = {0};
+    RAW(&doc, "{\"root\":");
+    reg_out_str(&doc, v.ref);
+    RAW(&doc, ",\"nodes\":[");
+    if (w.nodes_json.p) reg_out_raw(&doc, w.nodes_json.p, w.nodes_json.n);
+    RAW(&doc, "],\"edges\":[");
+    if (w.edges_json.p) reg_out_raw(&doc, w.edges_json.p, w.edges_json.n);
+    RAW(&doc, "]}");
+    if (w.nodes_json.oom || w.edges_json.oom) doc.oom = 1;
+    st = reg_out_finish(reg, &doc, out_json);
   }
-  json_decref(nodes);
-  json_decref(edges);
-  json_decref(seen);
+  walk_close(&w);
+  reg_exec(reg, "COMMIT");
   if (!st) lk__ok(reg->ctx);
   return st;
 }

@@ -389,16 +389,19 @@ LK_API lk_status lk_registry_add_model(lk_registry_t *reg, const char *name, con
   if ((st = reg_base_prepare(reg, o.base, o.loader, &base))) goto out;
   if ((st = reg_begin(reg))) goto out;
   int64_t id = 0;
-  if ((st = reg_base_commit(reg, &base)) || (st = reg_model_insert(reg, &mi, name, o.operation, o.notes, &id)))
-    goto rollback;
-  const char *rel = lk_registry_relation_name(o.n_parents ? o.relation : LK_REL_MERGED_FROM);
-  for (uint32_t i = 0; i < o.n_parents; i++) {
+  for (uint32_t i = 0; i < o.n_parents; i++) { /* all parents exist before anything is written */
     reg_version v;
     if ((st = reg_resolve(reg, o.parents[i], &v))) {
       reg_wrap(reg, st, "%s: parent", path);
       goto rollback;
     }
-    if ((st = model_edge(reg, id, v.id, 0, rel, params))) goto rollback;
+  }
+  if ((st = reg_base_commit(reg, &base)) || (st = reg_model_insert(reg, &mi, name, o.operation, o.notes, &id)))
+    goto rollback;
+  const char *rel = lk_registry_relation_name(o.n_parents ? o.relation : LK_REL_MERGED_FROM);
+  for (uint32_t i = 0; i < o.n_parents; i++) {
+    reg_version v;
+    if ((st = reg_resolve(reg, o.parents[i], &v)) || (st = model_edge(reg, id, v.id, 0, rel, params))) goto rollback;
   }
   if (base.id > 0 && base.id != id && (st = model_edge(reg, id, 0, base.id, rel, params))) goto rollback;
   if ((st = reg_commit(reg))) goto out;

@@ -7,58 +7,236 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One version as a JSON object. The FROM clause binds v (versions),
- * a (adapters), m (models, may be NULL) and b (blobs). */
-#define VERSION_JSON                                                                                             \
-  "json_object('ref', a.name || '@' || v.version, 'name', a.name, 'version', v.version,"                         \
-  " 'tags', (SELECT json_group_array(t) FROM (SELECT 'latest' AS t WHERE v.version = (SELECT max(x.version)"     \
-  "   FROM versions x WHERE x.adapter_id = v.adapter_id) UNION ALL SELECT tag FROM (SELECT tag FROM tags"          \
-  "   WHERE version_id = v.id ORDER BY tag))),"                                                                  \
-  " 'base', m.name, 'base_fingerprint', m.fingerprint, 'rank', v.rank, 'alpha', v.alpha, 'scaling', v.scaling,"  \
-  " 'target_modules', json(v.target_modules), 'n_targets', v.n_targets, 'format', v.format, 'size', v.size,"     \
-  " 'stored', b.stored, 'sha256', v.blob, 'created', strftime('%Y-%m-%dT%H:%M:%SZ', v.created, 'unixepoch'),"    \
-  " 'operation', v.operation, 'notes', v.notes,"                                                                 \
-  " 'parents', (SELECT json_group_array(json_object('ref', pa.name || '@' || pv.version, 'relation', l.relation," \
-  "   'params', json(l.params))) FROM lineage l JOIN versions pv ON pv.id = l.parent"                            \
-  "   JOIN adapters pa ON pa.id = pv.adapter_id WHERE l.child = v.id))"
-
-#define VERSION_FROM                                                                                   \
-  " FROM versions v JOIN adapters a ON a.id = v.adapter_id LEFT JOIN models m ON m.id = v.model_id" \
-  " LEFT JOIN blobs b ON b.sha256 = v.blob"
-
 /* Step q (one JSON text column) into "[row,row,...]"; malloc'd in *out. */
 static lk_status join_rows(lk_registry_t *reg, sqlite3_stmt *q, char **out) {
-  size_t n = 1, cap = 4096;
-  char *buf = malloc(cap);
-  if (!buf) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
-  buf[0] = '[';
+  reg_out o = {0};
   int rc, first = 1;
+  reg_out_c(&o, '[');
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     const char *row = (const char *)sqlite3_column_text(q, 0);
-    size_t len = (size_t)sqlite3_column_bytes(q, 0);
     if (!row) continue;
-    if (n + len + 3 > cap) {
-      while (n + len + 3 > cap) cap *= 2;
-      char *p = realloc(buf, cap);
-      if (!p) {
-        free(buf);
-        return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
-      }
-      buf = p;
-    }
-    if (!first) buf[n++] = ',';
+    if (!first) reg_out_c(&o, ',');
     first = 0;
-    memcpy(buf + n, row, len);
-    n += len;
+    reg_out_raw(&o, row, (size_t)sqlite3_column_bytes(q, 0));
   }
+  reg_out_c(&o, ']');
   if (rc != SQLITE_DONE) {
-    free(buf);
+    free(o.p);
     return reg_sql_fail(reg, rc, "listing");
   }
-  buf[n++] = ']';
-  buf[n] = '\0';
-  *out = buf;
-  return LK_OK;
+  return reg_out_finish(reg, &o, out);
+}
+
+/* ---- the version list, written straight from rows ------------------------------------ */
+
+/* Columns of one version; the caller appends its WHERE and ORDER BY. */
+#define ROW_SELECT                                                                                                 \
+  "SELECT v.id, a.name, v.version, m.name, m.fingerprint, v.rank, v.alpha, v.scaling, v.target_modules,"         \
+  " v.n_targets, v.format, v.size, NULL, v.blob, v.created, v.operation, v.notes, v.adapter_id"                  \
+  " FROM versions v JOIN adapters a ON a.id = v.adapter_id LEFT JOIN models m ON m.id = v.model_id"
+
+/* Append a string literal. */
+#define RAW(o, lit) reg_out_raw(o, lit, sizeof lit - 1)
+
+/* What each version row needs from other tables - its tags, its parents,
+ * whether it is the newest of its name - read up front in three sorted
+ * bulk queries (per-row lookups cost several times more for long lists). */
+typedef struct span {
+  int64_t key;
+  uint32_t off, len; /* JSON text in the arena (for latest: off = the newest version) */
+} span;
+
+typedef struct sides {
+  span *tags, *parents, *latest;
+  uint32_t ntags, nparents, nlatest;
+  reg_out arena;
+} sides;
+
+/* Which versions the side tables are read for. */
+typedef struct scope {
+  const char *name; /* adapter name, or NULL */
+  int64_t model;    /* base model id, or 0 */
+  int64_t id;       /* one version id, or 0 */
+} scope;
+
+static void sides_free(sides *sd) {
+  free(sd->tags);
+  free(sd->parents);
+  free(sd->latest);
+  free(sd->arena.p);
+  memset(sd, 0, sizeof *sd);
+}
+
+static void bind_scope(sqlite3_stmt *q, const scope *sc) {
+  if (sc->name) sqlite3_bind_text(q, 1, sc->name, -1, SQLITE_STATIC);
+  if (sc->model) sqlite3_bind_int64(q, 2, sc->model);
+  if (sc->id) sqlite3_bind_int64(q, 3, sc->id);
+}
+
+/* " WHERE <column> IN (the scope's versions)", or "" for all. */
+static void scope_where(const scope *sc, const char *column, char *buf, size_t n) {
+  if (sc->id) snprintf(buf, n, " WHERE %s = ?3", column);
+  else if (sc->name || sc->model)
+    snprintf(buf, n,
+             " WHERE %s IN (SELECT v.id FROM versions v WHERE (?1 IS NULL OR v.adapter_id = (SELECT id FROM adapters"
+             " WHERE name = ?1)) AND (?2 IS NULL OR v.model_id = ?2))",
+             column);
+  else buf[0] = '\0';
+}
+
+/* Run sql (rows: key, then the fields `item` writes, sorted by key) and
+ * gather each key's items, comma-separated, as one span. */
+static lk_status load_spans(lk_registry_t *reg, const char *sql, const scope *sc, reg_out *arena,
+                            void (*item)(reg_out *, sqlite3_stmt *), span **out, uint32_t *n_out) {
+  sqlite3_stmt *q = NULL;
+  lk_status st = reg_prepare(reg, sql, &q);
+  if (st) return st;
+  bind_scope(q, sc);
+  span *v = NULL;
+  uint32_t n = 0, cap = 0;
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    int64_t key = sqlite3_column_int64(q, 0);
+    if (!n || v[n - 1].key != key) {
+      if (n == cap) {
+        cap = cap ? 2 * cap : 256;
+        span *p = realloc(v, cap * sizeof *v);
+        if (!p) {
+          st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+          break;
+        }
+        v = p;
+      }
+      v[n++] = (span){key, (uint32_t)arena->n, 0};
+    } else {
+      reg_out_c(arena, ',');
+    }
+    item(arena, q);
+    v[n - 1].len = (uint32_t)(arena->n - v[n - 1].off);
+  }
+  sqlite3_finalize(q);
+  if (!st && rc != SQLITE_DONE) st = reg_sql_fail(reg, rc, "listing");
+  if (!st && arena->oom) st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+  if (st) free(v);
+  else {
+    *out = v;
+    *n_out = n;
+  }
+  return st;
+}
+
+static const char *col(sqlite3_stmt *q, int i) { return (const char *)sqlite3_column_text(q, i); }
+
+static void tag_item(reg_out *o, sqlite3_stmt *q) { reg_out_str(o, col(q, 1)); }
+
+static void parent_item(reg_out *o, sqlite3_stmt *q) {
+  RAW(o, "{\"ref\":");
+  reg_out_ref(o, col(q, 1), sqlite3_column_int64(q, 2));
+  RAW(o, ",\"relation\":");
+  reg_out_str(o, col(q, 3));
+  RAW(o, ",\"params\":");
+  reg_out_json(o, col(q, 4));
+  reg_out_c(o, '}');
+}
+
+static lk_status sides_load(lk_registry_t *reg, const scope *sc, sides *sd) {
+  memset(sd, 0, sizeof *sd);
+  char where[512], sql[1024];
+  scope_where(sc, "version_id", where, sizeof where);
+  snprintf(sql, sizeof sql, "SELECT version_id, tag FROM tags%s ORDER BY version_id, tag", where);
+  lk_status st = load_spans(reg, sql, sc, &sd->arena, tag_item, &sd->tags, &sd->ntags);
+  if (st) return st;
+  scope_where(sc, "l.child", where, sizeof where);
+  snprintf(sql, sizeof sql,
+           "SELECT l.child, pa.name, pv.version, l.relation, l.params FROM lineage l JOIN versions pv ON pv.id ="
+           " l.parent JOIN adapters pa ON pa.id = pv.adapter_id%s ORDER BY l.child, pa.name, pv.version",
+           where);
+  if ((st = load_spans(reg, sql, sc, &sd->arena, parent_item, &sd->parents, &sd->nparents))) return st;
+  sqlite3_stmt *q = NULL;
+  if ((st = reg_prepare(reg,
+                        "SELECT adapter_id, max(version) FROM versions WHERE (?1 IS NULL OR adapter_id = (SELECT id"
+                        " FROM adapters WHERE name = ?1)) AND (?3 IS NULL OR adapter_id = (SELECT adapter_id FROM"
+                        " versions WHERE id = ?3)) GROUP BY adapter_id ORDER BY adapter_id",
+                        &q)))
+    return st;
+  bind_scope(q, sc);
+  uint32_t cap = 0;
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    if (sd->nlatest == cap) {
+      cap = cap ? 2 * cap : 64;
+      span *p = realloc(sd->latest, cap * sizeof *p);
+      if (!p) {
+        st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+        break;
+      }
+      sd->latest = p;
+    }
+    sd->latest[sd->nlatest++] = (span){sqlite3_column_int64(q, 0), (uint32_t)sqlite3_column_int64(q, 1), 0};
+  }
+  sqlite3_finalize(q);
+  if (!st && rc != SQLITE_DONE) st = reg_sql_fail(reg, rc, "listing");
+  return st;
+}
+
+static const span *lookup(const span *v, uint32_t n, int64_t key) {
+  uint32_t lo = 0, hi = n;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (v[mid].key < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < n && v[lo].key == key ? &v[lo] : NULL;
+}
+
+/* One version (the current row of q, from ROW_SELECT) as a JSON object,
+ * without its closing brace so callers may add members. */
+static void write_row(reg_out *o, sqlite3_stmt *q, const sides *sd) {
+  int64_t id = sqlite3_column_int64(q, 0), version = sqlite3_column_int64(q, 2);
+  RAW(o, "{\"ref\":");
+  reg_out_ref(o, col(q, 1), version);
+  RAW(o, ",\"name\":");
+  reg_out_str(o, col(q, 1));
+  RAW(o, ",\"version\":");
+  reg_out_int(o, version);
+  RAW(o, ",\"tags\":[");
+  const span *latest = lookup(sd->latest, sd->nlatest, sqlite3_column_int64(q, 17));
+  const span *tags = lookup(sd->tags, sd->ntags, id);
+  if (latest && latest->off == (uint32_t)version) {
+    RAW(o, "\"latest\"");
+    if (tags) reg_out_c(o, ',');
+  }
+  if (tags) reg_out_raw(o, sd->arena.p + tags->off, tags->len);
+  RAW(o, "],\"base\":");
+  reg_out_str(o, col(q, 3));
+  RAW(o, ",\"base_fingerprint\":");
+  reg_out_str(o, col(q, 4));
+  RAW(o, ",\"rank\":");
+  reg_out_int(o, sqlite3_column_int64(q, 5));
+  RAW(o, ",\"alpha\":");
+  reg_out_num(o, sqlite3_column_double(q, 6));
+  RAW(o, ",\"scaling\":");
+  reg_out_str(o, col(q, 7));
+  RAW(o, ",\"target_modules\":");
+  reg_out_json(o, col(q, 8));
+  RAW(o, ",\"n_targets\":");
+  reg_out_int(o, sqlite3_column_int64(q, 9));
+  RAW(o, ",\"format\":");
+  reg_out_str(o, col(q, 10));
+  RAW(o, ",\"size\":");
+  reg_out_int(o, sqlite3_column_int64(q, 11));
+  RAW(o, ",\"sha256\":");
+  reg_out_str(o, col(q, 13));
+  RAW(o, ",\"created\":");
+  reg_out_time(o, sqlite3_column_int64(q, 14));
+  RAW(o, ",\"operation\":");
+  reg_out_str(o, col(q, 15));
+  RAW(o, ",\"notes\":");
+  reg_out_str(o, col(q, 16));
+  RAW(o, ",\"parents\":[");
+  const span *parents = lookup(sd->parents, sd->nparents, id);
+  if (parents) reg_out_raw(o, sd->arena.p + parents->off, parents->len);
+  reg_out_c(o, ']');
 }
 
 LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opts_t *opts, char **out_json) {
@@ -73,23 +251,69 @@ LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opt
   if (o.name && !reg_valid_name(o.name)) return reg_bad_name(reg, "adapter name", o.name);
   if (o.tag && !reg_valid_name(o.tag)) return reg_bad_name(reg, "tag", o.tag);
   sqlite3_stmt *q = NULL;
-  st = reg_prepare(reg,
-                   "SELECT " VERSION_JSON VERSION_FROM
-                   " WHERE (?1 IS NULL OR a.name = ?1) AND (?2 IS NULL OR v.model_id = ?2)"
-                   " AND (?3 IS NULL OR (?3 = 'latest' AND v.version = (SELECT max(x.version) FROM versions x"
-                   "   WHERE x.adapter_id = v.adapter_id))"
-                   "   OR EXISTS (SELECT 1 FROM tags t WHERE t.version_id = v.id AND t.tag = ?3))"
-                   " ORDER BY a.name, CASE WHEN ?4 THEN -v.version ELSE v.version END LIMIT ?5",
-                   &q);
-  if (st) return st;
+  sides sd;
+  scope sc = {o.name, model, 0};
+  memset(&sd, 0, sizeof sd);
+  if ((st = reg_exec(reg, "BEGIN"))) return st; /* one snapshot */
+  /* Two orders, so that both come straight from the indexes, unsorted. */
+#define LIST_WHERE                                                                                          \
+  ROW_SELECT " WHERE (?1 IS NULL OR v.adapter_id = (SELECT id FROM adapters WHERE name = ?1))"            \
+             " AND (?2 IS NULL OR v.model_id = ?2)"                                                          \
+             " AND (?3 IS NULL OR (?3 = 'latest' AND v.version = (SELECT max(x.version) FROM"                \
+             " versions x WHERE x.adapter_id = v.adapter_id))"                                               \
+             " OR EXISTS (SELECT 1 FROM tags t WHERE t.version_id = v.id AND t.tag = ?3))"
+  const char *sql = o.newest_first ? LIST_WHERE " ORDER BY a.name, v.version DESC LIMIT ?5"
+                                   : LIST_WHERE " ORDER BY a.name, v.version LIMIT ?5";
+  if ((st = sides_load(reg, &sc, &sd)) || (st = reg_prepare(reg, sql, &q))) goto done;
   if (o.name) sqlite3_bind_text(q, 1, o.name, -1, SQLITE_STATIC);
   if (o.base) sqlite3_bind_int64(q, 2, model);
   if (o.tag) sqlite3_bind_text(q, 3, o.tag, -1, SQLITE_STATIC);
-  sqlite3_bind_int(q, 4, o.newest_first != 0);
   sqlite3_bind_int64(q, 5, o.limit ? (sqlite3_int64)o.limit : -1);
-  st = join_rows(reg, q, out_json);
+  reg_out out = {0};
+  reg_out_c(&out, '[');
+  int rc, n = 0;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    if (n++) reg_out_c(&out, ',');
+    write_row(&out, q, &sd);
+    reg_out_c(&out, '}');
+  }
+  reg_out_c(&out, ']');
+  if (rc != SQLITE_DONE) {
+    free(out.p);
+    st = reg_sql_fail(reg, rc, "listing");
+  } else {
+    st = reg_out_finish(reg, &out, out_json);
+  }
+done:
   sqlite3_finalize(q);
+  sides_free(&sd);
+  reg_exec(reg, "COMMIT");
   if (!st) lk__ok(reg->ctx);
+  return st;
+}
+
+/* One version's record (as in the list) as a jansson object. */
+static lk_status version_object(lk_registry_t *reg, int64_t id, json_t **out) {
+  sqlite3_stmt *q = NULL;
+  sides sd;
+  scope sc = {NULL, 0, id};
+  *out = NULL;
+  lk_status st = sides_load(reg, &sc, &sd);
+  if (!st) st = reg_prepare(reg, ROW_SELECT " WHERE v.id = ?", &q);
+  if (!st) {
+    sqlite3_bind_int64(q, 1, id);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+      reg_out o = {0};
+      write_row(&o, q, &sd);
+      reg_out_c(&o, '}');
+      json_error_t jerr;
+      if (!o.oom && o.p) *out = json_loads(o.p, 0, &jerr);
+      free(o.p);
+    }
+    if (!*out) st = lk__fail(reg->ctx, LK_ERR_INTERNAL, "could not read version %lld", (long long)id);
+  }
+  sqlite3_finalize(q);
+  sides_free(&sd);
   return st;
 }
 
@@ -140,9 +364,7 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
   json_t *obj = NULL, *targets = NULL, *children = NULL, *model = NULL;
   lk_status st = reg_resolve(reg, ref, &v);
   if (st) return st;
-  if ((st = json_query(reg, "SELECT " VERSION_JSON VERSION_FROM " WHERE v.id = ?1", v.id, &obj)) ||
-      (st = targets_of(reg, &v, &targets)))
-    goto done;
+  if ((st = version_object(reg, v.id, &obj)) || (st = targets_of(reg, &v, &targets))) goto done;
   if ((st = json_query(reg,
                        "SELECT json_group_array(json_object('ref', r, 'kind', k, 'relation', rel)) FROM ("
                        " SELECT ca.name || '@' || cv.version AS r, 'adapter' AS k, l.relation AS rel"

@@ -54,7 +54,32 @@ int reg_valid_name(const char *s);
 /* Record an invalid-name error. */
 lk_status reg_bad_name(lk_registry_t *reg, const char *what, const char *s);
 
-/* ---- canon.c: canonical bytes, hashing, compression ------------------------------- */
+/* ---- json.c: JSON text for the documents returned --------------------------------------- */
+
+typedef struct reg_out {
+  char *p;
+  size_t n, cap;
+  int oom;
+} reg_out;
+
+void reg_out_raw(reg_out *o, const char *s, size_t n);
+void reg_out_c(reg_out *o, char c);
+/* s as an escaped JSON string; NULL as null. */
+void reg_out_str(reg_out *o, const char *s);
+/* "key": */
+void reg_out_key(reg_out *o, const char *key);
+void reg_out_int(reg_out *o, int64_t v);
+void reg_out_num(reg_out *o, double v);
+/* "2025-01-31T12:00:00Z" (UTC) */
+void reg_out_time(reg_out *o, int64_t unix_seconds);
+/* "NAME@N" */
+void reg_out_ref(reg_out *o, const char *name, int64_t version);
+/* JSON text the registry stored itself, copied; NULL or "" as null. */
+void reg_out_json(reg_out *o, const char *json);
+/* Hand the text to the caller (*out, malloc'd) or fail with LK_ERR_NOMEM. */
+lk_status reg_out_finish(lk_registry_t *reg, reg_out *o, char **out);
+
+/* ---- canon.c: canonical bytes and hashing ------------------------------- */
 
 typedef struct reg_target {
   char *name;
@@ -92,6 +117,8 @@ typedef struct reg_sha reg_sha;
 reg_sha *reg_sha_new(void);
 void reg_sha_update(reg_sha *s, const void *buf, uint64_t n);
 void reg_sha_final(reg_sha *s, char hex[REG_HEX]);
+
+/* ---- blob.c: payload storage ---------------------------------------------------------- */
 
 /* A payload compressed into chunks, ready to store. */
 typedef struct reg_zchunks {

@@ -318,8 +318,8 @@ static lk_status walk_open(walk *w) {
       "SELECT child, relation, params FROM lineage WHERE parent = ?",
       "SELECT model, relation, params FROM model_lineage WHERE parent_version = ?",
       "SELECT model, relation, params FROM model_lineage WHERE parent_model = ?",
-      "SELECT a.name, v.version, v.operation, v.created, m.name, v.notes FROM versions v JOIN adapters a ON a.id = "
-      "v.adapter_id LEFT JOIN models m ON m.id = v.model_id WHERE v.id = ?",
+      ("SELECT a.name, v.version, v.operation, v.created, m.name, v.notes FROM versions v JOIN adapters a ON a.id = "
+       "v.adapter_id LEFT JOIN models m ON m.id = v.model_id WHERE v.id = ?"),
       "SELECT name, 0, operation, created, NULL, notes FROM models WHERE id = ?",
   };
   sqlite3_stmt **stmts[] = {&w->parents, &w->children, &w->models_of_version, &w->models_of_model,

@@ -188,7 +188,7 @@ void rcli_print_models(json_t *list) {
 #define MAX_INDENT 40 /* deeper chains print flat rather than run off the screen */
 
 typedef struct tree {
-  json_t *edges, *kinds, *seen;
+  json_t *adj, *kinds, *seen; /* adj: ref -> edges leaving it in this direction */
   int up;
 } tree;
 
@@ -203,27 +203,29 @@ static void tree_node(tree *t, const char *ref, const char *relation, char *pref
   json_object_set_new(t->seen, ref, json_true());
   size_t n = strlen(prefix);
   if (level > 0 && level <= MAX_INDENT && n + 8 < plen) strcat(prefix, last ? "    " : "│   ");
-  json_t *next = json_array();
+  json_t *next = json_object_get(t->adj, ref);
   size_t i;
   json_t *e;
-  json_array_foreach(t->edges, i, e) {
-    const char *from = json_string_value(json_object_get(e, t->up ? "child" : "parent"));
-    if (from && !strcmp(from, ref)) json_array_append(next, e);
-  }
   json_array_foreach(next, i, e)
     tree_node(t, json_string_value(json_object_get(e, t->up ? "parent" : "child")), json_string_value(json_object_get(e, "relation")),
               prefix, plen, i + 1 == json_array_size(next), level + 1);
-  json_decref(next);
   prefix[n] = '\0';
 }
 
 static void print_tree(json_t *g, int up) {
-  tree t = {json_object_get(g, "edges"), json_object(), json_object(), up};
+  tree t = {json_object(), json_object(), json_object(), up};
   size_t i;
   json_t *n;
+  json_array_foreach(json_object_get(g, "edges"), i, n) {
+    const char *from = str(n, up ? "child" : "parent");
+    json_t *list = json_object_get(t.adj, from);
+    if (!list) json_object_set_new(t.adj, from, list = json_array());
+    json_array_append(list, n);
+  }
   json_array_foreach(json_object_get(g, "nodes"), i, n) json_object_set(t.kinds, str(n, "ref"), json_object_get(n, "kind"));
   char prefix[4 * MAX_INDENT * 4 + 64] = "";
   tree_node(&t, str(g, "root"), "", prefix, sizeof prefix, 1, 0);
+  json_decref(t.adj);
   json_decref(t.kinds);
   json_decref(t.seen);
 }

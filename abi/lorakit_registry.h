@@ -105,7 +105,7 @@ typedef struct lk_registry_opts_t {
   uint32_t reserved0; /* must be 0 */
 } lk_registry_opts_t;
 
-/* Open (creating it and its folder when absent, unless read_only) the
+/* [one-thread-per-context] Open (creating it and its folder when absent, unless read_only) the
  * registry file at path; path NULL = lk_registry_default_path(). opts may be
  * NULL (defaults). A file that is not SQLite, an SQLite database that is not
  * a registry, or a registry of a newer schema is refused (LK_ERR_FORMAT,
@@ -113,9 +113,9 @@ typedef struct lk_registry_opts_t {
  * closed with lk_registry_close, before ctx is freed. */
 LK_API lk_status lk_registry_open(lk_context_t *ctx, const char *path, const lk_registry_opts_t *opts,
                                   lk_registry_t **out);
-/* Close the handle. NULL is a no-op. */
+/* [one-thread-per-context] Close the handle. NULL is a no-op. */
 LK_API void lk_registry_close(lk_registry_t *reg);
-/* The file the handle opened; owned by the handle, lives until close. */
+/* [one-thread-per-context] The file the handle opened; owned by the handle, lives until close. */
 LK_API const char *lk_registry_path(const lk_registry_t *reg);
 
 /* ---- adding ----------------------------------------------------------------- */
@@ -148,7 +148,7 @@ typedef struct lk_registry_add_opts_t {
   void *progress_user;
 } lk_registry_add_opts_t;
 
-/* Add the adapter at path (PEFT folder, GGUF LoRA file: lk_adapter_load, with
+/* [one-thread-per-context] Add the adapter at path (PEFT folder, GGUF LoRA file: lk_adapter_load, with
  * the base model's config when opts->base names one) as the next version of
  * name (NULL = named after the file or folder, e.g. "a1-lora" for
  * "out/a1-lora.gguf", with invalid characters replaced by '_'). opts may be
@@ -158,7 +158,7 @@ typedef struct lk_registry_add_opts_t {
  * LK_ERR_MISMATCH for a base the adapter does not fit; nothing is written. */
 LK_API lk_status lk_registry_add_path(lk_registry_t *reg, const char *name, const char *path,
                                       const lk_registry_add_opts_t *opts, char **out_ref);
-/* Add the in-memory adapter ad (read through the public adapter API; ad is
+/* [one-thread-per-context] Add the in-memory adapter ad (read through the public adapter API; ad is
  * not changed and stays the caller's) as the next version of name. As
  * lk_registry_add_path otherwise. */
 LK_API lk_status lk_registry_add_adapter(lk_registry_t *reg, const char *name, lk_adapter_t *ad,
@@ -177,7 +177,7 @@ typedef struct lk_registry_model_opts_t {
   const char *loader;          /* NULL = by probe */
 } lk_registry_model_opts_t;
 
-/* Record the base model at path under name (NULL = named after its file).
+/* [one-thread-per-context] Record the base model at path under name (NULL = named after its file).
  * A model with the same fingerprint already recorded is reused (and its
  * name returned); a name taken by a different model is LK_ERR_EXISTS when
  * given explicitly, and made unique with the fingerprint when derived.
@@ -187,14 +187,14 @@ LK_API lk_status lk_registry_add_model(lk_registry_t *reg, const char *name, con
 
 /* ---- reading ------------------------------------------------------------------ */
 
-/* The canonical "NAME@N" of ref in *out_ref (lk_free). LK_ERR_NOT_FOUND
+/* [one-thread-per-context] The canonical "NAME@N" of ref in *out_ref (lk_free). LK_ERR_NOT_FOUND
  * names what exists. */
 LK_API lk_status lk_registry_resolve(lk_registry_t *reg, const char *ref, char **out_ref);
-/* The version ref as a new adapter of the registry's context (the caller
+/* [one-thread-per-context] The version ref as a new adapter of the registry's context (the caller
  * frees it with lk_adapter_free). The stored bytes are checked against their
  * hash on the way: LK_ERR_CORRUPT names the version when they differ. */
 LK_API lk_status lk_registry_get(lk_registry_t *reg, const char *ref, lk_adapter_t **out);
-/* Write version ref to path as format "peft" (a folder) or "gguf-lora" (a
+/* [one-thread-per-context] Write version ref to path as format "peft" (a folder) or "gguf-lora" (a
  * file, using the recorded base model's config) with lk_adapter_save:
  * through a temporary file renamed into place. */
 LK_API lk_status lk_registry_export(lk_registry_t *reg, const char *ref, const char *path,
@@ -210,19 +210,22 @@ typedef struct lk_registry_list_opts_t {
   uint32_t reserved0;          /* must be 0 */
 } lk_registry_list_opts_t;
 
-/* Versions as a JSON array in *out_json (lk_free), ordered by name then
+/* [one-thread-per-context] Versions as a JSON array in *out_json (lk_free), ordered by name then
  * version. Each element: {"ref","name","version","tags":[..],"base",
  * "base_fingerprint","rank","alpha","scaling","target_modules":[..],
- * "n_targets","format","size","stored","sha256","created","operation",
- * "notes","parents":[{"ref","relation"}]}. opts may be NULL (all). */
+ * "n_targets","format","size","sha256","created","operation","notes",
+ * "parents":[{"ref","relation","params"}]}. opts may be NULL (all). */
 LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opts_t *opts,
                                   char **out_json);
-/* One version as a JSON object: the fields of lk_registry_list, plus
- * "targets" (name, rank, alpha, in, out of each), "children" and the base
- * model's record. */
+/* [one-thread-per-context] One version as a JSON object in *out_json
+ * (lk_free): the fields of lk_registry_list, plus "stored" (compressed
+ * bytes), "targets" (name, rank, alpha, in, out of each), "children" and
+ * the base model's record ("base_model"). */
 LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **out_json);
-/* Base models as a JSON array: name, architecture, fingerprint, path,
- * parameters, created, operation, notes, parents ([{"ref","relation"}]). */
+/* [one-thread-per-context] Base models as a JSON array in *out_json
+ * (lk_free): name, architecture, fingerprint, path, parameters, created,
+ * operation, notes, adapters (versions recorded against it), parents
+ * ([{"ref","kind","relation","params"}]). */
 LK_API lk_status lk_registry_models(lk_registry_t *reg, char **out_json);
 
 typedef struct lk_registry_lineage_opts_t {
@@ -232,20 +235,22 @@ typedef struct lk_registry_lineage_opts_t {
   uint32_t reserved0;          /* must be 0 */
 } lk_registry_lineage_opts_t;
 
-/* Ancestors and/or descendants of ref as a JSON object: {"root": REF,
+/* [one-thread-per-context] Ancestors and/or descendants of ref as a JSON
+ * object in *out_json (lk_free): {"root": REF,
  * "nodes": [{"ref","kind":"adapter"|"model","depth","operation",...}],
  * "edges": [{"child","parent","relation","params"}]} with depth negative
  * for ancestors, positive for descendants. opts may be NULL. */
 LK_API lk_status lk_registry_lineage(lk_registry_t *reg, const char *ref,
                                      const lk_registry_lineage_opts_t *opts, char **out_json);
-/* Add the edge child -> parent to existing versions (e.g. provenance found
+/* [one-thread-per-context] Add the edge child -> parent to existing versions (e.g. provenance found
  * later). A cycle (parent is child or descends from it) is refused with
  * LK_ERR_INVALID_ARG naming both; an existing edge is LK_ERR_EXISTS; nothing
  * is written then. */
 LK_API lk_status lk_registry_link(lk_registry_t *reg, const char *child, const char *parent,
                                   int32_t relation, const char *params_json);
 
-/* Per-target comparison of versions a and b as a JSON object: config
+/* [one-thread-per-context] Per-target comparison of versions a and b as a
+ * JSON object in *out_json (lk_free): config
  * differences (base, scaling, targets only in one, rank and alpha) and, for
  * each common target of equal shape, the Frobenius norms of s*B*A of each
  * and of their difference, and the relative difference |d| / |a|. */
@@ -254,21 +259,21 @@ LK_API lk_status lk_registry_diff(lk_registry_t *reg, const char *ref_a, const c
 
 /* ---- changing ------------------------------------------------------------------- */
 
-/* Point NAME:tag at version ref (moving it if it is elsewhere). "latest" is
+/* [one-thread-per-context] Point NAME:tag at version ref (moving it if it is elsewhere). "latest" is
  * kept automatically and cannot be set. */
 LK_API lk_status lk_registry_tag(lk_registry_t *reg, const char *ref, const char *tag);
-/* Remove tag from adapter name. LK_ERR_NOT_FOUND when it is not set. */
+/* [one-thread-per-context] Remove tag from adapter name. LK_ERR_NOT_FOUND when it is not set. */
 LK_API lk_status lk_registry_untag(lk_registry_t *reg, const char *name, const char *tag);
-/* Remove version ref. Refused with LK_ERR_STATE while a tag points at it or
+/* [one-thread-per-context] Remove version ref. Refused with LK_ERR_STATE while a tag points at it or
  * a version or model descends from it, unless force (which drops those tags
  * and edges too). The payload stays until lk_registry_gc. */
 LK_API lk_status lk_registry_remove(lk_registry_t *reg, const char *ref, uint32_t force);
-/* Recompute the hash of every stored payload and check the database's
+/* [one-thread-per-context] Recompute the hash of every stored payload and check the database's
  * structure and references. *out_json (may be NULL; lk_free) reports counts
  * and every problem, naming the versions affected. LK_OK when all is well,
  * LK_ERR_CORRUPT (message: the first problem) otherwise. */
 LK_API lk_status lk_registry_verify(lk_registry_t *reg, char **out_json);
-/* Drop payloads no version refers to and give their space back to the file
+/* [one-thread-per-context] Drop payloads no version refers to and give their space back to the file
  * system. *out_json (may be NULL; lk_free): {"blobs_removed","bytes_freed"}. */
 LK_API lk_status lk_registry_gc(lk_registry_t *reg, char **out_json);
 

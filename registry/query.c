@@ -384,6 +384,12 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
     st = lk__fail(reg->ctx, LK_ERR_INTERNAL, "%s: could not read the version", v.ref);
     goto done;
   }
+  sqlite3_stmt *q = NULL;
+  if (!(st = reg_prepare(reg, "SELECT stored FROM blobs WHERE sha256 = ?", &q))) {
+    sqlite3_bind_text(q, 1, v.sha, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_ROW) json_object_set_new(obj, "stored", json_integer(sqlite3_column_int64(q, 0)));
+    sqlite3_finalize(q);
+  }
   json_object_set(obj, "targets", targets);
   json_object_set(obj, "children", children);
   json_object_set(obj, "base_model", model ? model : json_null());

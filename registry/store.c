@@ -314,6 +314,28 @@ static int make_parent_dirs(const char *path) {
 
 /* ---- open --------------------------------------------------------------------------- */
 
+/* The file's schema version, application id and number of schema objects,
+ * read in one statement: one snapshot, so a registry another process is
+ * creating at this moment is seen either before or after, never half way. */
+static int read_header(sqlite3 *db, int64_t *version, int64_t *app, int64_t *n_obj) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db,
+                              "SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM "
+                              "pragma_application_id), (SELECT count(*) FROM sqlite_master)",
+                              -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      *version = sqlite3_column_int64(st, 0);
+      *app = sqlite3_column_int64(st, 1);
+      *n_obj = sqlite3_column_int64(st, 2);
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
 static int64_t pragma_int(sqlite3 *db, const char *sql, int *rc_out) {
   sqlite3_stmt *st = NULL;
   int64_t v = 0;
@@ -336,9 +358,7 @@ static lk_status inspect(lk_registry_t *reg, int64_t *version) {
   int rc;
   int64_t v = 0, app = 0, n_obj = 0;
   for (unsigned waited = 0;; waited += 10) {
-    v = pragma_int(reg->db, "PRAGMA user_version", &rc);
-    if (rc == SQLITE_OK) app = pragma_int(reg->db, "PRAGMA application_id", &rc);
-    if (rc == SQLITE_OK) n_obj = pragma_int(reg->db, "SELECT count(*) FROM sqlite_master", &rc);
+    rc = read_header(reg->db, &v, &app, &n_obj);
     if ((rc & 0xff) != SQLITE_BUSY || waited >= busy_ms_of(reg)) break;
     sleep_ms(10);
   }

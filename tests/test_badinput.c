@@ -624,6 +624,112 @@ START_TEST(adapter_shapes_do_not_fit_base) {
 }
 END_TEST
 
+/* What lorakit cannot apply exactly is refused by name, never dropped: PEFT
+ * features that change the math, tensors that are not LoRA pairs, ranks
+ * that disagree with the config; GGUF LoRA pairs of two ranks; an HF index
+ * pointing outside its folder. */
+START_TEST(refused_by_name_not_dropped) {
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *peft = strdup(fm_join(dir, "peft")), cfg_path[8192], st_path[8192];
+  lk_adapter_t *ad = make_small_adapter(ctx, 64, NULL);
+  ck_assert_int_eq(lk_adapter_save(ad, peft, "peft", NULL), LK_OK);
+  lk_adapter_free(ad);
+  snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", peft);
+  snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", peft);
+  size_t n_cfg, n_st;
+  uint8_t *orig_cfg = fm_must_read(cfg_path, &n_cfg), *orig_st = fm_must_read(st_path, &n_st);
+  static const struct {
+    const char *key, *value, *phrase;
+  } flags[] = {
+      {"use_dora", "true", "use_dora"},           {"fan_in_fan_out", "true", "fan_in_fan_out"},
+      {"lora_bias", "true", "lora_bias"},         {"bias", "\"all\"", "bias"},
+      {"modules_to_save", "[\"lm_head\"]", "modules_to_save"}, {"peft_type", "\"LOHA\"", "peft_type"},
+      {"r", "8", "rank"},                         {"r", "0", "r must be"},
+      {"rank_pattern", "{\"v_proj\": 3}", "rank"}, {"target_modules", "[\"k_proj\"]", "target_modules"},
+      {"lora_alpha", "\"16\"", "lora_alpha"},
+  };
+  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+    json_t *j = json_loadb((const char *)orig_cfg, n_cfg, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    json_object_set_new(j, flags[i].key, fm_json_text(flags[i].value));
+    ck_assert_int_eq(json_dump_file(j, cfg_path, JSON_INDENT(2)), 0);
+    json_decref(j);
+    ad = NULL;
+    ck_assert_int_ne(lk_adapter_load(ctx, peft, NULL, NULL, &ad), LK_OK);
+    ck_assert_ptr_null(ad);
+    FM_ASSERT_ERROR(lk_last_error(ctx), peft, flags[i].phrase);
+  }
+  fm_write_file(cfg_path, orig_cfg, n_cfg);
+  /* weights that are not LoRA pairs: written by hand next to the real ones */
+  static const struct {
+    const char *name, *phrase;
+    int64_t d0, d1;
+  } extra[] = {
+      {"base_model.model.lm_head.weight", "lm_head.weight", 32, 64},
+      {"base_model.model.model.embed_tokens.lora_embedding_A", "embedding", 4, 32},
+      {"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", "DoRA", 64, 1},
+      {"base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight", "no lora_B", 4, 64},
+      {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias", "bias", 64, 1},
+  };
+  uint64_t d_start;
+  json_t *hdr = fm_st_header(st_path, &d_start);
+  for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+    json_t *h = json_deep_copy(hdr);
+    uint64_t data = n_st - d_start, add = (uint64_t)(extra[i].d0 * extra[i].d1) * 4;
+    json_object_set_new(h, extra[i].name, json_pack("{s:s, s:[I,I], s:[I,I]}", "dtype", "F32", "shape",
+                                                    (json_int_t)extra[i].d0, (json_int_t)extra[i].d1,
+                                                    "data_offsets", (json_int_t)data, (json_int_t)(data + add)));
+    char *text = json_dumps(h, JSON_COMPACT);
+    size_t tl = strlen(text), n = 8 + tl + data + add;
+    uint8_t *p = calloc(1, n);
+    patch_u64(p, 0, tl);
+    memcpy(p + 8, text, tl);
+    memcpy(p + 8 + tl, orig_st + d_start, data);
+    fm_write_file(st_path, p, n);
+    free(p);
+    free(text);
+    json_decref(h);
+    ad = NULL;
+    ck_assert_int_ne(lk_adapter_load(ctx, peft, NULL, NULL, &ad), LK_OK);
+    FM_ASSERT_ERROR(lk_last_error(ctx), peft, extra[i].phrase);
+  }
+  json_decref(hdr);
+  free(orig_cfg);
+  free(orig_st);
+  /* GGUF LoRA: lora_b of another rank than its lora_a */
+  small_gguf s;
+  small_gguf_open(ctx, dir, &s);
+  uint8_t *w = small_gguf_fresh(&s);
+  patch_u64(w, s.g.t[1].name_off + 8 + strlen(s.g.t[1].name) + 4, 2); /* q lora_b ne[0]: 4 -> 2 */
+  expect_bad(ctx, dir, "bad.gguf", w, s.n, "gguf-lora", "rank");
+  w = small_gguf_fresh(&s);
+  memcpy(w + s.g.t[3].name_off + 8 + strlen(s.g.t[3].name) - 1, "c", 1); /* lora_b -> lora_c: A has no B */
+  expect_bad(ctx, dir, "bad.gguf", w, s.n, "gguf-lora", "no matching|lora_b|not a LoRA");
+  small_gguf_close(&s);
+  /* an HF index whose weight_map leaves the folder, or names a missing shard */
+  char *hf = strdup(fm_join(dir, "hf"));
+  make_small_model(ctx, hf, "hf");
+  char one[8192], idx[8192];
+  snprintf(one, sizeof one, "%s/model.safetensors", hf);
+  snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", hf);
+  ck_assert_int_eq(unlink(one), 0);
+  const char *evil = "{\"weight_map\": {\"model.norm.weight\": \"../model.safetensors\"}}";
+  fm_write_file(idx, evil, strlen(evil));
+  lk_model_t *m = NULL;
+  ck_assert_int_ne(lk_model_open(ctx, hf, NULL, &m), LK_OK);
+  FM_ASSERT_ERROR(lk_last_error(ctx), idx, "not a file name");
+  const char *missing = "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00002.safetensors\"}}";
+  fm_write_file(idx, missing, strlen(missing));
+  ck_assert_int_ne(lk_model_open(ctx, hf, NULL, &m), LK_OK);
+  FM_ASSERT_ERROR(lk_last_error(ctx), "model-00001-of-00002.safetensors", "cannot open|no such");
+  free(hf);
+  free(peft);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
 /* ---- failed writes leave nothing behind ------------------------------------------------------ */
 
 START_TEST(failed_writes_leave_nothing) {
@@ -746,6 +852,7 @@ static Suite *badinput_suite(void) {
   tc = tcase_create("mismatch");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, adapter_shapes_do_not_fit_base);
+  tcase_add_test(tc, refused_by_name_not_dropped);
   tcase_add_test(tc, failed_writes_leave_nothing);
   tcase_add_test(tc, failed_cli_commands_leave_nothing);
   suite_add_tcase(s, tc);

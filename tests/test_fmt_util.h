@@ -83,15 +83,6 @@ static inline lk_model_t *fm_open(lk_context_t *ctx, const char *path, const cha
 
 /* ---- temporary folders and files ----------------------------------------------- */
 
-static inline char *fm_tmpdir(void) {
-  const char *base = getenv("TMPDIR");
-  char tmpl[4096];
-  snprintf(tmpl, sizeof tmpl, "%s/lkfmt-XXXXXX", base && *base ? base : "/tmp");
-  char *d = mkdtemp(tmpl);
-  ck_assert_msg(d != NULL, "mkdtemp(%s): %s", tmpl, strerror(errno));
-  return strdup(d);
-}
-
 static inline int fm_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -99,9 +90,44 @@ static inline int fm_rm_one(const char *p, const struct stat *sb, int flag, stru
   return remove(p);
 }
 
+/* Folders made by fm_tmpdir and not yet removed: a failing assertion ends
+ * the test's process early, and they go at its exit. */
+static char *fm_tmpdirs[16];
+
+static inline void fm_tmpdirs_cleanup(void) {
+  for (int i = 0; i < 16; i++)
+    if (fm_tmpdirs[i]) {
+      nftw(fm_tmpdirs[i], fm_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+      free(fm_tmpdirs[i]);
+      fm_tmpdirs[i] = NULL;
+    }
+}
+
+static inline char *fm_tmpdir(void) {
+  static int registered;
+  const char *base = getenv("TMPDIR");
+  char tmpl[4096];
+  snprintf(tmpl, sizeof tmpl, "%s/lkfmt-XXXXXX", base && *base ? base : "/tmp");
+  char *d = mkdtemp(tmpl);
+  ck_assert_msg(d != NULL, "mkdtemp(%s): %s", tmpl, strerror(errno));
+  if (!registered) registered = atexit(fm_tmpdirs_cleanup) == 0;
+  for (int i = 0; i < 16; i++)
+    if (!fm_tmpdirs[i]) {
+      fm_tmpdirs[i] = strdup(d);
+      break;
+    }
+  return strdup(d);
+}
+
 /* Remove a folder and everything in it, and free the path. */
 static inline void fm_rmtree(char *dir) {
-  if (dir) nftw(dir, fm_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  if (!dir) return;
+  nftw(dir, fm_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  for (int i = 0; i < 16; i++)
+    if (fm_tmpdirs[i] && !strcmp(fm_tmpdirs[i], dir)) {
+      free(fm_tmpdirs[i]);
+      fm_tmpdirs[i] = NULL;
+    }
   free(dir);
 }
 
@@ -225,7 +251,7 @@ static inline json_t *fm_json_file(const char *path) {
 
 static inline json_t *fm_json_text(const char *text) {
   json_error_t je;
-  json_t *j = json_loads(text, 0, &je);
+  json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
   ck_assert_msg(j != NULL, "bad JSON: %s", je.text);
   return j;
 }

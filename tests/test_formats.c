@@ -743,6 +743,53 @@ START_TEST(gguf_lora_folds_scaling_into_b) {
 }
 END_TEST
 
+/* PEFT picks a target's rank and alpha with get_pattern_key: the FIRST key of
+ * rank_pattern / alpha_pattern (in the config's order) for which
+ * re.match(rf"(.*\.)?({key})$", module) matches - keys are regular
+ * expressions, and a short key listed first wins over a longer one. An
+ * adapter folder written by lorakit, its config then edited as a user would:
+ * lorakit must scale each target as PEFT does. */
+START_TEST(peft_patterns_resolve_as_peft_does) {
+  static const struct {
+    const char *alpha_pattern; /* JSON */
+    float want0, want1;        /* alpha of layers 0 and 1 (default 8) */
+  } cases[] = {
+      {"{\"q_proj\": 4, \"model.layers.0.self_attn.q_proj\": 16}", 4, 4},    /* first key wins */
+      {"{\"model.layers.0.self_attn.q_proj\": 16, \"q_proj\": 4}", 16, 4},   /* ... in config order */
+      {"{\"layers\\\\.1\\\\.self_attn\\\\.(q|v)_proj\": 12}", 8, 12},         /* a regular expression */
+      {"{\"layers.[0-9].self_attn.q_proj\": 2}", 2, 2},                      /* '.' and classes as regex */
+      {"{\"elf_attn.q_proj\": 3}", 8, 8},                                    /* no match mid-word */
+  };
+  lk_context_t *ctx = fm_context();
+  lk_lora_config_t cfg = {sizeof cfg, 4, 8.0f, LK_SCALING_STANDARD, 3};
+  lk_adapter_t *ad = NULL;
+  ck_assert_int_eq(lk_adapter_create(ctx, &cfg, &ad), LK_OK);
+  ck_assert_int_eq(lk_adapter_add_target(ad, "model.layers.0.self_attn.q_proj", 16, 16, 0, 0), LK_OK);
+  ck_assert_int_eq(lk_adapter_add_target(ad, "model.layers.1.self_attn.q_proj", 16, 16, 0, 0), LK_OK);
+  char *dir = fm_tmpdir(), cfg_path[4096];
+  const char *out = fm_join(dir, "peft");
+  ck_assert_int_eq(lk_adapter_save(ad, out, "peft", NULL), LK_OK);
+  lk_adapter_free(ad);
+  snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", out);
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    json_t *j = fm_json_file(cfg_path);
+    json_object_set_new(j, "alpha_pattern", fm_json_text(cases[c].alpha_pattern));
+    ck_assert_int_eq(json_dump_file(j, cfg_path, JSON_INDENT(2)), 0);
+    json_decref(j);
+    lk_adapter_t *back = load_adapter(ctx, out, NULL);
+    lk_target_info_t t0 = target_info(back, (uint32_t)lk_adapter_find(back, "model.layers.0.self_attn.q_proj"));
+    lk_target_info_t t1 = target_info(back, (uint32_t)lk_adapter_find(back, "model.layers.1.self_attn.q_proj"));
+    ck_assert_msg(t0.alpha == cases[c].want0 && t1.alpha == cases[c].want1,
+                  "alpha_pattern %s: alphas %g and %g, PEFT gives %g and %g", cases[c].alpha_pattern, t0.alpha,
+                  t1.alpha, cases[c].want0, cases[c].want1);
+    ck_assert_float_eq_tol(t0.scale, cases[c].want0 / 4.0f, 1e-6);
+    lk_adapter_free(back);
+  }
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
 /* ---- every GGUF of the fixture: listing and raw bytes -------------------------------- */
 
 static const char *const k_gguf_models[] = {"base-f32",  "base-f16",  "base-q8_0", "base-Q8_0",
@@ -988,6 +1035,7 @@ static Suite *formats_suite(void) {
   tcase_add_loop_test(tc, gguf_lora_write_read_identical_and_llama_shaped, 0, 2);
   tcase_add_loop_test(tc, conversions_match_manifest_sha256, 0, 5);
   tcase_add_loop_test(tc, gguf_lora_folds_scaling_into_b, 0, 2);
+  tcase_add_test(tc, peft_patterns_resolve_as_peft_does);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("gguf_models");

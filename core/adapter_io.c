@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,23 +20,36 @@ static int ends_with(const char *s, const char *suffix) {
   return n >= k && !strcmp(s + n - k, suffix);
 }
 
-/* PEFT matches pattern keys against the end of a module name on a dot
- * boundary ("q_proj" matches "model.layers.0.self_attn.q_proj"). */
+/* 1 when PEFT's re.match(rf"(.*\.)?({key})$", module) matches: the key is
+ * a regular expression (POSIX extended here); one that does not compile as
+ * such (Python-only syntax) matches as a plain suffix on a dot boundary. */
+static int pattern_matches(const char *key, const char *module) {
+  size_t k = strlen(key), n = strlen(module);
+  char *re = malloc(k + 16);
+  regex_t rx;
+  int ok = -1;
+  if (re) {
+    snprintf(re, k + 16, "^(.*\\.)?(%s)$", key);
+    if (regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) == 0) {
+      ok = regexec(&rx, module, 0, NULL, 0) == 0;
+      regfree(&rx);
+    }
+    free(re);
+  }
+  if (ok < 0) ok = k <= n && !strcmp(module + n - k, key) && (k == n || module[n - k - 1] == '.');
+  return ok;
+}
+
+/* PEFT's get_pattern_key: the value of the FIRST key, in the config's order,
+ * that matches the module ("q_proj" matches "model.layers.0.self_attn.q_proj"). */
 static json_t *pattern_lookup(json_t *patterns, const char *module) {
   const char *key;
-  json_t *val, *best = NULL;
-  size_t best_len = 0, n = strlen(module);
+  json_t *val;
   if (!json_is_object(patterns)) return NULL;
   json_object_foreach(patterns, key, val) {
-    size_t k = strlen(key);
-    if (k > n || strcmp(module + n - k, key)) continue;
-    if (k < n && module[n - k - 1] != '.') continue;
-    if (k > best_len) {
-      best = val;
-      best_len = k;
-    }
+    if (pattern_matches(key, module)) return val;
   }
-  return best;
+  return NULL;
 }
 
 typedef struct pair {

@@ -49,7 +49,7 @@ $(FUZZ_DIR)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1)) $(HEADERS) | $(B)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_INC_$(1)) -o $$@ $$< $(FUZZ_SRC_$(1)) -ljansson
 
 fuzz-run-$(1): $(FUZZ_DIR)/fuzz_$(1)
-	@mkdir -p $(FUZZ_DIR)/corpus_$(1) $(FUZZ_DIR)/seeds_$(1)
+	@rm -rf $(FUZZ_DIR)/seeds_$(1); mkdir -p $(FUZZ_DIR)/corpus_$(1) $(FUZZ_DIR)/seeds_$(1)
 	@if [ -d "$(LK_FIXTURES)/tiny-llama-a" ]; then \
 	  for f in $(FUZZ_SEEDS_$(1)); do cp -f "$(LK_FIXTURES)/tiny-llama-a/$$$$f" $(FUZZ_DIR)/seeds_$(1)/; done; \
 	  seeds="committed corpus + fixtures"; \

@@ -269,6 +269,11 @@ int cli_convert(int argc, char **argv) {
     rc = fail_ctx(ctx);
     goto out;
   }
+  if (!strcmp(format, "gguf-lora") && !base) {
+    rc = cli_error(CLI_USAGE, "convert %s: --format gguf-lora needs --base MODEL (a GGUF LoRA stores the Q/K rows "
+                              "in the base's head layout and names its architecture)", in);
+    goto out;
+  }
   if (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")) {
     if (outtype != LK_DTYPE_INVALID && outtype != LK_DTYPE_F32) {
       rc = cli_error(CLI_USAGE, "convert: adapters are written as f32 (--outtype %s not supported)", outtype_s);

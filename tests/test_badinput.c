@@ -801,20 +801,21 @@ START_TEST(failed_cli_commands_leave_nothing) {
   struct {
     const char *args[12];
     const char *phrases;
+    int status; /* 1 failed, 2 usage (a required option missing) */
   } cases[] = {
-      {{"convert", cut, "-o", "OUT", "--format", "peft", NULL}, k_gguf_trunc},
-      {{"convert", cut, "-o", "OUT", "--format", "gguf", NULL}, k_gguf_trunc},
-      {{"inspect", cut, NULL}, k_gguf_trunc},
-      {{"convert", peft, "-o", "OUT", "--format", "gguf-lora", NULL}, "base"},
-      {{"merge", cut, "--adapter", peft, "-o", "OUT", NULL}, k_gguf_trunc},
-      {{"unmerge", cut, "--adapter", peft, "-o", "OUT", NULL}, k_gguf_trunc},
+      {{"convert", cut, "-o", "OUT", "--format", "peft", NULL}, k_gguf_trunc, 1},
+      {{"convert", cut, "-o", "OUT", "--format", "gguf", NULL}, k_gguf_trunc, 1},
+      {{"inspect", cut, NULL}, k_gguf_trunc, 1},
+      {{"convert", peft, "-o", "OUT", "--format", "gguf-lora", NULL}, "--base", 2},
+      {{"merge", cut, "--adapter", peft, "-o", "OUT", NULL}, k_gguf_trunc, 1},
+      {{"unmerge", cut, "--adapter", peft, "-o", "OUT", NULL}, k_gguf_trunc, 1},
   };
   char out[4096], names[1024];
   snprintf(out, sizeof out, "%s/result", outdir);
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     const char *args[12];
     for (int k = 0; k < 12; k++) args[k] = cases[c].args[k] && !strcmp(cases[c].args[k], "OUT") ? out : cases[c].args[k];
-    ck_assert_int_eq(fm_run_cli(err, args), 1);
+    ck_assert_int_eq(fm_run_cli(err, args), cases[c].status);
     size_t n;
     char *msg = (char *)fm_must_read(err, &n);
     msg = realloc(msg, n + 1);

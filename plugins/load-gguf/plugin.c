@@ -343,7 +343,6 @@ static int32_t gguf_open_as(const char *path, int lora, void **out_file, lk_erro
   }
   if (!rc) rc = lora ? gguf_lora_names(h, err) : gguf_model_names(h, err);
   if (!rc) rc = gguf_check_unique(h, err);
-  if (!rc) rc = gguf_build_meta(h, err);
   if (rc) {
     gguf_close(h);
     return rc;
@@ -459,9 +458,16 @@ static const void *gguf_tensor_map(void *file, int64_t index, lk_error_t *err) {
   return h->map + h->f.data_off + t->offset;
 }
 
+/* Built on first use: formatting every KV (a whole vocabulary's scores)
+ * costs more than opening the file, and most readers never ask. */
 static const char *gguf_metadata_json(void *file) {
   gguf_handle_t *h = file;
-  return h ? h->meta : NULL;
+  if (!h) return NULL;
+  if (!h->meta) {
+    lk_error_t err = {sizeof err, 0, {0}};
+    (void)gguf_build_meta(h, &err); /* only fails for lack of memory: NULL then */
+  }
+  return h->meta;
 }
 
 /* ---- lk.loader.base_config/1 -------------------------------------------------------- */

@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
   lk_tensor_init(&ty1, LK_DTYPE_F32, 2, sy, y1);
   lk_tensor_init(&ty2, LK_DTYPE_F32, 2, sy, y2);
 
+  CHECK(lk_lora_forward(be, ad, 0, &tx, &tw, &ty1)); /* warm-up: threads, page faults */
   double t0 = now();
   CHECK(lk_lora_forward(be, ad, 0, &tx, &tw, &ty1));
   double t_fwd = now() - t0;

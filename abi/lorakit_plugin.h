@@ -321,6 +321,21 @@ typedef int32_t (*lk_plugin_entry_fn)(uint32_t *abi_in_out, const lk_host_api_t 
 LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
                                          const lk_plugin_t **out);
 
+/* Negotiation as an entry function does it, for plugins built against this
+ * header: another major -> write back ours, LK_ERR_ABI; else write back the
+ * lower of the two minors and LK_OK. Header-only: not part of the ABI. */
+static inline int32_t lk_plugin_negotiate(uint32_t *abi_in_out) {
+  if (!abi_in_out) return LK_ERR_INVALID_ARG;
+  uint32_t theirs = *abi_in_out;
+  if (LK_ABI_MAJOR_OF(theirs) != LK_PLUGIN_ABI_MAJOR) {
+    *abi_in_out = LK_PLUGIN_ABI_VERSION; /* tell the host what we speak */
+    return LK_ERR_ABI;
+  }
+  uint32_t ours = LK_PLUGIN_ABI_MINOR, host_minor = LK_ABI_MINOR_OF(theirs);
+  *abi_in_out = LK_MAKE_ABI(LK_PLUGIN_ABI_MAJOR, host_minor < ours ? host_minor : ours); /* lower minor wins */
+  return LK_OK;
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -464,21 +464,11 @@ static const lk_plugin_t cpu_plugin = {
 };
 
 LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
-                                         const lk_plugin_t **out);
-
-LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi_in_out, const lk_host_api_t *host,
                                          const lk_plugin_t **out) {
   (void)host; /* kept at init */
-  if (!abi_in_out) return LK_ERR_INVALID_ARG;
-  uint32_t theirs = *abi_in_out;
-  if (LK_ABI_MAJOR_OF(theirs) != LK_PLUGIN_ABI_MAJOR) {
-    *abi_in_out = LK_PLUGIN_ABI_VERSION; /* tell the host what we speak */
-    return LK_ERR_ABI;
-  }
+  int32_t rc = lk_plugin_negotiate(abi_in_out);
+  if (rc != LK_OK) return rc;
   if (!out) return LK_ERR_INVALID_ARG;
-  uint32_t ours = LK_PLUGIN_ABI_MINOR, host_minor = LK_ABI_MINOR_OF(theirs);
-  uint32_t minor = host_minor < ours ? host_minor : ours; /* the lower minor wins */
-  *abi_in_out = LK_MAKE_ABI(LK_PLUGIN_ABI_MAJOR, minor);
   *out = &cpu_plugin;
   return LK_OK;
 }

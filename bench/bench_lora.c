@@ -318,6 +318,10 @@ static void bench_shape(bench_env *env, int64_t M, int64_t in, int64_t out, uint
   /* The peak again, in case something else ran on the machine the first time. */
   double again = fma_peak(env->cores, have_avx2(), 2);
   if (again > env->peak) env->peak = again;
+  if (again < 0.9 * env->peak)
+    printf("bench_lora: note: the FMA loop ran at %.0f%% of its best just now: other processes are "
+           "using the cores, so the figures below are unreliable\n",
+           100.0 * again / env->peak);
   double gemm_flops = 2.0 * 2.0 * (double)M * (double)in * (double)out;
   double lora_flops = 6.0 * (double)M * r * (double)(in + out); /* fwd 2 + bwd 4 rank-r products */
   double gflops = (gemm_flops + lora_flops) / t_layer * 1e-9;
@@ -394,6 +398,9 @@ int main(int argc, char **argv) {
   env.peak = fma_peak(env.cores, avx2, 6);
   printf("bench: fma_peak_fp32_%dcores %.1f GFLOP/s ratio=%.2f vs one_core_fma_peak (%.1f GFLOP/s)%s\n", env.cores,
          env.peak, env.peak / one, one, avx2 ? "" : " (no AVX2+FMA: portable loop)");
+  if (env.peak < 0.9 * env.cores * one)
+    printf("bench_lora: note: all cores together ran below %d x one core: other processes are using "
+           "the cores, so the figures are unreliable\n", env.cores);
   size_t big = (size_t)256 << 20;
   char *src = xalloc(big), *dst = xalloc(big);
   memset(src, 3, big);

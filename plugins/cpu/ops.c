@@ -1,10 +1,11 @@
 /* ops.c - the CPU backend's kernels: MATMUL, LORA_FORWARD, LORA_BACKWARD,
- * MERGE/UNMERGE on validated plans (validate.c). All arithmetic is f32 through
- * single-threaded OpenBLAS cblas_sgemm calls, partitioned across the
- * backend's own thread pool: each thread takes one large block of the output
- * (rows or columns, whichever dimension is larger) so blocks stay big. f16 and
- * bf16 weights are converted to f32 in row panels inside the op (host
- * convert), in per-thread scratch. */
+ * MERGE/UNMERGE on validated plans (validate.c). The arithmetic is f32 through
+ * single-threaded OpenBLAS cblas_sgemm calls partitioned across the backend's
+ * own thread pool, one large block of the output per thread (rows or columns,
+ * by the measured rule in run_matmul). LORA_FORWARD runs the fused AVX2 kernel
+ * of simd.c when the CPU has it and there are rows enough, else two sgemm
+ * calls per thread. f16 and bf16 weights are converted to f32 in row panels
+ * inside the op (the host's convert), in per-thread scratch. */
 #include "cpu.h"
 
 #include <cblas.h>
@@ -213,8 +214,10 @@ static size_t scratch_lora_forward(const cpu_backend_t *be, const cpu_plan_t *p)
 }
 
 /* AVX2 path, phase 0: pack A and B (split over in and over tiles of out);
- * phase 1: rows split in multiples of six, each thread running the fused
- * kernel over its rows. */
+ * phase 1: rows split in multiples of twelve, each thread running the fused
+ * kernel over its rows (odd threads start with a half block, so the two
+ * halves of each block, memory-light and memory-heavy, do not line up
+ * across threads). */
 static void lf_avx2_task(void *arg, uint32_t t, uint32_t nt) {
   const lora_job *j = arg;
   const cpu_plan_t *p = j->p;

@@ -97,6 +97,10 @@ typedef struct lk_host_api_t {
  */
 typedef struct lk_buffer_t lk_buffer_t; /* defined by each backend */
 
+/* lk_op_tensor_t and lk_op_t are FROZEN, like lk_tensor_t: they travel in
+ * arrays (ops, src, dst) whose stride a grown struct would change. New op
+ * parameters go in new op codes, or in a new struct behind an extension. */
+
 typedef struct lk_op_tensor_t {
   uint32_t struct_size;
   int32_t dtype;

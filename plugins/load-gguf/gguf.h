@@ -162,6 +162,10 @@ double gguf_f32_shortest(float v);
  * from the most common type of the 2-D+ tensors. */
 int32_t gguf_config_kvs(const struct json_t *cfg, const lk_tensor_t *tensors, uint64_t n, struct json_t *kv,
                         struct json_t *types, const char *path, lk_error_t *err);
+/* tokenizer.ggml.* from the metadata "tokenizer" object of a Hugging Face
+ * folder (hf loader), as convert_hf_to_gguf.py writes them. */
+int32_t gguf_tokenizer_kvs(const struct json_t *tok, struct json_t *kv, struct json_t *types, const char *path,
+                           lk_error_t *err);
 /* cfg[field] as a non-negative integer: 1 found, 0 absent or null, -1 not one. */
 int gguf_cfg_get(const struct json_t *cfg, const char *field, long long *out);
 /* kv[key] = value (reference stolen) and types[key] = type; nonzero on failure. */

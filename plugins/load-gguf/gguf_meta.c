@@ -368,3 +368,64 @@ int32_t gguf_config_kvs(const json_t *cfg, const lk_tensor_t *tensors, uint64_t 
   bad |= gguf_kv_set(kv, types, "general.quantization_version", json_integer(2), "u32");
   return bad ? gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path) : LK_OK;
 }
+
+/* ---- the tokenizer (metadata "tokenizer" of the hf loader) -> tokenizer.ggml.* ---------------- */
+
+/* The keys, types and order convert_hf_to_gguf.py's _set_vocab_sentencepiece
+ * writes: add_space_prefix, model, pre ("default"), tokens, scores,
+ * token_type, then the special token ids and the add_*_token flags in the
+ * order the metadata has them (the order gguf-py's SpecialVocab sets them). */
+int32_t gguf_tokenizer_kvs(const json_t *tok, json_t *kv, json_t *types, const char *path, lk_error_t *err) {
+  static const char *const ids[] = {"bos_token_id", "eos_token_id", "unknown_token_id", "seperator_token_id",
+                                    "padding_token_id"};
+  static const char *const adds[] = {"add_bos_token", "add_eos_token", "add_sep_token"};
+  const json_t *model = json_object_get(tok, "model"), *toks = json_object_get(tok, "tokens"),
+               *scores = json_object_get(tok, "scores"), *tt = json_object_get(tok, "token_type"),
+               *asp = json_object_get(tok, "add_space_prefix");
+  if (!json_is_object(tok) || !json_is_string(model) || !json_is_array(toks))
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata tokenizer needs a string \"model\" and a \"tokens\" array",
+                     path);
+  size_t n = json_array_size(toks);
+  if (!json_is_array(scores) || json_array_size(scores) != n || !json_is_array(tt) || json_array_size(tt) != n)
+    return gguf_fail(err, LK_ERR_INVALID_ARG,
+                     "%s: metadata tokenizer.scores and tokenizer.token_type must be arrays of the %zu tokens", path, n);
+  for (size_t i = 0; i < n; i++) {
+    const json_t *t = json_array_get(tt, i);
+    if (!json_is_string(json_array_get(toks, i)) || !json_is_number(json_array_get(scores, i)) ||
+        !json_is_integer(t) || json_integer_value(t) < INT32_MIN || json_integer_value(t) > INT32_MAX)
+      return gguf_fail(err, LK_ERR_INVALID_ARG,
+                       "%s: metadata tokenizer token %zu: a string, a number score and an int32 type are needed", path,
+                       i);
+  }
+  if (asp && !json_is_boolean(asp))
+    return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata tokenizer.add_space_prefix is not true or false", path);
+  int bad = 0;
+  if (asp) bad |= gguf_kv_set(kv, types, "tokenizer.ggml.add_space_prefix", json_incref((json_t *)asp), "bool");
+  bad |= gguf_kv_set(kv, types, "tokenizer.ggml.model", json_incref((json_t *)model), "string");
+  const json_t *pre = json_object_get(tok, "pre");
+  bad |= gguf_kv_set(kv, types, "tokenizer.ggml.pre", json_is_string(pre) ? json_incref((json_t *)pre)
+                                                                          : json_string("default"), "string");
+  bad |= gguf_kv_set(kv, types, "tokenizer.ggml.tokens", json_incref((json_t *)toks), "array[string]");
+  bad |= gguf_kv_set(kv, types, "tokenizer.ggml.scores", json_incref((json_t *)scores), "array[f32]");
+  bad |= gguf_kv_set(kv, types, "tokenizer.ggml.token_type", json_incref((json_t *)tt), "array[i32]");
+  for (int pass = 0; pass < 2 && !bad; pass++) {
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)tok, key, v) {
+      const char *const *names = pass ? adds : ids;
+      size_t nn = pass ? sizeof adds / sizeof adds[0] : sizeof ids / sizeof ids[0];
+      size_t k = 0;
+      while (k < nn && strcmp(key, names[k])) k++;
+      if (k == nn) continue;
+      if (!pass && (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) >= n))
+        return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata tokenizer.%s is not a token id below %zu", path, key,
+                         n);
+      if (pass && !json_is_boolean(v))
+        return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata tokenizer.%s is not true or false", path, key);
+      char gkey[64];
+      snprintf(gkey, sizeof gkey, "tokenizer.ggml.%s", key);
+      bad |= gguf_kv_set(kv, types, gkey, json_incref((json_t *)v), pass ? "bool" : "u32");
+    }
+  }
+  return bad ? gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path) : LK_OK;
+}

@@ -6,7 +6,9 @@
  * negative, i64/u64 past 32 bits; real -> f32; bool; string; arrays by their
  * elements), so a file read here is written back byte for byte. A model
  * converted from a Hugging Face folder has only "config": the llama.cpp
- * <arch>.* keys are derived from it (gguf_config_kvs, gguf_meta.c). An
+ * <arch>.* keys are derived from it (gguf_config_kvs, gguf_meta.c), and
+ * its "tokenizer", when it has one, gives the tokenizer.ggml.* keys
+ * (gguf_tokenizer_kvs). An
  * adapter gets general.architecture, general.type, adapter.type,
  * adapter.lora.alpha and general.quantization_version, from its
  * adapter_config and base_config.
@@ -589,6 +591,8 @@ int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const cha
       json_object_update(types, json_object_get(g, "kv_types"));
   } else if (!rc && cfg) {
     rc = gguf_config_kvs(cfg, tensors, n, kv, types, path, err);
+    const json_t *tok = json_object_get(root, "tokenizer");
+    if (!rc && tok && !json_is_null(tok)) rc = gguf_tokenizer_kvs(tok, kv, types, path, err);
   }
   const char *arch = json_string_value(json_object_get(kv, "general.architecture"));
   p.mapped = gguf_arch_mapped(arch);

@@ -1,7 +1,8 @@
 /* hf.c - the "hf" loader component: a Hugging Face model folder (config.json,
  * optional generation_config.json, model.safetensors or a sharded
  * model.safetensors.index.json) for the architectures lorakit runs (llama,
- * mistral, qwen2). The config fields the model needs are validated and every
+ * mistral, qwen2), and its SentencePiece tokenizer.model when it has one
+ * (metadata "tokenizer", hf_tokenizer.c). The config fields the model needs are validated and every
  * weight's shape is checked against them, so a bad folder is refused at open
  * naming the field or tensor. The writer makes the same folder. */
 #include "st.h"
@@ -249,7 +250,7 @@ static int32_t hf_open(const char *path, void **out_file, lk_error_t *err) {
   if (out_file) *out_file = NULL;
   if (!path || !out_file) return st_fail(err, LK_ERR_INVALID_ARG, "hf open: NULL argument");
   if (!st_is_dir(path)) return st_fail(err, LK_ERR_NOT_FOUND, "%s: not a folder (hf wants a model folder)", path);
-  json_t *cfg = NULL, *gen = NULL;
+  json_t *cfg = NULL, *gen = NULL, *tok = NULL;
   st_handle_t *h = NULL;
   char *cfg_path = st_path_join(path, "config.json"), *one = st_path_join(path, "model.safetensors"),
        *idx = st_path_join(path, "model.safetensors.index.json");
@@ -267,11 +268,13 @@ static int32_t hf_open(const char *path, void **out_file, lk_error_t *err) {
     hf_check_t k = {h->by_name, h->n, path};
     rc = hf_check_tensors(&k, &c, err);
   }
+  if (rc == LK_OK) rc = hf_tokenizer_json(path, cfg, c.vocab, &tok, err);
   if (rc == LK_OK) {
     json_t *m = json_object();
     if (m && (json_object_set_new(m, "format", json_string("hf")) || json_object_set(m, "config", cfg) ||
               (gen && json_object_set(m, "generation_config", gen)) ||
-              json_object_set(m, "safetensors_metadata", h->st_meta))) {
+              json_object_set(m, "safetensors_metadata", h->st_meta) ||
+              (tok && json_object_set(m, "tokenizer", tok)))) {
       json_decref(m);
       m = NULL;
     }
@@ -284,6 +287,7 @@ static int32_t hf_open(const char *path, void **out_file, lk_error_t *err) {
   st_vt_close(h);
   json_decref(cfg);
   json_decref(gen);
+  json_decref(tok);
   free(cfg_path);
   free(one);
   free(idx);

@@ -195,6 +195,13 @@ int32_t st_make_dir(const char *path, int *created, lk_error_t *err);
 /* The host table between the first init and the last fini, else NULL. */
 const lk_host_api_t *st_host(void);
 
+/* ---- hf_tokenizer.c ------------------------------------------------------------ */
+
+/* The "tokenizer" metadata member of the Hugging Face folder dir (whose
+ * config.json is cfg with vocab_size vocab) from its tokenizer.model;
+ * *out = NULL when the folder has none. A bad file is refused naming it. */
+int32_t hf_tokenizer_json(const char *dir, const json_t *cfg, int64_t vocab, json_t **out, lk_error_t *err);
+
 /* ---- components --------------------------------------------------------------- */
 extern const lk_loader_vt_t st_safetensors_vt; /* st_file.c */
 extern const lk_loader_vt_t st_hf_vt;          /* hf.c */

@@ -1013,6 +1013,104 @@ START_TEST(cli_merge_unmerge_match_peers) {
 }
 END_TEST
 
+/* ---- the tokenizer: tokenizer.model -> tokenizer.ggml.* ------------------------------- */
+
+/* Element i of the array kv (at c): its raw bytes (a string: its text). */
+static const uint8_t *tok_elem(fm_cur *c, uint32_t atype, uint64_t *len) {
+  uint64_t n = atype == FM_GGUF_STRING ? fm_rd(c, 8) : fm_gguf_scalar_size(atype);
+  ck_assert_msg(!c->bad && n && (atype == FM_GGUF_STRING || n <= 8) && n <= c->n - c->at,
+                "array element past the end (or an array of arrays)");
+  const uint8_t *p = c->p + c->at;
+  c->at += n;
+  *len = n;
+  return p;
+}
+
+/* `lorakit convert base --format gguf`: every tokenizer.* key of llama.cpp's
+ * base-f32.gguf, with its type and value (arrays element by element), and no
+ * other tokenizer.* key. */
+START_TEST(convert_carries_tokenizer_as_llama_cpp) {
+  FM_NEED_FIXTURES();
+  char *dir = fm_tmpdir();
+  const char *out = fm_join(dir, "out.gguf");
+  const char *args[] = {"convert", fm_fx("base"), "-o", out, "--format", "gguf", NULL};
+  ck_assert_int_eq(fm_run_cli(NULL, args), 0);
+  size_t n_ref, n_got;
+  uint8_t *pr = fm_must_read(fm_fx("gguf/base-f32.gguf"), &n_ref), *pg = fm_must_read(out, &n_got);
+  fm_gguf r, g;
+  ck_assert_int_eq(fm_gguf_parse(pr, n_ref, &r), 0);
+  ck_assert_int_eq(fm_gguf_parse(pg, n_got, &g), 0);
+  int checked = 0;
+  for (uint64_t i = 0; i < r.n_kv; i++) {
+    const fm_gguf_kv *a = &r.kv[i];
+    if (strncmp(a->key, "tokenizer.", 10)) continue;
+    const fm_gguf_kv *b = fm_gguf_find_kv(&g, a->key);
+    ck_assert_msg(b != NULL, "%s: KV %s is missing (llama.cpp writes it)", out, a->key);
+    ck_assert_msg(b->type == a->type, "%s: KV %s has GGUF type %u, llama.cpp writes %u", out, a->key, b->type,
+                  a->type);
+    if (a->type == FM_GGUF_ARRAY) {
+      ck_assert_msg(b->atype == a->atype && b->alen == a->alen, "%s: %s is array[%u] of %llu, llama.cpp: [%u] of %llu",
+                    out, a->key, b->atype, (unsigned long long)b->alen, a->atype, (unsigned long long)a->alen);
+      fm_cur ca = {pr, n_ref, a->val_off + 12, 0}, cb = {pg, n_got, b->val_off + 12, 0};
+      for (uint64_t k = 0; k < a->alen; k++) {
+        uint64_t la, lb;
+        const uint8_t *ea = tok_elem(&ca, a->atype, &la), *eb = tok_elem(&cb, b->atype, &lb);
+        ck_assert_msg(la == lb && !memcmp(ea, eb, (size_t)la), "%s: %s[%llu] differs from llama.cpp's", out, a->key,
+                      (unsigned long long)k);
+      }
+    } else if (a->type == FM_GGUF_STRING) {
+      ck_assert_str_eq(b->str, a->str);
+    } else {
+      ck_assert_msg(b->i == a->i && b->f == a->f, "%s: %s = %lld, llama.cpp: %lld", out, a->key, (long long)b->i,
+                    (long long)a->i);
+    }
+    checked++;
+  }
+  ck_assert_int_ge(checked, 11);
+  for (uint64_t i = 0; i < g.n_kv; i++)
+    if (!strncmp(g.kv[i].key, "tokenizer.", 10))
+      ck_assert_msg(fm_gguf_find_kv(&r, g.kv[i].key) != NULL, "%s: KV %s is not in llama.cpp's file", out,
+                    g.kv[i].key);
+  printf("%s: %d tokenizer.* keys equal llama.cpp's (types, values, arrays element by element)\n", out, checked);
+  fm_gguf_free(&r);
+  fm_gguf_free(&g);
+  free(pr);
+  free(pg);
+  fm_rmtree(dir);
+}
+END_TEST
+
+/* A hostile tokenizer.model is refused at open, naming it: _i = 0 cut in the
+ * middle of a piece, 1 a length past the end, 2 a piece type out of range. */
+START_TEST(bad_tokenizer_model_refused) {
+  FM_NEED_FIXTURES();
+  char *dir = fm_tmpdir();
+  static const char *const files[] = {"config.json", "model.safetensors", "tokenizer_config.json",
+                                      "tokenizer.json"};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "base/%s", files[i]);
+    fm_copy_file(fm_fx(rel), fm_join(dir, files[i]));
+  }
+  const char *sp = fm_join(dir, "tokenizer.model");
+  size_t n;
+  uint8_t *p = fm_must_read(fm_fx("base/tokenizer.model"), &n);
+  static const uint8_t past_end[] = {0x0a, 0x05, 0x0a, 0x7f, 'a', 'b', 'c'};
+  static const uint8_t bad_type[] = {0x0a, 0x05, 0x0a, 0x01, 'a', 0x18, 0x09};
+  if (_i == 0) fm_write_file(sp, p, 21); /* the first piece is longer */
+  else if (_i == 1) fm_write_file(sp, past_end, sizeof past_end);
+  else fm_write_file(sp, bad_type, sizeof bad_type);
+  free(p);
+  lk_context_t *ctx = fm_context();
+  lk_model_t *m = NULL;
+  lk_status st = lk_model_open(ctx, dir, "hf", &m);
+  ck_assert_msg(st != LK_OK, "a bad tokenizer.model (case %d) was accepted", _i);
+  FM_ASSERT_ERROR(lk_last_error(ctx), "tokenizer.model", "past the end|truncated|type that is not");
+  lk_context_free(ctx);
+  fm_rmtree(dir);
+}
+END_TEST
+
 static Suite *formats_suite(void) {
   Suite *s = suite_create("formats");
   TCase *tc = tcase_create("hf_vs_gguf");
@@ -1043,6 +1141,12 @@ static Suite *formats_suite(void) {
   tcase_add_loop_test(tc, gguf_models_list_and_hash_as_manifest, 0, N_GGUF_MODELS);
   tcase_add_loop_test(tc, gguf_models_round_trip_byte_identical, 0, N_GGUF_MODELS);
   tcase_add_test(tc, hf_round_trip_identical);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("tokenizer");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, convert_carries_tokenizer_as_llama_cpp);
+  tcase_add_loop_test(tc, bad_tokenizer_model_refused, 0, 3);
   suite_add_tcase(s, tc);
   return s;
 }

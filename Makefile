@@ -55,17 +55,21 @@ CLI      := $(B)/lorakit
 all: $(B)/.bootstrap $(LIB) $(PLUGIN_SOS) $(CLI)
 
 # ---- bootstrap: install missing Debian packages ---------------------------
-$(B)/.bootstrap:
-	@mkdir -p $(B)
-	@missing=""; for p in $(DEB_PKGS); do \
+# $(call deb_install,PACKAGES,WHAT): install those of PACKAGES not yet installed.
+define deb_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "bootstrap: installing Debian packages:$$missing"; \
+	  echo "bootstrap: installing Debian packages for $(2):$$missing"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
 	    || { echo "bootstrap: apt-get failed; install by hand:$$missing" >&2; exit 1; }; \
-	else echo "bootstrap: all build packages present"; fi
+	else echo "bootstrap: all packages for $(2) present"; fi
+endef
+$(B)/.bootstrap:
+	@mkdir -p $(B)
+	$(call deb_install,$(DEB_PKGS),the build and tests)
 	@touch $@
 bootstrap: $(B)/.bootstrap
 

@@ -39,7 +39,14 @@ $(BENCH_DIR)/bench_formats: bench/bench_formats.c $(HEADERS) $(LIB) | $(B)/.boot
 
 # BLIS's OpenMP build and oneDNN default to their own thread counts: give
 # every library all cores so the comparison is like for like.
-bench: all $(BENCH_BINS)
+# The GEMM libraries gemm_libs compares with OpenBLAS (run-time libraries
+# only: it dlopens them, and says so when one is missing).
+BENCH_PKGS := libblis4-openmp libdnnl2
+$(B)/.bench-bootstrap: | $(B)/.bootstrap
+	$(call deb_install,$(BENCH_PKGS),the benchmarks)
+	@touch $@
+
+bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
 	$(BENCH_DIR)/bench_lora $(CPU_PLUG)
 	$(BENCH_DIR)/bench_formats $(B)/plugins

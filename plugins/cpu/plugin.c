@@ -150,8 +150,6 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   const char *no_simd = secure_getenv("LORAKIT_CPU_NO_SIMD");
   be->simd = cpu_have_avx2() && !(no_simd && no_simd[0] == '1');
   pthread_mutex_init(&be->lock, NULL);
-  /* Our pool is the only parallelism: OpenBLAS runs single-threaded inside it. */
-  openblas_set_num_threads(1);
   int32_t rc = cpu_pool_create(n_threads, &be->pool);
   if (rc != LK_OK) {
     pthread_mutex_destroy(&be->lock);
@@ -373,10 +371,13 @@ static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_err
     }
   }
   if (rc == LK_OK) {
-    /* Someone (a host using OpenBLAS itself) may have raised its thread
-     * count since create: our pool must stay the only parallelism. */
-    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    /* Our pool is the only parallelism: OpenBLAS runs single-threaded
+     * inside it for the batch, and a host that uses OpenBLAS itself gets
+     * its own thread count back afterwards. */
+    int blas_threads = openblas_get_num_threads();
+    if (blas_threads != 1) openblas_set_num_threads(1);
     for (uint32_t i = 0; i < n_ops; i++) cpu_run(be, &plans[i]);
+    if (blas_threads != 1) openblas_set_num_threads(blas_threads);
   }
   if (plans != stack) free(plans);
   return rc;

@@ -85,7 +85,7 @@ $(B)/obj/cli/%.o: cli/%.c $(HEADERS) | $(B)/.bootstrap
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fvisibility=hidden -I$(BLAS_INC) -c $< -o $@
+	$(CC) $(CFLAGS) -fvisibility=hidden -Iplugins/common -I$(BLAS_INC) -c $< -o $@
 
 # ---- liblorakit: soname, only lk_ symbols exported ----------------------------
 $(LIB): $(CORE_OBJ) core/liblorakit.map

@@ -16,7 +16,11 @@
 #define CPU_BUF_MAGIC 0x6c6b637075627566ull /* "lkcpubuf" */
 
 /* The host services table handed to init; NULL when not initialised. */
-extern const lk_host_api_t *cpu_host;
+#include "plugin_refs.h"
+
+/* The host table kept by init (cpu_refs.host), read unlocked on hot paths:
+ * it is set before the first create and outlives every backend. */
+extern plug_refs cpu_refs;
 
 /* Fill err (which may be NULL) with code and a printf-style message; returns code. */
 int32_t cpu_fail(lk_error_t *err, int32_t code, const char *fmt, ...)
@@ -44,7 +48,7 @@ struct lk_buffer_t {
 };
 
 typedef struct cpu_backend {
-  const lk_host_api_t *host; /* cpu_host at create, for destroy */
+  const lk_host_api_t *host; /* cpu_refs.host at create, for destroy */
   cpu_pool_t *pool;
   uint32_t n_threads;
   int simd; /* AVX2+FMA kernels usable (and not disabled by LORAKIT_CPU_NO_SIMD) */

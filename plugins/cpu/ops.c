@@ -42,11 +42,11 @@ static size_t panel_bytes(int64_t width, int64_t cap) {
 }
 
 static void to_f32(const void *src, int32_t dtype, float *dst, int64_t n) {
-  cpu_host->convert(src, dtype, dst, LK_DTYPE_F32, (uint64_t)n);
+  cpu_refs.host->convert(src, dtype, dst, LK_DTYPE_F32, (uint64_t)n);
 }
 
 static void from_f32(const float *src, void *dst, int32_t dtype, int64_t n) {
-  cpu_host->convert(src, LK_DTYPE_F32, dst, dtype, (uint64_t)n);
+  cpu_refs.host->convert(src, LK_DTYPE_F32, dst, dtype, (uint64_t)n);
 }
 
 static char *elem(const cpu_mat_t *m, int64_t row, int64_t col) {

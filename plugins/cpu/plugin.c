@@ -14,9 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-const lk_host_api_t *cpu_host;
-static uint32_t cpu_refs;
-static pthread_mutex_t cpu_init_lock = PTHREAD_MUTEX_INITIALIZER;
+plug_refs cpu_refs = PLUG_REFS_INITIALIZER;
 
 int32_t cpu_fail(lk_error_t *err, int32_t code, const char *fmt, ...) {
   if (err && err->struct_size >= offsetof(lk_error_t, message) + LK_ERROR_MAX) {
@@ -126,7 +124,7 @@ static uint32_t cpu_online_cores(void) {
 static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_error_t *err) {
   if (!out_self) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu create: NULL out_self");
   *out_self = NULL;
-  if (!cpu_host)
+  if (!cpu_refs.host)
     return cpu_fail(err, LK_ERR_STATE, "cpu create: the plugin %s is not initialised", CPU_PLUGIN_ID);
   uint32_t n_threads = 0, device = 0;
   if (cfg) {
@@ -145,7 +143,7 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   cpu_backend_t *be = calloc(1, sizeof *be);
   if (!be) return cpu_fail(err, LK_ERR_NOMEM, "cpu create: out of memory");
   be->n_threads = n_threads;
-  be->host = cpu_host;
+  be->host = cpu_refs.host;
   /* LORAKIT_CPU_NO_SIMD=1 forces the portable OpenBLAS paths (tests, triage). */
   const char *no_simd = secure_getenv("LORAKIT_CPU_NO_SIMD");
   be->simd = cpu_have_avx2() && !(no_simd && no_simd[0] == '1');
@@ -301,8 +299,8 @@ static void cpu_buffer_free(void *self, lk_buffer_t *buf) {
   cpu_backend_t *be = self;
   if (!be || !buf) return;
   if (!cpu_set_remove(be, buf)) {
-    if (cpu_host && cpu_host->log)
-      cpu_host->log(LK_LOG_WARN, CPU_PLUGIN_ID, "buffer_free: unknown buffer ignored (freed twice?)");
+    if (cpu_refs.host && cpu_refs.host->log)
+      cpu_refs.host->log(LK_LOG_WARN, CPU_PLUGIN_ID, "buffer_free: unknown buffer ignored (freed twice?)");
     return;
   }
   buf->magic = 0;
@@ -345,7 +343,7 @@ enum { PLAN_STACK = 8 };
 static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_error_t *err) {
   cpu_backend_t *be = self;
   if (!be) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu submit: NULL backend");
-  if (!cpu_host)
+  if (!cpu_refs.host)
     return cpu_fail(err, LK_ERR_STATE, "cpu submit: the plugin %s is no longer initialised", CPU_PLUGIN_ID);
   if (n_ops == 0) return LK_OK;
   if (!ops) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu submit: NULL ops with n_ops %u", n_ops);
@@ -435,16 +433,12 @@ static int32_t cpu_init(const lk_host_api_t *host, lk_error_t *err) {
     return cpu_fail(err, LK_ERR_ABI,
                     "%s init: the host services table (struct_size %u) lacks alloc_aligned, free_aligned or convert",
                     CPU_PLUGIN_ID, host->struct_size);
-  pthread_mutex_lock(&cpu_init_lock);
-  if (cpu_refs++ == 0) cpu_host = host;
-  pthread_mutex_unlock(&cpu_init_lock);
+  plug_refs_acquire(&cpu_refs, host);
   return LK_OK;
 }
 
 static void cpu_fini(void) {
-  pthread_mutex_lock(&cpu_init_lock);
-  if (cpu_refs > 0 && --cpu_refs == 0) cpu_host = NULL;
-  pthread_mutex_unlock(&cpu_init_lock);
+  plug_refs_release(&cpu_refs);
 }
 
 static const void *cpu_get_factory(const char *factory_id) {

@@ -12,7 +12,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
+#include "plugin_refs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const lk_host_api_t *gguf_host;
-static uint32_t gguf_refs;
-static pthread_mutex_t gguf_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static plug_refs gguf_refs = PLUG_REFS_INITIALIZER;
 
 /* ---- an open file ------------------------------------------------------------- */
 
@@ -619,16 +617,12 @@ static const lk_loader_factory_t gguf_factory = {sizeof(lk_loader_factory_t), gg
 
 static int32_t gguf_init(const lk_host_api_t *host, lk_error_t *err) {
   if (!host) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s init: NULL host table", GGUF_PLUGIN_ID);
-  pthread_mutex_lock(&gguf_init_lock);
-  if (gguf_refs++ == 0) gguf_host = host;
-  pthread_mutex_unlock(&gguf_init_lock);
+  plug_refs_acquire(&gguf_refs, host);
   return LK_OK;
 }
 
 static void gguf_fini(void) {
-  pthread_mutex_lock(&gguf_init_lock);
-  if (gguf_refs > 0 && --gguf_refs == 0) gguf_host = NULL;
-  pthread_mutex_unlock(&gguf_init_lock);
+  plug_refs_release(&gguf_refs);
 }
 
 static const void *gguf_get_factory(const char *factory_id) {

@@ -4,19 +4,12 @@
  * from the host but its convert service (peft writes F32 from f16/bf16). */
 #include "st.h"
 
-#include <pthread.h>
+#include "plugin_refs.h"
 #include <string.h>
 
-static const lk_host_api_t *st_host_table;
-static uint32_t st_refs;
-static pthread_mutex_t st_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static plug_refs st_refs = PLUG_REFS_INITIALIZER;
 
-const lk_host_api_t *st_host(void) {
-  pthread_mutex_lock(&st_init_lock);
-  const lk_host_api_t *h = st_host_table;
-  pthread_mutex_unlock(&st_init_lock);
-  return h;
-}
+const lk_host_api_t *st_host(void) { return plug_refs_host(&st_refs); }
 
 static const lk_loader_vt_t *const st_loaders[] = {&st_safetensors_vt, &st_hf_vt, &st_peft_vt};
 #define ST_NLOADERS (sizeof st_loaders / sizeof st_loaders[0])
@@ -35,16 +28,12 @@ static int32_t st_init(const lk_host_api_t *host, lk_error_t *err) {
   if (!LK_HAS_FIELD(host, lk_host_api_t, convert))
     return st_fail(err, LK_ERR_ABI, "%s init: the host services table (struct_size %u) lacks convert",
                    ST_PLUGIN_ID, host->struct_size);
-  pthread_mutex_lock(&st_init_lock);
-  if (st_refs++ == 0) st_host_table = host;
-  pthread_mutex_unlock(&st_init_lock);
+  plug_refs_acquire(&st_refs, host);
   return LK_OK;
 }
 
 static void st_fini(void) {
-  pthread_mutex_lock(&st_init_lock);
-  if (st_refs > 0 && --st_refs == 0) st_host_table = NULL;
-  pthread_mutex_unlock(&st_init_lock);
+  plug_refs_release(&st_refs);
 }
 
 static const void *st_get_factory(const char *factory_id) {

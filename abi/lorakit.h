@@ -7,13 +7,18 @@
  *     the matching lk_*_free/close; every free accepts NULL as a no-op.
  *   - Tensors passed in are caller-owned views (lk_tensor_t); the library
  *     never keeps a pointer to them past the call unless it says so.
- *   - Thread rules: [any-thread] functions may be called concurrently;
- *     [one-thread-per-context] means calls on one context (and the objects
- *     made from it) must not overlap; distinct contexts are independent.
+ *   - Thread rules, on every function: [any-thread] may be called
+ *     concurrently from any thread; [one-thread-per-context] means calls on
+ *     one context (and the objects made from it: adapters, models, backends,
+ *     buffers) must not overlap; distinct contexts are independent;
+ *     [one-thread-per-object] likewise for the one object named first.
+ *   - Structs passed in or out start with struct_size (lorakit_types.h says
+ *     the rules): set it to sizeof the struct you compiled with.
  */
 #ifndef LORAKIT_H
 #define LORAKIT_H
 
+#include "lorakit_ops.h"
 #include "lorakit_plugin.h"
 #include "lorakit_types.h"
 #include "lorakit_version.h"
@@ -38,7 +43,17 @@ LK_API uint32_t lk_plugin_abi_version(void);
  * never NULL ("unknown status" for codes this version does not know). */
 LK_API const char *lk_strerror(lk_status code);
 
-/* ---- dtypes and tensors --------------------------------------------------- */
+/* A host's logger: one line per call (no trailing newline), from lorakit
+ * and its plugins; `source` is a plugin id or "lorakit". Called from any
+ * thread, possibly concurrently: it must be thread-safe. */
+typedef void (*lk_log_fn)(void *user, int32_t level, const char *source, const char *message);
+/* [any-thread] Install fn (NULL: the default, which prints to stderr the
+ * levels up to LORAKIT_LOG=0..3, nothing when unset) for the whole process,
+ * with lines up to max_level (LK_LOG_*) passed. Lines already being logged
+ * may still reach the previous logger. */
+LK_API void lk_set_logger(lk_log_fn fn, void *user, int32_t max_level);
+
+/* ---- dtypes and tensors ([any-thread]) ------------------------------------- */
 
 /* [any-thread] Bytes per element of a plain dtype; 0 for LK_DTYPE_QUANT/invalid. */
 LK_API uint64_t lk_dtype_size(int32_t dtype);
@@ -71,7 +86,8 @@ typedef struct lk_context_opts_t {
 /* [any-thread] Create a context. opts may be NULL (defaults: discover plugins
  * in LORAKIT_PLUGIN_PATH (ignored for setuid programs), the install's
  * lib/lorakit/plugins/, then plugins/ next to the executable). A plugin that
- * is refused does not fail the context: see lk_plugin_info. */
+ * is refused does not fail the context: see lk_plugin_info. Plugin init
+ * runs here, serialised with every other context's (one process-wide lock). */
 LK_API lk_status lk_context_create(const lk_context_opts_t *opts, lk_context_t **out);
 /* [one-thread-per-context] Free the context; every adapter and backend made
  * from it must be freed first. NULL is a no-op. */
@@ -111,11 +127,16 @@ typedef struct lk_component_info_t {
 
 /* [one-thread-per-context] Load one plugin file explicitly. LK_OK when it
  * loaded; otherwise the plugin is still listed as refused, with the reason,
- * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS). */
+ * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS). An
+ * explicit path wins over discovery: a plugin of the same id found by
+ * discovery is set aside (listed as refused, naming this one) and this one
+ * takes its place; two explicit loads of one id refuse the second. */
 LK_API lk_status lk_plugin_load(lk_context_t *ctx, const char *path);
-/* [one-thread-per-context] Load every plugin file (lorakit-*.so) in dir. */
+/* [one-thread-per-context] Load every plugin file (lorakit-*.so) in dir, as
+ * discovery does (an explicit lk_plugin_load still wins). */
 LK_API lk_status lk_plugin_load_dir(lk_context_t *ctx, const char *dir);
-/* [one-thread-per-context] Plugin files seen, loaded or refused. */
+/* [one-thread-per-context] Plugin files seen, loaded or refused. The info
+ * calls write their output struct up to its struct_size. */
 LK_API uint32_t lk_plugin_count(const lk_context_t *ctx);
 /* [one-thread-per-context] Strings are owned by the context. */
 LK_API lk_status lk_plugin_info(const lk_context_t *ctx, uint32_t index, lk_plugin_info_t *out);
@@ -147,14 +168,14 @@ typedef struct lk_target_info_t {
 /* [one-thread-per-context] A new, empty adapter. */
 LK_API lk_status lk_adapter_create(lk_context_t *ctx, const lk_lora_config_t *cfg,
                                    lk_adapter_t **out);
-/* NULL is a no-op. */
+/* [one-thread-per-context] NULL is a no-op. */
 LK_API void lk_adapter_free(lk_adapter_t *ad);
 /* Add a target of a linear layer W[out_features, in_features]. rank 0 and
  * alpha 0 take the adapter's defaults (per-target values are PEFT's
  * rank_pattern/alpha_pattern). A (r x in) gets a seeded Kaiming-uniform init
  * (bound 1/sqrt(in), as PEFT's kaiming_uniform_(a=sqrt(5))) from the adapter
  * seed and the target name; B (out x r) is zero. LK_ERR_EXISTS for a name
- * already present. */
+ * already present. [one-thread-per-context] like every lk_adapter_ call. */
 LK_API lk_status lk_adapter_add_target(lk_adapter_t *ad, const char *name, int64_t in_features,
                                        int64_t out_features, uint32_t rank, float alpha);
 LK_API uint32_t lk_adapter_target_count(const lk_adapter_t *ad);
@@ -168,27 +189,91 @@ LK_API int32_t lk_adapter_find(const lk_adapter_t *ad, const char *name);
 LK_API lk_status lk_adapter_weights(lk_adapter_t *ad, uint32_t index, lk_tensor_t *A,
                                     lk_tensor_t *B);
 
-/* ---- backends and LoRA ops ------------------------------------------------- */
+/* ---- backends, devices and buffers ----------------------------------------
+ * A backend component ("cpu", "vulkan") lists its devices without being
+ * opened; an open backend (lk_backend_t) is one device. Its buffers are
+ * lk_buffer_t handles, used by hosts only through the lk_buffer_ calls and
+ * in op views; the core checks that a buffer belongs to the backend it is
+ * used with. Ops are described in lorakit_ops.h. */
 
-/* [one-thread-per-context] Open a backend component by name ("cpu"), or the
- * best scored one when name is NULL. LK_ERR_NOT_FOUND names what is loaded. */
-LK_API lk_status lk_backend_open(lk_context_t *ctx, const char *name, lk_backend_t **out);
-/* Waits for submitted work. NULL is a no-op. */
+typedef struct lk_fence_t lk_fence_t;
+
+/* [one-thread-per-context] Devices of the backend component `name` (NULL:
+ * the best scored), without opening it. 0 when there is no such backend. */
+LK_API uint32_t lk_backend_device_count(lk_context_t *ctx, const char *name);
+/* [one-thread-per-context] Device `device` of backend `name` (NULL: best);
+ * out is written up to its struct_size. */
+LK_API lk_status lk_backend_device_info(lk_context_t *ctx, const char *name, uint32_t device,
+                                        lk_device_info_t *out);
+/* [one-thread-per-context] Open device `device` of the backend component
+ * called name ("cpu"), or of the best scored one when name is NULL; among
+ * variants of one name (several plugins providing "cpu") the best scored
+ * usable one. LK_ERR_NOT_FOUND names what is loaded. */
+LK_API lk_status lk_backend_open(lk_context_t *ctx, const char *name, uint32_t device,
+                                 lk_backend_t **out);
+/* [one-thread-per-context] Waits for submitted work, then frees every buffer
+ * and fence of the backend still alive (their handles die with it). NULL
+ * is a no-op. */
 LK_API void lk_backend_close(lk_backend_t *be);
+/* [one-thread-per-context] The component's name; owned by the plugin. */
 LK_API const char *lk_backend_name(const lk_backend_t *be);
-LK_API uint32_t lk_backend_device_count(const lk_backend_t *be);
-LK_API lk_status lk_backend_device_info(lk_backend_t *be, uint32_t index, lk_device_info_t *out);
-/* The backend's own vtable and instance, for batched submission with
- * lk_backend_submit and for extensions. Borrowed, valid until close. */
-LK_API const lk_backend_vt_t *lk_backend_vtable(const lk_backend_t *be);
-LK_API void *lk_backend_instance(const lk_backend_t *be);
-/* Submit a batch through the backend, with the error reported in the
- * context. ops refer to buffers made by this backend. */
-LK_API lk_status lk_backend_submit(lk_backend_t *be, const lk_op_t *ops, uint32_t n_ops);
+/* [one-thread-per-context] The open device's info (limits, driver/ISA path). */
+LK_API lk_status lk_backend_info(lk_backend_t *be, lk_device_info_t *out);
+/* [any-thread] The name of a core op ("matmul", "lora_forward"), or NULL for
+ * an id this library does not know. */
+LK_API const char *lk_op_name(int32_t id);
+/* [one-thread-per-context] 1 when the backend runs op as described, else 0. */
+LK_API int32_t lk_backend_supports(lk_backend_t *be, const lk_op_t *op);
+/* [one-thread-per-context] LK_OK when the backend supports every op;
+ * otherwise LK_ERR_UNSUPPORTED with a message listing every unsupported op
+ * (by name, with its operand dtypes and formats). Nothing is run. */
+LK_API lk_status lk_backend_check(lk_backend_t *be, const lk_op_t *ops, uint32_t n_ops);
+/* [one-thread-per-context] Submit a batch: checked (lk_backend_check, and
+ * every buffer is this backend's) before anything runs, copied, then run
+ * in order after earlier batches. out_fence may be NULL; a fence is freed
+ * with lk_fence_free. */
+LK_API lk_status lk_backend_submit(lk_backend_t *be, const lk_op_t *ops, uint32_t n_ops,
+                                   lk_fence_t **out_fence);
+/* [one-thread-per-context] Wait for a fence at most timeout_ns (UINT64_MAX:
+ * no limit): LK_OK, LK_ERR_TIMEOUT, or the batch's failure. */
+LK_API lk_status lk_fence_wait(lk_backend_t *be, lk_fence_t *fence, uint64_t timeout_ns);
+/* [one-thread-per-context] NULL is a no-op. */
+LK_API void lk_fence_free(lk_backend_t *be, lk_fence_t *fence);
+/* [one-thread-per-context] Wait for all submitted work. */
 LK_API lk_status lk_backend_synchronize(lk_backend_t *be);
+/* [one-thread-per-context] A backend extension by versioned id
+ * ("lk.backend.record/1"), NULL when absent; valid until close. */
+LK_API const void *lk_backend_extension(lk_backend_t *be, const char *id);
+/* [one-thread-per-context] The backend instance, for calling an extension's
+ * functions (their first argument); valid until close. */
+LK_API void *lk_backend_instance(lk_backend_t *be);
 
-/* Host-tensor conveniences: each uploads (or wraps, without copying, where
- * the backend can see host memory), runs, synchronises and downloads.
+/* [one-thread-per-context] A buffer of nbytes with flags
+ * (LK_BUFFER_DEVICE_LOCAL, LK_BUFFER_HOST_VISIBLE; 0 = device-local), within
+ * the device's max_alloc. Contents are undefined until written. */
+LK_API lk_status lk_buffer_alloc(lk_backend_t *be, uint64_t nbytes, uint32_t flags,
+                                 lk_buffer_t **out);
+/* [one-thread-per-context] Waits for work using it, then frees. NULL is a
+ * no-op; a buffer of another backend is refused (logged, nothing freed). */
+LK_API void lk_buffer_free(lk_backend_t *be, lk_buffer_t *buf);
+/* [one-thread-per-context] Bytes of the buffer, 0 when it is not be's. */
+LK_API uint64_t lk_buffer_size(lk_backend_t *be, const lk_buffer_t *buf);
+/* [one-thread-per-context] Copy host bytes in, ordered after submitted
+ * work; src may be reused on return. */
+LK_API lk_status lk_buffer_upload(lk_backend_t *be, lk_buffer_t *buf, uint64_t offset,
+                                  const void *src, uint64_t nbytes);
+/* [one-thread-per-context] Wait for submitted work, then copy bytes out. */
+LK_API lk_status lk_buffer_download(lk_backend_t *be, lk_buffer_t *buf, uint64_t offset, void *dst,
+                                    uint64_t nbytes);
+/* [one-thread-per-context] Map a HOST_VISIBLE buffer's bytes (waits for
+ * submitted work); *out is valid until lk_buffer_unmap. */
+LK_API lk_status lk_buffer_map(lk_backend_t *be, lk_buffer_t *buf, uint64_t offset, uint64_t nbytes,
+                               void **out);
+LK_API lk_status lk_buffer_unmap(lk_backend_t *be, lk_buffer_t *buf);
+
+/* Host-tensor conveniences, [one-thread-per-context]: each uploads (or
+ * wraps, without copying, where the backend can see host memory), runs,
+ * synchronises and downloads.
  * Shapes: x [M, in], y [M, out], W [out, in]; dtypes f32 except W (f32, f16,
  * bf16 for merge). Target is an index from lk_adapter_find. */
 
@@ -219,7 +304,8 @@ typedef struct lk_model_t lk_model_t;
  * other errors name the file and what is wrong with it. */
 LK_API lk_status lk_model_open(lk_context_t *ctx, const char *path, const char *loader,
                                lk_model_t **out);
-/* NULL is a no-op. Mapped tensor views die with the model. */
+/* [one-thread-per-context] like every lk_model_ call below. NULL is a
+ * no-op. Mapped tensor views die with the model. */
 LK_API void lk_model_close(lk_model_t *m);
 /* The loader that opened it ("hf", "gguf", ...); owned by the plugin. */
 LK_API const char *lk_model_loader(const lk_model_t *m);
@@ -262,6 +348,87 @@ LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char 
                                  const char *base_config_json);
 /* The adapter's scaling rule, default rank and alpha. */
 LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out);
+
+/* [one-thread-per-context] The typed header and targets of an adapter
+ * (rank, alpha and scale per target, from the loader's resolution of its
+ * config); strings live as long as ad. */
+LK_API lk_status lk_adapter_header(const lk_adapter_t *ad, lk_adapter_header_t *out);
+
+/* ---- quantisers ------------------------------------------------------------
+ * Formats provided by quantiser plugins ("q8_0", "q4_k", "nf4"). A quantised
+ * [nrows, ncols] tensor is one or more parts (lorakit_plugin.h). The core
+ * checks every size against the quantiser's part_info before it sees bytes. */
+
+typedef struct lk_quantiser_info_t { /* output */
+  uint32_t struct_size;
+  int32_t gguf_type;       /* GGML type id, -1 when none */
+  const char *name;        /* owned by the plugin */
+  const char *description;
+  const char *bnb_name;    /* bitsandbytes name or NULL */
+  uint32_t block_elems;    /* default options */
+  uint32_t block_bytes;
+  uint32_t can_quantize;   /* 0: a read-only format (dequantise only) */
+  uint32_t plugin_index;   /* for lk_plugin_info */
+} lk_quantiser_info_t;
+
+/* [one-thread-per-context] The quantiser called name; LK_ERR_NOT_FOUND
+ * listing the loaded ones. */
+LK_API lk_status lk_quantiser_info(lk_context_t *ctx, const char *name, lk_quantiser_info_t *out);
+/* [one-thread-per-context] The parts of an [nrows, ncols] tensor in format
+ * with opts (NULL = defaults): up to cap entries of parts are written,
+ * *n_parts gets the count. */
+LK_API lk_status lk_quant_layout(lk_context_t *ctx, const char *format, const lk_quant_opts_t *opts,
+                                 int64_t nrows, int64_t ncols, lk_quant_part_t *parts, uint32_t cap,
+                                 uint32_t *n_parts);
+/* [one-thread-per-context] Quantise f32 src [nrows, ncols] into the caller's
+ * parts (n_parts buffers of part_bytes[i] bytes, exactly as lk_quant_layout
+ * says). */
+LK_API lk_status lk_quantize(lk_context_t *ctx, const char *format, const lk_quant_opts_t *opts,
+                             const float *src, int64_t nrows, int64_t ncols, void *const *parts,
+                             const uint64_t *part_bytes, uint32_t n_parts);
+/* [one-thread-per-context] Dequantise parts into f32 dst [nrows, ncols]. */
+LK_API lk_status lk_dequantize(lk_context_t *ctx, const char *format, const lk_quant_opts_t *opts,
+                               const void *const *parts, const uint64_t *part_bytes,
+                               uint32_t n_parts, int64_t nrows, int64_t ncols, float *dst);
+
+/* ---- whole models ------------------------------------------------------------
+ * What the CLI's convert, merge and unmerge do, for any host. Outputs are
+ * written whole through a temporary file or folder renamed into place. */
+
+typedef struct lk_convert_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  int32_t outtype;      /* LK_DTYPE_F32/F16/BF16 for float tensors; 0 = keep */
+  const char *format;   /* writer: "gguf", "hf", "safetensors", "peft", "gguf-lora" */
+  const char *base;     /* the base model (path), for adapters; may be NULL */
+  uint32_t force;       /* 1: replace an existing output */
+  uint32_t reserved0;   /* must be 0 */
+} lk_convert_opts_t;
+#define LK_MIN_SIZE_CONVERT_OPTS LK_MIN_SIZE(lk_convert_opts_t, reserved0)
+
+typedef struct lk_merge_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  float scale;          /* the user's extra scale; 0 is read as 1 */
+  const char *backend;  /* backend name; NULL = the best available */
+  uint32_t device;      /* its device */
+  uint32_t force;       /* 1: replace an existing output */
+} lk_merge_opts_t;
+#define LK_MIN_SIZE_MERGE_OPTS LK_MIN_SIZE(lk_merge_opts_t, force)
+
+/* [one-thread-per-context] Convert a model or adapter at `in` to `out` in
+ * opts->format (required). Float tensors take opts->outtype where given
+ * (1-D tensors stay f32 in GGUF, as llama.cpp writes them). */
+LK_API lk_status lk_model_convert(lk_context_t *ctx, const char *in, const char *out,
+                                  const lk_convert_opts_t *opts);
+/* [one-thread-per-context] W += scale s B A for every target of `adapter`
+ * into the model at `model`, written to `out` in the model's own format;
+ * every other tensor and the metadata are carried unchanged. opts may be
+ * NULL. The adapter is checked against the model (shapes of every target)
+ * before anything is written. */
+LK_API lk_status lk_model_merge(lk_context_t *ctx, const char *model, const char *adapter,
+                                const char *out, const lk_merge_opts_t *opts);
+/* [one-thread-per-context] The same with W -= scale s B A. */
+LK_API lk_status lk_model_unmerge(lk_context_t *ctx, const char *model, const char *adapter,
+                                  const char *out, const lk_merge_opts_t *opts);
 
 #include "lorakit_registry.h"
 

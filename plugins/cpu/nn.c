@@ -14,14 +14,14 @@
 
 /* ---- operands and params ---------------------------------------------------- */
 
-static const char *const nn_names[][7] = {
+static const char *const nn_names[][10] = {
     [LK_OP_EMBEDDING - LK_OP_EMBEDDING] = {"table", "ids", "y"},
     [LK_OP_EMBEDDING_BACKWARD - LK_OP_EMBEDDING] = {"ids", "dy", "dtable"},
     [LK_OP_RMSNORM - LK_OP_EMBEDDING] = {"x", "w", "y", "rstd"},
     [LK_OP_RMSNORM_BACKWARD - LK_OP_EMBEDDING] = {"x", "w", "rstd", "dy", "dx", "dw"},
     [LK_OP_ROPE - LK_OP_EMBEDDING] = {"x", "pos", "y"},
     [LK_OP_ATTENTION - LK_OP_EMBEDDING] = {"q", "k", "v", "mask", "o", "lse"},
-    [LK_OP_ATTENTION_BACKWARD - LK_OP_EMBEDDING] = {"q", "k", "v", "o", "lse", "do", "mask"},
+    [LK_OP_ATTENTION_BACKWARD - LK_OP_EMBEDDING] = {"q", "k", "v", "o", "lse", "do", "mask", "dq", "dk", "dv"},
     [LK_OP_SWIGLU - LK_OP_EMBEDDING] = {"gate", "up", "y"},
     [LK_OP_SWIGLU_BACKWARD - LK_OP_EMBEDDING] = {"gate", "up", "dy", "dgate", "dup"},
     [LK_OP_SILU - LK_OP_EMBEDDING] = {"x", "y"},

@@ -26,10 +26,10 @@ typedef struct nn_job {
   cpu_pool_t *pool;
   uint32_t nt;
   void *scratch;
-  const lk_view_t *v[7];
-  void *p[7];
+  const lk_view_t *v[10];
+  void *p[10];
   /* per-op state */
-  nn_rows_t r[7];
+  nn_rows_t r[10];
   int acc;
   float eps;
   nn_rope_t rope;

@@ -374,7 +374,7 @@ static lk_status version_object(lk_registry_t *reg, int64_t id, json_t **out) {
       write_row(&o, q, &sd);
       reg_out_c(&o, '}');
       json_error_t jerr;
-      if (!o.oom && o.p) *out = json_loads(o.p, 0, &jerr);
+      if (!o.oom && o.p && (o.p = reg_json_repair(o.p))) *out = json_loads(o.p, 0, &jerr);
       free(o.p);
     }
     if (!*out) st = lk__fail(reg->ctx, LK_ERR_INTERNAL, "could not read version %lld", (long long)id);
@@ -415,7 +415,9 @@ static lk_status json_query(lk_registry_t *reg, const char *sql, int64_t id, jso
   *out = NULL;
   if (rc == SQLITE_ROW && sqlite3_column_text(q, 0)) {
     json_error_t jerr;
-    *out = json_loads((const char *)sqlite3_column_text(q, 0), 0, &jerr);
+    char *text = reg_json_repair(reg_strdup((const char *)sqlite3_column_text(q, 0)));
+    *out = text ? json_loads(text, 0, &jerr) : NULL;
+    free(text);
   } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
     st = reg_sql_fail(reg, rc, "reading");
   }

@@ -150,8 +150,9 @@ START_TEST(a_v1_database_is_migrated) {
   char copy[8192];
   snprintf(copy, sizeof copy,
            "%s ATTACH '%s' AS src; INSERT INTO blobs SELECT * FROM src.blobs; INSERT INTO chunks SELECT * FROM "
-           "src.chunks; INSERT INTO adapters SELECT * FROM src.adapters; INSERT INTO versions SELECT * FROM "
-           "src.versions; INSERT INTO tags SELECT * FROM src.tags; INSERT INTO lineage SELECT * FROM src.lineage;"
+           "src.chunks; INSERT INTO adapters SELECT * FROM src.adapters; INSERT INTO versions SELECT id, adapter_id, "
+           "version, blob, model_id, rank, alpha, scaling, target_modules, n_targets, format, size, created, operation, "
+           "notes FROM src.versions; INSERT INTO tags SELECT * FROM src.tags; INSERT INTO lineage SELECT * FROM src.lineage;"
            "DETACH src;",
            v1_schema, rg_path("src.db"));
   sql("v1.db", copy);

@@ -121,7 +121,9 @@ run_case rm_leaf                              0 "out:removed a1@3"              
 run_case rm_force                             0 "out:removed a1@2"               registry "${G[@]}" rm a1@2 --force
 run_case numbers_are_not_reused               0 "out:a1@4"                       registry "${G[@]}" add a1 "$X/ad3"
 run_case verify_ok                            0 "out:ok"                         registry "${G[@]}" verify
-run_case gc_drops_unused_payloads             0 "out:removed 1 unreferenced"     registry "${G[@]}" gc
+# a1@2 (ad2) went with rm: its canonical payload and its adapter_model.safetensors; its
+# adapter_config.json is byte-identical to ad1's, which a1@1 still holds
+run_case gc_drops_unused_payloads             0 "out:removed 2 unreferenced"     registry "${G[@]}" gc
 run_case models_lists_the_base                0 "json:doc[0]['name']=='base' and doc[0]['architecture']=='llama'" registry "${G[@]}" --json models
 
 # Other commands record what they write.

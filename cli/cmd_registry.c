@@ -77,7 +77,15 @@ typedef struct rcli {
   char **argv;
 } rcli;
 
-static int fail(rcli *r) { return cli_error(CLI_FAILED, "%s", lk_last_error(r->ctx)); }
+/* The library's message, escaped on a terminal like the output (a message
+ * may quote a tag or name read from the file). */
+static int fail(rcli *r) {
+  int saved = rcli_escape_output;
+  rcli_escape_output = isatty(2);
+  int rc = cli_error(CLI_FAILED, "%s", rcli_esc(lk_last_error(r->ctx)));
+  rcli_escape_output = saved;
+  return rc;
+}
 
 enum { OPEN_READ = 0, OPEN_WRITE = 1, OPEN_CREATE = 2 };
 
@@ -416,11 +424,11 @@ static int cmd_verify(rcli *r) {
     json_t *p;
     json_array_foreach(json_object_get(doc, "problems"), i, p) {
       fprintf(stderr, "lorakit: registry %s: %s", lk_registry_path(r->reg),
-              json_string_value(json_object_get(p, "problem")));
+              rcli_esc(json_string_value(json_object_get(p, "problem"))));
       json_t *vs = json_object_get(p, "versions");
       size_t k;
       json_t *v;
-      json_array_foreach(vs, k, v) fprintf(stderr, "%s%s", k ? ", " : " [damaged: ", json_string_value(v));
+      json_array_foreach(vs, k, v) fprintf(stderr, "%s%s", k ? ", " : " [damaged: ", rcli_esc(json_string_value(v)));
       fprintf(stderr, "%s\n", json_array_size(vs) ? "]" : "");
     }
     printf("%s: %lld versions, %lld payloads (%s) checked: %s\n", lk_registry_path(r->reg),
@@ -478,6 +486,9 @@ int cli_registry(int argc, char **argv) {
       r.path = argv[++i];
     } else r.argv[r.argc++] = argv[i];
   }
+  /* Names and notes may hold anything an older lorakit or a hand edit
+   * put there: never raw onto a terminal. */
+  rcli_escape_output = !r.json && isatty(1);
   int rc = CLI_USAGE;
   if (r.argc == 0) {
     cli_error(CLI_USAGE, "registry: expected a command (see lorakit registry --help)");

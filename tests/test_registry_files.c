@@ -476,8 +476,11 @@ START_TEST(fixture_peft_round_trip_is_byte_identical) {
   ck_assert_int_eq(lk_registry_add_path(reg, "again", rg_path("out.gguf"), &o, &ref), LK_OK);
   ck_assert_str_eq(ref, "a1-gguf@1"); /* same content: the newest version holding it */
   lk_free(ref);
+  /* one canonical payload for both, plus the files each was added from:
+   * README.md, adapter_config.json, adapter_model.safetensors of the folder,
+   * and the GGUF file */
   json_t *v = rg_verify(reg, LK_OK);
-  ck_assert_int_eq(rg_int(v, "blobs"), 1);
+  ck_assert_int_eq(rg_int(v, "blobs"), 1 + 3 + 1);
   json_decref(v);
   lk_registry_close(reg);
   lk_context_free(ctx);

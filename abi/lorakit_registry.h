@@ -254,8 +254,10 @@ LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opt
                                   char **out_json);
 /* [one-thread-per-context] One version as a JSON object in *out_json
  * (lk_free): the fields of lk_registry_list, plus "stored" (compressed
- * bytes), "targets" (name, rank, alpha, in, out of each), "children" and
- * the base model's record ("base_model"). */
+ * bytes), "targets" (name, rank, alpha, in, out of each), "children",
+ * the base model's record ("base_model") and "files" (path, size, sha256 of
+ * each file the version was added from; [] when added from memory or
+ * before schema 3). */
 LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **out_json);
 /* [one-thread-per-context] Base models as a JSON array in *out_json
  * (lk_free): name, architecture, fingerprint, path, parameters, created,

@@ -561,7 +561,8 @@ lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, con
   ro.read_only = 1;
   lk_registry_t *reg = NULL;
   lk_status st = lk_registry_open(ctx, registry, &ro, &reg);
-  if (!st) st = lk_registry_get(reg, adapter, out);
+  if (!st && (st = lk_registry_get(reg, adapter, out)) == LK_ERR_NOT_FOUND) /* the caller prints the registry's reason */
+    fprintf(stderr, "lorakit: %s: no such file or folder, nor a version in registry %s\n", adapter, registry);
   lk_registry_close(reg);
   return st;
 }

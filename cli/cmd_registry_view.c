@@ -150,6 +150,12 @@ void rcli_print_show(json_t *v) {
       printf("  %s %s%s\n", str(c, "relation"), str(c, "ref"), strcmp(str(c, "kind"), "model") ? "" : " [model]");
   }
   if (json_is_string(json_object_get(v, "notes"))) printf("notes:      %s\n", str(v, "notes"));
+  json_t *files = json_object_get(v, "files");
+  if (json_array_size(files)) {
+    char names[512];
+    joined(files, "path", ", ", names, sizeof names);
+    printf("files:      %zu as added (%s)\n", json_array_size(files), names);
+  }
   printf("\n%-56s %5s %7s %16s\n", "TARGET", "RANK", "ALPHA", "SHAPE (out x in)");
   json_t *t;
   json_array_foreach(json_object_get(v, "targets"), i, t) {

@@ -430,7 +430,7 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
   if (!reg || !out_json) return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_show: NULL argument");
   *out_json = NULL;
   reg_version v;
-  json_t *obj = NULL, *targets = NULL, *children = NULL, *model = NULL;
+  json_t *obj = NULL, *targets = NULL, *children = NULL, *model = NULL, *files = NULL;
   lk_status st = reg_resolve(reg, ref, &v);
   if (st) return st;
   if ((st = version_object(reg, v.id, &obj)) || (st = targets_of(reg, &v, &targets))) goto done;
@@ -449,6 +449,13 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
                        " 'path', path, 'parameters', n_params) FROM models WHERE id = ?1",
                        v.model_id, &model)))
     goto done;
+  /* The files it was added from (schema 3; none for older versions). */
+  if (reg->schema >= 3 &&
+      (st = json_query(reg,
+                       "SELECT json_group_array(json_object('path', path, 'size', size, 'sha256', blob)) FROM ("
+                       " SELECT path, size, blob FROM files WHERE version_id = ?1 ORDER BY path)",
+                       v.id, &files)))
+    goto done;
   if (!json_is_object(obj)) {
     st = lk__fail(reg->ctx, LK_ERR_INTERNAL, "%s: could not read the version", v.ref);
     goto done;
@@ -462,12 +469,14 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
   json_object_set(obj, "targets", targets);
   json_object_set(obj, "children", children);
   json_object_set(obj, "base_model", model ? model : json_null());
+  json_object_set_new(obj, "files", json_is_array(files) ? json_incref(files) : json_array());
   if (!(*out_json = reg_json_string(obj))) st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
 done:
   json_decref(obj);
   json_decref(targets);
   json_decref(children);
   json_decref(model);
+  json_decref(files);
   if (!st) lk__ok(reg->ctx);
   return st;
 }

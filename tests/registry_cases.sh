@@ -185,6 +185,7 @@ PY
 run_case list_survives_a_bad_row              0 "json:len(doc)==4 and any(v['name']=='go\\\\xff' for v in doc)" registry "${F[@]}" --json list
 run_case list_text_survives_a_bad_row         0 "out:go\\xff@1"                  registry "${F[@]}" list
 run_case show_survives_a_bad_row              0 "json:doc['notes'].endswith('\\\\xff')" registry "${F[@]}" --json show spoilt
+run_case show_lists_the_files_as_added        0 "json:[f['path'] for f in doc['files']]==['README.md','adapter_config.json','adapter_model.safetensors']" registry "${F[@]}" --json show fa@1
 run_case log_survives_a_bad_row               0 "out:version spoilt@1"           registry "${F[@]}" log spoilt
 check terminal_output_is_escaped python3 - "$LK" "$tmp/f.db" <<'PY'
 import os, pty, sys

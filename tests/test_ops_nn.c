@@ -439,5 +439,21 @@ int main(void) {
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
+  /* again on the portable loops (each test runs in a fresh child, which
+   * reads the switch anew) */
+  setenv("LORAKIT_CPU_NO_SIMD", "1", 1);
+  printf("test_ops_nn: again with LORAKIT_CPU_NO_SIMD=1\n");
+  s = suite_create("ops_nn_portable");
+  tc = tcase_create("ops");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, attention);
+  tcase_add_test(tc, attention_backward);
+  tcase_add_test(tc, cross_entropy);
+  suite_add_tcase(s, tc);
+  sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  failed += srunner_ntests_failed(sr);
+  srunner_free(sr);
   return failed ? 1 : 0;
 }

@@ -25,8 +25,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifndef QB
 #define QB 64 /* query rows per tile */
+#endif
+#ifndef KB
 #define KB 64 /* keys per tile */
+#endif
 
 typedef struct at_job {
   const lk_op_t *op;
@@ -171,8 +175,7 @@ static void at_fwd_head(const at_job *j, int64_t b, int64_t h, const float *K, c
         int64_t cnt = at_allowed(j, i0 + r) - j0;
         cnt = cnt < 0 ? 0 : cnt > kb ? kb : cnt;
         at_add_mask(j, b, i0 + r, j0, row, cnt);
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < cnt; c++) mx = row[c] > mx ? row[c] : mx;
+        const float mx = cpu_nn_max(row, cnt);
         const float nm = mx > mr[r] ? mx : mr[r];
         if (nm == -INFINITY) { /* nothing allowed so far: P row is 0 */
           memset(row, 0, (size_t)kb * sizeof(float));

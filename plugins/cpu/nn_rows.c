@@ -349,8 +349,7 @@ static void nn_xent_task(void *arg, uint32_t t, uint32_t nt) {
       continue;
     }
     cpu_nn_load(x, nn_row(j, 0, i), j->v[0]->dtype, V, 1);
-    float m = -INFINITY;
-    for (int64_t c = 0; c < V; c++) m = x[c] > m ? x[c] : m;
+    const float m = cpu_nn_max(x, V);
     const float xl = x[label];
     const float s = cpu_nn_exp_sum(x, V, m);
     if (!bwd) {

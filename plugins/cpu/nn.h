@@ -55,6 +55,8 @@ void cpu_nn_store(void *dst, int32_t dtype, const float *src, int64_t n, int64_t
 size_t cpu_nn_esize(int32_t dtype);
 /* max of x[0..n), -inf when n == 0. */
 float cpu_nn_max(const float *x, int64_t n);
+/* s[i] = 1 / (1 + exp(-x[i])) for i < n. */
+void cpu_nn_sigmoid(const float *x, float *s, int64_t n);
 /* x[i] = exp(x[i] - sub) for i < n (sub finite); returns the sum. */
 float cpu_nn_exp_sum(float *x, int64_t n, float sub);
 

@@ -392,6 +392,9 @@ START_TEST(refusals) {
   expect_refused(LK_OP_SILU, NULL, a, 1, d5, 1, LK_ERR_SHAPE, "SILU", "y has shape [4, 5]");
   tens *none[1] = {NULL};
   expect_refused(LK_OP_SILU, NULL, a, 1, none, 1, LK_ERR_INVALID_ARG, "SILU", "y is required");
+  tens *yb = tnew(LK_DTYPE_F32, 2, x->r.shape, 0, 1), *db[1] = {yb}; /* a broadcast destination */
+  expect_refused(LK_OP_SILU, NULL, a, 1, db, 1, LK_ERR_SHAPE, "SILU", "y has stride 0");
+  tfree(yb);
   /* rows that are not contiguous */
   tens *xs = tnew2(LK_DTYPE_F32, 4, 8);
   xs->v.stride[1] = 2;

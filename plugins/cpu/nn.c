@@ -50,7 +50,7 @@ const lk_view_t *cpu_nn_operand(const lk_op_t *op, uint32_t k) {
     v = k < op->n_src ? &op->src[k] : NULL;
   else if (k - ns < op->n_dst)
     v = &op->dst[k - ns];
-  return v && v->buffer ? v : NULL;
+  return v && v->dtype != LK_DTYPE_INVALID ? v : NULL; /* absent: a zeroed view (lorakit_ops.h) */
 }
 
 int32_t cpu_nn_params(const lk_op_t *op, size_t known, lk_error_t *err) {

@@ -567,6 +567,17 @@ lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, con
   return st;
 }
 
+/* A path as relation parameters may hold it: control and bidi-override
+ * characters and non-UTF-8 bytes written as escapes (the registry refuses
+ * them raw). */
+static const char *param_text(const char *s) {
+  int saved = rcli_escape_output;
+  rcli_escape_output = 1;
+  const char *r = rcli_esc(s);
+  rcli_escape_output = saved;
+  return r;
+}
+
 int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const char *in, const char *out,
                                 const char *format, const char *base) {
   if (!(registry = cli_registry_configured(registry))) return CLI_OK;
@@ -581,7 +592,7 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
     rc = record_fail(ctx, out, registry);
     goto out;
   }
-  json_t *params = json_pack("{s:s, s:s}", "from", in, "format", format);
+  json_t *params = json_pack("{s:s, s:s}", "from", param_text(in), "format", format);
   char *params_s = json_dumps(params, JSON_COMPACT);
   json_decref(params);
   const char *parents[1] = {src};

@@ -198,8 +198,33 @@ class context {
   // loader and base_config_json may be nullptr (see lk_adapter_load).
   inline adapter load_adapter(const std::string &path, const char *loader = nullptr,
                               const char *base_config_json = nullptr);
-  // name nullptr: the best scored backend.
-  inline backend open_backend(const char *name = nullptr);
+  // Device `device` of the backend called name (nullptr: the best scored).
+  inline backend open_backend(const char *name = nullptr, uint32_t device = 0);
+  // Devices of the backend component name (nullptr: the best), without opening it.
+  uint32_t backend_device_count(const char *name = nullptr) {
+    return lk_backend_device_count(get(), name);
+  }
+  lk_device_info_t backend_device_info(const char *name, uint32_t device) {
+    lk_device_info_t d = detail::sized<lk_device_info_t>();
+    detail::check(lk_backend_device_info(get(), name, device, &d), "lk_backend_device_info", get());
+    return d;
+  }
+  // Whole models (lk_model_convert/merge/unmerge); opts may be nullptr for merges.
+  void convert_model(const std::string &in, const std::string &out, const lk_convert_opts_t &opts) {
+    detail::check(lk_model_convert(get(), in.c_str(), out.c_str(), &opts), "lk_model_convert",
+                  get());
+  }
+  void merge_model(const std::string &model_path, const std::string &adapter_path,
+                   const std::string &out, const lk_merge_opts_t *opts = nullptr) {
+    detail::check(lk_model_merge(get(), model_path.c_str(), adapter_path.c_str(), out.c_str(), opts),
+                  "lk_model_merge", get());
+  }
+  void unmerge_model(const std::string &model_path, const std::string &adapter_path,
+                     const std::string &out, const lk_merge_opts_t *opts = nullptr) {
+    detail::check(
+        lk_model_unmerge(get(), model_path.c_str(), adapter_path.c_str(), out.c_str(), opts),
+        "lk_model_unmerge", get());
+  }
   inline model open_model(const std::string &path, const char *loader = nullptr);
 
   void write_tensors(const std::string &path, const std::string &format,
@@ -260,6 +285,12 @@ class adapter {
     detail::check(lk_adapter_config(get(), &c), "lk_adapter_config", ctx_);
     return c;
   }
+  // Kind, scaling rule, default rank/alpha, target count, base named by the file.
+  lk_adapter_header_t header() const {
+    lk_adapter_header_t h = detail::sized<lk_adapter_header_t>();
+    detail::check(lk_adapter_header(get(), &h), "lk_adapter_header", ctx_);
+    return h;
+  }
   void save(const std::string &path, const std::string &format,
             const char *base_config_json = nullptr) {
     detail::check(lk_adapter_save(get(), path.c_str(), format.c_str(), base_config_json),
@@ -279,12 +310,25 @@ class backend {
   lk_backend_t *get() const noexcept { return p_.get(); }
 
   std::string name() const { return detail::str(lk_backend_name(get())); }
-  uint32_t device_count() const noexcept { return lk_backend_device_count(get()); }
+  // Devices of this backend's component (the open backend is one of them).
+  uint32_t device_count() const noexcept {
+    return lk_backend_device_count(ctx_, lk_backend_name(get()));
+  }
+  // Device `index` of this backend's component, without opening it.
   lk_device_info_t device(uint32_t index) {
     lk_device_info_t d = detail::sized<lk_device_info_t>();
-    detail::check(lk_backend_device_info(get(), index, &d), "lk_backend_device_info", ctx_);
+    detail::check(lk_backend_device_info(ctx_, lk_backend_name(get()), index, &d),
+                  "lk_backend_device_info", ctx_);
     return d;
   }
+  // The open device: limits, driver.
+  lk_device_info_t info() {
+    lk_device_info_t d = detail::sized<lk_device_info_t>();
+    detail::check(lk_backend_info(get(), &d), "lk_backend_info", ctx_);
+    return d;
+  }
+  // 1 when the backend runs op as described (lorakit_ops.h).
+  bool supports(const lk_op_t &op) { return lk_backend_supports(get(), &op) != 0; }
   // y = x W^T (W may be nullptr: y is kept) + s (x A^T) B^T.
   void forward(const adapter &ad, uint32_t target, const lk_tensor_t &x, const lk_tensor_t *W,
                lk_tensor_t &y) {
@@ -354,9 +398,9 @@ inline adapter context::load_adapter(const std::string &path, const char *loader
                 "lk_adapter_load", get());
   return adapter(adapter_ptr(a), get());
 }
-inline backend context::open_backend(const char *name) {
+inline backend context::open_backend(const char *name, uint32_t device) {
   lk_backend_t *b = nullptr;
-  detail::check(lk_backend_open(get(), name, &b), "lk_backend_open", get());
+  detail::check(lk_backend_open(get(), name, device, &b), "lk_backend_open", get());
   return backend(backend_ptr(b), get());
 }
 inline model context::open_model(const std::string &path, const char *loader) {

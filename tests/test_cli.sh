@@ -72,7 +72,7 @@ if [ ! -x "$LK" ]; then
 fi
 
 #        name                      exit check                                   args
-run_case version_prints_1.0.0       0 "out:1.0.0"                               --version
+run_case version_prints_2.0.0       0 "out:2.0.0"                               --version
 run_case help_exits_0               0 "out:plugins"                             --help
 run_case plugins_lists_cpu          0 "out:cpu"                                 plugins
 run_case plugins_json_is_valid      0 "json:True"                               plugins --json

@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
 
   /* 4. LoRA forward on fixed inputs. */
   TRY(lk_backend_open(ctx, "cpu", 0, &be));
-  printf("backend %s devices %u\n", lk_backend_name(be), lk_backend_device_count(be));
+  printf("backend %s devices %u\n", lk_backend_name(be), lk_backend_device_count(ctx, lk_backend_name(be)));
   for (int i = 0; i < M * IN; i++) x[i] = (float)((i * 7) % 17 - 8) / 8.0f;
   for (int i = 0; i < OUT * IN; i++) w[i] = (float)((i * 5) % 13 - 6) / 16.0f;
   int64_t sx[2] = {M, IN}, sw[2] = {OUT, IN}, sy[2] = {M, OUT};

@@ -93,10 +93,10 @@ _adapter_target_info = _fn("lk_adapter_target_info", _S, c_void_p, c_uint32,
                            POINTER(lk_target_info_t))
 _adapter_weights = _fn("lk_adapter_weights", _S, c_void_p, c_uint32, POINTER(lk_tensor_t),
                        POINTER(lk_tensor_t))
-_backend_open = _fn("lk_backend_open", _S, c_void_p, c_char_p, POINTER(c_void_p))
+_backend_device_count = _fn("lk_backend_device_count", c_uint32, c_void_p, c_char_p)
+_backend_open = _fn("lk_backend_open", _S, c_void_p, c_char_p, c_uint32, POINTER(c_void_p))
 _backend_close = _fn("lk_backend_close", None, c_void_p)
 _backend_name = _fn("lk_backend_name", c_char_p, c_void_p)
-_backend_device_count = _fn("lk_backend_device_count", c_uint32, c_void_p)
 _lora_forward = _fn("lk_lora_forward", _S, c_void_p, c_void_p, c_uint32, POINTER(lk_tensor_t),
                     POINTER(lk_tensor_t), POINTER(lk_tensor_t))
 _merge = _fn("lk_merge", _S, c_void_p, c_void_p, c_uint32, POINTER(lk_tensor_t), c_float)
@@ -202,9 +202,10 @@ class Context(_Handle):
         self._check(_adapter_create(self._p, byref(cfg), byref(p)))
         return Adapter(p.value, self)
 
-    def open_backend(self, name=None):
+    def open_backend(self, name=None, device=0):
+        """Device `device` of the backend `name` (None: the best scored)."""
         p = c_void_p()
-        self._check(_backend_open(self._p, name.encode() if name else None, byref(p)))
+        self._check(_backend_open(self._p, name.encode() if name else None, device, byref(p)))
         return Backend(p.value, self)
 
     def open_registry(self, path, read_only=False):
@@ -266,7 +267,8 @@ class Backend(_Handle):
         return _str(_backend_name(self._p))
 
     def device_count(self):
-        return _backend_device_count(self._p)
+        """Devices of this backend's component (the open backend is one)."""
+        return _backend_device_count(self._ctx._p, _backend_name(self._p))
 
     def forward(self, ad, target, x, w, y):
         """y = x W^T (w may be None) + s (x A^T) B^T."""

@@ -260,14 +260,15 @@ pub mod sys {
             b: *mut lk_tensor_t,
         ) -> lk_status;
 
+        pub fn lk_backend_device_count(ctx: *mut lk_context_t, name: *const c_char) -> u32;
         pub fn lk_backend_open(
             ctx: *mut lk_context_t,
             name: *const c_char,
+            device: u32,
             out: *mut *mut lk_backend_t,
         ) -> lk_status;
         pub fn lk_backend_close(be: *mut lk_backend_t);
         pub fn lk_backend_name(be: *const lk_backend_t) -> *const c_char;
-        pub fn lk_backend_device_count(be: *const lk_backend_t) -> u32;
         pub fn lk_lora_forward(
             be: *mut lk_backend_t,
             ad: *const lk_adapter_t,
@@ -475,16 +476,31 @@ impl Context {
         Ok(Adapter { ptr: p, ctx: self })
     }
 
-    /// `name` None: the best scored backend.
+    /// Device 0 of the backend `name` (None: the best scored backend).
     pub fn open_backend(&self, name: Option<&str>) -> Result<Backend<'_>> {
+        self.open_backend_device(name, 0)
+    }
+
+    /// Device `device` of the backend `name` (None: the best scored backend).
+    pub fn open_backend_device(&self, name: Option<&str>, device: u32) -> Result<Backend<'_>> {
         let z = match name {
             Some(s) => Some(cstring(s)?),
             None => None,
         };
         let mut p = ptr::null_mut();
         let zp = z.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-        self.check(unsafe { sys::lk_backend_open(self.ptr, zp, &mut p) })?;
+        self.check(unsafe { sys::lk_backend_open(self.ptr, zp, device, &mut p) })?;
         Ok(Backend { ptr: p, ctx: self })
+    }
+
+    /// Devices of the backend component `name` (None: the best scored), without opening it.
+    pub fn backend_device_count(&self, name: Option<&str>) -> Result<u32> {
+        let z = match name {
+            Some(s) => Some(cstring(s)?),
+            None => None,
+        };
+        let zp = z.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        Ok(unsafe { sys::lk_backend_device_count(self.ptr, zp) })
     }
 }
 
@@ -611,8 +627,9 @@ impl<'c> Backend<'c> {
     pub fn name(&self) -> String {
         string(unsafe { sys::lk_backend_name(self.ptr) })
     }
+    /// Devices of this backend's component (the open backend is one of them).
     pub fn device_count(&self) -> u32 {
-        unsafe { sys::lk_backend_device_count(self.ptr) }
+        unsafe { sys::lk_backend_device_count(self.ctx.ptr, sys::lk_backend_name(self.ptr)) }
     }
     /// y = x W^T (when w is Some) + s (x A^T) B^T.
     pub fn forward(&mut self, ad: &Adapter, target: u32, x: &Tensor, w: Option<&Tensor>, y: &mut Tensor) -> Result<()> {

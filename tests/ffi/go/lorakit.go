@@ -295,15 +295,18 @@ type Backend struct {
 	ctx *Context
 }
 
-// OpenBackend opens a backend by name ("" = the best scored one).
-func (c *Context) OpenBackend(name string) (*Backend, error) {
+// OpenBackend opens device 0 of a backend by name ("" = the best scored one).
+func (c *Context) OpenBackend(name string) (*Backend, error) { return c.OpenBackendDevice(name, 0) }
+
+// OpenBackendDevice opens device `device` of a backend by name ("" = the best scored one).
+func (c *Context) OpenBackendDevice(name string, device uint32) (*Backend, error) {
 	var z *C.char
 	if name != "" {
 		z = C.CString(name)
 		defer C.free(unsafe.Pointer(z))
 	}
 	var p *C.lk_backend_t
-	if err := c.check(C.lk_backend_open(c.p, z, &p)); err != nil {
+	if err := c.check(C.lk_backend_open(c.p, z, C.uint32_t(device), &p)); err != nil {
 		return nil, err
 	}
 	b := &Backend{p, c}
@@ -318,8 +321,12 @@ func (b *Backend) Close() {
 	}
 }
 
-func (b *Backend) Name() string        { return goString(C.lk_backend_name(b.p)) }
-func (b *Backend) DeviceCount() uint32 { return uint32(C.lk_backend_device_count(b.p)) }
+func (b *Backend) Name() string { return goString(C.lk_backend_name(b.p)) }
+
+// DeviceCount: devices of this backend's component (the open backend is one).
+func (b *Backend) DeviceCount() uint32 {
+	return uint32(C.lk_backend_device_count(b.ctx.p, C.lk_backend_name(b.p)))
+}
 
 // Forward: y = x W^T (w may be nil) + s (x A^T) B^T.
 func (b *Backend) Forward(a *Adapter, target uint32, x, w, y *Tensor) error {

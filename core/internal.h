@@ -68,6 +68,8 @@ int lk__model_is_adapter(const lk_model_t *m);
 int lk__model_writable(const lk_model_t *m);
 lk_status lk__model_adapter_header(lk_model_t *m, lk_adapter_header_t *out);
 lk_status lk__model_adapter_target(lk_model_t *m, uint32_t index, lk_adapter_target_t *out);
+/* The loader component called name, or NULL (model.c). */
+const lk_loader_vt_t *lk__loader_named(lk_context_t *ctx, const char *name);
 /* The loader of `format` that writes adapters (model.c). */
 lk_status lk__adapter_writer(lk_context_t *ctx, const char *format, const char *path, const lk_loader_vt_t **out);
 /* Record a loader's failure (err) in ctx, naming path. */

@@ -257,3 +257,7 @@ lk_status lk__adapter_writer(lk_context_t *ctx, const char *format, const char *
 lk_status lk__loader_error(lk_context_t *ctx, int32_t rc, const lk_error_t *err, const char *path) {
   return loader_err(ctx, rc, err, path);
 }
+
+const lk_loader_vt_t *lk__loader_named(lk_context_t *ctx, const char *name) {
+  return ctx && name ? find_loader(ctx, name, NULL, 0) : NULL;
+}

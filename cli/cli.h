@@ -34,6 +34,11 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
 int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const char *model, const char *adapter,
                               const char *out, double scale, int undo);
 
+/* `plugins --json`: a backend component's devices (without an instance) and
+ * the core ops it supports (cmd_plugins_ops.c); a new JSON object. */
+struct json_t;
+struct json_t *cli_backend_json(lk_context_t *ctx, const char *name, const char *description);
+
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
 /* Print "lorakit: <msg>" to stderr; returns code. */

@@ -302,6 +302,54 @@ class adapter {
   lk_context_t *ctx_;  // borrowed, for error messages
 };
 
+// ---- backend buffer ---------------------------------------------------------------
+
+// A buffer of a backend (lk_buffer_*), freed by this handle or, at the
+// latest, by its backend's close: destroy it before the backend.
+class buffer {
+ public:
+  buffer(lk_backend_t *be, lk_buffer_t *b, lk_context_t *ctx) noexcept : be_(be), b_(b), ctx_(ctx) {}
+  buffer(buffer &&o) noexcept : be_(o.be_), b_(o.b_), ctx_(o.ctx_) { o.b_ = nullptr; }
+  buffer &operator=(buffer &&o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_;
+      b_ = o.b_;
+      ctx_ = o.ctx_;
+      o.b_ = nullptr;
+    }
+    return *this;
+  }
+  buffer(const buffer &) = delete;
+  buffer &operator=(const buffer &) = delete;
+  ~buffer() { reset(); }
+
+  lk_buffer_t *get() const noexcept { return b_; }
+  uint64_t size() const noexcept { return lk_buffer_size(be_, b_); }
+  void upload(uint64_t offset, const void *src, uint64_t nbytes) {
+    detail::check(lk_buffer_upload(be_, b_, offset, src, nbytes), "lk_buffer_upload", ctx_);
+  }
+  void download(uint64_t offset, void *dst, uint64_t nbytes) {
+    detail::check(lk_buffer_download(be_, b_, offset, dst, nbytes), "lk_buffer_download", ctx_);
+  }
+  // A HOST_VISIBLE buffer's bytes, valid until unmap().
+  void *map(uint64_t offset, uint64_t nbytes) {
+    void *p = nullptr;
+    detail::check(lk_buffer_map(be_, b_, offset, nbytes, &p), "lk_buffer_map", ctx_);
+    return p;
+  }
+  void unmap() { detail::check(lk_buffer_unmap(be_, b_), "lk_buffer_unmap", ctx_); }
+  void reset() noexcept {
+    if (b_) lk_buffer_free(be_, b_);
+    b_ = nullptr;
+  }
+
+ private:
+  lk_backend_t *be_;
+  lk_buffer_t *b_;
+  lk_context_t *ctx_;
+};
+
 // ---- backend --------------------------------------------------------------------
 
 class backend {
@@ -329,6 +377,18 @@ class backend {
   }
   // 1 when the backend runs op as described (lorakit_ops.h).
   bool supports(const lk_op_t &op) { return lk_backend_supports(get(), &op) != 0; }
+  // A buffer of nbytes (flags LK_BUFFER_*; 0 = device-local).
+  buffer alloc(uint64_t nbytes, uint32_t flags = 0) {
+    lk_buffer_t *b = nullptr;
+    detail::check(lk_buffer_alloc(get(), nbytes, flags, &b), "lk_buffer_alloc", ctx_);
+    return buffer(get(), b, ctx_);
+  }
+  // Check, then run a batch of ops in order and wait for it.
+  void run(const std::vector<lk_op_t> &ops) {
+    detail::check(lk_backend_submit(get(), ops.data(), static_cast<uint32_t>(ops.size()), nullptr),
+                  "lk_backend_submit", ctx_);
+    synchronize();
+  }
   // y = x W^T (W may be nullptr: y is kept) + s (x A^T) B^T.
   void forward(const adapter &ad, uint32_t target, const lk_tensor_t &x, const lk_tensor_t *W,
                lk_tensor_t &y) {

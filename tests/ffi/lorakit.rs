@@ -44,6 +44,31 @@ pub mod sys {
     pub struct lk_backend_t {
         _opaque: [u8; 0],
     }
+    #[repr(C)]
+    pub struct lk_buffer_t {
+        _opaque: [u8; 0],
+    }
+    pub const LK_BUFFER_DEVICE_LOCAL: u32 = 1;
+    pub const LK_BUFFER_HOST_VISIBLE: u32 = 2;
+    pub const LK_NAME_MAX: usize = 128;
+
+    /// An output struct: lorakit writes it up to struct_size.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct lk_device_info_t {
+        pub struct_size: u32,
+        pub type_: i32,
+        pub name: [c_char; LK_NAME_MAX],
+        pub memory_total: u64,
+        pub memory_free: u64,
+        pub compute_units: u32,
+        pub unified_memory: u32,
+        pub max_alloc: u64,
+        pub offset_align: u64,
+        pub can_wrap: u32,
+        pub reserved0: u32,
+        pub driver: [c_char; LK_NAME_MAX],
+    }
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -269,6 +294,37 @@ pub mod sys {
         ) -> lk_status;
         pub fn lk_backend_close(be: *mut lk_backend_t);
         pub fn lk_backend_name(be: *const lk_backend_t) -> *const c_char;
+        pub fn lk_backend_info(be: *mut lk_backend_t, out: *mut lk_device_info_t) -> lk_status;
+        pub fn lk_buffer_alloc(
+            be: *mut lk_backend_t,
+            nbytes: u64,
+            flags: u32,
+            out: *mut *mut lk_buffer_t,
+        ) -> lk_status;
+        pub fn lk_buffer_free(be: *mut lk_backend_t, buf: *mut lk_buffer_t);
+        pub fn lk_buffer_size(be: *mut lk_backend_t, buf: *const lk_buffer_t) -> u64;
+        pub fn lk_buffer_upload(
+            be: *mut lk_backend_t,
+            buf: *mut lk_buffer_t,
+            offset: u64,
+            src: *const c_void,
+            nbytes: u64,
+        ) -> lk_status;
+        pub fn lk_buffer_download(
+            be: *mut lk_backend_t,
+            buf: *mut lk_buffer_t,
+            offset: u64,
+            dst: *mut c_void,
+            nbytes: u64,
+        ) -> lk_status;
+        pub fn lk_buffer_map(
+            be: *mut lk_backend_t,
+            buf: *mut lk_buffer_t,
+            offset: u64,
+            nbytes: u64,
+            out: *mut *mut c_void,
+        ) -> lk_status;
+        pub fn lk_buffer_unmap(be: *mut lk_backend_t, buf: *mut lk_buffer_t) -> lk_status;
         pub fn lk_lora_forward(
             be: *mut lk_backend_t,
             ad: *const lk_adapter_t,
@@ -641,6 +697,63 @@ impl<'c> Backend<'c> {
     }
     pub fn unmerge(&mut self, ad: &Adapter, target: u32, w: &mut Tensor, mult: f32) -> Result<()> {
         self.ctx.check(unsafe { sys::lk_unmerge(self.ptr, ad.ptr, target, &mut w.t, mult) })
+    }
+    /// The open device (type, limits, driver).
+    pub fn info(&mut self) -> Result<sys::lk_device_info_t> {
+        // SAFETY: a plain C struct of integers and char arrays: all zeros is valid.
+        let mut d: sys::lk_device_info_t = unsafe { std::mem::zeroed() };
+        d.struct_size = std::mem::size_of::<sys::lk_device_info_t>() as u32;
+        self.ctx.check(unsafe { sys::lk_backend_info(self.ptr, &mut d) })?;
+        Ok(d)
+    }
+    /// A buffer of `nbytes` with `flags` (sys::LK_BUFFER_*), freed on drop.
+    pub fn alloc(&mut self, nbytes: u64, flags: u32) -> Result<Buffer<'_, 'c>> {
+        let mut p = ptr::null_mut();
+        self.ctx.check(unsafe { sys::lk_buffer_alloc(self.ptr, nbytes, flags, &mut p) })?;
+        Ok(Buffer { ptr: p, be: self })
+    }
+}
+
+// ---- buffer ---------------------------------------------------------------------
+
+/// A backend buffer; it borrows its backend, so it is dropped (freed) first.
+pub struct Buffer<'b, 'c> {
+    ptr: *mut sys::lk_buffer_t,
+    be: &'b Backend<'c>,
+}
+
+impl Drop for Buffer<'_, '_> {
+    fn drop(&mut self) {
+        unsafe { sys::lk_buffer_free(self.be.ptr, self.ptr) }
+    }
+}
+
+impl Buffer<'_, '_> {
+    pub fn size(&self) -> u64 {
+        unsafe { sys::lk_buffer_size(self.be.ptr, self.ptr) }
+    }
+    pub fn upload(&mut self, offset: u64, src: &[f32]) -> Result<()> {
+        let n = std::mem::size_of_val(src) as u64;
+        self.be.ctx.check(unsafe {
+            sys::lk_buffer_upload(self.be.ptr, self.ptr, offset, src.as_ptr() as *const c_void, n)
+        })
+    }
+    pub fn download(&mut self, offset: u64, dst: &mut [f32]) -> Result<()> {
+        let n = std::mem::size_of_val(dst) as u64;
+        self.be.ctx.check(unsafe {
+            sys::lk_buffer_download(self.be.ptr, self.ptr, offset, dst.as_mut_ptr() as *mut c_void, n)
+        })
+    }
+    /// Map `n` floats from byte `offset` of a HOST_VISIBLE buffer, copy them
+    /// out, and unmap.
+    pub fn read_mapped(&mut self, offset: u64, n: usize) -> Result<Vec<f32>> {
+        let mut p = ptr::null_mut();
+        let bytes = (n * std::mem::size_of::<f32>()) as u64;
+        self.be.ctx.check(unsafe { sys::lk_buffer_map(self.be.ptr, self.ptr, offset, bytes, &mut p) })?;
+        // SAFETY: lorakit maps `bytes` readable bytes at p until unmap; f32 has no invalid bit patterns.
+        let v = unsafe { std::slice::from_raw_parts(p as *const f32, n) }.to_vec();
+        self.be.ctx.check(unsafe { sys::lk_buffer_unmap(self.be.ptr, self.ptr) })?;
+        Ok(v)
     }
 }
 

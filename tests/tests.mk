@@ -60,6 +60,16 @@ $(TP_DIR)/lorakit-$(1).so: tests/plugins/$(TP_SRC_$(1)).c $(TEST_HDRS) $(wildcar
 endef
 $(foreach n,$(TP_NAMES),$(eval $(call tp_rule,$(n))))
 
+# gpusim: the GPU-like test backend (tests/plugins/gpusim.c), arithmetic
+# from the double-precision references in tests/ref.
+REF_SRC      := tests/ref/ref.c tests/ref/ref_linear.c tests/ref/ref_nn.c
+GPUSIM_SO    := $(TP_DIR)/lorakit-gpusim.so
+$(GPUSIM_SO): tests/plugins/gpusim.c tests/plugins/gpusim.h $(REF_SRC) tests/ref/ref.h $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -Iplugins/common -Itests/ref -shared $(LDFLAGS) \
+	  -Wl,--no-undefined -o $@ tests/plugins/gpusim.c $(REF_SRC) -lpthread -lm
+TP_SOS       += $(GPUSIM_SO)
+
 $(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \

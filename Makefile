@@ -16,8 +16,8 @@ PREFIX   ?= /usr/local
 SAN      ?=
 OPT      ?= -O2
 
-VERSION  := 1.0.0
-SOMAJOR  := 1
+VERSION  := 2.0.0
+SOMAJOR  := 2
 
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes

@@ -164,7 +164,12 @@ LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *d
   if (!st && q) {
     int64_t ncols = ti.ndim ? ti.shape[ti.ndim - 1] : 1;
     lk_error_t err = {sizeof err, 0, {0}};
-    int32_t rc = q->dequantize(raw, dst, ncols ? (int64_t)numel / ncols : 0, ncols, &err);
+    void *qself = NULL;
+    const void *parts[1] = {raw}; /* a file's quantised tensor is one part: the blocks */
+    int32_t rc = q->create(NULL, &qself, &err);
+    if (!rc && q->part_count(qself) != 1) rc = LK_ERR_UNSUPPORTED;
+    if (!rc) rc = q->dequantize(qself, parts, 0, ncols ? (int64_t)numel / ncols : 0, ncols, dst, &err);
+    if (qself) q->destroy(qself);
     if (rc) st = lk__fail(m->ctx, rc, "%s: dequantising %s (%s): %s", m->path, ti.name, q->name, err.message);
   } else if (!st) {
     st = lk_convert(raw, ti.dtype, dst, LK_DTYPE_F32, numel);

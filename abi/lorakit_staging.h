@@ -52,6 +52,11 @@ LK_API int32_t lk_x_tensor(lk_x_graph_t *g, const char *name, int32_t role, int3
  * offset in elements from its first element); returns its id. */
 LK_API int32_t lk_x_view(lk_x_graph_t *g, int32_t of, uint32_t ndim, const int64_t *shape,
                          const int64_t *stride, int64_t offset);
+/* [one-thread-per-object] Keep tensor t readable after a run (the planner
+ * never reuses its memory): lk_x_session_get reads only INPUT, FROZEN and
+ * PARAM tensors, PARAM gradients, the loss, and tensors kept with this.
+ * Call before the session is created. */
+LK_API lk_status lk_x_tensor_keep(lk_x_graph_t *g, int32_t t);
 /* [one-thread-per-object] Append op `id` (a core op) reading src tensors and
  * writing dst tensors (ACTIVATION tensors, or views of them), with its
  * parameter struct (copied; params_size bytes; NULL for defaults).
@@ -93,8 +98,15 @@ typedef struct lk_x_session_stats_t { /* output */
   uint64_t naive_bytes;      /* the sum of every tensor's bytes (no reuse) */
   uint64_t uploads_frozen;   /* bytes of FROZEN tensors uploaded so far */
   uint64_t steps;            /* steps run */
-  double core_seconds;       /* time in the core: walking, planning, submitting */
-  double wait_seconds;       /* time waiting for the backend's work */
+  double core_seconds;       /* time in the core's own code for steps and
+                              * forward runs (walking, parameter updates,
+                              * submitting), not counting time inside the
+                              * backend's calls */
+  double wait_seconds;       /* time inside the backend: its submit/replay
+                              * calls (a synchronous backend runs the ops
+                              * there) and waits for its work */
+  uint32_t n_buffers;        /* device buffers (arenas) the plan uses */
+  uint32_t replayed;         /* 1: steps are replayed from a recording */
 } lk_x_session_stats_t;
 
 /* [one-thread-per-context] Plan g for be and allocate its buffers. The graph

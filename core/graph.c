@@ -306,9 +306,10 @@ lk_status eng_op_add(lk_x_graph_t *g, int32_t id, const void *params, uint32_t p
     int64_t K = eng_last(s[0]), N = eng_last(d[0]);
     int64_t wn = p->trans_w ? s[1]->shape[1] : s[1]->shape[0], wk = p->trans_w ? s[1]->shape[0] : s[1]->shape[1];
     if (s[1]->ndim != 2 || wn != N || wk != K || eng_rows(s[0]) != eng_rows(d[0])) {
+      uint32_t tw = p->trans_w;
       free(op.params);
       return lk__fail(g->ctx, LK_ERR_SHAPE, "graph: matmul: x [.., %lld], W [%lld, %lld] (trans_w %u), y [.., %lld] do not fit",
-                      (long long)K, (long long)s[1]->shape[0], (long long)s[1]->shape[1], p->trans_w, (long long)N);
+                      (long long)K, (long long)s[1]->shape[0], (long long)s[1]->shape[1], tw, (long long)N);
     }
   }
   if (g->nops == g->cap_ops) {

@@ -200,6 +200,35 @@ static lk_status ses_check_tail(lk_context_t *ctx, const lk_x_session_opts_t *o)
   return LK_OK;
 }
 
+/* The refusal message: every distinct op the backend lacks, once, with
+ * how many of the step's ops it is (the backend's own message lists each
+ * op and may be cut short on a big graph). */
+static lk_status ses_refuse(lk_x_session_t *s, lk_status st) {
+  char why[LK_ERROR_MAX];
+  size_t used = 0;
+  uint32_t lacking = 0, kinds = 0;
+  uint8_t seen[LK_OP_CORE_COUNT] = {0};
+  snprintf(why, sizeof why, "%s", lk_last_error(s->ctx));
+  if (st != LK_ERR_UNSUPPORTED) return lk__fail(s->ctx, st, "lk_x_session_create: %s", why);
+  char list[LK_ERROR_MAX];
+  list[0] = 0;
+  for (uint32_t i = 0; i < s->n_ops; i++) {
+    if (lk_backend_supports(s->be, &s->ops[i]) == 1) continue;
+    lacking++;
+    int32_t id = s->ops[i].id;
+    if (id < 0 || id >= LK_OP_CORE_COUNT || seen[id]) continue;
+    seen[id] = 1;
+    kinds++;
+    uint32_t count = 0;
+    for (uint32_t j = i; j < s->n_ops; j++) count += s->ops[j].id == id && lk_backend_supports(s->be, &s->ops[j]) != 1;
+    if (used < sizeof list)
+      used += (size_t)snprintf(list + used, sizeof list - used, "%s%s (%u)", kinds > 1 ? ", " : "", eng_op_name(id), count);
+  }
+  return lk__fail(s->ctx, LK_ERR_UNSUPPORTED,
+                  "lk_x_session_create: backend %s lacks %u kinds of op (%u of the step's %u ops): %s; nothing was "
+                  "allocated", lk_backend_name(s->be), kinds, lacking, s->n_ops, list);
+}
+
 LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk_x_session_opts_t *opts,
                                      lk_x_session_t **out) {
   if (!g || !be || !out) return lk__fail(g ? g->ctx : NULL, LK_ERR_INVALID_ARG, "lk_x_session_create: NULL argument");
@@ -259,9 +288,7 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   /* Every op the backend lacks, before anything is allocated. */
   ses_build(s, 0);
   if ((st = lk_backend_check(be, s->ops, s->n_ops))) {
-    char why[LK_ERROR_MAX * 2];
-    snprintf(why, sizeof why, "%s", lk_last_error(g->ctx));
-    st = lk__fail(g->ctx, st, "lk_x_session_create: %s", why);
+    st = ses_refuse(s, st);
     goto fail;
   }
   lk_device_info_t di;

@@ -23,6 +23,7 @@ LK_BUILD_ABS  = $(abspath $(B))
 TEST_SUITES  := core plugins lora
 TEST_SUITES  += registry registry_files
 TEST_SUITES  += formats badinput
+TEST_SUITES  += engine
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -69,6 +70,13 @@ $(GPUSIM_SO): tests/plugins/gpusim.c tests/plugins/gpusim.h $(REF_SRC) tests/ref
 	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -Iplugins/common -Itests/ref -shared $(LDFLAGS) \
 	  -Wl,--no-undefined -o $@ tests/plugins/gpusim.c $(REF_SRC) -lpthread -lm
 TP_SOS       += $(GPUSIM_SO)
+
+# The engine suite uses the staged API and gpusim's counters extension.
+$(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/plugins/gpusim.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
 $(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)

@@ -15,7 +15,10 @@
  * Arithmetic is tests/ref's ref_op (double sums, results rounded to the
  * operand dtype); quantised W is dequantised through the host's
  * find_quantiser. supports() says 1 exactly for the core ops ref_op
- * implements. Environment: GPUSIM_MAX_ALLOC (bytes) shrinks max_alloc. */
+ * implements. Environment (read at create): GPUSIM_MAX_ALLOC (bytes)
+ * shrinks max_alloc; GPUSIM_LACK, a comma-separated list of op ids, makes
+ * this instance lack those ops (a test of refusals that does not depend on
+ * which ops the references implement). */
 #include "gpusim.h"
 #include "plugin_refs.h"
 #include "ref.h"
@@ -79,6 +82,7 @@ typedef struct gs_backend {
   int32_t async_status;
   char async_msg[LK_ERROR_MAX];
   gs_rec *recs;
+  uint64_t lack; /* bit i: op id i refused (GPUSIM_LACK) */
 } gs_backend;
 
 static int32_t gs_fail(lk_error_t *err, int32_t code, const char *fmt, ...)
@@ -205,8 +209,9 @@ static uint64_t gs_view_span(const lk_view_t *v) {
 }
 
 static int32_t gs_supports(void *self, const lk_op_t *op) {
-  (void)self;
+  const gs_backend *be = self;
   if (!op || op->struct_size < sizeof *op || op->id == LK_OP_EXTENSION || !ref_op_known(op->id)) return 0;
+  if (be && op->id < 64 && (be->lack >> op->id & 1)) return 0;
   for (uint32_t i = 0; i < op->n_src + op->n_dst; i++) {
     const lk_view_t *v = i < op->n_src ? &op->src[i] : &op->dst[i - op->n_src];
     if (v->dtype == LK_DTYPE_QUANT) {
@@ -407,6 +412,13 @@ static int32_t gs_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   pthread_condattr_destroy(&ca);
   be->max_alloc = gs_env_u64("GPUSIM_MAX_ALLOC", GS_MAX_ALLOC);
   be->delay_us = gs_env_u64("GPUSIM_DELAY_US", 2000);
+  for (const char *l = getenv("GPUSIM_LACK"); l && *l;) {
+    char *end;
+    unsigned long id = strtoul(l, &end, 10);
+    if (end == l) break;
+    if (id < 64) be->lack |= 1ull << id;
+    l = *end == ',' ? end + 1 : end;
+  }
   if (pthread_create(&be->worker, NULL, gs_worker, be)) {
     free(be);
     return gs_fail(err, LK_ERR_BACKEND, "gpusim: cannot start the worker thread");

@@ -1,0 +1,174 @@
+/* test_engine_more.h - the rest of test_engine.c (kept apart for length):
+ * refusal at session creation and gradients against central finite
+ * differences. Included once, by test_engine.c. */
+
+/* (b) Refusal: gpusim made to lack matmul, lora_forward and sumsq
+ * (GPUSIM_LACK) refuses the linear network's session, naming each, before
+ * any buffer exists or any byte is uploaded. */
+START_TEST(refuse_missing_ops) {
+  static te_net net;
+  te_net_init(&net, 0);
+  lk_context_t *ctx = te_ctx();
+  setenv("GPUSIM_LACK", "9,10,8", 1);
+  lk_backend_t *be = te_open(ctx, "gpusim");
+  unsetenv("GPUSIM_LACK");
+  te_graph tg;
+  te_build(ctx, &net, &tg);
+  lk_x_session_t *s = (lk_x_session_t *)&tg; /* must be cleared on failure */
+  lk_status st = lk_x_session_create(tg.g, be, NULL, &s);
+  ck_assert_int_eq(st, LK_ERR_UNSUPPORTED);
+  ck_assert_ptr_null(s);
+  const char *msg = lk_last_error(ctx);
+  printf("refusal: %s\n", msg);
+  ck_assert_msg(strstr(msg, "matmul (") && strstr(msg, "lora_forward (") && strstr(msg, "sumsq ("), "%s", msg);
+  ck_assert_msg(strstr(msg, "lacks 3 kinds"), "%s", msg);
+  ck_assert_msg(!strstr(msg, "lora_backward") && !strstr(msg, "adamw"), "only missing ops are named: %s", msg);
+  const gpusim_ext_counters_t *cx = lk_backend_extension(be, GPUSIM_EXT_COUNTERS);
+  ck_assert_ptr_nonnull(cx);
+  uint64_t bytes = 1, calls = 1, batches = 1, live = 1;
+  cx->totals(lk_backend_instance(be), &bytes, &calls);
+  cx->activity(lk_backend_instance(be), &batches, &live);
+  ck_assert_uint_eq(bytes, 0);
+  ck_assert_uint_eq(calls, 0);
+  ck_assert_uint_eq(live, 0);
+  ck_assert_uint_eq(batches, 0);
+  /* The same graph on an unrestricted gpusim is accepted. */
+  lk_backend_t *be2 = te_open(ctx, "gpusim");
+  ck_assert_msg(lk_x_session_create(tg.g, be2, NULL, &s) == LK_OK, "%s", lk_last_error(ctx));
+  lk_x_session_free(s);
+  lk_backend_close(be2);
+  lk_x_graph_free(tg.g);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* Graph checks: shapes against the op's rule, roles of destinations, the
+ * graph frozen after backward. */
+START_TEST(graph_rules) {
+  lk_context_t *ctx = te_ctx();
+  lk_x_graph_t *g = NULL;
+  ck_assert_int_eq(lk_x_graph_create(ctx, &g), LK_OK);
+  int32_t x = te_t(g, "x", LK_X_INPUT, LK_DTYPE_F32, 4, 6), W = te_t(g, "W", LK_X_FROZEN, LK_DTYPE_F32, 5, 6);
+  int32_t y = te_t(g, "y", LK_X_ACTIVATION, LK_DTYPE_F32, 4, 5), bad = te_t(g, "bad", LK_X_ACTIVATION, LK_DTYPE_F32, 4, 6);
+  int32_t s[2] = {x, W};
+  ck_assert_int_eq(lk_x_op(g, LK_OP_MATMUL, NULL, 0, s, 2, &bad, 1), LK_ERR_SHAPE);
+  ck_assert_msg(strstr(lk_last_error(ctx), "matmul"), "%s", lk_last_error(ctx));
+  ck_assert_int_eq(lk_x_op(g, LK_OP_MATMUL, NULL, 0, s, 2, &W, 1), LK_ERR_INVALID_ARG); /* FROZEN destination */
+  ck_assert_int_eq(lk_x_op(g, LK_OP_CORE_COUNT, NULL, 0, s, 2, &y, 1), LK_ERR_UNSUPPORTED);
+  ck_assert_int_eq(lk_x_op(g, LK_OP_MATMUL, NULL, 0, s, 2, &y, 1), LK_OK);
+  int64_t sh[1] = {30}, st1[1] = {1};
+  ck_assert_int_lt(lk_x_view(g, x, 1, sh, st1, 0), 0); /* 30 elements of 24 */
+  ck_assert_int_eq(lk_x_graph_op_count(g), 1);
+  /* No PARAM: nothing to differentiate. */
+  int32_t l = te_t(g, "l", LK_X_ACTIVATION, LK_DTYPE_F32, 1, 0);
+  ck_assert_int_eq(lk_x_op(g, LK_OP_SUM, NULL, 0, &y, 1, &l, 1), LK_OK);
+  ck_assert_int_eq(lk_x_graph_backward(g, l), LK_ERR_INVALID_ARG);
+  lk_x_graph_free(g);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* (c) Every differentiable op the backend has, in one graph with a view and
+ * a tensor used twice; the session's gradients (a step at lr 0 leaves the
+ * parameters as they were) against central differences of its loss. */
+enum { FN = 3, FD_ = 5, FH = 4, FR = 2 };
+
+static float te_fd_loss(lk_x_session_t *s, lk_context_t *ctx, int32_t loss) {
+  ck_assert_msg(lk_x_session_forward(s) == LK_OK, "%s", lk_last_error(ctx));
+  float l;
+  ck_assert_int_eq(lk_x_session_get(s, loss, &l, sizeof l), LK_OK);
+  return l;
+}
+
+static void te_fd(const char *backend) {
+  lk_context_t *ctx = te_ctx();
+  lk_backend_t *be = te_open(ctx, backend);
+  lk_x_graph_t *g = NULL;
+  ck_assert_int_eq(lk_x_graph_create(ctx, &g), LK_OK);
+  int32_t x = te_t(g, "x", LK_X_INPUT, LK_DTYPE_F32, FN, FD_), W = te_t(g, "W", LK_X_FROZEN, LK_DTYPE_F32, FH, FD_);
+  int32_t A = te_t(g, "A", LK_X_PARAM, LK_DTYPE_F32, FR, FD_), B = te_t(g, "B", LK_X_PARAM, LK_DTYPE_F32, FH, FR);
+  int32_t P = te_t(g, "P", LK_X_PARAM, LK_DTYPE_F32, FN, FH);
+  int32_t z = te_t(g, "z", LK_X_ACTIVATION, LK_DTYPE_F32, FN, FH), u = te_t(g, "u", LK_X_ACTIVATION, LK_DTYPE_F32, FN, FH);
+  int32_t c = te_t(g, "c", LK_X_ACTIVATION, LK_DTYPE_F32, FN, FH), w = te_t(g, "w", LK_X_ACTIVATION, LK_DTYPE_F32, FN, FH);
+  int32_t v = te_t(g, "v", LK_X_ACTIVATION, LK_DTYPE_F32, FN, FH), t = te_t(g, "t", LK_X_ACTIVATION, LK_DTYPE_F32, FN, FD_);
+  int32_t s1 = te_t(g, "s1", LK_X_ACTIVATION, LK_DTYPE_F32, 1, 0), s2 = te_t(g, "s2", LK_X_ACTIVATION, LK_DTYPE_F32, 1, 0);
+  int32_t loss = te_t(g, "loss", LK_X_ACTIVATION, LK_DTYPE_F32, 1, 0);
+  lk_op_lora_t lp = {sizeof lp, 1.5f, 0, 0, 0, 0, 0};
+  lk_op_add_t ap = {sizeof ap, 0.5f, -1.5f}, lsum = {sizeof lsum, 0.25f, 0.1f};
+  lk_op_scale_t sp = {sizeof sp, 0.7f, 0};
+  lk_op_matmul_t tw = {sizeof tw, 1, 0, 1.0f, 0};
+  { int32_t q[2] = {x, W}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, q, 2, &z, 1); }
+  { int32_t q[3] = {x, A, B}; te_op(g, ctx, LK_OP_LORA_FORWARD, &lp, sizeof lp, q, 3, &z, 1); }
+  { int32_t q[2] = {z, P}; te_op(g, ctx, LK_OP_MUL, NULL, 0, q, 2, &u, 1); }
+  te_op(g, ctx, LK_OP_COPY, NULL, 0, &u, 1, &c, 1);
+  { int32_t q[2] = {c, z}; te_op(g, ctx, LK_OP_ADD, &ap, sizeof ap, q, 2, &w, 1); } /* z used twice */
+  te_op(g, ctx, LK_OP_SCALE, &sp, sizeof sp, &w, 1, &v, 1);
+  int64_t flat[1] = {FN * FH}, one[1] = {1};
+  int32_t vv = lk_x_view(g, v, 1, flat, one, 0);
+  ck_assert_int_ge(vv, 0);
+  te_op(g, ctx, LK_OP_SUMSQ, NULL, 0, &vv, 1, &s1, 1);
+  { int32_t q[2] = {v, W}; te_op(g, ctx, LK_OP_MATMUL, &tw, sizeof tw, q, 2, &t, 1); } /* trans_w = 1 */
+  te_op(g, ctx, LK_OP_SUM, NULL, 0, &t, 1, &s2, 1);
+  { int32_t q[2] = {s1, s2}; te_op(g, ctx, LK_OP_ADD, &lsum, sizeof lsum, q, 2, &loss, 1); }
+  ck_assert_msg(lk_x_graph_backward(g, loss) == LK_OK, "%s", lk_last_error(ctx));
+  lk_x_session_opts_t so = {sizeof so, 0, 0, 0, 0, -1.0f, 0, 0, 0};
+  lk_x_session_t *s = NULL;
+  ck_assert_msg(lk_x_session_create(g, be, &so, &s) == LK_OK, "%s", lk_last_error(ctx));
+  tu_rng rng = {7};
+  float xv[FN * FD_], Wv[FH * FD_], pv[3][FN * FH * 2];
+  int32_t pid[3] = {A, B, P};
+  int pn[3] = {FR * FD_, FH * FR, FN * FH};
+  tu_fill(&rng, xv, FN * FD_, -1, 1);
+  tu_fill(&rng, Wv, FH * FD_, -1, 1);
+  te_set(s, ctx, x, xv, sizeof xv);
+  te_set(s, ctx, W, Wv, sizeof Wv);
+  for (int k = 0; k < 3; k++) {
+    tu_fill(&rng, pv[k], (size_t)pn[k], -1, 1);
+    te_set(s, ctx, pid[k], pv[k], (uint64_t)pn[k] * 4);
+  }
+  ck_assert_msg(lk_x_session_step(s, 0.0f, 1) == LK_OK, "%s", lk_last_error(ctx));
+  float grad[3][FN * FH * 2];
+  for (int k = 0; k < 3; k++) {
+    int32_t gid = lk_x_grad(g, pid[k]);
+    ck_assert_int_ge(gid, 0);
+    ck_assert_int_eq(lk_x_session_get(s, gid, grad[k], (uint64_t)pn[k] * 4), LK_OK);
+  }
+  double worst = 0;
+  for (int k = 0; k < 3; k++)
+    for (int i = 0; i < pn[k]; i++) {
+      const float h = 1e-2f;
+      float keep = pv[k][i];
+      pv[k][i] = keep + h;
+      te_set(s, ctx, pid[k], pv[k], (uint64_t)pn[k] * 4);
+      double lp1 = te_fd_loss(s, ctx, loss);
+      pv[k][i] = keep - h;
+      te_set(s, ctx, pid[k], pv[k], (uint64_t)pn[k] * 4);
+      double lm1 = te_fd_loss(s, ctx, loss);
+      pv[k][i] = keep;
+      te_set(s, ctx, pid[k], pv[k], (uint64_t)pn[k] * 4);
+      double fd = (lp1 - lm1) / (2.0 * (double)h);
+      double err = fabs(fd - grad[k][i]) / fmax(1, fabs(fd));
+      if (err > worst) worst = err;
+      ck_assert_msg(err < 2e-3, "%s: d loss / d param %d[%d]: session %.6g, finite difference %.6g", backend, k, i,
+                    grad[k][i], fd);
+    }
+  printf("engine %s: gradients of copy/add/mul/scale/sum/sumsq/matmul(both)/lora_forward/view vs central "
+         "differences: worst rel err %.2e\n", backend, worst);
+  lk_x_session_free(s);
+  lk_x_graph_free(g);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+
+START_TEST(fd_gradients_cpu) { te_fd("cpu"); }
+END_TEST
+START_TEST(fd_gradients_gpusim) { te_fd("gpusim"); }
+END_TEST
+
+static void te_more_tests(TCase *tc) {
+  tcase_add_test(tc, refuse_missing_ops);
+  tcase_add_test(tc, graph_rules);
+  tcase_add_test(tc, fd_gradients_cpu);
+  tcase_add_test(tc, fd_gradients_gpusim);
+}

@@ -23,7 +23,7 @@ LK_BUILD_ABS  = $(abspath $(B))
 TEST_SUITES  := core plugins lora
 TEST_SUITES  += registry registry_files
 TEST_SUITES  += formats badinput
-TEST_SUITES  += engine
+TEST_SUITES  += engine gpusim
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -76,6 +76,13 @@ $(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/p
     $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
+
+# The references on hand-computed cases (linked in) and gpusim's contract.
+$(B)/tests/bin/test_gpusim: tests/test_gpusim.c $(REF_SRC) tests/ref/ref.h tests/plugins/gpusim.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests/ref -Itests/plugins -o $@ $< $(REF_SRC) $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
 $(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap

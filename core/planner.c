@@ -43,7 +43,9 @@ static int pl_order_cmp(const void *a, const void *b, void *base) {
 lk_status eng_plan_items(lk_context_t *ctx, eng_item *items, uint32_t n, uint64_t align, uint64_t max_alloc,
                          eng_plan *out) {
   memset(out, 0, sizeof *out);
-  if (align < 16) align = 16;
+  /* At least a cache line: a CPU backend allows 4-byte offsets, but rows
+   * that straddle lines cost its kernels time. */
+  if (align < 64) align = 64;
   uint32_t *order = malloc((n + 1) * sizeof *order);
   pl_seg *segs = malloc((n + 1) * sizeof *segs);
   uint32_t *placed = malloc((n + 1) * sizeof *placed);

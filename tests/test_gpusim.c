@@ -203,6 +203,8 @@ START_TEST(gpusim_device) {
   op.id = LK_OP_CORE_COUNT;
   op.ext_id = NULL;
   ck_assert_int_eq(lk_backend_supports(be, &op), 0);
+  lk_fence_t *left = NULL;
+  tg_fill(be, hv, 0, 4, 1.0f, &left); /* a fence never freed: dies with the instance */
   lk_backend_close(be); /* with live buffers: freed by close */
   lk_context_free(ctx);
 }

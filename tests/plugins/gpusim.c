@@ -58,6 +58,7 @@ typedef struct gs_ops {
 
 typedef struct gs_batch {
   struct gs_batch *next;
+  struct gs_batch *next_fenced; /* finished, fence still held by the caller */
   gs_ops ops;
   int done, fence_alive;
   int32_t status;
@@ -82,6 +83,7 @@ typedef struct gs_backend {
   int32_t async_status;
   char async_msg[LK_ERROR_MAX];
   gs_rec *recs;
+  gs_batch *fenced; /* finished batches whose fence the caller still holds */
   uint64_t lack; /* bit i: op id i refused (GPUSIM_LACK) */
 } gs_backend;
 
@@ -333,7 +335,12 @@ static void *gs_worker(void *arg) {
       be->async_status = st;
       memcpy(be->async_msg, b->msg, sizeof b->msg);
     }
-    if (!b->fence_alive) gs_batch_free(b);
+    if (!b->fence_alive) {
+      gs_batch_free(b);
+    } else {
+      b->next_fenced = be->fenced;
+      be->fenced = b;
+    }
     pthread_cond_broadcast(&be->cv_done);
   }
   pthread_mutex_unlock(&be->mu);
@@ -436,9 +443,12 @@ static void gs_destroy(void *self) {
   pthread_cond_signal(&be->cv_work);
   pthread_mutex_unlock(&be->mu);
   pthread_join(be->worker, NULL);
-  /* Fences never freed by the caller die with the instance; finished
-   * batches with a live fence are only reachable through the fence, so
-   * they are tracked in no list: the contract says their handles die. */
+  /* Fences never freed by the caller die with the instance. */
+  while (be->fenced) {
+    gs_batch *b = be->fenced;
+    be->fenced = b->next_fenced;
+    gs_batch_free(b);
+  }
   while (be->bufs) {
     lk_buffer_t *b = be->bufs;
     be->bufs = b->next;
@@ -601,7 +611,14 @@ static void gs_fence_free(void *self, lk_fence_t *fence) {
   if (!be || !b) return;
   pthread_mutex_lock(&be->mu);
   b->fence_alive = 0;
-  if (b->done) gs_batch_free(b);
+  if (b->done) {
+    for (gs_batch **p = &be->fenced; *p; p = &(*p)->next_fenced)
+      if (*p == b) {
+        *p = b->next_fenced;
+        break;
+      }
+    gs_batch_free(b);
+  }
   pthread_mutex_unlock(&be->mu);
 }
 

@@ -119,8 +119,25 @@ typedef struct te_net {
   int nn; /* 1: RMSNorm/SiLU/cross-entropy network; 0: the linear one */
   float x[N * D], rmsw[D], W1[H * D], A1[R * D], B1[H * R], W2[V * H], A2[R * H], B2[V * R], target[N * V];
   int32_t labels[N];
+  uint16_t W1h[H * D], W2h[V * H]; /* w16: the frozen weights as bf16 */
+  int w16;
   double s1, s2;
 } te_net;
+
+/* float -> bf16, round to nearest even (finite values), by the bit layout. */
+static uint16_t te_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+/* Frozen weights stored as bf16: the reference uses exactly their values. */
+static void te_net_w16(te_net *n) {
+  n->w16 = 1;
+  for (int i = 0; i < H * D; i++) n->W1[i] = (float)tu_bf16_to_double(n->W1h[i] = te_bf16(n->W1[i]));
+  for (int i = 0; i < V * H; i++) n->W2[i] = (float)tu_bf16_to_double(n->W2h[i] = te_bf16(n->W2[i]));
+}
 
 static void te_net_init(te_net *n, int nn) {
   tu_rng rng = {42};
@@ -214,10 +231,11 @@ static void te_build(lk_context_t *ctx, const te_net *n, te_graph *tg) {
   ck_assert_int_eq(lk_x_graph_create(ctx, &g), LK_OK);
   tg->g = g;
   tg->x = te_t(g, "x", LK_X_INPUT, LK_DTYPE_F32, N, D);
-  tg->W1 = te_t(g, "W1", LK_X_FROZEN, LK_DTYPE_F32, H, D);
+  int32_t wdt = n->w16 ? LK_DTYPE_BF16 : LK_DTYPE_F32;
+  tg->W1 = te_t(g, "W1", LK_X_FROZEN, wdt, H, D);
   tg->A1 = te_t(g, "A1", LK_X_PARAM, LK_DTYPE_F32, R, D);
   tg->B1 = te_t(g, "B1", LK_X_PARAM, LK_DTYPE_F32, H, R);
-  tg->W2 = te_t(g, "W2", LK_X_FROZEN, LK_DTYPE_F32, V, H);
+  tg->W2 = te_t(g, "W2", LK_X_FROZEN, wdt, V, H);
   tg->A2 = te_t(g, "A2", LK_X_PARAM, LK_DTYPE_F32, R, H);
   tg->B2 = te_t(g, "B2", LK_X_PARAM, LK_DTYPE_F32, V, R);
   tg->loss = te_t(g, "loss", LK_X_ACTIVATION, LK_DTYPE_F32, 1, 0);
@@ -272,9 +290,10 @@ static void te_set(lk_x_session_t *s, lk_context_t *ctx, int32_t t, const void *
 /* 50 AdamW steps through a session on `backend`, each step's loss against
  * the reference's. Returns 0 when the backend lacks an op of the network
  * (the session refused it), 1 when it trained. */
-static int te_train(const char *backend, int nn) {
+static int te_train(const char *backend, int nn, int w16) {
   static te_net net;
   te_net_init(&net, nn);
+  if (w16) te_net_w16(&net);
   lk_context_t *ctx = te_ctx();
   lk_backend_t *be = te_open(ctx, backend);
   te_graph tg;
@@ -300,9 +319,15 @@ static int te_train(const char *backend, int nn) {
   uint64_t set_bytes = 0, set_calls = 0, frozen = 0;
 #define TE_SET(t, arr) (te_set(s, ctx, t, arr, sizeof(arr)), set_bytes += sizeof(arr), set_calls++)
   TE_SET(tg.x, net.x);
-  TE_SET(tg.W1, net.W1);
-  TE_SET(tg.W2, net.W2);
-  frozen = sizeof net.W1 + sizeof net.W2;
+  if (w16) {
+    TE_SET(tg.W1, net.W1h);
+    TE_SET(tg.W2, net.W2h);
+    frozen = sizeof net.W1h + sizeof net.W2h;
+  } else {
+    TE_SET(tg.W1, net.W1);
+    TE_SET(tg.W2, net.W2);
+    frozen = sizeof net.W1 + sizeof net.W2;
+  }
   if (nn) {
     TE_SET(tg.rmsw, net.rmsw);
     TE_SET(tg.labels, net.labels);
@@ -315,7 +340,7 @@ static int te_train(const char *backend, int nn) {
   TE_SET(tg.A2, net.A2);
   TE_SET(tg.B2, net.B2);
   /* A FROZEN tensor is uploaded once: a second set is refused. */
-  ck_assert_int_eq(lk_x_session_set(s, tg.W1, net.W1, sizeof net.W1), LK_ERR_STATE);
+  if (!w16) ck_assert_int_eq(lk_x_session_set(s, tg.W1, net.W1, sizeof net.W1), LK_ERR_STATE);
   /* The reference's state. */
   int sz[4] = {R * D, H * R, R * H, V * R};
   double *p[4], *g[4], *m[4], *v[4];
@@ -360,7 +385,7 @@ static int te_train(const char *backend, int nn) {
   ck_assert(stats.peak_bytes > 0 && stats.naive_bytes > 0);
   printf("engine %s %s: loss %.6f -> %.6f over %d steps, worst rel diff %.2e; %u ops/step, planner peak %llu bytes "
          "in %u buffers vs %llu bytes for all tensors; replayed %u\n",
-         backend, nn ? "net" : "linear", first, last, STEPS, worst, stats.n_ops_step,
+         backend, nn ? "net" : w16 ? "linear-bf16W" : "linear", first, last, STEPS, worst, stats.n_ops_step,
          (unsigned long long)stats.peak_bytes, stats.n_buffers, (unsigned long long)stats.naive_bytes, stats.replayed);
   const gpusim_ext_counters_t *cx = lk_backend_extension(be, GPUSIM_EXT_COUNTERS);
   if (!strcmp(backend, "gpusim")) {
@@ -386,13 +411,17 @@ static int te_train(const char *backend, int nn) {
   return 1;
 }
 
-START_TEST(train_linear_cpu) { ck_assert_int_eq(te_train("cpu", 0), 1); }
+START_TEST(train_linear_cpu) { ck_assert_int_eq(te_train("cpu", 0, 0), 1); }
 END_TEST
-START_TEST(train_linear_gpusim) { ck_assert_int_eq(te_train("gpusim", 0), 1); }
+START_TEST(train_linear_gpusim) { ck_assert_int_eq(te_train("gpusim", 0, 0), 1); }
 END_TEST
-START_TEST(train_net_cpu) { te_train("cpu", 1); }
+START_TEST(train_linear_bf16_cpu) { ck_assert_int_eq(te_train("cpu", 0, 1), 1); }
 END_TEST
-START_TEST(train_net_gpusim) { te_train("gpusim", 1); }
+START_TEST(train_linear_bf16_gpusim) { ck_assert_int_eq(te_train("gpusim", 0, 1), 1); }
+END_TEST
+START_TEST(train_net_cpu) { te_train("cpu", 1, 0); }
+END_TEST
+START_TEST(train_net_gpusim) { te_train("gpusim", 1, 0); }
 END_TEST
 
 #include "test_engine_more.h"
@@ -403,6 +432,8 @@ static Suite *engine_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, train_linear_cpu);
   tcase_add_test(tc, train_linear_gpusim);
+  tcase_add_test(tc, train_linear_bf16_cpu);
+  tcase_add_test(tc, train_linear_bf16_gpusim);
   tcase_add_test(tc, train_net_cpu);
   tcase_add_test(tc, train_net_gpusim);
   te_more_tests(tc);

@@ -290,12 +290,13 @@ static void te_set(lk_x_session_t *s, lk_context_t *ctx, int32_t t, const void *
 /* 50 AdamW steps through a session on `backend`, each step's loss against
  * the reference's. Returns 0 when the backend lacks an op of the network
  * (the session refused it), 1 when it trained. */
-static int te_train(const char *backend, int nn, int w16) {
+static int te_train_ex(const char *backend, int nn, int w16, const char *max_alloc) {
   static te_net net;
   te_net_init(&net, nn);
   if (w16) te_net_w16(&net);
   lk_context_t *ctx = te_ctx();
-  lk_backend_t *be = te_open(ctx, backend);
+  if (max_alloc) setenv("GPUSIM_MAX_ALLOC", max_alloc, 1);
+  lk_backend_t *be = te_open(ctx, backend); /* the device reports it while set */
   te_graph tg;
   te_build(ctx, &net, &tg);
   lk_x_session_opts_t so;
@@ -384,9 +385,10 @@ static int te_train(const char *backend, int nn, int w16) {
   ck_assert_uint_eq(stats.uploads_frozen, frozen);
   ck_assert(stats.peak_bytes > 0 && stats.naive_bytes > 0);
   printf("engine %s %s: loss %.6f -> %.6f over %d steps, worst rel diff %.2e; %u ops/step, planner peak %llu bytes "
-         "in %u buffers vs %llu bytes for all tensors; replayed %u\n",
+         "in %u buffers vs %llu bytes for all tensors; replayed %u%s\n",
          backend, nn ? "net" : w16 ? "linear-bf16W" : "linear", first, last, STEPS, worst, stats.n_ops_step,
-         (unsigned long long)stats.peak_bytes, stats.n_buffers, (unsigned long long)stats.naive_bytes, stats.replayed);
+         (unsigned long long)stats.peak_bytes, stats.n_buffers, (unsigned long long)stats.naive_bytes, stats.replayed,
+         max_alloc ? " (max_alloc 2048)" : "");
   const gpusim_ext_counters_t *cx = lk_backend_extension(be, GPUSIM_EXT_COUNTERS);
   if (!strcmp(backend, "gpusim")) {
     ck_assert_ptr_nonnull(cx);
@@ -397,6 +399,13 @@ static int te_train(const char *backend, int nn, int w16) {
     ck_assert_uint_eq(bytes, set_bytes);
     ck_assert_uint_eq(calls, set_calls);
     ck_assert_uint_eq(stats.replayed, 1);
+  }
+  if (max_alloc) { /* a device with small buffers: the plan spreads over several */
+    lk_device_info_t di = {sizeof di, 0, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}};
+    ck_assert_int_eq(lk_backend_info(be, &di), LK_OK);
+    ck_assert_uint_eq(di.max_alloc, strtoull(max_alloc, NULL, 10));
+    ck_assert_uint_gt(stats.n_buffers, 1);
+    unsetenv("GPUSIM_MAX_ALLOC");
   }
   for (int k = 0; k < 4; k++) {
     free(p[k]);
@@ -411,6 +420,10 @@ static int te_train(const char *backend, int nn, int w16) {
   return 1;
 }
 
+static int te_train(const char *backend, int nn, int w16) { return te_train_ex(backend, nn, w16, NULL); }
+
+START_TEST(train_linear_gpusim_small_buffers) { ck_assert_int_eq(te_train_ex("gpusim", 0, 0, "2048"), 1); }
+END_TEST
 START_TEST(train_linear_cpu) { ck_assert_int_eq(te_train("cpu", 0, 0), 1); }
 END_TEST
 START_TEST(train_linear_gpusim) { ck_assert_int_eq(te_train("gpusim", 0, 0), 1); }
@@ -432,6 +445,7 @@ static Suite *engine_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, train_linear_cpu);
   tcase_add_test(tc, train_linear_gpusim);
+  tcase_add_test(tc, train_linear_gpusim_small_buffers);
   tcase_add_test(tc, train_linear_bf16_cpu);
   tcase_add_test(tc, train_linear_bf16_gpusim);
   tcase_add_test(tc, train_net_cpu);

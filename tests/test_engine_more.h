@@ -161,6 +161,120 @@ static void te_fd(const char *backend) {
   lk_context_free(ctx);
 }
 
+/* The transformer ops, where the backend has them: embedding (a PARAM
+ * table), RMSNorm (a PARAM weight), LoRA on the query projection, views
+ * reshaping to heads, RoPE on q and k, causal grouped-query attention,
+ * SwiGLU, SiLU and cross-entropy with an ignored label. */
+static void te_fd_nn(const char *backend) {
+  enum { T = 3, HQ = 2, HKV = 1, DH = 2, DM = HQ * DH, DKV = HKV * DH, VV = 5, RR = 2 };
+  lk_context_t *ctx = te_ctx();
+  lk_backend_t *be = te_open(ctx, backend);
+  lk_x_graph_t *g = NULL;
+  ck_assert_int_eq(lk_x_graph_create(ctx, &g), LK_OK);
+  int32_t ids = te_t(g, "ids", LK_X_INPUT, LK_DTYPE_I32, T, 0), pos = te_t(g, "pos", LK_X_INPUT, LK_DTYPE_I32, 1, T);
+  int32_t lab = te_t(g, "labels", LK_X_INPUT, LK_DTYPE_I32, T, 0);
+  int32_t E = te_t(g, "E", LK_X_PARAM, LK_DTYPE_F32, VV, DM), gw = te_t(g, "g", LK_X_PARAM, LK_DTYPE_F32, DM, 0);
+  int32_t A = te_t(g, "A", LK_X_PARAM, LK_DTYPE_F32, RR, DM), B = te_t(g, "B", LK_X_PARAM, LK_DTYPE_F32, DM, RR);
+  int32_t Wq = te_t(g, "Wq", LK_X_FROZEN, LK_DTYPE_F32, DM, DM), Wk = te_t(g, "Wk", LK_X_FROZEN, LK_DTYPE_F32, DKV, DM);
+  int32_t Wv = te_t(g, "Wv", LK_X_FROZEN, LK_DTYPE_F32, DKV, DM), Wg = te_t(g, "Wg", LK_X_FROZEN, LK_DTYPE_F32, DM, DM);
+  int32_t Wu = te_t(g, "Wu", LK_X_FROZEN, LK_DTYPE_F32, DM, DM), Wo = te_t(g, "Wo", LK_X_FROZEN, LK_DTYPE_F32, VV, DM);
+  int32_t e = te_t(g, "e", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM), h = te_t(g, "h", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM);
+  int32_t q = te_t(g, "q", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM), k = te_t(g, "k", LK_X_ACTIVATION, LK_DTYPE_F32, T, DKV);
+  int32_t v = te_t(g, "v", LK_X_ACTIVATION, LK_DTYPE_F32, T, DKV);
+  int64_t s4q[4] = {1, T, HQ, DH}, s4k[4] = {1, T, HKV, DH}, stq[4] = {T * DM, DM, DH, 1}, stk[4] = {T * DKV, DKV, DH, 1};
+  int32_t qr = lk_x_tensor(g, "qr", LK_X_ACTIVATION, LK_DTYPE_F32, 4, s4q), kr = lk_x_tensor(g, "kr", LK_X_ACTIVATION, LK_DTYPE_F32, 4, s4k);
+  int32_t o = lk_x_tensor(g, "o", LK_X_ACTIVATION, LK_DTYPE_F32, 4, s4q);
+  int32_t q4 = lk_x_view(g, q, 4, s4q, stq, 0), k4 = lk_x_view(g, k, 4, s4k, stk, 0), v4 = lk_x_view(g, v, 4, s4k, stk, 0);
+  int64_t s2[2] = {T, DM}, st2[2] = {DM, 1};
+  int32_t o2 = lk_x_view(g, o, 2, s2, st2, 0);
+  ck_assert(qr >= 0 && kr >= 0 && o >= 0 && q4 >= 0 && k4 >= 0 && v4 >= 0 && o2 >= 0);
+  int32_t ga = te_t(g, "gate", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM), up = te_t(g, "up", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM);
+  int32_t sw = te_t(g, "sw", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM), si = te_t(g, "si", LK_X_ACTIVATION, LK_DTYPE_F32, T, DM);
+  int32_t lg = te_t(g, "logits", LK_X_ACTIVATION, LK_DTYPE_F32, T, VV), loss = te_t(g, "loss", LK_X_ACTIVATION, LK_DTYPE_F32, 1, 0);
+  lk_op_lora_t lp = {sizeof lp, 2.0f, 0, 0, 0, 0, 0};
+  lk_op_rmsnorm_t rp = {sizeof rp, 1e-5f, 0};
+  lk_op_rope_t ro = {sizeof ro, 100.0f, 0, 0, 0, 0, 0, 0, 0};
+  lk_op_attention_t at = {sizeof at, 0, 1, 0};
+  lk_op_cross_entropy_t ce = {sizeof ce, -100, 0, 0};
+  { int32_t z[2] = {E, ids}; te_op(g, ctx, LK_OP_EMBEDDING, NULL, 0, z, 2, &e, 1); }
+  { int32_t z[2] = {e, gw}; te_op(g, ctx, LK_OP_RMSNORM, &rp, sizeof rp, z, 2, &h, 1); }
+  { int32_t z[2] = {h, Wq}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, z, 2, &q, 1); }
+  { int32_t z[3] = {h, A, B}; te_op(g, ctx, LK_OP_LORA_FORWARD, &lp, sizeof lp, z, 3, &q, 1); }
+  { int32_t z[2] = {h, Wk}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, z, 2, &k, 1); }
+  { int32_t z[2] = {h, Wv}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, z, 2, &v, 1); }
+  { int32_t z[2] = {q4, pos}; te_op(g, ctx, LK_OP_ROPE, &ro, sizeof ro, z, 2, &qr, 1); }
+  { int32_t z[2] = {k4, pos}; te_op(g, ctx, LK_OP_ROPE, &ro, sizeof ro, z, 2, &kr, 1); }
+  { int32_t z[4] = {qr, kr, v4, -1}; te_op(g, ctx, LK_OP_ATTENTION, &at, sizeof at, z, 4, &o, 1); }
+  { int32_t z[2] = {o2, Wg}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, z, 2, &ga, 1); }
+  { int32_t z[2] = {o2, Wu}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, z, 2, &up, 1); }
+  { int32_t z[2] = {ga, up}; te_op(g, ctx, LK_OP_SWIGLU, NULL, 0, z, 2, &sw, 1); }
+  te_op(g, ctx, LK_OP_SILU, NULL, 0, &sw, 1, &si, 1);
+  { int32_t z[2] = {si, Wo}; te_op(g, ctx, LK_OP_MATMUL, NULL, 0, z, 2, &lg, 1); }
+  { int32_t z[2] = {lg, lab}; te_op(g, ctx, LK_OP_CROSS_ENTROPY, &ce, sizeof ce, z, 2, &loss, 1); }
+  ck_assert_msg(lk_x_graph_backward(g, loss) == LK_OK, "%s", lk_last_error(ctx));
+  lk_x_session_opts_t so = {sizeof so, 0, 0, 0, 0, -1.0f, 0, 0, 0};
+  lk_x_session_t *s = NULL;
+  lk_status st = lk_x_session_create(g, be, &so, &s);
+  if (st == LK_ERR_UNSUPPORTED) {
+    printf("SKIP: transformer-op gradients on %s: %s\n", backend, lk_last_error(ctx));
+  } else {
+    ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+    tu_rng rng = {11};
+    int32_t idv[T] = {3, 0, 3}, posv[T] = {0, 1, 2}, labv[T] = {1, -100, 4};
+    te_set(s, ctx, ids, idv, sizeof idv);
+    te_set(s, ctx, pos, posv, sizeof posv);
+    te_set(s, ctx, lab, labv, sizeof labv);
+    int32_t fz[6] = {Wq, Wk, Wv, Wg, Wu, Wo};
+    for (int i = 0; i < 6; i++) {
+      float w[VV * DM];
+      uint64_t n = (uint64_t)(i == 5 ? VV * DM : (i == 1 || i == 2) ? DKV * DM : DM * DM);
+      tu_fill(&rng, w, (size_t)n, -0.8, 0.8);
+      te_set(s, ctx, fz[i], w, n * 4);
+    }
+    int32_t pid[4] = {E, gw, A, B};
+    int pn[4] = {VV * DM, DM, RR * DM, DM * RR};
+    float pv[4][VV * DM], grad[4][VV * DM];
+    for (int k2 = 0; k2 < 4; k2++) {
+      tu_fill(&rng, pv[k2], (size_t)pn[k2], k2 == 1 ? 0.5 : -0.7, k2 == 1 ? 1.5 : 0.7);
+      te_set(s, ctx, pid[k2], pv[k2], (uint64_t)pn[k2] * 4);
+    }
+    ck_assert_msg(lk_x_session_step(s, 0.0f, 1) == LK_OK, "%s", lk_last_error(ctx));
+    for (int k2 = 0; k2 < 4; k2++)
+      ck_assert_int_eq(lk_x_session_get(s, lk_x_grad(g, pid[k2]), grad[k2], (uint64_t)pn[k2] * 4), LK_OK);
+    double worst = 0;
+    for (int k2 = 0; k2 < 4; k2++)
+      for (int i = 0; i < pn[k2]; i++) {
+        const float hh = 5e-3f;
+        float keep = pv[k2][i];
+        pv[k2][i] = keep + hh;
+        te_set(s, ctx, pid[k2], pv[k2], (uint64_t)pn[k2] * 4);
+        double lp1 = te_fd_loss(s, ctx, loss);
+        pv[k2][i] = keep - hh;
+        te_set(s, ctx, pid[k2], pv[k2], (uint64_t)pn[k2] * 4);
+        double lm1 = te_fd_loss(s, ctx, loss);
+        pv[k2][i] = keep;
+        te_set(s, ctx, pid[k2], pv[k2], (uint64_t)pn[k2] * 4);
+        double fd = (lp1 - lm1) / (2.0 * (double)hh), err = fabs(fd - grad[k2][i]) / fmax(1, fabs(fd));
+        if (err > worst) worst = err;
+        ck_assert_msg(err < 3e-3, "%s: d loss / d param %d[%d]: session %.6g, finite difference %.6g", backend, k2, i,
+                      grad[k2][i], fd);
+      }
+    printf("engine %s: gradients through embedding/rmsnorm/lora/rope/attention(causal, GQA)/swiglu/silu/"
+           "cross_entropy vs central differences: worst rel err %.2e\n", backend, worst);
+    /* The embedding rows no id picked get no gradient. */
+    for (int c = 0; c < DM; c++) ck_assert_float_eq(grad[0][1 * DM + c], 0.0f);
+    lk_x_session_free(s);
+  }
+  lk_x_graph_free(g);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+
+START_TEST(fd_gradients_nn_cpu) { te_fd_nn("cpu"); }
+END_TEST
+START_TEST(fd_gradients_nn_gpusim) { te_fd_nn("gpusim"); }
+END_TEST
+
 START_TEST(fd_gradients_cpu) { te_fd("cpu"); }
 END_TEST
 START_TEST(fd_gradients_gpusim) { te_fd("gpusim"); }
@@ -171,4 +285,6 @@ static void te_more_tests(TCase *tc) {
   tcase_add_test(tc, graph_rules);
   tcase_add_test(tc, fd_gradients_cpu);
   tcase_add_test(tc, fd_gradients_gpusim);
+  tcase_add_test(tc, fd_gradients_nn_cpu);
+  tcase_add_test(tc, fd_gradients_nn_gpusim);
 }

@@ -69,6 +69,14 @@ LK_API void lk_x_graph_free(lk_x_graph_t *g);
  * lk_status. name is copied (may be NULL). */
 LK_API int32_t lk_x_tensor(lk_x_graph_t *g, const char *name, int32_t role, int32_t dtype,
                            uint32_t ndim, const int64_t *shape);
+/* [one-thread-per-object] A FROZEN weight [rows, cols] quantised in format
+ * qformat (a loaded quantiser's name) with opts (NULL: defaults); its
+ * bytes, for lk_x_session_set/get, are the format's parts one after the
+ * other, each exactly as lk_quant_layout sizes it. It may only be a
+ * MATMUL's W (dequantised inside the op); it has no views. Returns its id
+ * or LK_ERR_NOT_FOUND naming a format no plugin provides. */
+LK_API int32_t lk_x_tensor_quant(lk_x_graph_t *g, const char *name, const char *qformat,
+                                 const lk_quant_opts_t *opts, int64_t rows, int64_t cols);
 /* [one-thread-per-object] A strided view of tensor `of` (strides in elements,
  * offset in elements from its first element); returns its id. */
 LK_API int32_t lk_x_view(lk_x_graph_t *g, int32_t of, uint32_t ndim, const int64_t *shape,

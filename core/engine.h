@@ -14,6 +14,7 @@
 
 #define ENG_MAX_SRC 8
 #define ENG_MAX_DST 4
+#define ENG_MAX_PARTS 8
 
 typedef struct eng_tensor {
   char *name;
@@ -29,6 +30,13 @@ typedef struct eng_tensor {
   uint8_t keep;                /* readable after a run: never reused */
   uint8_t param_grad;          /* the gradient of a PARAM: resident */
   uint8_t zero_grad;           /* its storage has views: gradient zeroed, then accumulated */
+  /* LK_DTYPE_QUANT (FROZEN, 2-D [rows, cols]): the format and its parts,
+   * stored one after the other (the host's layout for set/get) */
+  char *qformat;
+  lk_quant_opts_t qopts;
+  uint32_t has_qopts, n_parts;
+  uint64_t part_bytes[ENG_MAX_PARTS];
+  const char *part_name[ENG_MAX_PARTS]; /* the quantiser's static storage */
 } eng_tensor;
 
 typedef struct eng_op {

@@ -67,6 +67,11 @@ int eng_is_view(const lk_x_graph_t *g, int32_t t) { return g->t[t].base != t; }
 uint64_t eng_storage_bytes(const lk_x_graph_t *g, int32_t t) {
   const eng_tensor *x = &g->t[t];
   if (x->base != t) return 0;
+  if (x->dtype == LK_DTYPE_QUANT) {
+    uint64_t q = 0;
+    for (uint32_t i = 0; i < x->n_parts; i++) q += x->part_bytes[i];
+    return q;
+  }
   uint64_t n = lk_dtype_size(x->dtype);
   for (uint32_t i = 0; i < x->ndim; i++) n *= (uint64_t)x->shape[i];
   return n;
@@ -151,9 +156,12 @@ int32_t eng_view_add(lk_x_graph_t *g, int32_t of, uint32_t ndim, const int64_t *
   if (ndim < 1 || ndim > LK_MAX_DIMS || !shape || !stride || offset < 0)
     return lk__fail(g->ctx, LK_ERR_SHAPE, "graph: view of %d: bad ndim, shape, stride or offset", of);
   const eng_tensor *src = &g->t[of];
+  if (src->dtype == LK_DTYPE_QUANT)
+    return lk__fail(g->ctx, LK_ERR_DTYPE, "graph: view of %d: a quantised tensor has no element views", of);
   int32_t base = src->base;
   eng_tensor t = *src;
   t.name = NULL;
+  t.qformat = NULL;
   t.ndim = ndim;
   t.base = base;
   t.offset = src->offset + offset;
@@ -291,7 +299,7 @@ lk_status eng_op_add(lk_x_graph_t *g, int32_t id, const void *params, uint32_t p
     d[i] = t < 0 ? NULL : &g->t[t];
   }
   for (uint32_t i = 0; i < r->n_src; i++)
-    if (s[i] && s[i]->dtype != LK_DTYPE_I32 && !eng_float(s[i]))
+    if (s[i] && s[i]->dtype != LK_DTYPE_I32 && !eng_float(s[i]) && !(s[i]->dtype == LK_DTYPE_QUANT && id == LK_OP_MATMUL && i == 1))
       return lk__fail(g->ctx, LK_ERR_DTYPE, "graph: %s: source %u has dtype %s", r->name, i, lk_dtype_name(s[i]->dtype));
   lk_status st = eng_check_shapes(g, id, s, d);
   if (st) return st;
@@ -341,7 +349,10 @@ LK_API lk_status lk_x_graph_create(lk_context_t *ctx, lk_x_graph_t **out) {
 
 LK_API void lk_x_graph_free(lk_x_graph_t *g) {
   if (!g) return;
-  for (uint32_t i = 0; i < g->nt; i++) free(g->t[i].name);
+  for (uint32_t i = 0; i < g->nt; i++) {
+    free(g->t[i].name);
+    free(g->t[i].qformat);
+  }
   for (uint32_t i = 0; i < g->nops; i++) free(g->ops[i].params);
   free(g->t);
   free(g->ops);
@@ -361,6 +372,62 @@ LK_API int32_t lk_x_tensor(lk_x_graph_t *g, const char *name, int32_t role, int3
                            const int64_t *shape) {
   if (eng_frozen(g, "lk_x_tensor")) return g ? LK_ERR_STATE : LK_ERR_INVALID_ARG;
   return eng_tensor_add(g, name, role, dtype, ndim, shape);
+}
+
+LK_API int32_t lk_x_tensor_quant(lk_x_graph_t *g, const char *name, const char *qformat,
+                                 const lk_quant_opts_t *opts, int64_t rows, int64_t cols) {
+  if (eng_frozen(g, "lk_x_tensor_quant")) return g ? LK_ERR_STATE : LK_ERR_INVALID_ARG;
+  const char *nm = name ? name : "";
+  const lk_quantiser_vt_t *q = qformat ? lk__quant_find(qformat) : NULL;
+  if (!q) return lk__fail(g->ctx, LK_ERR_NOT_FOUND, "graph: tensor %s: no quantiser '%s' is loaded", nm, qformat ? qformat : "(null)");
+  if (opts && opts->struct_size < sizeof(uint32_t))
+    return lk__fail(g->ctx, LK_ERR_ABI, "graph: tensor %s: bad lk_quant_opts_t", nm);
+  if (rows < 1 || cols < 1) return lk__fail(g->ctx, LK_ERR_SHAPE, "graph: tensor %s: [%lld, %lld]", nm, (long long)rows, (long long)cols);
+  lk_error_t err = {sizeof err, 0, {0}};
+  void *qs = NULL;
+  int32_t rc = q->create(opts, &qs, &err);
+  if (rc) return lk__fail(g->ctx, rc, "graph: tensor %s: %s options: %s", nm, qformat, err.message);
+  eng_tensor t;
+  memset(&t, 0, sizeof t);
+  t.n_parts = q->part_count(qs);
+  if (t.n_parts < 1 || t.n_parts > ENG_MAX_PARTS) rc = LK_ERR_UNSUPPORTED;
+  for (uint32_t i = 0; i < t.n_parts && !rc; i++) {
+    lk_quant_part_t part = {sizeof part, 0, NULL, 0};
+    rc = q->part_info(qs, i, rows, cols, &part, &err);
+    t.part_bytes[i] = part.nbytes;
+    t.part_name[i] = part.name;
+  }
+  if (!rc && q->row_bytes(qs, cols) * (uint64_t)rows != t.part_bytes[0]) rc = LK_ERR_SHAPE;
+  q->destroy(qs);
+  if (rc)
+    return lk__fail(g->ctx, rc, "graph: tensor %s: %s cannot hold [%lld, %lld] (%u parts): %s", nm, qformat,
+                    (long long)rows, (long long)cols, t.n_parts, err.message);
+  t.role = LK_X_FROZEN;
+  t.dtype = LK_DTYPE_QUANT;
+  t.ndim = 2;
+  t.shape[0] = rows;
+  t.shape[1] = cols;
+  t.stride[0] = cols;
+  t.stride[1] = 1;
+  t.base = (int32_t)g->nt;
+  t.grad = -1;
+  t.keep = 1;
+  if (opts) {
+    memcpy(&t.qopts, opts, opts->struct_size < sizeof t.qopts ? opts->struct_size : sizeof t.qopts);
+    t.qopts.struct_size = sizeof t.qopts;
+    t.has_qopts = 1;
+  }
+  if ((name && !(t.name = lk__strdup(name))) || !(t.qformat = lk__strdup(qformat))) {
+    free(t.name);
+    free(t.qformat);
+    return lk__fail(g->ctx, LK_ERR_NOMEM, "graph: out of memory");
+  }
+  int32_t id = eng_push_tensor(g, &t);
+  if (id < 0) {
+    free(t.name);
+    free(t.qformat);
+  }
+  return id;
 }
 
 LK_API int32_t lk_x_view(lk_x_graph_t *g, int32_t of, uint32_t ndim, const int64_t *shape,

@@ -36,6 +36,8 @@ struct lk_x_session_t {
   lk_view_t *views;
   uint32_t n_ops, n_fwd;
   uint8_t *frozen_done;
+  lk_view_part_t *qparts;  /* ENG_MAX_PARTS per tensor: quantised weights' further parts */
+  uint64_t align;          /* every storage and part offset a multiple */
   lk_fence_t *fence;
   const lk_backend_ext_record_t *rec_ext;
   void *rec;
@@ -51,6 +53,36 @@ static double ses_now(void) {
 static uint32_t ses_item_m(const lk_x_session_t *s, uint32_t p) { return s->g->nt + 2 * p; }
 static uint32_t ses_item_sumsq(const lk_x_session_t *s) { return s->g->nt + 2 * s->n_params; }
 
+static uint64_t ses_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/* Offset of part i of quantised tensor t inside its item (parts aligned). */
+static uint64_t ses_part_off(const lk_x_session_t *s, int32_t t, uint32_t i) {
+  uint64_t off = 0;
+  for (uint32_t k = 0; k < i; k++) off += ses_up(s->g->t[t].part_bytes[k], s->align);
+  return off;
+}
+
+/* A quantised W: part 0 at the item, further parts after it. */
+static void ses_qview(const lk_x_session_t *s, lk_view_t *v, int32_t t, int bind) {
+  const eng_tensor *x = &s->g->t[t];
+  lk_view_part_t *pp = &s->qparts[(size_t)t * ENG_MAX_PARTS];
+  v->qformat = x->qformat;
+  v->qopts = x->has_qopts ? &x->qopts : NULL;
+  v->n_parts = x->n_parts - 1;
+  v->parts = v->n_parts ? pp : NULL;
+  for (uint32_t i = 1; i < x->n_parts; i++) {
+    lk_view_part_t *p = &pp[i - 1];
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->name = x->part_name[i];
+    p->nbytes = x->part_bytes[i];
+    if (bind) {
+      p->buffer = s->arenas[s->items[t].arena];
+      p->offset = s->items[t].offset + ses_part_off(s, t, i);
+    }
+  }
+}
+
 /* A view of item `it` with t's layout (t < 0: a contiguous f32 vector of
  * `n` elements), buffers only when `bind`. */
 static void ses_view(const lk_x_session_t *s, lk_view_t *v, int32_t t, uint32_t it, int64_t n, int bind) {
@@ -65,10 +97,11 @@ static void ses_view(const lk_x_session_t *s, lk_view_t *v, int32_t t, uint32_t 
     v->ndim = x->ndim;
     memcpy(v->shape, x->shape, sizeof v->shape);
     memcpy(v->stride, x->stride, sizeof v->stride);
+    if (x->dtype == LK_DTYPE_QUANT) ses_qview(s, v, t, bind);
   }
   if (bind) {
     v->buffer = s->arenas[s->items[it].arena];
-    v->offset = s->items[it].offset + (t < 0 ? 0 : (uint64_t)s->g->t[t].offset * lk_dtype_size(v->dtype));
+    v->offset = s->items[it].offset + (t < 0 || v->dtype == LK_DTYPE_QUANT ? 0 : (uint64_t)s->g->t[t].offset * lk_dtype_size(v->dtype));
   }
 }
 
@@ -164,7 +197,7 @@ static void ses_liveness(lk_x_session_t *s) {
   for (uint32_t t = 0; t < g->nt; t++) {
     eng_item *it = &s->items[t];
     const eng_tensor *x = &g->t[t];
-    it->bytes = eng_storage_bytes(g, (int32_t)t);
+    it->bytes = x->dtype == LK_DTYPE_QUANT ? ses_part_off(s, (int32_t)t, x->n_parts) : eng_storage_bytes(g, (int32_t)t);
     it->persistent = x->base == (int32_t)t && (x->role != LK_X_ACTIVATION || x->keep || x->param_grad);
     if (x->base != (int32_t)t || it->last < 0) it->first = it->last = 0;
   }
@@ -255,7 +288,9 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   s->n_items = g->nt + 2 * s->n_params + 1;
   s->items = calloc(s->n_items, sizeof *s->items);
   s->frozen_done = calloc(g->nt + 1, 1);
-  if (!s->params || !s->adam || !s->ops || !s->views || !s->op_params || !s->items || !s->frozen_done) {
+  s->qparts = calloc((size_t)g->nt * ENG_MAX_PARTS + 1, sizeof *s->qparts);
+  s->align = 64;
+  if (!s->params || !s->adam || !s->ops || !s->views || !s->op_params || !s->items || !s->frozen_done || !s->qparts) {
     st = lk__fail(g->ctx, LK_ERR_NOMEM, "lk_x_session_create: out of memory");
     goto fail;
   }
@@ -295,7 +330,8 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   memset(&di, 0, sizeof di);
   di.struct_size = sizeof di;
   if ((st = lk_backend_info(be, &di))) goto fail;
-  uint64_t align = di.offset_align ? di.offset_align : 64;
+  uint64_t align = di.offset_align > 64 ? di.offset_align : 64;
+  s->align = align;
   ses_liveness(s);
   if ((st = eng_plan_items(g->ctx, s->items, s->n_items, align, di.max_alloc, &s->plan))) goto fail;
   /* A view inside a storage must itself land on the device's alignment. */
@@ -373,6 +409,7 @@ LK_API void lk_x_session_free(lk_x_session_t *s) {
   free(s->ops);
   free(s->views);
   free(s->frozen_done);
+  free(s->qparts);
   free(s);
 }
 
@@ -386,6 +423,24 @@ static lk_status ses_tensor(lk_x_session_t *s, int32_t t, uint64_t nbytes, const
   return LK_OK;
 }
 
+/* Host bytes of storage t to or from the device: a quantised weight's parts
+ * are consecutive on the host, each at its aligned place on the device. */
+static lk_status ses_copy(lk_x_session_t *s, int32_t t, void *host, int up) {
+  const eng_tensor *x = &s->g->t[t];
+  const eng_item *it = &s->items[t];
+  uint32_t n = x->dtype == LK_DTYPE_QUANT ? x->n_parts : 1;
+  unsigned char *h = host;
+  lk_status st = LK_OK;
+  for (uint32_t i = 0; i < n && !st; i++) {
+    uint64_t bytes = x->dtype == LK_DTYPE_QUANT ? x->part_bytes[i] : eng_storage_bytes(s->g, t);
+    uint64_t off = it->offset + (x->dtype == LK_DTYPE_QUANT ? ses_part_off(s, t, i) : 0);
+    st = up ? lk_buffer_upload(s->be, s->arenas[it->arena], off, h, bytes)
+            : lk_buffer_download(s->be, s->arenas[it->arena], off, h, bytes);
+    h += bytes;
+  }
+  return st;
+}
+
 LK_API lk_status lk_x_session_set(lk_x_session_t *s, int32_t t, const void *src, uint64_t nbytes) {
   if (!s || !src) return LK_ERR_INVALID_ARG;
   lk_status st = ses_tensor(s, t, nbytes, "lk_x_session_set");
@@ -396,9 +451,8 @@ LK_API lk_status lk_x_session_set(lk_x_session_t *s, int32_t t, const void *src,
   if (x->role == LK_X_FROZEN && s->frozen_done[t])
     return lk__fail(s->ctx, LK_ERR_STATE, "lk_x_session_set: FROZEN tensor %d (%s) was already uploaded", t,
                     x->name ? x->name : "");
-  const eng_item *it = &s->items[t];
   double t0 = ses_now();
-  st = lk_buffer_upload(s->be, s->arenas[it->arena], it->offset, src, nbytes);
+  st = ses_copy(s, t, (void *)src, 1);
   s->st.wait_seconds += ses_now() - t0;
   if (st) return st;
   if (x->role == LK_X_FROZEN) {
@@ -426,9 +480,8 @@ LK_API lk_status lk_x_session_get(lk_x_session_t *s, int32_t t, void *dst, uint6
     return lk__fail(s->ctx, LK_ERR_STATE, "lk_x_session_get: tensor %d is an activation whose memory is reused; "
                     "mark it with lk_x_tensor_keep before creating the session", t);
   if ((st = ses_wait(s))) return st;
-  const eng_item *it = &s->items[t];
   double t0 = ses_now();
-  st = lk_buffer_download(s->be, s->arenas[it->arena], it->offset, dst, nbytes);
+  st = ses_copy(s, t, dst, 0);
   s->st.wait_seconds += ses_now() - t0;
   return st;
 }

@@ -71,9 +71,16 @@ $(GPUSIM_SO): tests/plugins/gpusim.c tests/plugins/gpusim.h $(REF_SRC) tests/ref
 	  -Wl,--no-undefined -o $@ tests/plugins/gpusim.c $(REF_SRC) -lpthread -lm
 TP_SOS       += $(GPUSIM_SO)
 
+# toyquant: a two-part test quantiser (tests/plugins/toyquant.c).
+TOYQ_SO      := $(TP_DIR)/lorakit-toyquant.so
+$(TOYQ_SO): tests/plugins/toyquant.c $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared $(LDFLAGS) -Wl,--no-undefined -o $@ $< -lm
+TP_SOS       += $(TOYQ_SO)
+
 # The engine suite uses the staged API and gpusim's counters extension.
 $(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/plugins/gpusim.h $(TEST_HDRS) \
-    $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) | $(B)/.bootstrap
+    $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) $(TOYQ_SO) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm

@@ -27,7 +27,7 @@ static lk_status ad_fill(lk_x_graph_t *g, int32_t t, float value) {
   return ad_emit(g, LK_OP_FILL, &f, NULL, 0, &t, 1);
 }
 
-static int ad_need(const lk_x_graph_t *g, int32_t t) { return t >= 0 && g->t[t].needs_grad; }
+static int ad_need(const lk_x_graph_t *g, int32_t t) { return t >= 0 && g->t[g->t[t].base].needs_grad; }
 
 /* A fresh f32 activation of t's shape (a gradient or a temporary). */
 static int32_t ad_like(lk_x_graph_t *g, int32_t t) {
@@ -319,8 +319,8 @@ lk_status eng_backward(lk_x_graph_t *g, int32_t loss) {
     if (!any) continue;
     for (uint32_t k = 0; k < o->n_dst; k++)
       if (o->dst[k] >= 0) g->t[g->t[o->dst[k]].base].needs_grad = 1;
-    for (uint32_t t = 0; t < g->nt; t++) g->t[t].needs_grad = g->t[g->t[t].base].needs_grad;
   }
+  for (uint32_t t = 0; t < g->nt; t++) g->t[t].needs_grad = g->t[g->t[t].base].needs_grad;
   if (!g->t[loss].needs_grad)
     return lk__fail(g->ctx, LK_ERR_INVALID_ARG, "lk_x_graph_backward: the loss does not depend on any PARAM");
   lk_status st = ad_check_writers(g);

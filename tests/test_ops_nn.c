@@ -392,6 +392,9 @@ START_TEST(refusals) {
   expect_refused(LK_OP_SILU, NULL, a, 1, d5, 1, LK_ERR_SHAPE, "SILU", "y has shape [4, 5]");
   tens *none[1] = {NULL};
   expect_refused(LK_OP_SILU, NULL, a, 1, none, 1, LK_ERR_INVALID_ARG, "SILU", "y is required");
+  tens *yb = tnew(LK_DTYPE_F32, 2, x->r.shape, 0, 1), *db[1] = {yb}; /* a broadcast destination */
+  expect_refused(LK_OP_SILU, NULL, a, 1, db, 1, LK_ERR_SHAPE, "SILU", "y has stride 0");
+  tfree(yb);
   /* rows that are not contiguous */
   tens *xs = tnew2(LK_DTYPE_F32, 4, 8);
   xs->v.stride[1] = 2;
@@ -438,6 +441,22 @@ int main(void) {
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  /* again on the portable loops (each test runs in a fresh child, which
+   * reads the switch anew) */
+  setenv("LORAKIT_CPU_NO_SIMD", "1", 1);
+  printf("test_ops_nn: again with LORAKIT_CPU_NO_SIMD=1\n");
+  s = suite_create("ops_nn_portable");
+  tc = tcase_create("ops");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, attention);
+  tcase_add_test(tc, attention_backward);
+  tcase_add_test(tc, cross_entropy);
+  suite_add_tcase(s, tc);
+  sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  failed += srunner_ntests_failed(sr);
   srunner_free(sr);
   return failed ? 1 : 0;
 }

@@ -21,7 +21,7 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
 TEST_SUITES  := core plugins lora
-TEST_SUITES  += registry registry_files
+TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput
 TEST_SUITES  += engine gpusim
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
@@ -99,7 +99,7 @@ $(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | 
 
 # The registry suites read the library's JSON (jansson) and build and damage
 # registry files with SQLite directly.
-$(B)/tests/bin/test_registry $(B)/tests/bin/test_registry_files: $(B)/tests/bin/test_%: tests/test_%.c \
+$(B)/tests/bin/test_registry $(B)/tests/bin/test_registry_files $(B)/tests/bin/test_registry_fidelity: $(B)/tests/bin/test_%: tests/test_%.c \
     tests/test_registry.h $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \

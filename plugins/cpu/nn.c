@@ -50,7 +50,7 @@ const lk_view_t *cpu_nn_operand(const lk_op_t *op, uint32_t k) {
     v = k < op->n_src ? &op->src[k] : NULL;
   else if (k - ns < op->n_dst)
     v = &op->dst[k - ns];
-  return v && v->buffer ? v : NULL;
+  return v && v->dtype != LK_DTYPE_INVALID ? v : NULL; /* absent: a zeroed view (lorakit_ops.h) */
 }
 
 int32_t cpu_nn_params(const lk_op_t *op, size_t known, lk_error_t *err) {
@@ -339,6 +339,15 @@ static int32_t nn_validate(const lk_op_t *op, uint32_t n_threads, size_t *shared
     const uint32_t n = nn_arity[id - LK_OP_EMBEDDING][0] + nn_arity[id - LK_OP_EMBEDDING][1];
     NN_TRY(nn_check_operands(op, (1u << n) - 1u, err));
     for (uint32_t k = 1; k < n; k++) NN_TRY(nn_same_shape(op, k, 0, err));
+    for (uint32_t k = nn_arity[id - LK_OP_EMBEDDING][0]; k < n; k++) {
+      const lk_view_t *v = cpu_nn_operand(op, k);
+      for (uint32_t d = 0; d < v->ndim; d++)
+        if (v->stride[d] == 0 && v->shape[d] > 1) /* threads would race on one element */
+          return cpu_nn_fail(err, LK_ERR_SHAPE,
+                             "%s: destination %s has stride 0 in dimension %u, expected a "
+                             "distinct element for each index",
+                             on, cpu_nn_operand_name(id, k), d);
+    }
     per = (size_t)NN_EW_CHUNK * 4 * 5;
     break;
   }

@@ -53,6 +53,10 @@ void cpu_nn_load(float *dst, const void *src, int32_t dtype, int64_t n, int64_t 
 void cpu_nn_store(void *dst, int32_t dtype, const float *src, int64_t n, int64_t st, int acc);
 /* Element size of f32/f16/bf16/i32. */
 size_t cpu_nn_esize(int32_t dtype);
+/* max of x[0..n), -inf when n == 0. */
+float cpu_nn_max(const float *x, int64_t n);
+/* s[i] = 1 / (1 + exp(-x[i])) for i < n. */
+void cpu_nn_sigmoid(const float *x, float *s, int64_t n);
 /* x[i] = exp(x[i] - sub) for i < n (sub finite); returns the sum. */
 float cpu_nn_exp_sum(float *x, int64_t n, float sub);
 

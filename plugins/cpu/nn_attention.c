@@ -1,9 +1,10 @@
 /* nn_attention.c - fused attention on the CPU (ATTENTION, ATTENTION_BACKWARD
  * of abi/lorakit_ops.h), memory linear in the sequence lengths.
  *
- * The work is split over (batch, kv head) pairs: a task converts that kv
- * head's K and V to f32 once and serves every query head of its group, so
- * grouped-query attention reads K/V once per group. Scores are formed one
+ * The backward is split over (batch, kv head) pairs: a task converts that
+ * kv head's K and V to f32 once and serves every query head of its group;
+ * the forward over (batch, query head), reusing K/V across a group's heads
+ * when one thread runs them in a row. Scores are formed one
  * tile at a time (QB queries x KB keys) with single-threaded cblas_sgemm
  * calls.
  *
@@ -25,8 +26,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifndef QB
 #define QB 64 /* query rows per tile */
+#endif
+#ifndef KB
 #define KB 64 /* keys per tile */
+#endif
 
 typedef struct at_job {
   const lk_op_t *op;
@@ -171,8 +176,7 @@ static void at_fwd_head(const at_job *j, int64_t b, int64_t h, const float *K, c
         int64_t cnt = at_allowed(j, i0 + r) - j0;
         cnt = cnt < 0 ? 0 : cnt > kb ? kb : cnt;
         at_add_mask(j, b, i0 + r, j0, row, cnt);
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < cnt; c++) mx = row[c] > mx ? row[c] : mx;
+        const float mx = cpu_nn_max(row, cnt);
         const float nm = mx > mr[r] ? mx : mr[r];
         if (nm == -INFINITY) { /* nothing allowed so far: P row is 0 */
           memset(row, 0, (size_t)kb * sizeof(float));
@@ -271,20 +275,24 @@ static void at_bwd_group(const at_job *j, int64_t b, int64_t kh, float *w) {
   }
 }
 
+/* Backward: one task per (batch, kv head). Forward: one per (batch, query
+ * head), for G times the parallelism; consecutive heads of a thread share
+ * their kv head's packed K and V. */
 static void at_task(void *arg, uint32_t t, uint32_t nt) {
   const at_job *j = arg;
   float *w = (float *)(void *)(j->scratch + j->per * t);
-  int64_t b0, e0;
-  cpu_split(j->B * j->Hkv, t, nt, 1, &b0, &e0);
+  int64_t b0, e0, packed = -1;
+  cpu_split(j->B * (j->bwd ? j->Hkv : j->Hq), t, nt, 1, &b0, &e0);
   for (int64_t task = b0; task < e0; task++) {
-    const int64_t b = task / j->Hkv, kh = task % j->Hkv;
     if (j->bwd) {
-      at_bwd_group(j, b, kh, w);
-    } else {
-      float *K = w, *V = K + j->Tk * j->Dh;
-      at_pack_kv(j, b, kh, K, V);
-      for (int64_t g = 0; g < j->G; g++) at_fwd_head(j, b, kh * j->G + g, K, V, V + j->Tk * j->Dh);
+      at_bwd_group(j, task / j->Hkv, task % j->Hkv, w);
+      continue;
     }
+    const int64_t b = task / j->Hq, h = task % j->Hq, kv = b * j->Hkv + h / j->G;
+    float *K = w, *V = K + j->Tk * j->Dh;
+    if (kv != packed) at_pack_kv(j, b, h / j->G, K, V);
+    packed = kv;
+    at_fwd_head(j, b, h, K, V, V + j->Tk * j->Dh);
   }
 }
 

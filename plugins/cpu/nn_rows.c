@@ -291,8 +291,9 @@ static void nn_ew_task(void *arg, uint32_t t, uint32_t nt) {
         cpu_nn_load(buf[k], base[k] + c0 * st[k] * (int64_t)cpu_nn_esize(j->v[k]->dtype),
                     j->v[k]->dtype, n, st[k]);
       float *x = buf[0], *o0 = buf[3], *o1 = buf[4];
+      cpu_nn_sigmoid(x, o1, n); /* o1 is free until SWIGLU_BACKWARD writes it below */
       for (int64_t i = 0; i < n; i++) {
-        const float z = x[i], sg = 1.0f / (1.0f + expf(-z)), si = z * sg;
+        const float z = x[i], sg = o1[i], si = z * sg;
         switch (id) {
         case LK_OP_SILU: o0[i] = si; break;
         case LK_OP_SWIGLU: o0[i] = si * buf[1][i]; break;
@@ -349,8 +350,7 @@ static void nn_xent_task(void *arg, uint32_t t, uint32_t nt) {
       continue;
     }
     cpu_nn_load(x, nn_row(j, 0, i), j->v[0]->dtype, V, 1);
-    float m = -INFINITY;
-    for (int64_t c = 0; c < V; c++) m = x[c] > m ? x[c] : m;
+    const float m = cpu_nn_max(x, V);
     const float xl = x[label];
     const float s = cpu_nn_exp_sum(x, V, m);
     if (!bwd) {

@@ -6,6 +6,8 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -140,11 +142,71 @@ __attribute__((target("avx512f"))) static float nn_exp_sum_avx512(float *x, int6
   }
   return _mm512_reduce_add_ps(s);
 }
+
+__attribute__((target("avx512f"))) static float nn_max_avx512(const float *x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+  if (i < n)
+    m = _mm512_mask_max_ps(m, (__mmask16)((1u << (n - i)) - 1u), m,
+                           _mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1u), x + i));
+  return _mm512_reduce_max_ps(m);
+}
 #endif
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void nn_sigmoid_avx512(const float *x, float *s,
+                                                                  int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 e = nn_exp16(_mm512_sub_ps(zero, _mm512_loadu_ps(x + i)));
+    _mm512_storeu_ps(s + i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+  }
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+    __m512 e = nn_exp16(_mm512_sub_ps(zero, _mm512_maskz_loadu_ps(m, x + i)));
+    _mm512_mask_storeu_ps(s + i, m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+  }
+}
+#endif
+
+/* 1 when the AVX-512 paths may run: the CPU has them and LORAKIT_CPU_NO_SIMD
+ * (the backend's switch, which the tests use to reach the portable loops)
+ * is not set. Decided once. */
+static int nn_simd(void) {
+  static _Atomic int state = -1;
+  int s = atomic_load_explicit(&state, memory_order_relaxed);
+  if (s < 0) {
+    const char *e = getenv("LORAKIT_CPU_NO_SIMD");
+    s = __builtin_cpu_supports("avx512f") && !(e && *e && *e != '0');
+    atomic_store_explicit(&state, s, memory_order_relaxed);
+  }
+  return s;
+}
+
+float cpu_nn_max(const float *x, int64_t n) {
+#if defined(__x86_64__)
+  if (nn_simd()) return nn_max_avx512(x, n);
+#endif
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+void cpu_nn_sigmoid(const float *x, float *s, int64_t n) {
+#if defined(__x86_64__)
+  if (nn_simd()) {
+    nn_sigmoid_avx512(x, s, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; i++) s[i] = 1.0f / (1.0f + expf(-x[i]));
+}
 
 float cpu_nn_exp_sum(float *x, int64_t n, float sub) {
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) return nn_exp_sum_avx512(x, n, sub);
+  if (nn_simd()) return nn_exp_sum_avx512(x, n, sub);
 #endif
   float s = 0;
   for (int64_t i = 0; i < n; i++) {

@@ -57,4 +57,11 @@ lk_status lk__model_set_base_config(lk_model_t *m, const char *json);
 /* The context an adapter was made in. */
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad);
 
+/* Quantisers (quant.c): a process-wide registry of loaded quantiser vtables,
+ * first loaded wins per name and per GGUF type id; [any-thread] (a mutex).
+ * The finds are the host services find_quantiser / find_quantiser_gguf. */
+void lk__quant_register(const lk_quantiser_vt_t *vt);
+const lk_quantiser_vt_t *lk__quant_find(const char *name);
+const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t type);
+
 #endif /* LK_INTERNAL_H */

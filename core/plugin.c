@@ -42,6 +42,7 @@ static void *host_get_proc(const char *name) {
 static const lk_host_api_t host_api = {
     sizeof(lk_host_api_t), LK_PLUGIN_ABI_VERSION, host_log, host_alloc_aligned,
     host_free_aligned,     lk_strerror,           lk_convert, host_get_proc,
+    lk__quant_find,        lk__quant_find_gguf,
 };
 
 const lk_host_api_t *lk__host_api(void) { return &host_api; }
@@ -143,7 +144,8 @@ static const char *check_vtable(int32_t kind, const void *vt) {
     const lk_quantiser_vt_t *q = vt;
     const char *why = check_struct(q, sizeof *q);
     if (why) return why;
-    if (!q->quantize || !q->dequantize || !q->block_elems || !q->block_bytes)
+    if (!q->create || !q->destroy || !q->part_count || !q->part_info || !q->row_bytes || !q->dequantize ||
+        !q->block_elems || !q->block_bytes) /* quantize may be NULL: a read-only format */
       return "quantiser vtable is missing a required function or block size";
     break;
   }
@@ -207,6 +209,8 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
     }
   }
   rec->n_components = ctx->n_comps - first;
+  for (uint32_t c = first; c < ctx->n_comps; c++) /* the host services find them from now on */
+    if (ctx->comps[c].kind == LK_KIND_QUANTISER) lk__quant_register(ctx->comps[c].vt);
   return LK_OK;
 }
 

@@ -16,8 +16,8 @@ PREFIX   ?= /usr/local
 SAN      ?=
 OPT      ?= -O2
 
-VERSION  := 1.0.0
-SOMAJOR  := 1
+VERSION  := 2.0.0
+SOMAJOR  := 2
 
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -43,6 +43,7 @@ PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))
 PLUGIN_LIBS_cpu := -lopenblas -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
 PLUGIN_LIBS_load-safetensors := -ljansson
+PLUGIN_LIBS_quant-ggml := -lm
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)

@@ -7,7 +7,9 @@
  *     ("com.example.fused_thing/1": an id never changes, a revision is a new id).
  *   - operands: lk_view_t, each a strided view into a backend buffer. Sources
  *     first (src[0..n_src)), destinations after (dst[0..n_dst)). An operand
- *     that is optional may be absent: its view has buffer == NULL.
+ *     that is optional may be absent: its view has buffer == NULL (and, so
+ *     that supports(), which judges descriptions without buffers, can tell,
+ *     dtype LK_DTYPE_INVALID).
  *   - params: the op's own struct, starting with `uint32_t struct_size`
  *     (caller-filled input: a reader uses a field only when struct_size covers
  *     it, a longer struct is accepted only when its unknown tail is zero).

@@ -331,7 +331,7 @@ static int merge_cmd(int argc, char **argv, int undo) {
   lk_backend_t *be = NULL;
   tensor_set s = {0};
   if (lk_model_open(ctx, model, NULL, &m) || lk_adapter_load(ctx, adapter, NULL, lk_model_metadata_json(m), &ad) ||
-      lk_backend_open(ctx, "cpu", &be)) {
+      lk_backend_open(ctx, "cpu", 0, &be)) {
     rc = fail_ctx(ctx);
     goto out;
   }

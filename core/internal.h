@@ -44,6 +44,8 @@ lk_status lk__fail(lk_context_t *ctx, lk_status code, const char *fmt, ...)
 /* Clear the context's last error. */
 void lk__ok(lk_context_t *ctx);
 
+/* Log through the host's logger (lk_set_logger). */
+void lk__log(int32_t level, const char *source, const char *message);
 /* The host services table handed to plugins. */
 const lk_host_api_t *lk__host_api(void);
 /* Discover plugins in the default places (DESIGN.md section 3 rule 8). */
@@ -52,16 +54,14 @@ void lk__plugins_discover(lk_context_t *ctx);
 void lk__plugins_release(lk_context_t *ctx);
 
 char *lk__strdup(const char *s);
+/* The process-wide quantiser registry (quant.c): every quantiser loaded by
+ * any context, first of a name wins; the host services find them here. */
+void lk__quant_register(const lk_quantiser_vt_t *vt);
+const lk_quantiser_vt_t *lk__quant_find(const char *name);
+const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t gguf_type);
 /* Hand an opened adapter file the base model's metadata (model.c). */
 lk_status lk__model_set_base_config(lk_model_t *m, const char *json);
 /* The context an adapter was made in. */
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad);
-
-/* Quantisers (quant.c): a process-wide registry of loaded quantiser vtables,
- * first loaded wins per name and per GGUF type id; [any-thread] (a mutex).
- * The finds are the host services find_quantiser / find_quantiser_gguf. */
-void lk__quant_register(const lk_quantiser_vt_t *vt);
-const lk_quantiser_vt_t *lk__quant_find(const char *name);
-const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t type);
 
 #endif /* LK_INTERNAL_H */

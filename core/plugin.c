@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,42 @@
 
 /* ---- host services ---------------------------------------------------------- */
 
-static void host_log(int32_t level, const char *plugin_id, const char *message) {
+/* The process-wide logger: lk_set_logger's, or the default that prints to
+ * stderr up to LORAKIT_LOG=0..3. Swapped under a lock; a line already being
+ * logged may still reach the previous logger (as lorakit.h says). */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static lk_log_fn log_fn;
+static void *log_user;
+static int32_t log_max = -1; /* -1: the default logger's LORAKIT_LOG */
+
+LK_API void lk_set_logger(lk_log_fn fn, void *user, int32_t max_level) {
+  pthread_mutex_lock(&log_lock);
+  log_fn = fn;
+  log_user = user;
+  log_max = fn ? max_level : -1;
+  pthread_mutex_unlock(&log_lock);
+}
+
+void lk__log(int32_t level, const char *source, const char *message) {
+  pthread_mutex_lock(&log_lock);
+  lk_log_fn fn = log_fn;
+  void *user = log_user;
+  int32_t max = log_max;
+  pthread_mutex_unlock(&log_lock);
+  if (!source) source = "?";
+  if (!message) message = "";
+  if (fn) {
+    if (level <= max) fn(user, level, source, message);
+    return;
+  }
   const char *env = secure_getenv("LORAKIT_LOG"); /* LORAKIT_LOG=0..3 prints up to that level */
   if (!env || level > atoi(env)) return;
   static const char *const names[] = {"error", "warn", "info", "debug"};
-  fprintf(stderr, "lorakit[%s] %s: %s\n", plugin_id ? plugin_id : "?",
-          level >= 0 && level <= 3 ? names[level] : "log", message ? message : "");
+  fprintf(stderr, "lorakit[%s] %s: %s\n", source, level >= 0 && level <= 3 ? names[level] : "log", message);
+}
+
+static void host_log(int32_t level, const char *plugin_id, const char *message) {
+  lk__log(level, plugin_id, message);
 }
 
 static void *host_alloc_aligned(uint64_t nbytes, uint64_t align) {
@@ -39,10 +70,20 @@ static void *host_get_proc(const char *name) {
   return NULL;
 }
 
+static const lk_quantiser_vt_t *host_find_quantiser(const char *name) { return lk__quant_find(name); }
+static const lk_quantiser_vt_t *host_find_quantiser_gguf(int32_t type) { return lk__quant_find_gguf(type); }
+
 static const lk_host_api_t host_api = {
-    sizeof(lk_host_api_t), LK_PLUGIN_ABI_VERSION, host_log, host_alloc_aligned,
-    host_free_aligned,     lk_strerror,           lk_convert, host_get_proc,
-    lk__quant_find,        lk__quant_find_gguf,
+    .struct_size = sizeof(lk_host_api_t),
+    .abi_version = LK_PLUGIN_ABI_VERSION,
+    .log = host_log,
+    .alloc_aligned = host_alloc_aligned,
+    .free_aligned = host_free_aligned,
+    .strerror = lk_strerror,
+    .convert = lk_convert,
+    .get_proc = host_get_proc,
+    .find_quantiser = host_find_quantiser,
+    .find_quantiser_gguf = host_find_quantiser_gguf,
 };
 
 const lk_host_api_t *lk__host_api(void) { return &host_api; }
@@ -97,20 +138,15 @@ static int push_component(lk_context_t *ctx, const lk__component *c) {
   return 0;
 }
 
-/* A struct from the plugin side: big enough for v1, and any unknown tail zero. */
-static const char *check_struct(const void *p, size_t v1_size) {
-  static char why[160];
+/* A plugin-filled struct: at least its frozen minimum size (DESIGN.md
+ * section 3 rule 2). A longer one is from a newer plugin: its unknown tail
+ * is ignored. The reason, when refused, is written to why. */
+static const char *check_struct(const void *p, size_t min_size, char *why, size_t n) {
   uint32_t size = *(const uint32_t *)p;
-  if (size < v1_size) {
-    snprintf(why, sizeof why, "struct_size %u is smaller than the v1 size %zu", size, v1_size);
+  if (size < min_size) {
+    snprintf(why, n, "struct_size %u is smaller than the type's minimum %zu", size, min_size);
     return why;
   }
-  for (size_t i = v1_size; i < size; i++)
-    if (((const unsigned char *)p)[i]) {
-      snprintf(why, sizeof why, "struct_size %u is larger than known (%zu) and the unknown tail is not zero",
-               size, v1_size);
-      return why;
-    }
   return NULL;
 }
 
@@ -127,32 +163,29 @@ static const char *kind_name(int32_t kind) {
   return kind == LK_KIND_BACKEND ? "backend" : kind == LK_KIND_QUANTISER ? "quantiser" : "loader";
 }
 
-static const char *check_vtable(int32_t kind, const void *vt) {
+static const char *check_vtable(int32_t kind, const void *vt, char *why, size_t n) {
   if (!vt) return "factory returned a NULL component";
   switch (kind) {
   case LK_KIND_BACKEND: {
     const lk_backend_vt_t *b = vt;
-    const char *why = check_struct(b, sizeof *b);
-    if (why) return why;
+    if (check_struct(b, LK_MIN_SIZE_BACKEND_VT, why, n)) return why;
     if (!b->create || !b->destroy || !b->device_count || !b->device_info || !b->supports ||
-        !b->buffer_alloc || !b->buffer_free || !b->buffer_upload || !b->buffer_download ||
-        !b->submit || !b->synchronize)
+        !b->buffer_alloc || !b->buffer_free || !b->buffer_map || !b->buffer_unmap || !b->upload ||
+        !b->download || !b->submit || !b->fence_wait || !b->fence_free || !b->synchronize)
       return "backend vtable is missing a required function";
     break;
   }
   case LK_KIND_QUANTISER: {
     const lk_quantiser_vt_t *q = vt;
-    const char *why = check_struct(q, sizeof *q);
-    if (why) return why;
-    if (!q->create || !q->destroy || !q->part_count || !q->part_info || !q->row_bytes || !q->dequantize ||
-        !q->block_elems || !q->block_bytes) /* quantize may be NULL: a read-only format */
+    if (check_struct(q, LK_MIN_SIZE_QUANTISER_VT, why, n)) return why;
+    if (!q->create || !q->destroy || !q->part_count || !q->part_info || !q->row_bytes ||
+        !q->dequantize || !q->block_elems || !q->block_bytes)
       return "quantiser vtable is missing a required function or block size";
     break;
   }
   default: {
     const lk_loader_vt_t *l = vt;
-    const char *why = check_struct(l, sizeof *l);
-    if (why) return why;
+    if (check_struct(l, LK_MIN_SIZE_LOADER_VT, why, n)) return why;
     if (!l->probe || !l->open || !l->close || !l->tensor_count || !l->tensor_info ||
         !l->tensor_read || !l->metadata_json)
       return "loader vtable is missing a required function";
@@ -176,7 +209,8 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
     /* The three factory structs share one layout: size, count, get. */
     const lk_backend_factory_t *f = rec->desc->get_factory(kinds[k].id);
     if (!f) continue;
-    const char *why = check_struct(f, sizeof *f);
+    char whybuf[160];
+    const char *why = check_struct(f, LK_MIN_SIZE_FACTORY, whybuf, sizeof whybuf);
     if (!why && (!f->count || !f->get)) why = "factory is missing count or get";
     if (why) {
       ctx->n_comps = first;
@@ -185,7 +219,7 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
     uint32_t n = f->count();
     for (uint32_t i = 0; i < n; i++) {
       const void *vt = f->get(i);
-      why = check_vtable(kinds[k].kind, vt);
+      why = check_vtable(kinds[k].kind, vt, whybuf, sizeof whybuf);
       if (why) {
         ctx->n_comps = first;
         return refuse(ctx, rec, LK_ERR_ABI, "%s component %u: %s", kind_name(kinds[k].kind), i, why);
@@ -202,6 +236,7 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
         }
       }
       lk__component c = {kinds[k].kind, index, h->name, h->description ? h->description : "", vt};
+      if (kinds[k].kind == LK_KIND_QUANTISER) lk__quant_register(vt);
       if (push_component(ctx, &c)) {
         ctx->n_comps = first;
         return refuse(ctx, rec, LK_ERR_NOMEM, "out of memory registering components");
@@ -209,8 +244,6 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
     }
   }
   rec->n_components = ctx->n_comps - first;
-  for (uint32_t c = first; c < ctx->n_comps; c++) /* the host services find them from now on */
-    if (ctx->comps[c].kind == LK_KIND_QUANTISER) lk__quant_register(ctx->comps[c].vt);
   return LK_OK;
 }
 
@@ -251,7 +284,8 @@ static lk_status load_one(lk_context_t *ctx, const char *path) {
   if (abi > LK_PLUGIN_ABI_VERSION) abi = LK_PLUGIN_ABI_VERSION; /* the lower minor wins */
   rec->abi_version = abi;
   if (!desc) return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: lk_plugin_entry gave no descriptor", real);
-  const char *why = check_struct(desc, sizeof *desc);
+  char whybuf[160];
+  const char *why = check_struct(desc, LK_MIN_SIZE_PLUGIN, whybuf, sizeof whybuf);
   if (why) return refuse(ctx, rec, LK_ERR_ABI, "%s: lk_plugin_t %s", real, why);
   if (!desc->id || !desc->id[0] || !desc->init || !desc->fini || !desc->get_factory)
     return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: lk_plugin_t is missing its id, init, fini or get_factory", real);

@@ -1,7 +1,9 @@
 /* quant.c - quantisers (plugin kind 2) seen from the core: the process-wide
- * registry behind the host services find_quantiser / find_quantiser_gguf,
- * and the public lk_quantiser_info, lk_quant_layout, lk_quantize and
- * lk_dequantize.
+ * registry of loaded quantisers behind the host services find_quantiser and
+ * find_quantiser_gguf (backends find a format's dequantise here, the GGUF
+ * loader its type ids and block sizes; plugins are never unloaded, so a
+ * vtable found here lives as long as the process), and the public
+ * lk_quantiser_info, lk_quant_layout, lk_quantize and lk_dequantize.
  *
  * The core checks every size before a quantiser sees a byte (DESIGN.md
  * section 3): the row length against the format's blocks, the part count,
@@ -19,50 +21,39 @@
  * the largest known layout, has four). */
 #define QUANT_MAX_PARTS 16
 
-/* ---- the process-wide registry ------------------------------------------------
- * Plugins are never unloaded, so a registered vtable lives as long as the
- * process; contexts come and go, the registry keeps the first quantiser
- * loaded for each name and for each GGUF type id. */
+#define QUANT_MAX 256
 
 static pthread_mutex_t quant_lock = PTHREAD_MUTEX_INITIALIZER;
-static const lk_quantiser_vt_t **quant_reg;
-static uint32_t quant_n, quant_cap;
+static const lk_quantiser_vt_t *quant_vts[QUANT_MAX];
+static uint32_t quant_n;
 
 void lk__quant_register(const lk_quantiser_vt_t *vt) {
-  if (!vt || vt->struct_size < LK_MIN_SIZE_QUANTISER_VT || !vt->name) return;
+  if (!vt || !vt->name) return;
   pthread_mutex_lock(&quant_lock);
   int known = 0;
-  for (uint32_t i = 0; i < quant_n && !known; i++) known = quant_reg[i] == vt || !strcmp(quant_reg[i]->name, vt->name);
-  if (!known && quant_n == quant_cap) {
-    uint32_t cap = quant_cap ? quant_cap * 2 : 32;
-    const lk_quantiser_vt_t **p = realloc(quant_reg, cap * sizeof *p);
-    if (p) {
-      quant_reg = p;
-      quant_cap = cap;
-    }
-  }
-  if (!known && quant_n < quant_cap) quant_reg[quant_n++] = vt; /* out of memory: not listed, no harm */
+  for (uint32_t i = 0; i < quant_n && !known; i++) known = !strcmp(quant_vts[i]->name, vt->name);
+  if (!known && quant_n < QUANT_MAX) quant_vts[quant_n++] = vt;
   pthread_mutex_unlock(&quant_lock);
 }
 
 const lk_quantiser_vt_t *lk__quant_find(const char *name) {
-  const lk_quantiser_vt_t *vt = NULL;
+  const lk_quantiser_vt_t *found = NULL;
   if (!name) return NULL;
   pthread_mutex_lock(&quant_lock);
-  for (uint32_t i = 0; i < quant_n && !vt; i++)
-    if (!strcmp(quant_reg[i]->name, name)) vt = quant_reg[i];
+  for (uint32_t i = 0; i < quant_n && !found; i++)
+    if (!strcmp(quant_vts[i]->name, name)) found = quant_vts[i];
   pthread_mutex_unlock(&quant_lock);
-  return vt;
+  return found;
 }
 
-const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t type) {
-  const lk_quantiser_vt_t *vt = NULL;
-  if (type < 0) return NULL;
+const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t gguf_type) {
+  const lk_quantiser_vt_t *found = NULL;
+  if (gguf_type < 0) return NULL;
   pthread_mutex_lock(&quant_lock);
-  for (uint32_t i = 0; i < quant_n && !vt; i++)
-    if (quant_reg[i]->gguf_type == type) vt = quant_reg[i];
+  for (uint32_t i = 0; i < quant_n && !found; i++)
+    if (quant_vts[i]->gguf_type == gguf_type) found = quant_vts[i];
   pthread_mutex_unlock(&quant_lock);
-  return vt;
+  return found;
 }
 
 /* ---- the context's quantisers -------------------------------------------------- */

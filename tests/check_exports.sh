@@ -5,7 +5,7 @@
 set -u
 B=${1:-build}
 fail=0
-lib=$B/liblorakit.so.1
+lib=$B/liblorakit.so.2
 defined() { nm -D --defined-only "$1" | awk '$2 ~ /^[TDBRVWiu]$/ {print $3}' | sed 's/@.*//' | sort -u; }
 
 got=$(defined "$lib")

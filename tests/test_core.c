@@ -381,7 +381,7 @@ START_TEST(context_last_error_names_the_file) {
                 lk_last_error(ctx));
   /* a second, different failure replaces the first */
   lk_backend_t *be = NULL;
-  st = lk_backend_open(ctx, "no-such-backend", &be);
+  st = lk_backend_open(ctx, "no-such-backend", 0, &be);
   ck_assert_int_eq(st, LK_ERR_NOT_FOUND);
   ck_assert_ptr_null(be);
   ck_assert_int_eq(lk_last_status(ctx), LK_ERR_NOT_FOUND);
@@ -427,9 +427,9 @@ END_TEST
 
 START_TEST(version_matches_header) {
   ck_assert_uint_eq(lk_version(), LK_VERSION_NUMBER);
-  ck_assert_uint_eq(lk_version(), 10000);
-  ck_assert_str_eq(lk_version_string(), "1.0.0");
-  ck_assert_uint_eq(lk_plugin_abi_version(), LK_MAKE_ABI(1, 0));
+  ck_assert_uint_eq(lk_version(), 20000);
+  ck_assert_str_eq(lk_version_string(), "2.0.0");
+  ck_assert_uint_eq(lk_plugin_abi_version(), LK_MAKE_ABI(2, 0));
 }
 END_TEST
 

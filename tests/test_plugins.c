@@ -104,7 +104,7 @@ static void check_refused(const char *bad, lk_status code, const char *const *wo
     WHY("\n  component count went from %u to %u", ncomp, lk_component_count(ctx));
   if (component) {
     lk_backend_t *be = NULL;
-    lk_status so = lk_backend_open(ctx, component, &be);
+    lk_status so = lk_backend_open(ctx, component, 0, &be);
     if (so != LK_ERR_NOT_FOUND) WHY("\n  backend %s of the refused plugin opens: %d", component, so);
     lk_backend_close(be);
   }
@@ -166,20 +166,30 @@ START_TEST(cpu_backend_reports_a_cpu_device) {
   lk_context_t *ctx = tu_context_with_cpu();
   lk_backend_t *be = tu_open_cpu(ctx);
   ck_assert_str_eq(lk_backend_name(be), "cpu");
-  ck_assert_uint_ge(lk_backend_device_count(be), 1);
+  ck_assert_uint_eq(lk_backend_device_count(ctx, "cpu"), 1);
   lk_device_info_t d;
   memset(&d, 0, sizeof d);
   d.struct_size = sizeof d;
-  ck_assert_int_eq(lk_backend_device_info(be, 0, &d), LK_OK);
+  ck_assert_int_eq(lk_backend_device_info(ctx, "cpu", 0, &d), LK_OK);
   ck_assert_int_eq(d.type, LK_DEVICE_CPU);
   ck_assert_uint_ge(d.compute_units, 1);
   ck_assert_msg(d.name[0] != 0, "device has no name");
-  const lk_backend_vt_t *vt = lk_backend_vtable(be);
-  ck_assert_ptr_nonnull(vt);
-  ck_assert_str_eq(vt->name, "cpu");
+  memset(&d, 0, sizeof d);
+  d.struct_size = sizeof d;
+  ck_assert_int_eq(lk_backend_info(be, &d), LK_OK);
+  ck_assert_int_eq(d.type, LK_DEVICE_CPU);
   ck_assert_ptr_nonnull(lk_backend_instance(be));
-  ck_assert_int_eq(vt->supports(lk_backend_instance(be), LK_OP_LORA_FORWARD, LK_DTYPE_F32, NULL),
-                   1);
+  /* supports() sees the whole op: an f32 LoRA forward, described without buffers */
+  int64_t xs[2] = {4, 8}, as[2] = {2, 8}, bs[2] = {3, 2}, ys[2] = {4, 3};
+  lk_view_t v[4];
+  lk_view_init(&v[0], LK_DTYPE_F32, 2, xs, NULL, 0);
+  lk_view_init(&v[1], LK_DTYPE_F32, 2, as, NULL, 0);
+  lk_view_init(&v[2], LK_DTYPE_F32, 2, bs, NULL, 0);
+  lk_view_init(&v[3], LK_DTYPE_F32, 2, ys, NULL, 0);
+  lk_op_t op = {sizeof op, LK_OP_LORA_FORWARD, NULL, 3, 1, v, v + 3, NULL};
+  ck_assert_int_eq(lk_backend_supports(be, &op), 1);
+  v[1].dtype = LK_DTYPE_I8; /* A must be f32 */
+  ck_assert_int_eq(lk_backend_supports(be, &op), 0);
   lk_backend_close(be);
   lk_context_free(ctx);
 }
@@ -227,7 +237,7 @@ START_TEST(no_default_plugins_ignores_LORAKIT_PLUGIN_PATH) {
   lk_context_t *ctx = bare_context();
   ck_assert_uint_eq(lk_plugin_count(ctx), 0);
   lk_backend_t *be = NULL;
-  ck_assert_int_eq(lk_backend_open(ctx, "cpu", &be), LK_ERR_NOT_FOUND);
+  ck_assert_int_eq(lk_backend_open(ctx, "cpu", 0, &be), LK_ERR_NOT_FOUND);
   lk_context_free(ctx);
 }
 END_TEST
@@ -372,7 +382,7 @@ END_TEST
 
 /* ---- negotiation and components ---- */
 
-/* A plugin of ABI 1.7 (newer minor, zero tail) loads at 1.0: the lower minor. */
+/* A plugin of ABI 2.7 (newer minor, zero tail) loads at 2.0: the lower minor. */
 START_TEST(newer_minor_loads_at_the_lower_minor) {
   lk_context_t *ctx = tu_context_with_cpu();
   const char *path = tp_file("test-minor");
@@ -383,15 +393,14 @@ START_TEST(newer_minor_loads_at_the_lower_minor) {
   ck_assert_int_eq(info.status, LK_PLUGIN_LOADED);
   ck_assert_str_eq(info.id, "org.lorakit.test.minor");
   ck_assert_str_eq(info.version, "1.7.0");
-  ck_assert_uint_eq(info.abi_version, LK_MAKE_ABI(1, 0));
+  ck_assert_uint_eq(info.abi_version, LK_MAKE_ABI(2, 0));
   ck_assert_uint_eq(info.n_components, 1);
 
   lk_backend_t *be = NULL;
-  ck_assert_int_eq(lk_backend_open(ctx, "test_minor", &be), LK_OK);
-  const lk_backend_vt_t *vt = lk_backend_vtable(be);
-  const tp_probe *p = vt->get_extension(lk_backend_instance(be), TP_EXT_PROBE);
+  ck_assert_int_eq(lk_backend_open(ctx, "test_minor", 0, &be), LK_OK);
+  const tp_probe *p = lk_backend_extension(be, TP_EXT_PROBE);
   ck_assert_ptr_nonnull(p);
-  ck_assert_ptr_null(vt->get_extension(lk_backend_instance(be), "test.nothing/1"));
+  ck_assert_ptr_null(lk_backend_extension(be, "test.nothing/1"));
   /* what the host handed the plugin */
   ck_assert_uint_eq(p->abi_in, LK_PLUGIN_ABI_VERSION);
   ck_assert_uint_eq(p->host_abi, LK_PLUGIN_ABI_VERSION);
@@ -427,8 +436,8 @@ START_TEST(plugin_with_several_components_lists_all) {
     if (strncmp(c.name, "test_two_", 9) == 0) ck_assert_uint_eq(c.plugin_index, (uint32_t)idx);
   }
   lk_backend_t *a = NULL, *b = NULL;
-  ck_assert_int_eq(lk_backend_open(ctx, "test_two_a", &a), LK_OK);
-  ck_assert_int_eq(lk_backend_open(ctx, "test_two_b", &b), LK_OK);
+  ck_assert_int_eq(lk_backend_open(ctx, "test_two_a", 0, &a), LK_OK);
+  ck_assert_int_eq(lk_backend_open(ctx, "test_two_b", 0, &b), LK_OK);
   ck_assert_str_eq(lk_backend_name(a), "test_two_a");
   ck_assert_str_eq(lk_backend_name(b), "test_two_b");
   lk_backend_close(a);
@@ -442,9 +451,8 @@ END_TEST
 
 static const tp_counters *counters_of(lk_context_t *ctx) {
   lk_backend_t *be = NULL;
-  ck_assert_int_eq(lk_backend_open(ctx, "test_count", &be), LK_OK);
-  const lk_backend_vt_t *vt = lk_backend_vtable(be);
-  const tp_counters *c = vt->get_extension(lk_backend_instance(be), TP_EXT_COUNTERS);
+  ck_assert_int_eq(lk_backend_open(ctx, "test_count", 0, &be), LK_OK);
+  const tp_counters *c = lk_backend_extension(be, TP_EXT_COUNTERS);
   lk_backend_close(be);
   ck_assert_ptr_nonnull(c);
   return c;
@@ -472,7 +480,7 @@ START_TEST(init_and_fini_are_reference_counted_across_contexts) {
                 "after freeing one of two contexts: refs %d, real finis %d", c->refs,
                 c->real_finis);
   lk_backend_t *be = NULL;
-  ck_assert_int_eq(lk_backend_open(c2, "test_count", &be), LK_OK); /* still usable */
+  ck_assert_int_eq(lk_backend_open(c2, "test_count", 0, &be), LK_OK); /* still usable */
   lk_backend_close(be);
 
   lk_context_free(c2);

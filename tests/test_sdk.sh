@@ -22,7 +22,7 @@ step "install into $prefix"
 $MAKE --no-print-directory -s install B="$B" PREFIX="$prefix" >"$work/install.log" 2>&1 \
   || { cat "$work/install.log"; die "make install"; }
 for f in include/lorakit/lorakit.h include/lorakit/lorakit_plugin.h lib/pkgconfig/lorakit.pc \
-         lib/liblorakit.so.1 lib/lorakit/plugins/lorakit-cpu.so bin/lorakit; do
+         lib/liblorakit.so.2 lib/lorakit/plugins/lorakit-cpu.so bin/lorakit; do
   [ -e "$prefix/$f" ] || die "install lacks $f"
 done
 

@@ -123,7 +123,7 @@ static inline lk_context_t *tu_context_with_cpu(void) {
 
 static inline lk_backend_t *tu_open_cpu(lk_context_t *ctx) {
   lk_backend_t *be = NULL;
-  lk_status st = lk_backend_open(ctx, "cpu", &be);
+  lk_status st = lk_backend_open(ctx, "cpu", 0, &be);
   ck_assert_msg(st == LK_OK, "lk_backend_open(cpu): %d %s", st, lk_last_error(ctx));
   ck_assert_ptr_nonnull(be);
   return be;

@@ -20,7 +20,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
-TEST_SUITES  := abi core plugins lora backend
+TEST_SUITES  := core plugins lora
 TEST_SUITES  += registry registry_files
 TEST_SUITES  += formats badinput
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
@@ -33,9 +33,9 @@ TP_NAMES     := bad-nosym bad-abi2 bad-abi0 bad-size bad-tail bad-dupcpu bad-dup
 TP_SOS       := $(TP_NAMES:%=$(TP_DIR)/lorakit-%.so)
 TP_SRC_bad-nosym    := bad_nosym
 TP_SRC_bad-abi2     := bad_abi
-TP_DEF_bad-abi2     := -DTP_ABI_MAJOR=2 -DTP_ABI_MINOR=0
+TP_DEF_bad-abi2     := -DTP_ABI_MAJOR=3 -DTP_ABI_MINOR=0
 TP_SRC_bad-abi0     := bad_abi
-TP_DEF_bad-abi0     := -DTP_ABI_MAJOR=0 -DTP_ABI_MINOR=9
+TP_DEF_bad-abi0     := -DTP_ABI_MAJOR=1 -DTP_ABI_MINOR=9
 TP_SRC_bad-size     := bad_size
 TP_SRC_bad-tail     := bad_tail
 TP_SRC_bad-dupcpu   := bad_dupcpu

@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
   lk_context_t *ctx = NULL;
   if (lk_context_create(NULL, &ctx)) return 1;
   lk_backend_t *be = NULL;
-  CHECK(lk_backend_open(ctx, "cpu", &be));
+  CHECK(lk_backend_open(ctx, "cpu", 0, &be));
   lk_device_info_t dev = {sizeof dev, 0, {0}, 0, 0, 0, 0};
   CHECK(lk_backend_device_info(be, 0, &dev));
   printf("backend %s on %s, %u threads\n", lk_backend_name(be), dev.name, dev.compute_units);

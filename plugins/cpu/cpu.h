@@ -45,7 +45,17 @@ struct lk_buffer_t {
   void *data;
   uint64_t nbytes;
   int owned; /* 1: allocated here, 0: wrapped caller memory */
+  uint32_t flags; /* LK_BUFFER_* as allocated */
 };
+
+/* The CPU runs a batch to completion inside submit, so a fence is born
+ * signalled; it carries the batch's status for fence_wait. */
+struct lk_fence_t {
+  uint64_t magic;
+  int32_t status;
+  struct lk_fence_t *prev, *next; /* the backend's live fences */
+};
+#define CPU_FENCE_MAGIC 0x6c6b637075666e63ull /* "lkcpufnc" */
 
 typedef struct cpu_backend {
   const lk_host_api_t *host; /* cpu_refs.host at create, for destroy */
@@ -55,6 +65,7 @@ typedef struct cpu_backend {
   pthread_mutex_t lock; /* guards the buffer set */
   lk_buffer_t **set;    /* open-addressing set of live buffers (NULL = empty slot) */
   size_t set_cap, set_len;
+  lk_fence_t *fences; /* live fences, freed at destroy */
   void *scratch; /* grown in submit before anything runs */
   size_t scratch_bytes;
 } cpu_backend_t;
@@ -64,30 +75,68 @@ int cpu_buffer_known(cpu_backend_t *be, const lk_buffer_t *buf);
 
 /* ---- validated operands (validate.c) -------------------------------------- */
 
-/* A matrix view: leading dimensions flattened into rows. data NULL: absent. */
+#define CPU_MAX_PARTS 8
+
+/* A matrix view: leading dimensions flattened into rows. data NULL: absent.
+ * A quantised matrix (dtype LK_DTYPE_QUANT) keeps its quantiser instance
+ * and the host pointers of its parts (parts[0] == data). */
 typedef struct cpu_mat {
   void *data;
   int64_t rows, cols;
   int32_t dtype;
   const char *name;
+  const lk_quantiser_vt_t *qvt;
+  void *qself;
+  const void *parts[CPU_MAX_PARTS];
 } cpu_mat_t;
+
+/* A strided operand of an elementwise op or reduction (ops_elem.c). */
+typedef struct cpu_strided {
+  void *data; /* element 0 */
+  int32_t dtype;
+  uint32_t ndim;
+  int64_t shape[LK_MAX_DIMS];
+  int64_t stride[LK_MAX_DIMS]; /* elements */
+} cpu_strided_t;
 
 typedef struct cpu_plan {
   int32_t code;
   cpu_mat_t m[7]; /* the op's operands, sources then destinations */
   float s;
   int32_t mode, acc;
+  float dropout;  /* LoRA input dropout p, 0 = none */
+  uint64_t seed;
   size_t scratch; /* bytes of scratch the op needs */
+  /* elementwise ops, reductions, AdamW (ops_elem.c) */
+  cpu_strided_t e[5];
+  uint32_t n_e;
+  float f[8];
+  int64_t step;
+  /* ops of nn.c: the op itself and its operands' host pointers */
+  const lk_op_t *op;
+  void *src_ptr[8], *dst_ptr[8];
 } cpu_plan_t;
 
-/* Check op (index i of n) and fill plan; LK_OK or an error with a message. */
+/* Check op (index i of n) and fill plan; LK_OK or an error with a message.
+ * be may be NULL to judge the description only (supports()): buffers are
+ * then not looked at. */
 int32_t cpu_validate(cpu_backend_t *be, const lk_op_t *op, uint32_t i, uint32_t n,
                      cpu_plan_t *plan, lk_error_t *err);
+/* Release what a plan holds (quantiser instances). */
+void cpu_plan_release(cpu_plan_t *plan);
 /* ---- kernels (ops.c) -------------------------------------------------------- */
 /* Bytes of scratch a validated plan needs. */
 size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *plan);
-/* Run a validated plan; be->scratch holds at least cpu_scratch() bytes. */
-void cpu_run(cpu_backend_t *be, const cpu_plan_t *plan);
+/* Run a validated plan; be->scratch holds at least cpu_scratch() bytes.
+ * LK_OK, or an error found while running (an index out of range). */
+int32_t cpu_run(cpu_backend_t *be, const cpu_plan_t *plan, lk_error_t *err);
+
+/* ---- elementwise ops, reductions, AdamW (ops_elem.c) ----------------------- */
+int cpu_elem_owns(int32_t id);
+/* Check an elementwise op's operands (strided views resolved by validate.c
+ * into plan->e[]) and params. */
+int32_t cpu_elem_plan(const lk_op_t *op, cpu_plan_t *plan, lk_error_t *err);
+void cpu_elem_run(cpu_backend_t *be, const cpu_plan_t *plan);
 
 /* ---- SIMD kernels (simd.c) ------------------------------------------------- */
 /* 1 when the AVX2+FMA kernels may run on this CPU. */

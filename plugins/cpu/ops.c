@@ -49,6 +49,19 @@ static void from_f32(const float *src, void *dst, int32_t dtype, int64_t n) {
   cpu_refs.host->convert(src, LK_DTYPE_F32, dst, dtype, (uint64_t)n);
 }
 
+/* Rows [r0, r1) of a weight matrix as f32: converted from f16/bf16, or
+ * dequantised by the matrix's quantiser (the rows of a validated plan are
+ * in range, so it cannot fail). */
+static void panel_rows_f32(const cpu_mat_t *m, int64_t r0, int64_t r1, float *dst) {
+  if (m->dtype == LK_DTYPE_QUANT) {
+    lk_error_t e = {sizeof e, 0, {0}};
+    (void)m->qvt->dequantize(m->qself, m->parts, r0, r1 - r0, m->cols, dst, &e);
+    return;
+  }
+  size_t es = m->dtype == LK_DTYPE_F32 ? 4 : 2;
+  to_f32((const char *)m->data + (size_t)r0 * (size_t)m->cols * es, m->dtype, dst, (r1 - r0) * m->cols);
+}
+
 static char *elem(const cpu_mat_t *m, int64_t row, int64_t col) {
   size_t es = m->dtype == LK_DTYPE_F32 ? 4 : 2;
   return (char *)m->data + ((size_t)row * (size_t)m->cols + (size_t)col) * es;
@@ -82,6 +95,7 @@ static size_t scratch_matmul(const cpu_backend_t *be, const cpu_plan_t *p) {
   int64_t M = x->rows, N = mode ? W->cols : W->rows, K = mode ? W->rows : W->cols;
   uint32_t nt = mm_threads(be, M, N, K);
   int64_t hw = mm_half_width(N, nt);
+  if (W->dtype == LK_DTYPE_QUANT && mode) return nt * panel_bytes(N, K);
   return nt * (mode ? panel_bytes(hw, K) : panel_bytes(K, hw));
 }
 
@@ -98,13 +112,13 @@ static void mm_f32_task(void *arg, uint32_t t, uint32_t nt) {
   if (j->split_rows) {
     cpu_split(j->M, t, nt, 8, &b, &e);
     if (b >= e) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)(e - b), (int)j->N, (int)j->K, 1.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)(e - b), (int)j->N, (int)j->K, p->s,
                 x + b * j->K, (int)j->K, W, ldw, beta, y + b * j->N, (int)j->N);
   } else {
     cpu_split(j->N, t, nt, 16, &b, &e);
     if (b >= e) return;
     const float *Wb = mode ? W + b : W + b * j->K;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)j->M, (int)(e - b), (int)j->K, 1.0f, x,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)j->M, (int)(e - b), (int)j->K, p->s, x,
                 (int)j->K, Wb, ldw, beta, y + b, (int)j->N);
   }
 }
@@ -126,9 +140,20 @@ static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
     int64_t P = panel_rows(j->K, w);
     for (int64_t r0 = b; r0 < e; r0 += P) {
       int64_t r1 = r0 + P < e ? r0 + P : e;
-      to_f32(elem(Wm, r0, 0), Wm->dtype, panel, (r1 - r0) * j->K);
+      panel_rows_f32(Wm, r0, r1, panel);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)(r1 - r0), (int)j->K,
-                  1.0f, x, (int)j->K, panel, (int)j->K, p->acc ? 1.0f : 0.0f, y + r0, (int)j->N);
+                  p->s, x, (int)j->K, panel, (int)j->K, p->acc ? 1.0f : 0.0f, y + r0, (int)j->N);
+    }
+  } else if (Wm->dtype == LK_DTYPE_QUANT) {
+    /* Quantised rows dequantise whole: panels of full W rows over K, of
+     * which this thread multiplies its columns b:e. */
+    int64_t P = panel_rows(j->N, j->K);
+    for (int64_t k0 = 0; k0 < j->K; k0 += P) {
+      int64_t k1 = k0 + P < j->K ? k0 + P : j->K;
+      panel_rows_f32(Wm, k0, k1, panel);
+      float beta = (k0 == 0 && !p->acc) ? 0.0f : 1.0f;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->M, (int)w, (int)(k1 - k0),
+                  p->s, x + k0, (int)j->K, panel + b, (int)j->N, beta, y + b, (int)j->N);
     }
   } else { /* y[:, b:e] (+)= x[:, k0:k1] W[k0:k1, b:e], panels over K */
     int64_t P = panel_rows(w, j->K);
@@ -137,7 +162,7 @@ static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
       for (int64_t k = k0; k < k1; k++) to_f32(elem(Wm, k, b), Wm->dtype, panel + (k - k0) * w, w);
       float beta = (k0 == 0 && !p->acc) ? 0.0f : 1.0f;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->M, (int)w, (int)(k1 - k0),
-                  1.0f, x + k0, (int)j->K, panel, (int)w, beta, y + b, (int)j->N);
+                  p->s, x + k0, (int)j->K, panel, (int)w, beta, y + b, (int)j->N);
     }
   }
 }
@@ -415,7 +440,7 @@ static void run_merge(cpu_backend_t *be, const cpu_plan_t *p) {
   cpu_pool_run(be->pool, nt, merge_task, &j);
 }
 
-size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *p) {
+static size_t scratch_base(const cpu_backend_t *be, const cpu_plan_t *p) {
   switch (p->code) {
   case LK_OP_MATMUL: return scratch_matmul(be, p);
   case LK_OP_LORA_FORWARD: return scratch_lora_forward(be, p);
@@ -426,13 +451,79 @@ size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *p) {
   }
 }
 
-void cpu_run(cpu_backend_t *be, const cpu_plan_t *p) {
+/* LoRA with input dropout runs the plain kernels on a masked copy of x
+ * (and, backward, a temporary dx masked on the way out), kept after the
+ * kernels' own scratch. */
+static size_t dropout_bytes(const cpu_plan_t *p) {
+  if ((p->code != LK_OP_LORA_FORWARD && p->code != LK_OP_LORA_BACKWARD) || p->dropout <= 0.0f) return 0;
+  size_t one = round_up((size_t)p->m[0].rows * (size_t)p->m[0].cols * sizeof(float));
+  return p->code == LK_OP_LORA_BACKWARD && p->m[6].data ? 2 * one : one;
+}
+
+size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *p) {
+  return scratch_base(be, p) + dropout_bytes(p);
+}
+
+typedef struct drop_job {
+  const float *x;
+  float *xd, *t, *dx;
+  int64_t rows, cols;
+  float p, inv;
+  uint64_t seed;
+  int phase; /* 0: xd = d(x) (and t = 0), 1: dx += d'(t) */
+} drop_job;
+
+static void drop_task(void *arg, uint32_t t, uint32_t nt) {
+  const drop_job *j = arg;
+  int64_t b, e;
+  cpu_split(j->rows, t, nt, 1, &b, &e);
+  for (int64_t i = b; i < e; i++)
+    for (int64_t c = 0; c < j->cols; c++) {
+      int64_t k = i * j->cols + c;
+      int keep = lk_dropout_keep(j->seed, (uint64_t)k, j->p);
+      if (j->phase == 0) {
+        j->xd[k] = keep ? j->x[k] * j->inv : 0.0f;
+        if (j->t) j->t[k] = 0.0f;
+      } else if (keep) {
+        j->dx[k] += j->t[k] * j->inv;
+      }
+    }
+}
+
+static void run_lora_dropout(cpu_backend_t *be, const cpu_plan_t *p) {
+  cpu_plan_t q = *p;
+  size_t base = scratch_base(be, p), one = round_up((size_t)p->m[0].rows * (size_t)p->m[0].cols * 4);
+  drop_job j = {p->m[0].data, (float *)((char *)be->scratch + base), NULL, p->m[6].data,
+                p->m[0].rows, p->m[0].cols, p->dropout, 1.0f / (1.0f - p->dropout), p->seed, 0};
+  int back = p->code == LK_OP_LORA_BACKWARD && p->m[6].data;
+  if (back) j.t = (float *)((char *)be->scratch + base + one);
+  uint32_t nt = cpu_threads_for(be, 20.0 * (double)j.rows * (double)j.cols);
+  cpu_pool_run(be->pool, nt, drop_task, &j);
+  q.m[0].data = j.xd;
+  if (back) q.m[6].data = j.t;
+  if (q.code == LK_OP_LORA_FORWARD) run_lora_forward(be, &q);
+  else run_lora_backward(be, &q);
+  if (back) {
+    j.phase = 1;
+    cpu_pool_run(be->pool, nt, drop_task, &j);
+  }
+}
+
+int32_t cpu_run(cpu_backend_t *be, const cpu_plan_t *p, lk_error_t *err) {
+  (void)err;
+  if (dropout_bytes(p)) {
+    run_lora_dropout(be, p);
+    return LK_OK;
+  }
   switch (p->code) {
   case LK_OP_MATMUL: run_matmul(be, p); break;
   case LK_OP_LORA_FORWARD: run_lora_forward(be, p); break;
   case LK_OP_LORA_BACKWARD: run_lora_backward(be, p); break;
   case LK_OP_MERGE:
   case LK_OP_UNMERGE: run_merge(be, p); break;
-  default: break;
+  default:
+    if (cpu_elem_owns(p->code)) cpu_elem_run(be, p);
+    break;
   }
+  return LK_OK;
 }

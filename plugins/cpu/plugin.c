@@ -128,11 +128,15 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
     return cpu_fail(err, LK_ERR_STATE, "cpu create: the plugin %s is not initialised", CPU_PLUGIN_ID);
   uint32_t n_threads = 0, device = 0;
   if (cfg) {
-    if (cfg->struct_size < offsetof(lk_backend_config_t, n_threads) + sizeof cfg->n_threads)
-      return cpu_fail(err, LK_ERR_ABI, "cpu create: lk_backend_config_t struct_size %u is too small",
-                      cfg->struct_size);
+    if (cfg->struct_size < LK_MIN_SIZE_BACKEND_CONFIG)
+      return cpu_fail(err, LK_ERR_ABI, "cpu create: lk_backend_config_t struct_size %u is below its minimum %zu",
+                      cfg->struct_size, (size_t)LK_MIN_SIZE_BACKEND_CONFIG);
+    for (size_t i = sizeof *cfg; i < cfg->struct_size; i++)
+      if (((const unsigned char *)cfg)[i])
+        return cpu_fail(err, LK_ERR_ABI, "cpu create: lk_backend_config_t struct_size %u is larger than known (%zu) "
+                        "and the unknown tail is not zero", cfg->struct_size, sizeof *cfg);
     n_threads = cfg->n_threads;
-    if (LK_HAS_FIELD(cfg, lk_backend_config_t, device)) device = cfg->device;
+    device = cfg->device;
   }
   if (device != 0)
     return cpu_fail(err, LK_ERR_NOT_FOUND, "cpu create: device %u does not exist (the cpu backend has 1 device, index 0)",
@@ -170,15 +174,18 @@ static void cpu_destroy(void *self) {
     free(b);
   }
   free(be->set);
+  while (be->fences) {
+    lk_fence_t *f = be->fences;
+    be->fences = f->next;
+    f->magic = 0;
+    free(f);
+  }
   if (be->scratch) be->host->free_aligned(be->scratch);
   pthread_mutex_destroy(&be->lock);
   free(be);
 }
 
-static uint32_t cpu_device_count(void *self) {
-  (void)self;
-  return 1;
-}
+static uint32_t cpu_device_count(void) { return 1; }
 
 static void cpu_model_name(char *out, size_t n) {
   snprintf(out, n, "CPU");
@@ -210,48 +217,52 @@ static uint64_t cpu_mem_available(void) {
   return (uint64_t)kb * 1024u;
 }
 
-static int32_t cpu_device_info(void *self, uint32_t index, lk_device_info_t *out, lk_error_t *err) {
-  cpu_backend_t *be = self;
-  if (!be || !out) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu device_info: NULL argument");
+/* Written through a full local struct, then copied up to the caller's
+ * struct_size (an output struct of an older caller is never overrun). */
+static int32_t cpu_device_info(uint32_t index, lk_device_info_t *out, lk_error_t *err) {
+  if (!out) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu device_info: NULL argument");
   if (index != 0)
     return cpu_fail(err, LK_ERR_NOT_FOUND, "cpu device_info: device %u does not exist (1 device)", index);
-  if (!LK_HAS_FIELD(out, lk_device_info_t, name))
-    return cpu_fail(err, LK_ERR_ABI, "cpu device_info: lk_device_info_t struct_size %u is too small (set it to sizeof)",
-                    out->struct_size);
-  out->type = LK_DEVICE_CPU;
-  cpu_model_name(out->name, sizeof out->name);
+  if (out->struct_size < LK_MIN_SIZE_DEVICE_INFO)
+    return cpu_fail(err, LK_ERR_ABI, "cpu device_info: lk_device_info_t struct_size %u is smaller than its minimum %zu",
+                    out->struct_size, (size_t)LK_MIN_SIZE_DEVICE_INFO);
+  lk_device_info_t d;
+  memset(&d, 0, sizeof d);
+  d.type = LK_DEVICE_CPU;
+  cpu_model_name(d.name, sizeof d.name);
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  uint64_t total = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
-  uint64_t avail = cpu_mem_available();
-  if (!avail) {
+  d.memory_total = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+  d.memory_free = cpu_mem_available();
+  if (!d.memory_free) {
     long av = sysconf(_SC_AVPHYS_PAGES);
-    avail = av > 0 && page > 0 ? (uint64_t)av * (uint64_t)page : 0;
+    d.memory_free = av > 0 && page > 0 ? (uint64_t)av * (uint64_t)page : 0;
   }
-  if (LK_HAS_FIELD(out, lk_device_info_t, memory_total)) out->memory_total = total;
-  if (LK_HAS_FIELD(out, lk_device_info_t, memory_free)) out->memory_free = avail;
-  if (LK_HAS_FIELD(out, lk_device_info_t, compute_units)) out->compute_units = be->n_threads;
-  if (LK_HAS_FIELD(out, lk_device_info_t, reserved0)) out->reserved0 = 0;
+  d.compute_units = cpu_online_cores();
+  d.unified_memory = 1;
+  d.max_alloc = (uint64_t)PTRDIFF_MAX - CPU_ALIGN;
+  d.offset_align = 4; /* an f32 element; f16/bf16 views need 2 */
+  d.can_wrap = 1;
+  snprintf(d.driver, sizeof d.driver, "%s", cpu_have_avx2() ? "avx2" : "portable");
+  uint32_t size = out->struct_size;
+  memcpy((char *)out + sizeof size, (const char *)&d + sizeof size,
+         (size < sizeof d ? size : sizeof d) - sizeof size);
   return LK_OK;
 }
 
-static int32_t cpu_supports(void *self, int32_t op, int32_t dtype, const char *qformat) {
+static int32_t cpu_supports(void *self, const lk_op_t *op) {
   (void)self;
-  (void)qformat;
-  int half_ok = dtype == LK_DTYPE_F32 || dtype == LK_DTYPE_F16 || dtype == LK_DTYPE_BF16;
-  switch (op) {
-  case LK_OP_MATMUL:
-  case LK_OP_MERGE:
-  case LK_OP_UNMERGE: return half_ok;
-  case LK_OP_LORA_FORWARD:
-  case LK_OP_LORA_BACKWARD: return dtype == LK_DTYPE_F32; /* A and B are f32 */
-  default: return 0;
-  }
+  if (!op) return 0;
+  cpu_plan_t plan;
+  lk_error_t e = {sizeof e, 0, {0}};
+  int32_t rc = cpu_validate(NULL, op, 0, 1, &plan, &e);
+  cpu_plan_release(&plan);
+  return rc == LK_OK;
 }
 
 /* ---- buffers -------------------------------------------------------------------- */
 
 static int32_t cpu_new_buffer(cpu_backend_t *be, void *data, uint64_t nbytes, int owned,
-                              lk_buffer_t **out, lk_error_t *err) {
+                              uint32_t flags, lk_buffer_t **out, lk_error_t *err) {
   lk_buffer_t *b = calloc(1, sizeof *b);
   if (!b || cpu_set_add(be, b)) {
     free(b);
@@ -261,15 +272,19 @@ static int32_t cpu_new_buffer(cpu_backend_t *be, void *data, uint64_t nbytes, in
   b->data = data;
   b->nbytes = nbytes;
   b->owned = owned;
+  b->flags = flags;
   *out = b;
   return LK_OK;
 }
 
-static int32_t cpu_buffer_alloc(void *self, uint64_t nbytes, lk_buffer_t **out, lk_error_t *err) {
+static int32_t cpu_buffer_alloc(void *self, uint64_t nbytes, uint32_t flags, lk_buffer_t **out,
+                                lk_error_t *err) {
   cpu_backend_t *be = self;
   if (!be || !out) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_alloc: NULL argument");
   *out = NULL;
   if (nbytes == 0) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_alloc: size 0");
+  if (flags & ~(uint32_t)(LK_BUFFER_DEVICE_LOCAL | LK_BUFFER_HOST_VISIBLE))
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_alloc: unknown flags 0x%x", flags);
   if (nbytes > (uint64_t)PTRDIFF_MAX - CPU_ALIGN)
     return cpu_fail(err, LK_ERR_NOMEM, "cpu buffer_alloc: %llu bytes is more than the address space",
                     (unsigned long long)nbytes);
@@ -277,7 +292,8 @@ static int32_t cpu_buffer_alloc(void *self, uint64_t nbytes, lk_buffer_t **out, 
   if (!p)
     return cpu_fail(err, LK_ERR_NOMEM, "cpu buffer_alloc: cannot allocate %llu bytes",
                     (unsigned long long)nbytes);
-  int32_t rc = cpu_new_buffer(be, p, nbytes, 1, out, err);
+  /* Host memory is both device-local and host-visible for a CPU. */
+  int32_t rc = cpu_new_buffer(be, p, nbytes, 1, LK_BUFFER_DEVICE_LOCAL | LK_BUFFER_HOST_VISIBLE, out, err);
   if (rc != LK_OK) be->host->free_aligned(p);
   return rc;
 }
@@ -292,7 +308,7 @@ static int32_t cpu_buffer_wrap(void *self, void *host, uint64_t nbytes, lk_buffe
   if (nbytes > (uint64_t)PTRDIFF_MAX || (uintptr_t)host > UINTPTR_MAX - nbytes)
     return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_wrap: %llu bytes at %p wrap around memory",
                     (unsigned long long)nbytes, host);
-  return cpu_new_buffer(be, host, nbytes, 0, out, err);
+  return cpu_new_buffer(be, host, nbytes, 0, LK_BUFFER_DEVICE_LOCAL | LK_BUFFER_HOST_VISIBLE, out, err);
 }
 
 static void cpu_buffer_free(void *self, lk_buffer_t *buf) {
@@ -322,16 +338,30 @@ static int32_t cpu_check_range(cpu_backend_t *be, lk_buffer_t *buf, uint64_t off
   return LK_OK;
 }
 
+static int32_t cpu_buffer_map(void *self, lk_buffer_t *buf, uint64_t offset, uint64_t nbytes, void **out,
+                              lk_error_t *err) {
+  if (!out) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu buffer_map: NULL out");
+  *out = NULL;
+  int32_t rc = cpu_check_range(self, buf, offset, buf, nbytes, "buffer_map", err);
+  if (rc == LK_OK) *out = (char *)buf->data + offset; /* submit runs to completion: nothing to wait for */
+  return rc;
+}
+
+static void cpu_buffer_unmap(void *self, lk_buffer_t *buf) {
+  (void)self;
+  (void)buf;
+}
+
 static int32_t cpu_buffer_upload(void *self, lk_buffer_t *buf, uint64_t offset, const void *src,
                                  uint64_t nbytes, lk_error_t *err) {
-  int32_t rc = cpu_check_range(self, buf, offset, src, nbytes, "buffer_upload", err);
+  int32_t rc = cpu_check_range(self, buf, offset, src, nbytes, "upload", err);
   if (rc == LK_OK && nbytes) memmove((char *)buf->data + offset, src, nbytes);
   return rc;
 }
 
 static int32_t cpu_buffer_download(void *self, lk_buffer_t *buf, uint64_t offset, void *dst,
                                    uint64_t nbytes, lk_error_t *err) {
-  int32_t rc = cpu_check_range(self, buf, offset, dst, nbytes, "buffer_download", err);
+  int32_t rc = cpu_check_range(self, buf, offset, dst, nbytes, "download", err);
   if (rc == LK_OK && nbytes) memmove(dst, (char *)buf->data + offset, nbytes);
   return rc;
 }
@@ -340,9 +370,51 @@ static int32_t cpu_buffer_download(void *self, lk_buffer_t *buf, uint64_t offset
 
 enum { PLAN_STACK = 8 };
 
-static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_error_t *err) {
+static int32_t cpu_run_batch(cpu_backend_t *be, const lk_op_t *ops, uint32_t n_ops, lk_error_t *err);
+
+/* The batch runs to completion here; the fence records how it ended. */
+static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fence_t **out_fence,
+                          lk_error_t *err) {
   cpu_backend_t *be = self;
+  if (out_fence) *out_fence = NULL;
   if (!be) return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu submit: NULL backend");
+  lk_fence_t *f = NULL;
+  if (out_fence) {
+    f = calloc(1, sizeof *f);
+    if (!f) return cpu_fail(err, LK_ERR_NOMEM, "cpu submit: out of memory for a fence");
+    f->magic = CPU_FENCE_MAGIC;
+  }
+  int32_t rc = cpu_run_batch(be, ops, n_ops, err);
+  if (f && rc == LK_OK) {
+    f->status = rc;
+    f->next = be->fences;
+    if (be->fences) be->fences->prev = f;
+    be->fences = f;
+    *out_fence = f;
+  } else {
+    free(f);
+  }
+  return rc;
+}
+
+static int32_t cpu_fence_wait(void *self, lk_fence_t *f, uint64_t timeout_ns, lk_error_t *err) {
+  (void)timeout_ns;
+  if (!self || !f || f->magic != CPU_FENCE_MAGIC)
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu fence_wait: NULL or unknown fence");
+  return f->status;
+}
+
+static void cpu_fence_free(void *self, lk_fence_t *f) {
+  cpu_backend_t *be = self;
+  if (!be || !f || f->magic != CPU_FENCE_MAGIC) return;
+  if (f->prev) f->prev->next = f->next;
+  else be->fences = f->next;
+  if (f->next) f->next->prev = f->prev;
+  f->magic = 0;
+  free(f);
+}
+
+static int32_t cpu_run_batch(cpu_backend_t *be, const lk_op_t *ops, uint32_t n_ops, lk_error_t *err) {
   if (!cpu_refs.host)
     return cpu_fail(err, LK_ERR_STATE, "cpu submit: the plugin %s is no longer initialised", CPU_PLUGIN_ID);
   if (n_ops == 0) return LK_OK;
@@ -354,8 +426,10 @@ static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_err
   }
   int32_t rc = LK_OK;
   size_t scratch = 0;
+  uint32_t n_valid = 0;
   for (uint32_t i = 0; i < n_ops && rc == LK_OK; i++) {
     rc = cpu_validate(be, &ops[i], i, n_ops, &plans[i], err);
+    if (rc == LK_OK) n_valid++;
     if (rc == LK_OK && plans[i].scratch > scratch) scratch = plans[i].scratch;
   }
   if (rc == LK_OK && scratch > be->scratch_bytes) {
@@ -374,9 +448,10 @@ static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_err
      * its own thread count back afterwards. */
     int blas_threads = openblas_get_num_threads();
     if (blas_threads != 1) openblas_set_num_threads(1);
-    for (uint32_t i = 0; i < n_ops; i++) cpu_run(be, &plans[i]);
+    for (uint32_t i = 0; i < n_ops && rc == LK_OK; i++) rc = cpu_run(be, &plans[i], err);
     if (blas_threads != 1) openblas_set_num_threads(blas_threads);
   }
+  for (uint32_t i = 0; i < n_valid; i++) cpu_plan_release(&plans[i]);
   if (plans != stack) free(plans);
   return rc;
 }
@@ -397,24 +472,27 @@ static int32_t cpu_score(void) { return 10; }
 /* ---- plugin descriptor, factory, entry ----------------------------------------------- */
 
 static const lk_backend_vt_t cpu_backend_vt = {
-    sizeof(lk_backend_vt_t),
-    0,
-    "cpu",
-    "CPU backend: f32 GEMM through OpenBLAS on its own thread pool; f16/bf16 weights",
-    cpu_score,
-    cpu_create,
-    cpu_destroy,
-    cpu_device_count,
-    cpu_device_info,
-    cpu_supports,
-    cpu_buffer_alloc,
-    cpu_buffer_wrap,
-    cpu_buffer_free,
-    cpu_buffer_upload,
-    cpu_buffer_download,
-    cpu_submit,
-    cpu_synchronize,
-    cpu_get_extension,
+    .struct_size = sizeof(lk_backend_vt_t),
+    .name = "cpu",
+    .description = "CPU backend: f32 GEMM through OpenBLAS on its own thread pool; f16/bf16/quantised weights",
+    .score = cpu_score,
+    .device_count = cpu_device_count,
+    .device_info = cpu_device_info,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .supports = cpu_supports,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_wrap = cpu_buffer_wrap,
+    .buffer_free = cpu_buffer_free,
+    .buffer_map = cpu_buffer_map,
+    .buffer_unmap = cpu_buffer_unmap,
+    .upload = cpu_buffer_upload,
+    .download = cpu_buffer_download,
+    .submit = cpu_submit,
+    .fence_wait = cpu_fence_wait,
+    .fence_free = cpu_fence_free,
+    .synchronize = cpu_synchronize,
+    .get_extension = cpu_get_extension,
 };
 
 static uint32_t cpu_factory_count(void) { return 1; }
@@ -451,8 +529,8 @@ static const lk_plugin_t cpu_plugin = {
     LK_PLUGIN_ABI_VERSION,
     CPU_PLUGIN_ID,
     "lorakit CPU backend",
-    "1.0.0",
-    "LoRA matmul, forward/backward and merge on the CPU (OpenBLAS, own thread pool)",
+    "2.0.0",
+    "The op set of lorakit_ops.h on the CPU (OpenBLAS, own thread pool)",
     cpu_init,
     cpu_fini,
     cpu_get_factory,

@@ -586,6 +586,9 @@ static const lk_loader_vt_t gguf_model_vt = {
     gguf_metadata_json,
     gguf_write_model,
     gguf_model_extension,
+    NULL, /* adapter_header */
+    NULL, /* adapter_target */
+    NULL, /* write_adapter */
 };
 
 static const lk_loader_vt_t gguf_lora_vt = {
@@ -604,6 +607,9 @@ static const lk_loader_vt_t gguf_lora_vt = {
     gguf_metadata_json,
     gguf_write_lora,
     gguf_lora_extension,
+    NULL, /* adapter_header */
+    NULL, /* adapter_target */
+    NULL, /* write_adapter */
 };
 
 static uint32_t gguf_factory_count(void) { return 2; }

@@ -378,4 +378,7 @@ const lk_loader_vt_t st_hf_vt = {
     st_vt_metadata_json,
     hf_write,
     st_vt_get_extension,
+    NULL, /* adapter_header */
+    NULL, /* adapter_target */
+    NULL, /* write_adapter */
 };

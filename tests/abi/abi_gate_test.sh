@@ -13,7 +13,7 @@ set -u
 B=${1:-build}
 MAKE=${2:-make}
 root=$(pwd)
-lib=$B/liblorakit.so.1
+lib=$B/liblorakit.so.2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 check="bash $root/tests/abi/abi_check.sh"
@@ -30,7 +30,7 @@ copy() {
 # -O0: quicker, and the dump is the same as at -O2 (see abi_check.sh).
 build() { # dir -> its liblorakit (quiet unless it fails)
   env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $MAKE --no-print-directory -j2 -C "$1" B="$1/b" OPT=-O0 EXTRA_CFLAGS=-Wno-missing-field-initializers \
-    "$1/b/liblorakit.so.1.0.0" >"$1/build.log" 2>&1 || { cat "$1/build.log"; return 1; }
+    "$1/b/liblorakit.so.2.0.0" >"$1/build.log" 2>&1 || { cat "$1/build.log"; return 1; }
 }
 
 # 1. swapped fields against the committed baseline
@@ -44,7 +44,7 @@ awk '
   END { if (!swapped) exit 1 }
 ' abi/lorakit.h >"$work/swap/abi/lorakit.h" || { echo "abi-gate: rank/alpha of lk_lora_config_t not found"; exit 1; }
 if build "$work/swap"; then
-  out=$($check --no-update "$work/swap/b/liblorakit.so.1" "$work/swap/abi" abi/liblorakit.abi 2>&1)
+  out=$($check --no-update "$work/swap/b/liblorakit.so.2" "$work/swap/abi" abi/liblorakit.abi 2>&1)
   rc=$?
   if [ $rc = 0 ]; then
     echo "$out"
@@ -76,7 +76,7 @@ LK_API uint32_t lk_gate_test_added(void) { return 1; }
 C
 cp "$work/ref.abi" "$work/add.abi"
 if build "$work/add"; then
-  out=$($check "$work/add/b/liblorakit.so.1" "$work/add/abi" "$work/add.abi" 2>&1)
+  out=$($check "$work/add/b/liblorakit.so.2" "$work/add/abi" "$work/add.abi" 2>&1)
   rc=$?
   if [ $rc != 0 ]; then
     echo "$out"

@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < OUT * RANK; i++) b[i] = (float)((i * 3) % 11 - 5) / 32.0f;
 
   /* 4. LoRA forward on fixed inputs. */
-  TRY(lk_backend_open(ctx, "cpu", &be));
+  TRY(lk_backend_open(ctx, "cpu", 0, &be));
   printf("backend %s devices %u\n", lk_backend_name(be), lk_backend_device_count(be));
   for (int i = 0; i < M * IN; i++) x[i] = (float)((i * 7) % 17 - 8) / 8.0f;
   for (int i = 0; i < OUT * IN; i++) w[i] = (float)((i * 5) % 13 - 6) / 16.0f;
@@ -177,7 +177,7 @@ int main(int argc, char **argv) {
   /* 6. an error comes back as a status and the context's message. */
   {
     lk_backend_t *none = NULL;
-    lk_status st = lk_backend_open(ctx, "nosuch", &none);
+    lk_status st = lk_backend_open(ctx, "nosuch", 0, &none);
     printf("error backend nosuch: status %d (%s): %s\n", st, lk_strerror(st), lk_last_error(ctx));
     lk_backend_close(none);
   }

@@ -1,7 +1,7 @@
 """host.py - the FFI scenario (tests/ffi/README.md) through ctypes
 (lorakit.py). Prints exactly what host.c prints.
 
-    LORAKIT_LIB=build/liblorakit.so.1 python3 host.py CPU_PLUGIN REGISTRY_DIR
+    LORAKIT_LIB=build/liblorakit.so.2 python3 host.py CPU_PLUGIN REGISTRY_DIR
 """
 import os
 import struct

@@ -2,7 +2,7 @@
 library only.
 
 The library is found at $LORAKIT_LIB when set, else by the dynamic loader
-(liblorakit.so.1). Ownership: Context, Adapter and Backend own their handle;
+(liblorakit.so.2). Ownership: Context, Adapter and Backend own their handle;
 close() frees it (idempotent), so does leaving a `with` block, and __del__
 as a last resort. Objects made from a context hold a reference to it, so it
 is freed after them. Errors raise lorakit.Error with .status and .message
@@ -59,7 +59,7 @@ for _t, _n in ((lk_tensor_t, 104), (lk_context_opts_t, 16), (lk_plugin_info_t, 6
                (lk_component_info_t, 32), (lk_lora_config_t, 24), (lk_target_info_t, 40)):
     assert ctypes.sizeof(_t) == _n, (_t.__name__, ctypes.sizeof(_t), _n)
 
-_lib = ctypes.CDLL(os.environ.get("LORAKIT_LIB") or "liblorakit.so.1")
+_lib = ctypes.CDLL(os.environ.get("LORAKIT_LIB") or "liblorakit.so.2")
 
 
 def _fn(name, restype, *argtypes):

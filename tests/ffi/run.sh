@@ -50,7 +50,7 @@ run cpp "$dir/host_cpp" "$cpu"
 if [ -n "$RUSTC" ]; then run rust "$dir/host_rs" "$cpu"; else skipped="$skipped rust(rustc not found)"; fi
 if [ -n "$GO" ]; then run go "$dir/host_go" "$cpu"; else skipped="$skipped go(go not found)"; fi
 if [ -n "$PYTHON3" ]; then
-  run python env LORAKIT_LIB="$B/liblorakit.so.1" PYTHONDONTWRITEBYTECODE=1 "$PYTHON3" -B tests/ffi/host.py "$cpu"
+  run python env LORAKIT_LIB="$B/liblorakit.so.2" PYTHONDONTWRITEBYTECODE=1 "$PYTHON3" -B tests/ffi/host.py "$cpu"
 else
   skipped="$skipped python(python3 not found)"
 fi

@@ -1,5 +1,5 @@
 /* test_minor.c - a well-formed plugin built for a newer minor of the same
- * major (ABI 1.7): it writes back 1.7 and its descriptor is larger than the
+ * major (ABI 2.7): it writes back 1.7 and its descriptor is larger than the
  * host's lk_plugin_t, with the unknown tail zero. It must load, with the
  * lower minor (the host's) negotiated. It also records what the host handed
  * it and tries the host services; backend "test_minor" exposes that through
@@ -21,7 +21,7 @@ static const void *tp_extension(void *self, const char *id) {
 TP_BACKEND(tp_be, "test_minor");
 static const lk_backend_vt_t *const tp_list[] = {&tp_be};
 
-/* lk_plugin_t as "ABI 1.7" would have it: two appended fields, zero. */
+/* lk_plugin_t as "ABI 2.7" would have it: two appended fields, zero. */
 typedef struct {
   lk_plugin_t base;
   uint64_t future_a;
@@ -31,8 +31,8 @@ typedef struct {
 static int32_t tp_minor_init(const lk_host_api_t *host, lk_error_t *err);
 
 static const tp_plugin_v17 tp_plugin = {
-    {sizeof(tp_plugin_v17), LK_MAKE_ABI(1, 7), "org.lorakit.test.minor", "minor", "1.7.0",
-     "built for ABI 1.7", tp_minor_init, tp_fini, tp_get_factory},
+    {sizeof(tp_plugin_v17), LK_MAKE_ABI(2, 7), "org.lorakit.test.minor", "minor", "1.7.0",
+     "built for ABI 2.7", tp_minor_init, tp_fini, tp_get_factory},
     0,
     NULL};
 
@@ -69,7 +69,7 @@ LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi, const lk_host_api_t *hos
     tp_p.host_abi = host->abi_version;
     tp_p.host_struct_size = host->struct_size;
   }
-  *abi = LK_MAKE_ABI(1, 7);
+  *abi = LK_MAKE_ABI(2, 7);
   tp_backends = tp_list;
   tp_n_backends = 1;
   *out = &tp_plugin.base;

@@ -1,6 +1,6 @@
 /* test_two.c - one plugin, three components: backends "test_two_a" and
  * "test_two_b" and a quantiser "test_two_q" (f32 copied as is, one element
- * per 4-byte block). The host must list all three, each of its kind. */
+ * per 4-byte block, no arithmetic). The host must list all three, each of its kind. */
 #define TP_NO_EXTENSION
 #include "tp_common.h"
 
@@ -8,23 +8,7 @@ TP_BACKEND(tp_be_a, "test_two_a");
 TP_BACKEND(tp_be_b, "test_two_b");
 static const lk_backend_vt_t *const tp_list[] = {&tp_be_a, &tp_be_b};
 
-static int32_t tp_q_quantize(const float *src, void *dst, int64_t nrows, int64_t ncols,
-                             lk_error_t *err) {
-  (void)err;
-  memcpy(dst, src, (size_t)(nrows * ncols) * sizeof(float));
-  return LK_OK;
-}
-
-static int32_t tp_q_dequantize(const void *src, float *dst, int64_t nrows, int64_t ncols,
-                               lk_error_t *err) {
-  (void)err;
-  memcpy(dst, src, (size_t)(nrows * ncols) * sizeof(float));
-  return LK_OK;
-}
-
-static const lk_quantiser_vt_t tp_q = {sizeof(lk_quantiser_vt_t), 0, "test_two_q",
-                                       "f32 as is", 1, 4, tp_q_quantize, tp_q_dequantize,
-                                       NULL};
+TP_QUANTISER(tp_q, "test_two_q");
 static const lk_quantiser_vt_t *const tp_qlist[] = {&tp_q};
 
 static const lk_plugin_t tp_plugin = {sizeof(lk_plugin_t), LK_PLUGIN_ABI_VERSION,

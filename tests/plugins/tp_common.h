@@ -34,6 +34,8 @@ static const void *tp_extension(void *self, const char *id) {
 }
 #endif
 
+static int tp_refs_dummy;
+
 struct lk_buffer_t {
   uint64_t nbytes;
   unsigned char *p;
@@ -63,14 +65,9 @@ static int32_t tp_create(const lk_backend_config_t *cfg, void **out_self, lk_err
 
 static void tp_destroy(void *self) { free(self); }
 
-static uint32_t tp_device_count(void *self) {
-  (void)self;
-  return 1;
-}
+static uint32_t tp_device_count(void) { return 1; }
 
-static int32_t tp_device_info(void *self, uint32_t index, lk_device_info_t *out,
-                              lk_error_t *err) {
-  (void)self;
+static int32_t tp_device_info(uint32_t index, lk_device_info_t *out, lk_error_t *err) {
   if (index != 0 || !out) {
     tp_set_err(err, LK_ERR_NOT_FOUND, "test backend: one device only");
     return LK_ERR_NOT_FOUND;
@@ -84,16 +81,16 @@ static int32_t tp_device_info(void *self, uint32_t index, lk_device_info_t *out,
   return LK_OK;
 }
 
-static int32_t tp_supports(void *self, int32_t op, int32_t dtype, const char *qformat) {
+static int32_t tp_supports(void *self, const lk_op_t *op) {
   (void)self;
   (void)op;
-  (void)dtype;
-  (void)qformat;
   return 0;
 }
 
-static int32_t tp_buffer_alloc(void *self, uint64_t nbytes, lk_buffer_t **out, lk_error_t *err) {
+static int32_t tp_buffer_alloc(void *self, uint64_t nbytes, uint32_t flags, lk_buffer_t **out,
+                               lk_error_t *err) {
   (void)self;
+  (void)flags;
   lk_buffer_t *b = calloc(1, sizeof *b);
   if (b) b->p = calloc(1, nbytes ? nbytes : 1);
   if (!b || !b->p) {
@@ -123,6 +120,22 @@ static void tp_buffer_free(void *self, lk_buffer_t *b) {
   free(b);
 }
 
+static int32_t tp_buffer_map(void *self, lk_buffer_t *b, uint64_t offset, uint64_t nbytes, void **out,
+                             lk_error_t *err) {
+  (void)self;
+  if (offset > b->nbytes || nbytes > b->nbytes - offset) {
+    tp_set_err(err, LK_ERR_INVALID_ARG, "test backend: map out of range");
+    return LK_ERR_INVALID_ARG;
+  }
+  *out = b->p + offset;
+  return LK_OK;
+}
+
+static void tp_buffer_unmap(void *self, lk_buffer_t *b) {
+  (void)self;
+  (void)b;
+}
+
 static int32_t tp_buffer_upload(void *self, lk_buffer_t *b, uint64_t offset, const void *src,
                                 uint64_t nbytes, lk_error_t *err) {
   (void)self;
@@ -145,12 +158,27 @@ static int32_t tp_buffer_download(void *self, lk_buffer_t *b, uint64_t offset, v
   return LK_OK;
 }
 
-static int32_t tp_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_error_t *err) {
+static int32_t tp_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fence_t **fence,
+                         lk_error_t *err) {
   (void)self;
   (void)ops;
+  if (fence) *fence = NULL;
   if (n_ops == 0) return LK_OK;
   tp_set_err(err, LK_ERR_UNSUPPORTED, "test backend: runs no ops");
   return LK_ERR_UNSUPPORTED;
+}
+
+static int32_t tp_fence_wait(void *self, lk_fence_t *f, uint64_t timeout_ns, lk_error_t *err) {
+  (void)self;
+  (void)f;
+  (void)timeout_ns;
+  (void)err;
+  return LK_OK;
+}
+
+static void tp_fence_free(void *self, lk_fence_t *f) {
+  (void)self;
+  (void)f;
 }
 
 static int32_t tp_synchronize(void *self, lk_error_t *err) {
@@ -161,13 +189,55 @@ static int32_t tp_synchronize(void *self, lk_error_t *err) {
 
 /* A complete backend vtable named NAME. */
 #define TP_BACKEND(var, NAME)                                                              \
-  static const lk_backend_vt_t var = {                                                    \
-      sizeof(lk_backend_vt_t), 0,                 NAME,                                   \
-      "test backend " NAME,    NULL,              tp_create,                              \
-      tp_destroy,              tp_device_count,   tp_device_info,                         \
-      tp_supports,             tp_buffer_alloc,   tp_buffer_wrap,                         \
-      tp_buffer_free,          tp_buffer_upload,  tp_buffer_download,                     \
-      tp_submit,               tp_synchronize,    tp_extension}
+  static const lk_backend_vt_t var = {sizeof(lk_backend_vt_t), 0, NAME, "test backend " NAME,   \
+                                      NULL, tp_device_count, tp_device_info, tp_create,         \
+                                      tp_destroy, tp_supports, tp_buffer_alloc, tp_buffer_wrap,  \
+                                      tp_buffer_free, tp_buffer_map, tp_buffer_unmap,            \
+                                      tp_buffer_upload, tp_buffer_download, tp_submit,           \
+                                      tp_fence_wait, tp_fence_free, tp_synchronize, tp_extension}
+
+/* A quantiser that is well formed but runs nothing (one 4-byte block of 4
+ * elements), named NAME. */
+static int32_t tp_q_create(const lk_quant_opts_t *o, void **self, lk_error_t *e) {
+  (void)o;
+  (void)e;
+  *self = (void *)&tp_refs_dummy;
+  return LK_OK;
+}
+static void tp_q_destroy(void *self) { (void)self; }
+static uint32_t tp_q_part_count(void *self) {
+  (void)self;
+  return 1;
+}
+static int32_t tp_q_part_info(void *self, uint32_t i, int64_t r, int64_t c, lk_quant_part_t *out, lk_error_t *e) {
+  (void)self;
+  (void)i;
+  (void)e;
+  out->dtype = LK_DTYPE_U8;
+  out->name = "blocks";
+  out->nbytes = (uint64_t)r * (uint64_t)c;
+  return LK_OK;
+}
+static uint64_t tp_q_row_bytes(void *self, int64_t ncols) {
+  (void)self;
+  return ncols % 4 ? 0 : (uint64_t)ncols;
+}
+static int32_t tp_q_dequantize(void *self, const void *const *parts, int64_t row0, int64_t n, int64_t c, float *dst,
+                               lk_error_t *e) {
+  (void)self;
+  (void)parts;
+  (void)row0;
+  (void)n;
+  (void)c;
+  (void)dst;
+  tp_set_err(e, LK_ERR_UNSUPPORTED, "test quantiser: no arithmetic");
+  return LK_ERR_UNSUPPORTED;
+}
+#define TP_QUANTISER(var, NAME)                                                                    \
+  static const lk_quantiser_vt_t var = {sizeof(lk_quantiser_vt_t), 0, NAME, "test quantiser " NAME, \
+                                        -1, 4, 4, 0, NULL, tp_q_create, tp_q_destroy,               \
+                                        tp_q_part_count, tp_q_part_info, tp_q_row_bytes, NULL,       \
+                                        tp_q_dequantize, NULL}
 
 /* Factories over the lists a plugin sets (before it returns from entry). */
 static const lk_backend_vt_t *const *tp_backends;

@@ -498,6 +498,41 @@ START_TEST(model_read_f32_dequantises) {
 }
 END_TEST
 
+/* The GGUF loader takes quantised types from the quantisers: without a
+ * quantiser plugin in the process, a quantised file is refused naming the
+ * tensor, its GGML type and the plugin to install. (Check forks each test,
+ * so this process has loaded no quantiser; without fork it may have.) */
+START_TEST(gguf_without_quantiser_refused_by_name) {
+  FM_NEED_FIXTURES();
+  const char *fork = getenv("CK_FORK");
+  if (fork && !strcmp(fork, "no")) {
+    printf("SKIP gguf_without_quantiser_refused_by_name: CK_FORK=no (quantisers stay registered)\n");
+    return;
+  }
+  lk_context_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.no_default_plugins = 1;
+  lk_context_t *ctx = NULL;
+  ck_assert_int_eq(lk_context_create(&o, &ctx), LK_OK);
+  ck_assert_int_eq(lk_plugin_load(ctx, tu_path("plugins/lorakit-load-gguf.so")), LK_OK);
+  lk_model_t *m = NULL;
+  lk_status st = lk_model_open(ctx, fm_fx("gguf/base-Q6_K.gguf"), "gguf", &m);
+  ck_assert_int_ne(st, LK_OK);
+  const char *msg = lk_last_error(ctx);
+  ck_assert_msg(strstr(msg, "GGML type 14") && strstr(msg, "lorakit-quant-ggml") && strstr(msg, ".weight"),
+                "message: %s", msg);
+  /* plain files still open */
+  ck_assert_int_eq(lk_model_open(ctx, fm_fx("gguf/base-f16.gguf"), "gguf", &m), LK_OK);
+  lk_model_close(m);
+  /* and with the quantiser loaded, the same file opens */
+  ck_assert_int_eq(lk_plugin_load(ctx, tu_path("plugins/lorakit-quant-ggml.so")), LK_OK);
+  ck_assert_msg(lk_model_open(ctx, fm_fx("gguf/base-Q6_K.gguf"), "gguf", &m) == LK_OK, "%s", lk_last_error(ctx));
+  lk_model_close(m);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static Suite *quant_suite(void) {
   Suite *s = suite_create("quant");
   TCase *tc = tcase_create("fixtures");
@@ -505,6 +540,7 @@ static Suite *quant_suite(void) {
   tcase_add_loop_test(tc, fixture_dequant_matches_gguf_py, 0, N_QFILES);
   tcase_add_loop_test(tc, fixture_quantize_matches_llama_quantize, 0, (int)(sizeof k_qsrc / sizeof k_qsrc[0]));
   tcase_add_test(tc, model_read_f32_dequantises);
+  tcase_add_test(tc, gguf_without_quantiser_refused_by_name);
   suite_add_tcase(s, tc);
   tc = tcase_create("blocks");
   tcase_add_loop_test(tc, one_block_of_each_format_from_its_layout, 0, N_BLK);

@@ -91,7 +91,7 @@ START_TEST(fixture_dequant_matches_gguf_py) {
   qfile f;
   qfile_open(&f, rel);
   snprintf(rel, sizeof rel, "dequant/base-%s.json", k_qfiles[_i]);
-  json_t *ref = json_object_get(fm_json_file(fm_fx(rel)), "tensors");
+  json_t *ref_doc = fm_json_file(fm_fx(rel)), *ref = json_object_get(ref_doc, "tensors");
   snprintf(rel, sizeof rel, "dequant/base-%s.rows.safetensors", k_qfiles[_i]);
   uint64_t st_data;
   json_t *rows_hdr = fm_st_header(fm_fx(rel), &st_data);
@@ -146,6 +146,7 @@ START_TEST(fixture_dequant_matches_gguf_py) {
   printf("quant: %s: %d quantised tensors dequantise exactly as gguf-py\n", k_qfiles[_i], checked);
   free(rows);
   json_decref(rows_hdr);
+  json_decref(ref_doc);
   lk_context_free(ctx);
   qfile_close(&f);
 }

@@ -160,9 +160,9 @@ static lk_status job_open(lk_context_t *ctx, const char *fn, const char *format,
     return plugin_fail(ctx, rc, &err, fn, format, "options refused");
   }
   uint64_t row = job->vt->row_bytes(job->self, ncols), total;
-  if (ncols > 0 && row == 0)
+  if (ncols > 0 && row == 0) /* row_bytes says 0 for a partial block (and for a row too long to count) */
     return lk__fail(ctx, LK_ERR_SHAPE, "%s: format %s: a row of %lld elements is not a whole number of its "
-                    "blocks (%u elements each)", fn, format, (long long)ncols, job->vt->block_elems);
+                    "blocks (%u elements each) or too long", fn, format, (long long)ncols, job->vt->block_elems);
   if (__builtin_mul_overflow(row, (uint64_t)nrows, &total) || total > (uint64_t)INT64_MAX)
     return lk__fail(ctx, LK_ERR_SHAPE, "%s: format %s: a [%lld, %lld] tensor overflows 64-bit byte sizes", fn,
                     format, (long long)nrows, (long long)ncols);

@@ -113,8 +113,8 @@ static int32_t gq_part_info(void *self, uint32_t index, int64_t nrows, int64_t n
   if (nrows < 0 || ncols < 0 || ncols % f->block_elems)
     return gq_fail(err, LK_ERR_SHAPE, "%s: a [%lld, %lld] tensor: rows of %lld elements are not whole blocks of %u",
                    f->name, (long long)nrows, (long long)ncols, (long long)ncols, f->block_elems);
-  uint64_t bytes;
-  if (__builtin_mul_overflow(gq_row_bytes(self, ncols), (uint64_t)nrows, &bytes))
+  uint64_t bytes, row = gq_row_bytes(self, ncols);
+  if ((ncols > 0 && row == 0) || __builtin_mul_overflow(row, (uint64_t)nrows, &bytes))
     return gq_fail(err, LK_ERR_SHAPE, "%s: a [%lld, %lld] tensor overflows 64-bit byte sizes", f->name,
                    (long long)nrows, (long long)ncols);
   out->struct_size = sizeof *out;

@@ -42,7 +42,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
 PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))))
 PLUGIN_LIBS_cpu := -lopenblas -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
-PLUGIN_LIBS_load-safetensors := -ljansson
+PLUGIN_LIBS_load-safetensors := -ljansson -lm
 PLUGIN_LIBS_quant-ggml := -lm
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 

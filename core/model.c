@@ -206,3 +206,54 @@ lk_status lk__model_set_base_config(lk_model_t *m, const char *json) {
   int32_t rc = ext->set(m->file, json, &err);
   return rc ? loader_err(m->ctx, rc, &err, m->path) : LK_OK;
 }
+
+/* ---- the typed adapter of an opened file (adapter_io.c, model_ops.c) ------------ */
+
+/* 1 when the file was opened by a loader of adapters (one with adapter_header). */
+int lk__model_is_adapter(const lk_model_t *m) { return m && m->vt->adapter_header != NULL; }
+
+/* 1 when the model's own loader can write it back (a model format). */
+int lk__model_writable(const lk_model_t *m) { return m && m->vt->write != NULL && !lk__model_is_adapter(m); }
+
+lk_status lk__model_adapter_header(lk_model_t *m, lk_adapter_header_t *out) {
+  if (!m->vt->adapter_header)
+    return lk__fail(m->ctx, LK_ERR_FORMAT, "%s: not an adapter (the %s loader reads no adapters)", m->path,
+                    m->vt->name);
+  memset(out, 0, sizeof *out);
+  out->struct_size = sizeof *out;
+  lk_error_t err = {sizeof err, 0, {0}};
+  int32_t rc = m->vt->adapter_header(m->file, out, &err);
+  return rc ? loader_err(m->ctx, rc, &err, m->path) : LK_OK;
+}
+
+lk_status lk__model_adapter_target(lk_model_t *m, uint32_t index, lk_adapter_target_t *out) {
+  memset(out, 0, sizeof *out);
+  out->struct_size = sizeof *out;
+  lk_error_t err = {sizeof err, 0, {0}};
+  int32_t rc = m->vt->adapter_target ? m->vt->adapter_target(m->file, index, out, &err) : LK_ERR_UNSUPPORTED;
+  if (!rc && !out->name) rc = LK_ERR_INTERNAL;
+  return rc ? loader_err(m->ctx, rc, &err, m->path) : LK_OK;
+}
+
+/* The writer of adapters called format: LK_ERR_NOT_FOUND naming the loaded
+ * loaders, LK_ERR_UNSUPPORTED when it writes no adapters. */
+lk_status lk__adapter_writer(lk_context_t *ctx, const char *format, const char *path, const lk_loader_vt_t **out) {
+  char list[256];
+  const lk_loader_vt_t *vt = find_loader(ctx, format, list, sizeof list);
+  *out = NULL;
+  if (!vt)
+    return lk__fail(ctx, LK_ERR_NOT_FOUND, "%s: no writer for format '%s' (loaded loaders: %s)", path, format,
+                    list[0] ? list : "none");
+  if (!vt->write_adapter)
+    return lk__fail(ctx, LK_ERR_UNSUPPORTED, "%s: format '%s' does not hold adapters", path, format);
+  *out = vt;
+  return LK_OK;
+}
+
+lk_status lk__loader_error(lk_context_t *ctx, int32_t rc, const lk_error_t *err, const char *path) {
+  return loader_err(ctx, rc, err, path);
+}
+
+const lk_loader_vt_t *lk__loader_named(lk_context_t *ctx, const char *name) {
+  return ctx && name ? find_loader(ctx, name, NULL, 0) : NULL;
+}

@@ -8,6 +8,8 @@
  *   gguf_names.c  GGUF <-> Hugging Face tensor names and the Q/K row
  *                 permutation of convert_hf_to_gguf.py;
  *   gguf_write.c  the writers (model and LoRA adapter);
+ *   gguf_adapter.c the typed adapter of gguf-lora (header, targets, and
+ *                 write_adapter folding per-target scales into B);
  *   plugin.c      the loader vtables, mmap, the entry point.
  * Nothing here is exported: the plugin exports only lk_plugin_entry. */
 #ifndef LORAKIT_GGUF_H
@@ -122,6 +124,36 @@ uint32_t gguf_rd_u32(const uint8_t *p);
 int gguf_utf8_valid(const uint8_t *s, uint64_t n);
 /* Cut a NUL-terminated string before a trailing incomplete UTF-8 sequence. */
 void gguf_utf8_trim(char *s);
+
+/* ---- an opened file (plugin.c) ------------------------------------------------ */
+
+struct gguf_adapter_t; /* gguf_adapter.c: the adapter resolved on first use */
+
+typedef struct gguf_handle_t {
+  int lora; /* opened by gguf-lora */
+  char *path;
+  uint8_t *map; /* the whole file, PROT_READ */
+  uint64_t size;
+  gguf_file_t f;
+  char **names;              /* canonical name of each tensor */
+  int *perm;                 /* GGUF_PERM_* of each tensor by name (lora: of lora_b only) */
+  char arch[64];             /* general.architecture ("" when absent) */
+  int permutes;              /* the architecture's attn_q/attn_k rows are permuted */
+  int64_t n_head, n_head_kv; /* 0: unknown */
+  char *meta;                /* metadata JSON */
+  struct gguf_adapter_t *adapter; /* gguf-lora: resolved targets, or NULL */
+} gguf_handle_t;
+
+/* ---- the typed adapter of gguf-lora (gguf_adapter.c) ----------------------------
+ * One alpha per file (adapter.lora.alpha; none means llama.cpp's scale 1,
+ * i.e. alpha = r per target); ranks from the tensors. */
+void gguf_adapter_free(struct gguf_adapter_t *a);
+int32_t gguf_adapter_header(void *file, lk_adapter_header_t *out, lk_error_t *err);
+int32_t gguf_adapter_target(void *file, uint32_t index, lk_adapter_target_t *out, lk_error_t *err);
+/* Folds each target's own scale into B so s B A is what a reader computes
+ * with alpha_file / r, then writes with gguf_write_lora. */
+int32_t gguf_write_adapter(const char *path, const lk_adapter_header_t *header, const lk_adapter_target_t *targets,
+                           uint32_t n_targets, const char *metadata_json, lk_error_t *err);
 
 /* ---- names and the Q/K permutation ------------------------------------------ */
 

@@ -4,7 +4,7 @@
  * is mmapped read-only and validated whole by gguf_parse before anything is
  * served), tensor info/read/map with canonical names and the Q/K rows
  * un-permuted, metadata JSON, the lk.loader.base_config/1 extension of
- * gguf-lora, and the entry point with ABI negotiation and reference-counted
+ * gguf-lora (its typed adapter side is gguf_adapter.c), and the entry point with ABI negotiation and reference-counted
  * init/fini. */
 #include "gguf.h"
 
@@ -24,23 +24,10 @@ static plug_refs gguf_refs = PLUG_REFS_INITIALIZER;
 
 /* ---- an open file ------------------------------------------------------------- */
 
-typedef struct gguf_handle_t {
-  int lora; /* opened by gguf-lora */
-  char *path;
-  uint8_t *map; /* the whole file, PROT_READ */
-  uint64_t size;
-  gguf_file_t f;
-  char **names;              /* canonical name of each tensor */
-  int *perm;                 /* GGUF_PERM_* of each tensor by name (lora: of lora_b only) */
-  char arch[64];             /* general.architecture ("" when absent) */
-  int permutes;              /* the architecture's attn_q/attn_k rows are permuted */
-  int64_t n_head, n_head_kv; /* 0: unknown */
-  char *meta;                /* metadata JSON */
-} gguf_handle_t;
-
 static void gguf_close(void *file) {
   gguf_handle_t *h = file;
   if (!h) return;
+  gguf_adapter_free(h->adapter);
   for (uint64_t i = 0; h->names && i < h->f.n_tensors; i++) free(h->names[i]);
   free(h->names);
   free(h->perm);
@@ -610,9 +597,9 @@ static const lk_loader_vt_t gguf_lora_vt = {
     gguf_metadata_json,
     gguf_write_lora,
     gguf_lora_extension,
-    NULL, /* adapter_header */
-    NULL, /* adapter_target */
-    NULL, /* write_adapter */
+    gguf_adapter_header,
+    gguf_adapter_target,
+    gguf_write_adapter,
 };
 
 static uint32_t gguf_factory_count(void) { return 2; }

@@ -493,13 +493,104 @@ START_TEST(supports_judges_whole_op_descriptions) {
   ck_assert_int_eq(sup(LK_OP_ADAMW, NULL, aw, 2, aw + 2, 3), 0);
   aw[3].dtype = F, aw[4] = dv(F, 2, 3, 8, 0);
   ck_assert_int_eq(sup(LK_OP_ADAMW, NULL, aw, 2, aw + 2, 3), 0);
+  aw[4] = dv(F, 2, 7, 3, 0);
+  ck_assert_int_eq(sup(LK_OP_ADAMW, NULL, aw, 2, aw + 2, 3), 0); /* same size, another shape */
   aw[4] = dv(F, 2, 3, 7, 0);
   lk_op_adamw_t ap = {sizeof ap, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0.0f, 0}; /* step 0 */
   ck_assert_int_eq(sup(LK_OP_ADAMW, &ap, aw, 2, aw + 2, 3), 0);
 
+  /* compute is LK_COMPUTE_F32 or _BF16 (a backend without bf16 runs f32); reserved0 must be 0 */
+  lk_op_matmul_t mc = {sizeof mc, 0, 0, 1.0f, LK_COMPUTE_BF16};
+  ck_assert_int_eq(sup(LK_OP_MATMUL, &mc, mm, 2, mm + 2, 1), 1);
+  mc.compute = 7;
+  ck_assert_int_eq(sup(LK_OP_MATMUL, &mc, mm, 2, mm + 2, 1), 0);
+  lk_view_t lv[4] = {dv(F, 2, M, IN, 0), dv(F, 2, R, IN, 0), dv(F, 2, OUT, R, 0), dv(F, 2, M, OUT, 0)};
+  lk_op_lora_t lc = {sizeof lc, 1.0f, 0, 0.0f, 0, LK_COMPUTE_BF16, 0};
+  ck_assert_int_eq(sup(LK_OP_LORA_FORWARD, &lc, lv, 3, lv + 3, 1), 1);
+  lc.reserved0 = 1;
+  ck_assert_int_eq(sup(LK_OP_LORA_FORWARD, &lc, lv, 3, lv + 3, 1), 0);
+  lc.reserved0 = 0, lc.compute = -1;
+  ck_assert_int_eq(sup(LK_OP_LORA_FORWARD, &lc, lv, 3, lv + 3, 1), 0);
+
   ck_assert_int_eq(sup(LK_OP_INVALID, NULL, mm, 2, mm + 2, 1), 0);
   ck_assert_int_eq(sup(1000, NULL, mm, 2, mm + 2, 1), 0);
   ck_assert_int_eq(lk_backend_supports(be, NULL), 0);
+}
+END_TEST
+
+/* "An op overwrites its destinations": what a destination held before
+ * (here NaN, as undefined buffer contents may be) must not leak into the
+ * result when accumulate is 0 (MATMUL with f32 and f16 W in both modes,
+ * LORA_BACKWARD's dA and dB, SUM, SCALE). */
+START_TEST(overwriting_ops_ignore_what_the_destination_held) {
+  tu_rng g = {9};
+  float x[M * IN], W[OUT * IN], B[OUT * R], dy[M * OUT], nan[2 * M * IN];
+  uint16_t Wh[OUT * IN];
+  tu_fill(&g, x, M * IN, -1, 1);
+  tu_fill(&g, W, OUT * IN, -1, 1);
+  tu_fill(&g, B, OUT * R, -1, 1);
+  tu_fill(&g, dy, M * OUT, -1, 1);
+  for (int k = 0; k < 2 * M * IN; k++) nan[k] = NAN;
+  ck_assert_int_eq(lk_convert(W, LK_DTYPE_F32, Wh, LK_DTYPE_F16, OUT * IN), LK_OK);
+  lk_buffer_t *bx = bk_buf(x, sizeof x), *bw = bk_buf(W, sizeof W), *bwh = bk_buf(Wh, sizeof Wh),
+              *bB = bk_buf(B, sizeof B), *bdy = bk_buf(dy, sizeof dy), *by = bk_buf(NULL, sizeof nan);
+  float out[2 * M * IN];
+  for (int c = 0; c < 6; c++) {
+    ck_assert_int_eq(lk_buffer_upload(be, by, 0, nan, sizeof nan), LK_OK);
+    lk_op_matmul_t mp = {sizeof mp, (uint32_t)(c & 1), 0, 1.0f, LK_COMPUTE_F32};
+    lk_op_lora_t lp = {sizeof lp, 1.0f, 0, 0.0f, 0, LK_COMPUTE_F32, 0};
+    lk_view_t src[4] = {v2(LK_DTYPE_F32, M, (c & 1) ? OUT : IN, bx, 0),
+                        v2(c < 2 ? LK_DTYPE_F32 : LK_DTYPE_F16, OUT, IN, c < 2 ? bw : bwh, 0)};
+    lk_view_t dst[3] = {v2(LK_DTYPE_F32, M, (c & 1) ? IN : OUT, by, 0)};
+    int64_t n = (c & 1) ? M * IN : M * OUT;
+    lk_op_t op = mkop(LK_OP_MATMUL, &mp, src, 2, dst, 1);
+    if (c == 4) { /* dA [R, IN] and dB [OUT, R] in one NaN buffer */
+      src[0] = v2(LK_DTYPE_F32, M, IN, bx, 0), src[1] = v2(LK_DTYPE_F32, R, IN, bw, 0);
+      src[2] = v2(LK_DTYPE_F32, OUT, R, bB, 0), src[3] = v2(LK_DTYPE_F32, M, OUT, bdy, 0);
+      dst[0] = v2(LK_DTYPE_F32, R, IN, by, 0), dst[1] = v2(LK_DTYPE_F32, OUT, R, by, R * IN * 4), dst[2] = absent();
+      op = mkop(LK_OP_LORA_BACKWARD, &lp, src, 4, dst, 3);
+      n = R * IN + OUT * R;
+    } else if (c == 5) { /* SUM into y[0], SCALE into y[1 ..] */
+      lk_view_t one = v2(LK_DTYPE_F32, 1, 1, by, 0);
+      src[0] = v2(LK_DTYPE_F32, M, IN, bx, 0), dst[0] = v2(LK_DTYPE_F32, M, IN - 1, by, 4);
+      src[1] = v2(LK_DTYPE_F32, M, IN - 1, bx, 0);
+      lk_op_t two[2] = {mkop(LK_OP_SUM, NULL, src, 1, &one, 1), mkop(LK_OP_SCALE, NULL, src + 1, 1, dst, 1)};
+      bk_run(two, 2);
+      n = 1 + M * (IN - 1);
+    }
+    if (c < 5) bk_run(&op, 1);
+    bk_get(by, out, sizeof out);
+    for (int64_t k = 0; k < n; k++) ck_assert_msg(isfinite(out[k]), "case %d: element %lld is %g", c, (long long)k, out[k]);
+  }
+  lk_buffer_t *all[6] = {bx, bw, bwh, bB, bdy, by};
+  for (int k = 0; k < 6; k++) lk_buffer_free(be, all[k]);
+}
+END_TEST
+
+/* A strided view whose reach does not fit in 64 bits (here (2^24) 2^40
+ * elements, 2^64, which wraps to 0) is refused before anything runs, in
+ * its description and with buffers; it must not look like a view of one
+ * element. */
+START_TEST(views_reaching_beyond_64_bits_are_refused) {
+  float one = 1.0f;
+  lk_buffer_t *b = bk_buf(&one, 4), *y = bk_buf(NULL, 4);
+  lk_view_t src[1], dst[1];
+  int64_t n = ((int64_t)1 << 24) + 1;
+  lk_view_init(&src[0], LK_DTYPE_F32, 1, &n, b, 0);
+  src[0].stride[0] = (int64_t)1 << 40;
+  int64_t one_el = 1;
+  lk_view_init(&dst[0], LK_DTYPE_F32, 1, &one_el, y, 0);
+  lk_op_t op = mkop(LK_OP_SUM, NULL, src, 1, dst, 1);
+  lk_status st = lk_backend_submit(be, &op, 1, NULL);
+  ck_assert_msg(st != LK_OK, "a view reaching 2^64 elements ran on a 4-byte buffer");
+  src[0].buffer = NULL;
+  ck_assert_int_eq(lk_backend_supports(be, &op), 0);
+  /* two dimensions whose reaches sum past 2^63 */
+  int64_t s2[2] = {((int64_t)1 << 40) - 1, ((int64_t)1 << 40) - 1};
+  lk_view_init(&src[0], LK_DTYPE_F32, 2, s2, NULL, 0);
+  src[0].stride[0] = src[0].stride[1] = (int64_t)1 << 40;
+  ck_assert_int_eq(lk_backend_supports(be, &op), 0);
+  lk_buffer_free(be, b), lk_buffer_free(be, y);
 }
 END_TEST
 
@@ -620,6 +711,8 @@ static Suite *backend_suite(void) {
   tcase_add_test(tc, bad_operands_are_refused_with_a_message);
   tcase_add_test(tc, buffer_transfers_out_of_range_are_refused);
   tcase_add_test(tc, supports_judges_whole_op_descriptions);
+  tcase_add_test(tc, overwriting_ops_ignore_what_the_destination_held);
+  tcase_add_test(tc, views_reaching_beyond_64_bits_are_refused);
   tcase_add_test(tc, check_lists_every_unsupported_op);
   tcase_add_test(tc, buffers_of_another_backend_are_refused);
   tcase_add_test(tc, fences_and_closing_with_live_objects);

@@ -7,8 +7,8 @@
 #include "test_ops.h"
 
 /* M, in, out, r */
-static const int64_t lora_shapes[][4] = {{1, 7, 5, 1},   {5, 23, 11, 4},  {37, 64, 48, 8},
-                                         {3, 33, 65, 3}, {200, 96, 80, 16}, {70, 40, 24, 2}};
+static const int64_t lora_shapes[][4] = {{1, 7, 5, 1},      {5, 23, 11, 4},  {37, 64, 48, 8}, {3, 33, 65, 3},
+                                         {200, 96, 80, 16}, {70, 40, 24, 2}, {45, 37, 29, 20}};
 
 typedef struct {
   to_t x, A, B, dy, y, dA, dB, dx;
@@ -101,6 +101,33 @@ START_TEST(lora_backward_matches_reference) {
           for (int q = 0; q < 4; q++) to_check(srcs[q], 0, 0, "a source");
           lo_free(&o);
         }
+}
+END_TEST
+
+/* Rows and flops enough that the backend splits the work over its threads
+ * (and, with dropout, masks x on several threads). */
+START_TEST(lora_large_batches_split_over_threads) {
+  static const int64_t s[4] = {600, 256, 192, 16};
+  tu_rng g = {1150};
+  for (int drop = 0; drop < 2; drop++)
+    for (uint32_t acc = 0; acc < 2; acc++) {
+      lk_op_lora_t lp = {sizeof lp, 0.5f, acc, drop ? 0.3f : 0.0f, 77, LK_COMPUTE_F32, 0};
+      snprintf(to_case, sizeof to_case, "lora 600x256 -> 192, r 16, acc %u dropout %d", acc, drop);
+      lora_ops o;
+      lo_make(&o, s, 1, &g);
+      to_t *fsrc[3] = {&o.x, &o.A, &o.B}, *fdst[1] = {&o.y};
+      to_t *bsrc[4] = {&o.x, &o.A, &o.B, &o.dy}, *bdst[3] = {&o.dA, &o.dB, &o.dx};
+      double sc = drop ? 1.0 / 0.7 : 1.0;
+      if (!acc) {
+        to_run(LK_OP_LORA_FORWARD, &lp, fsrc, 3, fdst, 1);
+        to_check(&o.y, 1e-6, sc * lo_tol(s[1] * s[3]), "y");
+      }
+      to_run(LK_OP_LORA_BACKWARD, &lp, bsrc, 4, bdst, 3);
+      to_check(&o.dA, 1e-6, 1.5 * sc * lo_tol(s[0] * s[2]), "dA");
+      to_check(&o.dB, 1e-6, 1.5 * sc * lo_tol(s[0] * s[1]), "dB");
+      to_check(&o.dx, 1e-6, 1.5 * sc * lo_tol(s[2] * s[3]), "dx");
+      lo_free(&o);
+    }
 }
 END_TEST
 
@@ -273,6 +300,7 @@ void to_add_lora_tests(Suite *s) {
   tcase_add_test(tc, lora_forward_matches_reference);
   tcase_add_test(tc, lora_forward_without_simd_matches_reference);
   tcase_add_test(tc, lora_backward_matches_reference);
+  tcase_add_test(tc, lora_large_batches_split_over_threads);
   tcase_add_test(tc, lora_backward_equals_finite_differences);
   tcase_add_test(tc, dropout_mask_follows_lk_dropout_keep);
   suite_add_tcase(s, tc);

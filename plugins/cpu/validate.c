@@ -84,6 +84,8 @@ static int32_t check_quant(cpu_backend_t *be, const vctx *v, const lk_view_t *t,
                  t->ndim);
   if (t->shape[0] <= 0 || t->shape[1] <= 0)
     return vfail(v, LK_ERR_SHAPE, "%s has a dimension that is not positive", name);
+  if (t->n_parts && !t->parts) /* read below for every further part */
+    return vfail(v, LK_ERR_INVALID_ARG, "%s: n_parts is %u but parts is NULL", name, t->n_parts);
   lk_error_t qe = {sizeof qe, 0, {0}};
   void *self = NULL;
   int32_t rc = q->create((const lk_quant_opts_t *)t->qopts, &self, &qe);

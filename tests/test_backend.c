@@ -612,6 +612,50 @@ START_TEST(check_lists_every_unsupported_op) {
 }
 END_TEST
 
+/* A batch longer than the backend keeps plans for on its stack (8) runs its
+ * ops in order, each seeing the one before: FILL 1, then 19 in-place SCALEs
+ * by 2 and one ADD of y and x, so y = 2^19 + x. With a bad op at index 17
+ * nothing runs; a check of 40 bad ops names them all by count. */
+START_TEST(long_batches_run_in_order_or_not_at_all) {
+  enum { N = 21, LEN = 10 };
+  float x[LEN], y[LEN];
+  tu_rng g = {10};
+  tu_fill(&g, x, LEN, -1, 1);
+  lk_buffer_t *bx = bk_buf(x, sizeof x), *by = bk_buf(NULL, sizeof y);
+  int64_t n = LEN;
+  lk_view_t vx, vy, ab[2];
+  lk_view_init(&vx, LK_DTYPE_F32, 1, &n, bx, 0);
+  lk_view_init(&vy, LK_DTYPE_F32, 1, &n, by, 0);
+  ab[0] = vy, ab[1] = vx;
+  lk_op_fill_t fp = {sizeof fp, 1.0f};
+  lk_op_scale_t sp = {sizeof sp, 2.0f, 0};
+  lk_op_t ops[N];
+  ops[0] = mkop(LK_OP_FILL, &fp, NULL, 0, &vy, 1);
+  for (int k = 1; k < N - 1; k++) ops[k] = mkop(LK_OP_SCALE, &sp, &vy, 1, &vy, 1);
+  ops[N - 1] = mkop(LK_OP_ADD, NULL, ab, 2, &vy, 1);
+  bk_run(ops, N);
+  bk_get(by, y, sizeof y);
+  for (int k = 0; k < LEN; k++) ck_assert_float_eq(y[k], (float)(524288.0 + (double)x[k]));
+  lk_view_t far = vy;
+  far.offset = 4; /* one element past the end */
+  lk_op_t keep = ops[17];
+  ops[17] = mkop(LK_OP_SCALE, &sp, &far, 1, &far, 1);
+  static const char *const w[] = {"(op 17 of 21)", NULL};
+  bk_assert_msg_has(lk_backend_submit(be, ops, N, NULL), LK_ERR_INVALID_ARG, w, "bad op 17");
+  float y2[LEN];
+  bk_get(by, y2, sizeof y2);
+  ck_assert_int_eq(memcmp(y, y2, sizeof y), 0);
+  ops[17] = keep;
+  lk_view_t bad = vy;
+  bad.dtype = LK_DTYPE_I32;
+  lk_op_t many[40];
+  for (int k = 0; k < 40; k++) many[k] = mkop(LK_OP_SCALE, NULL, &bad, 1, &vy, 1);
+  static const char *const w40[] = {"40 of 40", "scale(i32 -> f32) (op 0)", NULL};
+  bk_assert_msg_has(lk_backend_check(be, many, 40), LK_ERR_UNSUPPORTED, w40, "40 bad ops");
+  lk_buffer_free(be, bx), lk_buffer_free(be, by);
+}
+END_TEST
+
 /* A buffer belongs to the backend instance that made it: another instance
  * (even of the same component) refuses it in ops and transfers. */
 START_TEST(buffers_of_another_backend_are_refused) {
@@ -714,6 +758,7 @@ static Suite *backend_suite(void) {
   tcase_add_test(tc, overwriting_ops_ignore_what_the_destination_held);
   tcase_add_test(tc, views_reaching_beyond_64_bits_are_refused);
   tcase_add_test(tc, check_lists_every_unsupported_op);
+  tcase_add_test(tc, long_batches_run_in_order_or_not_at_all);
   tcase_add_test(tc, buffers_of_another_backend_are_refused);
   tcase_add_test(tc, fences_and_closing_with_live_objects);
   suite_add_tcase(s, tc);

@@ -733,7 +733,19 @@ START_TEST(fences_and_closing_with_live_objects) {
   lk_op_t oop = mkop(LK_OP_FILL, NULL, NULL, 0, &ov, 1);
   lk_fence_t *of[2];
   for (int k = 0; k < 2; k++) ck_assert_int_eq(lk_backend_submit(other, &oop, 1, &of[k]), LK_OK);
-  lk_backend_close(other);
+  /* a fence belongs to its backend: another one neither waits on it nor frees it */
+  lk_fence_t *mine = NULL;
+  ck_assert_int_eq(lk_backend_submit(be, &op, 1, &mine), LK_ERR_INVALID_ARG); /* v is still past the end */
+  v.shape[0] = 4;
+  ck_assert_int_eq(lk_backend_submit(be, &op, 1, &mine), LK_OK);
+  lk_fence_free(be, of[0]);    /* of[0] is other's: refused, still live */
+  lk_fence_free(other, mine);  /* mine is be's: refused, still live */
+  ck_assert_int_ne(lk_fence_wait(other, mine, 0), LK_OK);
+  ck_assert_int_ne(lk_fence_wait(be, of[0], 0), LK_OK);
+  ck_assert_int_eq(lk_fence_wait(be, mine, 0), LK_OK);
+  ck_assert_int_eq(lk_fence_wait(other, of[0], 0), LK_OK);
+  lk_fence_free(be, mine);
+  lk_backend_close(other); /* frees of[0], of[1] and ob[] */
   /* be is closed by the fixture with f2 and b alive */
 }
 END_TEST

@@ -20,7 +20,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
-TEST_SUITES  := core plugins lora
+TEST_SUITES  := core plugins lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops quant
 TEST_SUITES  += engine gpusim
@@ -116,6 +116,15 @@ $(FMT_SUITES:%=$(B)/tests/bin/test_%): $(B)/tests/bin/test_%: tests/test_%.c tes
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ljansson -lcrypto -ldl -lm
+
+# The ops suite (tests/test_ops.c, test_ops_lora.c, helpers in test_ops.h)
+# links the naive double-precision references of tests/ref.
+OPS_REF_SRC  := $(wildcard tests/ref/*.c)
+$(B)/tests/bin/test_ops: tests/test_ops.c tests/test_ops_lora.c tests/test_ops.h $(OPS_REF_SRC) tests/ref/ref.h \
+  $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/ref -o $@ tests/test_ops.c tests/test_ops_lora.c $(OPS_REF_SRC) \
+	  $(LDFLAGS) -L$(B) -llorakit -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
 # The transformer ops of the cpu backend (test_ops_nn.c), built from their
 # sources and the references, not through the plugin ABI. Until

@@ -82,6 +82,7 @@ typedef struct lk_context_opts_t {
   uint32_t n_threads;
   uint32_t reserved0;
 } lk_context_opts_t;
+#define LK_MIN_SIZE_CONTEXT_OPTS LK_MIN_SIZE(lk_context_opts_t, reserved0)
 
 /* [any-thread] Create a context. opts may be NULL (defaults: discover plugins
  * in LORAKIT_PLUGIN_PATH (ignored for setuid programs), the install's
@@ -115,6 +116,7 @@ typedef struct lk_plugin_info_t {
   uint32_t n_components;
   const char *reason;       /* why it was refused; "" when loaded */
 } lk_plugin_info_t;
+#define LK_MIN_SIZE_PLUGIN_INFO LK_MIN_SIZE(lk_plugin_info_t, reason)
 
 typedef struct lk_component_info_t {
   uint32_t struct_size;
@@ -124,6 +126,7 @@ typedef struct lk_component_info_t {
   uint32_t plugin_index;    /* index for lk_plugin_info */
   uint32_t reserved0;
 } lk_component_info_t;
+#define LK_MIN_SIZE_COMPONENT_INFO LK_MIN_SIZE(lk_component_info_t, reserved0)
 
 /* [one-thread-per-context] Load one plugin file explicitly. LK_OK when it
  * loaded; otherwise the plugin is still listed as refused, with the reason,
@@ -154,6 +157,7 @@ typedef struct lk_lora_config_t {
   int32_t scaling;   /* LK_SCALING_STANDARD (alpha/r) or LK_SCALING_RSLORA (alpha/sqrt(r)) */
   uint64_t seed;     /* seed of A's Kaiming-uniform init */
 } lk_lora_config_t;
+#define LK_MIN_SIZE_LORA_CONFIG LK_MIN_SIZE(lk_lora_config_t, seed)
 
 typedef struct lk_target_info_t {
   uint32_t struct_size;
@@ -164,6 +168,7 @@ typedef struct lk_target_info_t {
   float alpha;
   float scale;       /* the s in W + s B A */
 } lk_target_info_t;
+#define LK_MIN_SIZE_TARGET_INFO LK_MIN_SIZE(lk_target_info_t, scale)
 
 /* [one-thread-per-context] A new, empty adapter. */
 LK_API lk_status lk_adapter_create(lk_context_t *ctx, const lk_lora_config_t *cfg,
@@ -370,6 +375,7 @@ typedef struct lk_quantiser_info_t { /* output */
   uint32_t can_quantize;   /* 0: a read-only format (dequantise only) */
   uint32_t plugin_index;   /* for lk_plugin_info */
 } lk_quantiser_info_t;
+#define LK_MIN_SIZE_QUANTISER_INFO LK_MIN_SIZE(lk_quantiser_info_t, plugin_index)
 
 /* [one-thread-per-context] The quantiser called name; LK_ERR_NOT_FOUND
  * listing the loaded ones. */

@@ -20,7 +20,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
-TEST_SUITES  := core plugins hosts lora
+TEST_SUITES  := abi core plugins hosts lora
 TEST_SUITES  += registry registry_files
 TEST_SUITES  += formats badinput
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)

@@ -118,6 +118,8 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 	@fail=0; \
 	bash tests/header_alone.sh "$(CC)" || fail=1; \
 	bash tests/check_exports.sh $(B) || fail=1; \
+	bash tests/check_thread_tags.sh || fail=1; \
+	bash tests/abi/staging_test.sh $(B) "$(CC)" || fail=1; \
 	for t in $(TEST_BINS); do \
 	  LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} $$t || { echo "FAILED: $$t"; fail=1; }; \
 	done; \

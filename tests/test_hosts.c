@@ -278,12 +278,19 @@ typedef struct {
   const char *tag;
 } log_sink;
 
+typedef struct {
+  log_sink *sink;
+  atomic_int inits, extensions;
+} log_counts;
+
 static void sink_log(void *user, int32_t level, const char *source, const char *message) {
-  log_sink *s = user;
-  if (!s || strcmp(s->tag, "sink") != 0 || level != LK_LOG_DEBUG ||
-      strcmp(source, "org.lorakit.test.minor") != 0 || strcmp(message, "init") != 0)
-    atomic_fetch_add(&s->wrong, 1);
-  atomic_fetch_add(&s->lines, 1);
+  log_counts *c = user;
+  int init = level == LK_LOG_DEBUG && !strcmp(message, "init");
+  int ext = level == LK_LOG_INFO && !strcmp(message, "extension");
+  if (!c || strcmp(c->sink->tag, "sink") != 0 || strcmp(source, "org.lorakit.test.minor") != 0 || !(init || ext))
+    atomic_fetch_add(&c->sink->wrong, 1);
+  atomic_fetch_add(init ? &c->inits : &c->extensions, 1);
+  atomic_fetch_add(&c->sink->lines, 1);
 }
 
 enum { N_THREADS = 8 };
@@ -298,6 +305,20 @@ static void *create_context(void *arg) {
   ctx_job *j = arg;
   pthread_barrier_wait(j->go);
   j->st = lk_context_create(NULL, &j->ctx);
+  return NULL;
+}
+
+enum { N_LOG_LINES = 500 };
+
+/* Logs N_LOG_LINES lines through test-minor's "test.log/1", on this
+ * thread's own context and backend, while the other threads do the same. */
+static void *log_lines(void *arg) {
+  ctx_job *j = arg;
+  lk_backend_t *be = NULL;
+  j->st = lk_backend_open(j->ctx, "test_minor", 0, &be);
+  pthread_barrier_wait(j->go);
+  for (int i = 0; j->st == LK_OK && i < N_LOG_LINES; i++) (void)lk_backend_extension(be, "test.log/1");
+  lk_backend_close(be);
   return NULL;
 }
 
@@ -323,7 +344,8 @@ static void run_threads(ctx_job *jobs, void *(*fn)(void *)) {
 /* 8 contexts created at once, each discovering the cpu plugin, the
  * counting plugin (whose init/fini are not thread-safe: the core's lock
  * must serialise them) and test-minor (which logs "init" through the host
- * logger, with the user pointer the host installed). */
+ * logger, with the user pointer the host installed); then 8 threads log
+ * through test-minor at once, and the 8 contexts are freed at once. */
 START_TEST(contexts_created_concurrently_serialise_plugin_init) {
   char dir[] = "/tmp/lk-test-threads-XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -336,7 +358,8 @@ START_TEST(contexts_created_concurrently_serialise_plugin_init) {
   snprintf(pathvar, sizeof pathvar, "%s:%s", tu_path("plugins"), dir);
   ck_assert_int_eq(setenv("LORAKIT_PLUGIN_PATH", pathvar, 1), 0);
   static log_sink sink = {0, 0, "sink"};
-  lk_set_logger(sink_log, &sink, LK_LOG_DEBUG);
+  static log_counts counts = {&sink, 0, 0};
+  lk_set_logger(sink_log, &counts, LK_LOG_DEBUG);
 
   ctx_job jobs[N_THREADS];
   memset(jobs, 0, sizeof jobs);
@@ -357,8 +380,17 @@ START_TEST(contexts_created_concurrently_serialise_plugin_init) {
   ck_assert_int_eq(c->init_calls, N_THREADS);
   ck_assert_int_eq(c->refs, N_THREADS);
   ck_assert_int_eq(c->real_inits, 1);
-  ck_assert_int_eq(atomic_load(&sink.lines), N_THREADS);
-  ck_assert_int_eq(atomic_load(&sink.wrong), 0);
+  int init_lines = atomic_load(&counts.inits);
+  ck_assert_int_eq(init_lines, N_THREADS); /* one "init" per context */
+  ck_assert_int_eq(sink.wrong, 0);
+
+  /* the logger from 8 threads at once, each line with the user pointer */
+  run_threads(jobs, log_lines);
+  for (int i = 0; i < N_THREADS; i++) ck_assert_int_eq(jobs[i].st, LK_OK);
+  int ext_lines = atomic_load(&counts.extensions), all_lines = atomic_load(&sink.lines);
+  ck_assert_int_eq(ext_lines, N_THREADS * N_LOG_LINES);
+  ck_assert_int_eq(all_lines, N_THREADS * (N_LOG_LINES + 1));
+  ck_assert_int_eq(sink.wrong, 0);
 
   run_threads(jobs, free_context);
   ck_assert_int_eq(c->fini_calls, N_THREADS);
@@ -366,11 +398,16 @@ START_TEST(contexts_created_concurrently_serialise_plugin_init) {
   ck_assert_int_eq(c->real_finis, 1);
   ck_assert_int_eq(c->extra_finis, 0);
 
-  /* max_level filters: a WARN-level logger sees no debug line */
-  lk_set_logger(sink_log, &sink, LK_LOG_WARN);
+  /* max_level filters: a WARN-level logger sees no debug or info line */
+  lk_set_logger(sink_log, &counts, LK_LOG_WARN);
   lk_context_t *ctx = NULL;
   ck_assert_int_eq(lk_context_create(NULL, &ctx), LK_OK);
-  ck_assert_int_eq(atomic_load(&sink.lines), N_THREADS);
+  lk_backend_t *be = NULL;
+  ck_assert_int_eq(lk_backend_open(ctx, "test_minor", 0, &be), LK_OK);
+  (void)lk_backend_extension(be, "test.log/1");
+  lk_backend_close(be);
+  all_lines = atomic_load(&sink.lines);
+  ck_assert_int_eq(all_lines, N_THREADS * (N_LOG_LINES + 1));
   lk_context_free(ctx);
   lk_set_logger(NULL, NULL, 0);
   unlink(l1);

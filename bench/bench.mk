@@ -15,6 +15,7 @@ BENCH_DIR  := $(B)/bench
 BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/bench_lora
 BENCH_BINS += $(BENCH_DIR)/bench_registry
 BENCH_BINS += $(BENCH_DIR)/bench_formats
+BENCH_BINS += $(BENCH_DIR)/bench_attention
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: bench-build
@@ -37,6 +38,13 @@ $(BENCH_DIR)/bench_formats: bench/bench_formats.c $(HEADERS) $(LIB) | $(B)/.boot
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..'
 
+# The cpu backend's fused attention, built from its sources (not the ABI).
+$(BENCH_DIR)/bench_attention: bench/bench_attention.c $(wildcard plugins/cpu/nn*.c) plugins/cpu/pool.c \
+    $(wildcard plugins/cpu/*.h) $(HEADERS) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iplugins/common -I$(BLAS_INC) $(LDFLAGS) -o $@ $< $(wildcard plugins/cpu/nn*.c) \
+	  plugins/cpu/pool.c -lopenblas -lpthread -lm
+
 # BLIS's OpenMP build and oneDNN default to their own thread counts: give
 # every library all cores so the comparison is like for like.
 # The GEMM libraries gemm_libs compares with OpenBLAS (run-time libraries
@@ -51,3 +59,4 @@ bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	$(BENCH_DIR)/bench_lora $(CPU_PLUG)
 	$(BENCH_DIR)/bench_formats $(B)/plugins
 	$(BENCH_DIR)/bench_registry
+	$(BENCH_DIR)/bench_attention

@@ -33,6 +33,11 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
                                 const char *format, const char *base);
 int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const char *model, const char *adapter,
                               const char *out, double scale, int undo);
+/* Load the adapter a command was given: a path, or - when a registry is
+ * configured and no such path exists - a REF (NAME@N, NAME:TAG, NAME) read
+ * from that registry. */
+lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, const char *adapter,
+                                    const char *base_config, lk_adapter_t **out);
 
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

@@ -280,7 +280,7 @@ int cli_convert(int argc, char **argv) {
       goto out;
     }
     lk_adapter_t *ad = NULL;
-    if (lk_adapter_load(ctx, in, NULL, base_meta, &ad) || lk_adapter_save(ad, out, format, base_meta))
+    if (cli_registry_adapter_load(ctx, registry, in, base_meta, &ad) || lk_adapter_save(ad, out, format, base_meta))
       rc = fail_ctx(ctx);
     lk_adapter_free(ad);
     goto out;
@@ -330,7 +330,7 @@ static int merge_cmd(int argc, char **argv, int undo) {
   lk_adapter_t *ad = NULL;
   lk_backend_t *be = NULL;
   tensor_set s = {0};
-  if (lk_model_open(ctx, model, NULL, &m) || lk_adapter_load(ctx, adapter, NULL, lk_model_metadata_json(m), &ad) ||
+  if (lk_model_open(ctx, model, NULL, &m) || cli_registry_adapter_load(ctx, registry, adapter, lk_model_metadata_json(m), &ad) ||
       lk_backend_open(ctx, "cpu", 0, &be)) {
     rc = fail_ctx(ctx);
     goto out;

@@ -18,8 +18,10 @@ const char cli_registry_usage[] =
     "\n"
     "commands:\n"
     "  add NAME PATH [--base MODEL] [--parent REF]... [--relation R] [--params JSON]\n"
-    "                [--note TEXT] [--operation OP] [--force]\n"
-    "                                  add a PEFT folder or GGUF LoRA file; prints NAME@N\n"
+    "                [--note TEXT] [--operation OP] [--force] [--new-version]\n"
+    "                                  add a PEFT folder (every file in it) or a GGUF LoRA\n"
+    "                                  file; prints NAME@N. The same files again under\n"
+    "                                  NAME are that version, unless --new-version\n"
     "  list [NAME] [--base MODEL] [--tag TAG] [--limit N]\n"
     "                                  versions, by name then version\n"
     "  show REF                        one version: config, targets, parents, children\n"
@@ -31,7 +33,8 @@ const char cli_registry_usage[] =
     "  diff REF REF                    config differences and, per target, the\n"
     "                                  relative Frobenius norm of the difference of s*B*A\n"
     "  export REF -o PATH [--format peft|gguf-lora]\n"
-    "                                  write a version out (default peft)\n"
+    "                                  write a version out: the files it was added from,\n"
+    "                                  byte for byte, or converted to --format\n"
     "  rm REF [--force]                remove a version (refused while tagged or a parent)\n"
     "  link CHILD PARENT --relation R [--params JSON]\n"
     "                                  record lineage found later (cycles refused)\n"
@@ -74,11 +77,23 @@ typedef struct rcli {
   char **argv;
 } rcli;
 
-static int fail(rcli *r) { return cli_error(CLI_FAILED, "%s", lk_last_error(r->ctx)); }
+/* The library's message, escaped on a terminal like the output (a message
+ * may quote a tag or name read from the file). */
+static int fail(rcli *r) {
+  int saved = rcli_escape_output;
+  rcli_escape_output = isatty(2);
+  int rc = cli_error(CLI_FAILED, "%s", rcli_esc(lk_last_error(r->ctx)));
+  rcli_escape_output = saved;
+  return rc;
+}
+
+enum { OPEN_READ = 0, OPEN_WRITE = 1, OPEN_CREATE = 2 };
 
 /* Open the registry. Commands that only read refuse a missing file rather
- * than create an empty registry. */
-static int open_reg(rcli *r, int create) {
+ * than create an empty registry, and open it read-only: a registry on
+ * read-only media or someone else's is still readable. */
+static int open_reg(rcli *r, int mode) {
+  int create = mode == OPEN_CREATE;
   char *def = r->path ? NULL : lk_registry_default_path();
   const char *path = r->path ? r->path : def;
   struct stat sb;
@@ -87,7 +102,11 @@ static int open_reg(rcli *r, int create) {
     lk_free(def);
     return rc;
   }
-  lk_status st = lk_registry_open(r->ctx, path, NULL, &r->reg);
+  lk_registry_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.read_only = mode == OPEN_READ;
+  lk_status st = lk_registry_open(r->ctx, path, &o, &r->reg);
   lk_free(def);
   return st ? fail(r) : CLI_OK;
 }
@@ -152,6 +171,7 @@ static int cmd_add(rcli *r) {
     else if (!strcmp(a, "--operation") && more) o.operation = r->argv[++i];
     else if (!strcmp(a, "--loader") && more) o.loader = r->argv[++i];
     else if (!strcmp(a, "--force")) o.force = 1;
+    else if (!strcmp(a, "--new-version")) o.new_version = 1;
     else if (a[0] != '-' && npos < 2) pos[npos++] = a;
     else return usage_error("add", a);
   }
@@ -165,10 +185,37 @@ static int cmd_add(rcli *r) {
   if (relation && !o.n_parents) return cli_error(CLI_USAGE, "registry add: --relation needs --parent REF");
   o.parents = parents;
   if (isatty(2) && !r->json) o.progress = progress;
-  int rc = open_reg(r, 1);
+  int rc = open_reg(r, OPEN_CREATE);
   if (rc) return rc;
   char *ref = NULL;
-  if (lk_registry_add_path(r->reg, pos[0], pos[1], &o, &ref)) return fail(r);
+  /* The same files under the same name are that version: the library
+   * returns it (after checking the arguments); say so. */
+  lk_registry_find_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.struct_size = sizeof fo;
+  fo.exact_only = 1;
+  fo.name = pos[0];
+  char *had = NULL;
+  if (o.new_version || lk_registry_find(r->reg, pos[1], &fo, &had, NULL)) had = NULL;
+  if (lk_registry_add_path(r->reg, pos[0], pos[1], &o, &ref)) {
+    lk_free(had);
+    return fail(r);
+  }
+  if (had && !strcmp(had, ref)) {
+    lk_free(had);
+    if (r->json) {
+      json_t *d = json_pack("{s:s, s:b}", "ref", ref, "existing", 1);
+      rcli_print_json(d);
+      json_decref(d);
+    } else {
+      printf("%s\n", ref);
+      fprintf(stderr, "lorakit: %s already holds these exact files; nothing added (--new-version adds another)\n",
+              ref);
+    }
+    lk_free(ref);
+    return CLI_OK;
+  }
+  lk_free(had);
   if (r->json) print_pairs("ref", ref, NULL, NULL, NULL, NULL);
   else printf("%s\n", ref);
   lk_free(ref);
@@ -190,7 +237,7 @@ static int list_like(rcli *r, int log) {
     else return usage_error(r->argv[0], a);
   }
   if (log && !o.name) return cli_error(CLI_USAGE, "registry log: expected NAME");
-  int rc = open_reg(r, 0);
+  int rc = open_reg(r, OPEN_READ);
   if (rc) return rc;
   char *s = NULL;
   if (log) { /* an unknown name is an error for log, an empty list for list */
@@ -204,7 +251,7 @@ static int list_like(rcli *r, int log) {
 
 static int cmd_show(rcli *r) {
   if (r->argc != 2 || r->argv[1][0] == '-') return cli_error(CLI_USAGE, "registry show: expected REF");
-  int rc = open_reg(r, 0);
+  int rc = open_reg(r, OPEN_READ);
   char *s = NULL;
   if (rc) return rc;
   if (lk_registry_show(r->reg, r->argv[1], &s)) return fail(r);
@@ -235,7 +282,7 @@ static int cmd_lineage(rcli *r) {
   if (strcmp(lineage_format, "text") && strcmp(lineage_format, "dot") && strcmp(lineage_format, "mermaid"))
     return cli_error(CLI_USAGE, "registry lineage: --format must be text, dot or mermaid, not '%s'", lineage_format);
   lineage_dir = o.direction ? o.direction : LK_LINEAGE_BOTH;
-  int rc = open_reg(r, 0);
+  int rc = open_reg(r, OPEN_READ);
   char *s = NULL;
   if (rc) return rc;
   if (lk_registry_lineage(r->reg, ref, &o, &s)) return fail(r);
@@ -244,7 +291,7 @@ static int cmd_lineage(rcli *r) {
 
 static int cmd_tag(rcli *r) {
   int rc = want_args("tag", r->argc, 3, "REF TAG");
-  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (rc || (rc = open_reg(r, OPEN_WRITE))) return rc;
   char *ref = NULL;
   if (lk_registry_tag(r->reg, r->argv[1], r->argv[2]) || lk_registry_resolve(r->reg, r->argv[1], &ref)) return fail(r);
   const char *name = r->argv[1];
@@ -263,7 +310,7 @@ static int cmd_untag(rcli *r) {
   char *colon = strchr(r->argv[1], ':');
   if (!colon) return cli_error(CLI_USAGE, "registry untag: expected NAME:TAG, not '%s'", r->argv[1]);
   *colon = '\0';
-  if ((rc = open_reg(r, 0))) return rc;
+  if ((rc = open_reg(r, OPEN_WRITE))) return rc;
   if (lk_registry_untag(r->reg, r->argv[1], colon + 1)) return fail(r);
   *colon = ':';
   if (r->json) print_pairs("removed", r->argv[1], NULL, NULL, NULL, NULL);
@@ -274,13 +321,13 @@ static int cmd_untag(rcli *r) {
 static int cmd_diff(rcli *r) {
   int rc = want_args("diff", r->argc, 3, "REF REF");
   char *s = NULL;
-  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (rc || (rc = open_reg(r, OPEN_READ))) return rc;
   if (lk_registry_diff(r->reg, r->argv[1], r->argv[2], &s)) return fail(r);
   return emit(r, s, rcli_print_diff);
 }
 
 static int cmd_export(rcli *r) {
-  const char *ref = NULL, *out = NULL, *format = "peft";
+  const char *ref = NULL, *out = NULL, *format = NULL; /* NULL: as stored */
   for (int i = 1; i < r->argc; i++) {
     const char *a = r->argv[i];
     int more = i + 1 < r->argc;
@@ -290,17 +337,18 @@ static int cmd_export(rcli *r) {
     else return usage_error("export", a);
   }
   if (!ref || !out) return cli_error(CLI_USAGE, "registry export: expected REF -o PATH");
-  if (strcmp(format, "peft") && strcmp(format, "gguf-lora"))
+  if (format && strcmp(format, "peft") && strcmp(format, "gguf-lora"))
     return cli_error(CLI_USAGE, "registry export: --format must be peft or gguf-lora, not '%s'", format);
-  int rc = open_reg(r, 0);
+  int rc = open_reg(r, OPEN_READ);
   char *full = NULL;
   if (rc) return rc;
   if (lk_registry_resolve(r->reg, ref, &full) || lk_registry_export(r->reg, ref, out, format)) {
     lk_free(full);
     return fail(r);
   }
-  if (r->json) print_pairs("ref", full, "path", out, "format", format);
-  else printf("exported %s to %s (%s)\n", full, out, format);
+  const char *how = format ? format : "as stored";
+  if (r->json) print_pairs("ref", full, "path", out, "format", how);
+  else printf("exported %s to %s (%s)\n", full, out, how);
   lk_free(full);
   return CLI_OK;
 }
@@ -314,7 +362,7 @@ static int cmd_rm(rcli *r) {
     else return usage_error("rm", r->argv[i]);
   }
   if (!ref) return cli_error(CLI_USAGE, "registry rm: expected REF");
-  int rc = open_reg(r, 0);
+  int rc = open_reg(r, OPEN_WRITE);
   char *full = NULL;
   if (rc) return rc;
   if (lk_registry_resolve(r->reg, ref, &full) || lk_registry_remove(r->reg, ref, force)) {
@@ -341,7 +389,7 @@ static int cmd_link(rcli *r) {
   if (npos != 2 || !relation) return cli_error(CLI_USAGE, "registry link: expected CHILD PARENT --relation R");
   int32_t rel = lk_registry_relation_parse(relation);
   if (!rel) return cli_error(CLI_USAGE, "registry link: unknown relation '%s'", relation);
-  int rc = open_reg(r, 0);
+  int rc = open_reg(r, OPEN_WRITE);
   if (rc) return rc;
   if (lk_registry_link(r->reg, pos[0], pos[1], rel, params)) return fail(r);
   if (r->json) print_pairs("child", pos[0], "parent", pos[1], "relation", relation);
@@ -352,7 +400,7 @@ static int cmd_link(rcli *r) {
 static int cmd_models(rcli *r) {
   int rc = want_args("models", r->argc, 1, "no arguments");
   char *s = NULL;
-  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (rc || (rc = open_reg(r, OPEN_READ))) return rc;
   if (lk_registry_models(r->reg, &s)) return fail(r);
   return emit(r, s, rcli_print_models);
 }
@@ -360,7 +408,7 @@ static int cmd_models(rcli *r) {
 static int cmd_verify(rcli *r) {
   int rc = want_args("verify", r->argc, 1, "no arguments");
   char *s = NULL;
-  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (rc || (rc = open_reg(r, OPEN_READ))) return rc;
   lk_status st = lk_registry_verify(r->reg, &s);
   if (st && st != LK_ERR_CORRUPT) return fail(r);
   json_error_t jerr;
@@ -376,11 +424,11 @@ static int cmd_verify(rcli *r) {
     json_t *p;
     json_array_foreach(json_object_get(doc, "problems"), i, p) {
       fprintf(stderr, "lorakit: registry %s: %s", lk_registry_path(r->reg),
-              json_string_value(json_object_get(p, "problem")));
+              rcli_esc(json_string_value(json_object_get(p, "problem"))));
       json_t *vs = json_object_get(p, "versions");
       size_t k;
       json_t *v;
-      json_array_foreach(vs, k, v) fprintf(stderr, "%s%s", k ? ", " : " [damaged: ", json_string_value(v));
+      json_array_foreach(vs, k, v) fprintf(stderr, "%s%s", k ? ", " : " [damaged: ", rcli_esc(json_string_value(v)));
       fprintf(stderr, "%s\n", json_array_size(vs) ? "]" : "");
     }
     printf("%s: %lld versions, %lld payloads (%s) checked: %s\n", lk_registry_path(r->reg),
@@ -395,7 +443,7 @@ static int cmd_verify(rcli *r) {
 static int cmd_gc(rcli *r) {
   int rc = want_args("gc", r->argc, 1, "no arguments");
   char *s = NULL;
-  if (rc || (rc = open_reg(r, 0))) return rc;
+  if (rc || (rc = open_reg(r, OPEN_WRITE))) return rc;
   if (lk_registry_gc(r->reg, &s)) return fail(r);
   json_error_t jerr;
   json_t *doc = json_loads(s, 0, &jerr);
@@ -438,6 +486,9 @@ int cli_registry(int argc, char **argv) {
       r.path = argv[++i];
     } else r.argv[r.argc++] = argv[i];
   }
+  /* Names and notes may hold anything an older lorakit or a hand edit
+   * put there: never raw onto a terminal. */
+  rcli_escape_output = !r.json && isatty(1);
   int rc = CLI_USAGE;
   if (r.argc == 0) {
     cli_error(CLI_USAGE, "registry: expected a command (see lorakit registry --help)");
@@ -475,6 +526,47 @@ static int record_fail(lk_context_t *ctx, const char *what, const char *registry
                    lk_last_error(ctx));
 }
 
+/* The version an input adapter is: a REF, or a path resolved by
+ * lk_registry_find (exact bytes, then content in the same format); a path
+ * not recorded yet is added (operation "import"). */
+static lk_status source_ref(lk_registry_t *reg, const char *what, const char *base, char **ref) {
+  lk_registry_find_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.struct_size = sizeof fo;
+  fo.base = base;
+  char *note = NULL;
+  lk_status st = lk_registry_find(reg, what, &fo, ref, &note);
+  if (note) fprintf(stderr, "lorakit: registry: %s\n", note);
+  lk_free(note);
+  struct stat sb;
+  if (st != LK_ERR_NOT_FOUND || stat(what, &sb)) return st;
+  lk_registry_add_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.base = base;
+  o.operation = "import";
+  return lk_registry_add_path(reg, NULL, what, &o, ref);
+}
+
+lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, const char *adapter,
+                                    const char *base_config, lk_adapter_t **out) {
+  struct stat sb;
+  *out = NULL;
+  if (!(registry = cli_registry_configured(registry)) || !stat(adapter, &sb) || strchr(adapter, '/'))
+    return lk_adapter_load(ctx, adapter, NULL, base_config, out);
+  /* Not a path: NAME@N, NAME:TAG or NAME in the registry. */
+  lk_registry_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.struct_size = sizeof ro;
+  ro.read_only = 1;
+  lk_registry_t *reg = NULL;
+  lk_status st = lk_registry_open(ctx, registry, &ro, &reg);
+  if (!st && (st = lk_registry_get(reg, adapter, out)) == LK_ERR_NOT_FOUND) /* the caller prints the registry's reason */
+    fprintf(stderr, "lorakit: %s: no such file or folder, nor a version in registry %s\n", adapter, registry);
+  lk_registry_close(reg);
+  return st;
+}
+
 int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const char *in, const char *out,
                                 const char *format, const char *base) {
   if (!(registry = cli_registry_configured(registry))) return CLI_OK;
@@ -485,9 +577,7 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
   memset(&o, 0, sizeof o);
   o.struct_size = sizeof o;
   o.base = base;
-  o.reuse_existing = 1; /* the source may be recorded already */
-  o.operation = "import";
-  if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_path(reg, NULL, in, &o, &src)) {
+  if (lk_registry_open(ctx, registry, NULL, &reg) || source_ref(reg, in, base, &src)) {
     rc = record_fail(ctx, out, registry);
     goto out;
   }
@@ -495,7 +585,6 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
   char *params_s = json_dumps(params, JSON_COMPACT);
   json_decref(params);
   const char *parents[1] = {src};
-  o.reuse_existing = 0;
   o.operation = "convert";
   o.parents = parents;
   o.n_parents = 1;
@@ -519,13 +608,8 @@ int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const cha
   int rc = CLI_OK;
   /* The base first, so the adapter and the merged model name it without
    * reading its weights again. */
-  lk_registry_add_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.struct_size = sizeof o;
-  o.reuse_existing = 1;
-  o.operation = "import";
   if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_model(reg, NULL, model, NULL, &base) ||
-      (o.base = base, lk_registry_add_path(reg, NULL, adapter, &o, &ad_ref))) {
+      source_ref(reg, adapter, base, &ad_ref)) {
     rc = record_fail(ctx, out, registry);
     goto out;
   }

@@ -6,9 +6,56 @@
 #include <stdlib.h>
 #include <string.h>
 
+int rcli_escape_output;
+
+/* One UTF-8 sequence at p: its length and code point; 0 when malformed. */
+static size_t utf8_next(const unsigned char *p, uint32_t *cp) {
+  unsigned char c = p[0];
+  if (c < 0x80) return *cp = c, 1;
+  size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (!len || c > 0xf4) return 0;
+  uint32_t v = c & (0x7f >> len);
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    v = v << 6 | (p[i] & 0x3f);
+  }
+  static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (v < min[len] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+  *cp = v;
+  return len;
+}
+
+/* s as a terminal may show it: control characters (C0, DEL, C1) as \xNN
+ * or \uNNNN, bidirectional overrides and isolates as \uNNNN, bytes that are
+ * not UTF-8 as \xNN - so a name or note cannot clear the screen, move the
+ * cursor or reorder what follows. Only when writing text to a terminal
+ * (rcli_escape_output); pipes get the text as stored. The result lives in
+ * a ring of buffers, valid for the next 15 calls. */
+const char *rcli_esc(const char *s) {
+  if (!s || !rcli_escape_output) return s ? s : "";
+  static char *ring[16];
+  static unsigned next;
+  size_t n = strlen(s);
+  char *out = malloc(6 * n + 1), *q = out;
+  if (!out) return "?";
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    uint32_t cp;
+    size_t len = utf8_next(p, &cp);
+    if (!len) q += sprintf(q, "\\x%02x", *p++);
+    else if (cp < 0x20 || cp == 0x7f) q += sprintf(q, "\\x%02x", (unsigned)cp), p++;
+    else if ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+      q += sprintf(q, "\\u%04x", (unsigned)cp), p += len;
+    else memcpy(q, p, len), q += len, p += len;
+  }
+  *q = '\0';
+  free(ring[next % 16]);
+  ring[next++ % 16] = out;
+  return out;
+}
+
 static const char *str(json_t *o, const char *key) {
   const char *s = json_string_value(json_object_get(o, key));
-  return s ? s : "";
+  return rcli_esc(s ? s : "");
 }
 
 static long long num(json_t *o, const char *key) { return (long long)json_integer_value(json_object_get(o, key)); }
@@ -19,7 +66,7 @@ static void joined(json_t *arr, const char *key, const char *sep, char *buf, siz
   json_t *x;
   buf[0] = '\0';
   json_array_foreach(arr, i, x) {
-    const char *s = key ? str(x, key) : json_string_value(x);
+    const char *s = key ? str(x, key) : rcli_esc(json_string_value(x));
     if (!s || used + strlen(s) + strlen(sep) + 4 >= n) break;
     used += (size_t)snprintf(buf + used, n - used, "%s%s", i ? sep : "", s);
   }
@@ -67,7 +114,7 @@ static void print_parents(json_t *parents, const char *indent) {
   json_array_foreach(parents, i, p) {
     char *params = json_dumps(json_object_get(p, "params"), JSON_COMPACT | JSON_SORT_KEYS);
     printf("%s%s %s%s%s\n", indent, str(p, "relation"), str(p, "ref"),
-           params && strcmp(params, "{}") ? " " : "", params && strcmp(params, "{}") ? params : "");
+           params && strcmp(params, "{}") ? " " : "", params && strcmp(params, "{}") ? rcli_esc(params) : "");
     free(params);
   }
 }
@@ -103,6 +150,12 @@ void rcli_print_show(json_t *v) {
       printf("  %s %s%s\n", str(c, "relation"), str(c, "ref"), strcmp(str(c, "kind"), "model") ? "" : " [model]");
   }
   if (json_is_string(json_object_get(v, "notes"))) printf("notes:      %s\n", str(v, "notes"));
+  json_t *files = json_object_get(v, "files");
+  if (json_array_size(files)) {
+    char names[512];
+    joined(files, "path", ", ", names, sizeof names);
+    printf("files:      %zu as added (%s)\n", json_array_size(files), names);
+  }
   printf("\n%-56s %5s %7s %16s\n", "TARGET", "RANK", "ALPHA", "SHAPE (out x in)");
   json_t *t;
   json_array_foreach(json_object_get(v, "targets"), i, t) {
@@ -148,8 +201,8 @@ void rcli_print_diff(json_t *d) {
     free(a);
     free(b);
   }
-  json_array_foreach(json_object_get(d, "only_in_a"), i, c) printf("  only in %s: %s\n", str(d, "a"), json_string_value(c));
-  json_array_foreach(json_object_get(d, "only_in_b"), i, c) printf("  only in %s: %s\n", str(d, "b"), json_string_value(c));
+  json_array_foreach(json_object_get(d, "only_in_a"), i, c) printf("  only in %s: %s\n", str(d, "a"), rcli_esc(json_string_value(c)));
+  json_array_foreach(json_object_get(d, "only_in_b"), i, c) printf("  only in %s: %s\n", str(d, "b"), rcli_esc(json_string_value(c)));
   printf("\n%-56s %11s %11s %11s %11s\n", "TARGET", "|a|", "|b|", "|a-b|", "|a-b|/|a|");
   json_t *rows = json_copy(json_object_get(d, "targets"));
   json_t *total = json_object_get(d, "total");
@@ -195,10 +248,10 @@ typedef struct tree {
 static void tree_node(tree *t, const char *ref, const char *relation, char *prefix, size_t plen, int last, int level) {
   int is_model = !strcmp(json_string_value(json_object_get(t->kinds, ref)) ? json_string_value(json_object_get(t->kinds, ref)) : "", "model");
   int again = json_object_get(t->seen, ref) != NULL;
-  if (level == 0) printf("%s%s\n", ref, is_model ? " [model]" : "");
+  if (level == 0) printf("%s%s\n", rcli_esc(ref), is_model ? " [model]" : "");
   else
-    printf("%s%s%s%s  (%s)%s\n", prefix, last ? "└── " : "├── ", ref, is_model ? " [model]" : "", relation,
-           again ? " (see above)" : "");
+    printf("%s%s%s%s  (%s)%s\n", prefix, last ? "└── " : "├── ", rcli_esc(ref), is_model ? " [model]" : "",
+           rcli_esc(relation), again ? " (see above)" : "");
   if (again) return;
   json_object_set_new(t->seen, ref, json_true());
   size_t n = strlen(prefix);

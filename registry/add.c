@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* Everything an add needs once the adapter is in canonical form. */
@@ -22,6 +23,8 @@ typedef struct add_job {
   reg_canon_info ci;
   char sha[REG_HEX];
   reg_zchunks z;
+  reg_files files; /* add_path: the files as given (files.n == 0: none) */
+  int have_files;
 } add_job;
 
 static void job_free(add_job *j) {
@@ -29,6 +32,7 @@ static void job_free(add_job *j) {
   free(j->buf);
   reg_canon_info_free(&j->ci);
   reg_zchunks_free(&j->z);
+  reg_files_free(&j->files);
 }
 
 static lk_status check_opts(lk_registry_t *reg, const char *name, const lk_registry_add_opts_t *opts,
@@ -43,14 +47,9 @@ static lk_status check_opts(lk_registry_t *reg, const char *name, const lk_regis
                     "%s: parents need a relation (trained_from, merged_from, quantized_from, extracted_from, "
                     "combined_from, imported); got %d",
                     name, j->o.relation);
-  if (j->o.params_json) {
-    json_error_t jerr;
-    json_t *p = json_loads(j->o.params_json, 0, &jerr);
-    int ok = json_is_object(p);
-    json_decref(p);
-    if (!ok) return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: relation parameters are not a JSON object: %s", name,
-                             j->o.params_json);
-  }
+  if ((st = reg_check_params(reg, name, j->o.params_json)) || (st = reg_check_text(reg, "notes", j->o.notes, 1)) ||
+      (st = reg_check_text(reg, "operation", j->o.operation, 0)) || (st = reg_check_text(reg, "format", j->o.format, 0)))
+    return st;
   for (uint32_t i = 0; i < j->o.n_parents; i++) {
     reg_version v;
     if ((st = reg_resolve(reg, j->o.parents[i], &v)))
@@ -75,24 +74,6 @@ static char *target_modules(const reg_canon_info *ci) {
   char *s = reg_json_string(arr);
   json_decref(arr);
   return s;
-}
-
-/* The newest version holding payload sha, as "NAME@N" in ref; 0 if none. */
-static int find_content(lk_registry_t *reg, const char *sha, char *ref, size_t n) {
-  sqlite3_stmt *q = NULL;
-  int found = 0;
-  if (reg_prepare(reg,
-                  "SELECT a.name, v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id "
-                  "WHERE v.blob = ? ORDER BY v.id DESC LIMIT 1",
-                  &q))
-    return 0;
-  sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
-  if (sqlite3_step(q) == SQLITE_ROW) {
-    snprintf(ref, n, "%s@%lld", (const char *)sqlite3_column_text(q, 0), (long long)sqlite3_column_int64(q, 1));
-    found = 1;
-  }
-  sqlite3_finalize(q);
-  return found;
 }
 
 /* adapter id and the number its next version gets, creating the name. */
@@ -192,7 +173,11 @@ static lk_status add_commit(lk_registry_t *reg, add_job *j, char **out_ref) {
   if (j->base.id > 0 || j->base.scanned) {
     if (!j->o.force && (st = reg_base_check(reg, &j->base, &j->ci, j->label))) return st;
   }
-  if (j->o.reuse_existing && find_content(reg, j->sha, ref, sizeof ref)) goto done;
+  /* The same files again under the same name are that version, not a new one. */
+  const char *digest = j->have_files ? j->files.digest : NULL;
+  if (digest && !j->o.new_version && reg_match(reg, digest, NULL, NULL, j->name, ref, sizeof ref, NULL)) goto done;
+  if (j->o.reuse_existing && reg_match(reg, digest, j->sha, j->format, NULL, ref, sizeof ref, NULL)) goto done;
+  if (j->have_files && (st = reg_files_compress(reg, &j->files))) return st;
   if (!reg_blob_exists(reg, j->sha) && (st = reg_blob_compress(reg, j->buf, j->n, j->ci.header_size, &j->z)))
     return st;
   int64_t *parent_ids = calloc(j->o.n_parents + 1, sizeof *parent_ids);
@@ -205,7 +190,8 @@ static lk_status add_commit(lk_registry_t *reg, add_job *j, char **out_ref) {
   if ((st = resolve_parents(reg, j, parent_ids)) || (st = reg_base_commit(reg, &j->base)) ||
       (st = next_version(reg, j->name, &adapter_id, &version)) ||
       (st = reg_blob_put(reg, j->sha, j->buf, j->n, j->ci.header_size, &j->z, j->o.progress, j->o.progress_user)) ||
-      (st = insert_version(reg, j, adapter_id, version, &id)) || (st = insert_edges(reg, j, id, parent_ids))) {
+      (st = insert_version(reg, j, adapter_id, version, &id)) || (st = insert_edges(reg, j, id, parent_ids)) ||
+      (j->have_files && (st = reg_files_put(reg, &j->files, id)))) {
     reg_rollback(reg);
     free(parent_ids);
     return st;
@@ -222,6 +208,7 @@ done:
 static lk_status encode(lk_registry_t *reg, add_job *j, lk_adapter_t *ad) {
   lk_status st = reg_canon_encode(reg, ad, &j->buf, &j->n, &j->ci);
   if (st) return reg_wrap(reg, st, "%s", j->label);
+  if ((st = reg_canon_finite(reg, j->buf, j->n, &j->ci, j->label))) return st;
   reg_sha256_hex(j->buf, j->n, j->sha);
   if (!j->sha[0]) return lk__fail(reg->ctx, LK_ERR_INTERNAL, "%s: SHA-256 failed (libcrypto)", j->label);
   return LK_OK;
@@ -252,7 +239,12 @@ LK_API lk_status lk_registry_add_path(lk_registry_t *reg, const char *name, cons
   if (out_ref) *out_ref = NULL;
   add_job j;
   memset(&j, 0, sizeof j);
-  j.label = path;
+  /* Messages about weights name the weights file of a PEFT folder. */
+  char label[4096];
+  struct stat sb;
+  snprintf(label, sizeof label, "%s/adapter_model.safetensors", path);
+  if (stat(label, &sb) || !S_ISREG(sb.st_mode)) snprintf(label, sizeof label, "%s", path);
+  j.label = label;
   lk_adapter_t *ad = NULL;
   lk_model_t *m = NULL;
   char *base_cfg = NULL, *derived = name ? NULL : reg_name_from_path(path);
@@ -265,6 +257,10 @@ LK_API lk_status lk_registry_add_path(lk_registry_t *reg, const char *name, cons
   lk_model_close(m);
   base_cfg = reg_base_config(reg, &j.base);
   if ((st = lk_adapter_load(reg->ctx, path, j.format, base_cfg, &ad)) || (st = encode(reg, &j, ad))) goto done;
+  lk_adapter_free(ad); /* the files are read next: hold one copy of the weights less */
+  ad = NULL;
+  if ((st = reg_files_read(reg, path, 1, &j.files))) goto done;
+  j.have_files = 1;
   st = add_commit(reg, &j, out_ref);
 done:
   free(base_cfg);

@@ -352,3 +352,28 @@ done:
   *out = ad;
   return LK_OK;
 }
+
+lk_status reg_canon_finite(lk_registry_t *reg, const unsigned char *buf, uint64_t n, const reg_canon_info *ci,
+                           const char *label) {
+  uint64_t off = ci->header_size;
+  for (uint32_t t = 0; t < ci->n_targets; t++) {
+    const reg_target *x = &ci->targets[t];
+    uint64_t counts[2] = {(uint64_t)x->rank * (uint64_t)x->in, (uint64_t)x->out * (uint64_t)x->rank};
+    for (int k = 0; k < 2; k++) {
+      if (off + 4 * counts[k] > n) return lk__fail(reg->ctx, LK_ERR_INTERNAL, "%s: canonical bytes too short", label);
+      for (uint64_t i = 0; i < counts[k]; i++) {
+        float v;
+        memcpy(&v, buf + off + 4 * i, 4);
+        if (isfinite(v)) continue;
+        return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
+                        "%s: tensor %s.lora_%c.weight holds %s at element %llu (row %llu, column %llu): adapters "
+                        "with non-finite weights are refused",
+                        label, x->name, k ? 'B' : 'A', isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
+                        (unsigned long long)i, (unsigned long long)(i / (k ? x->rank : (uint64_t)x->in)),
+                        (unsigned long long)(i % (k ? x->rank : (uint64_t)x->in)));
+      }
+      off += 4 * counts[k];
+    }
+  }
+  return LK_OK;
+}

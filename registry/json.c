@@ -153,7 +153,51 @@ void reg_out_json(reg_out *o, const char *json) {
   else reg_out_raw(o, json, strlen(json));
 }
 
+/* Bytes that are not UTF-8 can only sit inside strings (the structure is
+ * ASCII): each becomes the five characters of "\\xNN" (the text \xNN), and
+ * DEL, C1 controls and bidirectional overrides become \u escapes, so one
+ * row written by hand or by an older lorakit neither breaks the document
+ * for every reader nor reaches a terminal raw. NULL on OOM (text freed). */
+char *reg_json_repair(char *text) {
+  if (!text) return NULL;
+  size_t extra = 0;
+  for (const unsigned char *p = (const unsigned char *)text; *p;) {
+    uint32_t cp;
+    size_t len = reg_utf8_next(p, &cp);
+    if (!len) extra += 4, len = 1;
+    else if (cp >= 0x7f && reg_unsafe_cp(cp)) extra += 6 - len;
+    p += len;
+  }
+  if (!extra) return text;
+  size_t n = strlen(text);
+  char *out = malloc(n + extra + 1), *q = out;
+  if (!out) {
+    free(text);
+    return NULL;
+  }
+  static const char hex[] = "0123456789abcdef";
+  for (const unsigned char *p = (const unsigned char *)text; *p;) {
+    uint32_t cp;
+    size_t len = reg_utf8_next(p, &cp);
+    if (!len) {
+      q += sprintf(q, "\\\\x%c%c", hex[*p >> 4], hex[*p & 15]);
+      p++;
+    } else if (cp >= 0x7f && reg_unsafe_cp(cp)) {
+      q += sprintf(q, "\\u%04x", (unsigned)cp);
+      p += len;
+    } else {
+      memcpy(q, p, len);
+      q += len;
+      p += len;
+    }
+  }
+  *q = '\0';
+  free(text);
+  return out;
+}
+
 lk_status reg_out_finish(lk_registry_t *reg, reg_out *o, char **out) {
+  if (!o->oom && o->p && !(o->p = reg_json_repair(o->p))) o->oom = 1;
   if (o->oom || !o->p) {
     free(o->p);
     memset(o, 0, sizeof *o);

@@ -404,13 +404,7 @@ LK_API lk_status lk_registry_link(lk_registry_t *reg, const char *child, const c
   if (st) return st;
   if (!reg_relation_valid(relation))
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "link: unknown relation %d", relation);
-  if (params_json) {
-    json_error_t jerr;
-    json_t *p = json_loads(params_json, 0, &jerr);
-    int ok = json_is_object(p);
-    json_decref(p);
-    if (!ok) return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "link: relation parameters are not a JSON object");
-  }
+  if ((st = reg_check_params(reg, "link", params_json))) return st;
   if ((st = reg_begin(reg))) return st;
   reg_version c, p;
   if ((st = reg_resolve(reg, child, &c)) || (st = reg_resolve(reg, parent, &p))) goto fail;

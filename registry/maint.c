@@ -21,14 +21,30 @@ LK_API lk_status lk_registry_get(lk_registry_t *reg, const char *ref, lk_adapter
 }
 
 LK_API lk_status lk_registry_export(lk_registry_t *reg, const char *ref, const char *path, const char *format) {
-  if (!reg || !path || !format)
-    return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_export: NULL argument");
-  if (strcmp(format, "peft") && strcmp(format, "gguf-lora"))
+  if (!reg || !path) return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_export: NULL argument");
+  if (format && strcmp(format, "peft") && strcmp(format, "gguf-lora"))
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "export: format '%s' is not peft or gguf-lora", format);
   reg_version v;
   lk_adapter_t *ad = NULL;
   lk_status st = reg_resolve(reg, ref, &v);
-  if (st || (st = lk_registry_get(reg, ref, &ad))) return st;
+  if (st) return st;
+  /* The stored files, byte for byte, when the stored format is asked for. */
+  int is_dir = 0;
+  if (reg_files_of(reg, v.id, &is_dir)) {
+    char stored[64] = "";
+    sqlite3_stmt *q = NULL;
+    if ((st = reg_prepare(reg, "SELECT format FROM versions WHERE id = ?", &q))) return st;
+    sqlite3_bind_int64(q, 1, v.id);
+    if (sqlite3_step(q) == SQLITE_ROW) snprintf(stored, sizeof stored, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    if (!format || !strcmp(format, stored)) {
+      if ((st = reg_files_export(reg, &v, path, is_dir))) return reg_wrap(reg, st, "export %s to %s", v.ref, path);
+      lk__ok(reg->ctx);
+      return LK_OK;
+    }
+  }
+  if (!format) format = "peft";
+  if ((st = lk_registry_get(reg, ref, &ad))) return st;
   char *cfg = v.model_id ? reg_model_config(reg, v.model_id) : NULL;
   st = lk_adapter_save(ad, path, format, cfg);
   if (st) reg_wrap(reg, st, "export %s to %s (%s)", v.ref, path, format);
@@ -143,6 +159,7 @@ LK_API lk_status lk_registry_remove(lk_registry_t *reg, const char *ref, uint32_
       "DELETE FROM tags WHERE version_id = ?1",
       "DELETE FROM lineage WHERE child = ?1 OR parent = ?1",
       "DELETE FROM model_lineage WHERE parent_version = ?1",
+      "DELETE FROM files WHERE version_id = ?1",
       "DELETE FROM versions WHERE id = ?1",
   };
   for (size_t i = 0; i < sizeof sql / sizeof sql[0] && !st; i++) {
@@ -162,6 +179,10 @@ fail:
   return st;
 }
 
+/* Payloads neither a version nor a stored file refers to. */
+#define UNREFERENCED                                                                                                 \
+  "sha256 NOT IN (SELECT blob FROM versions) AND sha256 NOT IN (SELECT blob FROM files WHERE blob IS NOT NULL)"
+
 /* ---- verify -------------------------------------------------------------------------- */
 
 /* "a@1, b@3": the versions that store payload sha. */
@@ -169,12 +190,18 @@ static json_t *versions_of(lk_registry_t *reg, const char *sha) {
   json_t *arr = json_array();
   sqlite3_stmt *q = NULL;
   if (reg_prepare(reg,
-                  "SELECT a.name || '@' || v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id "
-                  "WHERE v.blob = ? ORDER BY a.name, v.version",
+                  reg->schema >= 3
+                      ? "SELECT a.name || '@' || v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id "
+                        "WHERE v.blob = ?1 OR v.id IN (SELECT version_id FROM files WHERE blob = ?1) "
+                        "ORDER BY a.name, v.version"
+                      : "SELECT a.name || '@' || v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id "
+                        "WHERE v.blob = ?1 ORDER BY a.name, v.version",
                   &q))
     return arr;
   sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
-  while (sqlite3_step(q) == SQLITE_ROW) json_array_append_new(arr, json_string((const char *)sqlite3_column_text(q, 0)));
+  while (sqlite3_step(q) == SQLITE_ROW) /* a name not valid UTF-8 (written by hand) is shown escaped */
+    json_array_append_new(arr, json_stringn_nocheck((const char *)sqlite3_column_text(q, 0),
+                                                    (size_t)sqlite3_column_bytes(q, 0)));
   sqlite3_finalize(q);
   return arr;
 }
@@ -212,7 +239,10 @@ static lk_status check_structure(lk_registry_t *reg, json_t *problems) {
 /* Re-read and re-hash every payload. */
 static lk_status check_payloads(lk_registry_t *reg, json_t *problems, int64_t *n_blobs, int64_t *bytes) {
   sqlite3_stmt *q = NULL;
-  lk_status st = reg_prepare(reg, "SELECT sha256 FROM blobs ORDER BY sha256", &q);
+  /* Payloads of versions are canonical bytes, parsed as such; stored files
+   * are checked against their hash alone. */
+  lk_status st =
+      reg_prepare(reg, "SELECT sha256, EXISTS(SELECT 1 FROM versions WHERE blob = sha256) FROM blobs ORDER BY sha256", &q);
   if (st) return st;
   int rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -225,8 +255,11 @@ static lk_status check_payloads(lk_registry_t *reg, json_t *problems, int64_t *n
     unsigned char *buf = NULL;
     uint64_t n = 0;
     reg_canon_info ci;
+    int canonical = sqlite3_column_int(q, 1);
     lk_status bst = reg_blob_get(reg, sha, 0, &buf, &n, label);
-    if (!bst && !(bst = reg_canon_parse(reg, buf, n, 1, &ci, label))) reg_canon_info_free(&ci);
+    /* An unreferenced payload may be either: its magic says which. */
+    if (!bst && !canonical) canonical = n >= 8 && !memcmp(buf, "LKADAPT1", 8);
+    if (!bst && canonical && !(bst = reg_canon_parse(reg, buf, n, 1, &ci, label))) reg_canon_info_free(&ci);
     free(buf);
     (*n_blobs)++;
     *bytes += (int64_t)n;
@@ -252,6 +285,12 @@ static int64_t count_of(lk_registry_t *reg, const char *sql) {
   return n;
 }
 
+/* 1 when verify marked the registry damaged before. */
+static int marked(lk_registry_t *reg) {
+  return count_of(reg, "SELECT count(*) FROM sqlite_master WHERE name = 'meta'") > 0 &&
+         count_of(reg, "SELECT count(*) FROM meta WHERE key = 'damaged'") > 0;
+}
+
 LK_API lk_status lk_registry_verify(lk_registry_t *reg, char **out_json) {
   if (!reg) return LK_ERR_INVALID_ARG;
   if (out_json) *out_json = NULL;
@@ -264,7 +303,8 @@ LK_API lk_status lk_registry_verify(lk_registry_t *reg, char **out_json) {
   }
   int64_t n_versions = count_of(reg, "SELECT count(*) FROM versions");
   int64_t stored = count_of(reg, "SELECT coalesce(sum(stored), 0) FROM blobs");
-  int64_t unref = count_of(reg, "SELECT count(*) FROM blobs WHERE sha256 NOT IN (SELECT blob FROM versions)");
+  int64_t unref = count_of(reg, reg->schema >= 3 ? "SELECT count(*) FROM blobs WHERE " UNREFERENCED
+                                                 : "SELECT count(*) FROM blobs WHERE sha256 NOT IN (SELECT blob FROM versions)");
   reg_exec(reg, "COMMIT");
   if (st) {
     json_decref(problems);
@@ -284,6 +324,14 @@ LK_API lk_status lk_registry_verify(lk_registry_t *reg, char **out_json) {
     st = lk__fail(reg->ctx, LK_ERR_CORRUPT, "registry %s: %zu problem%s; first: %s%s", reg->path, np,
                   np == 1 ? "" : "s", json_string_value(json_object_get(p, "problem")), which);
   }
+  /* Damage found is remembered in the file: writes refuse it from then on
+   * (reg_writable); a clean verify lifts that. */
+  if (!st || st == LK_ERR_CORRUPT) {
+    char first[LK_ERROR_MAX];
+    snprintf(first, sizeof first, "%s", st ? lk_last_error(reg->ctx) : "");
+    if (np || marked(reg)) reg_mark_damaged(reg, np ? first : NULL);
+    if (st) lk__fail(reg->ctx, st, "%s", first);
+  }
   json_decref(doc);
   json_decref(problems);
   if (!st) lk__ok(reg->ctx);
@@ -297,10 +345,9 @@ LK_API lk_status lk_registry_gc(lk_registry_t *reg, char **out_json) {
   if (out_json) *out_json = NULL;
   lk_status st = reg_writable(reg, "collect garbage");
   if (st || (st = reg_begin(reg))) return st;
-  int64_t n = count_of(reg, "SELECT count(*) FROM blobs WHERE sha256 NOT IN (SELECT blob FROM versions)");
-  int64_t bytes =
-      count_of(reg, "SELECT coalesce(sum(stored), 0) FROM blobs WHERE sha256 NOT IN (SELECT blob FROM versions)");
-  if (n < 0 || bytes < 0 || (st = reg_exec(reg, "DELETE FROM blobs WHERE sha256 NOT IN (SELECT blob FROM versions)"))) {
+  int64_t n = count_of(reg, "SELECT count(*) FROM blobs WHERE " UNREFERENCED);
+  int64_t bytes = count_of(reg, "SELECT coalesce(sum(stored), 0) FROM blobs WHERE " UNREFERENCED);
+  if (n < 0 || bytes < 0 || (st = reg_exec(reg, "DELETE FROM blobs WHERE " UNREFERENCED))) {
     if (!st) st = lk_last_status(reg->ctx);
     reg_rollback(reg);
     return st;

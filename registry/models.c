@@ -374,14 +374,9 @@ LK_API lk_status lk_registry_add_model(lk_registry_t *reg, const char *name, con
   if (name && !reg_valid_name(name)) return reg_bad_name(reg, "model name", name);
   if (o.n_parents && (!o.parents || !reg_relation_valid(o.relation)))
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: parents need a known relation (got %d)", path, o.relation);
-  const char *params = o.params_json;
-  if (params) {
-    json_error_t jerr;
-    json_t *pj = json_loads(params, 0, &jerr);
-    int ok = json_is_object(pj);
-    json_decref(pj);
-    if (!ok) return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: relation parameters are not a JSON object", path);
-  }
+  if ((st = reg_check_params(reg, path, o.params_json)) || (st = reg_check_text(reg, "notes", o.notes, 1)) ||
+      (st = reg_check_text(reg, "operation", o.operation, 0)))
+    return st;
   reg_model_info mi;
   reg_base base;
   memset(&base, 0, sizeof base);
@@ -401,9 +396,9 @@ LK_API lk_status lk_registry_add_model(lk_registry_t *reg, const char *name, con
   const char *rel = lk_registry_relation_name(o.n_parents ? o.relation : LK_REL_MERGED_FROM);
   for (uint32_t i = 0; i < o.n_parents; i++) {
     reg_version v;
-    if ((st = reg_resolve(reg, o.parents[i], &v)) || (st = model_edge(reg, id, v.id, 0, rel, params))) goto rollback;
+    if ((st = reg_resolve(reg, o.parents[i], &v)) || (st = model_edge(reg, id, v.id, 0, rel, o.params_json))) goto rollback;
   }
-  if (base.id > 0 && base.id != id && (st = model_edge(reg, id, 0, base.id, rel, params))) goto rollback;
+  if (base.id > 0 && base.id != id && (st = model_edge(reg, id, 0, base.id, rel, o.params_json))) goto rollback;
   if ((st = reg_commit(reg))) goto out;
   if (out_name && !(*out_name = reg_strdup(mi.name))) st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
   if (!st) lk__ok(reg->ctx);

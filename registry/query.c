@@ -374,7 +374,7 @@ static lk_status version_object(lk_registry_t *reg, int64_t id, json_t **out) {
       write_row(&o, q, &sd);
       reg_out_c(&o, '}');
       json_error_t jerr;
-      if (!o.oom && o.p) *out = json_loads(o.p, 0, &jerr);
+      if (!o.oom && o.p && (o.p = reg_json_repair(o.p))) *out = json_loads(o.p, 0, &jerr);
       free(o.p);
     }
     if (!*out) st = lk__fail(reg->ctx, LK_ERR_INTERNAL, "could not read version %lld", (long long)id);
@@ -415,7 +415,9 @@ static lk_status json_query(lk_registry_t *reg, const char *sql, int64_t id, jso
   *out = NULL;
   if (rc == SQLITE_ROW && sqlite3_column_text(q, 0)) {
     json_error_t jerr;
-    *out = json_loads((const char *)sqlite3_column_text(q, 0), 0, &jerr);
+    char *text = reg_json_repair(reg_strdup((const char *)sqlite3_column_text(q, 0)));
+    *out = text ? json_loads(text, 0, &jerr) : NULL;
+    free(text);
   } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
     st = reg_sql_fail(reg, rc, "reading");
   }
@@ -428,7 +430,7 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
   if (!reg || !out_json) return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_show: NULL argument");
   *out_json = NULL;
   reg_version v;
-  json_t *obj = NULL, *targets = NULL, *children = NULL, *model = NULL;
+  json_t *obj = NULL, *targets = NULL, *children = NULL, *model = NULL, *files = NULL;
   lk_status st = reg_resolve(reg, ref, &v);
   if (st) return st;
   if ((st = version_object(reg, v.id, &obj)) || (st = targets_of(reg, &v, &targets))) goto done;
@@ -447,6 +449,13 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
                        " 'path', path, 'parameters', n_params) FROM models WHERE id = ?1",
                        v.model_id, &model)))
     goto done;
+  /* The files it was added from (schema 3; none for older versions). */
+  if (reg->schema >= 3 &&
+      (st = json_query(reg,
+                       "SELECT json_group_array(json_object('path', path, 'size', size, 'sha256', blob)) FROM ("
+                       " SELECT path, size, blob FROM files WHERE version_id = ?1 ORDER BY path)",
+                       v.id, &files)))
+    goto done;
   if (!json_is_object(obj)) {
     st = lk__fail(reg->ctx, LK_ERR_INTERNAL, "%s: could not read the version", v.ref);
     goto done;
@@ -460,12 +469,14 @@ LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **ou
   json_object_set(obj, "targets", targets);
   json_object_set(obj, "children", children);
   json_object_set(obj, "base_model", model ? model : json_null());
+  json_object_set_new(obj, "files", json_is_array(files) ? json_incref(files) : json_array());
   if (!(*out_json = reg_json_string(obj))) st = lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
 done:
   json_decref(obj);
   json_decref(targets);
   json_decref(children);
   json_decref(model);
+  json_decref(files);
   if (!st) lk__ok(reg->ctx);
   return st;
 }

@@ -15,6 +15,7 @@ struct lk_registry_t {
   sqlite3 *db;
   char *path;
   int read_only;
+  int schema; /* the file's schema version (2 only on read-only handles) */
   unsigned busy_ms;
 };
 
@@ -49,8 +50,21 @@ lk_status reg_opts(lk_registry_t *reg, void *dst, size_t n, const void *src, con
 char *reg_json_string(json_t *j);
 /* malloc'd copy of s. */
 char *reg_strdup(const char *s);
-/* 1 when s is a valid adapter/model name or tag. */
+/* 1 when s is a valid adapter/model name or tag (also valid text). */
 int reg_valid_name(const char *s);
+/* One UTF-8 sequence at p: its length (code point in *cp), 0 if malformed. */
+size_t reg_utf8_next(const unsigned char *p, uint32_t *cp);
+/* C0/C1 controls, DEL, bidirectional overrides and isolates. */
+int reg_unsafe_cp(uint32_t cp);
+/* 1 when s (NULL allowed) is UTF-8 without reg_unsafe_cp characters
+ * (multiline: tab and newline allowed). */
+int reg_valid_text(const char *s, int multiline);
+/* Refuse invalid text naming what; params must be a JSON object whose
+ * strings are valid text. */
+lk_status reg_check_text(lk_registry_t *reg, const char *what, const char *s, int multiline);
+lk_status reg_check_params(lk_registry_t *reg, const char *what, const char *params);
+/* Record (first_problem) or clear (NULL) the damage marker verify leaves. */
+void reg_mark_damaged(lk_registry_t *reg, const char *first_problem);
 /* Record an invalid-name error. */
 lk_status reg_bad_name(lk_registry_t *reg, const char *what, const char *s);
 
@@ -76,7 +90,11 @@ void reg_out_time(reg_out *o, int64_t unix_seconds);
 void reg_out_ref(reg_out *o, const char *name, int64_t version);
 /* JSON text the registry stored itself, copied; NULL or "" as null. */
 void reg_out_json(reg_out *o, const char *json);
-/* Hand the text to the caller (*out, malloc'd) or fail with LK_ERR_NOMEM. */
+/* JSON text made safe in place: invalid UTF-8 bytes as the text \xNN,
+ * DEL, C1 and bidirectional overrides as \u escapes. Takes ownership;
+ * returns the text (maybe moved) or NULL on OOM. */
+char *reg_json_repair(char *text);
+/* Hand the text to the caller (*out, malloc'd, repaired) or fail with LK_ERR_NOMEM. */
 lk_status reg_out_finish(lk_registry_t *reg, reg_out *o, char **out);
 
 /* ---- canon.c: canonical bytes and hashing ------------------------------- */
@@ -105,6 +123,10 @@ lk_status reg_canon_encode(lk_registry_t *reg, lk_adapter_t *ad, unsigned char *
  * With need_all, n must also hold every weight. */
 lk_status reg_canon_parse(lk_registry_t *reg, const unsigned char *buf, uint64_t n, int need_all,
                           reg_canon_info *ci, const char *label);
+/* LK_ERR_INVALID_ARG naming label, the tensor and the element when a
+ * weight of the complete canonical bytes buf is NaN or infinite. */
+lk_status reg_canon_finite(lk_registry_t *reg, const unsigned char *buf, uint64_t n, const reg_canon_info *ci,
+                           const char *label);
 /* The (rank, alpha) most targets share (ties: first by name). */
 void reg_canon_defaults(const reg_canon_info *ci, uint32_t *rank, float *alpha);
 /* A new adapter of reg's context from complete canonical bytes. */
@@ -206,6 +228,43 @@ void reg_base_free(reg_base *b);
 lk_status reg_base_check(lk_registry_t *reg, const reg_base *b, const reg_canon_info *ci, const char *label);
 /* The stored config of a model as a JSON string (malloc'd), or NULL. */
 char *reg_model_config(lk_registry_t *reg, int64_t model_id);
+
+/* ---- files.c: the files a version was added from --------------------------------- */
+
+typedef struct reg_file {
+  char *rel;           /* path inside the folder ('/'-separated), or the file's name */
+  unsigned char *data; /* NULL unless read with keep_data */
+  uint64_t size;
+  char sha[REG_HEX];   /* of the bytes */
+  reg_zchunks z;       /* compressed before the write transaction */
+} reg_file;
+
+typedef struct reg_files {
+  int is_dir;
+  uint32_t n, cap;
+  reg_file *f;         /* sorted by rel (bytewise) */
+  char digest[REG_HEX]; /* SHA-256 over kind, and each file's rel, size and sha */
+} reg_files;
+
+void reg_files_free(reg_files *fs);
+/* Every regular file of the folder at path (recursively; symbolic links to
+ * files followed, to folders not), or the file at path itself. */
+lk_status reg_files_read(lk_registry_t *reg, const char *path, int keep_data, reg_files *fs);
+/* Compress what is not stored yet (outside the transaction). */
+lk_status reg_files_compress(lk_registry_t *reg, reg_files *fs);
+/* In the caller's transaction: store the files of version_id. */
+lk_status reg_files_put(lk_registry_t *reg, reg_files *fs, int64_t version_id);
+/* The version the caller means by content: exact files (digest) first,
+ * then canonical payload sha preferring format; name limits the search
+ * (NULL = any). *ref gets "NAME@N"; *note (malloc'd, may be NULL) says
+ * which was chosen when several fit equally. 0 when none. */
+/* 1 when version id has stored files (*is_dir: a folder, not one file). */
+int reg_files_of(lk_registry_t *reg, int64_t id, int *is_dir);
+/* Write the stored files of v to path: a folder (created through a
+ * temporary one renamed into place) or one file. */
+lk_status reg_files_export(lk_registry_t *reg, const reg_version *v, const char *path, int is_dir);
+int reg_match(lk_registry_t *reg, const char *digest, const char *sha, const char *format, const char *name,
+              char *ref, size_t ref_n, char **note);
 
 /* ---- lineage.c --------------------------------------------------------------------- */
 

@@ -97,8 +97,26 @@ static const char schema_v2[] =
     "CREATE INDEX model_lineage_version ON model_lineage(parent_version);"
     "CREATE INDEX versions_model ON versions(model_id);";
 
+/* v2 -> v3: the files a version was added from, byte for byte (export
+ * gives them back as they were; identity and dedup stay on the canonical
+ * payload), a digest of those files for "the same bytes" lookups, and a
+ * key-value table for state such as the damage marker verify leaves.
+ * `meta` may exist already: verify of a v2 file creates it to mark damage. */
+static const char schema_v3[] =
+    "CREATE TABLE files("
+    "  version_id INTEGER NOT NULL REFERENCES versions(id),"
+    "  path TEXT NOT NULL,"            /* relative to the folder added; the file name for one file */
+    "  blob TEXT REFERENCES blobs(sha256)," /* SHA-256 of the file's bytes; NULL for an empty file */
+    "  size INTEGER NOT NULL,"
+    "  PRIMARY KEY(version_id, path));"
+    "CREATE INDEX files_blob ON files(blob);"
+    "ALTER TABLE versions ADD COLUMN files_sha TEXT;" /* reg_files digest; NULL: added from memory or before v3 */
+    "ALTER TABLE versions ADD COLUMN source TEXT;"    /* 'folder' or 'file' (what files holds); NULL: none */
+    "CREATE INDEX versions_files ON versions(files_sha);"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
 /* migrations[i] takes a database from user_version i to i + 1. */
-static const char *const migrations[] = {schema_v1, schema_v2};
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
 _Static_assert(sizeof migrations / sizeof migrations[0] == LK_REGISTRY_SCHEMA, "one migration per version");
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -107,20 +125,99 @@ LK_API void lk_free(void *p) { free(p); }
 
 char *reg_strdup(const char *s) { return lk__strdup(s); }
 
+/* Decode one UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates,
+ * nothing above U+10FFFF); returns its length, 0 when malformed. */
+size_t reg_utf8_next(const unsigned char *p, uint32_t *cp) {
+  unsigned char c = p[0];
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (!len || c > 0xf4) return 0;
+  uint32_t v = c & (0x7f >> len);
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    v = v << 6 | (p[i] & 0x3f);
+  }
+  static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (v < min[len] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+  *cp = v;
+  return len;
+}
+
+/* Characters that change how a terminal shows what follows them: C0 and C1
+ * controls, DEL, and the bidirectional embeddings, overrides and isolates
+ * (a name could otherwise display as a different name). */
+int reg_unsafe_cp(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+int reg_valid_text(const char *s, int multiline) {
+  if (!s) return 1;
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    uint32_t cp;
+    size_t len = reg_utf8_next(p, &cp);
+    if (!len) return 0;
+    if (reg_unsafe_cp(cp) && !(multiline && (cp == '\n' || cp == '\t'))) return 0;
+    p += len;
+  }
+  return 1;
+}
+
+/* Every string and key of a JSON value is valid text (\u escapes decode to
+ * the characters reg_valid_text refuses too). */
+static int json_text_ok(json_t *j, int depth) {
+  if (depth > 64) return 0;
+  if (json_is_string(j)) return reg_valid_text(json_string_value(j), 1);
+  const char *k;
+  json_t *v;
+  size_t i;
+  if (json_is_object(j)) {
+    json_object_foreach(j, k, v) if (!reg_valid_text(k, 1) || !json_text_ok(v, depth + 1)) return 0;
+  } else if (json_is_array(j)) {
+    json_array_foreach(j, i, v) if (!json_text_ok(v, depth + 1)) return 0;
+  }
+  return 1;
+}
+
+lk_status reg_check_params(lk_registry_t *reg, const char *what, const char *params) {
+  if (!params) return LK_OK;
+  json_error_t jerr;
+  json_t *p = json_loads(params, 0, &jerr);
+  int obj = json_is_object(p), text = obj && json_text_ok(p, 0);
+  json_decref(p);
+  if (!obj) return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: relation parameters are not a JSON object", what);
+  if (!text)
+    return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
+                    "%s: relation parameters hold control or bidirectional-override characters", what);
+  return LK_OK;
+}
+
+lk_status reg_check_text(lk_registry_t *reg, const char *what, const char *s, int multiline) {
+  if (reg_valid_text(s, multiline)) return LK_OK;
+  return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
+                  "%s is not valid: it must be UTF-8 without control characters%s or bidirectional overrides "
+                  "(U+202A-U+202E, U+2066-U+2069)",
+                  what, multiline ? " (other than tab and newline)" : "");
+}
+
 int reg_valid_name(const char *s) {
   if (!s || !*s || *s == '-') return 0;
   size_t n = strlen(s);
   if (n > REG_NAME_MAX) return 0;
   for (const unsigned char *p = (const unsigned char *)s; *p; p++)
     if (*p == '@' || *p == ':' || *p <= ' ' || *p == 0x7f) return 0;
-  return 1;
+  return reg_valid_text(s, 0);
 }
 
 lk_status reg_bad_name(lk_registry_t *reg, const char *what, const char *s) {
+  /* The name itself is not echoed when it is not safe to print. */
+  int printable = s && reg_valid_text(s, 0) && strlen(s) <= 4 * REG_NAME_MAX;
   return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
-                  "%s '%s' is not valid: 1 to %d bytes, without '@', ':', spaces or control characters, "
-                  "not starting with '-'",
-                  what, s ? s : "(null)", REG_NAME_MAX);
+                  "%s '%s' is not valid: 1 to %d bytes of UTF-8, without '@', ':', spaces, control characters or "
+                  "bidirectional overrides, not starting with '-'",
+                  what, printable ? s : "(unprintable)", REG_NAME_MAX);
 }
 
 lk_status reg_opts(lk_registry_t *reg, void *dst, size_t n, const void *src, const char *what) {
@@ -172,7 +269,7 @@ char *reg_json_string(json_t *j) {
     free(b.p);
     return NULL;
   }
-  return b.p ? b.p : reg_strdup("");
+  return b.p ? reg_json_repair(b.p) : reg_strdup("");
 }
 
 /* ---- errors and transactions ---------------------------------------------------- */
@@ -253,8 +350,45 @@ void reg_rollback(lk_registry_t *reg) {
 }
 
 lk_status reg_writable(lk_registry_t *reg, const char *what) {
-  if (!reg->read_only) return LK_OK;
-  return lk__fail(reg->ctx, LK_ERR_STATE, "registry %s is open read-only: cannot %s", reg->path, what);
+  if (reg->read_only)
+    return lk__fail(reg->ctx, LK_ERR_STATE, "registry %s is open read-only: cannot %s", reg->path, what);
+  /* verify leaves a marker when it finds damage: writing more into a
+   * damaged file risks more damage and hides what was lost. */
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(reg->db, "SELECT value FROM meta WHERE key = 'damaged'", -1, &q, NULL) != SQLITE_OK) {
+    sqlite3_finalize(q); /* no meta table: never marked */
+    return LK_OK;
+  }
+  lk_status st = LK_OK;
+  if (sqlite3_step(q) == SQLITE_ROW)
+    st = lk__fail(reg->ctx, LK_ERR_CORRUPT,
+                  "registry %s was found damaged by verify (%s): cannot %s; restore it from a copy (verify clears "
+                  "the mark once it finds no problem)",
+                  reg->path, (const char *)sqlite3_column_text(q, 0), what);
+  sqlite3_finalize(q);
+  return st;
+}
+
+void reg_mark_damaged(lk_registry_t *reg, const char *first_problem) {
+  /* Through a connection of its own: the handle may be read-only (verify
+   * is a read command). Best effort - a file nobody may write cannot take
+   * new versions either. */
+  sqlite3 *db = NULL;
+  if (sqlite3_open_v2(reg->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, (int)busy_ms_of(reg));
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)", NULL, NULL,
+                     NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           first_problem ? "INSERT OR REPLACE INTO meta(key, value) VALUES('damaged', ?)"
+                                         : "DELETE FROM meta WHERE key = 'damaged'",
+                           -1, &q, NULL) == SQLITE_OK) {
+      if (first_problem) sqlite3_bind_text(q, 1, first_problem, -1, SQLITE_TRANSIENT);
+      sqlite3_step(q);
+    }
+    sqlite3_finalize(q);
+  }
+  sqlite3_close_v2(db);
 }
 
 /* ---- relations and the default path ----------------------------------------------- */
@@ -378,6 +512,10 @@ static lk_status inspect(lk_registry_t *reg, int64_t *version) {
                     reg->path, (long long)v, lk_version_string(), LK_REGISTRY_SCHEMA);
   if (v < 0)
     return lk__fail(reg->ctx, LK_ERR_FORMAT, "%s: registry schema version %lld is invalid", reg->path, (long long)v);
+  /* An empty file (or an SQLite file without tables) is where a registry
+   * may be created, but there is nothing to read in it. */
+  if (reg->read_only && n_obj == 0)
+    return lk__fail(reg->ctx, LK_ERR_FORMAT, "%s: not a lorakit registry (an empty file); left untouched", reg->path);
   *version = v;
   return LK_OK;
 }
@@ -439,6 +577,35 @@ static lk_status configure(lk_registry_t *reg, int64_t version, unsigned busy_ms
   return rc == SQLITE_OK ? LK_OK : reg_sql_fail(reg, rc, "configuring the connection");
 }
 
+/* path as an SQLite URI ("file:...?immutable=1"): '%', '?' and '#' escaped. */
+static char *immutable_uri(const char *path) {
+  size_t n = strlen(path);
+  char *u = malloc(3 * n + 32), *p = u;
+  if (!u) return NULL;
+  p += sprintf(p, "file:");
+  for (const char *c = path; *c; c++) {
+    if (*c == '%' || *c == '?' || *c == '#') p += sprintf(p, "%%%02X", (unsigned char)*c);
+    else *p++ = *c;
+  }
+  strcpy(p, "?immutable=1");
+  return u;
+}
+
+static lk_status open_db(lk_registry_t *reg, int immutable) {
+  int flags = reg->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  char *uri = immutable ? immutable_uri(reg->path) : NULL;
+  if (immutable && !uri) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
+  int rc = sqlite3_open_v2(uri ? uri : reg->path, &reg->db, flags | SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
+                           NULL);
+  free(uri);
+  if (rc != SQLITE_OK)
+    return lk__fail(reg->ctx, status_of(rc), "%s: cannot open the registry: %s", reg->path,
+                    reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
+  sqlite3_busy_timeout(reg->db, (int)busy_ms_of(reg));
+  sqlite3_extended_result_codes(reg->db, 1);
+  return LK_OK;
+}
+
 LK_API lk_status lk_registry_open(lk_context_t *ctx, const char *path, const lk_registry_opts_t *opts,
                                   lk_registry_t **out) {
   if (!ctx || !out) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_registry_open: NULL argument");
@@ -471,26 +638,31 @@ LK_API lk_status lk_registry_open(lk_context_t *ctx, const char *path, const lk_
     st = lk__fail(ctx, LK_ERR_IO, "%s: cannot create its folder: %s", reg->path, strerror(errno));
     goto fail;
   }
-  int flags = reg->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-  int rc = sqlite3_open_v2(reg->path, &reg->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
-  if (rc != SQLITE_OK) {
-    st = lk__fail(ctx, status_of(rc), "%s: cannot open the registry: %s", reg->path,
-                  reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
-    goto fail;
-  }
   unsigned busy_ms = o.busy_timeout_ms ? o.busy_timeout_ms : REG_DEFAULT_BUSY_MS;
   reg->busy_ms = busy_ms;
-  sqlite3_busy_timeout(reg->db, (int)busy_ms);
-  sqlite3_extended_result_codes(reg->db, 1);
   int64_t version = 0;
-  if ((st = inspect(reg, &version)) || (st = configure(reg, version, busy_ms))) goto fail;
-  if (version < LK_REGISTRY_SCHEMA) {
+  if ((st = open_db(reg, 0))) goto fail;
+  st = inspect(reg, &version);
+  /* A WAL file read-only whose folder cannot take the -shm index: read it
+   * as immutable (nobody can be writing it through this folder either). */
+  if (st && reg->read_only && (sqlite3_extended_errcode(reg->db) & 0xff) == SQLITE_READONLY) {
+    sqlite3_close_v2(reg->db);
+    reg->db = NULL;
+    if ((st = open_db(reg, 1))) goto fail;
+    st = inspect(reg, &version);
+  }
+  if (st || (st = configure(reg, version, busy_ms))) goto fail;
+  reg->schema = (int)version;
+  /* Read-only handles read schema 2 as it is (the v3 tables are optional
+   * to every reader); older files need the writer's migration first. */
+  if (version < LK_REGISTRY_SCHEMA && !(reg->read_only && version >= 2)) {
     if (reg->read_only) {
       st = lk__fail(ctx, LK_ERR_STATE, "%s: registry schema version %lld needs migrating to %d: open it for writing once",
                     reg->path, (long long)version, LK_REGISTRY_SCHEMA);
       goto fail;
     }
     if ((st = migrate(reg))) goto fail;
+    reg->schema = LK_REGISTRY_SCHEMA;
   }
   *out = reg;
   lk__ok(ctx);

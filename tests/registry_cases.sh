@@ -16,13 +16,14 @@ export LORAKIT_PLUGIN_PATH=$B/plugins
 unset LORAKIT_REGISTRY
 pass=0
 failed=0
+RUN_AS=() # a command prefix for run_case (the read-only cases run as another user)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 run_case() {
   local name=$1 want_exit=$2 check=$3
   shift 3
-  "$LK" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+  ${RUN_AS[@]+"${RUN_AS[@]}"} "$LK" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
   local got=$? why=""
   if [ "$got" != "$want_exit" ]; then
     why="exit $got, expected $want_exit"
@@ -121,7 +122,9 @@ run_case rm_leaf                              0 "out:removed a1@3"              
 run_case rm_force                             0 "out:removed a1@2"               registry "${G[@]}" rm a1@2 --force
 run_case numbers_are_not_reused               0 "out:a1@4"                       registry "${G[@]}" add a1 "$X/ad3"
 run_case verify_ok                            0 "out:ok"                         registry "${G[@]}" verify
-run_case gc_drops_unused_payloads             0 "out:removed 1 unreferenced"     registry "${G[@]}" gc
+# a1@2 (ad2) went with rm: its canonical payload and its adapter_model.safetensors; its
+# adapter_config.json is byte-identical to ad1's, which a1@1 still holds
+run_case gc_drops_unused_payloads             0 "out:removed 2 unreferenced"     registry "${G[@]}" gc
 run_case models_lists_the_base                0 "json:doc[0]['name']=='base' and doc[0]['architecture']=='llama'" registry "${G[@]}" --json models
 
 # Other commands record what they write.
@@ -130,6 +133,119 @@ run_case converted_version_has_lineage        0 "json:doc['parents'][0]['relatio
 run_case merge_records_a_model                0 "out:recorded model merged"       merge "$X/base" --adapter "$X/ad2" -o "$tmp/merged" --registry "$R"
 run_case merged_model_lineage                 0 "json:any(n['ref']=='merged' and n['kind']=='model' for n in doc['nodes'])" registry "${G[@]}" --json lineage ad2 --down
 LORAKIT_REGISTRY=$R run_case env_registry_is_used 0 "out:recorded" convert "$X/ad3" -o "$tmp/ad3-env" --format peft
+
+
+# ---- fidelity and hardening --------------------------------------------------------------------
+F=(--registry "$tmp/f.db")
+# A PEFT folder as PEFT writes it: config keys the loader ignores, an integer alpha, a README.
+cp -r "$X/ad1" "$tmp/fa"
+python3 - "$tmp/fa" <<'PY'
+import json, sys
+d = sys.argv[1]
+c = json.load(open(d + "/adapter_config.json"))
+c.update({"base_model_name_or_path": "meta-llama/Llama-3.2-1B", "init_lora_weights": "gaussian", "lora_alpha": 8,
+          "target_modules": ["v_proj", "q_proj"]})
+open(d + "/adapter_config.json", "w").write(json.dumps(c, indent=2) + "\n")
+open(d + "/README.md", "w").write("---\nlibrary_name: peft\n---\n# fa\n")
+PY
+run_case add_folder_with_readme               0 "out:fa@1"                       registry "${F[@]}" add fa "$tmp/fa" --base "$X/base"
+run_case export_as_stored                     0 "out:exported fa@1"              registry "${F[@]}" export fa@1 -o "$tmp/fa-out"
+check export_gives_back_every_file_byte_for_byte diff -r "$tmp/fa" "$tmp/fa-out"
+run_case same_files_again_says_so             0 "err:already holds"              registry "${F[@]}" add fa "$tmp/fa" --base "$X/base"
+run_case same_files_again_is_that_version     0 "json:doc['ref']=='fa@1' and doc['existing']" registry "${F[@]}" --json add fa "$tmp/fa"
+run_case new_version_adds_another             0 "out:fa@2"                       registry "${F[@]}" add fa "$tmp/fa" --new-version
+run_case export_other_format_converts         0 "out:(gguf-lora)"                registry "${F[@]}" export fa@1 -o "$tmp/fa.gguf" --format gguf-lora
+# NaN in a weight: refused, naming the file and the tensor; nothing written
+cp -r "$X/ad2" "$tmp/nan"
+python3 - "$tmp/nan/adapter_model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n]); o = h["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"]["data_offsets"][0]
+b[8 + n + o + 8:8 + n + o + 12] = struct.pack('<f', float('nan'))
+open(p, 'wb').write(b)
+PY
+run_case nan_is_refused_naming_the_file       1 "err:nan/adapter_model.safetensors" registry "${F[@]}" add nan "$tmp/nan"
+run_case nan_is_refused_naming_the_tensor     1 "err:model.layers.1.self_attn.v_proj.lora_B" registry "${F[@]}" add nan "$tmp/nan"
+run_case nothing_added_for_nan                0 "json:len(doc)==2"               registry "${F[@]}" --json list
+# text on the way in
+run_case escape_in_a_note_is_refused          1 "err:notes is not valid"         registry "${F[@]}" add fb "$X/ad2" --note $'\e[2Jgone'
+run_case bidi_override_in_a_name_is_refused   1 "err:not valid"                  registry "${F[@]}" add $'f\u202eb' "$X/ad2"
+run_case non_utf8_name_is_refused             1 "err:not valid"                  registry "${F[@]}" add $'f\xffb' "$X/ad2"
+# rows an older lorakit or sqlite3 by hand could leave: every reader still works
+run_case add_to_spoil                         0 "out:spoilt@1"                   registry "${F[@]}" add spoilt "$X/ad2" --note ok
+run_case add_another_to_spoil                 0 "out:gone@1"                     registry "${F[@]}" add gone "$X/ad3"
+python3 - "$tmp/f.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE versions SET notes = CAST(X'1b5b324ae280aec285ff' AS TEXT) WHERE adapter_id = (SELECT id FROM adapters WHERE name = 'spoilt')")
+db.execute("UPDATE adapters SET name = CAST(X'676fff' AS TEXT) WHERE name = 'gone'")
+db.execute("INSERT INTO tags(adapter_id, tag, version_id) SELECT adapter_id, CAST(X'7407' AS TEXT), id FROM versions WHERE adapter_id = (SELECT id FROM adapters WHERE name = 'spoilt')")
+db.commit()
+PY
+run_case list_survives_a_bad_row              0 "json:len(doc)==4 and any(v['name']=='go\\\\xff' for v in doc)" registry "${F[@]}" --json list
+run_case list_text_survives_a_bad_row         0 "out:go\\xff@1"                  registry "${F[@]}" list
+run_case show_survives_a_bad_row              0 "json:doc['notes'].endswith('\\\\xff')" registry "${F[@]}" --json show spoilt
+run_case show_lists_the_files_as_added        0 "json:[f['path'] for f in doc['files']]==['README.md','adapter_config.json','adapter_model.safetensors']" registry "${F[@]}" --json show fa@1
+run_case log_survives_a_bad_row               0 "out:version spoilt@1"           registry "${F[@]}" log spoilt
+check terminal_output_is_escaped python3 - "$LK" "$tmp/f.db" <<'PY'
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "registry", "--registry", sys.argv[2], "log", "spoilt"])
+out = b""
+while True:
+    try:
+        d = os.read(fd, 65536)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+_, st = os.waitpid(pid, 0)
+raw = any(c in out for c in (b"\x1b", b"\xe2\x80\xae", b"\xc2\x85", b"\x07"))
+sys.exit(0 if os.WEXITSTATUS(st) == 0 and not raw and b"\\x1b[2J\\u202e\\u0085\\xff" in out and b"t\\x07" in out else 1)
+PY
+# read-only: a registry file and folder nobody may write (root runs the readers as nobody)
+mkdir -p "$tmp/ro" "$tmp/ro-out"
+cp "$tmp/f.db" "$tmp/ro/f.db"
+cp "$tmp/f.db" "$tmp/ro.orig"
+chmod 555 "$tmp/ro"
+chmod 444 "$tmp/ro/f.db"
+chmod 777 "$tmp/ro-out"
+chmod 755 "$tmp"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then RUN_AS=(setpriv --reuid=65534 --regid=65534 --clear-groups); fi
+RO=(--registry "$tmp/ro/f.db")
+run_case read_only_list                       0 "out:fa@1"                       registry "${RO[@]}" list
+run_case read_only_show                       0 "out:ref:        fa@2"           registry "${RO[@]}" show fa
+run_case read_only_verify                     0 "out:ok"                         registry "${RO[@]}" verify
+run_case read_only_export                     0 "out:exported fa@1"              registry "${RO[@]}" export fa@1 -o "$tmp/ro-out/fa"
+run_case read_only_refuses_writes             1 "-"                              registry "${RO[@]}" tag fa@1 prod
+RUN_AS=()
+check read_only_export_is_byte_for_byte diff -r "$tmp/fa" "$tmp/ro-out/fa"
+check read_only_file_unchanged cmp -s "$tmp/ro/f.db" "$tmp/ro.orig"
+chmod 755 "$tmp/ro"
+# an empty file is not a registry; a damaged one takes no writes
+: >"$tmp/empty.db"
+run_case empty_file_is_not_a_registry         1 "err:not a lorakit registry"     registry --registry "$tmp/empty.db" verify
+check empty_file_left_empty test ! -s "$tmp/empty.db"
+cp "$tmp/f.db" "$tmp/d.db"
+python3 - "$tmp/d.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE chunks SET data = X'789c0300000001' WHERE seq = 1 AND blob = (SELECT blob FROM versions LIMIT 1)")
+db.commit()
+PY
+run_case damaged_registry_fails_verify        1 "out:PROBLEMS FOUND"             registry --registry "$tmp/d.db" verify
+run_case damaged_registry_refuses_add         1 "err:damaged"                    registry --registry "$tmp/d.db" add new "$X/ad3"
+# lineage: a path is the version with its exact bytes, not the newest with its content
+M=(--registry "$tmp/m.db")
+run_case convert_records_source_and_copy      0 "out:recorded ad1@2 (imported from ad1@1)" convert "$X/ad1" -o "$tmp/ad1.gguf" --format gguf-lora --base "$X/base" "${M[@]}"
+run_case merge_by_path_records_that_version   0 "out:merged_from ad1@1"          merge "$X/base" --adapter "$X/ad1" -o "$tmp/m1" "${M[@]}"
+run_case merge_by_gguf_path_records_the_gguf  0 "out:merged_from ad1@2"          merge "$X/base" --adapter "$tmp/ad1.gguf" -o "$tmp/m2" "${M[@]}"
+run_case merge_by_ref                         0 "out:merged_from ad1@2"          merge "$X/base" --adapter ad1@2 -o "$tmp/m3" "${M[@]}"
+run_case merge_by_tag                         0 "out:merged_from ad1@2"          merge "$X/base" --adapter ad1:latest -o "$tmp/m4" "${M[@]}"
+run_case same_bytes_twice_added_under_new_name 0 "out:twin@1"                    registry "${M[@]}" add twin "$X/ad1"
+run_case ambiguous_match_is_said_on_stderr    0 "err:chose twin@1"               merge "$X/base" --adapter "$X/ad1" -o "$tmp/m5" "${M[@]}"
 
 # Files that are not registries are refused and left as they were.
 printf 'not a database at all, just text\n%.0s' {1..40} >"$tmp/text.db"

@@ -375,7 +375,7 @@ OFF(lk_registry_add_opts_t, notes, 48);
 OFF(lk_registry_add_opts_t, loader, 56);
 OFF(lk_registry_add_opts_t, format, 64);
 OFF(lk_registry_add_opts_t, force, 72);
-OFF(lk_registry_add_opts_t, reserved0, 76);
+OFF(lk_registry_add_opts_t, new_version, 76);
 OFF(lk_registry_add_opts_t, progress, 80);
 OFF(lk_registry_add_opts_t, progress_user, 88);
 SIZE(lk_registry_add_opts_t, 96);

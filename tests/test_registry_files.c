@@ -150,8 +150,9 @@ START_TEST(a_v1_database_is_migrated) {
   char copy[8192];
   snprintf(copy, sizeof copy,
            "%s ATTACH '%s' AS src; INSERT INTO blobs SELECT * FROM src.blobs; INSERT INTO chunks SELECT * FROM "
-           "src.chunks; INSERT INTO adapters SELECT * FROM src.adapters; INSERT INTO versions SELECT * FROM "
-           "src.versions; INSERT INTO tags SELECT * FROM src.tags; INSERT INTO lineage SELECT * FROM src.lineage;"
+           "src.chunks; INSERT INTO adapters SELECT * FROM src.adapters; INSERT INTO versions SELECT id, adapter_id, "
+           "version, blob, model_id, rank, alpha, scaling, target_modules, n_targets, format, size, created, operation, "
+           "notes FROM src.versions; INSERT INTO tags SELECT * FROM src.tags; INSERT INTO lineage SELECT * FROM src.lineage;"
            "DETACH src;",
            v1_schema, rg_path("src.db"));
   sql("v1.db", copy);
@@ -475,8 +476,11 @@ START_TEST(fixture_peft_round_trip_is_byte_identical) {
   ck_assert_int_eq(lk_registry_add_path(reg, "again", rg_path("out.gguf"), &o, &ref), LK_OK);
   ck_assert_str_eq(ref, "a1-gguf@1"); /* same content: the newest version holding it */
   lk_free(ref);
+  /* one canonical payload for both, plus the files each was added from:
+   * README.md, adapter_config.json, adapter_model.safetensors of the folder,
+   * and the GGUF file */
   json_t *v = rg_verify(reg, LK_OK);
-  ck_assert_int_eq(rg_int(v, "blobs"), 1);
+  ck_assert_int_eq(rg_int(v, "blobs"), 1 + 3 + 1);
   json_decref(v);
   lk_registry_close(reg);
   lk_context_free(ctx);

@@ -7,6 +7,7 @@
  * calls per thread. f16 and bf16 weights are converted to f32 in row panels
  * inside the op (the host's convert), in per-thread scratch. */
 #include "cpu.h"
+#include "nn.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -461,6 +462,7 @@ static size_t dropout_bytes(const cpu_plan_t *p) {
 }
 
 size_t cpu_scratch(const cpu_backend_t *be, const cpu_plan_t *p) {
+  if (cpu_nn_owns(p->code)) return p->scratch;
   return scratch_base(be, p) + dropout_bytes(p);
 }
 
@@ -510,7 +512,8 @@ static void run_lora_dropout(cpu_backend_t *be, const cpu_plan_t *p) {
 }
 
 int32_t cpu_run(cpu_backend_t *be, const cpu_plan_t *p, lk_error_t *err) {
-  (void)err;
+  if (cpu_nn_owns(p->code))
+    return cpu_nn_run(be->pool, be->n_threads, p->op, p->src_ptr, p->dst_ptr, be->scratch, err);
   if (dropout_bytes(p)) {
     run_lora_dropout(be, p);
     return LK_OK;

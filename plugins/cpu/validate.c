@@ -6,6 +6,7 @@
  * result is a cpu_plan_t the kernels run without further checks. With a
  * NULL backend only the description is judged (supports()). */
 #include "cpu.h"
+#include "nn.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -241,10 +242,11 @@ static int32_t read_params(const vctx *v, const void *params, void *out, size_t 
   return LK_OK;
 }
 
-/* An absent operand: no buffer; judged without buffers (supports()), the
- * dtype LK_DTYPE_INVALID says it (lorakit_ops.h). */
+/* An absent operand: a zeroed view, told by its dtype LK_DTYPE_INVALID
+ * (lorakit_ops.h); a present one without a buffer is refused later. */
 static int cpu_absent(const cpu_backend_t *be, const lk_view_t *t) {
-  return be ? t->buffer == NULL : t->dtype == LK_DTYPE_INVALID;
+  (void)be;
+  return t->dtype == LK_DTYPE_INVALID;
 }
 
 static int32_t check_counts(const vctx *v, const lk_op_t *op, uint32_t n_src, uint32_t n_dst,
@@ -480,6 +482,30 @@ static int32_t plan_elem(cpu_backend_t *be, const vctx *v, const lk_op_t *op, cp
   return cpu_elem_plan(op, p, v->err) == LK_OK ? LK_OK : (v->err ? v->err->code : LK_ERR_INVALID_ARG);
 }
 
+/* A transformer op (nn.c): every present operand resolved to a host
+ * pointer inside its buffer, then the op's own rules. */
+static int32_t plan_nn(cpu_backend_t *be, const vctx *v, const lk_op_t *op, cpu_plan_t *p) {
+  if (op->n_src > 8 || op->n_dst > 8 || (op->n_src && !op->src) || (op->n_dst && !op->dst))
+    return vfail(v, LK_ERR_INVALID_ARG, "has %u sources and %u destinations (at most 8 each)", op->n_src, op->n_dst);
+  if (cpu_nn_supports(op) != LK_OK) return vfail(v, LK_ERR_UNSUPPORTED, "an operand has a dtype the cpu kernels do not read");
+  for (uint32_t i = 0; i < op->n_src + op->n_dst; i++) {
+    const lk_view_t *t = i < op->n_src ? &op->src[i] : &op->dst[i - op->n_src];
+    void **slot = i < op->n_src ? &p->src_ptr[i] : &p->dst_ptr[i - op->n_src];
+    *slot = NULL;
+    if (cpu_absent(be, t) || !be) continue;
+    cpu_strided_t e;
+    char name[16];
+    snprintf(name, sizeof name, "%s%u", i < op->n_src ? "src" : "dst", i < op->n_src ? i : i - op->n_src);
+    TRY(check_strided(be, v, t, name, &e));
+    *slot = e.data;
+  }
+  size_t scratch = 0;
+  int32_t rc = cpu_nn_validate(op, be ? be->n_threads : 1, &scratch, v->err);
+  if (rc != LK_OK) return rc;
+  p->scratch = scratch;
+  return LK_OK;
+}
+
 void cpu_plan_release(cpu_plan_t *plan) {
   for (int i = 0; i < 7; i++)
     if (plan->m[i].qvt && plan->m[i].qself) {
@@ -514,6 +540,11 @@ int32_t cpu_validate(cpu_backend_t *be, const lk_op_t *op, uint32_t i, uint32_t 
     if (cpu_elem_owns(op->id)) {
       rc = plan_elem(be, &v, op, plan);
       break;
+    }
+    if (cpu_nn_owns(op->id)) {
+      rc = plan_nn(be, &v, op, plan);
+      if (rc != LK_OK) cpu_plan_release(plan);
+      return rc; /* its scratch comes from cpu_nn_validate */
     }
     if (op->id == LK_OP_EXTENSION)
       return vfail(&v, LK_ERR_UNSUPPORTED, "%s: the cpu backend has no extension ops",

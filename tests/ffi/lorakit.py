@@ -298,7 +298,7 @@ class lk_registry_add_opts_t(Structure):
                 ("n_parents", c_uint32), ("reuse_existing", c_uint32), ("params_json", c_char_p),
                 ("base", c_char_p), ("operation", c_char_p), ("notes", c_char_p),
                 ("loader", c_char_p), ("format", c_char_p), ("force", c_uint32),
-                ("reserved0", c_uint32),
+                ("new_version", c_uint32),
                 ("progress", ctypes.CFUNCTYPE(None, c_void_p, c_uint64, c_uint64)),
                 ("progress_user", c_void_p)]
 

@@ -153,7 +153,7 @@ pub mod sys {
         pub loader: *const c_char,
         pub format: *const c_char,
         pub force: u32,
-        pub reserved0: u32,
+        pub new_version: u32,
         pub progress: Option<unsafe extern "C" fn(*mut c_void, u64, u64)>,
         pub progress_user: *mut c_void,
     }

@@ -132,8 +132,15 @@ typedef struct lk_component_info_t {
  * loaded; otherwise the plugin is still listed as refused, with the reason,
  * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS). An
  * explicit path wins over discovery: a plugin of the same id found by
- * discovery is set aside (listed as refused, naming this one) and this one
- * takes its place; two explicit loads of one id refuse the second. */
+ * discovery (or lk_plugin_load_dir) is set aside - listed as refused with
+ * the reason "set aside: plugin id 'ID' was loaded explicitly from FILE",
+ * its components removed from the list before this one's are added, its
+ * fini deferred to lk_context_free - and this one takes its place; if this
+ * one fails, the discovered one stays. Two explicit loads of one id refuse
+ * the second (LK_ERR_EXISTS), as does a discovered one after any load.
+ * Loading the same file again is a no-op (LK_OK when it loaded). Backends
+ * of one name from several plugins are variants (lk_backend_open picks by
+ * score); loaders and quantisers must be unique by name (LK_ERR_EXISTS). */
 LK_API lk_status lk_plugin_load(lk_context_t *ctx, const char *path);
 /* [one-thread-per-context] Load every plugin file (lorakit-*.so) in dir, as
  * discovery does (an explicit lk_plugin_load still wins). */

@@ -7,9 +7,10 @@
  *     ("com.example.fused_thing/1": an id never changes, a revision is a new id).
  *   - operands: lk_view_t, each a strided view into a backend buffer. Sources
  *     first (src[0..n_src)), destinations after (dst[0..n_dst)). An operand
- *     that is optional may be absent: its view has buffer == NULL (and, so
- *     that supports(), which judges descriptions without buffers, can tell,
- *     dtype LK_DTYPE_INVALID).
+ *     that is optional may be absent: its view has dtype LK_DTYPE_INVALID
+ *     and buffer NULL (a zeroed view). supports(), which judges descriptions
+ *     without buffers, tells absent operands by the dtype alone; submit
+ *     refuses a present operand (a dtype) without a buffer.
  *   - params: the op's own struct, starting with `uint32_t struct_size`
  *     (caller-filled input: a reader uses a field only when struct_size covers
  *     it, a longer struct is accepted only when its unknown tail is zero).
@@ -170,17 +171,20 @@ enum {
   /* EMBEDDING src {table [V, D], ids [..] i32}  dst {y [.., D]}
    *           y[t] = table[ids[t]]; an id outside [0, V) fails the batch.
    * EMBEDDING_BACKWARD  src {ids [..], dy [.., D]}  dst {dtable [V, D]}
-   *           dtable (+)= scatter-add: dtable[ids[t]] += dy[t] for every t.
+   *           dtable (+)= scatter-add: dtable[ids[t]] += dy[t] for every t
+   *           (rows no id names are 0, or unchanged with accumulate); an id
+   *           outside [0, V) fails the batch.
    *           params (both): lk_op_accumulate_t. */
   LK_OP_EMBEDDING = 14,
   LK_OP_EMBEDDING_BACKWARD = 15,
 
   /* RMSNORM   src {x [.., D], w [D] (optional)}  dst {y [.., D], rstd [..] f32 (optional)}
-   *           rstd = 1 / sqrt(mean(x^2) + eps) per row; y = x rstd w (w absent: 1),
+   *           rstd = 1 / sqrt(mean(x^2) + eps) per row (rstd holds one value
+   *           per row of x); y = x rstd w (w absent: 1),
    *           as Hugging Face's LlamaRMSNorm. rstd is kept for the backward.
    * RMSNORM_BACKWARD  src {x, w (optional), rstd, dy}  dst {dx, dw (optional)}
    *           with u = x rstd:  dw (+)= sum over rows of dy u;
-   *           dx (+)= rstd (dy w - u mean(dy w u)).
+   *           dx (+)= rstd (dy w - u mean(dy w u)). dw needs w (refused without).
    *           params (both): lk_op_rmsnorm_t. */
   LK_OP_RMSNORM = 16,
   LK_OP_RMSNORM_BACKWARD = 17,
@@ -191,11 +195,13 @@ enum {
    *             y[i]       = x[i] cos a - x[i + n/2] sin a
    *             y[i + n/2] = x[i + n/2] cos a + x[i] sin a
    *           and y[j] = x[j] for j >= n. inverse = 1 rotates by -a: that is
-   *           the backward (dx = ROPE(dy, inverse)). params: lk_op_rope_t. */
+   *           the backward (dx = ROPE(dy, inverse)). params: lk_op_rope_t.
+   *           n_rot must be even and at most Dh. */
   LK_OP_ROPE = 18,
 
   /* ATTENTION src {q [B, Tq, Hq, Dh], k [B, Tk, Hkv, Dh], v [B, Tk, Hkv, Dh],
-   *                mask [B or stride 0, Tq, Tk] f32 additive (optional)}
+   *                mask [B, Tq, Tk] f32 additive (optional; a stride of 0
+   *                over B, or a first dimension of 1, broadcasts it)}
    *           dst {o [B, Tq, Hq, Dh], lse [B, Hq, Tq] f32 (optional)}
    *           Hq is a multiple of Hkv; query head h reads kv head h / (Hq / Hkv)
    *           (grouped-query attention). For each (b, h, i):
@@ -208,7 +214,8 @@ enum {
    * ATTENTION_BACKWARD  src {q, k, v, o, lse, do, mask (optional)}  dst {dq, dk, dv}
    *           the gradients of the above given do = dL/do, using lse (no
    *           recomputation of the softmax normaliser):
-   *             p_ij = exp(z_ij - lse_i), D_i = do_i . o_i,
+   *             p_ij = exp(z_ij - lse_i) (0 for j not allowed, and for
+   *             every j of a row with lse_i = -inf), D_i = do_i . o_i,
    *             dv_j (+)= sum_i p_ij do_i,  ds_ij = p_ij (do_i . v_j - D_i),
    *             dq_i (+)= scale sum_j ds_ij k_j,  dk_j (+)= scale sum_i ds_ij q_i
    *           (summed over the query heads that share a kv head). */
@@ -232,7 +239,8 @@ enum {
    *           ignore_index and reduction "mean": for each counted row t
    *           (labels[t] != ignore_index), l_t = logsumexp(logits[t]) -
    *           logits[t][labels[t]]; loss = sum l_t / den, den = denominator
-   *           when > 0, else the number of counted rows (0 rows: loss = 0).
+   *           when > 0, else the number of counted rows (0 rows: loss = 0);
+   *           count = the number of counted rows.
    *           A label outside [0, V) that is not ignore_index fails the batch.
    * CROSS_ENTROPY_BACKWARD  src {logits, labels, dloss [1] f32 (optional: 1)}  dst {dlogits}
    *           dlogits[t] (+)= dloss (softmax(logits[t]) - onehot(labels[t])) / den
@@ -335,10 +343,10 @@ typedef struct lk_op_rope_t {
   float theta;               /* default 10000 */
   uint32_t n_rot;            /* rotated dimensions (even); default 0 = Dh */
   int32_t scaling;           /* LK_ROPE_SCALING_*, default none */
-  float factor;              /* linear and llama3 */
-  float low_freq_factor;     /* llama3 */
+  float factor;              /* linear and llama3; no default: > 0 required */
+  float low_freq_factor;     /* llama3; no default: 0 < low < high required */
   float high_freq_factor;    /* llama3 */
-  uint32_t original_max_pos; /* llama3 */
+  uint32_t original_max_pos; /* llama3; no default: > 0 required */
   uint32_t inverse;          /* 1: rotate by -a (the backward) */
 } lk_op_rope_t;
 #define LK_MIN_SIZE_OP_ROPE LK_MIN_SIZE(lk_op_rope_t, inverse)

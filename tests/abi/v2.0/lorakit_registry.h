@@ -61,7 +61,7 @@ typedef struct lk_registry_t lk_registry_t;
 /* The schema version this library writes (PRAGMA user_version). Older
  * registries are migrated forward when opened for writing; newer ones are
  * refused with LK_ERR_UNSUPPORTED and left untouched. */
-#define LK_REGISTRY_SCHEMA 2
+#define LK_REGISTRY_SCHEMA 3
 
 /* ---- lineage relations (append-only; carried as int32_t) ----------------- */
 enum {
@@ -144,20 +144,28 @@ typedef struct lk_registry_add_opts_t {
   /* Nonzero: record the base even when the adapter's targets do not fit it
    * (otherwise LK_ERR_MISMATCH naming the target and both shapes). */
   uint32_t force;
-  uint32_t reserved0;          /* must be 0 */
+  /* lk_registry_add_path: a version of name whose stored files are
+   * exactly the files at path is returned (its REF), nothing added, unless
+   * this is nonzero. (Was reserved0: callers that zeroed it get the check.) */
+  uint32_t new_version;
   lk_registry_progress_fn progress; /* may be NULL */
   void *progress_user;
 } lk_registry_add_opts_t;
 #define LK_MIN_SIZE_REGISTRY_ADD_OPTS LK_MIN_SIZE(lk_registry_add_opts_t, progress_user)
 
 /* [one-thread-per-context] Add the adapter at path (PEFT folder, GGUF LoRA file: lk_adapter_load, with
- * the base model's config when opts->base names one) as the next version of
+ * the base model's config when opts->base names one), and every regular
+ * file of that folder (or the file) byte for byte, as the next version of
  * name (NULL = named after the file or folder, e.g. "a1-lora" for
  * "out/a1-lora.gguf", with invalid characters replaced by '_'). opts may be
  * NULL. On success *out_ref (when out_ref is not NULL) is
  * the new "NAME@N", freed with lk_free. Errors: LK_ERR_INVALID_ARG for a bad
  * name, LK_ERR_NOT_FOUND for a parent or base that does not exist,
- * LK_ERR_MISMATCH for a base the adapter does not fit; nothing is written. */
+ * LK_ERR_MISMATCH for a base the adapter does not fit, LK_ERR_INVALID_ARG
+ * naming the tensor and file for a NaN or infinite weight, and for names,
+ * tags, notes, operations and parameters that are not UTF-8 or hold control
+ * or bidirectional-override characters (notes may hold tab and newline);
+ * LK_ERR_CORRUPT for a registry verify found damaged. Nothing is written. */
 LK_API lk_status lk_registry_add_path(lk_registry_t *reg, const char *name, const char *path,
                                       const lk_registry_add_opts_t *opts, char **out_ref);
 /* [one-thread-per-context] Add the in-memory adapter ad (read through the public adapter API; ad is
@@ -193,13 +201,40 @@ LK_API lk_status lk_registry_add_model(lk_registry_t *reg, const char *name, con
 /* [one-thread-per-context] The canonical "NAME@N" of ref in *out_ref (lk_free). LK_ERR_NOT_FOUND
  * names what exists. */
 LK_API lk_status lk_registry_resolve(lk_registry_t *reg, const char *ref, char **out_ref);
+typedef struct lk_registry_find_opts_t {
+  uint32_t struct_size;
+  /* Nonzero: only versions whose stored files are exactly these bytes
+   * (no match on canonical content). */
+  uint32_t exact_only;
+  const char *name;            /* only versions of this adapter name, or NULL */
+  /* The base model whose config loading a GGUF LoRA needs: a recorded
+   * model's name or a model path; NULL = none. */
+  const char *base;
+  const char *loader;          /* loader name; NULL = by probe */
+} lk_registry_find_opts_t;
+
+/* [one-thread-per-context] The version `what` names, in *out_ref
+ * ("NAME@N", lk_free). what is a REF ("NAME@N", "NAME:TAG", "NAME") or
+ * the path of an adapter (PEFT folder, GGUF LoRA file). A path is matched
+ * by its exact bytes first (a version added from the same files), then,
+ * unless opts->exact_only, by canonical content, preferring versions stored
+ * in the path's own format; among equals the newest wins. When more than
+ * one version fitted equally, *out_note (when out_note is not NULL; lk_free;
+ * NULL otherwise) says which were candidates and which was chosen. opts may
+ * be NULL. LK_ERR_NOT_FOUND when nothing matches; nothing is written. */
+LK_API lk_status lk_registry_find(lk_registry_t *reg, const char *what, const lk_registry_find_opts_t *opts,
+                                  char **out_ref, char **out_note);
 /* [one-thread-per-context] The version ref as a new adapter of the registry's context (the caller
  * frees it with lk_adapter_free). The stored bytes are checked against their
  * hash on the way: LK_ERR_CORRUPT names the version when they differ. */
 LK_API lk_status lk_registry_get(lk_registry_t *reg, const char *ref, lk_adapter_t **out);
-/* [one-thread-per-context] Write version ref to path as format "peft" (a folder) or "gguf-lora" (a
- * file, using the recorded base model's config) with lk_adapter_save:
- * through a temporary file renamed into place. */
+/* [one-thread-per-context] Write version ref to path. A version added from
+ * files (a PEFT folder, a GGUF LoRA file; schema 3 and later) is written
+ * back as exactly those files when format is NULL or its stored format
+ * ("format" of lk_registry_list). Otherwise it is converted: "peft" (a
+ * folder) or "gguf-lora" (a file, using the recorded base model's config)
+ * with lk_adapter_save; format NULL is "peft" for versions without files.
+ * Through temporary files renamed into place. */
 LK_API lk_status lk_registry_export(lk_registry_t *reg, const char *ref, const char *path,
                                     const char *format);
 
@@ -223,8 +258,10 @@ LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opt
                                   char **out_json);
 /* [one-thread-per-context] One version as a JSON object in *out_json
  * (lk_free): the fields of lk_registry_list, plus "stored" (compressed
- * bytes), "targets" (name, rank, alpha, in, out of each), "children" and
- * the base model's record ("base_model"). */
+ * bytes), "targets" (name, rank, alpha, in, out of each), "children",
+ * the base model's record ("base_model") and "files" (path, size, sha256 of
+ * each file the version was added from; [] when added from memory or
+ * before schema 3). */
 LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **out_json);
 /* [one-thread-per-context] Base models as a JSON array in *out_json
  * (lk_free): name, architecture, fingerprint, path, parameters, created,

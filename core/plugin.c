@@ -90,17 +90,12 @@ const lk_host_api_t *lk__host_api(void) { return &host_api; }
 
 /* ---- plugin lifecycle --------------------------------------------------------- */
 
-/* Every plugin init and fini, of every context, runs under this one lock:
- * a plugin's refcounted init/fini need not be thread-safe themselves
- * (lorakit_plugin.h), and contexts are created and freed on any thread. */
+/* Every call into a plugin while it is loaded (lk_plugin_entry, init, the
+ * factories) and every fini, of every context, runs under this one lock: a
+ * plugin's entry and refcounted init/fini need not be thread-safe
+ * themselves (lorakit_plugin.h), and contexts are created and freed on any
+ * thread. Loading is rare, so holding it for a whole load costs nothing. */
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int32_t plugin_init(const lk_plugin_t *desc, lk_error_t *err) {
-  pthread_mutex_lock(&lifecycle_lock);
-  int32_t rc = desc->init(&host_api, err);
-  pthread_mutex_unlock(&lifecycle_lock);
-  return rc;
-}
 
 static void plugin_fini(const lk_plugin_t *desc) {
   pthread_mutex_lock(&lifecycle_lock);
@@ -288,7 +283,7 @@ static int take_components(lk_context_t *ctx, uint32_t index, lk__component **ou
   return 0;
 }
 
-static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) {
+static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explicit) {
   char real[PATH_MAX];
   if (!realpath(path, real)) {
     snprintf(real, sizeof real, "%s", path);
@@ -356,7 +351,7 @@ static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) 
     return refuse(ctx, rec, LK_ERR_NOMEM, "out of memory replacing plugin id '%s'", desc->id);
 
   lk_error_t err = {sizeof err, 0, {0}};
-  rc = plugin_init(desc, &err);
+  rc = desc->init(&host_api, &err); /* under lifecycle_lock (load_one) */
   lk_status st;
   if (rc != LK_OK) {
     st = refuse(ctx, rec, LK_ERR_PLUGIN, "%s: init failed: %s", real,
@@ -365,7 +360,7 @@ static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) 
     rec->initialised = 1;
     st = register_components(ctx, rec, index);
     if (st != LK_OK) {
-      plugin_fini(desc);
+      desc->fini();
       rec->initialised = 0;
     }
   }
@@ -393,6 +388,13 @@ static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) 
   rec->is_explicit = is_explicit;
   lk__ok(ctx);
   return LK_OK;
+}
+
+static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) {
+  pthread_mutex_lock(&lifecycle_lock);
+  lk_status st = load_locked(ctx, path, is_explicit);
+  pthread_mutex_unlock(&lifecycle_lock);
+  return st;
 }
 
 LK_API lk_status lk_plugin_load(lk_context_t *ctx, const char *path) {

@@ -421,7 +421,9 @@ typedef struct lk_plugin_t {
 } lk_plugin_t;
 #define LK_MIN_SIZE_PLUGIN LK_MIN_SIZE(lk_plugin_t, get_factory)
 
-/* The one symbol a plugin exports. */
+/* The one symbol a plugin exports. [any-thread] (serialised: the core holds
+ * one process-wide lock while it loads a plugin - entry, init, factories -
+ * and around every fini, so none of them need be thread-safe). */
 typedef int32_t (*lk_plugin_entry_fn)(uint32_t *abi_in_out, const lk_host_api_t *host,
                                       const lk_plugin_t **out);
 #define LK_PLUGIN_ENTRY_SYMBOL "lk_plugin_entry"

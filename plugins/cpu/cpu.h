@@ -52,6 +52,8 @@ typedef struct cpu_backend {
   cpu_pool_t *pool;
   uint32_t n_threads;
   int simd; /* AVX2+FMA kernels usable (and not disabled by LORAKIT_CPU_NO_SIMD) */
+  int compute_bf16; /* 1: matmul and LoRA forward/backward compute in bf16 (f32
+                       accumulation and outputs); the GEMM path: isa.h, gemm.h */
   pthread_mutex_t lock; /* guards the buffer set */
   lk_buffer_t **set;    /* open-addressing set of live buffers (NULL = empty slot) */
   size_t set_cap, set_len;

@@ -5,6 +5,7 @@
  * rather than dereferenced) and synchronous batched submission: every op of
  * a batch is validated (validate.c) before any runs (ops.c). */
 #include "cpu.h"
+#include "isa.h"
 
 #include <cblas.h>
 #include <sched.h>
@@ -147,6 +148,7 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   /* LORAKIT_CPU_NO_SIMD=1 forces the portable OpenBLAS paths (tests, triage). */
   const char *no_simd = secure_getenv("LORAKIT_CPU_NO_SIMD");
   be->simd = cpu_have_avx2() && !(no_simd && no_simd[0] == '1');
+  be->compute_bf16 = cpu_isa_default_bf16();
   pthread_mutex_init(&be->lock, NULL);
   int32_t rc = cpu_pool_create(n_threads, &be->pool);
   if (rc != LK_OK) {
@@ -220,6 +222,9 @@ static int32_t cpu_device_info(void *self, uint32_t index, lk_device_info_t *out
                     out->struct_size);
   out->type = LK_DEVICE_CPU;
   cpu_model_name(out->name, sizeof out->name);
+  size_t nl = strlen(out->name); /* the ISA path in use, e.g. "AMD EPYC [avx512bf16]" */
+  snprintf(out->name + nl, sizeof out->name - nl, " [%s%s]", cpu_isa_name(cpu_isa()),
+           be->compute_bf16 ? ", bf16 compute" : "");
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   uint64_t total = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
   uint64_t avail = cpu_mem_available();

@@ -1,0 +1,44 @@
+/* gemm_kern.h - what gemm.c (the packing driver) knows of a micro-kernel:
+ * its register tile MR x NR, its cache blocks, and the tile function. Private
+ * to gemm*.c.
+ *
+ * Packed layouts (zero-padded to whole slivers; kc even for bf16):
+ *   f32:  A sliver [kc][MR] floats, B sliver [kc][NR] floats
+ *   bf16: A sliver [kc/2][MR][2] uint16, B sliver [kc/2][NR][2] uint16
+ * tile(kc, Ap, Bp, C, ldc, alpha, beta): C[MR x NR] = alpha * Ap.Bp + beta * C
+ * (beta == 0: C not read). Ap and Bp are 64-byte aligned. */
+#ifndef LK_CPU_GEMM_KERN_H
+#define LK_CPU_GEMM_KERN_H
+
+#include <stdint.h>
+
+typedef void (*cpu_gemm_tile_fn)(int64_t kc, const void *Ap, const void *Bp, float *C,
+                                 int64_t ldc, float alpha, float beta);
+
+typedef struct cpu_gemm_kern {
+  const char *name;
+  int mr, nr;   /* register tile */
+  int kc;       /* K block (even) */
+  int mb;       /* rows of A per packed panel (multiple of mr) */
+  int nb;       /* columns of B per packed block (multiple of nr), KC x NB fits L2 */
+  int bf16;     /* 1: panels hold bf16 pairs */
+  cpu_gemm_tile_fn tile;
+  /* Optional: pack nr full columns of a transposed f32 B (rows of src, row
+   * stride ld, kc of them) into dst[k][nr]; NULL: the plain C loop. */
+  void (*pack_bt)(const float *src, int64_t ld, int64_t kc, int nr, float *dst);
+} cpu_gemm_kern_t;
+
+/* 8x8-transposing pack of B^T (AVX2, gemm_avx2.c): any nr multiple of 8. */
+void cpu_gemm_pack_bt_avx2(const float *src, int64_t ld, int64_t kc, int nr, float *dst);
+
+extern const cpu_gemm_kern_t cpu_gemm_kern_portable;
+#if defined(__x86_64__)
+extern const cpu_gemm_kern_t cpu_gemm_kern_avx2;
+extern const cpu_gemm_kern_t cpu_gemm_kern_avx512;
+extern const cpu_gemm_kern_t cpu_gemm_kern_avx512bf16;
+/* cvt.c's vector loops, in the ISA files */
+void cpu_cvt_f32_bf16_avx512bf16(const float *src, uint16_t *dst, int64_t n);
+void cpu_cvt_bf16_f32_avx512(const uint16_t *src, float *dst, int64_t n);
+#endif
+
+#endif /* LK_CPU_GEMM_KERN_H */

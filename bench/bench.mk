@@ -20,9 +20,10 @@ BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 .PHONY: bench-build
 bench-build: $(BENCH_BINS)
 
-$(BENCH_DIR)/gemm_libs: bench/gemm_libs.c | $(B)/.bootstrap
+# gemm_libs links the CPU backend's kernel layer directly (CPU_KERNEL_OBJ).
+$(BENCH_DIR)/gemm_libs: bench/gemm_libs.c $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl -lm
+	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< $(CPU_KERNEL_OBJ) -ldl -lpthread -lm
 
 $(BENCH_DIR)/bench_lora: bench/bench_lora.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)

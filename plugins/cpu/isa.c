@@ -86,7 +86,6 @@ static cpu_isa_t isa_detect(void) { return CPU_ISA_PORTABLE; }
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static cpu_isa_t isa_best_v, isa_used_v;
-static int isa_bf16_v;
 static char isa_desc[96];
 
 static void isa_init(void) {
@@ -104,8 +103,6 @@ static void isa_init(void) {
     else
       isa_used_v = (cpu_isa_t)w;
   }
-  const char *comp = secure_getenv("LORAKIT_CPU_COMPUTE");
-  isa_bf16_v = comp && !strcmp(comp, "bf16");
   if (cpu_isa_kernel(isa_used_v) != isa_used_v)
     snprintf(isa_desc, sizeof isa_desc, "%s (kernels: %s; best: %s)", cpu_isa_name(isa_used_v),
              cpu_isa_name(cpu_isa_kernel(isa_used_v)), cpu_isa_name(isa_best_v));
@@ -130,6 +127,6 @@ const char *cpu_isa_describe(void) {
 }
 
 int cpu_isa_default_bf16(void) {
-  pthread_once(&isa_once, isa_init);
-  return isa_bf16_v;
+  const char *comp = secure_getenv("LORAKIT_CPU_COMPUTE");
+  return comp && !strcmp(comp, "bf16");
 }

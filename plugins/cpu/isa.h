@@ -31,8 +31,9 @@ int cpu_isa_parse(const char *name);
 cpu_isa_t cpu_isa_kernel(cpu_isa_t isa);
 /* One line describing the path in use, e.g. "avx512bf16 (best: avx512bf16)". */
 const char *cpu_isa_describe(void);
-/* 1 when LORAKIT_CPU_COMPUTE=bf16 asks for bf16 compute by default (interim
- * switch until the session API carries it). */
+/* 1 when LORAKIT_CPU_COMPUTE=bf16 asks for bf16 compute (read at each call,
+ * i.e. at each backend create: an interim switch until the session API
+ * carries it). */
 int cpu_isa_default_bf16(void);
 
 #endif /* LK_CPU_ISA_H */

@@ -18,10 +18,14 @@
 
 /* ---- bf16 rounding ------------------------------------------------------------ */
 
+/* f32 -> bf16, nearest-even; NaN stays (quiet) NaN; subnormals become a
+ * signed zero, as vcvtne2ps2bf16 and vdpbf16ps treat them, so every path
+ * rounds alike. */
 static inline uint16_t f2bf(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+  if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000);      /* subnormal: 0 */
   u += 0x7fffu + ((u >> 16) & 1u);
   return (uint16_t)(u >> 16);
 }

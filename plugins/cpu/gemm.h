@@ -65,7 +65,8 @@ void cpu_gemm_test_fail_alloc(int on);
 /* Conversions (cvt.c), vectorised on the path in use. */
 void cpu_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
 void cpu_bf16_to_f32(const uint16_t *src, float *dst, int64_t n);
-/* Round f32 to the nearest bf16 (ties to even; NaN stays NaN), as a float. */
+/* Round f32 to the nearest bf16 (ties to even; NaN stays NaN; subnormals
+ * flush to a signed zero, as the AVX-512 BF16 instructions do), as a float. */
 float cpu_round_bf16(float f);
 
 #endif /* LK_CPU_GEMM_H */

@@ -124,11 +124,13 @@ static inline float opnd_at(const gemm_opnd *x, int64_t r, int64_t c) {
 /* ---- packing ------------------------------------------------------------------- */
 
 /* A rows i0..i0+m, k p0..p0+kc into slivers of mr rows (f32; round: to bf16). */
-static void pack_a_f32(const gemm_opnd *a, int64_t i0, int64_t m, int64_t p0, int64_t kc, int mr,
-                       int round, float *dst) {
+static void pack_a_f32(const cpu_gemm_kern_t *kn, const gemm_opnd *a, int64_t i0, int64_t m,
+                       int64_t p0, int64_t kc, int mr, int round, float *dst) {
   for (int64_t s = 0; s < m; s += mr, dst += (size_t)kc * mr) {
     int64_t rows = m - s < mr ? m - s : mr;
-    if (!a->trans && !a->bf16 && !round) {
+    if (!a->trans && !a->bf16 && !round && kn->pack_t) {
+      kn->pack_t((const float *)a->p + (size_t)(i0 + s) * (size_t)a->ld + p0, a->ld, (int)rows, kc, mr, dst);
+    } else if (!a->trans && !a->bf16 && !round) {
       for (int64_t i = 0; i < rows; i++) {
         const float *src = (const float *)a->p + (size_t)(i0 + s + i) * (size_t)a->ld + p0;
         for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = src[k];
@@ -154,6 +156,19 @@ static void pack_a_f32(const gemm_opnd *a, int64_t i0, int64_t m, int64_t p0, in
 /* B k p0..p0+kc, columns n0..n0+n into slivers of nr columns (f32). */
 static void pack_b_f32(const cpu_gemm_kern_t *kn, const gemm_opnd *b, int64_t p0, int64_t kc,
                        int64_t n0, int64_t n, int nr, int round, float *dst) {
+  if (!b->trans && !b->bf16 && !round) { /* row by row of B: each source page once */
+    int64_t ns = (n + nr - 1) / nr;
+    for (int64_t k = 0; k < kc; k++) {
+      const float *src = (const float *)b->p + (size_t)(p0 + k) * (size_t)b->ld + n0;
+      for (int64_t s = 0; s < ns; s++) {
+        float *d = dst + (size_t)s * (size_t)kc * nr + (size_t)k * nr;
+        int64_t cols = n - s * nr < nr ? n - s * nr : nr;
+        memcpy(d, src + s * nr, (size_t)cols * sizeof(float));
+        for (int64_t j = cols; j < nr; j++) d[j] = 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t s = 0; s < n; s += nr, dst += (size_t)kc * nr) {
     int64_t cols = n - s < nr ? n - s : nr;
     if (!b->trans && !b->bf16 && !round) {
@@ -163,8 +178,10 @@ static void pack_b_f32(const cpu_gemm_kern_t *kn, const gemm_opnd *b, int64_t p0
         for (int64_t j = 0; j < cols; j++) d[j] = src[j];
         for (int64_t j = cols; j < nr; j++) d[j] = 0.0f;
       }
-    } else if (b->trans && !b->bf16 && !round && kn->pack_bt && cols == nr) {
-      kn->pack_bt((const float *)b->p + (size_t)(n0 + s) * (size_t)b->ld + p0, b->ld, kc, nr, dst);
+    } else if (b->trans && !b->bf16 && !round && kn->pack_t) {
+      kn->pack_t((const float *)b->p + (size_t)(n0 + s) * (size_t)b->ld + p0, b->ld, (int)cols, kc, nr, dst);
+      for (int64_t k = 0; k < kc; k++)
+        for (int64_t j = cols; j < nr; j++) dst[k * nr + j] = 0.0f;
     } else if (b->trans && !b->bf16 && !round) {
       for (int64_t j = 0; j < cols; j++) {
         const float *src = (const float *)b->p + (size_t)(n0 + s + j) * (size_t)b->ld + p0;
@@ -188,11 +205,17 @@ static inline uint16_t opnd_bf(const gemm_opnd *x, int64_t r, int64_t c) {
 }
 
 /* bf16 pairs: A sliver [kc2/2][mr][2]; kc2 = kc rounded up to even, the pad zero. */
-static void pack_a_bf16(const gemm_opnd *a, int64_t i0, int64_t m, int64_t p0, int64_t kc, int mr,
-                        uint16_t *dst) {
+static void pack_a_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *a, int64_t i0, int64_t m,
+                        int64_t p0, int64_t kc, int mr, uint16_t *dst) {
   int64_t kc2 = (kc + 1) & ~(int64_t)1;
   for (int64_t s = 0; s < m; s += mr, dst += (size_t)kc2 * mr) {
     int64_t rows = m - s < mr ? m - s : mr;
+    if (!a->trans && !a->bf16 && kn->pack_t_bf16 && !(kc & 1)) {
+      kn->pack_t_bf16((const float *)a->p + (size_t)(i0 + s) * (size_t)a->ld + p0, a->ld, (int)rows, kc, mr, dst);
+      for (int64_t i = rows; i < mr; i++)
+        for (int64_t k = 0; k < kc2; k++) dst[(k >> 1) * 2 * mr + 2 * i + (k & 1)] = 0;
+      continue;
+    }
     for (int64_t i = 0; i < mr; i++) {
       if (i >= rows) {
         for (int64_t k = 0; k < kc2; k++) dst[(k >> 1) * 2 * mr + 2 * i + (k & 1)] = 0;
@@ -211,12 +234,14 @@ static void pack_a_bf16(const gemm_opnd *a, int64_t i0, int64_t m, int64_t p0, i
 }
 
 /* B sliver [kc2/2][nr][2]. */
-static void pack_b_bf16(const gemm_opnd *b, int64_t p0, int64_t kc, int64_t n0, int64_t n, int nr,
-                        uint16_t *dst) {
+static void pack_b_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *b, int64_t p0, int64_t kc,
+                        int64_t n0, int64_t n, int nr, uint16_t *dst) {
   int64_t kc2 = (kc + 1) & ~(int64_t)1;
   for (int64_t s = 0; s < n; s += nr, dst += (size_t)kc2 * nr) {
     int64_t cols = n - s < nr ? n - s : nr;
-    if (b->trans && !b->bf16) {
+    if (b->trans && !b->bf16 && kn->pack_t_bf16 && !(kc & 1)) {
+      kn->pack_t_bf16((const float *)b->p + (size_t)(n0 + s) * (size_t)b->ld + p0, b->ld, (int)cols, kc, nr, dst);
+    } else if (b->trans && !b->bf16) {
       for (int64_t j = 0; j < cols; j++) {
         const float *src = (const float *)b->p + (size_t)(n0 + s + j) * (size_t)b->ld + p0;
         uint16_t *d = dst + 2 * j;
@@ -312,13 +337,13 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
     for (int64_t i0 = 0; i0 < M; i0 += mb) {
       int64_t m = M - i0 < mb ? M - i0 : mb;
       if (bf)
-        pack_a_bf16(a, i0, m, p0, kc, mr, (uint16_t *)Ap);
+        pack_a_bf16(kn, a, i0, m, p0, kc, mr, (uint16_t *)Ap);
       else
-        pack_a_f32(a, i0, m, p0, kc, mr, round, (float *)Ap);
+        pack_a_f32(kn, a, i0, m, p0, kc, mr, round, (float *)Ap);
       for (int64_t n0 = 0; n0 < N; n0 += nb) {
         int64_t n = N - n0 < nb ? N - n0 : nb;
         if (bf)
-          pack_b_bf16(b, p0, kc, n0, n, nr, (uint16_t *)Bp);
+          pack_b_bf16(kn, b, p0, kc, n0, n, nr, (uint16_t *)Bp);
         else
           pack_b_f32(kn, b, p0, kc, n0, n, nr, round, (float *)Bp);
         for (int64_t ir = 0; ir < m; ir += mr) {

@@ -47,7 +47,59 @@ static void tile_bf16(int64_t kc, const void *Ap_, const void *Bp_, float *C, in
 }
 
 const cpu_gemm_kern_t cpu_gemm_kern_avx512bf16 = {"avx512bf16 14x32", MR, NR, 512, 70 * MR, 256,
-                                                  1, tile_bf16, 0};
+                                                  1, tile_bf16, 0,
+                                                  cpu_gemm_pack_t_bf16};
+
+/* Eight rows of 16 floats -> eight rows of 8 bf16 pairs (dwords) -> 8 x 8
+ * dword transpose: dst[k/2][r][2] for 8 rows r and 16 values of k. */
+static inline void transpose8_ps(__m256 *r) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+static inline uint16_t bf16_one(float f) {
+  __m128bh v = _mm_cvtneps_pbh(_mm_set_ss(f));
+  uint16_t h;
+  memcpy(&h, &v, 2);
+  return h;
+}
+
+void cpu_gemm_pack_t_bf16(const float *src, int64_t ld, int rows, int64_t kc, int width, uint16_t *dst) {
+  int r0 = 0;
+  for (; r0 + 8 <= rows; r0 += 8) {
+    const float *s = src + (size_t)r0 * (size_t)ld;
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+      __m256 v[8];
+      for (int i = 0; i < 8; i++)
+        v[i] = _mm256_castsi256_ps((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + (size_t)i * (size_t)ld + k)));
+      transpose8_ps(v);
+      uint16_t *d = dst + (size_t)(k / 2) * 2 * width + 2 * r0;
+      for (int i = 0; i < 8; i++) _mm256_storeu_ps((float *)(d + (size_t)i * 2 * width), v[i]);
+    }
+    for (; k < kc; k++)
+      for (int i = 0; i < 8; i++)
+        dst[(size_t)(k / 2) * 2 * width + 2 * (r0 + i) + (k & 1)] = bf16_one(s[(size_t)i * (size_t)ld + k]);
+  }
+  for (; r0 < rows; r0++) {
+    const float *s = src + (size_t)r0 * (size_t)ld;
+    for (int64_t k = 0; k < kc; k++) dst[(size_t)(k / 2) * 2 * width + 2 * r0 + (k & 1)] = bf16_one(s[k]);
+  }
+}
 
 void cpu_cvt_f32_bf16_avx512bf16(const float *src, uint16_t *dst, int64_t n) {
   int64_t i = 0;

@@ -23,13 +23,20 @@ typedef struct cpu_gemm_kern {
   int nb;       /* columns of B per packed block (multiple of nr), KC x NB fits L2 */
   int bf16;     /* 1: panels hold bf16 pairs */
   cpu_gemm_tile_fn tile;
-  /* Optional: pack nr full columns of a transposed f32 B (rows of src, row
-   * stride ld, kc of them) into dst[k][nr]; NULL: the plain C loop. */
-  void (*pack_bt)(const float *src, int64_t ld, int64_t kc, int nr, float *dst);
+  /* Optional transposing pack: dst[k][r] = src[r][k] for r < rows, k < kc
+   * (src row stride ld, dst row width `width`; columns rows..width-1 are
+   * left alone). f32 panels: A sliver (rows = mr) and B^T sliver (rows = nr).
+   * NULL: the plain C loop. */
+  void (*pack_t)(const float *src, int64_t ld, int rows, int64_t kc, int width, float *dst);
+  /* Optional, bf16 panels: dst[k/2][r][k%2] = bf16(src[r][k]) for r < rows,
+   * k < kc (kc even), pairs of k as one 32-bit element. */
+  void (*pack_t_bf16)(const float *src, int64_t ld, int rows, int64_t kc, int width, uint16_t *dst);
 } cpu_gemm_kern_t;
 
-/* 8x8-transposing pack of B^T (AVX2, gemm_avx2.c): any nr multiple of 8. */
-void cpu_gemm_pack_bt_avx2(const float *src, int64_t ld, int64_t kc, int nr, float *dst);
+/* The transposing packs (gemm_avx2.c, gemm_bf16.c): 8 rows at a time,
+ * through 8 x 8 register transposes; the rest one element at a time. */
+void cpu_gemm_pack_t_avx2(const float *src, int64_t ld, int rows, int64_t kc, int width, float *dst);
+void cpu_gemm_pack_t_bf16(const float *src, int64_t ld, int rows, int64_t kc, int width, uint16_t *dst);
 
 extern const cpu_gemm_kern_t cpu_gemm_kern_portable;
 #if defined(__x86_64__)

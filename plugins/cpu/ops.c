@@ -158,12 +158,9 @@ static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
   j.bf16 = be->compute_bf16;
   uint32_t nt = mm_threads(be, j.M, j.N, j.K);
   if (p->m[1].dtype == LK_DTYPE_F32) {
-    /* Measured on the benchmark shapes (2 threads, OpenBLAS 0.3.21, Zen):
-     * 2048x4096 outputs run 5-15% faster split by columns, 512x11008 and
-     * 512x4096 (K = 11008) 3-7% faster split by rows, 512x2048 the same
-     * either way. So: columns for few rows or square-ish outputs, rows when
-     * the output is very wide or very tall. */
-    j.split_rows = j.M >= 64 * (int64_t)nt && (j.M >= 2 * j.N || j.N > 4 * j.M);
+    /* Each thread packs the whole of the operand it does not split (gemm.h),
+     * so split the larger side: rows when y is taller than wide, else columns. */
+    j.split_rows = j.M >= 64 * (int64_t)nt && j.M > j.N;
     cpu_pool_run(be->pool, nt, mm_f32_task, &j);
   } else {
     j.scratch = be->scratch;

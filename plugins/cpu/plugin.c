@@ -147,7 +147,7 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   be->host = cpu_refs.host;
   /* LORAKIT_CPU_NO_SIMD=1 forces the portable OpenBLAS paths (tests, triage). */
   const char *no_simd = secure_getenv("LORAKIT_CPU_NO_SIMD");
-  be->simd = cpu_have_avx2() && !(no_simd && no_simd[0] == '1');
+  be->simd = cpu_have_avx2() && cpu_isa() >= CPU_ISA_AVX2 && !(no_simd && no_simd[0] == '1');
   be->compute_bf16 = cpu_isa_default_bf16();
   pthread_mutex_init(&be->lock, NULL);
   int32_t rc = cpu_pool_create(n_threads, &be->pool);

@@ -255,6 +255,8 @@ static void pack_b_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *b, int64_t p
           d[(k >> 1) * 2 * nr + 1] = 0;
         }
       }
+    } else if (!b->trans && !b->bf16 && kn->pack_n_bf16 && !(kc & 1)) {
+      kn->pack_n_bf16((const float *)b->p + (size_t)p0 * (size_t)b->ld + n0 + s, b->ld, (int)cols, kc, nr, dst);
     } else if (!b->trans && !b->bf16) {
       for (int64_t k = 0; k < kc; k++) {
         const float *src = (const float *)b->p + (size_t)(p0 + k) * (size_t)b->ld + n0 + s;

@@ -48,7 +48,7 @@ static void tile_bf16(int64_t kc, const void *Ap_, const void *Bp_, float *C, in
 
 const cpu_gemm_kern_t cpu_gemm_kern_avx512bf16 = {"avx512bf16 14x32", MR, NR, 512, 70 * MR, 256,
                                                   1, tile_bf16, 0,
-                                                  cpu_gemm_pack_t_bf16};
+                                                  cpu_gemm_pack_t_bf16, cpu_gemm_pack_n_bf16};
 
 /* Eight rows of 16 floats -> eight rows of 8 bf16 pairs (dwords) -> 8 x 8
  * dword transpose: dst[k/2][r][2] for 8 rows r and 16 values of k. */
@@ -98,6 +98,27 @@ void cpu_gemm_pack_t_bf16(const float *src, int64_t ld, int rows, int64_t kc, in
   for (; r0 < rows; r0++) {
     const float *s = src + (size_t)r0 * (size_t)ld;
     for (int64_t k = 0; k < kc; k++) dst[(size_t)(k / 2) * 2 * width + 2 * r0 + (k & 1)] = bf16_one(s[k]);
+  }
+}
+
+/* Rows k and k+1, 16 columns at a time: both rounded by one vcvtne2ps2bf16,
+ * then interleaved into (k, k+1) pairs by one vpermw. */
+void cpu_gemm_pack_n_bf16(const float *src, int64_t ld, int cols, int64_t kc, int width, uint16_t *dst) {
+  static const uint16_t idx_v[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_loadu_si512((const void *)idx_v);
+  for (int64_t k = 0; k + 1 < kc; k += 2) {
+    const float *s0 = src + (size_t)k * (size_t)ld, *s1 = s0 + ld;
+    uint16_t *d = dst + (size_t)(k / 2) * 2 * width;
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) {
+      __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s1 + j), _mm512_loadu_ps(s0 + j));
+      _mm512_storeu_si512((void *)(d + 2 * j), _mm512_permutexvar_epi16(idx, v));
+    }
+    for (; j < cols; j++) {
+      d[2 * j] = bf16_one(s0[j]);
+      d[2 * j + 1] = bf16_one(s1[j]);
+    }
   }
 }
 

@@ -31,12 +31,16 @@ typedef struct cpu_gemm_kern {
   /* Optional, bf16 panels: dst[k/2][r][k%2] = bf16(src[r][k]) for r < rows,
    * k < kc (kc even), pairs of k as one 32-bit element. */
   void (*pack_t_bf16)(const float *src, int64_t ld, int rows, int64_t kc, int width, uint16_t *dst);
+  /* Optional, bf16 panels from a row-major (not transposed) f32 operand:
+   * dst[k/2][j][k%2] = bf16(src[k][j]) for j < cols, k < kc (kc even). */
+  void (*pack_n_bf16)(const float *src, int64_t ld, int cols, int64_t kc, int width, uint16_t *dst);
 } cpu_gemm_kern_t;
 
 /* The transposing packs (gemm_avx2.c, gemm_bf16.c): 8 rows at a time,
  * through 8 x 8 register transposes; the rest one element at a time. */
 void cpu_gemm_pack_t_avx2(const float *src, int64_t ld, int rows, int64_t kc, int width, float *dst);
 void cpu_gemm_pack_t_bf16(const float *src, int64_t ld, int rows, int64_t kc, int width, uint16_t *dst);
+void cpu_gemm_pack_n_bf16(const float *src, int64_t ld, int cols, int64_t kc, int width, uint16_t *dst);
 
 extern const cpu_gemm_kern_t cpu_gemm_kern_portable;
 #if defined(__x86_64__)

@@ -139,7 +139,7 @@ static const gcase cases[] = {
     {31, 65, 97, 1, 1, 0, 1, 0, 1.0f, 0.0f},       /* both transposed */
     {100, 200, 300, 0, 0, 0, 0, 0, 1.0f, 0.0f},
     {97, 130, 523, 0, 1, 8, 8, 8, 1.0f, 1.0f},     /* K over two K blocks, odd */
-    {1000, 70, 33, 0, 0, 0, 0, 0, 1.0f, 0.0f},     /* M over the A panel */
+    {2100, 70, 33, 0, 0, 0, 0, 0, 1.0f, 0.0f},     /* M over the A panel (2058 rows) */
     {45, 600, 40, 1, 1, 0, 0, 0, 1.0f, 0.0f},      /* N over the B block */
     {16, 2048, 16, 0, 1, 0, 0, 0, 2.0f, 1.0f},     /* LoRA shapes: K = r */
     {64, 16, 257, 1, 0, 0, 0, 0, 1.0f, 0.0f},      /* dB = dy^T h: N = r */

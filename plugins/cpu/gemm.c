@@ -323,7 +323,10 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
   const size_t es = bf ? 2 : 4;
   /* Small problems: blocks no larger than the problem (rounded to tiles). */
   int64_t mb = kn->mb / mr * mr, nb = kn->nb / nr * nr, kcb = kn->kc;
-  if (M < mb) mb = (M + mr - 1) / mr * mr;
+  /* A panels of even size (each one re-packs the B blocks: no ragged last
+   * panel of a few rows), B blocks no wider than N. */
+  int64_t nmb = (M + mb - 1) / mb;
+  mb = ((M + nmb - 1) / nmb + mr - 1) / mr * mr;
   if (N < nb) nb = (N + nr - 1) / nr * nr;
   /* Even K blocks, spread evenly: no ragged last block of a few k. */
   int64_t nkb = (K + kcb - 1) / kcb;

@@ -59,7 +59,7 @@ static void tile_avx512(int64_t kc, const void *Ap_, const void *Bp_, float *C, 
 #ifndef AVX512_NB
 #define AVX512_NB 512
 #endif
-const cpu_gemm_kern_t cpu_gemm_kern_avx512 = {"avx512 14x32", MR, NR, AVX512_KC, 70 * MR, AVX512_NB,
+const cpu_gemm_kern_t cpu_gemm_kern_avx512 = {"avx512 14x32", MR, NR, AVX512_KC, 147 * MR, AVX512_NB,
                                               0, tile_avx512, cpu_gemm_pack_t_avx2, 0, 0};
 
 /* bf16 -> f32 is a shift: 16 at a time. */

@@ -13,6 +13,7 @@
 #include "gemm_kern.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,7 +49,7 @@ typedef struct gemm_ws {
 
 static pthread_key_t ws_key;
 static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
-static int ws_fail_alloc; /* test hook */
+static _Atomic int ws_fail_alloc; /* test hook (2: no thread key) */
 
 static void ws_free(void *p) {
   gemm_ws *ws = p;

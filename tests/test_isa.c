@@ -143,6 +143,9 @@ static const gcase cases[] = {
     {45, 600, 40, 1, 1, 0, 0, 0, 1.0f, 0.0f},      /* N over the B block */
     {16, 2048, 16, 0, 1, 0, 0, 0, 2.0f, 1.0f},     /* LoRA shapes: K = r */
     {64, 16, 257, 1, 0, 0, 0, 0, 1.0f, 0.0f},      /* dB = dy^T h: N = r */
+    {37, 45, 128, 1, 0, 3, 0, 0, 1.0f, 0.5f},      /* A^T, even K (vector bf16 packs) */
+    {20, 70, 600, 1, 1, 0, 5, 0, 1.0f, 0.0f},      /* both transposed, two even K blocks */
+    {33, 50, 600, 0, 0, 1, 3, 2, 1.0f, 1.0f},      /* NN, two even K blocks */
     {12, 9, 0, 0, 0, 0, 0, 0, 1.0f, 0.5f},         /* K = 0: C = beta C */
     {12, 9, 5, 0, 0, 0, 0, 0, 0.0f, 2.0f},         /* alpha = 0 */
 };

@@ -211,8 +211,11 @@ static void pack_a_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *a, int64_t i
   int64_t kc2 = (kc + 1) & ~(int64_t)1;
   for (int64_t s = 0; s < m; s += mr, dst += (size_t)kc2 * mr) {
     int64_t rows = m - s < mr ? m - s : mr;
-    if (!a->trans && !a->bf16 && kn->pack_t_bf16 && !(kc & 1)) {
-      kn->pack_t_bf16((const float *)a->p + (size_t)(i0 + s) * (size_t)a->ld + p0, a->ld, (int)rows, kc, mr, dst);
+    if (!a->bf16 && !(kc & 1) && (a->trans ? kn->pack_n_bf16 != NULL : kn->pack_t_bf16 != NULL)) {
+      if (a->trans) /* op(A) = A^T: rows k, k+1 of A hold the pairs of one sliver row each */
+        kn->pack_n_bf16((const float *)a->p + (size_t)p0 * (size_t)a->ld + i0 + s, a->ld, (int)rows, kc, mr, dst);
+      else
+        kn->pack_t_bf16((const float *)a->p + (size_t)(i0 + s) * (size_t)a->ld + p0, a->ld, (int)rows, kc, mr, dst);
       for (int64_t i = rows; i < mr; i++)
         for (int64_t k = 0; k < kc2; k++) dst[(k >> 1) * 2 * mr + 2 * i + (k & 1)] = 0;
       continue;

@@ -115,9 +115,11 @@ void cpu_gemm_pack_n_bf16(const float *src, int64_t ld, int cols, int64_t kc, in
       __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s1 + j), _mm512_loadu_ps(s0 + j));
       _mm512_storeu_si512((void *)(d + 2 * j), _mm512_permutexvar_epi16(idx, v));
     }
-    for (; j < cols; j++) {
-      d[2 * j] = bf16_one(s0[j]);
-      d[2 * j + 1] = bf16_one(s1[j]);
+    if (j < cols) { /* the last 1..15 columns, masked (masked-off lanes are not read) */
+      int rem = cols - j;
+      __mmask16 m = (__mmask16)((1u << rem) - 1);
+      __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m, s1 + j), _mm512_maskz_loadu_ps(m, s0 + j));
+      _mm512_mask_storeu_epi16(d + 2 * j, (__mmask32)((1ull << (2 * rem)) - 1), _mm512_permutexvar_epi16(idx, v));
     }
   }
 }

@@ -6,7 +6,7 @@
  *     AVX-512 BF16 dot loop (vdpbf16ps) for the bf16 figures; memcpy
  *     bandwidth (bytes read + written, as STREAM counts a copy);
  *   - per shape (tokens, in, out, r), in fp32 and in bf16 compute (a second
- *     backend opened with LORAKIT_CPU_COMPUTE=bf16): the forward+backward
+ *     ops asking for LK_COMPUTE_BF16): the forward+backward
  *     layer's GFLOP/s against the peak, its time against the two unavoidable
  *     GEMMs (x W^T, dy W) run as the backend's own MATMUL ops (the chosen
  *     GEMM), against PyTorch's time for the same layer (bench/torch_lora.py,
@@ -242,8 +242,6 @@ static double memcpy_time(char *dst, const char *src, size_t n, int reps, int nt
 typedef struct bench_env {
   lk_context_t *ctx;
   lk_backend_t *be;
-  const lk_backend_vt_t *vt;
-  void *self;
   double peak;      /* all-core FMA GFLOP/s, widest ISA */
   double peak_bf16; /* all-core AVX-512 BF16 dot GFLOP/s; 0: no such ISA */
   int peak_loop;    /* LOOP_* of peak */
@@ -254,46 +252,39 @@ typedef struct bench_env {
   double torch_ms[3][2]; /* PyTorch's layer time per shape, [fp32, bf16]; 0: none */
 } bench_env;
 
+/* A backend buffer holding a copy of host memory (hosts reach buffers only
+ * through the lk_buffer_ calls). */
 static lk_buffer_t *wrap(bench_env *env, void *p, size_t n) {
   lk_buffer_t *buf = NULL;
-  lk_error_t err = {sizeof err, 0, {0}};
-  if (env->vt->buffer_wrap(env->self, p, n, &buf, &err) != LK_OK) {
-    fprintf(stderr, "bench_lora: buffer_wrap failed: %s\n", err.message);
-    exit(1);
-  }
+  if (lk_buffer_alloc(env->be, n, 0, &buf) != LK_OK || lk_buffer_upload(env->be, buf, 0, p, n) != LK_OK)
+    die("lk_buffer_alloc/upload", env->ctx);
   return buf;
 }
 
-static lk_op_tensor_t opt(lk_buffer_t *buf, int64_t rows, int64_t cols) {
-  lk_op_tensor_t t;
-  memset(&t, 0, sizeof t);
-  t.struct_size = sizeof t;
-  t.dtype = LK_DTYPE_F32;
-  t.ndim = 2;
-  t.shape[0] = rows;
-  t.shape[1] = cols;
-  t.buffer = buf;
-  t.nbytes = (uint64_t)rows * (uint64_t)cols * sizeof(float);
+static lk_view_t opt(lk_buffer_t *buf, int64_t rows, int64_t cols) {
+  lk_view_t t;
+  int64_t sh[2] = {rows, cols};
+  lk_view_init(&t, LK_DTYPE_F32, 2, sh, buf, 0);
   return t;
 }
 
-static lk_op_t mkop(int32_t code, const lk_op_tensor_t *src, uint32_t n_src, const lk_op_tensor_t *dst,
-                    uint32_t n_dst, float s) {
+static lk_op_t mkop(int32_t id, const lk_view_t *src, uint32_t n_src, const lk_view_t *dst, uint32_t n_dst,
+                    const void *params) {
   lk_op_t op;
   memset(&op, 0, sizeof op);
   op.struct_size = sizeof op;
-  op.code = code;
+  op.id = id;
   op.src = src;
   op.n_src = n_src;
   op.dst = dst;
   op.n_dst = n_dst;
-  op.fparams[0] = s;
+  op.params = params;
   return op;
 }
 
 static double run_batch(bench_env *env, const lk_op_t *ops, uint32_t n) {
   double t0 = now();
-  if (lk_backend_submit(env->be, ops, n) != LK_OK || lk_backend_synchronize(env->be) != LK_OK)
+  if (lk_backend_submit(env->be, ops, n, NULL) != LK_OK || lk_backend_synchronize(env->be) != LK_OK)
     die("lk_backend_submit", env->ctx);
   return now() - t0;
 }
@@ -336,18 +327,20 @@ static void bench_shape(bench_env *env, int64_t M, int64_t in, int64_t out, uint
   lk_buffer_t *bA = wrap(env, tA.data, tA.nbytes), *bB = wrap(env, tB.data, tB.nbytes);
   lk_buffer_t *bdA = wrap(env, dA, (size_t)r * in * 4), *bdB = wrap(env, dB, (size_t)out * r * 4);
 
-  lk_op_tensor_t Tx = opt(bx, M, in), TW = opt(bW, out, in), Ty = opt(by, M, out);
-  lk_op_tensor_t Tdy = opt(bdy, M, out), Tdx = opt(bdx, M, in);
-  lk_op_tensor_t TA = opt(bA, r, in), TB = opt(bB, out, r);
-  lk_op_tensor_t mm1[2] = {Tx, TW}, lf[3] = {Tx, TA, TB}, mm2[2] = {Tdy, TW};
-  lk_op_tensor_t lb[4] = {Tx, TA, TB, Tdy}, lbd[3] = {opt(bdA, r, in), opt(bdB, out, r), Tdx};
+  lk_view_t Tx = opt(bx, M, in), TW = opt(bW, out, in), Ty = opt(by, M, out);
+  lk_view_t Tdy = opt(bdy, M, out), Tdx = opt(bdx, M, in);
+  lk_view_t TA = opt(bA, r, in), TB = opt(bB, out, r);
+  lk_view_t mm1[2] = {Tx, TW}, lf[3] = {Tx, TA, TB}, mm2[2] = {Tdy, TW};
+  lk_view_t lb[4] = {Tx, TA, TB, Tdy}, lbd[3] = {opt(bdA, r, in), opt(bdB, out, r), Tdx};
+  int32_t compute = env->bf16 ? LK_COMPUTE_BF16 : LK_COMPUTE_F32;
+  lk_op_matmul_t p_fwd = {sizeof p_fwd, 0, 0, 1.0f, compute}, p_dx = {sizeof p_dx, 1, 0, 1.0f, compute};
+  lk_op_lora_t p_lora = {sizeof p_lora, ti.scale, 0, 0.0f, 0, compute, 0};
   lk_op_t ops[4] = {
-      mkop(LK_OP_MATMUL, mm1, 2, &Ty, 1, 0.0f),           /* y = x W^T */
-      mkop(LK_OP_LORA_FORWARD, lf, 3, &Ty, 1, ti.scale),  /* y += s (x A^T) B^T */
-      mkop(LK_OP_MATMUL, mm2, 2, &Tdx, 1, 0.0f),          /* dx = dy W */
-      mkop(LK_OP_LORA_BACKWARD, lb, 4, lbd, 3, ti.scale), /* dA, dB; dx += s (dy B) A */
+      mkop(LK_OP_MATMUL, mm1, 2, &Ty, 1, &p_fwd),         /* y = x W^T */
+      mkop(LK_OP_LORA_FORWARD, lf, 3, &Ty, 1, &p_lora),   /* y += s (x A^T) B^T */
+      mkop(LK_OP_MATMUL, mm2, 2, &Tdx, 1, &p_dx),         /* dx = dy W */
+      mkop(LK_OP_LORA_BACKWARD, lb, 4, lbd, 3, &p_lora),  /* dA, dB; dx += s (dy B) A */
   };
-  ops[2].iparams[0] = 1;
 
   lk_op_t two_mm[2] = {ops[0], ops[2]}; /* the two unavoidable GEMMs, as the backend runs them */
   const char *mode = env->bf16 ? "bf16" : "fp32";
@@ -451,7 +444,7 @@ static void bench_shape(bench_env *env, int64_t M, int64_t in, int64_t out, uint
   fflush(stdout);
 done:;
   lk_buffer_t *bufs[] = {bx, bW, by, bdy, bdx, bA, bB, bdA, bdB};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) env->vt->buffer_free(env->self, bufs[i]);
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) lk_buffer_free(env->be, bufs[i]);
   free(x);
   free(W);
   free(y);
@@ -538,37 +531,23 @@ int main(int argc, char **argv) {
   lk_context_opts_t opts = {sizeof opts, 1, 0, 0};
   if (lk_context_create(&opts, &env.ctx) != LK_OK) die("lk_context_create", NULL);
   if (lk_plugin_load(env.ctx, path) != LK_OK) die(path, env.ctx);
-  if (lk_backend_open(env.ctx, "cpu", &env.be) != LK_OK) die("lk_backend_open", env.ctx);
-  env.vt = lk_backend_vtable(env.be);
-  env.self = lk_backend_instance(env.be);
+  if (lk_backend_open(env.ctx, "cpu", 0, &env.be) != LK_OK) die("lk_backend_open", env.ctx);
   lk_device_info_t di;
   memset(&di, 0, sizeof di);
   di.struct_size = sizeof di;
-  if (lk_backend_device_info(env.be, 0, &di) == LK_OK)
-    printf("bench_lora: backend cpu on %s, %u threads\n", di.name, di.compute_units);
-
-  /* bf16 compute: a second backend instance (LORAKIT_CPU_COMPUTE is read at
-   * create; the session switch will replace it). */
-  lk_backend_t *be32 = env.be, *be16 = NULL;
-  setenv("LORAKIT_CPU_COMPUTE", "bf16", 1);
-  if (lk_backend_open(env.ctx, "cpu", &be16) != LK_OK) die("lk_backend_open (bf16)", env.ctx);
-  unsetenv("LORAKIT_CPU_COMPUTE");
+  if (lk_backend_info(env.be, &di) == LK_OK)
+    printf("bench_lora: backend cpu on %s, %u cores, ISA path %s\n", di.name, di.compute_units, di.driver);
 
   static const int64_t shapes[3][4] = {{512, 2048, 2048, 16}, {2048, 4096, 4096, 16}, {512, 4096, 11008, 64}};
   static const int reps[3] = {5, 3, 3}, fwd_reps[3] = {30, 10, 10};
   for (int k = 0; k < 3; k++) {
     env.shape = k;
     for (int bf = 0; bf < 2; bf++) {
-      env.bf16 = bf;
-      env.be = bf ? be16 : be32;
-      env.vt = lk_backend_vtable(env.be);
-      env.self = lk_backend_instance(env.be);
+      env.bf16 = bf; /* every op of the layer asks for LK_COMPUTE_BF16 */
       bench_shape(&env, shapes[k][0], shapes[k][1], shapes[k][2], (uint32_t)shapes[k][3], reps[k], fwd_reps[k]);
     }
   }
 
-  lk_backend_close(be16);
-  env.be = be32;
   lk_backend_close(env.be);
   lk_context_free(env.ctx);
   return 0;

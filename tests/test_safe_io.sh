@@ -144,5 +144,105 @@ else
   fi
 fi
 
+# ---- 4. folders written whole -------------------------------------------------------
+# A synthetic llama HF folder of ~150 MiB (sparse zeros), converted to an hf
+# folder: SIGTERM during the write leaves the old folder as it was (or no
+# folder when there was none), SIGKILL leaves one temporary folder
+# .m.lktmp.PID.XXXXXX that the next write sweeps; a write over an existing
+# folder keeps its other files.
+BIGHF=$tmp/bighf
+mkdir -p "$BIGHF"
+python3 - "$BIGHF" <<'EOF2'
+import json, struct, sys
+d = sys.argv[1]
+H, I, V = 1024, 64, 32768
+cfg = {"model_type": "llama", "hidden_size": H, "intermediate_size": I,
+       "num_attention_heads": 8, "num_key_value_heads": 8, "num_hidden_layers": 1,
+       "vocab_size": V, "tie_word_embeddings": True}
+json.dump(cfg, open(d + "/config.json", "w"))
+shapes = {"model.embed_tokens.weight": [V, H], "model.norm.weight": [H]}
+p = "model.layers.0."
+shapes.update({p + "input_layernorm.weight": [H], p + "post_attention_layernorm.weight": [H],
+               p + "self_attn.q_proj.weight": [H, H], p + "self_attn.k_proj.weight": [H, H],
+               p + "self_attn.v_proj.weight": [H, H], p + "self_attn.o_proj.weight": [H, H],
+               p + "mlp.gate_proj.weight": [I, H], p + "mlp.up_proj.weight": [I, H],
+               p + "mlp.down_proj.weight": [H, I]})
+hdr, off = {}, 0
+for k, s in shapes.items():
+    n = 4
+    for x in s: n *= x
+    hdr[k] = {"dtype": "F32", "shape": s, "data_offsets": [off, off + n]}
+    off += n
+b = json.dumps(hdr).encode()
+b += b" " * ((8 - len(b) % 8) % 8)
+with open(d + "/model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(b)))
+    f.write(b)
+    f.truncate(8 + len(b) + off)
+EOF2
+
+# As write_and_signal, for `convert BIGHF -o $1/m --format hf`; waits for a
+# hidden entry (the temporary folder) in $1.
+hf_write_and_signal() {
+  local out=$1 sig=$2 i=0
+  env --default-signal=INT "$LK" convert "$BIGHF" -o "$out/m" --format hf \
+    >"$tmp/stdout" 2>"$tmp/stderr" </dev/null &
+  pid=$!
+  while [ -z "$(ls -A "$out" | grep '^\.')" ] && [ $i -lt 6000 ] && kill -0 $pid 2>/dev/null; do
+    sleep 0.01
+    i=$((i + 1))
+  done
+  sleep 0.05
+  kill -s "$sig" $pid 2>/dev/null
+  wait $pid
+  rc=$?
+}
+
+D=$tmp/hfnew
+mkdir -p "$D"
+hf_write_and_signal "$D" TERM
+if [ $rc != 143 ] || [ -n "$(entries "$D")" ]; then
+  fail "SIGTERM during a new hf folder" "exit $rc (expected 143), left: $(entries "$D")"
+else
+  ok "SIGTERM during a new hf folder leaves nothing"
+fi
+
+D=$tmp/hfold
+mkdir -p "$D/m"
+echo old >"$D/m/config.json"
+echo keep >"$D/m/README.md"
+hf_write_and_signal "$D" TERM
+if [ $rc != 143 ] || [ "$(entries "$D")" != "m " ] || [ "$(entries "$D/m")" != "README.md config.json " ] ||
+  [ "$(cat "$D/m/config.json")" != old ]; then
+  fail "SIGTERM during an hf folder over an old one" "exit $rc, left: $(entries "$D") / $(entries "$D/m")"
+else
+  ok "SIGTERM during an hf folder over an old one leaves the old folder as it was"
+fi
+"$LK" convert "$BIGHF" -o "$D/m" --format hf >"$tmp/stdout" 2>"$tmp/stderr" </dev/null
+rc=$?
+if [ $rc != 0 ] || [ "$(entries "$D")" != "m " ] ||
+  [ "$(entries "$D/m")" != "README.md config.json model.safetensors " ] || [ "$(cat "$D/m/README.md")" != keep ] ||
+  [ "$(cat "$D/m/config.json")" = old ] || [ "$(stat -c %s "$D/m/model.safetensors")" -lt 150000000 ]; then
+  fail "an hf folder over an old one" "exit $rc, left: $(entries "$D") / $(entries "$D/m")"
+else
+  ok "an hf folder written over an old one replaces its files and keeps README.md"
+fi
+
+D=$tmp/hfkill
+mkdir -p "$D"
+hf_write_and_signal "$D" KILL
+left=$(entries "$D")
+if [ $rc != 137 ] || ! echo "$left" | grep -q "^\.m\.lktmp\.$pid\.[A-Za-z0-9]\{6\} $"; then
+  fail "SIGKILL during an hf folder" "exit $rc, expected one .m.lktmp.$pid.XXXXXX, found: $left"
+else
+  "$LK" convert "$F/a1/adapter-trained" -o "$D/p" --format peft >"$tmp/stdout" 2>"$tmp/stderr" </dev/null
+  rc=$?
+  if [ $rc != 0 ] || [ "$(entries "$D")" != "p " ]; then
+    fail "SIGKILL during an hf folder, then a write" "exit $rc, left: $(entries "$D")"
+  else
+    ok "SIGKILL during an hf folder leaves .m.lktmp.$pid.XXXXXX, swept by the next write"
+  fi
+fi
+
 echo "test_safe_io.sh: $pass passed, $failed failed"
 [ $failed = 0 ]

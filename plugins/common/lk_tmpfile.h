@@ -94,14 +94,16 @@ static void lk_tmp_on_signal(int sig, siginfo_t *info, void *uctx) {
   lk_tmp_remove_all();
   int k = sig == SIGINT ? 0 : sig == SIGTERM ? 1 : 2;
   const struct sigaction *old = &lk_tmp_old[k];
-  if (old->sa_flags & SA_SIGINFO) {
-    old->sa_sigaction(sig, info, uctx);
-  } else if (old->sa_handler == SIG_DFL) {
+  if (old->sa_handler == SIG_DFL) {
     /* The default action, as if we had never been here: delivered when
      * this handler returns and the signal is unblocked. */
     signal(sig, SIG_DFL);
     raise(sig);
-  } else if (old->sa_handler != SIG_IGN) {
+  } else if (old->sa_handler == SIG_IGN) {
+    /* not installed over SIG_IGN; nothing to chain to */
+  } else if (old->sa_flags & SA_SIGINFO) {
+    old->sa_sigaction(sig, info, uctx);
+  } else {
     old->sa_handler(sig);
   }
   errno = saved;
@@ -111,7 +113,7 @@ static void lk_tmp_install(void) {
   for (int i = 0; i < 3; i++) {
     struct sigaction cur;
     if (sigaction(lk_tmp_signals[i], NULL, &cur) != 0) continue;
-    if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_IGN) continue; /* the host ignores it */
+    if (cur.sa_handler == SIG_IGN) continue; /* the host ignores it: the write goes on */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = lk_tmp_on_signal;

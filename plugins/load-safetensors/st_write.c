@@ -156,6 +156,17 @@ int32_t st_dir_open(st_dir_t *d, const char *path, const char *const *ours, int 
   if (exists && !S_ISDIR(st.st_mode)) return st_fail(err, LK_ERR_EXISTS, "%s: exists and is not a folder", path);
   if (!(d->final_path = strdup(path))) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   d->existed = exists;
+  struct stat lst;
+  if (exists && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    /* A link to a folder: written into in place (swapping would replace
+     * the link, not the folder it names). */
+    d->in_place = 1;
+    if (!(d->tmp_path = strdup(path))) {
+      st_dir_discard(d);
+      return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    }
+    return LK_OK;
+  }
   int slot;
   int e = lk_tmp_create(path, 1, &d->tmp_path, NULL, &slot);
   d->slot1 = slot + 1;

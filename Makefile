@@ -43,7 +43,8 @@ PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))
 # OpenBLAS is dlopened by the first backend instance (plugins/cpu/blas_lazy.c).
 PLUGIN_LIBS_cpu := -ldl -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
-PLUGIN_LIBS_load-safetensors := -ljansson
+PLUGIN_LIBS_load-safetensors := -ljansson -lm
+PLUGIN_LIBS_quant-ggml := -lm
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)

@@ -198,8 +198,33 @@ class context {
   // loader and base_config_json may be nullptr (see lk_adapter_load).
   inline adapter load_adapter(const std::string &path, const char *loader = nullptr,
                               const char *base_config_json = nullptr);
-  // name nullptr: the best scored backend.
-  inline backend open_backend(const char *name = nullptr);
+  // Device `device` of the backend called name (nullptr: the best scored).
+  inline backend open_backend(const char *name = nullptr, uint32_t device = 0);
+  // Devices of the backend component name (nullptr: the best), without opening it.
+  uint32_t backend_device_count(const char *name = nullptr) {
+    return lk_backend_device_count(get(), name);
+  }
+  lk_device_info_t backend_device_info(const char *name, uint32_t device) {
+    lk_device_info_t d = detail::sized<lk_device_info_t>();
+    detail::check(lk_backend_device_info(get(), name, device, &d), "lk_backend_device_info", get());
+    return d;
+  }
+  // Whole models (lk_model_convert/merge/unmerge); opts may be nullptr for merges.
+  void convert_model(const std::string &in, const std::string &out, const lk_convert_opts_t &opts) {
+    detail::check(lk_model_convert(get(), in.c_str(), out.c_str(), &opts), "lk_model_convert",
+                  get());
+  }
+  void merge_model(const std::string &model_path, const std::string &adapter_path,
+                   const std::string &out, const lk_merge_opts_t *opts = nullptr) {
+    detail::check(lk_model_merge(get(), model_path.c_str(), adapter_path.c_str(), out.c_str(), opts),
+                  "lk_model_merge", get());
+  }
+  void unmerge_model(const std::string &model_path, const std::string &adapter_path,
+                     const std::string &out, const lk_merge_opts_t *opts = nullptr) {
+    detail::check(
+        lk_model_unmerge(get(), model_path.c_str(), adapter_path.c_str(), out.c_str(), opts),
+        "lk_model_unmerge", get());
+  }
   inline model open_model(const std::string &path, const char *loader = nullptr);
 
   void write_tensors(const std::string &path, const std::string &format,
@@ -260,6 +285,12 @@ class adapter {
     detail::check(lk_adapter_config(get(), &c), "lk_adapter_config", ctx_);
     return c;
   }
+  // Kind, scaling rule, default rank/alpha, target count, base named by the file.
+  lk_adapter_header_t header() const {
+    lk_adapter_header_t h = detail::sized<lk_adapter_header_t>();
+    detail::check(lk_adapter_header(get(), &h), "lk_adapter_header", ctx_);
+    return h;
+  }
   void save(const std::string &path, const std::string &format,
             const char *base_config_json = nullptr) {
     detail::check(lk_adapter_save(get(), path.c_str(), format.c_str(), base_config_json),
@@ -271,6 +302,54 @@ class adapter {
   lk_context_t *ctx_;  // borrowed, for error messages
 };
 
+// ---- backend buffer ---------------------------------------------------------------
+
+// A buffer of a backend (lk_buffer_*), freed by this handle or, at the
+// latest, by its backend's close: destroy it before the backend.
+class buffer {
+ public:
+  buffer(lk_backend_t *be, lk_buffer_t *b, lk_context_t *ctx) noexcept : be_(be), b_(b), ctx_(ctx) {}
+  buffer(buffer &&o) noexcept : be_(o.be_), b_(o.b_), ctx_(o.ctx_) { o.b_ = nullptr; }
+  buffer &operator=(buffer &&o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_;
+      b_ = o.b_;
+      ctx_ = o.ctx_;
+      o.b_ = nullptr;
+    }
+    return *this;
+  }
+  buffer(const buffer &) = delete;
+  buffer &operator=(const buffer &) = delete;
+  ~buffer() { reset(); }
+
+  lk_buffer_t *get() const noexcept { return b_; }
+  uint64_t size() const noexcept { return lk_buffer_size(be_, b_); }
+  void upload(uint64_t offset, const void *src, uint64_t nbytes) {
+    detail::check(lk_buffer_upload(be_, b_, offset, src, nbytes), "lk_buffer_upload", ctx_);
+  }
+  void download(uint64_t offset, void *dst, uint64_t nbytes) {
+    detail::check(lk_buffer_download(be_, b_, offset, dst, nbytes), "lk_buffer_download", ctx_);
+  }
+  // A HOST_VISIBLE buffer's bytes, valid until unmap().
+  void *map(uint64_t offset, uint64_t nbytes) {
+    void *p = nullptr;
+    detail::check(lk_buffer_map(be_, b_, offset, nbytes, &p), "lk_buffer_map", ctx_);
+    return p;
+  }
+  void unmap() { detail::check(lk_buffer_unmap(be_, b_), "lk_buffer_unmap", ctx_); }
+  void reset() noexcept {
+    if (b_) lk_buffer_free(be_, b_);
+    b_ = nullptr;
+  }
+
+ private:
+  lk_backend_t *be_;
+  lk_buffer_t *b_;
+  lk_context_t *ctx_;
+};
+
 // ---- backend --------------------------------------------------------------------
 
 class backend {
@@ -279,11 +358,36 @@ class backend {
   lk_backend_t *get() const noexcept { return p_.get(); }
 
   std::string name() const { return detail::str(lk_backend_name(get())); }
-  uint32_t device_count() const noexcept { return lk_backend_device_count(get()); }
+  // Devices of this backend's component (the open backend is one of them).
+  uint32_t device_count() const noexcept {
+    return lk_backend_device_count(ctx_, lk_backend_name(get()));
+  }
+  // Device `index` of this backend's component, without opening it.
   lk_device_info_t device(uint32_t index) {
     lk_device_info_t d = detail::sized<lk_device_info_t>();
-    detail::check(lk_backend_device_info(get(), index, &d), "lk_backend_device_info", ctx_);
+    detail::check(lk_backend_device_info(ctx_, lk_backend_name(get()), index, &d),
+                  "lk_backend_device_info", ctx_);
     return d;
+  }
+  // The open device: limits, driver.
+  lk_device_info_t info() {
+    lk_device_info_t d = detail::sized<lk_device_info_t>();
+    detail::check(lk_backend_info(get(), &d), "lk_backend_info", ctx_);
+    return d;
+  }
+  // 1 when the backend runs op as described (lorakit_ops.h).
+  bool supports(const lk_op_t &op) { return lk_backend_supports(get(), &op) != 0; }
+  // A buffer of nbytes (flags LK_BUFFER_*; 0 = device-local).
+  buffer alloc(uint64_t nbytes, uint32_t flags = 0) {
+    lk_buffer_t *b = nullptr;
+    detail::check(lk_buffer_alloc(get(), nbytes, flags, &b), "lk_buffer_alloc", ctx_);
+    return buffer(get(), b, ctx_);
+  }
+  // Check, then run a batch of ops in order and wait for it.
+  void run(const std::vector<lk_op_t> &ops) {
+    detail::check(lk_backend_submit(get(), ops.data(), static_cast<uint32_t>(ops.size()), nullptr),
+                  "lk_backend_submit", ctx_);
+    synchronize();
   }
   // y = x W^T (W may be nullptr: y is kept) + s (x A^T) B^T.
   void forward(const adapter &ad, uint32_t target, const lk_tensor_t &x, const lk_tensor_t *W,
@@ -354,9 +458,9 @@ inline adapter context::load_adapter(const std::string &path, const char *loader
                 "lk_adapter_load", get());
   return adapter(adapter_ptr(a), get());
 }
-inline backend context::open_backend(const char *name) {
+inline backend context::open_backend(const char *name, uint32_t device) {
   lk_backend_t *b = nullptr;
-  detail::check(lk_backend_open(get(), name, &b), "lk_backend_open", get());
+  detail::check(lk_backend_open(get(), name, device, &b), "lk_backend_open", get());
   return backend(backend_ptr(b), get());
 }
 inline model context::open_model(const std::string &path, const char *loader) {

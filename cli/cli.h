@@ -36,8 +36,19 @@ int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const cha
 /* Load the adapter a command was given: a path, or - when a registry is
  * configured and no such path exists - a REF (NAME@N, NAME:TAG, NAME) read
  * from that registry. */
+/* A registry REF given where a path is expected (configured registry, no
+ * such file): exported to a temporary folder; *path is then inside *tmpdir,
+ * which cli_registry_tmp_free removes. A real path comes back as it is. */
+lk_status cli_registry_adapter_path(lk_context_t *ctx, const char *registry, const char *adapter, const char **path,
+                                    char **tmpdir);
+void cli_registry_tmp_free(char *tmpdir);
 lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, const char *adapter,
                                     const char *base_config, lk_adapter_t **out);
+
+/* `plugins --json`: a backend component's devices (without an instance) and
+ * the core ops it supports (cmd_plugins_ops.c); a new JSON object. */
+struct json_t;
+struct json_t *cli_backend_json(lk_context_t *ctx, const char *name, const char *description);
 
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

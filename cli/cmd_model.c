@@ -156,25 +156,7 @@ int cli_inspect(int argc, char **argv) {
   return rc;
 }
 
-/* ---- reading a whole model into memory, converting types on the way --------- */
-
-typedef struct tensor_set {
-  lk_tensor_t *t;
-  char **names;
-  void **owned; /* buffers to free */
-  int64_t n;
-} tensor_set;
-
-static void set_free(tensor_set *s) {
-  for (int64_t i = 0; i < s->n; i++) {
-    free(s->names[i]);
-    free(s->owned[i]);
-  }
-  free(s->t);
-  free(s->names);
-  free(s->owned);
-  memset(s, 0, sizeof *s);
-}
+/* ---- convert, merge, unmerge: argument parsing around lk_model_convert/merge ---- */
 
 static int32_t parse_outtype(const char *s) {
   if (!s) return LK_DTYPE_INVALID;
@@ -182,69 +164,6 @@ static int32_t parse_outtype(const char *s) {
   if (!strcmp(s, "f16")) return LK_DTYPE_F16;
   if (!strcmp(s, "bf16")) return LK_DTYPE_BF16;
   return -1;
-}
-
-static int is_float(int32_t d) { return d == LK_DTYPE_F32 || d == LK_DTYPE_F16 || d == LK_DTYPE_BF16 || d == LK_DTYPE_F64; }
-
-/* Read every tensor of m; float tensors go to `outtype` when it is set (for
- * gguf, 1-D tensors stay f32 as llama.cpp's converter keeps them). */
-static lk_status read_all(lk_context_t *ctx, lk_model_t *m, int32_t outtype, int gguf_rules, tensor_set *s) {
-  int64_t n = lk_model_tensor_count(m);
-  s->t = calloc((size_t)n + 1, sizeof *s->t);
-  s->names = calloc((size_t)n + 1, sizeof *s->names);
-  s->owned = calloc((size_t)n + 1, sizeof *s->owned);
-  if (!s->t || !s->names || !s->owned) return LK_ERR_NOMEM;
-  for (int64_t i = 0; i < n; i++) {
-    lk_tensor_info_t ti;
-    lk_status st = lk_model_tensor_info(m, i, &ti);
-    if (st) return st;
-    int32_t want = ti.dtype;
-    if (outtype != LK_DTYPE_INVALID && is_float(ti.dtype))
-      want = (gguf_rules && ti.ndim <= 1) ? LK_DTYPE_F32 : outtype;
-    if (outtype != LK_DTYPE_INVALID && ti.dtype == LK_DTYPE_QUANT && want != ti.dtype) want = ti.dtype;
-    s->names[i] = strdup(ti.name);
-    lk_tensor_t *t = &s->t[i];
-    memset(t, 0, sizeof *t);
-    t->struct_size = sizeof *t;
-    t->dtype = want;
-    t->ndim = ti.ndim;
-    memcpy(t->shape, ti.shape, sizeof t->shape);
-    t->qformat = ti.qformat;
-    uint64_t numel = numel_of(&ti);
-    t->nbytes = want == ti.dtype ? ti.nbytes : numel * lk_dtype_size(want);
-    s->owned[i] = malloc(t->nbytes ? t->nbytes : 1);
-    s->n = i + 1;
-    if (!s->names[i] || !s->owned[i]) return LK_ERR_NOMEM;
-    t->data = s->owned[i];
-    if (want == ti.dtype) {
-      st = lk_model_tensor_read(m, i, t->data, t->nbytes);
-    } else {
-      float *f = malloc(numel * sizeof(float) + 1);
-      if (!f) return LK_ERR_NOMEM;
-      st = lk_model_tensor_read_f32(m, i, f, numel);
-      if (!st) st = lk_convert(f, LK_DTYPE_F32, t->data, want, numel);
-      free(f);
-    }
-    if (st) return st;
-  }
-  (void)ctx;
-  return LK_OK;
-}
-
-/* The format a model's loader writes back ("hf" folder, "gguf", "safetensors"). */
-static const char *writer_for(const char *loader) {
-  if (!strcmp(loader, "hf") || !strcmp(loader, "gguf") || !strcmp(loader, "safetensors")) return loader;
-  return NULL;
-}
-
-/* A JSON string of the base model's metadata, or NULL when no --base. */
-static char *base_metadata(lk_context_t *ctx, const char *base) {
-  if (!base) return NULL;
-  lk_model_t *m = NULL;
-  if (lk_model_open(ctx, base, NULL, &m)) return NULL;
-  char *s = strdup(lk_model_metadata_json(m));
-  lk_model_close(m);
-  return s;
 }
 
 int cli_convert(int argc, char **argv) {
@@ -261,45 +180,18 @@ int cli_convert(int argc, char **argv) {
   if (!in || !out || !format) return cli_error(CLI_USAGE, "convert: IN, -o OUT and --format are required");
   int32_t outtype = parse_outtype(outtype_s);
   if (outtype < 0) return cli_error(CLI_USAGE, "convert: --outtype must be f32, f16 or bf16, not '%s'", outtype_s);
+  if (!strcmp(format, "gguf-lora") && !base)
+    return cli_error(CLI_USAGE, "convert %s: --format gguf-lora needs --base MODEL (a GGUF LoRA stores the Q/K rows "
+                                "in the base's head layout and names its architecture)", in);
   lk_context_t *ctx = open_ctx();
   if (!ctx) return CLI_FAILED;
-  int rc = CLI_OK;
-  char *base_meta = NULL;
-  if (base && !(base_meta = base_metadata(ctx, base))) {
-    rc = fail_ctx(ctx);
-    goto out;
-  }
-  if (!strcmp(format, "gguf-lora") && !base) {
-    rc = cli_error(CLI_USAGE, "convert %s: --format gguf-lora needs --base MODEL (a GGUF LoRA stores the Q/K rows "
-                              "in the base's head layout and names its architecture)", in);
-    goto out;
-  }
-  if (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")) {
-    if (outtype != LK_DTYPE_INVALID && outtype != LK_DTYPE_F32) {
-      rc = cli_error(CLI_USAGE, "convert: adapters are written as f32 (--outtype %s not supported)", outtype_s);
-      goto out;
-    }
-    lk_adapter_t *ad = NULL;
-    if (cli_registry_adapter_load(ctx, registry, in, base_meta, &ad) || lk_adapter_save(ad, out, format, base_meta))
-      rc = fail_ctx(ctx);
-    lk_adapter_free(ad);
-    goto out;
-  }
-  lk_model_t *m = NULL;
-  if (lk_model_open(ctx, in, NULL, &m)) {
-    rc = fail_ctx(ctx);
-    goto out;
-  }
-  tensor_set s = {0};
-  lk_status st = read_all(ctx, m, outtype, !strcmp(format, "gguf"), &s);
-  if (st) rc = st == LK_ERR_NOMEM ? cli_error(CLI_FAILED, "%s: out of memory", in) : fail_ctx(ctx);
-  else if (lk_write_tensors(ctx, out, format, s.t, (const char *const *)s.names, (uint64_t)s.n,
-                            lk_model_metadata_json(m)))
-    rc = fail_ctx(ctx);
-  set_free(&s);
-  lk_model_close(m);
-out:
-  free(base_meta);
+  /* the library holds the rules; the CLI replaces an existing output, as it always has */
+  lk_convert_opts_t opts = {sizeof opts, outtype, format, base, 1, 0};
+  char *tmpdir = NULL;
+  const char *src = in; /* a registry REF is exported to a temporary folder first */
+  int rc = cli_registry_adapter_path(ctx, registry, in, &src, &tmpdir) ? fail_ctx(ctx) : CLI_OK;
+  if (rc == CLI_OK && lk_model_convert(ctx, src, out, &opts)) rc = fail_ctx(ctx);
+  cli_registry_tmp_free(tmpdir);
   if (rc == CLI_OK) printf("wrote %s (%s)\n", out, format);
   if (rc == CLI_OK && (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")))
     rc = cli_registry_record_convert(ctx, registry, in, out, format, base);
@@ -323,59 +215,29 @@ static int merge_cmd(int argc, char **argv, int undo) {
     else return cli_error(CLI_USAGE, "%s: unexpected argument '%s' (see lorakit %s --help)", cmd, argv[i], cmd);
   }
   if (!model || !adapter || !out) return cli_error(CLI_USAGE, "%s: MODEL, --adapter A and -o OUT are required", cmd);
+  if (scale == 0) /* lk_merge_opts_t reads a scale of 0 as 1 */
+    return cli_error(CLI_USAGE, "%s: --scale 0 would leave the model unchanged", cmd);
   lk_context_t *ctx = open_ctx();
   if (!ctx) return CLI_FAILED;
-  int rc = CLI_OK;
-  lk_model_t *m = NULL;
-  lk_adapter_t *ad = NULL;
-  lk_backend_t *be = NULL;
-  tensor_set s = {0};
-  if (lk_model_open(ctx, model, NULL, &m) || cli_registry_adapter_load(ctx, registry, adapter, lk_model_metadata_json(m), &ad) ||
-      lk_backend_open(ctx, "cpu", 0, &be)) {
-    rc = fail_ctx(ctx);
-    goto out;
+  lk_merge_opts_t opts = {sizeof opts, (float)scale, NULL, 0, 1}; /* the best backend; replace OUT */
+  char *tmpdir = NULL;
+  const char *src = adapter; /* a registry REF is exported to a temporary folder first */
+  lk_status st = cli_registry_adapter_path(ctx, registry, adapter, &src, &tmpdir);
+  if (!st) st = undo ? lk_model_unmerge(ctx, model, src, out, &opts) : lk_model_merge(ctx, model, src, out, &opts);
+  int rc = st ? fail_ctx(ctx) : CLI_OK;
+  if (rc == CLI_OK) {
+    /* the count printed is the adapter's targets, every one of which was applied */
+    lk_adapter_t *ad = NULL;
+    lk_model_t *m = NULL;
+    uint32_t nt = 0;
+    if (!lk_model_open(ctx, out, NULL, &m) && !lk_adapter_load(ctx, src, NULL, lk_model_metadata_json(m), &ad))
+      nt = lk_adapter_target_count(ad);
+    printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, adapter, out, m ? lk_model_loader(m) : "?");
+    lk_adapter_free(ad);
+    lk_model_close(m);
+    rc = cli_registry_record_merge(ctx, registry, model, adapter, out, scale, undo);
   }
-  const char *format = writer_for(lk_model_loader(m));
-  if (!format) {
-    rc = cli_error(CLI_FAILED, "%s: a %s file is not a model to %s into", model, lk_model_loader(m), cmd);
-    goto out;
-  }
-  lk_status st = read_all(ctx, m, LK_DTYPE_INVALID, 0, &s);
-  if (st) {
-    rc = st == LK_ERR_NOMEM ? cli_error(CLI_FAILED, "%s: out of memory", model) : fail_ctx(ctx);
-    goto out;
-  }
-  uint32_t nt = lk_adapter_target_count(ad);
-  for (uint32_t k = 0; k < nt && rc == CLI_OK; k++) {
-    lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
-    lk_adapter_target_info(ad, k, &ti);
-    char wname[512];
-    snprintf(wname, sizeof wname, "%s.weight", ti.name);
-    int64_t idx = -1;
-    for (int64_t i = 0; i < s.n; i++)
-      if (!strcmp(s.names[i], wname)) idx = i;
-    if (idx < 0) {
-      rc = cli_error(CLI_FAILED, "%s: adapter target %s has no weight %s in %s", adapter, ti.name, wname, model);
-      break;
-    }
-    if (s.t[idx].dtype == LK_DTYPE_QUANT) {
-      rc = cli_error(CLI_FAILED, "%s: %s is quantised (%s); merging into a quantised base needs a quantiser plugin",
-                     model, wname, s.t[idx].qformat ? s.t[idx].qformat : "?");
-      break;
-    }
-    st = undo ? lk_unmerge(be, ad, k, &s.t[idx], (float)scale) : lk_merge(be, ad, k, &s.t[idx], (float)scale);
-    if (st) rc = fail_ctx(ctx);
-  }
-  if (rc == CLI_OK &&
-      lk_write_tensors(ctx, out, format, s.t, (const char *const *)s.names, (uint64_t)s.n, lk_model_metadata_json(m)))
-    rc = fail_ctx(ctx);
-  if (rc == CLI_OK) printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, adapter, out, format);
-  if (rc == CLI_OK) rc = cli_registry_record_merge(ctx, registry, model, adapter, out, scale, undo);
-out:
-  set_free(&s);
-  lk_backend_close(be);
-  lk_adapter_free(ad);
-  lk_model_close(m);
+  cli_registry_tmp_free(tmpdir);
   lk_context_free(ctx);
   return rc;
 }

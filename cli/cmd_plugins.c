@@ -1,6 +1,7 @@
 /* cmd_plugins.c - `lorakit plugins [--json] [--path DIR]...`: one row per
  * plugin file with its kinds, components, versions and status (loaded, or
- * refused and why). */
+ * refused and why); --json adds every backend with its devices and the core
+ * ops it supports (cmd_plugins_ops.c), the quantisers and the loaders. */
 #include "cli.h"
 
 #include <jansson.h>
@@ -14,7 +15,8 @@ const char cli_plugins_usage[] =
     "List every plugin file found: kind, component names, plugin version,\n"
     "ABI version and status (loaded, or refused and the reason).\n"
     "\n"
-    "  --json        machine-readable output\n"
+    "  --json        machine-readable output, with every backend's devices (memory,\n"
+    "                limits, driver) and supported ops, the quantisers and loaders\n"
     "  --path P      also load plugins from folder P (or plugin file P)\n"
     "\n"
     "Exit status: 0 when listed (refused plugins included), 1 on failure.\n";
@@ -43,6 +45,31 @@ static json_t *plugin_json(const lk_context_t *ctx, uint32_t index, const lk_plu
   json_object_set_new(o, "components", comps);
   json_object_set_new(o, "reason", json_string(pi->reason));
   return o;
+}
+
+/* The components of one kind, each name once (variants of a backend share
+ * it; the best scored one is described). Backends carry their devices and
+ * ops; quantisers and loaders their name, description and plugin. */
+static json_t *components_json(lk_context_t *ctx, int32_t kind) {
+  json_t *arr = json_array();
+  for (uint32_t c = 0; c < lk_component_count(ctx); c++) {
+    lk_component_info_t ci = {sizeof ci, 0, NULL, NULL, 0, 0};
+    if (lk_component_info(ctx, c, &ci) || ci.kind != kind) continue;
+    int seen = 0;
+    for (size_t k = 0; k < json_array_size(arr) && !seen; k++)
+      seen = !strcmp(json_string_value(json_object_get(json_array_get(arr, k), "name")), ci.name);
+    if (seen) continue;
+    lk_plugin_info_t pi;
+    memset(&pi, 0, sizeof pi);
+    pi.struct_size = sizeof pi;
+    const char *plugin = lk_plugin_info(ctx, ci.plugin_index, &pi) == LK_OK && pi.id ? pi.id : "";
+    json_t *o = kind == LK_KIND_BACKEND ? cli_backend_json(ctx, ci.name, ci.description)
+                                        : json_pack("{s:s, s:s}", "name", ci.name, "description",
+                                                    ci.description ? ci.description : "");
+    json_object_set_new(o, "plugin", json_string(plugin));
+    json_array_append_new(arr, o);
+  }
+  return arr;
 }
 
 static void print_row(const lk_context_t *ctx, uint32_t index, const lk_plugin_info_t *pi) {
@@ -94,6 +121,9 @@ int cli_plugins(int argc, char **argv) {
     }
     json_object_set_new(root, "lorakit_version", json_string(lk_version_string()));
     json_object_set_new(root, "plugins", arr);
+    json_object_set_new(root, "backends", components_json(ctx, LK_KIND_BACKEND));
+    json_object_set_new(root, "quantisers", components_json(ctx, LK_KIND_QUANTISER));
+    json_object_set_new(root, "loaders", components_json(ctx, LK_KIND_LOADER));
     char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s) puts(s);
     free(s);

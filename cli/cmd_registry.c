@@ -4,6 +4,9 @@
  * Text output is rendered in cmd_registry_view.c. */
 #include "cmd_registry.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -567,6 +570,89 @@ lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, con
   return st;
 }
 
+lk_status cli_registry_adapter_path(lk_context_t *ctx, const char *registry, const char *adapter, const char **path,
+                                    char **tmpdir) {
+  struct stat sb;
+  *path = adapter;
+  *tmpdir = NULL;
+  if (!(registry = cli_registry_configured(registry)) || !stat(adapter, &sb) || strchr(adapter, '/')) return LK_OK;
+  /* Not a path: NAME@N, NAME:TAG or NAME in the registry, exported (its
+   * stored files, byte for byte) into a private temporary folder. */
+  const char *tmp = secure_getenv("TMPDIR");
+  size_t n = strlen(tmp && *tmp ? tmp : "/tmp") + 32;
+  char *dir = malloc(n), *out = malloc(n + 16);
+  if (!dir || !out) {
+    free(dir);
+    free(out);
+    return LK_ERR_NOMEM;
+  }
+  snprintf(dir, n, "%s/lorakit-ref.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(dir)) {
+    free(dir);
+    free(out);
+    fprintf(stderr, "lorakit: cannot make a temporary folder for %s: %s\n", adapter, strerror(errno));
+    return LK_ERR_IO;
+  }
+  snprintf(out, n + 16, "%s/adapter", dir);
+  lk_registry_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.struct_size = sizeof ro;
+  ro.read_only = 1;
+  lk_registry_t *reg = NULL;
+  lk_status st = lk_registry_open(ctx, registry, &ro, &reg);
+  if (!st && (st = lk_registry_export(reg, adapter, out, NULL)) == LK_ERR_NOT_FOUND)
+    fprintf(stderr, "lorakit: %s: no such file or folder, nor a version in registry %s\n", adapter, registry);
+  lk_registry_close(reg);
+  *tmpdir = dir;
+  static char *keep; /* the path lives until cli_registry_tmp_free */
+  free(keep);
+  keep = out;
+  *path = out;
+  return st;
+}
+
+void cli_registry_tmp_free(char *tmpdir) {
+  if (!tmpdir) return;
+  /* The folder holds one exported adapter (a file or a flat folder). */
+  size_t n = strlen(tmpdir) + 16;
+  char *p = malloc(n);
+  if (p) {
+    snprintf(p, n, "%s/adapter", tmpdir);
+    DIR *d = opendir(p);
+    if (d) {
+      struct dirent *e;
+      while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        size_t m = strlen(p) + strlen(e->d_name) + 2;
+        char *f = malloc(m);
+        if (f) {
+          snprintf(f, m, "%s/%s", p, e->d_name);
+          unlink(f);
+          free(f);
+        }
+      }
+      closedir(d);
+      rmdir(p);
+    } else {
+      unlink(p);
+    }
+    free(p);
+  }
+  rmdir(tmpdir);
+  free(tmpdir);
+}
+
+/* A path as relation parameters may hold it: control and bidi-override
+ * characters and non-UTF-8 bytes written as escapes (the registry refuses
+ * them raw). */
+static const char *param_text(const char *s) {
+  int saved = rcli_escape_output;
+  rcli_escape_output = 1;
+  const char *r = rcli_esc(s);
+  rcli_escape_output = saved;
+  return r;
+}
+
 int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const char *in, const char *out,
                                 const char *format, const char *base) {
   if (!(registry = cli_registry_configured(registry))) return CLI_OK;
@@ -581,7 +667,7 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
     rc = record_fail(ctx, out, registry);
     goto out;
   }
-  json_t *params = json_pack("{s:s, s:s}", "from", in, "format", format);
+  json_t *params = json_pack("{s:s, s:s}", "from", param_text(in), "format", format);
   char *params_s = json_dumps(params, JSON_COMPACT);
   json_decref(params);
   const char *parents[1] = {src};

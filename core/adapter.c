@@ -22,6 +22,7 @@ struct lk_adapter_t {
   float alpha;
   int32_t scaling;
   uint64_t seed;
+  char *base_model; /* named by the file it was loaded from, or NULL */
   lk__target *t;
   uint32_t n, cap;
 };
@@ -58,6 +59,7 @@ LK_API void lk_adapter_free(lk_adapter_t *ad) {
     free(ad->t[i].B);
   }
   free(ad->t);
+  free(ad->base_model);
   free(ad);
 }
 
@@ -181,5 +183,31 @@ LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out
   out->alpha = ad->alpha;
   out->scaling = ad->scaling;
   out->seed = ad->seed;
+  return LK_OK;
+}
+
+lk_status lk__adapter_set_base_model(lk_adapter_t *ad, const char *base_model) {
+  char *copy = base_model ? lk__strdup(base_model) : NULL;
+  if (base_model && !copy) return lk__fail(ad->ctx, LK_ERR_NOMEM, "out of memory");
+  free(ad->base_model);
+  ad->base_model = copy;
+  return LK_OK;
+}
+
+LK_API lk_status lk_adapter_header(const lk_adapter_t *ad, lk_adapter_header_t *out) {
+  if (!ad) return LK_ERR_INVALID_ARG;
+  if (!out || out->struct_size < LK_MIN_SIZE_ADAPTER_HEADER)
+    return lk__fail(ad->ctx, LK_ERR_INVALID_ARG, "lk_adapter_header: NULL output or struct_size too small");
+  lk_adapter_header_t h;
+  memset(&h, 0, sizeof h);
+  h.struct_size = out->struct_size; /* an output struct keeps the caller's size */
+  h.kind = LK_ADAPTER_LORA;
+  h.scaling = ad->scaling;
+  h.rank = ad->rank;
+  h.alpha = ad->alpha;
+  h.n_targets = ad->n;
+  h.base_model = ad->base_model;
+  memcpy(out, &h, out->struct_size < sizeof h ? out->struct_size : sizeof h);
+  lk__ok(ad->ctx);
   return LK_OK;
 }

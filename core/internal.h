@@ -17,6 +17,7 @@ typedef struct lk__plugin {
   uint32_t abi_version;
   uint32_t n_components;
   int initialised;         /* init succeeded: fini owed at context free */
+  int is_explicit;         /* loaded by lk_plugin_load (wins over discovery) */
 } lk__plugin;
 
 /* One component (a backend, quantiser or loader) of a loaded plugin. */
@@ -61,6 +62,21 @@ const lk_quantiser_vt_t *lk__quant_find(const char *name);
 const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t gguf_type);
 /* Hand an opened adapter file the base model's metadata (model.c). */
 lk_status lk__model_set_base_config(lk_model_t *m, const char *json);
+/* The loader side of an opened file (model.c): whether its loader reads
+ * adapters, whether it writes the file's format back (a model format), and
+ * the loader's typed adapter (header, targets). */
+int lk__model_is_adapter(const lk_model_t *m);
+int lk__model_writable(const lk_model_t *m);
+lk_status lk__model_adapter_header(lk_model_t *m, lk_adapter_header_t *out);
+lk_status lk__model_adapter_target(lk_model_t *m, uint32_t index, lk_adapter_target_t *out);
+/* The loader component called name, or NULL (model.c). */
+const lk_loader_vt_t *lk__loader_named(lk_context_t *ctx, const char *name);
+/* The loader of `format` that writes adapters (model.c). */
+lk_status lk__adapter_writer(lk_context_t *ctx, const char *format, const char *path, const lk_loader_vt_t **out);
+/* Record a loader's failure (err) in ctx, naming path. */
+lk_status lk__loader_error(lk_context_t *ctx, int32_t rc, const lk_error_t *err, const char *path);
+/* The base model an adapter's file named (adapter.c; may be NULL). */
+lk_status lk__adapter_set_base_model(lk_adapter_t *ad, const char *base_model);
 /* The context an adapter was made in. */
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad);
 

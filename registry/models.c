@@ -44,13 +44,26 @@ char *reg_name_from_path(const char *path) {
   static const char *const exts[] = {".gguf", ".safetensors", ".bin"};
   for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
     if (ends_with(name, exts[i]) && strlen(name) > strlen(exts[i])) name[strlen(name) - strlen(exts[i])] = '\0';
-  for (char *p = name; *p; p++)
-    if (*p == '@' || *p == ':' || (unsigned char)*p <= ' ' || *p == 0x7f) *p = '_';
+  /* Bytes that are not UTF-8, controls and bidirectional overrides become
+   * '_' too: a derived name must pass reg_valid_name like a given one. */
+  for (unsigned char *p = (unsigned char *)name; *p;) {
+    uint32_t cp;
+    size_t k = reg_utf8_next(p, &cp);
+    if (!k || reg_unsafe_cp(cp) || cp == '@' || cp == ':' || cp == ' ') {
+      for (size_t i = 0; i < (k ? k : 1); i++) p[i] = '_';
+      k = k ? k : 1;
+    }
+    p += k;
+  }
   if (name[0] == '-' || name[0] == '\0') {
     memmove(name + 1, name, strlen(name) + 1);
     name[0] = '_';
   }
-  if (strlen(name) > REG_NAME_MAX) name[REG_NAME_MAX] = '\0';
+  if (strlen(name) > REG_NAME_MAX) { /* cut at a character boundary */
+    size_t cut = REG_NAME_MAX;
+    while (cut > 0 && ((unsigned char)name[cut] & 0xc0) == 0x80) cut--;
+    name[cut] = '\0';
+  }
   return name;
 }
 

@@ -245,6 +245,8 @@ run_case merge_by_gguf_path_records_the_gguf  0 "out:merged_from ad1@2"         
 run_case merge_by_ref                         0 "out:merged_from ad1@2"          merge "$X/base" --adapter ad1@2 -o "$tmp/m3" "${M[@]}"
 run_case merge_by_tag                         0 "out:merged_from ad1@2"          merge "$X/base" --adapter ad1:latest -o "$tmp/m4" "${M[@]}"
 run_case same_bytes_twice_added_under_new_name 0 "out:twin@1"                    registry "${M[@]}" add twin "$X/ad1"
+cp -r "$X/ad3" "$tmp/"$'we\u202eird'
+run_case derived_names_are_made_valid         0 "out:imported from we___ird@1"   convert "$tmp/"$'we\u202eird' -o "$tmp/wout" --format peft "${M[@]}"
 run_case ambiguous_match_is_said_on_stderr    0 "err:chose twin@1"               merge "$X/base" --adapter "$X/ad1" -o "$tmp/m5" "${M[@]}"
 
 # Files that are not registries are refused and left as they were.

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -55,9 +56,11 @@ int main(int argc, char **argv) {
   if (lk_context_create(NULL, &ctx)) return 1;
   lk_backend_t *be = NULL;
   CHECK(lk_backend_open(ctx, "cpu", 0, &be));
-  lk_device_info_t dev = {sizeof dev, 0, {0}, 0, 0, 0, 0};
-  CHECK(lk_backend_device_info(be, 0, &dev));
-  printf("backend %s on %s, %u threads\n", lk_backend_name(be), dev.name, dev.compute_units);
+  lk_device_info_t dev;
+  memset(&dev, 0, sizeof dev);
+  dev.struct_size = sizeof dev;
+  CHECK(lk_backend_info(be, &dev));
+  printf("backend %s on %s (%s), %u threads\n", lk_backend_name(be), dev.name, dev.driver, dev.compute_units);
 
   lk_lora_config_t cfg = {sizeof cfg, r, 2.0f * (float)r, LK_SCALING_STANDARD, 42};
   lk_adapter_t *ad = NULL;

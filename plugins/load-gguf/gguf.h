@@ -8,6 +8,8 @@
  *   gguf_names.c  GGUF <-> Hugging Face tensor names and the Q/K row
  *                 permutation of convert_hf_to_gguf.py;
  *   gguf_write.c  the writers (model and LoRA adapter);
+ *   gguf_adapter.c the typed adapter of gguf-lora (header, targets, and
+ *                 write_adapter folding per-target scales into B);
  *   plugin.c      the loader vtables, mmap, the entry point.
  * Nothing here is exported: the plugin exports only lk_plugin_entry. */
 #ifndef LORAKIT_GGUF_H
@@ -44,16 +46,23 @@ enum {
 /* ---- ggml types ---------------------------------------------------------- */
 
 typedef struct gguf_type_info_t {
-  const char *name; /* lower-case ggml name: "f32", "q4_0", "q4_k", "iq4_xs" */
+  const char *name; /* lower-case ggml name: "f32", "q4_0", "q4_k" (static storage) */
   uint32_t block;   /* elements per block (1 for plain types) */
   uint32_t size;    /* bytes per block */
   int32_t dtype;    /* LK_DTYPE_* (LK_DTYPE_QUANT for block types) */
 } gguf_type_info_t;
 
-/* The entry of ggml type id `type`, or NULL when unknown or removed. */
-const gguf_type_info_t *gguf_type_info(uint32_t type);
-/* ggml type id of a plain LK dtype, or of a quantised block format by name
- * (case-insensitive); -1 when GGUF has none. */
+/* Where quantised types come from: the host services find_quantiser_gguf
+ * and find_quantiser (set at plugin init; a test or fuzz target may set its
+ * own). Unset, only plain types are known. */
+typedef const lk_quantiser_vt_t *(*gguf_qfind_type_fn)(int32_t gguf_type);
+typedef const lk_quantiser_vt_t *(*gguf_qfind_name_fn)(const char *name);
+void gguf_set_quantisers(gguf_qfind_type_fn by_type, gguf_qfind_name_fn by_name);
+/* The entry of ggml type id `type` into *out: 1, or 0 when it is neither a
+ * plain type nor provided by a loaded quantiser. */
+int gguf_type_get(uint32_t type, gguf_type_info_t *out);
+/* ggml type id of a plain LK dtype, or of a quantised block format by its
+ * quantiser's name (case-insensitive); -1 when GGUF has none. */
 int32_t gguf_type_from_dtype(int32_t dtype, const char *qformat);
 /* "u8".."f64", "bool", "string", "array"; "?" when out of range. */
 const char *gguf_value_type_name(uint32_t t);
@@ -115,6 +124,36 @@ uint32_t gguf_rd_u32(const uint8_t *p);
 int gguf_utf8_valid(const uint8_t *s, uint64_t n);
 /* Cut a NUL-terminated string before a trailing incomplete UTF-8 sequence. */
 void gguf_utf8_trim(char *s);
+
+/* ---- an opened file (plugin.c) ------------------------------------------------ */
+
+struct gguf_adapter_t; /* gguf_adapter.c: the adapter resolved on first use */
+
+typedef struct gguf_handle_t {
+  int lora; /* opened by gguf-lora */
+  char *path;
+  uint8_t *map; /* the whole file, PROT_READ */
+  uint64_t size;
+  gguf_file_t f;
+  char **names;              /* canonical name of each tensor */
+  int *perm;                 /* GGUF_PERM_* of each tensor by name (lora: of lora_b only) */
+  char arch[64];             /* general.architecture ("" when absent) */
+  int permutes;              /* the architecture's attn_q/attn_k rows are permuted */
+  int64_t n_head, n_head_kv; /* 0: unknown */
+  char *meta;                /* metadata JSON */
+  struct gguf_adapter_t *adapter; /* gguf-lora: resolved targets, or NULL */
+} gguf_handle_t;
+
+/* ---- the typed adapter of gguf-lora (gguf_adapter.c) ----------------------------
+ * One alpha per file (adapter.lora.alpha; none means llama.cpp's scale 1,
+ * i.e. alpha = r per target); ranks from the tensors. */
+void gguf_adapter_free(struct gguf_adapter_t *a);
+int32_t gguf_adapter_header(void *file, lk_adapter_header_t *out, lk_error_t *err);
+int32_t gguf_adapter_target(void *file, uint32_t index, lk_adapter_target_t *out, lk_error_t *err);
+/* Folds each target's own scale into B so s B A is what a reader computes
+ * with alpha_file / r, then writes with gguf_write_lora. */
+int32_t gguf_write_adapter(const char *path, const lk_adapter_header_t *header, const lk_adapter_target_t *targets,
+                           uint32_t n_targets, const char *metadata_json, lk_error_t *err);
 
 /* ---- names and the Q/K permutation ------------------------------------------ */
 

@@ -8,6 +8,7 @@
 #include "st.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,9 @@ typedef struct peft_cfg_t {
   regex_t *rank_rx;            /* one per rank_pattern key, in its order */
   char *rank_rx_ok;            /* 1 where the key compiled as POSIX ERE */
   size_t n_rank;
+  regex_t *alpha_rx;           /* the same for alpha_pattern */
+  char *alpha_rx_ok;
+  size_t n_alpha;
   regex_t target_rx;           /* a string target_modules */
   int target_rx_ok;
 } peft_cfg_t;
@@ -45,36 +49,53 @@ static int peft_regex_compile(regex_t *rx, const char *pattern, const char *fmt)
   return ok;
 }
 
+static void peft_rx_free(regex_t **rx, char **ok, size_t *n) {
+  for (size_t i = 0; i < *n; i++)
+    if ((*ok)[i]) regfree(&(*rx)[i]);
+  free(*rx);
+  free(*ok);
+  *rx = NULL;
+  *ok = NULL;
+  *n = 0;
+}
+
 static void peft_cfg_free(peft_cfg_t *c) {
-  for (size_t i = 0; i < c->n_rank; i++)
-    if (c->rank_rx_ok[i]) regfree(&c->rank_rx[i]);
-  free(c->rank_rx);
-  free(c->rank_rx_ok);
+  peft_rx_free(&c->rank_rx, &c->rank_rx_ok, &c->n_rank);
+  peft_rx_free(&c->alpha_rx, &c->alpha_rx_ok, &c->n_alpha);
   if (c->target_rx_ok) regfree(&c->target_rx);
-  c->rank_rx = NULL;
-  c->rank_rx_ok = NULL;
-  c->n_rank = 0;
   c->target_rx_ok = 0;
 }
 
-/* As peft's get_pattern_key, re.match(rf"(.*\.)?({key})$", module), and
- * re.fullmatch for a string target_modules. */
-static int32_t peft_compile(peft_cfg_t *c, const char *file, lk_error_t *err) {
-  if (c->rank_pattern && (c->n_rank = json_object_size(c->rank_pattern))) {
-    c->rank_rx = calloc(c->n_rank, sizeof *c->rank_rx);
-    c->rank_rx_ok = calloc(c->n_rank, 1);
-    if (!c->rank_rx || !c->rank_rx_ok) {
-      c->n_rank = 0;
-      return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
-    }
-    size_t i = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)c->rank_pattern, k, v) {
-      c->rank_rx_ok[i] = (char)peft_regex_compile(&c->rank_rx[i], k, "^(.*\\.)?(%s)$");
-      i++;
-    }
+/* Every key of a pattern object compiled as peft's get_pattern_key uses it:
+ * re.match(rf"(.*\.)?({key})$", module). */
+static int32_t peft_rx_compile(const json_t *patterns, regex_t **rx, char **ok, size_t *n, const char *file,
+                               lk_error_t *err) {
+  if (!patterns || !(*n = json_object_size(patterns))) return LK_OK;
+  *rx = calloc(*n, sizeof **rx);
+  *ok = calloc(*n, 1);
+  if (!*rx || !*ok) {
+    free(*rx);
+    free(*ok);
+    *rx = NULL;
+    *ok = NULL;
+    *n = 0;
+    return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
   }
+  size_t i = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)patterns, k, v) {
+    (*ok)[i] = (char)peft_regex_compile(&(*rx)[i], k, "^(.*\\.)?(%s)$");
+    i++;
+  }
+  return LK_OK;
+}
+
+/* The patterns compiled once, and re.fullmatch for a string target_modules. */
+static int32_t peft_compile(peft_cfg_t *c, const char *file, lk_error_t *err) {
+  int32_t rc = peft_rx_compile(c->rank_pattern, &c->rank_rx, &c->rank_rx_ok, &c->n_rank, file, err);
+  if (rc == LK_OK) rc = peft_rx_compile(c->alpha_pattern, &c->alpha_rx, &c->alpha_rx_ok, &c->n_alpha, file, err);
+  if (rc != LK_OK) return rc;
   if (json_is_string(c->targets))
     c->target_rx_ok = peft_regex_compile(&c->target_rx, json_string_value(c->targets), "^(%s)$");
   return LK_OK;
@@ -175,20 +196,28 @@ static int peft_ends_with_part(const char *module, const char *key) {
   return !strcmp(module, key) || (a > b && module[a - b - 1] == '.' && !strcmp(module + a - b, key));
 }
 
-/* The rank PEFT gives module: the first rank_pattern key matching as in
- * peft's get_pattern_key (re.match(rf"(.*\.)?({key})$", module)), else r. */
-static int64_t peft_rank_for(const peft_cfg_t *c, const char *module) {
+/* peft's get_pattern_key: the value of the FIRST key, in the config's
+ * order, whose compiled re.match(rf"(.*\.)?({key})$", module) matches; a key
+ * that is not valid POSIX ERE (Python-only syntax) matches as a plain suffix
+ * on a dot boundary. NULL when none matches. */
+static const json_t *peft_pattern_value(const json_t *patterns, const regex_t *rx, const char *ok, size_t n,
+                                        const char *module) {
   size_t i = 0;
   const char *k;
   json_t *v;
-  if (!c->rank_pattern) return c->r;
-  json_object_foreach((json_t *)c->rank_pattern, k, v) {
-    int m = i < c->n_rank && c->rank_rx_ok[i] ? regexec(&c->rank_rx[i], module, 0, NULL, 0) == 0
-                                              : peft_ends_with_part(module, k);
-    if (m) return (int64_t)json_integer_value(v);
+  if (!patterns) return NULL;
+  json_object_foreach((json_t *)patterns, k, v) {
+    int m = i < n && ok[i] ? regexec(&rx[i], module, 0, NULL, 0) == 0 : peft_ends_with_part(module, k);
+    if (m) return v;
     i++;
   }
-  return c->r;
+  return NULL;
+}
+
+/* The rank PEFT gives module: rank_pattern resolved, else r. */
+static int64_t peft_rank_for(const peft_cfg_t *c, const char *module) {
+  const json_t *v = peft_pattern_value(c->rank_pattern, c->rank_rx, c->rank_rx_ok, c->n_rank, module);
+  return v ? (int64_t)json_integer_value(v) : c->r;
 }
 
 /* PEFT's check_target_module_exists: a string is re.fullmatch'ed, a list
@@ -333,6 +362,110 @@ static int32_t peft_check_pairs(st_tensor_t *const *by, uint64_t n, const peft_c
   return LK_OK;
 }
 
+/* ---- the adapter resolved once --------------------------------------------------------- */
+
+static void peft_free_resolved(st_peft_t *p) {
+  if (!p) return;
+  for (uint32_t i = 0; i < p->n; i++) free(p->t[i].module);
+  free(p->t);
+  free(p->base_model);
+  free(p);
+}
+
+static void peft_close(void *file) {
+  st_handle_t *h = file;
+  if (h) {
+    peft_free_resolved(h->peft);
+    h->peft = NULL;
+  }
+  st_vt_close(file);
+}
+
+/* The adapter as PEFT applies it, after peft_check_pairs: per target the rank
+ * of its tensors, alpha from alpha_pattern (else lora_alpha), and
+ * s = alpha / r, or alpha / sqrt(r) with use_rslora. Targets in the file
+ * order of their lora_A. */
+static int32_t peft_resolve(st_handle_t *h, const json_t *cfg, const peft_cfg_t *c, const char *file,
+                            lk_error_t *err) {
+  st_peft_t *p = calloc(1, sizeof *p);
+  if (!p || !(p->t = calloc((size_t)h->n + 1, sizeof *p->t))) {
+    free(p);
+    return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
+  }
+  h->peft = p;
+  p->scaling = peft_is_true(cfg, "use_rslora") ? LK_SCALING_RSLORA : LK_SCALING_STANDARD;
+  p->rank = (uint32_t)c->r;
+  p->alpha = (float)json_number_value(json_object_get(cfg, "lora_alpha"));
+  if (!(p->alpha > 0) || !isfinite(p->alpha))
+    return st_fail(err, LK_ERR_FORMAT, "%s: lora_alpha %g must be a positive number", file, (double)p->alpha);
+  const json_t *bm = json_object_get(cfg, "base_model_name_or_path");
+  if (json_is_string(bm) && !(p->base_model = strdup(json_string_value(bm))))
+    return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
+  for (uint64_t i = 0; i < h->n; i++) {
+    const st_tensor_t *A = &h->t[i];
+    size_t stem;
+    if (!peft_has_suffix(st_canon(A), PEFT_A, &stem)) continue;
+    char *module = malloc(stem + sizeof PEFT_B);
+    if (!module) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
+    memcpy(module, st_canon(A), stem);
+    memcpy(module + stem, PEFT_B, sizeof PEFT_B);
+    const st_tensor_t *B = st_handle_find(h, module);
+    module[stem] = 0;
+    st_peft_target_t *t = &p->t[p->n++];
+    t->module = module;
+    if (!B) return st_fail(err, LK_ERR_FORMAT, "%s: module '%.100s' has lora_A but no lora_B", file, module);
+    t->rank = (uint32_t)A->shape[0];
+    t->in = A->shape[1];
+    t->out = B->shape[0];
+    t->a = (int64_t)i;
+    t->b = (int64_t)(B - h->t);
+    const json_t *av = peft_pattern_value(c->alpha_pattern, c->alpha_rx, c->alpha_rx_ok, c->n_alpha, module);
+    t->alpha = av ? (float)json_number_value(av) : p->alpha;
+    if (!(t->alpha > 0) || !isfinite(t->alpha))
+      return st_fail(err, LK_ERR_FORMAT, "%s: module '%.100s': alpha %g (alpha_pattern) must be positive", file,
+                     module, (double)t->alpha);
+    t->scale = p->scaling == LK_SCALING_RSLORA ? t->alpha / sqrtf((float)t->rank) : t->alpha / (float)t->rank;
+  }
+  return LK_OK;
+}
+
+static int32_t peft_adapter_header(void *file, lk_adapter_header_t *out, lk_error_t *err) {
+  const st_handle_t *h = file;
+  if (!h || !h->peft) return st_fail(err, LK_ERR_INVALID_ARG, "peft adapter_header: not a file opened by peft");
+  if (!out || out->struct_size < LK_MIN_SIZE_ADAPTER_HEADER)
+    return st_fail(err, LK_ERR_ABI, "%s: adapter_header: NULL output or struct_size too small", h->path);
+  const st_peft_t *p = h->peft;
+  out->kind = LK_ADAPTER_LORA; /* DoRA is refused at open */
+  out->scaling = p->scaling;
+  out->rank = p->rank;
+  out->alpha = p->alpha;
+  out->n_targets = p->n;
+  out->base_model = p->base_model;
+  return LK_OK;
+}
+
+static int32_t peft_adapter_target(void *file, uint32_t index, lk_adapter_target_t *out, lk_error_t *err) {
+  const st_handle_t *h = file;
+  if (!h || !h->peft) return st_fail(err, LK_ERR_INVALID_ARG, "peft adapter_target: not a file opened by peft");
+  if (!out || out->struct_size < sizeof *out)
+    return st_fail(err, LK_ERR_ABI, "%s: adapter_target: NULL output or struct_size too small", h->path);
+  if (index >= h->peft->n)
+    return st_fail(err, LK_ERR_NOT_FOUND, "%s: adapter target %u out of range (%u targets)", h->path, index,
+                   h->peft->n);
+  const st_peft_target_t *t = &h->peft->t[index];
+  out->rank = t->rank;
+  out->name = t->module;
+  out->alpha = t->alpha;
+  out->scale = t->scale;
+  out->in_features = t->in;
+  out->out_features = t->out;
+  out->tensor_a = t->a;
+  out->tensor_b = t->b;
+  out->tensor_m = -1;
+  out->A = out->B = out->magnitude = NULL;
+  return LK_OK;
+}
+
 /* ---- reading ---------------------------------------------------------------------------- */
 
 static int32_t peft_probe(const char *path) {
@@ -379,6 +512,7 @@ static int32_t peft_open(const char *path, void **out_file, lk_error_t *err) {
   }
   if (rc == LK_OK) rc = st_handle_index(h, err);
   if (rc == LK_OK) rc = peft_check_pairs(h->by_name, h->n, &c, h->path, err);
+  if (rc == LK_OK) rc = peft_resolve(h, cfg, &c, cfg_path, err);
   if (rc == LK_OK) {
     json_t *m = json_object();
     if (m && (json_object_set_new(m, "format", json_string("peft")) || json_object_set(m, "adapter_config", cfg) ||
@@ -392,7 +526,7 @@ static int32_t peft_open(const char *path, void **out_file, lk_error_t *err) {
     *out_file = h;
     h = NULL;
   }
-  st_vt_close(h);
+  if (h) peft_close(h);
   peft_cfg_free(&c);
   json_decref(cfg);
   free(cfg_path);
@@ -531,7 +665,7 @@ static int32_t peft_out_make(peft_out_t *o, const lk_tensor_t *tensors, const ch
   return LK_OK;
 }
 
-static int32_t peft_write(const char *path, const lk_tensor_t *tensors, const char *const *names,
+int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *const *names,
                           uint64_t n, const char *metadata_json, lk_error_t *err) {
   if (!path) return st_fail(err, LK_ERR_INVALID_ARG, "peft write: NULL path");
   json_t *meta = NULL, *stm = NULL, *targets = NULL, *cfg_out = NULL;
@@ -599,15 +733,15 @@ const lk_loader_vt_t st_peft_vt = {
     "PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors)",
     peft_probe,
     peft_open,
-    st_vt_close,
+    peft_close,
     st_vt_tensor_count,
     st_vt_tensor_info,
     st_vt_tensor_read,
     st_vt_tensor_map,
     st_vt_metadata_json,
-    peft_write,
+    st_peft_write,
     st_vt_get_extension,
-    NULL, /* adapter_header */
-    NULL, /* adapter_target */
-    NULL, /* write_adapter */
+    peft_adapter_header,
+    peft_adapter_target,
+    st_peft_write_adapter,
 };

@@ -3,7 +3,7 @@
  * (st_parse.c, also compiled into tests/fuzz/fuzz_safetensors.c), opened
  * tensor sets and the loader functions every component shares (st_file.c),
  * the writers (st_write.c), and the three loader components: safetensors
- * (st_file.c), hf (hf.c) and peft (peft.c). Nothing here is exported: the
+ * (st_file.c), hf (hf.c) and peft (peft.c, peft_adapter.c). Nothing here is exported: the
  * plugin builds with -fvisibility=hidden and exports only lk_plugin_entry. */
 #ifndef ST_H
 #define ST_H
@@ -104,6 +104,26 @@ typedef struct st_shard_t {
   uint64_t data_start;
 } st_shard_t;
 
+/* A PEFT adapter as its config resolves (peft.c, at open): per target the
+ * rank of its tensors, alpha_pattern applied, the scale of the scaling rule. */
+typedef struct st_peft_target_t {
+  char *module;  /* canonical module name, owned */
+  uint32_t rank;
+  float alpha;
+  float scale;
+  int64_t in, out;
+  int64_t a, b;  /* indices of lora_A and lora_B in the handle */
+} st_peft_target_t;
+
+typedef struct st_peft_t {
+  int32_t scaling;  /* LK_SCALING_* */
+  uint32_t rank;    /* r */
+  float alpha;      /* lora_alpha */
+  char *base_model; /* base_model_name_or_path or NULL, owned */
+  st_peft_target_t *t;
+  uint32_t n;
+} st_peft_t;
+
 /* The object every component of this plugin returns from open. */
 typedef struct st_handle_t {
   uint32_t magic;
@@ -116,6 +136,7 @@ typedef struct st_handle_t {
   json_t *st_meta;        /* __metadata__ of the first shard, owned */
   json_t *index_meta;     /* the index file's "metadata" member or NULL, owned */
   char *metadata_json;    /* what metadata_json() returns, owned */
+  st_peft_t *peft;        /* the resolved adapter (peft only; freed by its close) */
 } st_handle_t;
 
 /* Open a .safetensors file or a *.safetensors.index.json set. */
@@ -218,6 +239,16 @@ const lk_host_api_t *st_host(void);
  * config.json is cfg with vocab_size vocab) from its tokenizer.model;
  * *out = NULL when the folder has none. A bad file is refused naming it. */
 int32_t hf_tokenizer_json(const char *dir, const json_t *cfg, int64_t vocab, json_t **out, lk_error_t *err);
+
+/* ---- peft.c / peft_adapter.c --------------------------------------------------- */
+
+/* The peft writer (canonical tensor names, metadata with "adapter_config"). */
+int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *const *names, uint64_t n,
+                      const char *metadata_json, lk_error_t *err);
+/* write_adapter of peft: the typed adapter as a PEFT folder (peft_adapter.c). */
+int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *header,
+                              const lk_adapter_target_t *targets, uint32_t n_targets,
+                              const char *metadata_json, lk_error_t *err);
 
 /* ---- components --------------------------------------------------------------- */
 extern const lk_loader_vt_t st_safetensors_vt; /* st_file.c */

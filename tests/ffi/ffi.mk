@@ -37,7 +37,7 @@ $(FFI_DIR)/host_cpp: tests/ffi/host.cpp abi/lorakit.hpp $(wildcard abi/*.h) $(LI
 
 # rustc alone, no cargo and no crates; -D warnings as -Werror. (MAKEFLAGS
 # unset: rustc would try make's jobserver, which is not passed to it.)
-$(FFI_DIR)/host_rs: tests/ffi/host.rs tests/ffi/lorakit.rs $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
+$(FFI_DIR)/host_rs: tests/ffi/host.rs tests/ffi/lorakit.rs tests/ffi/lorakit_registry.rs $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	env -u MAKEFLAGS -u MFLAGS $(RUSTC) --edition 2021 -D warnings -C opt-level=1 \
 	  --check-cfg 'cfg(lk_registry)' $(if $(FFI_REGISTRY),--cfg lk_registry) \

@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
 
   /* 4. LoRA forward on fixed inputs. */
   TRY(lk_backend_open(ctx, "cpu", 0, &be));
-  printf("backend %s devices %u\n", lk_backend_name(be), lk_backend_device_count(be));
+  printf("backend %s devices %u\n", lk_backend_name(be), lk_backend_device_count(ctx, lk_backend_name(be)));
   for (int i = 0; i < M * IN; i++) x[i] = (float)((i * 7) % 17 - 8) / 8.0f;
   for (int i = 0; i < OUT * IN; i++) w[i] = (float)((i * 5) % 13 - 6) / 16.0f;
   int64_t sx[2] = {M, IN}, sw[2] = {OUT, IN}, sy[2] = {M, OUT};
@@ -174,7 +174,30 @@ int main(int argc, char **argv) {
   printf("unmerge fnv1a64 %016llx bit-identical %d/%d\n", (unsigned long long)fnv1a64(w, OUT * IN),
          same, OUT * IN);
 
-  /* 6. an error comes back as a status and the context's message. */
+  /* 6. the open device, and a backend buffer: host bytes in and out
+   * through lk_buffer_* (no vtable). */
+  {
+    lk_device_info_t di;
+    memset(&di, 0, sizeof di);
+    di.struct_size = sizeof di;
+    TRY(lk_backend_info(be, &di));
+    printf("device type %d unified_memory %u offset_align %llu\n", di.type, di.unified_memory,
+           (unsigned long long)di.offset_align);
+    lk_buffer_t *buf = NULL; /* freed by lk_backend_close if a step fails */
+    static float back[M * IN];
+    void *mapped = NULL;
+    TRY(lk_buffer_alloc(be, sizeof x, LK_BUFFER_HOST_VISIBLE, &buf));
+    TRY(lk_buffer_upload(be, buf, 0, x, sizeof x));
+    TRY(lk_buffer_download(be, buf, 4 * sizeof(float), back, sizeof x - 4 * sizeof(float)));
+    TRY(lk_buffer_map(be, buf, 0, sizeof x, &mapped));
+    printf("buffer bytes %llu download[4..] fnv1a64 %016llx map fnv1a64 %016llx\n",
+           (unsigned long long)lk_buffer_size(be, buf), (unsigned long long)fnv1a64(back, M * IN - 4),
+           (unsigned long long)fnv1a64(mapped, M * IN));
+    TRY(lk_buffer_unmap(be, buf));
+    lk_buffer_free(be, buf);
+  }
+
+  /* 7. an error comes back as a status and the context's message. */
   {
     lk_backend_t *none = NULL;
     lk_status st = lk_backend_open(ctx, "nosuch", 0, &none);
@@ -182,7 +205,7 @@ int main(int argc, char **argv) {
     lk_backend_close(none);
   }
 
-  /* 7. the registry: two versions with an edge, read back. */
+  /* 8. the registry: two versions with an edge, read back. */
 #ifdef LK_REGISTRY_SCHEMA
   {
     char path[4096];

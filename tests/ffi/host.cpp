@@ -109,6 +109,21 @@ void scenario(const char *cpu_plugin, const std::string &registry_dir) {
   std::printf("unmerge fnv1a64 %016" PRIx64 " bit-identical %d/%d\n", fnv1a64(w.data(), w.size()),
               same, OUT * IN);
 
+  {
+    lk_device_info_t di = be.info();
+    std::printf("device type %d unified_memory %u offset_align %" PRIu64 "\n", di.type,
+                di.unified_memory, di.offset_align);
+    const uint64_t nb = x.size() * sizeof(float);
+    lorakit::buffer buf = be.alloc(nb, LK_BUFFER_HOST_VISIBLE);
+    buf.upload(0, x.data(), nb);
+    std::vector<float> back(x.size() - 4);
+    buf.download(4 * sizeof(float), back.data(), nb - 4 * sizeof(float));
+    const float *mapped = static_cast<const float *>(buf.map(0, nb));
+    std::printf("buffer bytes %" PRIu64 " download[4..] fnv1a64 %016" PRIx64 " map fnv1a64 %016" PRIx64 "\n",
+                buf.size(), fnv1a64(back.data(), back.size()), fnv1a64(mapped, x.size()));
+    buf.unmap();
+  }
+
   try {
     lorakit::backend none = ctx.open_backend("nosuch");
     std::printf("error backend nosuch: no error\n");

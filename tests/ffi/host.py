@@ -3,6 +3,7 @@
 
     LORAKIT_LIB=build/liblorakit.so.2 python3 host.py CPU_PLUGIN REGISTRY_DIR
 """
+import ctypes
 import os
 import struct
 import sys
@@ -120,6 +121,17 @@ def scenario(cpu_plugin, registry_dir):
                 w1 = bytes(w.data)
                 same = sum(w1[4 * i:4 * i + 4] == w0[4 * i:4 * i + 4] for i in range(OUT * IN))
                 print("unmerge fnv1a64 %016x bit-identical %d/%d" % (fnv1a64(w.data), same, OUT * IN))
+
+                di = be.info()
+                print("device type %d unified_memory %d offset_align %d"
+                      % (di.type, di.unified_memory, di.offset_align))
+                with be.alloc(ctypes.sizeof(x.data), lorakit.LK_BUFFER_HOST_VISIBLE) as buf:
+                    buf.upload(0, x.data)
+                    back = (ctypes.c_float * (M * IN - 4))()
+                    buf.download(16, back)
+                    mapped = buf.read_mapped(0, M * IN)
+                    print("buffer bytes %d download[4..] fnv1a64 %016x map fnv1a64 %016x"
+                          % (buf.size(), fnv1a64(back), fnv1a64(mapped)))
 
             try:
                 ctx.open_backend("nosuch").close()

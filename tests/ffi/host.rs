@@ -130,6 +130,26 @@ fn scenario(cpu_plugin: &str, registry_dir: &str) -> Result<(), Error> {
     let same = w.iter().zip(&w0).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
     println!("unmerge fnv1a64 {:016x} bit-identical {}/{}", fnv1a64(&w), same, OUT * IN);
 
+    {
+        let di = be.info()?;
+        println!(
+            "device type {} unified_memory {} offset_align {}",
+            di.type_, di.unified_memory, di.offset_align
+        );
+        let nb = (x.len() * 4) as u64;
+        let mut buf = be.alloc(nb, lorakit::sys::LK_BUFFER_HOST_VISIBLE)?;
+        buf.upload(0, &x)?;
+        let mut back = vec![0.0f32; x.len() - 4];
+        buf.download(16, &mut back)?;
+        let mapped = buf.read_mapped(0, x.len())?;
+        println!(
+            "buffer bytes {} download[4..] fnv1a64 {:016x} map fnv1a64 {:016x}",
+            buf.size(),
+            fnv1a64(&back),
+            fnv1a64(&mapped)
+        );
+    }
+
     match ctx.open_backend(Some("nosuch")) {
         Ok(_) => println!("error backend nosuch: no error"),
         Err(e) => println!(

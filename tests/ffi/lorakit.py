@@ -54,9 +54,22 @@ class lk_target_info_t(Structure):
                 ("scale", c_float)]
 
 
+LK_NAME_MAX = 128
+LK_BUFFER_DEVICE_LOCAL = 1
+LK_BUFFER_HOST_VISIBLE = 2
+
+
+class lk_device_info_t(Structure):
+    _fields_ = [("struct_size", c_uint32), ("type", c_int32), ("name", ctypes.c_char * LK_NAME_MAX),
+                ("memory_total", c_uint64), ("memory_free", c_uint64), ("compute_units", c_uint32),
+                ("unified_memory", c_uint32), ("max_alloc", c_uint64), ("offset_align", c_uint64),
+                ("can_wrap", c_uint32), ("reserved0", c_uint32), ("driver", ctypes.c_char * LK_NAME_MAX)]
+
+
 # Sizes as tests/test_abi.c pins them (x86_64 LP64).
 for _t, _n in ((lk_tensor_t, 104), (lk_context_opts_t, 16), (lk_plugin_info_t, 64),
-               (lk_component_info_t, 32), (lk_lora_config_t, 24), (lk_target_info_t, 40)):
+               (lk_component_info_t, 32), (lk_lora_config_t, 24), (lk_target_info_t, 40),
+               (lk_device_info_t, 312)):
     assert ctypes.sizeof(_t) == _n, (_t.__name__, ctypes.sizeof(_t), _n)
 
 _lib = ctypes.CDLL(os.environ.get("LORAKIT_LIB") or "liblorakit.so.2")
@@ -93,10 +106,18 @@ _adapter_target_info = _fn("lk_adapter_target_info", _S, c_void_p, c_uint32,
                            POINTER(lk_target_info_t))
 _adapter_weights = _fn("lk_adapter_weights", _S, c_void_p, c_uint32, POINTER(lk_tensor_t),
                        POINTER(lk_tensor_t))
-_backend_open = _fn("lk_backend_open", _S, c_void_p, c_char_p, POINTER(c_void_p))
+_backend_device_count = _fn("lk_backend_device_count", c_uint32, c_void_p, c_char_p)
+_backend_open = _fn("lk_backend_open", _S, c_void_p, c_char_p, c_uint32, POINTER(c_void_p))
 _backend_close = _fn("lk_backend_close", None, c_void_p)
 _backend_name = _fn("lk_backend_name", c_char_p, c_void_p)
-_backend_device_count = _fn("lk_backend_device_count", c_uint32, c_void_p)
+_backend_info = _fn("lk_backend_info", _S, c_void_p, POINTER(lk_device_info_t))
+_buffer_alloc = _fn("lk_buffer_alloc", _S, c_void_p, c_uint64, c_uint32, POINTER(c_void_p))
+_buffer_free = _fn("lk_buffer_free", None, c_void_p, c_void_p)
+_buffer_size = _fn("lk_buffer_size", c_uint64, c_void_p, c_void_p)
+_buffer_upload = _fn("lk_buffer_upload", _S, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64)
+_buffer_download = _fn("lk_buffer_download", _S, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64)
+_buffer_map = _fn("lk_buffer_map", _S, c_void_p, c_void_p, c_uint64, c_uint64, POINTER(c_void_p))
+_buffer_unmap = _fn("lk_buffer_unmap", _S, c_void_p, c_void_p)
 _lora_forward = _fn("lk_lora_forward", _S, c_void_p, c_void_p, c_uint32, POINTER(lk_tensor_t),
                     POINTER(lk_tensor_t), POINTER(lk_tensor_t))
 _merge = _fn("lk_merge", _S, c_void_p, c_void_p, c_uint32, POINTER(lk_tensor_t), c_float)
@@ -202,9 +223,10 @@ class Context(_Handle):
         self._check(_adapter_create(self._p, byref(cfg), byref(p)))
         return Adapter(p.value, self)
 
-    def open_backend(self, name=None):
+    def open_backend(self, name=None, device=0):
+        """Device `device` of the backend `name` (None: the best scored)."""
         p = c_void_p()
-        self._check(_backend_open(self._p, name.encode() if name else None, byref(p)))
+        self._check(_backend_open(self._p, name.encode() if name else None, device, byref(p)))
         return Backend(p.value, self)
 
     def open_registry(self, path, read_only=False):
@@ -266,7 +288,8 @@ class Backend(_Handle):
         return _str(_backend_name(self._p))
 
     def device_count(self):
-        return _backend_device_count(self._p)
+        """Devices of this backend's component (the open backend is one)."""
+        return _backend_device_count(self._ctx._p, _backend_name(self._p))
 
     def forward(self, ad, target, x, w, y):
         """y = x W^T (w may be None) + s (x A^T) B^T."""
@@ -278,6 +301,55 @@ class Backend(_Handle):
 
     def unmerge(self, ad, target, w, mult=1.0):
         self._ctx._check(_unmerge(self._p, ad._p, target, byref(w.view), mult))
+
+    def info(self):
+        """The open device: type, limits, driver (lk_device_info_t)."""
+        d = _sized(lk_device_info_t)
+        self._ctx._check(_backend_info(self._p, byref(d)))
+        return d
+
+    def alloc(self, nbytes, flags=0):
+        p = c_void_p()
+        self._ctx._check(_buffer_alloc(self._p, nbytes, flags, byref(p)))
+        return Buffer(p.value, self)
+
+
+class Buffer:
+    """A backend buffer (lk_buffer_*); close() frees it, as does its backend's."""
+
+    def __init__(self, ptr, backend):
+        self._p, self._be = ptr, backend
+
+    def close(self):
+        if self._p and self._be._p:
+            _buffer_free(self._be._p, self._p)
+        self._p = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def size(self):
+        return _buffer_size(self._be._p, self._p)
+
+    def upload(self, offset, arr):
+        self._be._ctx._check(_buffer_upload(self._be._p, self._p, offset, ctypes.cast(arr, c_void_p),
+                                            ctypes.sizeof(arr)))
+
+    def download(self, offset, arr):
+        self._be._ctx._check(_buffer_download(self._be._p, self._p, offset, ctypes.cast(arr, c_void_p),
+                                              ctypes.sizeof(arr)))
+
+    def read_mapped(self, offset, n):
+        """n floats from byte offset, through map/unmap, copied out."""
+        p = c_void_p()
+        self._be._ctx._check(_buffer_map(self._be._p, self._p, offset, 4 * n, byref(p)))
+        out = (c_float * n)()
+        ctypes.memmove(out, p.value, 4 * n)
+        self._be._ctx._check(_buffer_unmap(self._be._p, self._p))
+        return out
 
 
 # ---- registry (abi/lorakit_registry.h), when the library has one -----------------

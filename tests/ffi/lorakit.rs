@@ -44,6 +44,31 @@ pub mod sys {
     pub struct lk_backend_t {
         _opaque: [u8; 0],
     }
+    #[repr(C)]
+    pub struct lk_buffer_t {
+        _opaque: [u8; 0],
+    }
+    pub const LK_BUFFER_DEVICE_LOCAL: u32 = 1;
+    pub const LK_BUFFER_HOST_VISIBLE: u32 = 2;
+    pub const LK_NAME_MAX: usize = 128;
+
+    /// An output struct: lorakit writes it up to struct_size.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct lk_device_info_t {
+        pub struct_size: u32,
+        pub type_: i32,
+        pub name: [c_char; LK_NAME_MAX],
+        pub memory_total: u64,
+        pub memory_free: u64,
+        pub compute_units: u32,
+        pub unified_memory: u32,
+        pub max_alloc: u64,
+        pub offset_align: u64,
+        pub can_wrap: u32,
+        pub reserved0: u32,
+        pub driver: [c_char; LK_NAME_MAX],
+    }
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -119,85 +144,7 @@ pub mod sys {
     const _: () = assert!(std::mem::size_of::<lk_target_info_t>() == 40);
 
     #[cfg(lk_registry)]
-    pub const LK_REL_TRAINED_FROM: i32 = 1;
-    #[cfg(lk_registry)]
-    pub const LK_LINEAGE_BOTH: i32 = 3;
-
-    #[cfg(lk_registry)]
-    #[repr(C)]
-    pub struct lk_registry_t {
-        _opaque: [u8; 0],
-    }
-
-    #[cfg(lk_registry)]
-    #[repr(C)]
-    pub struct lk_registry_opts_t {
-        pub struct_size: u32,
-        pub read_only: u32,
-        pub busy_timeout_ms: u32,
-        pub reserved0: u32,
-    }
-
-    #[cfg(lk_registry)]
-    #[repr(C)]
-    pub struct lk_registry_add_opts_t {
-        pub struct_size: u32,
-        pub relation: i32,
-        pub parents: *const *const c_char,
-        pub n_parents: u32,
-        pub reuse_existing: u32,
-        pub params_json: *const c_char,
-        pub base: *const c_char,
-        pub operation: *const c_char,
-        pub notes: *const c_char,
-        pub loader: *const c_char,
-        pub format: *const c_char,
-        pub force: u32,
-        pub new_version: u32,
-        pub progress: Option<unsafe extern "C" fn(*mut c_void, u64, u64)>,
-        pub progress_user: *mut c_void,
-    }
-
-    #[cfg(lk_registry)]
-    #[repr(C)]
-    pub struct lk_registry_lineage_opts_t {
-        pub struct_size: u32,
-        pub direction: i32,
-        pub max_depth: u32,
-        pub reserved0: u32,
-    }
-
-    #[cfg(lk_registry)]
-    const _: () = assert!(std::mem::size_of::<lk_registry_add_opts_t>() == 96);
-
-    #[cfg(lk_registry)]
-    extern "C" {
-        pub fn lk_free(p: *mut c_void);
-        pub fn lk_registry_relation_name(relation: i32) -> *const c_char;
-        pub fn lk_registry_open(
-            ctx: *mut lk_context_t,
-            path: *const c_char,
-            opts: *const lk_registry_opts_t,
-            out: *mut *mut lk_registry_t,
-        ) -> lk_status;
-        pub fn lk_registry_close(reg: *mut lk_registry_t);
-        pub fn lk_registry_add_adapter(
-            reg: *mut lk_registry_t,
-            name: *const c_char,
-            ad: *mut lk_adapter_t,
-            opts: *const lk_registry_add_opts_t,
-            out_ref: *mut *mut c_char,
-        ) -> lk_status;
-        pub fn lk_registry_resolve(reg: *mut lk_registry_t, r: *const c_char, out_ref: *mut *mut c_char) -> lk_status;
-        pub fn lk_registry_get(reg: *mut lk_registry_t, r: *const c_char, out: *mut *mut lk_adapter_t) -> lk_status;
-        pub fn lk_registry_show(reg: *mut lk_registry_t, r: *const c_char, out_json: *mut *mut c_char) -> lk_status;
-        pub fn lk_registry_lineage(
-            reg: *mut lk_registry_t,
-            r: *const c_char,
-            opts: *const lk_registry_lineage_opts_t,
-            out_json: *mut *mut c_char,
-        ) -> lk_status;
-    }
+    pub use super::registry::rsys::*;
 
     extern "C" {
         pub fn lk_version_string() -> *const c_char;
@@ -260,14 +207,46 @@ pub mod sys {
             b: *mut lk_tensor_t,
         ) -> lk_status;
 
+        pub fn lk_backend_device_count(ctx: *mut lk_context_t, name: *const c_char) -> u32;
         pub fn lk_backend_open(
             ctx: *mut lk_context_t,
             name: *const c_char,
+            device: u32,
             out: *mut *mut lk_backend_t,
         ) -> lk_status;
         pub fn lk_backend_close(be: *mut lk_backend_t);
         pub fn lk_backend_name(be: *const lk_backend_t) -> *const c_char;
-        pub fn lk_backend_device_count(be: *const lk_backend_t) -> u32;
+        pub fn lk_backend_info(be: *mut lk_backend_t, out: *mut lk_device_info_t) -> lk_status;
+        pub fn lk_buffer_alloc(
+            be: *mut lk_backend_t,
+            nbytes: u64,
+            flags: u32,
+            out: *mut *mut lk_buffer_t,
+        ) -> lk_status;
+        pub fn lk_buffer_free(be: *mut lk_backend_t, buf: *mut lk_buffer_t);
+        pub fn lk_buffer_size(be: *mut lk_backend_t, buf: *const lk_buffer_t) -> u64;
+        pub fn lk_buffer_upload(
+            be: *mut lk_backend_t,
+            buf: *mut lk_buffer_t,
+            offset: u64,
+            src: *const c_void,
+            nbytes: u64,
+        ) -> lk_status;
+        pub fn lk_buffer_download(
+            be: *mut lk_backend_t,
+            buf: *mut lk_buffer_t,
+            offset: u64,
+            dst: *mut c_void,
+            nbytes: u64,
+        ) -> lk_status;
+        pub fn lk_buffer_map(
+            be: *mut lk_backend_t,
+            buf: *mut lk_buffer_t,
+            offset: u64,
+            nbytes: u64,
+            out: *mut *mut c_void,
+        ) -> lk_status;
+        pub fn lk_buffer_unmap(be: *mut lk_backend_t, buf: *mut lk_buffer_t) -> lk_status;
         pub fn lk_lora_forward(
             be: *mut lk_backend_t,
             ad: *const lk_adapter_t,
@@ -475,16 +454,31 @@ impl Context {
         Ok(Adapter { ptr: p, ctx: self })
     }
 
-    /// `name` None: the best scored backend.
+    /// Device 0 of the backend `name` (None: the best scored backend).
     pub fn open_backend(&self, name: Option<&str>) -> Result<Backend<'_>> {
+        self.open_backend_device(name, 0)
+    }
+
+    /// Device `device` of the backend `name` (None: the best scored backend).
+    pub fn open_backend_device(&self, name: Option<&str>, device: u32) -> Result<Backend<'_>> {
         let z = match name {
             Some(s) => Some(cstring(s)?),
             None => None,
         };
         let mut p = ptr::null_mut();
         let zp = z.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-        self.check(unsafe { sys::lk_backend_open(self.ptr, zp, &mut p) })?;
+        self.check(unsafe { sys::lk_backend_open(self.ptr, zp, device, &mut p) })?;
         Ok(Backend { ptr: p, ctx: self })
+    }
+
+    /// Devices of the backend component `name` (None: the best scored), without opening it.
+    pub fn backend_device_count(&self, name: Option<&str>) -> Result<u32> {
+        let z = match name {
+            Some(s) => Some(cstring(s)?),
+            None => None,
+        };
+        let zp = z.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        Ok(unsafe { sys::lk_backend_device_count(self.ptr, zp) })
     }
 }
 
@@ -611,8 +605,9 @@ impl<'c> Backend<'c> {
     pub fn name(&self) -> String {
         string(unsafe { sys::lk_backend_name(self.ptr) })
     }
+    /// Devices of this backend's component (the open backend is one of them).
     pub fn device_count(&self) -> u32 {
-        unsafe { sys::lk_backend_device_count(self.ptr) }
+        unsafe { sys::lk_backend_device_count(self.ctx.ptr, sys::lk_backend_name(self.ptr)) }
     }
     /// y = x W^T (when w is Some) + s (x A^T) B^T.
     pub fn forward(&mut self, ad: &Adapter, target: u32, x: &Tensor, w: Option<&Tensor>, y: &mut Tensor) -> Result<()> {
@@ -625,119 +620,73 @@ impl<'c> Backend<'c> {
     pub fn unmerge(&mut self, ad: &Adapter, target: u32, w: &mut Tensor, mult: f32) -> Result<()> {
         self.ctx.check(unsafe { sys::lk_unmerge(self.ptr, ad.ptr, target, &mut w.t, mult) })
     }
+    /// The open device (type, limits, driver).
+    pub fn info(&mut self) -> Result<sys::lk_device_info_t> {
+        // SAFETY: a plain C struct of integers and char arrays: all zeros is valid.
+        let mut d: sys::lk_device_info_t = unsafe { std::mem::zeroed() };
+        d.struct_size = std::mem::size_of::<sys::lk_device_info_t>() as u32;
+        self.ctx.check(unsafe { sys::lk_backend_info(self.ptr, &mut d) })?;
+        Ok(d)
+    }
+    /// A buffer of `nbytes` with `flags` (sys::LK_BUFFER_*), freed on drop.
+    pub fn alloc(&mut self, nbytes: u64, flags: u32) -> Result<Buffer<'_, 'c>> {
+        let mut p = ptr::null_mut();
+        self.ctx.check(unsafe { sys::lk_buffer_alloc(self.ptr, nbytes, flags, &mut p) })?;
+        Ok(Buffer { ptr: p, be: self })
+    }
+}
+
+// ---- buffer ---------------------------------------------------------------------
+
+/// A backend buffer; it borrows its backend, so it is dropped (freed) first.
+pub struct Buffer<'b, 'c> {
+    ptr: *mut sys::lk_buffer_t,
+    be: &'b Backend<'c>,
+}
+
+impl Drop for Buffer<'_, '_> {
+    fn drop(&mut self) {
+        unsafe { sys::lk_buffer_free(self.be.ptr, self.ptr) }
+    }
+}
+
+impl Buffer<'_, '_> {
+    pub fn size(&self) -> u64 {
+        unsafe { sys::lk_buffer_size(self.be.ptr, self.ptr) }
+    }
+    pub fn upload(&mut self, offset: u64, src: &[f32]) -> Result<()> {
+        let n = std::mem::size_of_val(src) as u64;
+        self.be.ctx.check(unsafe {
+            sys::lk_buffer_upload(self.be.ptr, self.ptr, offset, src.as_ptr() as *const c_void, n)
+        })
+    }
+    pub fn download(&mut self, offset: u64, dst: &mut [f32]) -> Result<()> {
+        let n = std::mem::size_of_val(dst) as u64;
+        self.be.ctx.check(unsafe {
+            sys::lk_buffer_download(self.be.ptr, self.ptr, offset, dst.as_mut_ptr() as *mut c_void, n)
+        })
+    }
+    /// Map `n` floats from byte `offset` of a HOST_VISIBLE buffer, copy them
+    /// out, and unmap.
+    pub fn read_mapped(&mut self, offset: u64, n: usize) -> Result<Vec<f32>> {
+        let mut p = ptr::null_mut();
+        let bytes = (n * std::mem::size_of::<f32>()) as u64;
+        self.be.ctx.check(unsafe { sys::lk_buffer_map(self.be.ptr, self.ptr, offset, bytes, &mut p) })?;
+        // SAFETY: lorakit maps `bytes` readable bytes at p until unmap; f32 has no invalid bit patterns.
+        let v = unsafe { std::slice::from_raw_parts(p as *const f32, n) }.to_vec();
+        self.be.ctx.check(unsafe { sys::lk_buffer_unmap(self.be.ptr, self.ptr) })?;
+        Ok(v)
+    }
 }
 
 // ---- registry (abi/lorakit_registry.h; built with --cfg lk_registry) ---------------
-
-/// A string lorakit handed over, copied and freed with lk_free.
+// In lorakit_registry.rs, a child module: it sees this module's private
+// fields (Context's pointer) as the rest of the safe layer does.
 #[cfg(lk_registry)]
-fn take(z: *mut c_char) -> String {
-    let s = string(z);
-    unsafe { sys::lk_free(z as *mut c_void) };
-    s
-}
-
+#[path = "lorakit_registry.rs"]
+mod registry;
 #[cfg(lk_registry)]
-pub fn relation_name(relation: i32) -> String {
-    string(unsafe { sys::lk_registry_relation_name(relation) })
-}
-
-#[cfg(lk_registry)]
-pub struct Registry<'c> {
-    ptr: *mut sys::lk_registry_t,
-    ctx: &'c Context,
-}
-
-#[cfg(lk_registry)]
-impl Drop for Registry<'_> {
-    fn drop(&mut self) {
-        unsafe { sys::lk_registry_close(self.ptr) }
-    }
-}
-
-/// Parents, relation and parameters of a new version.
-#[cfg(lk_registry)]
-#[derive(Default)]
-pub struct AddOptions<'a> {
-    pub relation: i32,
-    pub parents: &'a [&'a str],
-    pub params_json: Option<&'a str>,
-    pub operation: Option<&'a str>,
-}
-
-#[cfg(lk_registry)]
-impl Context {
-    /// Open (creating it) the registry file at path.
-    pub fn open_registry(&self, path: &str) -> Result<Registry<'_>> {
-        let z = cstring(path)?;
-        let opts = sys::lk_registry_opts_t {
-            struct_size: std::mem::size_of::<sys::lk_registry_opts_t>() as u32,
-            read_only: 0,
-            busy_timeout_ms: 0,
-            reserved0: 0,
-        };
-        let mut p = ptr::null_mut();
-        self.check(unsafe { sys::lk_registry_open(self.ptr, z.as_ptr(), &opts, &mut p) })?;
-        Ok(Registry { ptr: p, ctx: self })
-    }
-}
-
-#[cfg(lk_registry)]
-impl<'c> Registry<'c> {
-    /// Add ad as the next version of name; returns its "NAME@N".
-    pub fn add(&mut self, name: &str, ad: &Adapter, o: &AddOptions) -> Result<String> {
-        let zname = cstring(name)?;
-        let parents = o.parents.iter().map(|p| cstring(p)).collect::<Result<Vec<_>>>()?;
-        let pp: Vec<*const c_char> = parents.iter().map(|c| c.as_ptr()).collect();
-        let params = o.params_json.map(cstring).transpose()?;
-        let operation = o.operation.map(cstring).transpose()?;
-        let mut opts: sys::lk_registry_add_opts_t = unsafe { std::mem::zeroed() };
-        opts.struct_size = std::mem::size_of::<sys::lk_registry_add_opts_t>() as u32;
-        opts.relation = o.relation;
-        opts.parents = if pp.is_empty() { ptr::null() } else { pp.as_ptr() };
-        opts.n_parents = pp.len() as u32;
-        opts.params_json = params.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-        opts.operation = operation.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-        let mut r = ptr::null_mut();
-        self.ctx.check(unsafe { sys::lk_registry_add_adapter(self.ptr, zname.as_ptr(), ad.ptr, &opts, &mut r) })?;
-        Ok(take(r))
-    }
-
-    pub fn resolve(&mut self, r: &str) -> Result<String> {
-        let z = cstring(r)?;
-        let mut out = ptr::null_mut();
-        self.ctx.check(unsafe { sys::lk_registry_resolve(self.ptr, z.as_ptr(), &mut out) })?;
-        Ok(take(out))
-    }
-
-    /// The version as a new adapter of the registry's context.
-    pub fn get(&mut self, r: &str) -> Result<Adapter<'c>> {
-        let z = cstring(r)?;
-        let mut p = ptr::null_mut();
-        self.ctx.check(unsafe { sys::lk_registry_get(self.ptr, z.as_ptr(), &mut p) })?;
-        Ok(Adapter { ptr: p, ctx: self.ctx })
-    }
-
-    pub fn show_json(&mut self, r: &str) -> Result<String> {
-        let z = cstring(r)?;
-        let mut out = ptr::null_mut();
-        self.ctx.check(unsafe { sys::lk_registry_show(self.ptr, z.as_ptr(), &mut out) })?;
-        Ok(take(out))
-    }
-
-    pub fn lineage_json(&mut self, r: &str, direction: i32, max_depth: u32) -> Result<String> {
-        let z = cstring(r)?;
-        let opts = sys::lk_registry_lineage_opts_t {
-            struct_size: std::mem::size_of::<sys::lk_registry_lineage_opts_t>() as u32,
-            direction,
-            max_depth,
-            reserved0: 0,
-        };
-        let mut out = ptr::null_mut();
-        self.ctx.check(unsafe { sys::lk_registry_lineage(self.ptr, z.as_ptr(), &opts, &mut out) })?;
-        Ok(take(out))
-    }
-}
+pub use registry::*;
 
 /// C's printf("%.9g", v) for a finite value, so every host prints alike:
 /// 9 significant digits, round-to-nearest (Rust's {:e} is exact), fixed

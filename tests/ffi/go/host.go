@@ -154,6 +154,31 @@ func scenario(cpuPlugin, registryDir string) error {
 	}
 	fmt.Printf("unmerge fnv1a64 %016x bit-identical %d/%d\n", fnv1a64(w), same, OUT*IN)
 
+	di, err := be.Info()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("device type %d unified_memory %d offset_align %d\n", di.Type, di.UnifiedMemory, di.OffsetAlign)
+	xs := append([]float32(nil), x...)
+	buf, err := be.Alloc(uint64(4*len(xs)), BufferHostVisible)
+	if err != nil {
+		return err
+	}
+	if err := buf.Upload(0, xs); err != nil {
+		return err
+	}
+	back := make([]float32, len(xs)-4)
+	if err := buf.Download(16, back); err != nil {
+		return err
+	}
+	mapped, err := buf.ReadMapped(0, len(xs))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("buffer bytes %d download[4..] fnv1a64 %016x map fnv1a64 %016x\n", buf.Size(), fnv1a64(back),
+		fnv1a64(mapped))
+	buf.Close()
+
 	if none, err := ctx.OpenBackend("nosuch"); err != nil {
 		e := err.(*Error)
 		fmt.Printf("error backend nosuch: status %d (%s): %s\n", e.Status, Strerror(e.Status), e.Message)

@@ -295,15 +295,18 @@ type Backend struct {
 	ctx *Context
 }
 
-// OpenBackend opens a backend by name ("" = the best scored one).
-func (c *Context) OpenBackend(name string) (*Backend, error) {
+// OpenBackend opens device 0 of a backend by name ("" = the best scored one).
+func (c *Context) OpenBackend(name string) (*Backend, error) { return c.OpenBackendDevice(name, 0) }
+
+// OpenBackendDevice opens device `device` of a backend by name ("" = the best scored one).
+func (c *Context) OpenBackendDevice(name string, device uint32) (*Backend, error) {
 	var z *C.char
 	if name != "" {
 		z = C.CString(name)
 		defer C.free(unsafe.Pointer(z))
 	}
 	var p *C.lk_backend_t
-	if err := c.check(C.lk_backend_open(c.p, z, &p)); err != nil {
+	if err := c.check(C.lk_backend_open(c.p, z, C.uint32_t(device), &p)); err != nil {
 		return nil, err
 	}
 	b := &Backend{p, c}
@@ -318,8 +321,12 @@ func (b *Backend) Close() {
 	}
 }
 
-func (b *Backend) Name() string        { return goString(C.lk_backend_name(b.p)) }
-func (b *Backend) DeviceCount() uint32 { return uint32(C.lk_backend_device_count(b.p)) }
+func (b *Backend) Name() string { return goString(C.lk_backend_name(b.p)) }
+
+// DeviceCount: devices of this backend's component (the open backend is one).
+func (b *Backend) DeviceCount() uint32 {
+	return uint32(C.lk_backend_device_count(b.ctx.p, C.lk_backend_name(b.p)))
+}
 
 // Forward: y = x W^T (w may be nil) + s (x A^T) B^T.
 func (b *Backend) Forward(a *Adapter, target uint32, x, w, y *Tensor) error {
@@ -330,6 +337,74 @@ func (b *Backend) Forward(a *Adapter, target uint32, x, w, y *Tensor) error {
 	err := b.ctx.check(C.lk_lora_forward(b.p, a.p, C.uint32_t(target), x.t, wt, y.t))
 	runtime.KeepAlive(a)
 	return err
+}
+
+// DeviceInfo is what lk_backend_info says of the open device.
+type DeviceInfo struct {
+	Type          int32
+	Name, Driver  string
+	UnifiedMemory uint32
+	OffsetAlign   uint64
+	MaxAlloc      uint64
+}
+
+// Info: the open device (type, limits, driver).
+func (b *Backend) Info() (DeviceInfo, error) {
+	var d C.lk_device_info_t
+	d.struct_size = C.uint32_t(unsafe.Sizeof(d))
+	if err := b.ctx.check(C.lk_backend_info(b.p, &d)); err != nil {
+		return DeviceInfo{}, err
+	}
+	return DeviceInfo{int32(d._type), C.GoString(&d.name[0]), C.GoString(&d.driver[0]), uint32(d.unified_memory),
+		uint64(d.offset_align), uint64(d.max_alloc)}, nil
+}
+
+// Buffer is a backend buffer (lk_buffer_*); Close frees it (the backend's
+// Close frees what is left).
+type Buffer struct {
+	p  *C.lk_buffer_t
+	be *Backend
+}
+
+// Alloc makes a buffer of nbytes with flags (BufferHostVisible, ...).
+func (b *Backend) Alloc(nbytes uint64, flags uint32) (*Buffer, error) {
+	var p *C.lk_buffer_t
+	if err := b.ctx.check(C.lk_buffer_alloc(b.p, C.uint64_t(nbytes), C.uint32_t(flags), &p)); err != nil {
+		return nil, err
+	}
+	return &Buffer{p, b}, nil
+}
+
+const BufferHostVisible = uint32(C.LK_BUFFER_HOST_VISIBLE)
+
+func (u *Buffer) Close() {
+	if u.p != nil && u.be.p != nil {
+		C.lk_buffer_free(u.be.p, u.p)
+	}
+	u.p = nil
+}
+
+func (u *Buffer) Size() uint64 { return uint64(C.lk_buffer_size(u.be.p, u.p)) }
+
+// Upload copies src (Go memory without Go pointers: allowed for the call) in.
+func (u *Buffer) Upload(offset uint64, src []float32) error {
+	return u.be.ctx.check(C.lk_buffer_upload(u.be.p, u.p, C.uint64_t(offset), unsafe.Pointer(&src[0]),
+		C.uint64_t(4*len(src))))
+}
+
+func (u *Buffer) Download(offset uint64, dst []float32) error {
+	return u.be.ctx.check(C.lk_buffer_download(u.be.p, u.p, C.uint64_t(offset), unsafe.Pointer(&dst[0]),
+		C.uint64_t(4*len(dst))))
+}
+
+// ReadMapped maps n floats from byte offset, copies them out and unmaps.
+func (u *Buffer) ReadMapped(offset uint64, n int) ([]float32, error) {
+	var p unsafe.Pointer
+	if err := u.be.ctx.check(C.lk_buffer_map(u.be.p, u.p, C.uint64_t(offset), C.uint64_t(4*n), &p)); err != nil {
+		return nil, err
+	}
+	out := append([]float32(nil), unsafe.Slice((*float32)(p), n)...)
+	return out, u.be.ctx.check(C.lk_buffer_unmap(u.be.p, u.p))
 }
 
 func (b *Backend) Merge(a *Adapter, target uint32, w *Tensor, mult float32) error {

@@ -40,7 +40,8 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
 # Every folder plugins/NAME/ (but plugins/common/, shared sources) is one
 # plugin, build/plugins/lorakit-NAME.so; PLUGIN_LIBS_NAME are its link flags.
 PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))))
-PLUGIN_LIBS_cpu := -lopenblas -lpthread -lm
+# OpenBLAS is dlopened by the first backend instance (plugins/cpu/blas_lazy.c).
+PLUGIN_LIBS_cpu := -ldl -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
 PLUGIN_LIBS_load-safetensors := -ljansson -lm
 PLUGIN_LIBS_quant-ggml := -lm

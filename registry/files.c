@@ -6,6 +6,8 @@
  * is looked up (lk_registry_find, adding a folder twice). */
 #include "reg.h"
 
+#include "../plugins/common/lk_tmpfile.h" /* this file only: one table for liblorakit */
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -255,17 +257,12 @@ static int safe_rel(const char *rel) {
 
 /* Write buf to path through a temporary file renamed into place. */
 static lk_status write_file(lk_registry_t *reg, const char *path, const unsigned char *buf, uint64_t n) {
-  size_t len = strlen(path) + 16;
-  char *tmp = malloc(len);
-  if (!tmp) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
-  snprintf(tmp, len, "%s.tmp-XXXXXX", path);
-  int fd = mkstemp(tmp);
+  char *tmp = NULL;
+  int fd = -1, slot = -1;
+  int e = lk_tmp_create(path, 0, &tmp, &fd, &slot); /* hidden, removed on signals (lk_tmpfile.h) */
   lk_status st = LK_OK;
-  if (fd < 0) {
-    st = lk__fail(reg->ctx, LK_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    free(tmp);
-    return st;
-  }
+  if (e == ENOMEM) return lk__fail(reg->ctx, LK_ERR_NOMEM, "%s: out of memory", path);
+  if (e) return lk__fail(reg->ctx, LK_ERR_IO, "%s: cannot create: %s", path, strerror(e));
   FILE *f = fdopen(fd, "wb");
   if (!f) close(fd);
   if (!f || (n && fwrite(buf, 1, n, f) != n) || fflush(f) || fsync(fileno(f)))
@@ -278,6 +275,7 @@ static lk_status write_file(lk_registry_t *reg, const char *path, const unsigned
   }
   if (!st && rename(tmp, path)) st = lk__fail(reg->ctx, LK_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
   if (st) unlink(tmp);
+  lk_tmp_unregister(slot);
   free(tmp);
   return st;
 }
@@ -381,12 +379,12 @@ lk_status reg_files_export(lk_registry_t *reg, const reg_version *v, const char 
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: exists and is not a folder; %s is a folder", path, v->ref);
   if (exists) return write_files(reg, v, path, 1); /* each file replaced through its own rename */
   /* A new folder appears whole or not at all. */
-  size_t len = strlen(path) + 16;
-  char *tmp = malloc(len);
-  if (!tmp) return lk__fail(reg->ctx, LK_ERR_NOMEM, "out of memory");
-  snprintf(tmp, len, "%s.tmp-XXXXXX", path);
+  char *tmp = NULL;
+  int slot = -1;
+  int e = lk_tmp_create(path, 1, &tmp, NULL, &slot);
   lk_status st = LK_OK;
-  if (!mkdtemp(tmp)) st = lk__fail(reg->ctx, LK_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+  if (e == ENOMEM) st = lk__fail(reg->ctx, LK_ERR_NOMEM, "%s: out of memory", path);
+  else if (e) st = lk__fail(reg->ctx, LK_ERR_IO, "%s: cannot create: %s", path, strerror(e));
   else {
     mode_t um = umask(0);
     umask(um);
@@ -394,6 +392,7 @@ lk_status reg_files_export(lk_registry_t *reg, const reg_version *v, const char 
     if (!(st = write_files(reg, v, tmp, 1)) && rename(tmp, path))
       st = lk__fail(reg->ctx, LK_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
     if (st) remove_tree(tmp);
+    lk_tmp_unregister(slot);
   }
   free(tmp);
   return st;

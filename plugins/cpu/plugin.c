@@ -145,6 +145,8 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   if (n_threads == 0) n_threads = cpu_online_cores();
   if (n_threads > 1024)
     return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu create: n_threads %u is more than 1024", n_threads);
+  int32_t brc = cpu_blas_ready(n_threads, err);
+  if (brc != LK_OK) return brc;
   cpu_backend_t *be = calloc(1, sizeof *be);
   if (!be) return cpu_fail(err, LK_ERR_NOMEM, "cpu create: out of memory");
   be->n_threads = n_threads;
@@ -158,7 +160,8 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   if (rc != LK_OK) {
     pthread_mutex_destroy(&be->lock);
     free(be);
-    return cpu_fail(err, rc, "cpu create: cannot start %u threads", n_threads);
+    return cpu_fail(err, rc, rc == LK_ERR_NOMEM ? "cpu create: out of memory for %u threads" : "cpu create: cannot start %u threads",
+                    n_threads);
   }
   *out_self = be;
   return LK_OK;

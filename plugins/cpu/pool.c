@@ -6,6 +6,7 @@
  * batch start without a wake-up; then they sleep on a condition variable. */
 #include "cpu.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -118,9 +119,10 @@ int32_t cpu_pool_create(uint32_t n_threads, cpu_pool_t **out) {
     }
     wa->pool = pool;
     wa->index = i;
-    if (pthread_create(&pool->threads[i - 1], NULL, cpu_worker, wa)) {
+    int e = pthread_create(&pool->threads[i - 1], NULL, cpu_worker, wa);
+    if (e) {
       free(wa);
-      rc = LK_ERR_BACKEND;
+      rc = e == EAGAIN || e == ENOMEM ? LK_ERR_NOMEM : LK_ERR_BACKEND; /* no memory for a stack */
       break;
     }
     pool->started++;

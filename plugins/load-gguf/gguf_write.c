@@ -17,9 +17,11 @@
  * (and lora_b of both) permuted for llama.cpp's RoPE layout; tensor data
  * starts at multiples of general.alignment (32 unless the metadata says).
  * Everything is checked before the first byte is written; the file is
- * written to a mkstemp file in the same folder, fsynced and renamed into
+ * written to a hidden temporary in the same folder (lk_tmpfile.h), fsynced and renamed into
  * place, and removed on any failure: nothing is left behind. */
 #include "gguf.h"
+
+#include "lk_tmpfile.h" /* this file only: one table per plugin */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -463,15 +465,16 @@ static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv
   int fd = -1;
   size_t chunk_cap = 1u << 20;
   uint8_t *chunk = malloc(chunk_cap);
-  if (!chunk || asprintf(&tmp, "%s.tmp-XXXXXX", path) < 0) {
-    free(chunk);
+  if (!chunk) {
     free(h.p);
-    return gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    return gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory for a 1 MiB write buffer", path);
   }
-  fd = mkstemp(tmp);
-  if (fd < 0)
-    rc =
-        gguf_fail(err, LK_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
+  /* Hidden, next to the target; removed on SIGINT/SIGTERM/SIGHUP and swept
+   * after a SIGKILL (lk_tmpfile.h). */
+  int slot = -1, e = lk_tmp_create(path, 0, &tmp, &fd, &slot);
+  if (e == ENOMEM) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  else if (e)
+    rc = gguf_fail(err, LK_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(e));
   if (!rc && fchmod(fd, 0666 & ~gguf_umask()))
     rc = gguf_fail(err, LK_ERR_IO, "%s: chmod of the temporary file %s: %s", path, tmp, strerror(errno));
   if (!rc && gguf_write_all(fd, h.p, h.n))
@@ -494,6 +497,7 @@ static int32_t gguf_emit(const char *path, const gguf_wbuf_t *kvs, uint64_t n_kv
     rc = gguf_fail(err, LK_ERR_IO, "%s: cannot rename the temporary file into place: %s", path,
                    strerror(errno));
   if (rc && fd >= 0) unlink(tmp);
+  lk_tmp_unregister(slot); /* renamed or removed */
   if (!rc) { /* make the rename durable */
     char *dir = strdup(path);
     int dfd = dir ? open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;

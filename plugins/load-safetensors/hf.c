@@ -330,7 +330,9 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
   st_tmp_t tmp[3];
   memset(tmp, 0, sizeof tmp);
   for (int i = 0; i < 3; i++) tmp[i].fd = -1;
-  int created = 0, ntmp = 0;
+  int ntmp = 0;
+  st_dir_t dir;
+  memset(&dir, 0, sizeof dir);
   char *files[3] = {st_path_join(path, "config.json"), st_path_join(path, "generation_config.json"),
                     st_path_join(path, "model.safetensors")};
   hf_cfg_t c;
@@ -346,8 +348,15 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
   if (rc == LK_OK) rc = hf_parse_config(cfg, files[0], &c, err);
   if (rc == LK_OK) rc = hf_check_caller(tensors, names, n, &c, path, err);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 1, path, &stm, err);
-  if (rc == LK_OK) rc = st_make_dir(path, &created, err);
-  /* All three files complete before any is renamed into place. */
+  /* The folder is written whole (st_dir_t): an interrupted write leaves the
+   * old folder or none. */
+  static const char *const ours[3] = {"config.json", "model.safetensors", "generation_config.json"};
+  if (rc == LK_OK) rc = st_dir_open(&dir, path, ours, json_is_object(gen) ? 3 : 2, err);
+  for (int i = 0; i < 3 && rc == LK_OK; i++) {
+    static const char *const leaf[3] = {"config.json", "generation_config.json", "model.safetensors"};
+    free(files[i]);
+    if (!(files[i] = st_path_join(dir.tmp_path, leaf[i]))) rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  }
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[ntmp++], files[0], err)) == LK_OK)
     rc = st_write_json(&tmp[0], cfg, JSON_INDENT(2) | JSON_SORT_KEYS, 1, err);
   if (rc == LK_OK && json_is_object(gen) && (rc = st_tmp_open(&tmp[ntmp++], files[1], err)) == LK_OK)
@@ -356,7 +365,8 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
     rc = st_write_safetensors(&tmp[ntmp - 1], tensors, names, n, stm, LK_DTYPE_INVALID, err);
   for (int i = 0; i < ntmp && rc == LK_OK; i++) rc = st_tmp_commit(&tmp[i], err);
   for (int i = 0; i < 3; i++) st_tmp_discard(&tmp[i]);
-  if (rc != LK_OK && created) rmdir(path);
+  if (rc == LK_OK) rc = st_dir_commit(&dir, err);
+  st_dir_discard(&dir);
   json_decref(stm);
   json_decref(meta);
   for (int i = 0; i < 3; i++) free(files[i]);

@@ -676,7 +676,8 @@ int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *
   memset(&o, 0, sizeof o);
   peft_cfg_t c;
   memset(&c, 0, sizeof c);
-  int created = 0;
+  st_dir_t dir;
+  memset(&dir, 0, sizeof dir);
   char *files[2] = {st_path_join(path, "adapter_config.json"), st_path_join(path, "adapter_model.safetensors")};
   int32_t rc = files[0] && files[1] ? LK_OK : st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   if (rc == LK_OK) rc = st_check_tensors(tensors, names, n, path, err);
@@ -698,15 +699,22 @@ int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *
                       !(cfg_out = peft_config_out(ac, &c, targets, peft_base_name(meta, ac)))))
     rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 1, path, &stm, err);
-  if (rc == LK_OK) rc = st_make_dir(path, &created, err);
-  /* Both files complete before either is renamed into place. */
+  /* The folder is written whole (st_dir_t): an interrupted write leaves the
+   * old folder or none. */
+  static const char *const leaf[2] = {"adapter_config.json", "adapter_model.safetensors"};
+  if (rc == LK_OK) rc = st_dir_open(&dir, path, leaf, 2, err);
+  for (int i = 0; i < 2 && rc == LK_OK; i++) {
+    free(files[i]);
+    if (!(files[i] = st_path_join(dir.tmp_path, leaf[i]))) rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  }
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[0], files[0], err)) == LK_OK)
     rc = st_write_json(&tmp[0], cfg_out, JSON_INDENT(2) | JSON_SORT_KEYS, 0, err);
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[1], files[1], err)) == LK_OK)
     rc = st_write_safetensors(&tmp[1], tensors, (const char *const *)o.file_names, n, stm, LK_DTYPE_F32, err);
   for (int i = 0; i < 2 && rc == LK_OK; i++) rc = st_tmp_commit(&tmp[i], err);
   for (int i = 0; i < 2; i++) st_tmp_discard(&tmp[i]);
-  if (rc != LK_OK && created) rmdir(path);
+  if (rc == LK_OK) rc = st_dir_commit(&dir, err);
+  st_dir_discard(&dir);
   peft_out_free(&o);
   peft_cfg_free(&c);
   json_decref(cfg_out);

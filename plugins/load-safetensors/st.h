@@ -172,6 +172,7 @@ typedef struct st_tmp_t {
   char *tmp_path;
   int fd;
   int committed;
+  int slot1; /* lk_tmpfile.h registration slot + 1; 0 when none */
 } st_tmp_t;
 
 /* Create a temporary file next to final_path (mkstemp, mode 0644). */
@@ -208,8 +209,24 @@ int32_t st_parse_write_metadata(const char *metadata_json, const char *what, jso
  * a file without it). */
 int32_t st_write_meta_from(const json_t *metadata, int force_pt, const char *what, json_t **out,
                            lk_error_t *err);
-/* Create folder path when missing; *created = 1 when this call made it. */
-int32_t st_make_dir(const char *path, int *created, lk_error_t *err);
+/* A folder written whole: the files go into a hidden temporary folder next
+ * to final_path (tmp_path), which commit renames into place - or, when the
+ * folder exists, swaps with it (renameat2 RENAME_EXCHANGE) after its other
+ * entries were hard-linked in - so an interrupted write leaves the old
+ * folder or nothing. When the old folder holds what cannot be linked (a
+ * subfolder), tmp_path is final_path itself (in_place) and each file is
+ * still replaced whole. */
+typedef struct st_dir_t {
+  char *final_path;
+  char *tmp_path; /* where the files go */
+  int slot1;      /* lk_tmpfile.h registration slot + 1; 0 when none */
+  int existed, in_place, committed;
+} st_dir_t;
+/* ours: the names of the files this write makes (not carried over). */
+int32_t st_dir_open(st_dir_t *d, const char *path, const char *const *ours, int n_ours, lk_error_t *err);
+int32_t st_dir_commit(st_dir_t *d, lk_error_t *err);
+/* Remove the temporary folder unless committed; free. Safe to repeat. */
+void st_dir_discard(st_dir_t *d);
 
 /* ---- plugin.c ---------------------------------------------------------------- */
 

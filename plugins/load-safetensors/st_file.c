@@ -446,7 +446,7 @@ static int32_t st_write(const char *path, const lk_tensor_t *tensors, const char
   json_t *meta = NULL, *stm = NULL;
   if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 0, path, &stm, err);
-  st_tmp_t tmp = {NULL, NULL, -1, 0};
+  st_tmp_t tmp = {NULL, NULL, -1, 0, 0};
   if (rc == LK_OK) rc = st_tmp_open(&tmp, path, err);
   if (rc == LK_OK) rc = st_write_safetensors(&tmp, tensors, names, n, stm, LK_DTYPE_INVALID, err);
   if (rc == LK_OK) rc = st_tmp_commit(&tmp, err);

@@ -6,6 +6,9 @@
  * and the checks of the tensors a writer is handed. */
 #include "st.h"
 
+#include "lk_tmpfile.h" /* this file only: one table per plugin */
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,27 +25,22 @@ int32_t st_tmp_open(st_tmp_t *t, const char *final_path, lk_error_t *err) {
   t->fd = -1;
   const char *slash = strrchr(final_path, '/');
   const char *base = slash ? slash + 1 : final_path;
-  size_t dlen = slash ? (size_t)(slash - final_path) + 1 : 0;
   if (!base[0]) return st_fail(err, LK_ERR_INVALID_ARG, "%s: not a file name", final_path);
   t->final_path = strdup(final_path);
-  t->tmp_path = malloc(dlen + strlen(base) + 16);
-  if (!t->final_path || !t->tmp_path) {
+  if (!t->final_path) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", final_path);
+  /* Hidden and in the same folder, so the rename is atomic; removed on
+   * SIGINT/SIGTERM/SIGHUP and swept after a SIGKILL (lk_tmpfile.h). */
+  int slot;
+  int e = lk_tmp_create(final_path, 0, &t->tmp_path, &t->fd, &slot);
+  t->slot1 = slot + 1;
+  if (e) {
     st_tmp_discard(t);
-    return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", final_path);
-  }
-  /* Hidden and in the same folder, so the rename is atomic. */
-  snprintf(t->tmp_path, dlen + strlen(base) + 16, "%.*s.%s.XXXXXX", (int)dlen, final_path, base);
-  t->fd = mkostemp(t->tmp_path, O_CLOEXEC);
-  if (t->fd < 0) {
-    int e = errno;
-    free(t->tmp_path);
-    t->tmp_path = NULL; /* nothing was created */
-    st_tmp_discard(t);
+    if (e == ENOMEM) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", final_path);
     return st_fail(err, e == ENOENT ? LK_ERR_NOT_FOUND : LK_ERR_IO,
                    "%s: cannot create a temporary file in its folder: %s", final_path, strerror(e));
   }
   if (fchmod(t->fd, 0644) != 0) {
-    int e = errno;
+    e = errno;
     st_tmp_discard(t);
     return st_fail(err, LK_ERR_IO, "%s: cannot set the mode of the temporary file: %s", final_path,
                    strerror(e));
@@ -80,6 +78,8 @@ int32_t st_tmp_commit(st_tmp_t *t, lk_error_t *err) {
     return st_fail(err, LK_ERR_IO, "%s: cannot rename the temporary file into place: %s", t->final_path,
                    strerror(errno));
   t->committed = 1;
+  lk_tmp_unregister(t->slot1 - 1);
+  t->slot1 = 0;
   /* Make the rename itself durable. */
   const char *slash = strrchr(t->final_path, '/');
   char *dir = slash ? strndup(t->final_path, slash == t->final_path ? 1 : (size_t)(slash - t->final_path))
@@ -97,23 +97,144 @@ void st_tmp_discard(st_tmp_t *t) {
   if (t->fd >= 0) close(t->fd);
   t->fd = -1;
   if (t->tmp_path && !t->committed) unlink(t->tmp_path);
+  lk_tmp_unregister(t->slot1 - 1); /* after the unlink: a signal in between finds it gone */
+  t->slot1 = 0;
   free(t->tmp_path);
   free(t->final_path);
   t->tmp_path = t->final_path = NULL;
 }
 
-int32_t st_make_dir(const char *path, int *created, lk_error_t *err) {
-  *created = 0;
-  struct stat st;
-  if (stat(path, &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return LK_OK;
-    return st_fail(err, LK_ERR_EXISTS, "%s: exists and is not a folder", path);
+/* ---- folders written whole ------------------------------------------------------- */
+
+/* 1 when name is one of the n names in ours. */
+static int st_dir_is_ours(const char *name, const char *const *ours, int n) {
+  for (int i = 0; i < n; i++)
+    if (!strcmp(name, ours[i])) return 1;
+  return 0;
+}
+
+/* Carry the entries of the existing folder d->final_path that this write
+ * does not replace into the temporary folder, as hard links (no copy, same
+ * file system): the folder renamed into place then holds them too. 0 when
+ * done; -1 when one cannot be carried (a subfolder, a special file, a file
+ * system without hard links), and the write goes into the folder in place. */
+static int st_dir_carry(st_dir_t *d, const char *const *ours, int n_ours) {
+  DIR *dir = opendir(d->final_path);
+  if (!dir) return -1;
+  int rc = 0;
+  struct dirent *e;
+  while (rc == 0 && (e = readdir(dir))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || st_dir_is_ours(e->d_name, ours, n_ours))
+      continue;
+    if (lk_tmp_pid_of(e->d_name) > 0) continue; /* another writer's temporary */
+    struct stat sb;
+    char *from = st_path_join(d->final_path, e->d_name), *to = st_path_join(d->tmp_path, e->d_name);
+    if (!from || !to || lstat(from, &sb) != 0) rc = -1;
+    else if (S_ISREG(sb.st_mode)) rc = link(from, to) == 0 ? 0 : -1;
+    else if (S_ISLNK(sb.st_mode)) {
+      char target[4096];
+      ssize_t len = readlink(from, target, sizeof target - 1);
+      if (len < 0 || (size_t)len >= sizeof target - 1) rc = -1;
+      else {
+        target[len] = '\0';
+        rc = symlink(target, to) == 0 ? 0 : -1;
+      }
+    } else {
+      rc = -1;
+    }
+    free(from);
+    free(to);
   }
-  if (mkdir(path, 0755) != 0)
-    return st_fail(err, errno == ENOENT ? LK_ERR_NOT_FOUND : LK_ERR_IO, "%s: cannot create the folder: %s",
-                   path, strerror(errno));
-  *created = 1;
+  closedir(dir);
+  return rc;
+}
+
+int32_t st_dir_open(st_dir_t *d, const char *path, const char *const *ours, int n_ours, lk_error_t *err) {
+  memset(d, 0, sizeof *d);
+  struct stat st;
+  int exists = stat(path, &st) == 0;
+  if (exists && !S_ISDIR(st.st_mode)) return st_fail(err, LK_ERR_EXISTS, "%s: exists and is not a folder", path);
+  if (!(d->final_path = strdup(path))) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  d->existed = exists;
+  struct stat lst;
+  if (exists && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    /* A link to a folder: written into in place (swapping would replace
+     * the link, not the folder it names). */
+    d->in_place = 1;
+    if (!(d->tmp_path = strdup(path))) {
+      st_dir_discard(d);
+      return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    }
+    return LK_OK;
+  }
+  int slot;
+  int e = lk_tmp_create(path, 1, &d->tmp_path, NULL, &slot);
+  d->slot1 = slot + 1;
+  if (e) {
+    st_dir_discard(d);
+    if (e == ENOMEM) return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    return st_fail(err, e == ENOENT ? LK_ERR_NOT_FOUND : LK_ERR_IO,
+                   "%s: cannot create a temporary folder next to it: %s", path, strerror(e));
+  }
+  mode_t um = umask(0);
+  umask(um);
+  (void)chmod(d->tmp_path, 0777 & ~um); /* mkdtemp makes 0700 */
+  if (exists && st_dir_carry(d, ours, n_ours) != 0) {
+    /* In place: each file still appears whole (its own rename). */
+    lk_tmp_remove_dir_raw(d->tmp_path);
+    lk_tmp_unregister(d->slot1 - 1);
+    d->slot1 = 0;
+    free(d->tmp_path);
+    if (!(d->tmp_path = strdup(path))) {
+      st_dir_discard(d);
+      return st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    }
+    d->in_place = 1;
+  }
   return LK_OK;
+}
+
+static void st_dir_sync_parent(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+  int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+  free(dir);
+}
+
+int32_t st_dir_commit(st_dir_t *d, lk_error_t *err) {
+  if (d->in_place) {
+    d->committed = 1;
+    return LK_OK;
+  }
+  if (!d->existed) {
+    if (rename(d->tmp_path, d->final_path) != 0)
+      return st_fail(err, LK_ERR_IO, "%s: cannot rename the temporary folder into place: %s", d->final_path,
+                     strerror(errno));
+  } else if (renameat2(AT_FDCWD, d->tmp_path, AT_FDCWD, d->final_path, RENAME_EXCHANGE) != 0) {
+    return st_fail(err, LK_ERR_IO, "%s: cannot swap the temporary folder into place: %s", d->final_path,
+                   strerror(errno));
+  }
+  /* After an exchange the old folder has the temporary's name (still
+   * registered: a signal now removes it, a SIGKILL leaves it to a sweep). */
+  d->committed = 1;
+  if (d->existed) lk_tmp_remove_dir_raw(d->tmp_path);
+  lk_tmp_unregister(d->slot1 - 1);
+  d->slot1 = 0;
+  st_dir_sync_parent(d->final_path);
+  return LK_OK;
+}
+
+void st_dir_discard(st_dir_t *d) {
+  if (d->tmp_path && !d->committed && !d->in_place) lk_tmp_remove_dir_raw(d->tmp_path);
+  lk_tmp_unregister(d->slot1 - 1);
+  d->slot1 = 0;
+  free(d->tmp_path);
+  free(d->final_path);
+  d->tmp_path = d->final_path = NULL;
 }
 
 /* ---- checks of caller tensors --------------------------------------------------- */

@@ -22,7 +22,7 @@ LK_BUILD_ABS  = $(abspath $(B))
 
 TEST_SUITES  := core plugins lora
 TEST_SUITES  += registry registry_files registry_fidelity
-TEST_SUITES  += formats badinput model_ops
+TEST_SUITES  += formats badinput model_ops dora
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -78,7 +78,7 @@ $(B)/tests/bin/test_registry $(B)/tests/bin/test_registry_files $(B)/tests/bin/t
 # (../shared/fixtures beside the repository; without it they print SKIP).
 LK_FIXTURES ?= $(abspath ../shared/fixtures)
 export LK_FIXTURES
-FMT_SUITES   := formats badinput model_ops
+FMT_SUITES   := formats badinput model_ops dora
 $(FMT_SUITES:%=$(B)/tests/bin/test_%): $(B)/tests/bin/test_%: tests/test_%.c tests/test_fmt_util.h $(TEST_HDRS) \
   $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)

@@ -8,6 +8,9 @@
 #               cpu backend through the public API (abi/lorakit.h)
 #   bench_formats  reading a whole fixture model through lk_model_open/
 #               lk_model_tensor_read vs a plain read() of the file (GB/s)
+#   bench_engine  the engine (staged API) on the cpu backend: the core's time
+#               per training step against the ops' time, and the LoRA layer
+#               forward through a session against direct submission
 #   bench_registry  add/get of a 20 MiB adapter vs file write/read, list and
 #               lineage latency with 10,000 versions (lk_registry_*)
 
@@ -15,6 +18,7 @@ BENCH_DIR  := $(B)/bench
 BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/bench_lora
 BENCH_BINS += $(BENCH_DIR)/bench_registry
 BENCH_BINS += $(BENCH_DIR)/bench_formats
+BENCH_BINS += $(BENCH_DIR)/bench_engine
 BENCH_BINS += $(BENCH_DIR)/bench_attention
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
@@ -29,6 +33,10 @@ $(BENCH_DIR)/bench_lora: bench/bench_lora.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(BLAS_INC) $(LDFLAGS) -o $@ $< -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
+
+$(BENCH_DIR)/bench_engine: bench/bench_engine.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..' -lm
 
 $(BENCH_DIR)/bench_registry: bench/bench_registry.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
@@ -58,5 +66,6 @@ bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
 	$(BENCH_DIR)/bench_lora $(CPU_PLUG)
 	$(BENCH_DIR)/bench_formats $(B)/plugins
+	$(BENCH_DIR)/bench_engine $(CPU_PLUG)
 	$(BENCH_DIR)/bench_registry
 	$(BENCH_DIR)/bench_attention

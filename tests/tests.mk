@@ -23,6 +23,7 @@ LK_BUILD_ABS  = $(abspath $(B))
 TEST_SUITES  := core plugins lora
 TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops dora
+TEST_SUITES  += engine gpusim
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -59,6 +60,37 @@ $(TP_DIR)/lorakit-$(1).so: tests/plugins/$(TP_SRC_$(1)).c $(TEST_HDRS) $(wildcar
 	$$(CC) $$(CFLAGS) -fPIC -fvisibility=hidden $(TP_DEF_$(1)) -shared $$(LDFLAGS) -o $$@ $$<
 endef
 $(foreach n,$(TP_NAMES),$(eval $(call tp_rule,$(n))))
+
+# gpusim: the GPU-like test backend (tests/plugins/gpusim.c), arithmetic
+# from the double-precision references in tests/ref.
+REF_SRC      := tests/ref/ref.c tests/ref/ref_linear.c tests/ref/ref_nn.c
+GPUSIM_SO    := $(TP_DIR)/lorakit-gpusim.so
+$(GPUSIM_SO): tests/plugins/gpusim.c tests/plugins/gpusim.h $(REF_SRC) tests/ref/ref.h $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -Iplugins/common -Itests/ref -shared $(LDFLAGS) \
+	  -Wl,--no-undefined -o $@ tests/plugins/gpusim.c $(REF_SRC) -lpthread -lm
+TP_SOS       += $(GPUSIM_SO)
+
+# toyquant: a two-part test quantiser (tests/plugins/toyquant.c).
+TOYQ_SO      := $(TP_DIR)/lorakit-toyquant.so
+$(TOYQ_SO): tests/plugins/toyquant.c $(wildcard abi/*.h) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared $(LDFLAGS) -Wl,--no-undefined -o $@ $< -lm
+TP_SOS       += $(TOYQ_SO)
+
+# The engine suite uses the staged API and gpusim's counters extension.
+$(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/plugins/gpusim.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) $(TOYQ_SO) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
+
+# The references on hand-computed cases (linked in) and gpusim's contract.
+$(B)/tests/bin/test_gpusim: tests/test_gpusim.c $(REF_SRC) tests/ref/ref.h tests/plugins/gpusim.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests/ref -Itests/plugins -o $@ $< $(REF_SRC) $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
 $(B)/tests/bin/test_%: tests/test_%.c $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)

@@ -40,6 +40,11 @@ typedef struct ref_view {
 int32_t ref_op(int32_t id, const void *params, const ref_view *src, uint32_t n_src,
                const ref_view *dst, uint32_t n_dst, char *err, size_t errn);
 
+/* 1 when ref_op implements core op `id` (asked of each area with no
+ * operands: an area answers LK_ERR_UNSUPPORTED only for ids it does not
+ * own), else 0. The GPU-like test backend's supports() rests on it. */
+int ref_op_known(int32_t id);
+
 /* Per-area entry points ref_op dispatches to (ref_linear.c, ref_nn.c): each
  * returns LK_ERR_UNSUPPORTED (and writes nothing) for ids it does not own. */
 int32_t ref_op_linear(int32_t id, const void *params, const ref_view *src, uint32_t n_src,

@@ -20,9 +20,9 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
-TEST_SUITES  := core plugins lora
+TEST_SUITES  := core plugins lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
-TEST_SUITES  += formats badinput model_ops dora
+TEST_SUITES  += formats badinput model_ops quant dora
 TEST_SUITES  += engine gpusim
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
@@ -110,12 +110,21 @@ $(B)/tests/bin/test_registry $(B)/tests/bin/test_registry_files $(B)/tests/bin/t
 # (../shared/fixtures beside the repository; without it they print SKIP).
 LK_FIXTURES ?= $(abspath ../shared/fixtures)
 export LK_FIXTURES
-FMT_SUITES   := formats badinput model_ops dora
+FMT_SUITES   := formats badinput model_ops quant dora
 $(FMT_SUITES:%=$(B)/tests/bin/test_%): $(B)/tests/bin/test_%: tests/test_%.c tests/test_fmt_util.h $(TEST_HDRS) \
   $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ljansson -lcrypto -ldl -lm
+
+# The ops suite (tests/test_ops.c, test_ops_lora.c, helpers in test_ops.h)
+# links the naive double-precision references of tests/ref.
+OPS_REF_SRC  := $(wildcard tests/ref/*.c)
+$(B)/tests/bin/test_ops: tests/test_ops.c tests/test_ops_lora.c tests/test_ops.h $(OPS_REF_SRC) tests/ref/ref.h \
+  $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/ref -o $@ tests/test_ops.c tests/test_ops_lora.c $(OPS_REF_SRC) \
+	  $(LDFLAGS) -L$(B) -llorakit -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
 # The transformer ops of the cpu backend (test_ops_nn.c), built from their
 # sources and the references, not through the plugin ABI. Until

@@ -164,6 +164,10 @@ absent   merge_usage_nothing_written    "$X/w"
 # ---- DoRA (a2: PEFT use_dora)
 run_case merge_dora_into_hf             0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/a2/adapter-trained" -o "$O/dmerged"
 run_case unmerge_dora_hf                0 "out:unmerged 4 targets"                 unmerge "$O/dmerged" --adapter "$F/a2/adapter-trained" -o "$O/dback"
+run_case merge_dora_into_gguf           0 "out:merged 4 targets"                   merge "$F/gguf/base-f32.gguf" --adapter "$F/a2/adapter-trained" -o "$O/dmerged.gguf"
+run_case merge_dora_gguf_record         0 "json:'lorakit.dora' in doc['metadata']['gguf']['kv']" inspect "$O/dmerged.gguf" --json
+run_case unmerge_dora_gguf              0 "out:unmerged 4 targets"                 unmerge "$O/dmerged.gguf" --adapter "$F/a2/adapter-trained" -o "$O/dback.gguf"
+run_case unmerge_dora_gguf_no_record    0 "json:'lorakit.dora' not in doc['metadata']['gguf']['kv'] and $GG_BASE" inspect "$O/dback.gguf" --json
 run_case unmerge_dora_without_norms     1 "err:DoRA"                               unmerge "$F/a2/merged-model.safetensors" --adapter "$F/a2/adapter-trained" -o "$X/du"
 absent   unmerge_dora_nothing_written   "$X/du"
 run_case convert_dora_peft              0 "out:wrote"                              convert "$F/a2/adapter-trained" -o "$O/dpeft" --format peft

@@ -316,7 +316,9 @@ LK_API lk_status lk_dora_weight_norm(lk_backend_t *be, const lk_adapter_t *ad, u
                                      const lk_tensor_t *W, float mult, float *norm);
 /* DoRA target: undo lk_merge in place given the norms lk_dora_weight_norm
  * took from the unmerged W: W = W' (norm / m) - mult s B A, PEFT's
- * `weight / dora_factor - delta_weight`. */
+ * `weight / dora_factor - delta_weight`. LK_ERR_MISMATCH when a row of W'
+ * does not have norm |m| (W' is not this target's merge, or more was
+ * merged after it). */
 LK_API lk_status lk_dora_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                                  lk_tensor_t *W, float mult, const float *norm);
 

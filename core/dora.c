@@ -178,6 +178,19 @@ LK_API lk_status lk_dora_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint3
   float *v = malloc(numel * sizeof *v);
   if (!v) return lk__fail(ctx, LK_ERR_NOMEM, "target %s: out of memory", ti.name);
   st = lk_convert(W->data, W->dtype, v, LK_DTYPE_F32, numel);
+  /* A DoRA-merged row has norm |m| exactly (up to W's rounding): a row that
+   * does not was not merged by this adapter last (another adapter merged
+   * after it, or another DoRA adapter's record), and undoing it would give
+   * a wrong W silently. */
+  double tol = W->dtype == LK_DTYPE_BF16 ? 1e-2 : W->dtype == LK_DTYPE_F16 ? 2e-3 : 1e-5;
+  for (int64_t o = 0; o < out && !st; o++) {
+    double acc = 0;
+    for (int64_t i = 0; i < in; i++) acc += (double)v[o * in + i] * v[o * in + i];
+    if (fabs(sqrt(acc) - fabs((double)m[o])) > tol * fabs((double)m[o]))
+      st = lk__fail(ctx, LK_ERR_MISMATCH, "target %s: row %lld of W has norm %.9g, not this adapter's magnitude %.9g: "
+                    "W is not this DoRA target's merge (or more was merged after it)", ti.name, (long long)o,
+                    sqrt(acc), (double)m[o]);
+  }
   for (int64_t o = 0; o < out && !st; o++) {
     double f = (double)norm[o] / (double)m[o]; /* 1 / PEFT's dora_factor */
     for (int64_t i = 0; i < in; i++) v[o * in + i] = (float)(v[o * in + i] * f);

@@ -9,7 +9,8 @@
  *     PEFT's y = (m / ||W + s B A||_row) (x W^T + s x A^T B^T), with W, A, B
  *     and m read by the independent safetensors reader;
  *   - in memory: lk_dora_weight_norm, lk_merge, lk_dora_unmerge restores W
- *     within 1e-6; lk_unmerge of a DoRA target is refused;
+ *     within 1e-6; lk_unmerge of a DoRA target is refused, and so is
+ *     lk_dora_unmerge of a W that is not the target's merge;
  *   - peft -> peft keeps every tensor byte-identical (same PEFT key names)
  *     and use_dora; gguf-lora export is refused naming DoRA and the file;
  *   - the loader refuses a DoRA folder missing one magnitude, naming it.
@@ -270,6 +271,10 @@ START_TEST(merge_unmerge_in_memory) {
   ck_assert_ptr_nonnull(strstr(lk_last_error(ctx), "lk_dora_unmerge"));
   ck_assert_int_eq(lk_dora_unmerge(be, ad, (uint32_t)k, &tw, 1.0f, norm), LK_OK);
   double d = rel_diff(w, t.W, nw);
+  /* W itself is not a merge of this target (its rows do not have norm |m|): refused, W kept */
+  ck_assert_int_eq(lk_dora_unmerge(be, ad, (uint32_t)k, &tw, 1.0f, norm), LK_ERR_MISMATCH);
+  ck_assert_ptr_nonnull(strstr(lk_last_error(ctx), "magnitude"));
+  ck_assert_msg(rel_diff(w, t.W, nw) == d, "a refused unmerge changed W");
   ck_assert_msg(d <= 1e-6, "merge -> unmerge: %.3g relative from W", d);
   printf("DoRA in-memory merge -> unmerge: %.3g relative from W\n", d);
   lk_backend_close(be);

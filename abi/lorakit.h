@@ -200,6 +200,16 @@ LK_API int32_t lk_adapter_find(const lk_adapter_t *ad, const char *name);
  * and writable: they live until lk_adapter_free. Either out may be NULL. */
 LK_API lk_status lk_adapter_weights(lk_adapter_t *ad, uint32_t index, lk_tensor_t *A,
                                     lk_tensor_t *B);
+/* [one-thread-per-context] DoRA (PEFT's use_dora): a target with a magnitude vector m [out] computes
+ * W' = (m / ||W + s B A||_row) (W + s B A), the norm of each output row over
+ * the input dimension. A view of the target's magnitude (f32 [out], owned by
+ * the adapter, writable, lives until lk_adapter_free); LK_ERR_NOT_FOUND for
+ * a LoRA target. An adapter is DoRA (lk_adapter_header kind LK_ADAPTER_DORA)
+ * when any target has a magnitude; PEFT and lk_adapter_save want all. */
+LK_API lk_status lk_adapter_magnitude(lk_adapter_t *ad, uint32_t index, lk_tensor_t *m);
+/* [one-thread-per-context] Copy m [out_features] in as the target's magnitude (making it DoRA); NULL
+ * makes it a LoRA target again. */
+LK_API lk_status lk_adapter_set_magnitude(lk_adapter_t *ad, uint32_t index, const float *m);
 
 /* ---- backends, devices and buffers ----------------------------------------
  * A backend component ("cpu", "vulkan") lists its devices without being
@@ -289,7 +299,9 @@ LK_API lk_status lk_buffer_unmap(lk_backend_t *be, lk_buffer_t *buf);
  * Shapes: x [M, in], y [M, out], W [out, in]; dtypes f32 except W (f32, f16,
  * bf16 for merge). Target is an index from lk_adapter_find. */
 
-/* [one-thread-per-context] y = x W^T (when W is not NULL, else y is kept) + s (x A^T) B^T. */
+/* [one-thread-per-context] y = x W^T (when W is not NULL, else y is kept) + s (x A^T) B^T.
+ * A DoRA target needs W and gives PEFT's y = (m / ||W + s B A||_row) (x W^T
+ * + s x A^T B^T), the scale per output column (dropout off). */
 LK_API lk_status lk_lora_forward(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                                  const lk_tensor_t *x, const lk_tensor_t *W, lk_tensor_t *y);
 /* [one-thread-per-context] Gradients for upstream dy [M, out]: dA [r, in], dB [out, r] (overwritten;
@@ -300,11 +312,27 @@ LK_API lk_status lk_lora_backward(lk_backend_t *be, const lk_adapter_t *ad, uint
                                   const lk_tensor_t *dy, lk_tensor_t *dx, lk_tensor_t *dA,
                                   lk_tensor_t *dB);
 /* [one-thread-per-context] W += mult * s B A (merge) or W -= mult * s B A (unmerge), in place; W is
- * f32, f16 or bf16 [out, in]. mult is the user's extra scale (1 = as trained). */
+ * f32, f16 or bf16 [out, in]. mult is the user's extra scale (1 = as trained).
+ * A DoRA target merges as PEFT: W' = (m / n) (W + mult s B A) with
+ * n = ||W + mult s B A||_row, computed in f32 with the norm in double. Its
+ * unmerge is refused: W' fixes only the direction of each row of W + s B A,
+ * not its length n (any n > 0 merges to the same W'), so it needs the norms
+ * taken before the merge, as PEFT keeps them: lk_dora_unmerge. */
 LK_API lk_status lk_merge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                           lk_tensor_t *W, float mult);
 LK_API lk_status lk_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                             lk_tensor_t *W, float mult);
+/* [one-thread-per-context] DoRA target: norm[o] = ||W + mult s B A||_row for o < out (f32, caller's
+ * array), what PEFT caches at merge; take it from W before lk_merge. */
+LK_API lk_status lk_dora_weight_norm(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
+                                     const lk_tensor_t *W, float mult, float *norm);
+/* [one-thread-per-context] DoRA target: undo lk_merge in place given the norms lk_dora_weight_norm
+ * took from the unmerged W: W = W' (norm / m) - mult s B A, PEFT's
+ * `weight / dora_factor - delta_weight`. LK_ERR_MISMATCH when a row of W'
+ * does not have norm |m| (W' is not this target's merge, or more was
+ * merged after it). */
+LK_API lk_status lk_dora_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
+                                 lk_tensor_t *W, float mult, const float *norm);
 
 /* ---- models and adapter files ---------------------------------------------- */
 

@@ -79,6 +79,23 @@ static const char *arch_of(json_t *meta) {
   return a ? a : "unknown";
 }
 
+/* "LoRA" or "DoRA" for an adapter file the library can load as one (an
+ * adapter loader and, for GGUF LoRA of a RoPE base, no base needed), else
+ * NULL: the kind is what lk_adapter_header says, never guessed from names. */
+static const char *adapter_kind(lk_context_t *ctx, lk_model_t *m, const char *path, const char *loader) {
+  const char *ln = lk_model_loader(m);
+  if (strcmp(ln, "peft") && strcmp(ln, "gguf-lora")) return NULL;
+  lk_adapter_t *ad = NULL;
+  lk_adapter_header_t h = {sizeof h, 0, 0, 0, 0, 0, NULL};
+  const char *kind = NULL;
+  if (!lk_adapter_load(ctx, path, loader, NULL, &ad) && !lk_adapter_header(ad, &h))
+    kind = h.kind == LK_ADAPTER_DORA ? "DoRA" : h.kind == LK_ADAPTER_LORA ? "LoRA" : "unknown";
+  else if (!strcmp(ln, "gguf-lora"))
+    kind = "LoRA"; /* unloadable without its base, but the format holds plain LoRA only */
+  lk_adapter_free(ad);
+  return kind;
+}
+
 int cli_inspect(int argc, char **argv) {
   const char *path = NULL, *loader = NULL;
   int as_json = 0;
@@ -102,9 +119,11 @@ int cli_inspect(int argc, char **argv) {
   if (!meta) meta = json_object();
   int64_t n = lk_model_tensor_count(m);
   uint64_t params = 0, bytes = 0;
+  const char *kind = adapter_kind(ctx, m, path, loader);
   json_t *tensors = json_array();
   if (!as_json) {
     printf("path:         %s\nformat:       %s\narchitecture: %s\n", path, lk_model_loader(m), arch_of(meta));
+    if (kind) printf("kind:         %s\n", kind);
     json_t *cfg = json_object_get(meta, "config");
     if (!cfg) cfg = json_object_get(meta, "adapter_config");
     if (cfg) {
@@ -140,6 +159,7 @@ int cli_inspect(int argc, char **argv) {
                                "architecture", arch_of(meta), "metadata", meta, "tensors", tensors, "n_tensors",
                                (json_int_t)n, "parameters", (json_int_t)params, "bytes", (json_int_t)bytes);
       tensors = NULL;
+      if (kind) json_object_set_new(root, "adapter_kind", json_string(kind));
       char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
       if (s) puts(s);
       free(s);

@@ -14,6 +14,7 @@ typedef struct lk__target {
   float alpha, scale;
   float *A; /* rank x in */
   float *B; /* out x rank */
+  float *m; /* DoRA magnitude [out], NULL for a LoRA target */
 } lk__target;
 
 struct lk_adapter_t {
@@ -57,6 +58,7 @@ LK_API void lk_adapter_free(lk_adapter_t *ad) {
     free(ad->t[i].name);
     free(ad->t[i].A);
     free(ad->t[i].B);
+    free(ad->t[i].m);
   }
   free(ad->t);
   free(ad->base_model);
@@ -177,6 +179,40 @@ LK_API lk_status lk_adapter_weights(lk_adapter_t *ad, uint32_t index, lk_tensor_
 
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad) { return ad ? ad->ctx : NULL; }
 
+LK_API lk_status lk_adapter_magnitude(lk_adapter_t *ad, uint32_t index, lk_tensor_t *m) {
+  if (!ad) return LK_ERR_INVALID_ARG;
+  if (index >= ad->n)
+    return lk__fail(ad->ctx, LK_ERR_NOT_FOUND, "target index %u out of range (adapter has %u)", index, ad->n);
+  lk__target *t = &ad->t[index];
+  if (!t->m) return lk__fail(ad->ctx, LK_ERR_NOT_FOUND, "target %s has no DoRA magnitude (a LoRA target)", t->name);
+  int64_t s[1] = {t->out};
+  if (m) lk_tensor_init(m, LK_DTYPE_F32, 1, s, t->m);
+  return LK_OK;
+}
+
+int lk__adapter_is_dora(const lk_adapter_t *ad, uint32_t target) {
+  return ad && target < ad->n && ad->t[target].m != NULL;
+}
+
+LK_API lk_status lk_adapter_set_magnitude(lk_adapter_t *ad, uint32_t index, const float *m) {
+  if (!ad) return LK_ERR_INVALID_ARG;
+  if (index >= ad->n)
+    return lk__fail(ad->ctx, LK_ERR_NOT_FOUND, "target index %u out of range (adapter has %u)", index, ad->n);
+  lk__target *t = &ad->t[index];
+  if (!m) {
+    free(t->m);
+    t->m = NULL;
+    return LK_OK;
+  }
+  for (int64_t o = 0; o < t->out; o++)
+    if (!isfinite(m[o]))
+      return lk__fail(ad->ctx, LK_ERR_INVALID_ARG, "target %s: magnitude[%lld] is not finite", t->name, (long long)o);
+  if (!t->m && !(t->m = malloc(sizeof(float) * (size_t)t->out)))
+    return lk__fail(ad->ctx, LK_ERR_NOMEM, "target %s: out of memory for the magnitude", t->name);
+  memcpy(t->m, m, sizeof(float) * (size_t)t->out);
+  return LK_OK;
+}
+
 LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out) {
   if (!ad || !out || out->struct_size < sizeof *out) return LK_ERR_INVALID_ARG;
   out->rank = ad->rank;
@@ -202,6 +238,8 @@ LK_API lk_status lk_adapter_header(const lk_adapter_t *ad, lk_adapter_header_t *
   memset(&h, 0, sizeof h);
   h.struct_size = out->struct_size; /* an output struct keeps the caller's size */
   h.kind = LK_ADAPTER_LORA;
+  for (uint32_t i = 0; i < ad->n; i++)
+    if (ad->t[i].m) h.kind = LK_ADAPTER_DORA; /* lk_adapter_save refuses a mix */
   h.scaling = ad->scaling;
   h.rank = ad->rank;
   h.alpha = ad->alpha;

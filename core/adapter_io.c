@@ -12,6 +12,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A DoRA target's magnitude [out] into target idx of ad, as f32. */
+static lk_status load_magnitude(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad, uint32_t idx,
+                                const lk_adapter_target_t *t) {
+  lk_tensor_info_t tm;
+  lk_status st = lk_model_tensor_info(m, t->tensor_m, &tm);
+  if (st) return st;
+  if (tm.ndim != 1 || tm.shape[0] != t->out_features)
+    return lk__fail(ctx, LK_ERR_SHAPE, "%s: %s: the DoRA magnitude must be [%lld] (out_features)", lk_model_path(m),
+                    t->name, (long long)t->out_features);
+  float *v = malloc(sizeof *v * (size_t)t->out_features);
+  if (!v) return lk__fail(ctx, LK_ERR_NOMEM, "%s: out of memory", lk_model_path(m));
+  st = lk_model_tensor_read_f32(m, t->tensor_m, v, (uint64_t)t->out_features);
+  if (!st) st = lk_adapter_set_magnitude(ad, idx, v);
+  free(v);
+  return st;
+}
+
 /* One target of the file into ad: shapes checked against the loader's
  * description, A and B read as f32. */
 static lk_status load_target(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad, const lk_adapter_target_t *t) {
@@ -37,6 +54,7 @@ static lk_status load_target(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad,
   lk_adapter_weights(ad, idx, &A, &B);
   st = lk_model_tensor_read_f32(m, t->tensor_a, A.data, (uint64_t)lk_tensor_numel(&A));
   if (!st) st = lk_model_tensor_read_f32(m, t->tensor_b, B.data, (uint64_t)lk_tensor_numel(&B));
+  if (!st && t->tensor_m >= 0) st = load_magnitude(ctx, m, ad, idx, t);
   return st;
 }
 
@@ -51,9 +69,8 @@ LK_API lk_status lk_adapter_load(lk_context_t *ctx, const char *path, const char
   if (base_config_json && (st = lk__model_set_base_config(m, base_config_json))) goto done;
   lk_adapter_header_t h;
   if ((st = lk__model_adapter_header(m, &h))) goto done;
-  if (h.kind != LK_ADAPTER_LORA) {
-    st = lk__fail(ctx, LK_ERR_UNSUPPORTED, "%s: a %s adapter (kind %d) is not supported yet: only LoRA", path,
-                  h.kind == LK_ADAPTER_DORA ? "DoRA" : "non-LoRA", h.kind);
+  if (h.kind != LK_ADAPTER_LORA && h.kind != LK_ADAPTER_DORA) {
+    st = lk__fail(ctx, LK_ERR_UNSUPPORTED, "%s: adapter kind %d is not supported (LoRA and DoRA are)", path, h.kind);
     goto done;
   }
   if (!h.n_targets) {
@@ -70,7 +87,10 @@ LK_API lk_status lk_adapter_load(lk_context_t *ctx, const char *path, const char
   if ((st = lk__adapter_set_base_model(ad, h.base_model))) goto done;
   for (uint32_t i = 0; i < h.n_targets && !st; i++) {
     lk_adapter_target_t t;
-    if (!(st = lk__model_adapter_target(m, i, &t))) st = load_target(ctx, m, ad, &t);
+    if (!(st = lk__model_adapter_target(m, i, &t)) && (t.tensor_m >= 0) != (h.kind == LK_ADAPTER_DORA))
+      st = lk__fail(ctx, LK_ERR_FORMAT, "%s: %s adapter but target %s %s a DoRA magnitude vector", path,
+                    h.kind == LK_ADAPTER_DORA ? "a DoRA" : "a LoRA", t.name, t.tensor_m >= 0 ? "has" : "has no");
+    if (!st) st = load_target(ctx, m, ad, &t);
   }
 done:
   lk_model_close(m);
@@ -146,6 +166,14 @@ LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char 
     t[i].tensor_a = t[i].tensor_b = t[i].tensor_m = -1;
     t[i].A = A.data;
     t[i].B = B.data;
+    lk_tensor_t mag;
+    t[i].magnitude = lk__adapter_is_dora(ad, i) && !lk_adapter_magnitude(ad, i, &mag) ? mag.data : NULL;
+    if (h.kind == LK_ADAPTER_DORA && !t[i].magnitude) {
+      free(t);
+      free(meta);
+      return lk__fail(ctx, LK_ERR_INVALID_ARG, "%s: target %s has no DoRA magnitude but others do (DoRA applies to "
+                      "every target)", path, ti.name);
+    }
   }
   lk_error_t err = {sizeof err, 0, {0}};
   int32_t rc = vt->write_adapter(path, &h, t, h.n_targets, meta, &err);

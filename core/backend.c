@@ -20,6 +20,8 @@ struct lk_backend_t {
   size_t cap, len;
 };
 
+lk_context_t *lk__backend_ctx(const lk_backend_t *be) { return be ? be->ctx : NULL; }
+
 static lk_status from_err(lk_context_t *ctx, int32_t rc, const lk_error_t *err, const char *what) {
   return lk__fail(ctx, rc ? rc : LK_ERR_BACKEND, "%s: %s", what,
                   err->message[0] ? err->message : lk_strerror(rc));
@@ -518,6 +520,13 @@ static lk_op_t make_op(int32_t id, const lk_view_t *src, uint32_t n_src, const l
 
 LK_API lk_status lk_lora_forward(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                                  const lk_tensor_t *x, const lk_tensor_t *W, lk_tensor_t *y) {
+  if (be && lk__adapter_is_dora(ad, target)) return lk__dora_forward(be, ad, target, x, W, y);
+  return lk__lora_forward_plain(be, ad, target, x, W, y);
+}
+
+/* x W^T + s x A^T B^T whatever the target's kind (dora.c builds on it). */
+lk_status lk__lora_forward_plain(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, const lk_tensor_t *x,
+                                 const lk_tensor_t *W, lk_tensor_t *y) {
   if (!be) return LK_ERR_INVALID_ARG;
   lk_context_t *ctx = be->ctx;
   lk_target_info_t ti;
@@ -597,8 +606,9 @@ LK_API lk_status lk_lora_backward(lk_backend_t *be, const lk_adapter_t *ad, uint
   return run_and_release(&b, ops, n);
 }
 
-static lk_status merge_op(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, lk_tensor_t *W,
-                          float mult, int32_t code) {
+/* W +/-= mult s B A whatever the target's kind (dora.c builds on it). */
+lk_status lk__merge_plain(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, lk_tensor_t *W, float mult,
+                          int32_t code) {
   if (!be) return LK_ERR_INVALID_ARG;
   lk_target_info_t ti;
   lk_tensor_t A, B;
@@ -618,10 +628,12 @@ static lk_status merge_op(lk_backend_t *be, const lk_adapter_t *ad, uint32_t tar
 
 LK_API lk_status lk_merge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, lk_tensor_t *W,
                           float mult) {
-  return merge_op(be, ad, target, W, mult, LK_OP_MERGE);
+  if (be && lk__adapter_is_dora(ad, target)) return lk__dora_merge(be, ad, target, W, mult);
+  return lk__merge_plain(be, ad, target, W, mult, LK_OP_MERGE);
 }
 
 LK_API lk_status lk_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, lk_tensor_t *W,
                             float mult) {
-  return merge_op(be, ad, target, W, mult, LK_OP_UNMERGE);
+  if (be && lk__adapter_is_dora(ad, target)) return lk__dora_refuse_unmerge(be, ad, target);
+  return lk__merge_plain(be, ad, target, W, mult, LK_OP_UNMERGE);
 }

@@ -79,5 +79,33 @@ lk_status lk__loader_error(lk_context_t *ctx, int32_t rc, const lk_error_t *err,
 lk_status lk__adapter_set_base_model(lk_adapter_t *ad, const char *base_model);
 /* The context an adapter was made in. */
 lk_context_t *lk__adapter_ctx(const lk_adapter_t *ad);
+/* The backend's context (backend.c). */
+lk_context_t *lk__backend_ctx(const lk_backend_t *be);
+/* LoRA arithmetic whatever the target's kind (backend.c); code is
+ * LK_OP_MERGE or LK_OP_UNMERGE. */
+lk_status lk__lora_forward_plain(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, const lk_tensor_t *x,
+                                 const lk_tensor_t *W, lk_tensor_t *y);
+lk_status lk__merge_plain(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, lk_tensor_t *W, float mult,
+                          int32_t code);
+/* DoRA (dora.c): whether target has a magnitude, and the DoRA forms of
+ * lk_lora_forward and lk_merge; lk_unmerge of a DoRA target is refused. */
+int lk__adapter_is_dora(const lk_adapter_t *ad, uint32_t target);
+lk_status lk__dora_forward(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, const lk_tensor_t *x,
+                           const lk_tensor_t *W, lk_tensor_t *y);
+lk_status lk__dora_merge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target, lk_tensor_t *W, float mult);
+lk_status lk__dora_refuse_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target);
+/* DoRA in whole-model merge/unmerge (dora_model.c): the row norms a merged
+ * model file carries so that it can be unmerged exactly. open: for a merge
+ * an empty record; for an unmerge the record read from the model's metadata
+ * (refused when absent or made at another scale). target: merge or unmerge
+ * one DoRA target's weight W, recording or using its norms. metadata: the
+ * model's metadata JSON with the record added (merge) or dropped (unmerge),
+ * malloc'd, NULL with ctx's error set. */
+typedef struct lk__dora_rec lk__dora_rec;
+lk_status lk__dora_rec_open(lk_context_t *ctx, const char *model_meta, const char *model, int undo, float scale,
+                            lk__dora_rec **out);
+lk_status lk__dora_rec_target(lk__dora_rec *r, lk_backend_t *be, const lk_adapter_t *ad, uint32_t k, lk_tensor_t *W);
+char *lk__dora_rec_metadata(lk__dora_rec *r, const char *model_meta);
+void lk__dora_rec_free(lk__dora_rec *r);
 
 #endif /* LK_INTERNAL_H */

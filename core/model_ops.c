@@ -230,6 +230,8 @@ static lk_status mo_merge(lk_context_t *ctx, const char *model, const char *adap
   lk_adapter_t *ad = NULL;
   lk_backend_t *be = NULL;
   mo_set s = {0};
+  lk__dora_rec *dora = NULL; /* DoRA: the row norms the merged file carries (dora_model.c) */
+  char *meta = NULL;
   if ((st = lk_model_open(ctx, model, NULL, &m))) goto done;
   if (!lk__model_writable(m)) {
     st = lk__fail(ctx, LK_ERR_UNSUPPORTED, "%s: a %s file is not a model to %s into", model, lk_model_loader(m),
@@ -239,6 +241,10 @@ static lk_status mo_merge(lk_context_t *ctx, const char *model, const char *adap
   if ((st = lk_adapter_load(ctx, adapter, NULL, lk_model_metadata_json(m), &ad))) goto done;
   /* everything checked before any tensor is read or anything written */
   if ((st = mo_check_targets(ctx, m, ad, adapter, verb))) goto done;
+  for (uint32_t k = 0; k < lk_adapter_target_count(ad) && !dora; k++)
+    if (lk__adapter_is_dora(ad, k) &&
+        (st = lk__dora_rec_open(ctx, lk_model_metadata_json(m), model, undo, o.scale, &dora)))
+      goto done;
   if ((st = lk_backend_open(ctx, o.backend, o.device, &be))) goto done;
   if ((st = mo_read_all(ctx, m, LK_DTYPE_INVALID, 0, &s))) goto done;
   for (uint32_t k = 0; k < lk_adapter_target_count(ad) && !st; k++) {
@@ -247,13 +253,17 @@ static lk_status mo_merge(lk_context_t *ctx, const char *model, const char *adap
     char wname[4096];
     int64_t idx = (size_t)snprintf(wname, sizeof wname, "%s.weight", ti.name) < sizeof wname ? mo_find(&s, wname) : -1;
     if (idx < 0) st = lk__fail(ctx, LK_ERR_INTERNAL, "%s: weight of %s lost after the check", model, ti.name);
+    else if (lk__adapter_is_dora(ad, k)) st = lk__dora_rec_target(dora, be, ad, k, &s.t[idx]);
     else st = undo ? lk_unmerge(be, ad, k, &s.t[idx], o.scale) : lk_merge(be, ad, k, &s.t[idx], o.scale);
   }
+  if (!st && dora && !(meta = lk__dora_rec_metadata(dora, lk_model_metadata_json(m)))) st = lk_last_status(ctx);
   /* the model's own loader writes it back: an HF folder gives an HF folder */
   if (!st)
     st = lk_write_tensors(ctx, out, lk_model_loader(m), s.t, (const char *const *)s.names, (uint64_t)s.n,
-                          lk_model_metadata_json(m));
+                          meta ? meta : lk_model_metadata_json(m));
 done:
+  free(meta);
+  lk__dora_rec_free(dora);
   mo_set_free(&s);
   lk_backend_close(be);
   lk_adapter_free(ad);

@@ -111,6 +111,9 @@ run_case inspect_gguf_q6_k_text         0 "out:q6_k"                            
 run_case inspect_gguf_config_derived    0 "json:doc['metadata']['config']['num_attention_heads'] == 4 and doc['metadata']['gguf']['kv']['llama.block_count'] == 2" inspect "$F/gguf/base-Q5_0.gguf" --json
 run_case inspect_peft_json              0 "json:doc['format'] == 'peft' and $ADAPTER" inspect "$F/a1/adapter-trained" --json
 run_case inspect_gguf_lora_json         0 "json:doc['format'] == 'gguf-lora' and $ADAPTER" inspect "$F/gguf/a1-lora-f32.gguf" --json
+run_case inspect_dora_text              0 "out:DoRA"                               inspect "$F/a2/adapter-trained"
+run_case inspect_dora_json              0 "json:doc['adapter_kind'] == 'DoRA' and doc['n_tensors'] == 12 and sum('lora_magnitude_vector' in n for n in names) == 4" inspect "$F/a2/adapter-trained" --json
+run_case inspect_lora_kind              0 "json:doc['adapter_kind'] == 'LoRA'"     inspect "$F/a1/adapter-trained" --json
 run_case inspect_safetensors_file       0 "json:doc['format'] == 'safetensors' and doc['n_tensors'] == 21" inspect "$F/base/model.safetensors" --json
 run_case inspect_loader_forced          0 "json:doc['format'] == 'safetensors'" inspect "$F/a1/batches.safetensors" --loader safetensors --json
 run_case inspect_missing_path           1 "err:$tmp/nope"                          inspect "$tmp/nope"
@@ -157,6 +160,20 @@ absent   merge_model_as_adapter_nothing_written "$X/z"
 run_case merge_bad_scale                2 "err:--scale"                            merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale abc
 run_case merge_missing_adapter          2 "-"                                      merge "$F/base" -o "$X/w"
 absent   merge_usage_nothing_written    "$X/w"
+
+# ---- DoRA (a2: PEFT use_dora)
+run_case merge_dora_into_hf             0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/a2/adapter-trained" -o "$O/dmerged"
+run_case unmerge_dora_hf                0 "out:unmerged 4 targets"                 unmerge "$O/dmerged" --adapter "$F/a2/adapter-trained" -o "$O/dback"
+run_case merge_dora_into_gguf           0 "out:merged 4 targets"                   merge "$F/gguf/base-f32.gguf" --adapter "$F/a2/adapter-trained" -o "$O/dmerged.gguf"
+run_case merge_dora_gguf_record         0 "json:'lorakit.dora' in doc['metadata']['gguf']['kv']" inspect "$O/dmerged.gguf" --json
+run_case unmerge_dora_gguf              0 "out:unmerged 4 targets"                 unmerge "$O/dmerged.gguf" --adapter "$F/a2/adapter-trained" -o "$O/dback.gguf"
+run_case unmerge_dora_gguf_no_record    0 "json:'lorakit.dora' not in doc['metadata']['gguf']['kv'] and $GG_BASE" inspect "$O/dback.gguf" --json
+run_case unmerge_dora_without_norms     1 "err:DoRA"                               unmerge "$F/a2/merged-model.safetensors" --adapter "$F/a2/adapter-trained" -o "$X/du"
+absent   unmerge_dora_nothing_written   "$X/du"
+run_case convert_dora_peft              0 "out:wrote"                              convert "$F/a2/adapter-trained" -o "$O/dpeft" --format peft
+run_case convert_dora_peft_inspect      0 "json:doc['adapter_kind'] == 'DoRA' and doc['metadata']['adapter_config']['use_dora'] == True" inspect "$O/dpeft" --json
+run_case convert_dora_to_gguf_refused   1 "err:DoRA adapters cannot be written as GGUF LoRA" convert "$F/a2/adapter-trained" -o "$X/d.gguf" --format gguf-lora --base "$F/base"
+absent   convert_dora_gguf_nothing_written "$X/d.gguf"
 
 echo "$pass passed, $failed failed"
 [ "$failed" = 0 ]

@@ -197,8 +197,11 @@ static int32_t ga_check(const char *path, const lk_adapter_header_t *hd, const l
   if (!path || !hd || (n && !t)) return gguf_fail(err, LK_ERR_INVALID_ARG, "gguf-lora write_adapter: NULL argument");
   if (hd->struct_size < LK_MIN_SIZE_ADAPTER_HEADER)
     return gguf_fail(err, LK_ERR_ABI, "%s: lk_adapter_header_t struct_size %u too small", path, hd->struct_size);
+  if (hd->kind == LK_ADAPTER_DORA)
+    return gguf_fail(err, LK_ERR_UNSUPPORTED,
+                     "%s: DoRA adapters cannot be written as GGUF LoRA (the format has no magnitude vector)", path);
   if (hd->kind != LK_ADAPTER_LORA)
-    return gguf_fail(err, LK_ERR_UNSUPPORTED, "%s: adapter kind %d: a GGUF LoRA file holds plain LoRA only (no DoRA)",
+    return gguf_fail(err, LK_ERR_UNSUPPORTED, "%s: adapter kind %d: a GGUF LoRA file holds plain LoRA only",
                      path, hd->kind);
   if (!(hd->alpha > 0) || !isfinite(hd->alpha))
     return gguf_fail(err, LK_ERR_INVALID_ARG, "%s: alpha %g must be positive", path, (double)hd->alpha);

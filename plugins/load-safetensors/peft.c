@@ -1,7 +1,8 @@
 /* peft.c - the "peft" loader component: a PEFT LoRA adapter folder
  * (adapter_config.json + adapter_model.safetensors). PEFT's keys
  * "base_model.model.<module>.lora_A[.<adapter>].weight" become the canonical
- * "<module>.lora_A.weight"; what lorakit cannot apply exactly (DoRA,
+ * "<module>.lora_A.weight" (a DoRA magnitude "<module>.lora_magnitude_vector"
+ * stays so named, see peft_adapter.c); what lorakit cannot apply exactly (
  * fan_in_fan_out, biases, modules_to_save, embedding LoRA, other PEFT types)
  * is refused by name rather than dropped; A/B pairs are checked against r,
  * rank_pattern and target_modules. The writer makes a folder peft 0.21 loads. */
@@ -33,6 +34,7 @@ typedef struct peft_cfg_t {
   size_t n_alpha;
   regex_t target_rx;           /* a string target_modules */
   int target_rx_ok;
+  int dora;                    /* use_dora: every target has its magnitude */
 } peft_cfg_t;
 
 /* ---- patterns ---------------------------------------------------------------------- */
@@ -109,7 +111,6 @@ static int peft_is_true(const json_t *cfg, const char *key) { return json_is_tru
  * implement: refused, naming the field. */
 static int32_t peft_refusals(const json_t *cfg, const char *file, lk_error_t *err) {
   static const char *const flags[][2] = {
-      {"use_dora", "DoRA (weight-decomposed LoRA) is"},
       {"fan_in_fan_out", "weights stored transposed (Conv1D layers) are"},
       {"lora_bias", "a trainable bias on lora_B is"},
   };
@@ -162,6 +163,7 @@ static int32_t peft_parse_config(const json_t *cfg, const char *file, int for_wr
                    json_is_string(pt) ? json_string_value(pt) : "not a string");
   int32_t rc = peft_refusals(cfg, file, err);
   if (rc != LK_OK) return rc;
+  c->dora = peft_is_true(cfg, "use_dora");
   const json_t *r = json_object_get(cfg, "r");
   if (r || !for_write) {
     if (!json_is_integer(r) || json_integer_value(r) <= 0 || json_integer_value(r) > INT32_MAX)
@@ -259,6 +261,7 @@ static int32_t peft_canon(const char *name, const char *file, char **canon, lk_e
   const char *s = name;
   *canon = NULL;
   if (!strncmp(s, PEFT_PREFIX, sizeof PEFT_PREFIX - 1)) s += sizeof PEFT_PREFIX - 1;
+  if (st_peft_is_magnitude(s)) return st_peft_magnitude_canon(s, file, canon, err);
   const char *p = NULL;
   for (const char *q = s; (q = strstr(q, ".lora_")); q++)
     if ((q[6] == 'A' || q[6] == 'B') && q[7] == '.') p = q;
@@ -334,6 +337,12 @@ static int32_t peft_check_one(st_tensor_t *const *by, uint64_t n, const st_tenso
                               const peft_cfg_t *c, const char *file, lk_error_t *err) {
   const char *name = st_canon(t);
   size_t stem;
+  if (peft_has_suffix(name, ST_PEFT_M, &stem)) {
+    if (!c->dora)
+      return st_fail(err, LK_ERR_FORMAT, "%s: tensor '%.100s' is a DoRA magnitude vector but use_dora is not true",
+                     file, name);
+    return st_peft_check_magnitude(by, n, t, stem, file, err);
+  }
   int is_b = peft_has_suffix(name, PEFT_B, &stem);
   if (!is_b && !peft_has_suffix(name, PEFT_A, &stem)) return peft_refuse_key(name, file, err);
   char *scratch = malloc(stem + sizeof PEFT_B);
@@ -347,6 +356,18 @@ static int32_t peft_check_one(st_tensor_t *const *by, uint64_t n, const st_tenso
                    (int)(stem > 100 ? 100 : stem), name);
   } else {
     rc = peft_check_module(by, n, t, scratch, stem, c, file, err);
+    if (rc == LK_OK && c->dora) { /* scratch is the module name now */
+      size_t len = strlen(scratch);
+      char *mname = malloc(len + sizeof ST_PEFT_M);
+      if (!mname) rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
+      else {
+        snprintf(mname, len + sizeof ST_PEFT_M, "%s%s", scratch, ST_PEFT_M);
+        if (!peft_find(by, n, mname))
+          rc = st_fail(err, LK_ERR_FORMAT, "%s: use_dora is true but module '%.100s' has no lora_magnitude_vector",
+                       file, scratch);
+        free(mname);
+      }
+    }
   }
   free(scratch);
   return rc;
@@ -394,6 +415,7 @@ static int32_t peft_resolve(st_handle_t *h, const json_t *cfg, const peft_cfg_t 
   }
   h->peft = p;
   p->scaling = peft_is_true(cfg, "use_rslora") ? LK_SCALING_RSLORA : LK_SCALING_STANDARD;
+  p->dora = c->dora;
   p->rank = (uint32_t)c->r;
   p->alpha = (float)json_number_value(json_object_get(cfg, "lora_alpha"));
   if (!(p->alpha > 0) || !isfinite(p->alpha))
@@ -419,6 +441,8 @@ static int32_t peft_resolve(st_handle_t *h, const json_t *cfg, const peft_cfg_t 
     t->out = B->shape[0];
     t->a = (int64_t)i;
     t->b = (int64_t)(B - h->t);
+    int32_t rc = st_peft_resolve_magnitude(h, c->dora, t, file, err);
+    if (rc != LK_OK) return rc;
     const json_t *av = peft_pattern_value(c->alpha_pattern, c->alpha_rx, c->alpha_rx_ok, c->n_alpha, module);
     t->alpha = av ? (float)json_number_value(av) : p->alpha;
     if (!(t->alpha > 0) || !isfinite(t->alpha))
@@ -435,7 +459,7 @@ static int32_t peft_adapter_header(void *file, lk_adapter_header_t *out, lk_erro
   if (!out || out->struct_size < LK_MIN_SIZE_ADAPTER_HEADER)
     return st_fail(err, LK_ERR_ABI, "%s: adapter_header: NULL output or struct_size too small", h->path);
   const st_peft_t *p = h->peft;
-  out->kind = LK_ADAPTER_LORA; /* DoRA is refused at open */
+  out->kind = p->dora ? LK_ADAPTER_DORA : LK_ADAPTER_LORA;
   out->scaling = p->scaling;
   out->rank = p->rank;
   out->alpha = p->alpha;
@@ -461,7 +485,7 @@ static int32_t peft_adapter_target(void *file, uint32_t index, lk_adapter_target
   out->out_features = t->out;
   out->tensor_a = t->a;
   out->tensor_b = t->b;
-  out->tensor_m = -1;
+  out->tensor_m = t->m;
   out->A = out->B = out->magnitude = NULL;
   return LK_OK;
 }
@@ -546,8 +570,7 @@ static json_t *peft_config_out(const json_t *ac, const peft_cfg_t *c, const json
       "layers_pattern",          "layers_to_transform", "lora_ga_config", "megatron_config",
       "modules_to_save",         "monteclora_config", "revision",       "target_parameters",
       "trainable_token_indices", "use_bdlora",       "velora_config"};
-  static const char *const falses[] = {"ensure_weight_tying", "fan_in_fan_out", "lora_bias",
-                                       "use_dora", "use_qalora"};
+  static const char *const falses[] = {"ensure_weight_tying", "fan_in_fan_out", "lora_bias", "use_qalora"};
   json_t *o = json_object();
   if (!o) return NULL;
   int bad = 0;
@@ -571,6 +594,7 @@ static json_t *peft_config_out(const json_t *ac, const peft_cfg_t *c, const json
   bad |= json_object_set_new(o, "target_modules", json_deep_copy(targets));
   bad |= json_object_set_new(o, "task_type", json_string(json_is_string(task) ? json_string_value(task) : "CAUSAL_LM"));
   bad |= json_object_set_new(o, "use_rslora", json_boolean(peft_is_true(ac, "use_rslora")));
+  bad |= json_object_set_new(o, "use_dora", json_boolean(c->dora));
   if (bad) {
     json_decref(o);
     return NULL;

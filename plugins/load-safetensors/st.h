@@ -113,10 +113,12 @@ typedef struct st_peft_target_t {
   float scale;
   int64_t in, out;
   int64_t a, b;  /* indices of lora_A and lora_B in the handle */
+  int64_t m;     /* index of the DoRA magnitude [out], -1 without use_dora */
 } st_peft_target_t;
 
 typedef struct st_peft_t {
   int32_t scaling;  /* LK_SCALING_* */
+  int dora;         /* use_dora: LK_ADAPTER_DORA */
   uint32_t rank;    /* r */
   float alpha;      /* lora_alpha */
   char *base_model; /* base_model_name_or_path or NULL, owned */
@@ -245,6 +247,22 @@ int32_t hf_tokenizer_json(const char *dir, const json_t *cfg, int64_t vocab, jso
 /* The peft writer (canonical tensor names, metadata with "adapter_config"). */
 int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *const *names, uint64_t n,
                       const char *metadata_json, lk_error_t *err);
+/* DoRA magnitudes (peft_adapter.c). PEFT 0.21 saves the magnitude of module
+ * M as "base_model.model.M.lora_magnitude_vector" (older releases added
+ * ".weight", some an adapter name): canonical name "M" ST_PEFT_M. */
+#define ST_PEFT_M ".lora_magnitude_vector"
+/* 1 when a (prefix-stripped) key is a magnitude vector. */
+int st_peft_is_magnitude(const char *key);
+/* key (prefix stripped) -> "<module>.lora_magnitude_vector", malloc'd. */
+int32_t st_peft_magnitude_canon(const char *key, const char *file, char **canon, lk_error_t *err);
+/* A magnitude t (canonical name, module = its first stem bytes): 1-D
+ * float [out] of a module that has lora_B [out, r]. by sorted by canonical name. */
+int32_t st_peft_check_magnitude(st_tensor_t *const *by, uint64_t n, const st_tensor_t *t, size_t stem,
+                                const char *file, lk_error_t *err);
+/* t->m for a resolved target (t->module set): the magnitude's index when
+ * dora, else -1. */
+int32_t st_peft_resolve_magnitude(const st_handle_t *h, int dora, st_peft_target_t *t, const char *file,
+                                  lk_error_t *err);
 /* write_adapter of peft: the typed adapter as a PEFT folder (peft_adapter.c). */
 int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *header,
                               const lk_adapter_target_t *targets, uint32_t n_targets,

@@ -201,11 +201,11 @@ static int bench_step(lk_context_t *ctx, lk_backend_t *be, int nn) {
     core_us[rep] = core * 1e6;
     ops_ms[rep] = ops * 1e3;
   }
-  double r = median(ratio, REPS);
+  double rmed = median(ratio, REPS);
   printf("bench: engine_core_overhead %.1f us/step ratio=%.2e vs ops (%.2f ms/step in the backend, %u ops/step, wall "
-         "%.2f ms; %s network, %s; median of %d runs of %d steps) target<=0.05 %s\n", median(core_us, REPS), r,
+         "%.2f ms; %s network, %s; median of %d runs of %d steps) target<=0.05 %s\n", median(core_us, REPS), rmed,
          median(ops_ms, REPS), a1.n_ops_step, median(wall_ms, REPS), nn ? "rmsnorm/silu/cross-entropy" : "linear",
-         a1.replayed ? "replayed from a recording" : "submitted each step", REPS, STEPS, r <= 0.05 ? "OK" : "MISSED");
+         a1.replayed ? "replayed from a recording" : "submitted each step", REPS, STEPS, rmed <= 0.05 ? "OK" : "MISSED");
   printf("bench: engine_plan_peak_bytes %.2f MiB ratio=%.3f vs all_tensors (%.2f MiB, %u buffers; session created in %.2f ms)\n",
          a1.peak_bytes / 1048576.0, (double)a1.peak_bytes / (double)a1.naive_bytes, a1.naive_bytes / 1048576.0,
          a1.n_buffers, tc * 1e3);

@@ -135,6 +135,7 @@ static int bench_step(lk_context_t *ctx, lk_backend_t *be, int nn) {
     int32_t s[2] = {z, z};
     op(g, ctx, LK_OP_MUL, NULL, 0, s, 2, &a, 1);
   }
+  CHECK(lk_x_graph_mark_block(g), "mark_block"); /* two blocks: for the recompute plan below */
   { int32_t s[2] = {a, W2}; op(g, ctx, LK_OP_MATMUL, NULL, 0, s, 2, &y, 1); }
   { int32_t s[3] = {a, A2, B2}; op(g, ctx, LK_OP_LORA_FORWARD, &lp, sizeof lp, s, 3, &y, 1); }
   if (nn) {
@@ -210,6 +211,17 @@ static int bench_step(lk_context_t *ctx, lk_backend_t *be, int nn) {
          a1.peak_bytes / 1048576.0, (double)a1.peak_bytes / (double)a1.naive_bytes, a1.naive_bytes / 1048576.0,
          a1.n_buffers, tc * 1e3);
   if (!(l1 < l0)) fprintf(stderr, "bench_engine: note: loss %g -> %g did not fall\n", l0, l1);
+  lk_x_session_free(s);
+  /* The same graph planned with recomputation of its first block. */
+  so.recompute = 1;
+  CHECK(lk_x_session_create(g, be, &so, &s), "session (recompute)");
+  lk_x_session_stats_t rs;
+  memset(&rs, 0, sizeof rs);
+  rs.struct_size = sizeof rs;
+  CHECK(lk_x_session_stats(s, &rs), "stats");
+  printf("bench: engine_plan_peak_bytes_recompute %.2f MiB ratio=%.3f vs without (%.2f MiB; %u ops/step instead of %u)\n",
+         rs.peak_bytes / 1048576.0, (double)rs.peak_bytes / (double)a1.peak_bytes, a1.peak_bytes / 1048576.0,
+         rs.n_ops_step, a1.n_ops_step);
   lk_x_session_free(s);
   lk_x_graph_free(g);
   return 1;

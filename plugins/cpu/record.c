@@ -74,7 +74,7 @@ static lk_view_t *cpu_rec_views(cpu_rec_t *r, const lk_view_t *src, uint32_t n, 
   for (uint32_t k = 0; k < n; k++) {
     lk_view_t *v = &r->views[(*vi)++];
     *v = src[k];
-    cpu_rec_add_buf(r, v->buffer);
+    if (v->dtype != LK_DTYPE_INVALID) cpu_rec_add_buf(r, v->buffer); /* an absent operand's is not looked at */
     if (v->dtype == LK_DTYPE_QUANT && v->n_parts && v->parts) {
       memcpy(&r->parts[*pi], v->parts, v->n_parts * sizeof *v->parts);
       for (uint32_t p = 0; p < v->n_parts; p++) cpu_rec_add_buf(r, r->parts[*pi + p].buffer);
@@ -99,7 +99,9 @@ static int32_t cpu_record(void *self, const lk_op_t *ops, uint32_t n_ops, void *
     n_views += ops[i].n_src + ops[i].n_dst;
     for (uint32_t k = 0; k < ops[i].n_src + ops[i].n_dst; k++) {
       const lk_view_t *v = k < ops[i].n_src ? &ops[i].src[k] : &ops[i].dst[k - ops[i].n_src];
-      if (v->dtype == LK_DTYPE_QUANT && v->parts) n_parts += v->n_parts > CPU_MAX_PARTS ? CPU_MAX_PARTS : v->n_parts;
+      if (v->dtype == LK_DTYPE_QUANT && v->parts && v->n_parts >= CPU_MAX_PARTS)
+        return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu record: op %u: a quantised operand with %u parts", i, v->n_parts);
+      if (v->dtype == LK_DTYPE_QUANT && v->parts) n_parts += v->n_parts;
     }
   }
   cpu_rec_t *r = calloc(1, sizeof *r);
@@ -154,7 +156,11 @@ static int32_t cpu_record(void *self, const lk_op_t *ops, uint32_t n_ops, void *
     return rc;
   }
   for (uint32_t i = 0; i < r->n_bufs; i++) {
-    r->bufs[i].data = r->bufs[i].buf->data; /* validated: a live buffer of be */
+    if (!cpu_buffer_known(be, r->bufs[i].buf)) { /* validation saw every present operand; be strict */
+      cpu_rec_destroy(r);
+      return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu record: a buffer was not made by this backend or was freed");
+    }
+    r->bufs[i].data = r->bufs[i].buf->data;
     r->bufs[i].nbytes = r->bufs[i].buf->nbytes;
   }
   *out_rec = r;

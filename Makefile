@@ -43,6 +43,7 @@ PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))
 PLUGIN_LIBS_cpu := -lopenblas -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
 PLUGIN_LIBS_load-safetensors := -ljansson -lm
+PLUGIN_LIBS_quant-ggml := -lm
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)

@@ -82,6 +82,7 @@ typedef struct lk_context_opts_t {
   uint32_t n_threads;
   uint32_t reserved0;
 } lk_context_opts_t;
+#define LK_MIN_SIZE_CONTEXT_OPTS LK_MIN_SIZE(lk_context_opts_t, reserved0)
 
 /* [any-thread] Create a context. opts may be NULL (defaults: discover plugins
  * in LORAKIT_PLUGIN_PATH (ignored for setuid programs), the install's
@@ -115,6 +116,7 @@ typedef struct lk_plugin_info_t {
   uint32_t n_components;
   const char *reason;       /* why it was refused; "" when loaded */
 } lk_plugin_info_t;
+#define LK_MIN_SIZE_PLUGIN_INFO LK_MIN_SIZE(lk_plugin_info_t, reason)
 
 typedef struct lk_component_info_t {
   uint32_t struct_size;
@@ -124,13 +126,21 @@ typedef struct lk_component_info_t {
   uint32_t plugin_index;    /* index for lk_plugin_info */
   uint32_t reserved0;
 } lk_component_info_t;
+#define LK_MIN_SIZE_COMPONENT_INFO LK_MIN_SIZE(lk_component_info_t, reserved0)
 
 /* [one-thread-per-context] Load one plugin file explicitly. LK_OK when it
  * loaded; otherwise the plugin is still listed as refused, with the reason,
  * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS). An
  * explicit path wins over discovery: a plugin of the same id found by
- * discovery is set aside (listed as refused, naming this one) and this one
- * takes its place; two explicit loads of one id refuse the second. */
+ * discovery (or lk_plugin_load_dir) is set aside - listed as refused with
+ * the reason "set aside: plugin id 'ID' was loaded explicitly from FILE",
+ * its components removed from the list before this one's are added, its
+ * fini deferred to lk_context_free - and this one takes its place; if this
+ * one fails, the discovered one stays. Two explicit loads of one id refuse
+ * the second (LK_ERR_EXISTS), as does a discovered one after any load.
+ * Loading the same file again is a no-op (LK_OK when it loaded). Backends
+ * of one name from several plugins are variants (lk_backend_open picks by
+ * score); loaders and quantisers must be unique by name (LK_ERR_EXISTS). */
 LK_API lk_status lk_plugin_load(lk_context_t *ctx, const char *path);
 /* [one-thread-per-context] Load every plugin file (lorakit-*.so) in dir, as
  * discovery does (an explicit lk_plugin_load still wins). */
@@ -154,6 +164,7 @@ typedef struct lk_lora_config_t {
   int32_t scaling;   /* LK_SCALING_STANDARD (alpha/r) or LK_SCALING_RSLORA (alpha/sqrt(r)) */
   uint64_t seed;     /* seed of A's Kaiming-uniform init */
 } lk_lora_config_t;
+#define LK_MIN_SIZE_LORA_CONFIG LK_MIN_SIZE(lk_lora_config_t, seed)
 
 typedef struct lk_target_info_t {
   uint32_t struct_size;
@@ -164,6 +175,7 @@ typedef struct lk_target_info_t {
   float alpha;
   float scale;       /* the s in W + s B A */
 } lk_target_info_t;
+#define LK_MIN_SIZE_TARGET_INFO LK_MIN_SIZE(lk_target_info_t, scale)
 
 /* [one-thread-per-context] A new, empty adapter. */
 LK_API lk_status lk_adapter_create(lk_context_t *ctx, const lk_lora_config_t *cfg,
@@ -179,12 +191,12 @@ LK_API void lk_adapter_free(lk_adapter_t *ad);
 LK_API lk_status lk_adapter_add_target(lk_adapter_t *ad, const char *name, int64_t in_features,
                                        int64_t out_features, uint32_t rank, float alpha);
 LK_API uint32_t lk_adapter_target_count(const lk_adapter_t *ad);
-/* Strings are owned by the adapter. index out of range: LK_ERR_NOT_FOUND. */
+/* [one-thread-per-context] Strings are owned by the adapter. index out of range: LK_ERR_NOT_FOUND. */
 LK_API lk_status lk_adapter_target_info(const lk_adapter_t *ad, uint32_t index,
                                         lk_target_info_t *out);
-/* Index of the target called name, or -1. */
+/* [one-thread-per-context] Index of the target called name, or -1. */
 LK_API int32_t lk_adapter_find(const lk_adapter_t *ad, const char *name);
-/* Views of a target's A (r x in) and B (out x r), f32, owned by the adapter
+/* [one-thread-per-context] Views of a target's A (r x in) and B (out x r), f32, owned by the adapter
  * and writable: they live until lk_adapter_free. Either out may be NULL. */
 LK_API lk_status lk_adapter_weights(lk_adapter_t *ad, uint32_t index, lk_tensor_t *A,
                                     lk_tensor_t *B);
@@ -277,17 +289,17 @@ LK_API lk_status lk_buffer_unmap(lk_backend_t *be, lk_buffer_t *buf);
  * Shapes: x [M, in], y [M, out], W [out, in]; dtypes f32 except W (f32, f16,
  * bf16 for merge). Target is an index from lk_adapter_find. */
 
-/* y = x W^T (when W is not NULL, else y is kept) + s (x A^T) B^T. */
+/* [one-thread-per-context] y = x W^T (when W is not NULL, else y is kept) + s (x A^T) B^T. */
 LK_API lk_status lk_lora_forward(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                                  const lk_tensor_t *x, const lk_tensor_t *W, lk_tensor_t *y);
-/* Gradients for upstream dy [M, out]: dA [r, in], dB [out, r] (overwritten;
+/* [one-thread-per-context] Gradients for upstream dy [M, out]: dA [r, in], dB [out, r] (overwritten;
  * either may be NULL) and dx [M, in] (when not NULL: dx = dy W + s (dy B) A
  * with W, or only the LoRA part when W is NULL). */
 LK_API lk_status lk_lora_backward(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                                   const lk_tensor_t *x, const lk_tensor_t *W,
                                   const lk_tensor_t *dy, lk_tensor_t *dx, lk_tensor_t *dA,
                                   lk_tensor_t *dB);
-/* W += mult * s B A (merge) or W -= mult * s B A (unmerge), in place; W is
+/* [one-thread-per-context] W += mult * s B A (merge) or W -= mult * s B A (unmerge), in place; W is
  * f32, f16 or bf16 [out, in]. mult is the user's extra scale (1 = as trained). */
 LK_API lk_status lk_merge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                           lk_tensor_t *W, float mult);
@@ -307,21 +319,21 @@ LK_API lk_status lk_model_open(lk_context_t *ctx, const char *path, const char *
 /* [one-thread-per-context] like every lk_model_ call below. NULL is a
  * no-op. Mapped tensor views die with the model. */
 LK_API void lk_model_close(lk_model_t *m);
-/* The loader that opened it ("hf", "gguf", ...); owned by the plugin. */
+/* [one-thread-per-context] The loader that opened it ("hf", "gguf", ...); owned by the plugin. */
 LK_API const char *lk_model_loader(const lk_model_t *m);
 LK_API const char *lk_model_path(const lk_model_t *m);
 LK_API int64_t lk_model_tensor_count(const lk_model_t *m);
-/* Name (canonical), dtype, shape, bytes; strings live until close. */
+/* [one-thread-per-context] Name (canonical), dtype, shape, bytes; strings live until close. */
 LK_API lk_status lk_model_tensor_info(lk_model_t *m, int64_t index, lk_tensor_info_t *out);
-/* Index of the tensor of that canonical name, or -1. */
+/* [one-thread-per-context] Index of the tensor of that canonical name, or -1. */
 LK_API int64_t lk_model_find(lk_model_t *m, const char *name);
-/* The tensor's bytes as stored (after un-permutation): exactly info.nbytes. */
+/* [one-thread-per-context] The tensor's bytes as stored (after un-permutation): exactly info.nbytes. */
 LK_API lk_status lk_model_tensor_read(lk_model_t *m, int64_t index, void *dst, uint64_t nbytes);
-/* The tensor as f32 (n = number of elements): plain float dtypes are
+/* [one-thread-per-context] The tensor as f32 (n = number of elements): plain float dtypes are
  * converted; quantised blocks are dequantised by the quantiser plugin named
  * by qformat (LK_ERR_UNSUPPORTED naming it when none is loaded). */
 LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *dst, uint64_t n);
-/* Metadata as one JSON object (see lorakit_plugin.h); lives until close. */
+/* [one-thread-per-context] Metadata as one JSON object (see lorakit_plugin.h); lives until close. */
 LK_API const char *lk_model_metadata_json(lk_model_t *m);
 
 /* [one-thread-per-context] Write n named tensors (canonical names) and
@@ -339,14 +351,14 @@ LK_API lk_status lk_write_tensors(lk_context_t *ctx, const char *path, const cha
  * without it such an adapter is refused with a message saying so. */
 LK_API lk_status lk_adapter_load(lk_context_t *ctx, const char *path, const char *loader,
                                  const char *base_config_json, lk_adapter_t **out);
-/* Save an adapter as format "peft" (a folder) or "gguf-lora" (a file).
+/* [one-thread-per-context] Save an adapter as format "peft" (a folder) or "gguf-lora" (a file).
  * base_config_json: the base model's config (lk_model_metadata_json of the
  * base, or its "config" object), needed by gguf-lora for the Q/K row
  * permutation; may be NULL for peft. GGUF LoRA holds one alpha: rsLoRA and
  * per-target rank/alpha are folded into B so s*B*A is unchanged. */
 LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char *format,
                                  const char *base_config_json);
-/* The adapter's scaling rule, default rank and alpha. */
+/* [one-thread-per-context] The adapter's scaling rule, default rank and alpha. */
 LK_API lk_status lk_adapter_config(const lk_adapter_t *ad, lk_lora_config_t *out);
 
 /* [one-thread-per-context] The typed header and targets of an adapter
@@ -370,6 +382,7 @@ typedef struct lk_quantiser_info_t { /* output */
   uint32_t can_quantize;   /* 0: a read-only format (dequantise only) */
   uint32_t plugin_index;   /* for lk_plugin_info */
 } lk_quantiser_info_t;
+#define LK_MIN_SIZE_QUANTISER_INFO LK_MIN_SIZE(lk_quantiser_info_t, plugin_index)
 
 /* [one-thread-per-context] The quantiser called name; LK_ERR_NOT_FOUND
  * listing the loaded ones. */

@@ -270,23 +270,27 @@ typedef struct lk_op_fill_t {
   uint32_t struct_size;
   float value; /* default 0 */
 } lk_op_fill_t;
+#define LK_MIN_SIZE_OP_FILL LK_MIN_SIZE(lk_op_fill_t, value)
 
 typedef struct lk_op_add_t {
   uint32_t struct_size;
   float alpha; /* default 1 */
   float beta;  /* default 1 */
 } lk_op_add_t;
+#define LK_MIN_SIZE_OP_ADD LK_MIN_SIZE(lk_op_add_t, beta)
 
 typedef struct lk_op_scale_t {
   uint32_t struct_size;
   float alpha;         /* default 1 */
   uint32_t accumulate; /* default 0 */
 } lk_op_scale_t;
+#define LK_MIN_SIZE_OP_SCALE LK_MIN_SIZE(lk_op_scale_t, accumulate)
 
 typedef struct lk_op_accumulate_t {
   uint32_t struct_size;
   uint32_t accumulate; /* default 0 */
 } lk_op_accumulate_t;
+#define LK_MIN_SIZE_OP_ACCUMULATE LK_MIN_SIZE(lk_op_accumulate_t, accumulate)
 
 typedef lk_op_accumulate_t lk_op_reduce_t;
 
@@ -297,6 +301,7 @@ typedef struct lk_op_matmul_t {
   float alpha;         /* default 1 */
   int32_t compute;     /* LK_COMPUTE_*, default f32 */
 } lk_op_matmul_t;
+#define LK_MIN_SIZE_OP_MATMUL LK_MIN_SIZE(lk_op_matmul_t, compute)
 
 typedef struct lk_op_lora_t {
   uint32_t struct_size;
@@ -307,17 +312,20 @@ typedef struct lk_op_lora_t {
   int32_t compute;     /* LK_COMPUTE_*, default f32 */
   uint32_t reserved0;  /* must be 0 */
 } lk_op_lora_t;
+#define LK_MIN_SIZE_OP_LORA LK_MIN_SIZE(lk_op_lora_t, reserved0)
 
 typedef struct lk_op_merge_t {
   uint32_t struct_size;
   float scale; /* s; default 1 */
 } lk_op_merge_t;
+#define LK_MIN_SIZE_OP_MERGE LK_MIN_SIZE(lk_op_merge_t, scale)
 
 typedef struct lk_op_rmsnorm_t {
   uint32_t struct_size;
   float eps;           /* default 1e-6 */
   uint32_t accumulate; /* backward: into dx and dw; default 0 */
 } lk_op_rmsnorm_t;
+#define LK_MIN_SIZE_OP_RMSNORM LK_MIN_SIZE(lk_op_rmsnorm_t, accumulate)
 
 enum {
   LK_ROPE_SCALING_NONE = 0,
@@ -341,6 +349,7 @@ typedef struct lk_op_rope_t {
   uint32_t original_max_pos; /* llama3; no default: > 0 required */
   uint32_t inverse;          /* 1: rotate by -a (the backward) */
 } lk_op_rope_t;
+#define LK_MIN_SIZE_OP_ROPE LK_MIN_SIZE(lk_op_rope_t, inverse)
 
 typedef struct lk_op_attention_t {
   uint32_t struct_size;
@@ -348,6 +357,7 @@ typedef struct lk_op_attention_t {
   uint32_t causal;     /* default 0 */
   uint32_t accumulate; /* backward: into dq, dk, dv; default 0 */
 } lk_op_attention_t;
+#define LK_MIN_SIZE_OP_ATTENTION LK_MIN_SIZE(lk_op_attention_t, accumulate)
 
 typedef struct lk_op_cross_entropy_t {
   uint32_t struct_size;
@@ -355,6 +365,7 @@ typedef struct lk_op_cross_entropy_t {
   float denominator;    /* default 0 = the number of counted rows */
   uint32_t accumulate;  /* backward: into dlogits; default 0 */
 } lk_op_cross_entropy_t;
+#define LK_MIN_SIZE_OP_CROSS_ENTROPY LK_MIN_SIZE(lk_op_cross_entropy_t, accumulate)
 
 typedef struct lk_op_adamw_t {
   uint32_t struct_size;
@@ -367,6 +378,7 @@ typedef struct lk_op_adamw_t {
   float max_grad_norm;  /* 0 = no clipping */
   int64_t step;         /* t, 1-based: the bias corrections use it; default 1 */
 } lk_op_adamw_t;
+#define LK_MIN_SIZE_OP_ADAMW LK_MIN_SIZE(lk_op_adamw_t, step)
 
 /* ---- helpers every backend must agree on (header-only, not ABI) ------------ */
 

@@ -185,6 +185,7 @@ typedef struct lk_backend_ext_record_t {
   int32_t (*replay)(void *self, void *rec, lk_fence_t **out_fence, lk_error_t *err);
   void (*free)(void *self, void *rec);
 } lk_backend_ext_record_t;
+#define LK_MIN_SIZE_BACKEND_EXT_RECORD LK_MIN_SIZE(lk_backend_ext_record_t, free)
 
 /* ---- quantiser ------------------------------------------------------------
  * One number format, created with options. A quantised [nrows, ncols]
@@ -378,6 +379,7 @@ typedef struct lk_loader_ext_base_config_t {
   uint32_t struct_size;
   int32_t (*set)(void *file, const char *base_metadata_json, lk_error_t *err);
 } lk_loader_ext_base_config_t;
+#define LK_MIN_SIZE_LOADER_EXT_BASE_CONFIG LK_MIN_SIZE(lk_loader_ext_base_config_t, set)
 
 /* ---- factories: a plugin's components of one kind ------------------------ */
 typedef struct lk_backend_factory_t {
@@ -385,12 +387,14 @@ typedef struct lk_backend_factory_t {
   uint32_t (*count)(void);
   const lk_backend_vt_t *(*get)(uint32_t index); /* static storage */
 } lk_backend_factory_t;
+#define LK_MIN_SIZE_BACKEND_FACTORY LK_MIN_SIZE(lk_backend_factory_t, get)
 
 typedef struct lk_quantiser_factory_t {
   uint32_t struct_size;
   uint32_t (*count)(void);
   const lk_quantiser_vt_t *(*get)(uint32_t index);
 } lk_quantiser_factory_t;
+#define LK_MIN_SIZE_QUANTISER_FACTORY LK_MIN_SIZE(lk_quantiser_factory_t, get)
 
 typedef struct lk_loader_factory_t {
   uint32_t struct_size;
@@ -417,7 +421,9 @@ typedef struct lk_plugin_t {
 } lk_plugin_t;
 #define LK_MIN_SIZE_PLUGIN LK_MIN_SIZE(lk_plugin_t, get_factory)
 
-/* The one symbol a plugin exports. */
+/* The one symbol a plugin exports. [any-thread] (serialised: the core holds
+ * one process-wide lock while it loads a plugin - entry, init, factories -
+ * and around every fini, so none of them need be thread-safe). */
 typedef int32_t (*lk_plugin_entry_fn)(uint32_t *abi_in_out, const lk_host_api_t *host,
                                       const lk_plugin_t **out);
 #define LK_PLUGIN_ENTRY_SYMBOL "lk_plugin_entry"

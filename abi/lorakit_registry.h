@@ -104,6 +104,7 @@ typedef struct lk_registry_opts_t {
   uint32_t busy_timeout_ms;
   uint32_t reserved0; /* must be 0 */
 } lk_registry_opts_t;
+#define LK_MIN_SIZE_REGISTRY_OPTS LK_MIN_SIZE(lk_registry_opts_t, reserved0)
 
 /* [one-thread-per-context] Open (creating it and its folder when absent, unless read_only) the
  * registry file at path; path NULL = lk_registry_default_path(). opts may be
@@ -150,6 +151,7 @@ typedef struct lk_registry_add_opts_t {
   lk_registry_progress_fn progress; /* may be NULL */
   void *progress_user;
 } lk_registry_add_opts_t;
+#define LK_MIN_SIZE_REGISTRY_ADD_OPTS LK_MIN_SIZE(lk_registry_add_opts_t, progress_user)
 
 /* [one-thread-per-context] Add the adapter at path (PEFT folder, GGUF LoRA file: lk_adapter_load, with
  * the base model's config when opts->base names one), and every regular
@@ -184,6 +186,7 @@ typedef struct lk_registry_model_opts_t {
   const char *notes;
   const char *loader;          /* NULL = by probe */
 } lk_registry_model_opts_t;
+#define LK_MIN_SIZE_REGISTRY_MODEL_OPTS LK_MIN_SIZE(lk_registry_model_opts_t, loader)
 
 /* [one-thread-per-context] Record the base model at path under name (NULL = named after its file).
  * A model with the same fingerprint already recorded is reused (and its
@@ -244,6 +247,7 @@ typedef struct lk_registry_list_opts_t {
   uint32_t limit;              /* at most this many; 0 = all */
   uint32_t reserved0;          /* must be 0 */
 } lk_registry_list_opts_t;
+#define LK_MIN_SIZE_REGISTRY_LIST_OPTS LK_MIN_SIZE(lk_registry_list_opts_t, reserved0)
 
 /* [one-thread-per-context] Versions as a JSON array in *out_json (lk_free), ordered by name then
  * version. Each element: {"ref","name","version","tags":[..],"base",
@@ -271,6 +275,7 @@ typedef struct lk_registry_lineage_opts_t {
   uint32_t max_depth;          /* 0 = any depth */
   uint32_t reserved0;          /* must be 0 */
 } lk_registry_lineage_opts_t;
+#define LK_MIN_SIZE_REGISTRY_LINEAGE_OPTS LK_MIN_SIZE(lk_registry_lineage_opts_t, reserved0)
 
 /* [one-thread-per-context] Ancestors and/or descendants of ref as a JSON
  * object in *out_json (lk_free): {"root": REF,

@@ -126,6 +126,7 @@ typedef struct lk_x_session_opts_t { /* caller-filled input */
   uint32_t no_replay;    /* 1: never record/replay (submit each step) */
   uint32_t recompute;    /* 1: recompute activations per block in backward */
 } lk_x_session_opts_t;
+#define LK_MIN_SIZE_X_SESSION_OPTS LK_MIN_SIZE(lk_x_session_opts_t, recompute)
 
 typedef struct lk_x_session_stats_t { /* output */
   uint32_t struct_size;
@@ -144,6 +145,7 @@ typedef struct lk_x_session_stats_t { /* output */
   uint32_t n_buffers;        /* device buffers (arenas) the plan uses */
   uint32_t replayed;         /* 1: steps are replayed from a recording */
 } lk_x_session_stats_t;
+#define LK_MIN_SIZE_X_SESSION_STATS LK_MIN_SIZE(lk_x_session_stats_t, wait_seconds)
 
 /* [one-thread-per-context] Plan g for be and allocate its buffers. The graph
  * must outlive the session. opts may be NULL. LK_ERR_UNSUPPORTED listing

@@ -25,10 +25,13 @@ void lk__ok(lk_context_t *ctx) {
 LK_API lk_status lk_context_create(const lk_context_opts_t *opts, lk_context_t **out) {
   if (!out) return LK_ERR_INVALID_ARG;
   *out = NULL;
-  if (opts && opts->struct_size < offsetof(lk_context_opts_t, no_default_plugins) + sizeof(uint32_t))
-    return LK_ERR_ABI;
+  /* A caller-filled input: at least the frozen minimum, and a newer
+   * caller's tail this library does not know must be zero (DESIGN.md
+   * section 3 rule 2). */
+  if (opts && opts->struct_size < LK_MIN_SIZE_CONTEXT_OPTS) return LK_ERR_ABI;
   for (size_t i = sizeof *opts; opts && i < opts->struct_size; i++)
-    if (((const unsigned char *)opts)[i]) return LK_ERR_ABI; /* unknown fields set: refuse */
+    if (((const unsigned char *)opts)[i]) return LK_ERR_ABI;
+  if (opts && opts->reserved0) return LK_ERR_INVALID_ARG;
   lk_context_t *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return LK_ERR_NOMEM;
   int no_default = 0;

@@ -17,6 +17,7 @@ typedef struct lk__plugin {
   uint32_t abi_version;
   uint32_t n_components;
   int initialised;         /* init succeeded: fini owed at context free */
+  int is_explicit;         /* loaded by lk_plugin_load (wins over discovery) */
 } lk__plugin;
 
 /* One component (a backend, quantiser or loader) of a loaded plugin. */

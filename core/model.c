@@ -130,13 +130,6 @@ LK_API lk_status lk_model_tensor_read(lk_model_t *m, int64_t index, void *dst, u
   return LK_OK;
 }
 
-static const lk_quantiser_vt_t *find_quantiser(lk_context_t *ctx, const char *name) {
-  for (uint32_t i = 0; name && i < ctx->n_comps; i++)
-    if (ctx->comps[i].kind == LK_KIND_QUANTISER && !strcmp(ctx->comps[i].name, name))
-      return ctx->comps[i].vt;
-  return NULL;
-}
-
 LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *dst, uint64_t n) {
   if (!m || !dst) return lk__fail(m ? m->ctx : NULL, LK_ERR_INVALID_ARG, "lk_model_tensor_read_f32: NULL argument");
   lk_tensor_info_t ti;
@@ -148,10 +141,10 @@ LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *d
     return lk__fail(m->ctx, LK_ERR_SHAPE, "%s: tensor %s has %llu elements, buffer holds %llu", m->path, ti.name,
                     (unsigned long long)numel, (unsigned long long)n);
   if (ti.dtype == LK_DTYPE_F32) return lk_model_tensor_read(m, index, dst, ti.nbytes);
-  const lk_quantiser_vt_t *q = NULL;
-  if (ti.dtype == LK_DTYPE_QUANT) {
-    q = find_quantiser(m->ctx, ti.qformat);
-    if (!q)
+  int quant = ti.dtype == LK_DTYPE_QUANT;
+  if (quant) {
+    lk_quantiser_info_t qi = {sizeof qi, 0, NULL, NULL, NULL, 0, 0, 0, 0};
+    if (!ti.qformat || lk_quantiser_info(m->ctx, ti.qformat, &qi) != LK_OK)
       return lk__fail(m->ctx, LK_ERR_UNSUPPORTED, "%s: tensor %s is %s and no quantiser plugin for %s is loaded",
                       m->path, ti.name, ti.qformat ? ti.qformat : "quantised", ti.qformat ? ti.qformat : "it");
   } else if (ti.dtype != LK_DTYPE_F16 && ti.dtype != LK_DTYPE_BF16 && ti.dtype != LK_DTYPE_F64) {
@@ -161,16 +154,19 @@ LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *d
   void *raw = malloc(ti.nbytes ? ti.nbytes : 1);
   if (!raw) return lk__fail(m->ctx, LK_ERR_NOMEM, "%s: out of memory reading %s", m->path, ti.name);
   st = lk_model_tensor_read(m, index, raw, ti.nbytes);
-  if (!st && q) {
+  if (!st && quant) {
+    /* Default options, every row at once; lk_dequantize checks the bytes
+     * against the format's layout before the quantiser sees them. */
     int64_t ncols = ti.ndim ? ti.shape[ti.ndim - 1] : 1;
-    lk_error_t err = {sizeof err, 0, {0}};
-    void *qself = NULL;
-    const void *parts[1] = {raw}; /* a file's quantised tensor is one part: the blocks */
-    int32_t rc = q->create(NULL, &qself, &err);
-    if (!rc && q->part_count(qself) != 1) rc = LK_ERR_UNSUPPORTED;
-    if (!rc) rc = q->dequantize(qself, parts, 0, ncols ? (int64_t)numel / ncols : 0, ncols, dst, &err);
-    if (qself) q->destroy(qself);
-    if (rc) st = lk__fail(m->ctx, rc, "%s: dequantising %s (%s): %s", m->path, ti.name, q->name, err.message);
+    const void *parts[1] = {raw};
+    uint64_t part_bytes[1] = {ti.nbytes};
+    st = lk_dequantize(m->ctx, ti.qformat, NULL, parts, part_bytes, 1, ncols ? (int64_t)numel / ncols : 0, ncols,
+                       dst);
+    if (st) {
+      char msg[sizeof m->ctx->last_error];
+      snprintf(msg, sizeof msg, "%s", lk_last_error(m->ctx));
+      st = lk__fail(m->ctx, st, "%s: dequantising %s (%s): %s", m->path, ti.name, ti.qformat, msg);
+    }
   } else if (!st) {
     st = lk_convert(raw, ti.dtype, dst, LK_DTYPE_F32, numel);
   }

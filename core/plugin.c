@@ -88,6 +88,21 @@ static const lk_host_api_t host_api = {
 
 const lk_host_api_t *lk__host_api(void) { return &host_api; }
 
+/* ---- plugin lifecycle --------------------------------------------------------- */
+
+/* Every call into a plugin while it is loaded (lk_plugin_entry, init, the
+ * factories) and every fini, of every context, runs under this one lock: a
+ * plugin's entry and refcounted init/fini need not be thread-safe
+ * themselves (lorakit_plugin.h), and contexts are created and freed on any
+ * thread. Loading is rare, so holding it for a whole load costs nothing. */
+static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void plugin_fini(const lk_plugin_t *desc) {
+  pthread_mutex_lock(&lifecycle_lock);
+  desc->fini();
+  pthread_mutex_unlock(&lifecycle_lock);
+}
+
 /* ---- records ------------------------------------------------------------------ */
 
 static lk__plugin *new_record(lk_context_t *ctx, const char *path) {
@@ -225,8 +240,12 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
         return refuse(ctx, rec, LK_ERR_ABI, "%s component %u: %s", kind_name(kinds[k].kind), i, why);
       }
       const comp_head *h = vt;
+      /* Backends of one name from several plugins are variants, chosen
+       * among by score() (backend.c); within one plugin a name is unique.
+       * Loaders and quantisers are found by name alone: unique per context. */
       for (uint32_t c = 0; c < ctx->n_comps; c++) {
-        if (ctx->comps[c].kind == kinds[k].kind && !strcmp(ctx->comps[c].name, h->name)) {
+        if (ctx->comps[c].kind == kinds[k].kind && !strcmp(ctx->comps[c].name, h->name) &&
+            (kinds[k].kind != LK_KIND_BACKEND || ctx->comps[c].plugin_index == index)) {
           const char *other = ctx->comps[c].plugin_index == index
                                   ? "this same plugin"
                                   : ctx->plugins[ctx->comps[c].plugin_index].path;
@@ -247,14 +266,34 @@ static lk_status register_components(lk_context_t *ctx, lk__plugin *rec, uint32_
   return LK_OK;
 }
 
-static lk_status load_one(lk_context_t *ctx, const char *path) {
+/* Move the components of plugin `index` out of ctx's list into *out. */
+static int take_components(lk_context_t *ctx, uint32_t index, lk__component **out, uint32_t *n_out) {
+  lk__component *keep = malloc((ctx->n_comps ? ctx->n_comps : 1) * sizeof *keep);
+  if (!keep) return -1;
+  uint32_t n = 0, k = 0;
+  for (uint32_t i = 0; i < ctx->n_comps; i++) {
+    if (ctx->comps[i].plugin_index == index)
+      keep[n++] = ctx->comps[i];
+    else
+      ctx->comps[k++] = ctx->comps[i];
+  }
+  ctx->n_comps = k;
+  *out = keep;
+  *n_out = n;
+  return 0;
+}
+
+static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explicit) {
   char real[PATH_MAX];
   if (!realpath(path, real)) {
     snprintf(real, sizeof real, "%s", path);
   }
   for (uint32_t i = 0; i < ctx->n_plugins; i++) /* the same file loads once */
-    if (!strcmp(ctx->plugins[i].path, real))
-      return ctx->plugins[i].status == LK_PLUGIN_LOADED ? LK_OK : LK_ERR_PLUGIN;
+    if (!strcmp(ctx->plugins[i].path, real)) {
+      if (ctx->plugins[i].status != LK_PLUGIN_LOADED) return LK_ERR_PLUGIN;
+      ctx->plugins[i].is_explicit |= is_explicit;
+      return LK_OK;
+    }
 
   lk__plugin *rec = new_record(ctx, real);
   if (!rec) return lk__fail(ctx, LK_ERR_NOMEM, "out of memory loading plugin %s", real);
@@ -290,33 +329,77 @@ static lk_status load_one(lk_context_t *ctx, const char *path) {
   if (!desc->id || !desc->id[0] || !desc->init || !desc->fini || !desc->get_factory)
     return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: lk_plugin_t is missing its id, init, fini or get_factory", real);
   rec->desc = desc;
+  /* One id per context. An explicit load wins over a discovered one of the
+   * same id; any other second load of an id is refused. */
+  uint32_t aside = UINT32_MAX;
   for (uint32_t i = 0; i + 1 < ctx->n_plugins; i++) {
     const lk__plugin *o = &ctx->plugins[i];
-    if (o->status == LK_PLUGIN_LOADED && !strcmp(o->desc->id, desc->id))
-      return refuse(ctx, rec, LK_ERR_EXISTS, "duplicate plugin id '%s' (version %s already loaded from %s)",
-                    desc->id, o->desc->version ? o->desc->version : "?", o->path);
+    if (o->status != LK_PLUGIN_LOADED || strcmp(o->desc->id, desc->id)) continue;
+    if (is_explicit && !o->is_explicit) {
+      aside = i;
+      break;
+    }
+    return refuse(ctx, rec, LK_ERR_EXISTS, "duplicate plugin id '%s' (version %s already loaded%s from %s)",
+                  desc->id, o->desc->version ? o->desc->version : "?", o->is_explicit ? " explicitly" : "",
+                  o->path);
   }
+  /* The set-aside plugin's components leave the list first (its loader and
+   * quantiser names would clash); they come back if this one fails. */
+  lk__component *saved = NULL;
+  uint32_t n_saved = 0;
+  if (aside != UINT32_MAX && take_components(ctx, aside, &saved, &n_saved))
+    return refuse(ctx, rec, LK_ERR_NOMEM, "out of memory replacing plugin id '%s'", desc->id);
 
   lk_error_t err = {sizeof err, 0, {0}};
-  rc = desc->init(&host_api, &err);
-  if (rc != LK_OK)
-    return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: init failed: %s", real,
-                  err.message[0] ? err.message : lk_strerror(rc));
-  rec->initialised = 1;
-  lk_status st = register_components(ctx, rec, index);
-  if (st != LK_OK) {
-    desc->fini();
-    rec->initialised = 0;
-    return st;
+  rc = desc->init(&host_api, &err); /* under lifecycle_lock (load_one) */
+  lk_status st;
+  if (rc != LK_OK) {
+    st = refuse(ctx, rec, LK_ERR_PLUGIN, "%s: init failed: %s", real,
+                err.message[0] ? err.message : lk_strerror(rc));
+  } else {
+    rec->initialised = 1;
+    st = register_components(ctx, rec, index);
+    if (st != LK_OK) {
+      desc->fini();
+      rec->initialised = 0;
+    }
   }
+  if (aside != UINT32_MAX) {
+    lk__plugin *o = &ctx->plugins[aside];
+    if (st != LK_OK) { /* the discovered one stays */
+      for (uint32_t i = 0; i < n_saved; i++) (void)push_component(ctx, &saved[i]); /* room was there */
+    } else {
+      /* Listed as refused; its fini still waits for the context's end, as
+       * objects it made may live until then. */
+      char msg[PATH_MAX + 256];
+      snprintf(msg, sizeof msg, "set aside: plugin id '%s' was loaded explicitly from %s", desc->id, real);
+      char *r = lk__strdup(msg);
+      if (r) {
+        free(o->reason);
+        o->reason = r;
+      }
+      o->status = LK_PLUGIN_REFUSED;
+      o->n_components = 0;
+    }
+    free(saved);
+  }
+  if (st != LK_OK) return st;
   rec->status = LK_PLUGIN_LOADED;
+  rec->is_explicit = is_explicit;
   lk__ok(ctx);
   return LK_OK;
 }
 
+static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) {
+  pthread_mutex_lock(&lifecycle_lock);
+  lk_status st = load_locked(ctx, path, is_explicit);
+  pthread_mutex_unlock(&lifecycle_lock);
+  return st;
+}
+
 LK_API lk_status lk_plugin_load(lk_context_t *ctx, const char *path) {
   if (!ctx || !path) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_plugin_load: NULL argument");
-  return load_one(ctx, path);
+  return load_one(ctx, path, 1);
 }
 
 static int plugin_file_filter(const struct dirent *d) {
@@ -332,7 +415,7 @@ LK_API lk_status lk_plugin_load_dir(lk_context_t *ctx, const char *dir) {
   for (int i = 0; i < n; i++) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
-    lk_status st = load_one(ctx, path);
+    lk_status st = load_one(ctx, path, 0);
     if (st != LK_OK) worst = st;
     free(names[i]);
   }
@@ -376,7 +459,7 @@ void lk__plugins_discover(lk_context_t *ctx) {
 void lk__plugins_release(lk_context_t *ctx) {
   for (uint32_t i = ctx->n_plugins; i-- > 0;) {
     lk__plugin *p = &ctx->plugins[i];
-    if (p->initialised && p->desc) p->desc->fini();
+    if (p->initialised && p->desc) plugin_fini(p->desc);
     free(p->path);
     free(p->reason);
   }
@@ -387,32 +470,48 @@ void lk__plugins_release(lk_context_t *ctx) {
 
 LK_API uint32_t lk_plugin_count(const lk_context_t *ctx) { return ctx ? ctx->n_plugins : 0; }
 
+/* Output structs: filled whole in a local, then copied up to the caller's
+ * struct_size, which stays as the caller set it (an older caller's smaller
+ * struct is never written past its end). */
+static void copy_out(void *out, const void *full, size_t full_size) {
+  uint32_t n = *(const uint32_t *)out;
+  size_t len = n < full_size ? n : full_size;
+  memcpy((char *)out + sizeof(uint32_t), (const char *)full + sizeof(uint32_t), len - sizeof(uint32_t));
+}
+
 LK_API lk_status lk_plugin_info(const lk_context_t *ctx, uint32_t index, lk_plugin_info_t *out) {
-  if (!ctx || !out || out->struct_size < offsetof(lk_plugin_info_t, reason) + sizeof(char *))
-    return LK_ERR_INVALID_ARG;
+  if (!ctx || !out) return LK_ERR_INVALID_ARG;
+  if (out->struct_size < LK_MIN_SIZE_PLUGIN_INFO) return LK_ERR_ABI;
   if (index >= ctx->n_plugins) return LK_ERR_NOT_FOUND;
   const lk__plugin *p = &ctx->plugins[index];
-  out->status = p->status;
-  out->path = p->path;
-  out->id = p->desc ? p->desc->id : NULL;
-  out->name = p->desc ? p->desc->name : NULL;
-  out->version = p->desc ? p->desc->version : NULL;
-  out->description = p->desc ? p->desc->description : NULL;
-  out->abi_version = p->abi_version;
-  out->n_components = p->n_components;
-  out->reason = p->reason;
+  lk_plugin_info_t full;
+  memset(&full, 0, sizeof full);
+  full.status = p->status;
+  full.path = p->path;
+  full.id = p->desc ? p->desc->id : NULL;
+  full.name = p->desc ? p->desc->name : NULL;
+  full.version = p->desc ? p->desc->version : NULL;
+  full.description = p->desc ? p->desc->description : NULL;
+  full.abi_version = p->abi_version;
+  full.n_components = p->n_components;
+  full.reason = p->reason;
+  copy_out(out, &full, sizeof full);
   return LK_OK;
 }
 
 LK_API uint32_t lk_component_count(const lk_context_t *ctx) { return ctx ? ctx->n_comps : 0; }
 
 LK_API lk_status lk_component_info(const lk_context_t *ctx, uint32_t index, lk_component_info_t *out) {
-  if (!ctx || !out || out->struct_size < sizeof *out) return LK_ERR_INVALID_ARG;
+  if (!ctx || !out) return LK_ERR_INVALID_ARG;
+  if (out->struct_size < LK_MIN_SIZE_COMPONENT_INFO) return LK_ERR_ABI;
   if (index >= ctx->n_comps) return LK_ERR_NOT_FOUND;
   const lk__component *c = &ctx->comps[index];
-  out->kind = c->kind;
-  out->name = c->name;
-  out->description = c->description;
-  out->plugin_index = c->plugin_index;
+  lk_component_info_t full;
+  memset(&full, 0, sizeof full);
+  full.kind = c->kind;
+  full.name = c->name;
+  full.description = c->description;
+  full.plugin_index = c->plugin_index;
+  copy_out(out, &full, sizeof full);
   return LK_OK;
 }

@@ -31,6 +31,8 @@ LK_API const char *lk_strerror(lk_status code) {
   case LK_ERR_CORRUPT: return "corrupt data";
   case LK_ERR_BUSY: return "resource busy";
   case LK_ERR_INTERNAL: return "internal error";
+  case LK_ERR_TIMEOUT: return "timed out";
+  case LK_ERR_SECURITY: return "refused for safety";
   default: return "unknown status";
   }
 }
@@ -181,12 +183,16 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *
   for (; i < n; i++) d[i] = f16_to_f32(s[i]);
 }
 #include <cpuid.h>
+#include <stdatomic.h>
 /* CPUID.1:ECX bits 27 (OSXSAVE), 28 (AVX), 29 (F16C), and the OS saving YMM
  * state (XCR0 bits 1 and 2). Written out because clang 14's
  * __builtin_cpu_supports does not know "f16c". */
 static int has_f16c(void) {
-  static int cached = -1; /* benign race: every thread computes the same value */
-  if (cached < 0) {
+  /* Atomic, not a plain static: threads may race to fill it (each computes
+   * the same value), and a plain int would be a data race. */
+  static _Atomic int cached = -1;
+  int v = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (v < 0) {
     unsigned a, b, c, d;
     int ok = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27)) && (c & (1u << 28)) && (c & (1u << 29));
     if (ok) {
@@ -194,9 +200,10 @@ static int has_f16c(void) {
       __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
       ok = (lo & 6u) == 6u;
     }
-    cached = ok;
+    v = ok;
+    atomic_store_explicit(&cached, v, memory_order_relaxed);
   }
-  return cached;
+  return v;
 }
 #endif
 

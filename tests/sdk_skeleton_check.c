@@ -1,8 +1,8 @@
 /* sdk_skeleton_check.c PLUGIN.so - checks the example plugin's quantiser
  * against its bit-exact specification (examples/plugin-skeleton/skeleton.c)
- * on hand-computed blocks. Built against the installed SDK headers only;
- * it plays the host itself (dlopen, entry, factory) since quantisers have
- * no host API of their own yet.
+ * on hand-computed blocks, through the quantiser kind-2 vtable (create with
+ * options, one "blocks" part, rows from row0). Built against the installed
+ * SDK headers only; it plays the host itself (dlopen, entry, factory).
  *
  * Exit 0 when every byte matches; prints what differs otherwise. */
 #include <dlfcn.h>
@@ -53,16 +53,35 @@ int main(int argc, char **argv) {
     fprintf(stderr, "quantiser skel_q8_f32 (32 elems, 36 bytes) not found\n");
     return 1;
   }
+  lk_error_t err = {sizeof err, 0, ""};
+  void *self = NULL;
+  lk_quant_opts_t opts = {sizeof opts, 64, 0, 0};
+  if (q->create(&opts, &self, &err) != LK_ERR_INVALID_ARG) {
+    fprintf(stderr, "block_size 64 not refused\n");
+    return 1;
+  }
+  opts.block_size = 32;
+  if (q->create(&opts, &self, &err) != LK_OK || !self) {
+    fprintf(stderr, "create failed: %s\n", err.message);
+    return 1;
+  }
+  lk_quant_part_t part = {sizeof part, 0, NULL, 0};
+  if (q->part_count(self) != 1 || q->part_info(self, 0, 1, 96, &part, &err) != LK_OK ||
+      part.nbytes != 108 || !part.name || strcmp(part.name, "blocks") != 0 ||
+      q->row_bytes(self, 96) != 108 || q->row_bytes(self, 33) != 0) {
+    fprintf(stderr, "layout of a [1, 96] tensor is not one 108-byte part \"blocks\"\n");
+    return 1;
+  }
   unsigned char want[108], got[108];
   memset(want, 0, sizeof want);
   want[2] = 0x80, want[3] = 0x3F; /* d = 1.0f */
   memcpy(want + 4, k_q1, 32);
   want[72 + 3] = 0x40; /* d = 2.0f */
   memcpy(want + 76, k_q3, 32);
-  lk_error_t err = {sizeof err, 0, ""};
   memset(got, 0xEE, sizeof got);
+  void *parts[1] = {got};
   /* one row of 96 values */
-  if (q->quantize(k_in, got, 1, 96, &err) != LK_OK) {
+  if (q->quantize(self, k_in, 1, 96, parts, &err) != LK_OK) {
     fprintf(stderr, "quantize failed: %s\n", err.message);
     return 1;
   }
@@ -73,7 +92,8 @@ int main(int argc, char **argv) {
       bad = 1;
     }
   float back[96];
-  if (q->dequantize(got, back, 1, 96, &err) != LK_OK) {
+  const void *cparts[1] = {got};
+  if (q->dequantize(self, cparts, 0, 1, 96, back, &err) != LK_OK) {
     fprintf(stderr, "dequantize failed: %s\n", err.message);
     return 1;
   }
@@ -82,10 +102,21 @@ int main(int argc, char **argv) {
       fprintf(stderr, "dequantized block value %d wrong\n", i);
       bad = 1;
     }
-  if (q->quantize(k_in, got, 1, 33, &err) != LK_ERR_SHAPE) {
+  /* the same bytes as three rows of 32: row 2 alone, from row0 = 2 */
+  if (q->dequantize(self, cparts, 2, 1, 32, back, &err) != LK_OK) {
+    fprintf(stderr, "dequantize of row 2 failed: %s\n", err.message);
+    return 1;
+  }
+  for (int i = 0; i < 32; i++)
+    if (back[i] != 2.0f * k_q3[i]) {
+      fprintf(stderr, "row 2 value %d wrong\n", i);
+      bad = 1;
+    }
+  if (q->quantize(self, k_in, 1, 33, parts, &err) != LK_ERR_SHAPE) {
     fprintf(stderr, "ncols 33 not refused\n");
     bad = 1;
   }
+  q->destroy(self);
   if (!bad) printf("sdk: skel_q8_f32 matches its specification byte for byte\n");
   return bad;
 }

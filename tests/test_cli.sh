@@ -77,7 +77,7 @@ run_case help_exits_0               0 "out:plugins"                             
 run_case plugins_lists_cpu          0 "out:cpu"                                 plugins
 run_case plugins_json_is_valid      0 "json:True"                               plugins --json
 run_case plugins_json_has_cpu       0 "json:'org.lorakit.cpu' in strings and 'cpu' in strings" plugins --json
-run_case plugins_json_backend_devices 0 "json:any(b['name'] == 'cpu' and b['devices'] and all(k in b['devices'][0]['limits'] for k in ('max_alloc', 'offset_align', 'unified_memory', 'driver')) and {'matmul', 'lora_forward', 'merge'} <= set(b['ops']) for b in doc['backends'])" plugins --json
+run_case plugins_json_backend_devices 0 "json:any(b['name'] == 'cpu' and b['devices'] and all(k in b['devices'][0]['limits'] for k in ('max_alloc', 'offset_align', 'unified_memory', 'driver')) and {'matmul', 'lora_forward', 'merge', 'rmsnorm', 'rope', 'attention', 'cross_entropy', 'adamw'} <= set(b['ops']) for b in doc['backends'])" plugins --json
 run_case plugins_json_lists_loaders 0 "json:{'gguf', 'gguf-lora', 'hf', 'peft', 'safetensors'} <= {l['name'] for l in doc['loaders']} and isinstance(doc['quantisers'], list)" plugins --json
 run_case plugins_help_exits_0       0 "out:plugins"                             plugins --help
 run_case unknown_command_exits_2    2 "err:frobnicate"                          frobnicate

@@ -8,8 +8,8 @@
 /* ---- status codes ---- */
 
 START_TEST(strerror_names_every_code_distinctly) {
-  const char *seen[18];
-  for (int32_t c = 0; c >= LK_ERR_INTERNAL; c--) {
+  const char *seen[20];
+  for (int32_t c = 0; c >= LK_ERR_SECURITY; c--) { /* LK_ERR_SECURITY (-19) is the last code */
     const char *z = lk_strerror(c);
     ck_assert_msg(z != NULL && z[0] != 0, "lk_strerror(%d) empty", c);
     ck_assert_msg(strcmp(z, "unknown status") != 0, "lk_strerror(%d) says unknown", c);
@@ -27,7 +27,7 @@ START_TEST(strerror_text_of_invalid_arg) {
 END_TEST
 
 START_TEST(strerror_unknown_codes_say_so) {
-  const int32_t unknown[] = {1, 42, LK_ERR_INTERNAL - 1, -1000, INT32_MIN, INT32_MAX};
+  const int32_t unknown[] = {1, 42, LK_ERR_SECURITY - 1, -1000, INT32_MIN, INT32_MAX};
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
     const char *z = lk_strerror(unknown[i]);
     ck_assert_ptr_nonnull(z);

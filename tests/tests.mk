@@ -20,26 +20,34 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 
-TEST_SUITES  := core plugins lora
+TEST_SUITES  := abi core plugins hosts lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
-TEST_SUITES  += formats badinput model_ops
+TEST_SUITES  += formats badinput model_ops quant
 TEST_SUITES  += engine gpusim
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
 # Test plugins: lorakit-NAME.so from tests/plugins/SRC.c with extra flags.
 TP_DIR       := $(B)/tests/plugins
-TP_NAMES     := bad-nosym bad-abi2 bad-abi0 bad-size bad-tail bad-dupcpu bad-duptwin \
-                bad-init bad-entry bad-nullout bad-dupcount test-count test-minor test-two
+TP_NAMES     := bad-nosym bad-abi3 bad-abi1 bad-size bad-duptwin bad-dupquant \
+                bad-init bad-entry bad-nullout bad-dupcount test-count test-minor test-two \
+                test-tail test-dupcpu test-variant5 test-variant9 test-variantneg
 TP_SOS       := $(TP_NAMES:%=$(TP_DIR)/lorakit-%.so)
 TP_SRC_bad-nosym    := bad_nosym
-TP_SRC_bad-abi2     := bad_abi
-TP_DEF_bad-abi2     := -DTP_ABI_MAJOR=3 -DTP_ABI_MINOR=0
-TP_SRC_bad-abi0     := bad_abi
-TP_DEF_bad-abi0     := -DTP_ABI_MAJOR=1 -DTP_ABI_MINOR=9
+TP_SRC_bad-abi3     := bad_abi
+TP_DEF_bad-abi3     := -DTP_ABI_MAJOR=3 -DTP_ABI_MINOR=0
+TP_SRC_bad-abi1     := bad_abi
+TP_DEF_bad-abi1     := -DTP_ABI_MAJOR=1 -DTP_ABI_MINOR=9
 TP_SRC_bad-size     := bad_size
-TP_SRC_bad-tail     := bad_tail
-TP_SRC_bad-dupcpu   := bad_dupcpu
+TP_SRC_test-tail    := test_tail
+TP_SRC_test-dupcpu  := test_dupcpu
+TP_SRC_bad-dupquant := bad_dupquant
+TP_SRC_test-variant5   := test_variant
+TP_DEF_test-variant5   := -DTP_VARIANT_SCORE=5 -DTP_VARIANT_ID='"org.lorakit.test.variant5"'
+TP_SRC_test-variant9   := test_variant
+TP_DEF_test-variant9   := -DTP_VARIANT_SCORE=9 -DTP_VARIANT_ID='"org.lorakit.test.variant9"'
+TP_SRC_test-variantneg := test_variant
+TP_DEF_test-variantneg := -DTP_VARIANT_SCORE=-1 -DTP_VARIANT_ID='"org.lorakit.test.variantneg"'
 TP_SRC_bad-duptwin  := bad_duptwin
 TP_SRC_bad-init     := bad_init
 TP_SRC_bad-entry    := bad_entry
@@ -47,7 +55,7 @@ TP_DEF_bad-entry    := -DTP_ENTRY_MODE=1
 TP_SRC_bad-nullout  := bad_entry
 TP_DEF_bad-nullout  := -DTP_ENTRY_MODE=2
 TP_SRC_bad-dupcount := test_count
-TP_DEF_bad-dupcount := -DTP_COUNT_BACKEND='"cpu"'
+TP_DEF_bad-dupcount := -DTP_COUNT_TWIN
 TP_SRC_test-count   := test_count
 TP_SRC_test-minor   := test_minor
 TP_SRC_test-two     := test_two
@@ -110,12 +118,21 @@ $(B)/tests/bin/test_registry $(B)/tests/bin/test_registry_files $(B)/tests/bin/t
 # (../shared/fixtures beside the repository; without it they print SKIP).
 LK_FIXTURES ?= $(abspath ../shared/fixtures)
 export LK_FIXTURES
-FMT_SUITES   := formats badinput model_ops
+FMT_SUITES   := formats badinput model_ops quant
 $(FMT_SUITES:%=$(B)/tests/bin/test_%): $(B)/tests/bin/test_%: tests/test_%.c tests/test_fmt_util.h $(TEST_HDRS) \
   $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ljansson -lcrypto -ldl -lm
+
+# The ops suite (tests/test_ops.c, test_ops_lora.c, helpers in test_ops.h)
+# links the naive double-precision references of tests/ref.
+OPS_REF_SRC  := $(wildcard tests/ref/*.c)
+$(B)/tests/bin/test_ops: tests/test_ops.c tests/test_ops_lora.c tests/test_ops.h $(OPS_REF_SRC) tests/ref/ref.h \
+  $(TEST_HDRS) $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/ref -o $@ tests/test_ops.c tests/test_ops_lora.c $(OPS_REF_SRC) \
+	  $(LDFLAGS) -L$(B) -llorakit -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
 
 # The transformer ops of the cpu backend (test_ops_nn.c), built from their
 # sources and the references, not through the plugin ABI. Until
@@ -155,6 +172,8 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 	@fail=0; \
 	bash tests/header_alone.sh "$(CC)" || fail=1; \
 	bash tests/check_exports.sh $(B) || fail=1; \
+	bash tests/check_thread_tags.sh || fail=1; \
+	bash tests/abi/staging_test.sh $(B) "$(CC)" || fail=1; \
 	for t in $(TEST_BINS); do \
 	  LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} $$t || { echo "FAILED: $$t"; fail=1; }; \
 	done; \

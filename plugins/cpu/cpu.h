@@ -53,6 +53,7 @@ struct lk_buffer_t {
 struct lk_fence_t {
   uint64_t magic;
   int32_t status;
+  const void *owner; /* the cpu_backend_t that made it: another one refuses it */
   struct lk_fence_t *prev, *next; /* the backend's live fences */
 };
 #define CPU_FENCE_MAGIC 0x6c6b637075666e63ull /* "lkcpufnc" */

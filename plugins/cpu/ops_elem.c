@@ -144,8 +144,8 @@ int32_t cpu_elem_plan(const lk_op_t *op, cpu_plan_t *p, lk_error_t *err) {
     for (int i = 0; i < 5; i++) {
       if (i == 1 && !e[1].data && !e[1].dtype) continue;
       if (e[i].dtype != LK_DTYPE_F32) return efail(err, LK_ERR_DTYPE, "adamw: %s must be f32", nm[i]);
-      if (i != 1 && (!contiguous(&e[i]) || numel(&e[i]) != numel(&e[0])))
-        return efail(err, LK_ERR_SHAPE, "adamw: %s must be packed and of grad's size", nm[i]);
+      if (i != 1 && (!contiguous(&e[i]) || !same_shape(&e[i], &e[0])))
+        return efail(err, LK_ERR_SHAPE, "adamw: %s must be packed and of grad's shape", nm[i]);
     }
     if ((e[1].data || e[1].dtype) && numel(&e[1]) != 1)
       return efail(err, LK_ERR_SHAPE, "adamw: sumsq must be one element");

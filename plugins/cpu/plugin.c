@@ -383,6 +383,7 @@ static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fen
     f = calloc(1, sizeof *f);
     if (!f) return cpu_fail(err, LK_ERR_NOMEM, "cpu submit: out of memory for a fence");
     f->magic = CPU_FENCE_MAGIC;
+    f->owner = be;
   }
   int32_t rc = cpu_run_batch(be, ops, n_ops, err);
   if (f && rc == LK_OK) {
@@ -399,14 +400,19 @@ static int32_t cpu_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fen
 
 static int32_t cpu_fence_wait(void *self, lk_fence_t *f, uint64_t timeout_ns, lk_error_t *err) {
   (void)timeout_ns;
-  if (!self || !f || f->magic != CPU_FENCE_MAGIC)
-    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu fence_wait: NULL or unknown fence");
+  if (!self || !f || f->magic != CPU_FENCE_MAGIC || f->owner != self)
+    return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu fence_wait: NULL or unknown fence (or another backend's)");
   return f->status;
 }
 
 static void cpu_fence_free(void *self, lk_fence_t *f) {
   cpu_backend_t *be = self;
   if (!be || !f || f->magic != CPU_FENCE_MAGIC) return;
+  if (f->owner != be) { /* unlinking it here would corrupt both backends' lists */
+    if (cpu_refs.host && cpu_refs.host->log)
+      cpu_refs.host->log(LK_LOG_WARN, CPU_PLUGIN_ID, "fence_free: another backend's fence ignored");
+    return;
+  }
   if (f->prev) f->prev->next = f->next;
   else be->fences = f->next;
   if (f->next) f->next->prev = f->prev;

@@ -85,6 +85,8 @@ static int32_t check_quant(cpu_backend_t *be, const vctx *v, const lk_view_t *t,
                  t->ndim);
   if (t->shape[0] <= 0 || t->shape[1] <= 0)
     return vfail(v, LK_ERR_SHAPE, "%s has a dimension that is not positive", name);
+  if (t->n_parts && !t->parts) /* read below for every further part */
+    return vfail(v, LK_ERR_INVALID_ARG, "%s: n_parts is %u but parts is NULL", name, t->n_parts);
   lk_error_t qe = {sizeof qe, 0, {0}};
   void *self = NULL;
   int32_t rc = q->create((const lk_quant_opts_t *)t->qopts, &self, &qe);
@@ -225,6 +227,14 @@ static int32_t check_flag(const vctx *v, uint32_t value, const char *what) {
   return LK_OK;
 }
 
+/* LK_COMPUTE_BF16 is accepted and runs in f32 (lorakit_ops.h: "a backend
+ * without it runs f32"); other values are not precisions this ABI knows. */
+static int32_t check_compute(const vctx *v, int32_t compute) {
+  if (compute != LK_COMPUTE_F32 && compute != LK_COMPUTE_BF16)
+    return vfail(v, LK_ERR_INVALID_ARG, "compute is %d, must be LK_COMPUTE_F32 (0) or LK_COMPUTE_BF16 (1)", (int)compute);
+  return LK_OK;
+}
+
 /* A parameter struct of the op: at least its struct_size field, and an
  * unknown tail (a newer caller's fields) all zero. Copies what it knows of
  * it over the defaults in out (size bytes). */
@@ -277,6 +287,7 @@ static int32_t plan_matmul(cpu_backend_t *be, const vctx *v, const lk_op_t *op, 
   TRY(check_flag(v, mp.trans_w, "trans_w"));
   TRY(check_flag(v, mp.accumulate, "accumulate"));
   if (!isfinite(mp.alpha)) return vfail(v, LK_ERR_INVALID_ARG, "alpha is not finite");
+  TRY(check_compute(v, mp.compute));
   cpu_mat_t *x = &p->m[0], *W = &p->m[1], *y = &p->m[2];
   TRY(check_tensor(be, v, &op->src[0], "x", ROLE_ACT, ALLOW_F32, x));
   TRY(check_tensor(be, v, &op->src[1], "W", ROLE_MATRIX, ALLOW_QUANT, W));
@@ -320,6 +331,8 @@ static int32_t plan_lora_params(const vctx *v, const lk_op_t *op, cpu_plan_t *p)
   TRY(read_params(v, op->params, &lp, sizeof lp));
   TRY(check_scale(v, lp.scale));
   TRY(check_flag(v, lp.accumulate, "accumulate"));
+  TRY(check_compute(v, lp.compute));
+  if (lp.reserved0) return vfail(v, LK_ERR_INVALID_ARG, "reserved0 is %u, must be 0", lp.reserved0);
   if (!(lp.dropout >= 0.0f && lp.dropout < 1.0f))
     return vfail(v, LK_ERR_INVALID_ARG, "dropout %g is not in [0, 1)", (double)lp.dropout);
   p->s = lp.scale;
@@ -411,6 +424,8 @@ static int32_t plan_merge(cpu_backend_t *be, const vctx *v, const lk_op_t *op, c
   return LK_OK;
 }
 
+#define STRIDED_REACH_MAX ((int64_t)1 << 56) /* elements one dimension of a view may span */
+
 /* A strided operand of an elementwise op: any strides, inside its buffer. */
 static int32_t check_strided(cpu_backend_t *be, const vctx *v, const lk_view_t *t, const char *name,
                              cpu_strided_t *e) {
@@ -436,7 +451,14 @@ static int32_t check_strided(cpu_backend_t *be, const vctx *v, const lk_view_t *
       return vfail(v, LK_ERR_SHAPE, "%s: stride %u is %lld", name, d, (long long)t->stride[d]);
     e->shape[d] = t->shape[d];
     e->stride[d] = t->stride[d];
-    int64_t reach = (t->shape[d] - 1) * t->stride[d];
+    /* (2^40 - 1) x 2^40 overflows 64 bits, and a wrapped reach would pass
+     * the buffer check below: bound each dimension's reach (no buffer holds
+     * 2^56 elements), which also keeps the sums of eight in range. */
+    int64_t n1 = t->shape[d] - 1, as = t->stride[d] < 0 ? -t->stride[d] : t->stride[d];
+    if (n1 > 0 && as > STRIDED_REACH_MAX / n1)
+      return vfail(v, LK_ERR_SHAPE, "%s: dimension %u (%lld elements, stride %lld) reaches beyond any buffer", name, d,
+                   (long long)t->shape[d], (long long)t->stride[d]);
+    int64_t reach = n1 * t->stride[d];
     if (reach < 0) lo += reach; else hi += reach;
   }
   if (!be) return LK_OK;

@@ -46,16 +46,23 @@ enum {
 /* ---- ggml types ---------------------------------------------------------- */
 
 typedef struct gguf_type_info_t {
-  const char *name; /* lower-case ggml name: "f32", "q4_0", "q4_k", "iq4_xs" */
+  const char *name; /* lower-case ggml name: "f32", "q4_0", "q4_k" (static storage) */
   uint32_t block;   /* elements per block (1 for plain types) */
   uint32_t size;    /* bytes per block */
   int32_t dtype;    /* LK_DTYPE_* (LK_DTYPE_QUANT for block types) */
 } gguf_type_info_t;
 
-/* The entry of ggml type id `type`, or NULL when unknown or removed. */
-const gguf_type_info_t *gguf_type_info(uint32_t type);
-/* ggml type id of a plain LK dtype, or of a quantised block format by name
- * (case-insensitive); -1 when GGUF has none. */
+/* Where quantised types come from: the host services find_quantiser_gguf
+ * and find_quantiser (set at plugin init; a test or fuzz target may set its
+ * own). Unset, only plain types are known. */
+typedef const lk_quantiser_vt_t *(*gguf_qfind_type_fn)(int32_t gguf_type);
+typedef const lk_quantiser_vt_t *(*gguf_qfind_name_fn)(const char *name);
+void gguf_set_quantisers(gguf_qfind_type_fn by_type, gguf_qfind_name_fn by_name);
+/* The entry of ggml type id `type` into *out: 1, or 0 when it is neither a
+ * plain type nor provided by a loaded quantiser. */
+int gguf_type_get(uint32_t type, gguf_type_info_t *out);
+/* ggml type id of a plain LK dtype, or of a quantised block format by its
+ * quantiser's name (case-insensitive); -1 when GGUF has none. */
 int32_t gguf_type_from_dtype(int32_t dtype, const char *qformat);
 /* "u8".."f64", "bool", "string", "array"; "?" when out of range. */
 const char *gguf_value_type_name(uint32_t t);

@@ -23,68 +23,61 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- the ggml type table ---------------------------------------------------
- * Block sizes and bytes per block from ggml's type traits (gguf-py
- * GGML_QUANT_SIZES, QK_K = 256). Ids 4, 5 (q4_2, q4_3), 31-33 (q4_0_4_4,
- * q4_0_4_8, q4_0_8_8) and 36-38 (iq4_nl_4_4, ...) were removed from ggml and
- * are refused. */
-#define QK_K 256
-static const gguf_type_info_t gguf_types[] = {
-    [0] = {"f32", 1, 4, LK_DTYPE_F32},
-    [1] = {"f16", 1, 2, LK_DTYPE_F16},
-    [2] = {"q4_0", 32, 2 + 16, LK_DTYPE_QUANT},
-    [3] = {"q4_1", 32, 2 + 2 + 16, LK_DTYPE_QUANT},
-    [6] = {"q5_0", 32, 2 + 4 + 16, LK_DTYPE_QUANT},
-    [7] = {"q5_1", 32, 2 + 2 + 4 + 16, LK_DTYPE_QUANT},
-    [8] = {"q8_0", 32, 2 + 32, LK_DTYPE_QUANT},
-    [9] = {"q8_1", 32, 4 + 4 + 32, LK_DTYPE_QUANT},
-    [10] = {"q2_k", QK_K, 2 + 2 + QK_K / 16 + QK_K / 4, LK_DTYPE_QUANT},
-    [11] = {"q3_k", QK_K, 2 + QK_K / 4 + QK_K / 8 + 12, LK_DTYPE_QUANT},
-    [12] = {"q4_k", QK_K, 2 + 2 + QK_K / 2 + 12, LK_DTYPE_QUANT},
-    [13] = {"q5_k", QK_K, 2 + 2 + QK_K / 2 + QK_K / 8 + 12, LK_DTYPE_QUANT},
-    [14] = {"q6_k", QK_K, 2 + QK_K / 2 + QK_K / 4 + QK_K / 16, LK_DTYPE_QUANT},
-    [15] = {"q8_k", QK_K, 4 + QK_K + QK_K / 8, LK_DTYPE_QUANT},
-    [16] = {"iq2_xxs", QK_K, 2 + QK_K / 4, LK_DTYPE_QUANT},
-    [17] = {"iq2_xs", QK_K, 2 + QK_K / 4 + QK_K / 32, LK_DTYPE_QUANT},
-    [18] = {"iq3_xxs", QK_K, 2 + QK_K / 4 + QK_K / 8, LK_DTYPE_QUANT},
-    [19] = {"iq1_s", QK_K, 2 + QK_K / 8 + QK_K / 16, LK_DTYPE_QUANT},
-    [20] = {"iq4_nl", 32, 2 + 16, LK_DTYPE_QUANT},
-    [21] = {"iq3_s", QK_K, 2 + QK_K / 4 + QK_K / 8 + QK_K / 32 + 4, LK_DTYPE_QUANT},
-    [22] = {"iq2_s", QK_K, 2 + QK_K / 4 + QK_K / 16, LK_DTYPE_QUANT},
-    [23] = {"iq4_xs", QK_K, 2 + 2 + QK_K / 2 + QK_K / 64, LK_DTYPE_QUANT},
-    [24] = {"i8", 1, 1, LK_DTYPE_I8},
-    [25] = {"i16", 1, 2, LK_DTYPE_I16},
-    [26] = {"i32", 1, 4, LK_DTYPE_I32},
-    [27] = {"i64", 1, 8, LK_DTYPE_I64},
-    [28] = {"f64", 1, 8, LK_DTYPE_F64},
-    [29] = {"iq1_m", QK_K, QK_K / 8 + QK_K / 16 + QK_K / 32, LK_DTYPE_QUANT},
-    [30] = {"bf16", 1, 2, LK_DTYPE_BF16},
-    [34] = {"tq1_0", QK_K, 2 + 4 * 13, LK_DTYPE_QUANT},
-    [35] = {"tq2_0", QK_K, 2 + 64, LK_DTYPE_QUANT},
-    [39] = {"mxfp4", 32, 1 + 16, LK_DTYPE_QUANT},
-    [40] = {"nvfp4", 64, 4 + 32, LK_DTYPE_QUANT},
-    [41] = {"q1_0", 128, 2 + 16, LK_DTYPE_QUANT},
-    [42] = {"q2_0", 64, 2 + 16, LK_DTYPE_QUANT},
+/* ---- ggml types --------------------------------------------------------------
+ * Plain types are the loader's own (one element per "block"). Quantised
+ * block formats come from the quantiser plugins: their GGML type ids, names
+ * and block geometry are the quantisers' data, found through the host's
+ * find_quantiser_gguf / find_quantiser (one source of truth). Without a
+ * quantiser for a type, a tensor of that type is refused by name. */
+static const struct {
+  uint32_t id;
+  gguf_type_info_t info;
+} gguf_plain[] = {
+    {0, {"f32", 1, 4, LK_DTYPE_F32}},  {1, {"f16", 1, 2, LK_DTYPE_F16}},   {24, {"i8", 1, 1, LK_DTYPE_I8}},
+    {25, {"i16", 1, 2, LK_DTYPE_I16}}, {26, {"i32", 1, 4, LK_DTYPE_I32}},  {27, {"i64", 1, 8, LK_DTYPE_I64}},
+    {28, {"f64", 1, 8, LK_DTYPE_F64}}, {30, {"bf16", 1, 2, LK_DTYPE_BF16}},
 };
-#define GGUF_N_TYPES (sizeof gguf_types / sizeof gguf_types[0])
+#define GGUF_N_PLAIN (sizeof gguf_plain / sizeof gguf_plain[0])
 
-const gguf_type_info_t *gguf_type_info(uint32_t type) {
-  if (type >= GGUF_N_TYPES || !gguf_types[type].name) return NULL;
-  return &gguf_types[type];
+/* Set once at plugin init (serialised by the core), read afterwards. */
+static gguf_qfind_type_fn gguf_qfind_type;
+static gguf_qfind_name_fn gguf_qfind_name;
+
+void gguf_set_quantisers(gguf_qfind_type_fn by_type, gguf_qfind_name_fn by_name) {
+  gguf_qfind_type = by_type;
+  gguf_qfind_name = by_name;
+}
+
+int gguf_type_get(uint32_t type, gguf_type_info_t *out) {
+  for (size_t i = 0; i < GGUF_N_PLAIN; i++)
+    if (gguf_plain[i].id == type) {
+      *out = gguf_plain[i].info;
+      return 1;
+    }
+  const lk_quantiser_vt_t *vt = gguf_qfind_type && type <= INT32_MAX ? gguf_qfind_type((int32_t)type) : NULL;
+  if (!vt || !vt->name || !vt->block_elems || !vt->block_bytes || vt->gguf_type != (int32_t)type) return 0;
+  out->name = vt->name;
+  out->block = vt->block_elems;
+  out->size = vt->block_bytes;
+  out->dtype = LK_DTYPE_QUANT;
+  return 1;
 }
 
 int32_t gguf_type_from_dtype(int32_t dtype, const char *qformat) {
   if (dtype != LK_DTYPE_QUANT) {
-    for (uint32_t i = 0; i < GGUF_N_TYPES; i++)
-      if (gguf_types[i].name && gguf_types[i].dtype == dtype) return (int32_t)i;
+    for (size_t i = 0; i < GGUF_N_PLAIN; i++)
+      if (gguf_plain[i].info.dtype == dtype) return (int32_t)gguf_plain[i].id;
     return -1;
   }
-  if (!qformat) return -1;
-  for (uint32_t i = 0; i < GGUF_N_TYPES; i++)
-    if (gguf_types[i].name && gguf_types[i].dtype == LK_DTYPE_QUANT &&
-        !strcasecmp(gguf_types[i].name, qformat))
-      return (int32_t)i;
-  return -1;
+  if (!qformat || !gguf_qfind_name) return -1;
+  char lower[64]; /* quantiser names are lower case ("q4_k"); accept "Q4_K" too */
+  size_t k = 0;
+  for (; qformat[k] && k + 1 < sizeof lower; k++)
+    lower[k] = (char)(qformat[k] >= 'A' && qformat[k] <= 'Z' ? qformat[k] - 'A' + 'a' : qformat[k]);
+  if (qformat[k]) return -1;
+  lower[k] = 0;
+  const lk_quantiser_vt_t *vt = gguf_qfind_name(lower);
+  return vt && vt->gguf_type >= 0 ? vt->gguf_type : -1;
 }
 
 static const char *const gguf_vtype_names[GGUF_T_COUNT] = {
@@ -385,9 +378,11 @@ static int32_t gguf_read_alignment(gguf_cur_t *c, gguf_file_t *f) {
 /* ---- tensor infos ------------------------------------------------------------------------ */
 
 static int32_t gguf_tensor_size(gguf_cur_t *c, gguf_tensor_t *t) {
-  const gguf_type_info_t *ti = gguf_type_info(t->type);
-  if (!ti)
-    return gguf_perr(c, LK_ERR_UNSUPPORTED, "tensor '%s' has ggml type %u, unknown or removed from ggml",
+  gguf_type_info_t tinfo, *ti = &tinfo;
+  if (!gguf_type_get(t->type, ti))
+    return gguf_perr(c, LK_ERR_UNSUPPORTED,
+                     "tensor %s has GGML type %u (no quantiser plugin provides it; install lorakit-quant-ggml; "
+                     "or the type is unknown or removed from ggml)",
                      t->name, t->type);
   uint64_t nel = 1;
   for (uint32_t d = 0; d < t->n_dims; d++)

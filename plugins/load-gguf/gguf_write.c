@@ -318,7 +318,9 @@ static int32_t gguf_plan_tensor(gguf_plan_t *p, uint64_t i, const lk_tensor_t *s
   if (src->ndim > GGUF_MAX_DIMS)
     return gguf_fail(p->err, LK_ERR_SHAPE, "%s: tensor '%s' has %u dimensions; GGUF holds at most %d",
                      p->path, canon, src->ndim, GGUF_MAX_DIMS);
-  const gguf_type_info_t *ti = gguf_type_info((uint32_t)type);
+  gguf_type_info_t tinfo, *ti = &tinfo;
+  if (!gguf_type_get((uint32_t)type, ti))
+    return gguf_fail(p->err, LK_ERR_DTYPE, "%s: tensor '%s': GGML type %d has no quantiser", p->path, canon, type);
   w->type = (uint32_t)type;
   w->n_dims = src->ndim ? src->ndim : 1;
   for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) w->ne[d] = 1;

@@ -369,7 +369,10 @@ static int32_t gguf_tensor_info(void *file, int64_t index, lk_tensor_info_t *out
                      "gguf tensor_info: lk_tensor_info_t struct_size %u is too small (set it to sizeof)",
                      out->struct_size);
   const gguf_tensor_t *t = &h->f.tensors[index];
-  const gguf_type_info_t *ti = gguf_type_info(t->type);
+  gguf_type_info_t tinfo, *ti = &tinfo;
+  if (!gguf_type_get(t->type, ti)) /* the parser checked it: a quantiser cannot vanish */
+    return gguf_fail(err, LK_ERR_INTERNAL, "%s: tensor '%s': GGML type %u lost its quantiser", h->path, t->name,
+                     t->type);
   out->dtype = ti->dtype;
   out->ndim = t->n_dims;
   out->reserved0 = 0;
@@ -398,9 +401,9 @@ static int32_t gguf_perm_heads(gguf_handle_t *h, int64_t index, uint64_t *n_head
                      "%s: tensor '%s' is stored row-permuted but %s.attention.head_count%s is missing",
                      h->path, t->name, h->arch, perm == GGUF_PERM_K ? "(_kv)" : "");
   }
-  const gguf_type_info_t *ti = gguf_type_info(t->type);
+  gguf_type_info_t ti;
   uint64_t d = (uint64_t)t->ne[t->n_dims - 1];
-  if (d % (2 * (uint64_t)n) || (t->n_dims == 1 && ti->block != 1))
+  if (d % (2 * (uint64_t)n) || (t->n_dims == 1 && (!gguf_type_get(t->type, &ti) || ti.block != 1)))
     return gguf_fail(err, h->lora ? LK_ERR_MISMATCH : LK_ERR_FORMAT,
                      "%s: tensor '%s' has %llu rows, which do not split into %lld heads of row pairs for the "
                      "RoPE un-permutation",
@@ -611,6 +614,10 @@ static const lk_loader_factory_t gguf_factory = {sizeof(lk_loader_factory_t), gg
 static int32_t gguf_init(const lk_host_api_t *host, lk_error_t *err) {
   if (!host) return gguf_fail(err, LK_ERR_INVALID_ARG, "%s init: NULL host table", GGUF_PLUGIN_ID);
   plug_refs_acquire(&gguf_refs, host);
+  /* Quantised GGML types (ids, names, block sizes) come from the quantiser
+   * plugins; a host too old to offer them leaves the loader plain-only. */
+  if (LK_HAS_FIELD(host, lk_host_api_t, find_quantiser_gguf) && host->find_quantiser_gguf && host->find_quantiser)
+    gguf_set_quantisers(host->find_quantiser_gguf, host->find_quantiser);
   return LK_OK;
 }
 

@@ -10,9 +10,14 @@
 #   make abi-gate-test  the gate's own test: a liblorakit built from a copy of
 #                       the tree with two fields of lk_lora_config_t swapped
 #                       must fail it; one with a function and a struct field
-#                       added must pass; a removed function must fail
-#   make abi-compat     the example plugin built against the v1.0 plugin
-#                       headers (tests/abi/v1.0) loads in the current core
+#                       added must pass; a removed function must fail; a
+#                       field appended to the FROZEN lk_tensor_t must fail
+#   make abi-compat     abi-compat-pairs (compat_pairs.sh: plugins, stand-in
+#                       cores, hosts and liblorakit built from the frozen 2.0
+#                       headers, tests/abi/v2.0, and from a synthetic 2.1,
+#                       tests/abi/v2.1, in all four old/new pairings), then
+#                       the example plugin built against tests/abi/v2.0
+#                       loads in the current core (compat_test.sh)
 #
 # The baseline is the dump of the gcc build ($(B) = build, OPT = -O2).
 
@@ -28,10 +33,10 @@ abi-baseline: $(LIB)
 abi-gate-test: $(LIB)
 	@bash tests/abi/abi_gate_test.sh $(B) "$(MAKE)"
 
-# The plugin sees only the v1.0 copies: no -Iabi (CFLAGS is not used).
-$(COMPAT_DIR)/plugins/lorakit-skeleton.so: examples/plugin-skeleton/skeleton.c $(wildcard tests/abi/v1.0/*.h) | $(B)/.bootstrap
+# The plugin sees only the frozen 2.0 copies: no -Iabi (CFLAGS is not used).
+$(COMPAT_DIR)/plugins/lorakit-skeleton.so: examples/plugin-skeleton/skeleton.c $(wildcard tests/abi/v2.0/*.h) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -fPIC -fvisibility=hidden -Itests/abi/v1.0 \
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -fPIC -fvisibility=hidden -Itests/abi/v2.0 \
 	  -MMD -MF $(COMPAT_DIR)/skeleton.d -shared -o $@ $< -lm
 
 $(COMPAT_DIR)/compat_load: tests/abi/compat_load.c $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
@@ -43,7 +48,10 @@ $(COMPAT_DIR)/skel_check: tests/sdk_skeleton_check.c $(wildcard abi/*.h) | $(B)/
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -Iabi -o $@ $< -ldl
 
-abi-compat: all $(COMPAT_DIR)/plugins/lorakit-skeleton.so $(COMPAT_DIR)/compat_load $(COMPAT_DIR)/skel_check
+abi-compat-pairs: $(LIB)
+	@bash tests/abi/compat_pairs.sh $(B) "$(CC)"
+
+abi-compat: abi-compat-pairs all $(COMPAT_DIR)/plugins/lorakit-skeleton.so $(COMPAT_DIR)/compat_load $(COMPAT_DIR)/skel_check
 	@bash tests/abi/compat_test.sh $(B)
 
-.PHONY: abi-check abi-baseline abi-gate-test abi-compat
+.PHONY: abi-check abi-baseline abi-gate-test abi-compat abi-compat-pairs

@@ -16,6 +16,11 @@
 #     (abidiff's ABI_INCOMPATIBLE  changed functions, fields moved, resized
 #     bit, or any change that is   or retyped, ...
 #     not an addition)
+#   ANY change to a FROZEN array   FAIL, even a field appended: these travel
+#     struct (lk_tensor_t,         in arrays, whose stride a grown struct
+#     lk_view_t, lk_view_part_t,   changes (abi/lorakit_types.h)
+#     lk_op_t, lk_quant_part_t,
+#     lk_adapter_target_t)
 #
 # --no-update: never write BASELINE (used by the gate's own test).
 # --force: rewrite BASELINE whatever changed (`make abi-baseline`, after a
@@ -44,6 +49,30 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cur=$work/current.abi
+
+# The FROZEN array structs, as HEADERS_DIR declares them, must be the 2.0
+# definitions of tests/abi/v2.0 field for field (comments and spacing
+# aside). This also covers the ones no exported function reaches, which
+# the dump below cannot see.
+frozen_def() { # type dir: the struct's fields, comments and blanks stripped
+  cat "$2"/*.h | sed 's,/\*[^*]*\*/,,g' | awk -v t="$1" '
+    $0 ~ "^typedef struct " t " [{]" { on = 1 }
+    on { gsub(/[[:space:]]+/, " "); print }
+    on && $0 ~ "^} " t ";" { exit }'
+}
+frozen_v20=$(cd "$(dirname "$0")" && pwd)/v2.0
+# ABI_CHECK_NO_TEXT=1 skips this text check (the gate's own test uses it to
+# show that the dump comparison below refuses the same change on its own).
+[ "${ABI_CHECK_NO_TEXT:-0}" = 1 ] || for t in lk_tensor_t lk_view_t lk_view_part_t lk_op_t lk_quant_part_t lk_adapter_target_t; do
+  want=$(frozen_def $t "$frozen_v20")
+  got=$(frozen_def $t "$HDRS")
+  if [ -z "$want" ]; then say "FAILED: $t not found in $frozen_v20"; exit 1; fi
+  if [ "$want" != "$got" ]; then
+    diff <(echo "$want") <(echo "$got")
+    say "FAILED: the FROZEN array struct $t differs from its 2.0 definition (tests/abi/v2.0): it may never change, not even grow"
+    exit 1
+  fi
+done
 
 # Options that make the dump depend on the ABI alone: no paths of the build
 # (corpus path, compilation dir), no source locations (line numbers move),
@@ -102,7 +131,8 @@ fi
 
 # ABI_CHANGE: pass only when every leaf change is an addition.
 abidiff --leaf-changes-only "$BASE" "$cur" >"$work/leaf.txt" 2>&1
-verdict=$(awk '
+frozen_re='[^a-z_0-9](lk_tensor_t|lk_view_t|lk_view_part_t|lk_op_t|lk_quant_part_t|lk_adapter_target_t)[^a-z_0-9]'
+verdict=$(awk -v frozen="$frozen_re" '
   function bad(why) { if (!nbad++) first = why ": " (type != "" ? type ": " : "") trim($0) }
   function trim(z) { sub(/^[[:space:]]+/, "", z); return z }
   /^Removed\/Changed\/Added (functions|variables) summary:/ {
@@ -117,7 +147,11 @@ verdict=$(awk '
   /^[[:space:]]*$/ { next }
   /^[0-9]+ Added (function|variable)s?:$/ { next }
   /^  \[A\] / { next }
-  /^'"'"'.*'"'"' changed:$/ { oldsize = -1; type = $0; sub(/ changed:$/, "", type); next }
+  /^'"'"'.*'"'"' changed:$/ {
+    oldsize = -1; type = $0; sub(/ changed:$/, "", type)
+    if (type ~ frozen) bad("a FROZEN array struct changed (it may never grow; a later need gets a new type)")
+    next
+  }
   /^  type size hasn'"'"'t changed$/ { next }
   /^  type size changed from [0-9]+ to [0-9]+ \(in bits\)$/ {
     if ($7 + 0 <= $5 + 0) bad("a type shrank"); else oldsize = $5 + 0

@@ -8,6 +8,10 @@
 #      passes against the dump of the unmodified build B, and that (temporary)
 #      baseline is rewritten to include them;
 #   3. going back from (2) to B - a removed function - fails as incompatible.
+#   4. one with a field APPENDED to the FROZEN array struct lk_tensor_t fails
+#      against the dump of B twice over: by the header check against
+#      tests/abi/v2.0 and, with that check off (ABI_CHECK_NO_TEXT=1), by the
+#      dump comparison alone, each naming lk_tensor_t.
 # Nothing in the work tree is touched.
 set -u
 B=${1:-build}
@@ -98,6 +102,34 @@ if build "$work/add"; then
   fi
 else
   bad "building the copy with additions"
+fi
+
+# 4. a field appended to a FROZEN array struct
+copy "$work/frozen" || exit 1
+awk '
+  /^} lk_tensor_t;/ { print "  uint64_t gate_test_appended;"; added = 1 }
+  { print }
+  END { if (!added) exit 1 }
+' abi/lorakit_types.h >"$work/frozen/abi/lorakit_types.h" || { echo "abi-gate: lk_tensor_t not found"; exit 1; }
+if build "$work/frozen"; then
+  out=$($check --no-update "$work/frozen/b/liblorakit.so.2" "$work/frozen/abi" "$work/ref.abi" 2>&1)
+  if [ $? = 0 ]; then
+    echo "$out"; bad "a field appended to the frozen lk_tensor_t passed the gate"
+  elif echo "$out" | grep -q "FROZEN array struct lk_tensor_t"; then
+    ok "a field appended to the frozen lk_tensor_t fails: $(echo "$out" | grep FAILED | head -n1)"
+  else
+    echo "$out"; bad "the gate failed on the grown lk_tensor_t, but not as a frozen struct"
+  fi
+  out=$(ABI_CHECK_NO_TEXT=1 $check --no-update "$work/frozen/b/liblorakit.so.2" "$work/frozen/abi" "$work/ref.abi" 2>&1)
+  if [ $? = 0 ]; then
+    echo "$out"; bad "the dump comparison alone let a field appended to the frozen lk_tensor_t pass"
+  elif echo "$out" | grep -q "FROZEN array struct changed" && echo "$out" | grep -q "lk_tensor_t"; then
+    ok "the dump comparison alone refuses it too: $(echo "$out" | grep FAILED | head -n1)"
+  else
+    echo "$out"; bad "the dump comparison failed on the grown lk_tensor_t, but not as a frozen struct"
+  fi
+else
+  bad "building the copy with a grown lk_tensor_t"
 fi
 
 [ $fail = 0 ] && echo "abi-gate: passed"

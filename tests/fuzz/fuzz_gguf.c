@@ -64,8 +64,30 @@ static void fuzz_data(const gguf_file_t *f) {
   if (sum == 1) __asm__ volatile("" ::: "memory"); /* keep the reads */
 }
 
+/* The parser takes quantised types from the quantiser plugins; here a few
+ * stand-ins with GGML's block geometry (ids, elements, bytes) let files with
+ * quantised tensors through to the rest of the loader. */
+#define FZ_Q(NAME, ID, ELEMS, BYTES) \
+  {.struct_size = sizeof(lk_quantiser_vt_t), .name = NAME, .gguf_type = ID, .block_elems = ELEMS, .block_bytes = BYTES}
+static const lk_quantiser_vt_t fz_quants[] = {FZ_Q("q4_0", 2, 32, 18), FZ_Q("q8_0", 8, 32, 34),
+                                              FZ_Q("q4_k", 12, 256, 144), FZ_Q("q6_k", 14, 256, 210)};
+#define FZ_NQ (sizeof fz_quants / sizeof fz_quants[0])
+
+static const lk_quantiser_vt_t *fz_by_type(int32_t type) {
+  for (size_t i = 0; i < FZ_NQ; i++)
+    if (fz_quants[i].gguf_type == type) return &fz_quants[i];
+  return NULL;
+}
+
+static const lk_quantiser_vt_t *fz_by_name(const char *name) {
+  for (size_t i = 0; i < FZ_NQ; i++)
+    if (!strcmp(fz_quants[i].name, name)) return &fz_quants[i];
+  return NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char msg[512];
+  gguf_set_quantisers(fz_by_type, fz_by_name);
   gguf_file_t f;
   if (gguf_parse(data, size, "fuzz.gguf", GGUF_PARSE_KV_ONLY, &f, msg, sizeof msg) == LK_OK)
     gguf_file_free(&f);

@@ -1,8 +1,8 @@
 /* bad_abi.c - a plugin that speaks another ABI major: it writes back
  * TP_ABI_MAJOR.TP_ABI_MINOR and returns LK_OK, as a plugin built for another
  * major would. The host must check the major itself and refuse, naming both
- * versions and the file. Built as lorakit-bad-abi2.so (2.0) and
- * lorakit-bad-abi0.so (0.9, below the host's minimum). */
+ * versions and the file. Built as lorakit-bad-abi3.so (3.0) and
+ * lorakit-bad-abi1.so (1.9, the previous major). */
 #define TP_NO_EXTENSION
 #include "tp_common.h"
 

@@ -5,9 +5,9 @@
  * reference-counted across contexts.
  *
  * Built twice: lorakit-test-count.so (backend "test_count") and, with
- * -DTP_COUNT_BACKEND='"cpu"', lorakit-bad-dupcount.so, a duplicate of the cpu
- * backend that the host refuses; its counters show whether the host left it
- * finalised. */
+ * -DTP_COUNT_TWIN, lorakit-bad-dupcount.so, whose two backends share the
+ * name "dupcount": the host refuses it after its init ran, and its counters
+ * show whether the host left it finalised. */
 #include <string.h>
 
 #include "tp_ext.h"
@@ -21,15 +21,15 @@ static const void *tp_extension(void *self, const char *id) {
 
 #include "tp_common.h"
 
-#ifndef TP_COUNT_BACKEND
-#define TP_COUNT_BACKEND "test_count"
+#ifndef TP_COUNT_TWIN
 #define TP_COUNT_ID "org.lorakit.test.count"
+TP_BACKEND(tp_be, "test_count");
+static const lk_backend_vt_t *const tp_list[] = {&tp_be};
 #else
 #define TP_COUNT_ID "org.lorakit.test.dupcount"
+TP_BACKEND(tp_be, "dupcount");
+static const lk_backend_vt_t *const tp_list[] = {&tp_be, &tp_be};
 #endif
-
-TP_BACKEND(tp_be, TP_COUNT_BACKEND);
-static const lk_backend_vt_t *const tp_list[] = {&tp_be};
 
 static int32_t tp_count_init(const lk_host_api_t *host, lk_error_t *err) {
   (void)host;
@@ -59,7 +59,7 @@ LK_PLUGIN_EXPORT int32_t lk_plugin_entry(uint32_t *abi, const lk_host_api_t *hos
   tp_c.entry_calls++;
   *abi = LK_PLUGIN_ABI_VERSION;
   tp_backends = tp_list;
-  tp_n_backends = 1;
+  tp_n_backends = sizeof tp_list / sizeof tp_list[0];
   *out = &tp_plugin;
   return LK_OK;
 }

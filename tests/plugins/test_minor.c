@@ -7,12 +7,20 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "lorakit_plugin.h"
 #include "tp_ext.h"
 
 static tp_probe tp_p;
+static const lk_host_api_t *tp_host; /* set by the (serialised) init */
 
+/* "test.log/1" logs one INFO line through the host and returns NULL: a
+ * test calls it from several threads at once to log concurrently. */
 static const void *tp_extension(void *self, const char *id) {
   (void)self;
+  if (id && strcmp(id, "test.log/1") == 0) {
+    if (tp_host && tp_host->log) tp_host->log(LK_LOG_INFO, "org.lorakit.test.minor", "extension");
+    return NULL;
+  }
   return (id && strcmp(id, TP_EXT_PROBE) == 0) ? &tp_p : NULL;
 }
 
@@ -39,6 +47,7 @@ static const tp_plugin_v17 tp_plugin = {
 static int32_t tp_minor_init(const lk_host_api_t *host, lk_error_t *err) {
   tp_p.init_seen = 1;
   if (!host) return tp_init(host, err);
+  tp_host = host;
   tp_p.host_fns_present = host->log && host->alloc_aligned && host->free_aligned &&
                           host->strerror && host->convert && host->get_proc;
   if (host->convert) {

@@ -5,6 +5,20 @@
  *   - enums are append-only and carried as int32_t; values are never renumbered;
  *   - every struct starts with `uint32_t struct_size` and only grows at the end;
  *   - no bitfields, unions, varargs or by-value struct returns.
+ *
+ * Struct sizes (DESIGN.md section 3, rule 2). Each struct type has a frozen
+ * minimum size: its size in the ABI version that introduced it, written
+ * LK_MIN_SIZE(type, last field of that version) beside the type. A struct of
+ * at least that size is accepted; a reader uses a field only when the
+ * struct_size it was given covers it (LK_HAS_FIELD), its default otherwise.
+ * Who fills a struct decides what happens to a tail the reader does not know:
+ *   - filled by a plugin (vtables, factories, descriptors): ignored;
+ *   - filled by a caller as input (options, op parameters): accepted only
+ *     when every unknown byte is zero;
+ *   - an output struct (info queries): written only up to the caller's
+ *     struct_size, which is left as the caller set it.
+ * Structs that travel in arrays (lk_tensor_t, lk_view_t, lk_op_t, ...) are
+ * FROZEN: they never grow; a later need gets a new type.
  */
 #ifndef LORAKIT_TYPES_H
 #define LORAKIT_TYPES_H
@@ -47,7 +61,9 @@ enum {
   LK_ERR_MISMATCH = -14,    /* e.g. an adapter for another base model */
   LK_ERR_CORRUPT = -15,     /* stored data fails its checksum */
   LK_ERR_BUSY = -16,        /* a resource is locked by someone else */
-  LK_ERR_INTERNAL = -17     /* a bug in lorakit: please report it */
+  LK_ERR_INTERNAL = -17,    /* a bug in lorakit: please report it */
+  LK_ERR_TIMEOUT = -18,     /* a wait ended before the work did */
+  LK_ERR_SECURITY = -19     /* refused for safety (a plugin file others may write) */
 };
 
 /* ---- dtypes ---------------------------------------------------------------
@@ -73,16 +89,6 @@ enum {
   LK_DTYPE_F8_E5M2 = 16
 };
 
-/* ---- backend op codes (append-only) -------------------------------------- */
-enum {
-  LK_OP_INVALID = 0,
-  LK_OP_MATMUL = 1,        /* see lorakit_plugin.h for the operand list of each op */
-  LK_OP_LORA_FORWARD = 2,
-  LK_OP_LORA_BACKWARD = 3,
-  LK_OP_MERGE = 4,
-  LK_OP_UNMERGE = 5
-};
-
 /* ---- plugin component kinds ---------------------------------------------- */
 enum { LK_KIND_QUANTISER = 1, LK_KIND_BACKEND = 2, LK_KIND_LOADER = 3 };
 
@@ -95,6 +101,14 @@ enum {
 /* ---- device types -------------------------------------------------------- */
 enum { LK_DEVICE_CPU = 1, LK_DEVICE_GPU = 2, LK_DEVICE_OTHER = 3 };
 
+/* Bytes of `type` up to and including `field`. */
+#define LK_SIZE_THROUGH(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+/* The frozen minimum size of `type`: through its last field in the version
+ * that introduced it. */
+#define LK_MIN_SIZE(type, last_field) LK_SIZE_THROUGH(type, last_field)
+/* True when the struct at p, as its filler compiled it, contains `field`. */
+#define LK_HAS_FIELD(p, type, field) ((p)->struct_size >= LK_SIZE_THROUGH(type, field))
+
 #define LK_MAX_DIMS 8
 #define LK_ERROR_MAX 512
 #define LK_NAME_MAX 128
@@ -102,7 +116,10 @@ enum { LK_DEVICE_CPU = 1, LK_DEVICE_GPU = 2, LK_DEVICE_OTHER = 3 };
 /* A tensor view: caller-owned, never freed by whoever receives it.
  * Row-major; shape[ndim-1] is the innermost (contiguous) dimension. For
  * LK_DTYPE_QUANT the rows are packed blocks of the quantiser `qformat`
- * (borrowed string, lives as long as the view) and `nbytes` is exact. */
+ * (borrowed string, lives as long as the view) and `nbytes` is exact.
+ * lk_tensor_t is FROZEN: it is passed in arrays (lk_write_tensors, a
+ * loader's write), whose stride a grown struct would change, so it never
+ * gains a field; a later need gets a new type. */
 typedef struct lk_tensor_t {
   uint32_t struct_size;
   int32_t dtype;
@@ -122,8 +139,10 @@ typedef struct lk_error_t {
   int32_t code;
   char message[LK_ERROR_MAX];
 } lk_error_t;
+#define LK_MIN_SIZE_ERROR LK_MIN_SIZE(lk_error_t, message)
 
-/* What a backend reports of one of its devices. */
+/* What a backend reports of one of its devices (an output struct: written
+ * up to the caller's struct_size). */
 typedef struct lk_device_info_t {
   uint32_t struct_size;
   int32_t type;            /* LK_DEVICE_* */
@@ -131,8 +150,16 @@ typedef struct lk_device_info_t {
   uint64_t memory_total;   /* bytes the device can hold; 0 = unknown */
   uint64_t memory_free;    /* bytes free now; 0 = unknown */
   uint32_t compute_units;  /* threads for a CPU, compute units for a GPU */
+  uint32_t unified_memory; /* 1: host-visible buffers are device-local (CPU, iGPU) */
+  uint64_t max_alloc;      /* largest single buffer in bytes; 0 = no limit known */
+  uint64_t offset_align;   /* a view's offset must be a multiple (power of two) */
+  uint32_t can_wrap;       /* 1: buffer_wrap can wrap host memory */
   uint32_t reserved0;
+  char driver[LK_NAME_MAX]; /* the code path in use ("avx512", a GPU driver) */
+  /* ---- added in 2.1 (synthetic: tests/abi) ---- */
+  uint64_t future_device_field;
 } lk_device_info_t;
+#define LK_MIN_SIZE_DEVICE_INFO LK_MIN_SIZE(lk_device_info_t, driver)
 
 #ifdef __cplusplus
 }

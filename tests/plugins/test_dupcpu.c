@@ -1,6 +1,7 @@
-/* bad_dupcpu.c - another plugin (its own id) whose backend is also named
- * "cpu". Loaded after the real cpu plugin, it must be refused as a
- * duplicate, and "cpu" must keep meaning the first one. */
+/* test_dupcpu.c - another plugin (its own id) whose backend is also named
+ * "cpu", with no score() (score 0). Backends of one name from several
+ * plugins are variants (DESIGN.md section 3): it loads, and "cpu" keeps
+ * meaning the real one, whose score is higher. */
 #define TP_NO_EXTENSION
 #include "tp_common.h"
 

@@ -8,13 +8,13 @@
 
 #include <stdint.h>
 
-#define LK_VERSION_MAJOR 1
+#define LK_VERSION_MAJOR 2
 #define LK_VERSION_MINOR 0
 #define LK_VERSION_PATCH 0
-#define LK_VERSION_STRING "1.0.0"
+#define LK_VERSION_STRING "2.0.0"
 #define LK_VERSION_NUMBER (LK_VERSION_MAJOR * 10000 + LK_VERSION_MINOR * 100 + LK_VERSION_PATCH)
 
-#define LK_PLUGIN_ABI_MAJOR 1
+#define LK_PLUGIN_ABI_MAJOR 2
 #define LK_PLUGIN_ABI_MINOR 0
 /* Packed as (major << 16) | minor. */
 #define LK_MAKE_ABI(major, minor) ((((uint32_t)(major)) << 16) | ((uint32_t)(minor)))
@@ -22,6 +22,6 @@
 #define LK_ABI_MINOR_OF(v) ((uint32_t)(v) & 0xffffu)
 #define LK_PLUGIN_ABI_VERSION LK_MAKE_ABI(LK_PLUGIN_ABI_MAJOR, LK_PLUGIN_ABI_MINOR)
 /* The oldest plugin ABI this core still loads. */
-#define LK_PLUGIN_ABI_MIN LK_MAKE_ABI(1, 0)
+#define LK_PLUGIN_ABI_MIN LK_MAKE_ABI(2, 0)
 
 #endif /* LORAKIT_VERSION_H */

@@ -1,0 +1,130 @@
+/* lorakit_staging.h - API under trial, NOT promised stable.
+ *
+ * Opt in by defining LORAKIT_STAGING before including this header; without
+ * it the header declares nothing. Staged functions are named lk_x_ and
+ * exported under their own symbol version node (LORAKIT_X), never the
+ * stable one, so a host that used them fails to load against a library
+ * that dropped them instead of calling something else. They move to
+ * lorakit.h (renamed lk_, frozen) once they have been used for a release;
+ * until then they may change or disappear in any minor version.
+ *
+ * Staged in 2.0: the engine's graph and session (DESIGN.md section 5), which
+ * the training work builds on. Most hosts never need them: they use models,
+ * adapters, sessions made by lorakit's model code, and lk_model_merge & co.
+ */
+#ifndef LORAKIT_STAGING_H
+#define LORAKIT_STAGING_H
+
+#include "lorakit.h"
+
+#ifdef LORAKIT_STAGING
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- graphs ----------------------------------------------------------------
+ * A graph holds tensors (ids from 0, each with a role, dtype and shape, or a
+ * strided view of another) and ops (lorakit_ops.h) between them, in the
+ * order they were added. Roles:
+ *   INPUT   fed by the host before each run (token ids, labels, x);
+ *   FROZEN  constant weights: uploaded to the device once, never a gradient;
+ *   PARAM   trainable (LoRA A and B): resident on the device with its
+ *           gradient and AdamW state;
+ *   ACTIVATION  made by an op; the planner places it.
+ * lk_x_graph_backward appends, for a scalar loss, the backward op of every
+ * op on a path from a PARAM to the loss (each op's rule is in the core);
+ * frozen tensors get no gradient buffers. */
+typedef struct lk_x_graph_t lk_x_graph_t;
+typedef struct lk_x_session_t lk_x_session_t;
+
+enum { LK_X_INPUT = 0, LK_X_FROZEN = 1, LK_X_PARAM = 2, LK_X_ACTIVATION = 3 };
+
+/* [one-thread-per-context] An empty graph. */
+LK_API lk_status lk_x_graph_create(lk_context_t *ctx, lk_x_graph_t **out);
+/* [one-thread-per-object] NULL is a no-op. */
+LK_API void lk_x_graph_free(lk_x_graph_t *g);
+/* [one-thread-per-object] A new tensor; returns its id (>= 0), or a negative
+ * lk_status. name is copied (may be NULL). */
+LK_API int32_t lk_x_tensor(lk_x_graph_t *g, const char *name, int32_t role, int32_t dtype,
+                           uint32_t ndim, const int64_t *shape);
+/* [one-thread-per-object] A strided view of tensor `of` (strides in elements,
+ * offset in elements from its first element); returns its id. */
+LK_API int32_t lk_x_view(lk_x_graph_t *g, int32_t of, uint32_t ndim, const int64_t *shape,
+                         const int64_t *stride, int64_t offset);
+/* [one-thread-per-object] Append op `id` (a core op) reading src tensors and
+ * writing dst tensors (ACTIVATION tensors, or views of them), with its
+ * parameter struct (copied; params_size bytes; NULL for defaults).
+ * Shapes and dtypes are checked as the op's rule in lorakit_ops.h states. */
+LK_API lk_status lk_x_op(lk_x_graph_t *g, int32_t id, const void *params, uint32_t params_size,
+                         const int32_t *src, uint32_t n_src, const int32_t *dst, uint32_t n_dst);
+/* [one-thread-per-object] Append the backward pass of scalar `loss` (an f32
+ * tensor of one element). Afterwards lk_x_grad gives each PARAM's gradient. */
+LK_API lk_status lk_x_graph_backward(lk_x_graph_t *g, int32_t loss);
+/* [one-thread-per-object] The gradient tensor of PARAM p, or a negative status. */
+LK_API int32_t lk_x_grad(const lk_x_graph_t *g, int32_t p);
+/* [one-thread-per-object] Tensors and ops so far. */
+LK_API uint32_t lk_x_graph_tensor_count(const lk_x_graph_t *g);
+LK_API uint32_t lk_x_graph_op_count(const lk_x_graph_t *g);
+
+/* ---- sessions ----------------------------------------------------------------
+ * A session binds a graph to one backend: the memory planner places every
+ * tensor (liveness and buffer reuse; activations the backward needs are
+ * kept; optional recomputation per block), FROZEN tensors are uploaded once,
+ * PARAMs, gradients and AdamW state stay on the device. A training step
+ * (forward, backward, gradient clipping, AdamW) is submitted as one batch,
+ * recorded once and replayed where the backend offers lk.backend.record/1. */
+typedef struct lk_x_session_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  int32_t compute;       /* LK_COMPUTE_F32 (default) or LK_COMPUTE_BF16 */
+  float beta1;           /* AdamW, PyTorch's defaults when 0: 0.9 */
+  float beta2;           /* 0.999 */
+  float eps;             /* 1e-8 */
+  float weight_decay;    /* 0.01; a negative value means 0 */
+  float max_grad_norm;   /* 0 = no clipping */
+  uint32_t no_replay;    /* 1: never record/replay (submit each step) */
+  uint32_t recompute;    /* 1: recompute activations per block in backward */
+} lk_x_session_opts_t;
+#define LK_MIN_SIZE_X_SESSION_OPTS LK_MIN_SIZE(lk_x_session_opts_t, recompute)
+
+typedef struct lk_x_session_stats_t { /* output */
+  uint32_t struct_size;
+  uint32_t n_ops_step;       /* ops in one training step */
+  uint64_t peak_bytes;       /* the planner's device memory for the graph */
+  uint64_t naive_bytes;      /* the sum of every tensor's bytes (no reuse) */
+  uint64_t uploads_frozen;   /* bytes of FROZEN tensors uploaded so far */
+  uint64_t steps;            /* steps run */
+  double core_seconds;       /* time in the core: walking, planning, submitting */
+  double wait_seconds;       /* time waiting for the backend's work */
+} lk_x_session_stats_t;
+#define LK_MIN_SIZE_X_SESSION_STATS LK_MIN_SIZE(lk_x_session_stats_t, wait_seconds)
+
+/* [one-thread-per-context] Plan g for be and allocate its buffers. The graph
+ * must outlive the session. opts may be NULL. LK_ERR_UNSUPPORTED listing
+ * every op the backend lacks, before anything is allocated or run. */
+LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be,
+                                     const lk_x_session_opts_t *opts, lk_x_session_t **out);
+/* [one-thread-per-context] NULL is a no-op. */
+LK_API void lk_x_session_free(lk_x_session_t *s);
+/* [one-thread-per-context] Write a tensor's value (nbytes exactly its size):
+ * an INPUT for the next run, a PARAM's value, a FROZEN tensor (uploaded
+ * now, once). */
+LK_API lk_status lk_x_session_set(lk_x_session_t *s, int32_t t, const void *src, uint64_t nbytes);
+/* [one-thread-per-context] Read any tensor still alive after the last run
+ * (the loss, a PARAM, a gradient); waits for the run. */
+LK_API lk_status lk_x_session_get(lk_x_session_t *s, int32_t t, void *dst, uint64_t nbytes);
+/* [one-thread-per-context] Run the forward ops only. */
+LK_API lk_status lk_x_session_forward(lk_x_session_t *s);
+/* [one-thread-per-context] One training step: forward, backward, AdamW with
+ * learning rate lr at step `step` (1-based), as one batch. Returns once
+ * submitted; lk_x_session_get waits. */
+LK_API lk_status lk_x_session_step(lk_x_session_t *s, float lr, int64_t step);
+/* [one-thread-per-context] Counters; out written up to its struct_size. */
+LK_API lk_status lk_x_session_stats(const lk_x_session_t *s, lk_x_session_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LORAKIT_STAGING */
+#endif /* LORAKIT_STAGING_H */

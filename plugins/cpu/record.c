@@ -173,6 +173,7 @@ static int32_t cpu_rec_fence(cpu_backend_t *be, lk_fence_t **out, lk_error_t *er
   lk_fence_t *f = calloc(1, sizeof *f);
   if (!f) return cpu_fail(err, LK_ERR_NOMEM, "cpu replay: out of memory for a fence");
   f->magic = CPU_FENCE_MAGIC;
+  f->owner = be;
   f->status = LK_OK;
   f->next = be->fences;
   if (be->fences) be->fences->prev = f;

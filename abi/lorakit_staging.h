@@ -92,6 +92,13 @@ LK_API lk_status lk_x_tensor_keep(lk_x_graph_t *g, int32_t t);
  * Shapes and dtypes are checked as the op's rule in lorakit_ops.h states. */
 LK_API lk_status lk_x_op(lk_x_graph_t *g, int32_t id, const void *params, uint32_t params_size,
                          const int32_t *src, uint32_t n_src, const int32_t *dst, uint32_t n_dst);
+/* [one-thread-per-object] End a block: the ops appended so far since the
+ * previous mark (or the start) form one block, the next ops the next (a
+ * transformer layer per block, say). Blocks matter only to a session made
+ * with opts->recompute. A mark with no op since the previous one (or at
+ * the start) does nothing. Call before lk_x_graph_backward (LK_ERR_STATE
+ * after). */
+LK_API lk_status lk_x_graph_mark_block(lk_x_graph_t *g);
 /* [one-thread-per-object] Append the backward pass of scalar `loss` (an f32
  * tensor of one element). Afterwards lk_x_grad gives each PARAM's gradient. */
 LK_API lk_status lk_x_graph_backward(lk_x_graph_t *g, int32_t loss);
@@ -148,7 +155,19 @@ typedef struct lk_x_session_stats_t { /* output */
  * or more device-local buffers (each within the device's max_alloc), every
  * storage at a multiple of its offset_align (and of 64 bytes); a view
  * whose start misses that alignment is refused. AdamW state starts at 0.
- * opts->recompute is not implemented yet: LK_ERR_UNSUPPORTED. */
+ * opts->recompute (graphs with blocks, lk_x_graph_mark_block): the forward
+ * runs whole, keeping alive only what later blocks and the loss read; just
+ * before the backward ops of each block but the last, the block's forward
+ * ops whose outputs that backward reads run again (counted in n_ops_step),
+ * so an activation of a block lives over its forward and again from its
+ * recomputation to its last backward read, and the plan's peak_bytes
+ * drops where activations dominate. Results equal those without recompute
+ * on a backend whose ops are deterministic. A tensor written by the
+ * forward ops of two blocks is refused (LK_ERR_UNSUPPORTED, naming it); a
+ * graph without marks is one block and recomputes nothing.
+ * opts->compute: LK_COMPUTE_BF16 sets `compute` in every MATMUL and
+ * LORA_FORWARD/LORA_BACKWARD op of the step (a backend without bf16 runs
+ * f32); PARAMs, their gradients and AdamW stay f32. */
 LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be,
                                      const lk_x_session_opts_t *opts, lk_x_session_t **out);
 /* [one-thread-per-context] NULL is a no-op. */

@@ -330,8 +330,12 @@ lk_status eng_backward(lk_x_graph_t *g, int32_t loss) {
   if (gl < 0) return gl;
   g->t[gl].grad_init = 1;
   if ((st = ad_fill(g, gl, 1.0f))) return st;
-  for (uint32_t i = g->n_forward; i-- > 0;)
-    if ((st = ad_op(g, i))) return st;
+  for (uint32_t i = g->n_forward; i-- > 0;) {
+    g->ad_from = (int32_t)i; /* tags the ops emitted: recomputation finds each block's backward */
+    st = ad_op(g, i);
+    g->ad_from = -1;
+    if (st) return st;
+  }
   /* Every PARAM has a gradient, zero when the loss does not reach it. */
   for (uint32_t p = 0; p < g->nt; p++) {
     if (g->t[p].role != LK_X_PARAM || g->t[p].base != (int32_t)p) continue;

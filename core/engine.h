@@ -47,6 +47,7 @@ typedef struct eng_op {
   void *params;             /* the op's full parameter struct, defaults filled */
   uint32_t params_size;
   uint32_t phase;           /* 0 forward, 1 backward */
+  int32_t fwd;              /* backward: the forward op whose rule emitted it, -1 none */
 } eng_op;
 
 struct lk_x_graph_t {
@@ -58,7 +59,13 @@ struct lk_x_graph_t {
   uint32_t n_forward; /* ops [0, n_forward) are the forward pass */
   int32_t loss;       /* -1 until lk_x_graph_backward */
   int32_t n_sessions; /* live sessions: the graph is frozen while > 0 */
+  uint32_t *blocks;   /* lk_x_graph_mark_block: forward op index where each block after the first starts */
+  uint32_t n_blocks, cap_blocks;
+  int32_t ad_from;    /* autodiff: the forward op being differentiated (-1 none) */
 };
+
+/* The block (0-based) of forward op i: the marks at or before it. */
+uint32_t eng_block_of(const lk_x_graph_t *g, uint32_t i);
 
 /* graph.c */
 const char *eng_op_name(int32_t id);
@@ -88,6 +95,7 @@ lk_status eng_backward(lk_x_graph_t *g, int32_t loss);
 typedef struct eng_item {
   uint64_t bytes;
   int64_t first, last;
+  int64_t first2, last2; /* a second live interval (recomputation), first2 < 0: none */
   int persistent;
   /* results */
   uint32_t arena;

@@ -281,6 +281,7 @@ lk_status eng_op_add(lk_x_graph_t *g, int32_t id, const void *params, uint32_t p
   op.n_src = r->n_src;
   op.n_dst = r->n_dst;
   op.phase = phase;
+  op.fwd = phase ? g->ad_from : -1;
   const eng_tensor *s[ENG_MAX_SRC] = {0}, *d[ENG_MAX_DST] = {0};
   for (uint32_t i = 0; i < r->n_src; i++) {
     int32_t t = i < n_src ? src[i] : -1;
@@ -342,6 +343,7 @@ LK_API lk_status lk_x_graph_create(lk_context_t *ctx, lk_x_graph_t **out) {
   if (!g) return lk__fail(ctx, LK_ERR_NOMEM, "lk_x_graph_create: out of memory");
   g->ctx = ctx;
   g->loss = -1;
+  g->ad_from = -1;
   *out = g;
   lk__ok(ctx);
   return LK_OK;
@@ -356,6 +358,7 @@ LK_API void lk_x_graph_free(lk_x_graph_t *g) {
   for (uint32_t i = 0; i < g->nops; i++) free(g->ops[i].params);
   free(g->t);
   free(g->ops);
+  free(g->blocks);
   free(g);
 }
 
@@ -442,6 +445,27 @@ LK_API lk_status lk_x_op(lk_x_graph_t *g, int32_t id, const void *params, uint32
   lk_status st = eng_op_add(g, id, params, params_size, src, n_src, dst, n_dst, 0);
   if (st == LK_OK) g->n_forward = g->nops;
   return st;
+}
+
+uint32_t eng_block_of(const lk_x_graph_t *g, uint32_t i) {
+  uint32_t b = 0;
+  while (b < g->n_blocks && g->blocks[b] <= i) b++;
+  return b;
+}
+
+LK_API lk_status lk_x_graph_mark_block(lk_x_graph_t *g) {
+  if (eng_frozen(g, "lk_x_graph_mark_block")) return g ? LK_ERR_STATE : LK_ERR_INVALID_ARG;
+  /* No op since the start or the last mark: nothing to separate. */
+  if (g->nops == 0 || (g->n_blocks && g->blocks[g->n_blocks - 1] == g->nops)) return LK_OK;
+  if (g->n_blocks == g->cap_blocks) {
+    uint32_t cap = g->cap_blocks ? 2 * g->cap_blocks : 8;
+    uint32_t *p = realloc(g->blocks, cap * sizeof *p);
+    if (!p) return lk__fail(g->ctx, LK_ERR_NOMEM, "lk_x_graph_mark_block: out of memory");
+    g->blocks = p;
+    g->cap_blocks = cap;
+  }
+  g->blocks[g->n_blocks++] = g->nops;
+  return LK_OK;
 }
 
 LK_API lk_status lk_x_tensor_keep(lk_x_graph_t *g, int32_t t) {

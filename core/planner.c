@@ -8,7 +8,9 @@
  * offset_align) that clears every placed item live at the same time, in
  * the first arena where it fits within max_alloc. Since the liveness
  * covers the backward ops too, activations the backward reads stay alive
- * until then. */
+ * until then - unless their block is recomputed (session.c): such an
+ * activation has two intervals, its forward and its recomputation up to
+ * its last backward read, and the memory between them is free for others. */
 #include "engine.h"
 
 #include <stdlib.h>
@@ -16,9 +18,16 @@
 
 static uint64_t pl_align(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+static int pl_cross(int64_t f1, int64_t l1, int64_t f2, int64_t l2) { return f1 <= l2 && f2 <= l1; }
+
+/* Live at the same time: any of their intervals (one, or two for an
+ * activation recomputed in the backward) cross. */
 static int pl_meet(const eng_item *a, const eng_item *b) {
   if (a->persistent || b->persistent) return 1;
-  return a->first <= b->last && b->first <= a->last;
+  if (pl_cross(a->first, a->last, b->first, b->last)) return 1;
+  if (a->first2 >= 0 && pl_cross(a->first2, a->last2, b->first, b->last)) return 1;
+  if (b->first2 >= 0 && pl_cross(a->first, a->last, b->first2, b->last2)) return 1;
+  return a->first2 >= 0 && b->first2 >= 0 && pl_cross(a->first2, a->last2, b->first2, b->last2);
 }
 
 typedef struct pl_seg {

@@ -32,7 +32,12 @@ struct lk_x_session_t {
   uint32_t n_params;
   lk_op_adamw_t *adam;     /* one per PARAM, kept alive for replays */
   void **op_params;        /* the session's copies of every op's params */
-  lk_op_t *ops;            /* the step: forward ops first */
+  lk_op_t *gops;           /* one per graph op, then the SUMSQ and ADAMW ops */
+  uint32_t n_gops;
+  uint32_t *order;         /* the step: indices into gops, forward ops first */
+  int64_t *sect;           /* recompute: per block, the step position where its backward starts */
+  int32_t *wblock;         /* recompute: per storage, the block writing it (-1 none) */
+  lk_op_t *ops;            /* the step as submitted: gops in `order` */
   lk_view_t *views;
   uint32_t n_ops, n_fwd;
   uint8_t *frozen_done;
@@ -110,13 +115,13 @@ static void ses_absent(lk_view_t *v) {
   v->struct_size = sizeof *v; /* dtype LK_DTYPE_INVALID, no buffer: absent */
 }
 
-/* Build the step's ops into s->ops / s->views (bind: with buffers). */
+/* Build the step's ops into s->gops / s->views (bind: with buffers). */
 static lk_status ses_build(lk_x_session_t *s, int bind) {
   lk_x_graph_t *g = s->g;
   uint32_t vi = 0;
   for (uint32_t i = 0; i < g->nops; i++) {
     const eng_op *o = &g->ops[i];
-    lk_op_t *op = &s->ops[i];
+    lk_op_t *op = &s->gops[i];
     memset(op, 0, sizeof *op);
     op->struct_size = sizeof *op;
     op->id = o->id;
@@ -135,10 +140,11 @@ static lk_status ses_build(lk_x_session_t *s, int bind) {
     op->params = s->op_params[i];
   }
   uint32_t oi = g->nops;
+  s->n_gops = oi;
   if (g->loss < 0) return LK_OK;
   int clip = s->opts.max_grad_norm > 0;
   for (uint32_t p = 0; clip && p < s->n_params; p++, oi++) {
-    lk_op_t *op = &s->ops[oi];
+    lk_op_t *op = &s->gops[oi];
     memset(op, 0, sizeof *op);
     op->struct_size = sizeof *op;
     op->id = LK_OP_SUMSQ;
@@ -151,7 +157,7 @@ static lk_status ses_build(lk_x_session_t *s, int bind) {
     op->params = s->op_params[oi];
   }
   for (uint32_t p = 0; p < s->n_params; p++, oi++) {
-    lk_op_t *op = &s->ops[oi];
+    lk_op_t *op = &s->gops[oi];
     int32_t pt = s->params[p], gp = g->t[pt].grad;
     memset(op, 0, sizeof *op);
     op->struct_size = sizeof *op;
@@ -173,7 +179,92 @@ static lk_status ses_build(lk_x_session_t *s, int bind) {
     vi++;
     op->params = &s->adam[p];
   }
-  s->n_ops = oi;
+  s->n_gops = oi;
+  return LK_OK;
+}
+
+/* s->ops: the built ops in step order (a recomputed op is a second copy of
+ * its forward op: same views, same params). */
+static void ses_assemble(lk_x_session_t *s) {
+  for (uint32_t k = 0; k < s->n_ops; k++) s->ops[k] = s->gops[s->order[k]];
+}
+
+/* ---- recomputation per block ------------------------------------------------------
+ * With opts.recompute, the forward runs whole; then, before the backward
+ * ops of each block but the last (whose activations are the freshest and
+ * are used at once), the block's forward ops that its backward needs are
+ * run again. Liveness (ses_liveness) then gives an activation written in
+ * such a block two intervals - its forward, and from its block's
+ * recomputation to its last read - so across the forward only the blocks'
+ * inputs (and what later blocks and the loss read) stay alive. A storage
+ * written by the forward ops of two blocks is refused: re-running one of
+ * them would not give the value the backward expects. */
+static int32_t ses_bblock(const lk_x_session_t *s, uint32_t i) {
+  const eng_op *o = &s->g->ops[i];
+  if (i < s->g->n_forward) return (int32_t)eng_block_of(s->g, i);
+  return o->fwd >= 0 ? (int32_t)eng_block_of(s->g, (uint32_t)o->fwd) : -1;
+}
+
+static lk_status ses_schedule(lk_x_session_t *s) {
+  lk_x_graph_t *g = s->g;
+  uint32_t F = g->n_forward, nb = g->n_blocks + 1, k = 0;
+  int rec = s->opts.recompute && g->loss >= 0 && nb > 1;
+  for (uint32_t b = 0; b < nb; b++) s->sect[b] = INT64_MAX;
+  for (uint32_t t = 0; t < g->nt; t++) s->wblock[t] = -1;
+  if (!rec) {
+    for (uint32_t i = 0; i < s->n_gops; i++) s->order[k++] = i;
+    s->n_ops = k;
+    return LK_OK;
+  }
+  for (uint32_t i = 0; i < F; i++) {
+    const eng_op *o = &g->ops[i];
+    int32_t b = (int32_t)eng_block_of(g, i);
+    for (uint32_t d = 0; d < o->n_dst; d++) {
+      if (o->dst[d] < 0) continue;
+      int32_t t = g->t[o->dst[d]].base;
+      if (s->wblock[t] >= 0 && s->wblock[t] != b)
+        return lk__fail(s->ctx, LK_ERR_UNSUPPORTED, "lk_x_session_create: recompute: tensor %d (%s) is written in "
+                        "blocks %d and %d; a block's forward ops must write only its own tensors", t,
+                        g->t[t].name ? g->t[t].name : "", s->wblock[t], b);
+      s->wblock[t] = b;
+    }
+  }
+  uint8_t *need = calloc(g->nt + 1, 1);
+  if (!need) return lk__fail(s->ctx, LK_ERR_NOMEM, "lk_x_session_create: out of memory");
+  for (uint32_t i = 0; i < F; i++) s->order[k++] = i;
+  for (uint32_t i = F; i < g->nops; i++) {
+    int32_t b = ses_bblock(s, i);
+    if (b >= 0 && (uint32_t)b + 1 < nb && s->sect[b] == INT64_MAX) {
+      /* First backward op of block b: its recomputation goes here, the
+       * ops whose outputs its backward reads (and what they read). */
+      s->sect[b] = k;
+      memset(need, 0, g->nt);
+      for (uint32_t j = i; j < g->nops && ses_bblock(s, j) == b; j++)
+        for (uint32_t q = 0; q < g->ops[j].n_src; q++)
+          if (g->ops[j].src[q] >= 0) need[g->t[g->ops[j].src[q]].base] = 1;
+      uint32_t lo = b ? g->blocks[b - 1] : 0, hi = g->blocks[b], n_re = 0;
+      uint32_t *re = &s->order[k]; /* filled backwards, then reversed */
+      for (uint32_t j = hi; j-- > lo;) {
+        const eng_op *o = &g->ops[j];
+        int used = 0;
+        for (uint32_t d = 0; d < o->n_dst; d++) used |= o->dst[d] >= 0 && need[g->t[o->dst[d]].base];
+        if (!used) continue;
+        re[n_re++] = j;
+        for (uint32_t q = 0; q < o->n_src; q++)
+          if (o->src[q] >= 0) need[g->t[o->src[q]].base] = 1;
+      }
+      for (uint32_t a = 0; a < n_re / 2; a++) {
+        uint32_t tmp = re[a];
+        re[a] = re[n_re - 1 - a];
+        re[n_re - 1 - a] = tmp;
+      }
+      k += n_re;
+    }
+    s->order[k++] = i;
+  }
+  free(need);
+  for (uint32_t i = g->nops; i < s->n_gops; i++) s->order[k++] = i;
+  s->n_ops = k;
   return LK_OK;
 }
 
@@ -181,17 +272,25 @@ static lk_status ses_build(lk_x_session_t *s, int bind) {
 static void ses_liveness(lk_x_session_t *s) {
   lk_x_graph_t *g = s->g;
   for (uint32_t i = 0; i < s->n_items; i++) {
-    s->items[i].first = INT64_MAX;
-    s->items[i].last = -1;
+    s->items[i].first = s->items[i].first2 = INT64_MAX;
+    s->items[i].last = s->items[i].last2 = -1;
   }
-  for (uint32_t i = 0; i < g->nops; i++) {
-    const eng_op *o = &g->ops[i];
+  for (uint32_t pos = 0; pos < s->n_ops; pos++) {
+    if (s->order[pos] >= g->nops) continue; /* SUMSQ, ADAMW: persistent operands only */
+    const eng_op *o = &g->ops[s->order[pos]];
     for (uint32_t k = 0; k < o->n_src + o->n_dst; k++) {
       int32_t t = k < o->n_src ? o->src[k] : o->dst[k - o->n_src];
       if (t < 0) continue;
-      eng_item *it = &s->items[g->t[t].base];
-      if ((int64_t)i < it->first) it->first = i;
-      if ((int64_t)i > it->last) it->last = i;
+      int32_t b = g->t[t].base;
+      eng_item *it = &s->items[b];
+      int64_t i = pos;
+      if (s->wblock[b] >= 0 && i >= s->sect[s->wblock[b]]) { /* recomputed: its second life */
+        if (i < it->first2) it->first2 = i;
+        if (i > it->last2) it->last2 = i;
+        continue;
+      }
+      if (i < it->first) it->first = i;
+      if (i > it->last) it->last = i;
     }
   }
   for (uint32_t t = 0; t < g->nt; t++) {
@@ -200,9 +299,11 @@ static void ses_liveness(lk_x_session_t *s) {
     it->bytes = x->dtype == LK_DTYPE_QUANT ? ses_part_off(s, (int32_t)t, x->n_parts) : eng_storage_bytes(g, (int32_t)t);
     it->persistent = x->base == (int32_t)t && (x->role != LK_X_ACTIVATION || x->keep || x->param_grad);
     if (x->base != (int32_t)t || it->last < 0) it->first = it->last = 0;
+    if (it->persistent || it->last2 < 0) it->first2 = it->last2 = -1;
   }
   for (uint32_t i = g->nt; i < s->n_items; i++) {
     s->items[i].persistent = 1;
+    s->items[i].first2 = s->items[i].last2 = -1;
     s->items[i].first = s->items[i].last = 0;
     s->items[i].bytes = i == ses_item_sumsq(s) ? 4 : eng_storage_bytes(g, s->params[(i - g->nt) / 2]);
   }
@@ -228,8 +329,6 @@ static lk_status ses_check_tail(lk_context_t *ctx, const lk_x_session_opts_t *o)
   for (uint32_t i = sizeof *o; i < o->struct_size; i++)
     if (((const unsigned char *)o)[i])
       return lk__fail(ctx, LK_ERR_ABI, "lk_x_session_create: opts carry nonzero fields this library does not know");
-  if (o->recompute)
-    return lk__fail(ctx, LK_ERR_UNSUPPORTED, "lk_x_session_create: recomputation per block is not implemented yet");
   return LK_OK;
 }
 
@@ -282,7 +381,11 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   uint32_t n_ops = g->nops + (g->loss >= 0 ? 2 * s->n_params : 0), n_views = 0;
   for (uint32_t i = 0; i < g->nops; i++) n_views += g->ops[i].n_src + g->ops[i].n_dst;
   n_views += 7 * s->n_params;
-  s->ops = calloc(n_ops + 1, sizeof *s->ops);
+  s->gops = calloc(n_ops + 1, sizeof *s->gops);
+  s->ops = calloc(n_ops + g->n_forward + 1, sizeof *s->ops); /* room for every forward op recomputed */
+  s->order = calloc(n_ops + g->n_forward + 1, sizeof *s->order);
+  s->sect = calloc(g->n_blocks + 2, sizeof *s->sect);
+  s->wblock = calloc(g->nt + 1, sizeof *s->wblock);
   s->views = calloc(n_views + 1, sizeof *s->views);
   s->op_params = calloc(n_ops + 1, sizeof *s->op_params);
   s->n_items = g->nt + 2 * s->n_params + 1;
@@ -290,7 +393,7 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   s->frozen_done = calloc(g->nt + 1, 1);
   s->qparts = calloc((size_t)g->nt * ENG_MAX_PARTS + 1, sizeof *s->qparts);
   s->align = 64;
-  if (!s->params || !s->adam || !s->ops || !s->views || !s->op_params || !s->items || !s->frozen_done || !s->qparts) {
+  if (!s->params || !s->adam || !s->ops || !s->gops || !s->order || !s->sect || !s->wblock || !s->views || !s->op_params || !s->items || !s->frozen_done || !s->qparts) {
     st = lk__fail(g->ctx, LK_ERR_NOMEM, "lk_x_session_create: out of memory");
     goto fail;
   }
@@ -322,6 +425,8 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   }
   /* Every op the backend lacks, before anything is allocated. */
   ses_build(s, 0);
+  if ((st = ses_schedule(s))) goto fail;
+  ses_assemble(s);
   if ((st = lk_backend_check(be, s->ops, s->n_ops))) {
     st = ses_refuse(s, st);
     goto fail;
@@ -352,6 +457,7 @@ LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be, const lk
   for (uint32_t a = 0; a < s->plan.n_arenas; a++)
     if ((st = lk_buffer_alloc(be, s->plan.arena_bytes[a], LK_BUFFER_DEVICE_LOCAL, &s->arenas[a]))) goto fail;
   ses_build(s, 1);
+  ses_assemble(s);
   /* AdamW state starts at zero. */
   if (s->n_params) {
     lk_op_t *z = calloc(2 * s->n_params, sizeof *z);
@@ -407,6 +513,10 @@ LK_API void lk_x_session_free(lk_x_session_t *s) {
   free(s->adam);
   free(s->op_params);
   free(s->ops);
+  free(s->gops);
+  free(s->order);
+  free(s->sect);
+  free(s->wblock);
   free(s->views);
   free(s->frozen_done);
   free(s->qparts);

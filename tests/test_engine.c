@@ -14,7 +14,9 @@
  *   - refusal: a graph needing ops the backend lacks is refused at session
  *     creation listing every one, before any allocation or upload;
  *   - gradients of a graph with every differentiable op the backend has,
- *     against central differences. */
+ *     against central differences;
+ *   - recomputation per block, bf16 compute and replay on cpu
+ *     (test_engine_rec.h). */
 #ifndef LORAKIT_STAGING
 #define LORAKIT_STAGING
 #endif
@@ -226,7 +228,8 @@ static void te_op(lk_x_graph_t *g, lk_context_t *ctx, int32_t id, const void *p,
   ck_assert_msg(st == LK_OK, "lk_x_op %d: %s", id, lk_last_error(ctx));
 }
 
-static void te_build(lk_context_t *ctx, const te_net *n, te_graph *tg) {
+/* blocks: a block mark after the first layer (recomputation). */
+static void te_build_ex(lk_context_t *ctx, const te_net *n, te_graph *tg, int blocks) {
   lk_x_graph_t *g = NULL;
   ck_assert_int_eq(lk_x_graph_create(ctx, &g), LK_OK);
   tg->g = g;
@@ -263,6 +266,7 @@ static void te_build(lk_context_t *ctx, const te_net *n, te_graph *tg) {
     int32_t s[2] = {z1, z1};
     te_op(g, ctx, LK_OP_MUL, NULL, 0, s, 2, &a, 1);
   }
+  if (blocks) ck_assert_int_eq(lk_x_graph_mark_block(g), LK_OK);
   { int32_t s[2] = {a, tg->W2}; te_op(g, ctx, LK_OP_MATMUL, &mm, sizeof mm, s, 2, &y, 1); }
   { int32_t s[3] = {a, tg->A2, tg->B2}; te_op(g, ctx, LK_OP_LORA_FORWARD, &l2, sizeof l2, s, 3, &y, 1); }
   if (n->nn) {
@@ -281,6 +285,8 @@ static void te_build(lk_context_t *ctx, const te_net *n, te_graph *tg) {
   lk_status st = lk_x_graph_backward(g, tg->loss);
   ck_assert_msg(st == LK_OK, "backward: %s", lk_last_error(ctx));
 }
+
+static void te_build(lk_context_t *ctx, const te_net *n, te_graph *tg) { te_build_ex(ctx, n, tg, 0); }
 
 static void te_set(lk_x_session_t *s, lk_context_t *ctx, int32_t t, const void *p, uint64_t n) {
   lk_status st = lk_x_session_set(s, t, p, n);
@@ -441,6 +447,7 @@ START_TEST(train_net_gpusim) { te_train("gpusim", 1, 0); }
 END_TEST
 
 #include "test_engine_more.h"
+#include "test_engine_rec.h"
 
 static Suite *engine_suite(void) {
   Suite *s = suite_create("engine");
@@ -454,6 +461,7 @@ static Suite *engine_suite(void) {
   tcase_add_test(tc, train_net_cpu);
   tcase_add_test(tc, train_net_gpusim);
   te_more_tests(tc);
+  te_rec_tests(tc);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -87,7 +87,7 @@ $(TOYQ_SO): tests/plugins/toyquant.c $(wildcard abi/*.h) | $(B)/.bootstrap
 TP_SOS       += $(TOYQ_SO)
 
 # The engine suite uses the staged API and gpusim's counters extension.
-$(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/plugins/gpusim.h $(TEST_HDRS) \
+$(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/test_engine_rec.h tests/plugins/gpusim.h $(TEST_HDRS) \
     $(wildcard abi/*.h) $(LIB) $(GPUSIM_SO) $(TOYQ_SO) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \

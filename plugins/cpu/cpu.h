@@ -145,6 +145,9 @@ int cpu_elem_owns(int32_t id);
 int32_t cpu_elem_plan(const lk_op_t *op, cpu_plan_t *plan, lk_error_t *err);
 void cpu_elem_run(cpu_backend_t *be, const cpu_plan_t *plan);
 
+/* ---- record/replay (record.c): the lk.backend.record/1 extension table ---- */
+const void *cpu_record_extension(void);
+
 /* ---- SIMD kernels (simd.c) ------------------------------------------------- */
 /* 1 when the AVX2+FMA kernels may run on this CPU. */
 int cpu_have_avx2(void);

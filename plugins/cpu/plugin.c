@@ -474,8 +474,7 @@ static int32_t cpu_synchronize(void *self, lk_error_t *err) {
 
 static const void *cpu_get_extension(void *self, const char *id) {
   (void)self;
-  (void)id;
-  return NULL;
+  return id && !strcmp(id, LK_BACKEND_EXT_RECORD) ? cpu_record_extension() : NULL;
 }
 
 static int32_t cpu_score(void) { return 10; }

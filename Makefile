@@ -88,6 +88,18 @@ $(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fvisibility=hidden -Iplugins/common -I$(BLAS_INC) -c $< -o $@
 
+# The CPU backend's ISA kernels: only these files get ISA flags; isa.c picks
+# one at run time, so the plugin still runs on AVX2-only and older CPUs.
+CPU_ISA_FLAGS_gemm_avx2   := -mavx2 -mfma
+CPU_ISA_FLAGS_gemm_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq
+CPU_ISA_FLAGS_gemm_bf16   := $(CPU_ISA_FLAGS_gemm_avx512) -mavx512bf16
+CPU_ISA_KERNELS := gemm_avx2 gemm_avx512 gemm_bf16
+$(foreach f,$(CPU_ISA_KERNELS),$(eval $(B)/obj/plugins/cpu/$(f).o: CFLAGS += $(CPU_ISA_FLAGS_$(f))))
+# The kernel layer alone (tests/test_isa.c and bench/gemm_libs.c link it directly).
+CPU_KERNEL_SRC := plugins/cpu/isa.c plugins/cpu/gemm.c plugins/cpu/cvt.c plugins/cpu/gemm_portable.c \
+                  $(CPU_ISA_KERNELS:%=plugins/cpu/%.c)
+CPU_KERNEL_OBJ := $(CPU_KERNEL_SRC:%.c=$(B)/obj/%.o)
+
 # ---- liblorakit: soname, only lk_ symbols exported ----------------------------
 $(LIB): $(CORE_OBJ) core/liblorakit.map
 	$(CC) -shared -Wl,-soname,liblorakit.so.$(SOMAJOR) -Wl,--version-script=core/liblorakit.map \

@@ -2,10 +2,14 @@
 # benchmarks. Each prints `bench: NAME VALUE UNIT ratio=R vs REFERENCE` lines,
 # the reference measured in the same run.
 #
-#   gemm_libs   OpenBLAS vs BLIS vs oneDNN sgemm on the benchmark shapes (the
-#               measurement behind the choice of OpenBLAS), all on every core
-#   bench_lora  FMA peak, memcpy bandwidth, and the LoRA linear layer on the
-#               cpu backend through the public API (abi/lorakit.h)
+#   gemm_libs   OpenBLAS vs BLIS vs oneDNN (sgemm and bf16 matmul) vs lorakit's
+#               own kernels (fp32, bf16) on the benchmark shapes (the
+#               measurement behind the choice of GEMM), all on every core
+#   bench_lora  the widest ISA's FMA and BF16-dot peaks, memcpy bandwidth, and
+#               the LoRA linear layer on the cpu backend through the public API
+#               (abi/lorakit.h), fp32 and bf16, against the backend's own two
+#               GEMMs and PyTorch (bench/torch_lora.py, Debian's python3-torch,
+#               run with OPENBLAS_CORETYPE unset for that command only)
 #   bench_formats  reading a whole fixture model through lk_model_open/
 #               lk_model_tensor_read vs a plain read() of the file (GB/s)
 #   bench_engine  the engine (staged API) on the cpu backend: the core's time
@@ -25,13 +29,14 @@ BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 .PHONY: bench-build
 bench-build: $(BENCH_BINS)
 
-$(BENCH_DIR)/gemm_libs: bench/gemm_libs.c | $(B)/.bootstrap
+# gemm_libs links the CPU backend's kernel layer directly (CPU_KERNEL_OBJ).
+$(BENCH_DIR)/gemm_libs: bench/gemm_libs.c $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl -lm
+	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< $(CPU_KERNEL_OBJ) -ldl -lpthread -lm
 
-$(BENCH_DIR)/bench_lora: bench/bench_lora.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+$(BENCH_DIR)/bench_lora: bench/bench_lora.c plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -I$(BLAS_INC) $(LDFLAGS) -o $@ $< -L$(B) -llorakit \
+	$(CC) $(CFLAGS) -I$(BLAS_INC) -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
 
 $(BENCH_DIR)/bench_engine: bench/bench_engine.c $(HEADERS) $(LIB) | $(B)/.bootstrap
@@ -57,14 +62,14 @@ $(BENCH_DIR)/bench_attention: bench/bench_attention.c $(wildcard plugins/cpu/nn*
 # every library all cores so the comparison is like for like.
 # The GEMM libraries gemm_libs compares with OpenBLAS (run-time libraries
 # only: it dlopens them, and says so when one is missing).
-BENCH_PKGS := libblis4-openmp libdnnl2
+BENCH_PKGS := libblis4-openmp libdnnl2 python3-torch
 $(B)/.bench-bootstrap: | $(B)/.bootstrap
 	$(call deb_install,$(BENCH_PKGS),the benchmarks)
 	@touch $@
 
 bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
-	$(BENCH_DIR)/bench_lora $(CPU_PLUG)
+	$(BENCH_DIR)/bench_lora $(CPU_PLUG) bench/torch_lora.py
 	$(BENCH_DIR)/bench_formats $(B)/plugins
 	$(BENCH_DIR)/bench_engine $(CPU_PLUG)
 	$(BENCH_DIR)/bench_registry

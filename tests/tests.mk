@@ -23,7 +23,7 @@ LK_BUILD_ABS  = $(abspath $(B))
 TEST_SUITES  := abi core plugins hosts lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops quant
-TEST_SUITES  += engine gpusim
+TEST_SUITES  += engine gpusim isa
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -112,6 +112,15 @@ $(B)/tests/bin/test_registry $(B)/tests/bin/test_registry_files $(B)/tests/bin/t
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ljansson -lsqlite3 -ldl -lm
+
+# The CPU backend's kernel layer: test_isa links the kernel objects
+# (CPU_KERNEL_OBJ, with their per-file ISA flags) directly, and liblorakit for
+# the bf16 compute path through the public API.
+$(B)/tests/bin/test_isa: tests/test_isa.c $(CPU_KERNEL_OBJ) $(TEST_HDRS) $(wildcard abi/*.h) \
+    $(wildcard plugins/cpu/*.h) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Iplugins/cpu -o $@ $< $(CPU_KERNEL_OBJ) $(LDFLAGS) -L$(B) -llorakit \
+	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -lpthread -ldl -lm
 
 # The file-format suites (test_formats.c, test_badinput.c) also need jansson
 # and libcrypto, and read the reference fixtures from LK_FIXTURES

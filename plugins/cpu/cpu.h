@@ -63,6 +63,8 @@ typedef struct cpu_backend {
   cpu_pool_t *pool;
   uint32_t n_threads;
   int simd; /* AVX2+FMA kernels usable (and not disabled by LORAKIT_CPU_NO_SIMD) */
+  int compute_bf16; /* 1: matmul and LoRA forward/backward compute in bf16 (f32
+                       accumulation and outputs); the GEMM path: isa.h, gemm.h */
   pthread_mutex_t lock; /* guards the buffer set */
   lk_buffer_t **set;    /* open-addressing set of live buffers (NULL = empty slot) */
   size_t set_cap, set_len;
@@ -105,6 +107,7 @@ typedef struct cpu_plan {
   cpu_mat_t m[7]; /* the op's operands, sources then destinations */
   float s;
   int32_t mode, acc;
+  int32_t bf16;   /* the op asks for LK_COMPUTE_BF16 */
   float dropout;  /* LoRA input dropout p, 0 = none */
   uint64_t seed;
   size_t scratch; /* bytes of scratch the op needs */

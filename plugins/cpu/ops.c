@@ -1,6 +1,7 @@
 /* ops.c - the CPU backend's kernels: MATMUL, LORA_FORWARD, LORA_BACKWARD,
  * MERGE/UNMERGE on validated plans (validate.c). The arithmetic is f32 through
- * single-threaded OpenBLAS cblas_sgemm calls partitioned across the backend's
+ * the backend's own single-threaded GEMM (gemm.h: packed micro-kernels of the
+ * run-time ISA path; bf16 compute when be->compute_bf16) partitioned across the backend's
  * own thread pool, one large block of the output per thread (rows or columns,
  * by the measured rule in run_matmul). LORA_FORWARD runs the fused AVX2 kernel
  * of simd.c when the CPU has it and there are rows enough, else two sgemm
@@ -9,8 +10,12 @@
 #include "cpu.h"
 #include "nn.h"
 
-#include <cblas.h>
+#include "gemm.h"
 #include <string.h>
+
+/* The op's GEMM: fp32, or bf16 compute (inputs rounded to bf16 on packing,
+ * f32 accumulation and output) when the backend instance asks for it. */
+#define GEMM(bf16, ...) ((bf16) ? cpu_sgemm_bf16(__VA_ARGS__) : cpu_sgemm(__VA_ARGS__))
 
 #define PANEL_BYTES ((size_t)4 << 20) /* f32 panel of converted weights, per thread */
 #define MIN_TASK_FLOPS 1.5e6          /* below this a thread is not worth waking */
@@ -74,6 +79,7 @@ typedef struct mm_job {
   const cpu_plan_t *p;
   int64_t M, N, K;
   int split_rows; /* 1: threads split M, 0: threads split N */
+  int bf16;       /* be->compute_bf16 */
   float *scratch;
   size_t scratch_per_thread; /* floats */
 } mm_job;
@@ -108,18 +114,18 @@ static void mm_f32_task(void *arg, uint32_t t, uint32_t nt) {
   int mode = p->mode;
   float beta = p->acc ? 1.0f : 0.0f;
   int64_t b, e;
-  enum CBLAS_TRANSPOSE tw = mode ? CblasNoTrans : CblasTrans;
+  int tw = mode ? CPU_NOTRANS : CPU_TRANS;
   int ldw = (int)(mode ? j->N : j->K);
   if (j->split_rows) {
     cpu_split(j->M, t, nt, 8, &b, &e);
     if (b >= e) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)(e - b), (int)j->N, (int)j->K, p->s,
+    GEMM(j->bf16, CPU_NOTRANS, tw, (int)(e - b), (int)j->N, (int)j->K, p->s,
                 x + b * j->K, (int)j->K, W, ldw, beta, y + b * j->N, (int)j->N);
   } else {
     cpu_split(j->N, t, nt, 16, &b, &e);
     if (b >= e) return;
     const float *Wb = mode ? W + b : W + b * j->K;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, (int)j->M, (int)(e - b), (int)j->K, p->s, x,
+    GEMM(j->bf16, CPU_NOTRANS, tw, (int)j->M, (int)(e - b), (int)j->K, p->s, x,
                 (int)j->K, Wb, ldw, beta, y + b, (int)j->N);
   }
 }
@@ -142,7 +148,7 @@ static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
     for (int64_t r0 = b; r0 < e; r0 += P) {
       int64_t r1 = r0 + P < e ? r0 + P : e;
       panel_rows_f32(Wm, r0, r1, panel);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)(r1 - r0), (int)j->K,
+      GEMM(j->bf16, CPU_NOTRANS, CPU_TRANS, (int)j->M, (int)(r1 - r0), (int)j->K,
                   p->s, x, (int)j->K, panel, (int)j->K, p->acc ? 1.0f : 0.0f, y + r0, (int)j->N);
     }
   } else if (Wm->dtype == LK_DTYPE_QUANT) {
@@ -153,7 +159,7 @@ static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
       int64_t k1 = k0 + P < j->K ? k0 + P : j->K;
       panel_rows_f32(Wm, k0, k1, panel);
       float beta = (k0 == 0 && !p->acc) ? 0.0f : 1.0f;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->M, (int)w, (int)(k1 - k0),
+      GEMM(j->bf16, CPU_NOTRANS, CPU_NOTRANS, (int)j->M, (int)w, (int)(k1 - k0),
                   p->s, x + k0, (int)j->K, panel + b, (int)j->N, beta, y + b, (int)j->N);
     }
   } else { /* y[:, b:e] (+)= x[:, k0:k1] W[k0:k1, b:e], panels over K */
@@ -162,7 +168,7 @@ static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
       int64_t k1 = k0 + P < j->K ? k0 + P : j->K;
       for (int64_t k = k0; k < k1; k++) to_f32(elem(Wm, k, b), Wm->dtype, panel + (k - k0) * w, w);
       float beta = (k0 == 0 && !p->acc) ? 0.0f : 1.0f;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->M, (int)w, (int)(k1 - k0),
+      GEMM(j->bf16, CPU_NOTRANS, CPU_NOTRANS, (int)j->M, (int)w, (int)(k1 - k0),
                   p->s, x + k0, (int)j->K, panel, (int)w, beta, y + b, (int)j->N);
     }
   }
@@ -175,14 +181,12 @@ static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
   j.M = p->m[0].rows;
   j.K = p->m[0].cols;
   j.N = p->m[2].cols;
+  j.bf16 = be->compute_bf16 || p->bf16;
   uint32_t nt = mm_threads(be, j.M, j.N, j.K);
   if (p->m[1].dtype == LK_DTYPE_F32) {
-    /* Measured on the benchmark shapes (2 threads, OpenBLAS 0.3.21, Zen):
-     * 2048x4096 outputs run 5-15% faster split by columns, 512x11008 and
-     * 512x4096 (K = 11008) 3-7% faster split by rows, 512x2048 the same
-     * either way. So: columns for few rows or square-ish outputs, rows when
-     * the output is very wide or very tall. */
-    j.split_rows = j.M >= 64 * (int64_t)nt && (j.M >= 2 * j.N || j.N > 4 * j.M);
+    /* Each thread packs the whole of the operand it does not split (gemm.h),
+     * so split the larger side: rows when y is taller than wide, else columns. */
+    j.split_rows = j.M >= 64 * (int64_t)nt && j.M > j.N;
     cpu_pool_run(be->pool, nt, mm_f32_task, &j);
   } else {
     j.scratch = be->scratch;
@@ -200,6 +204,7 @@ typedef struct lora_job {
   float *At, *Bt, *hblk; /* packed A, B and per-thread h blocks (AVX2 path) */
   size_t hblk_floats;
   int phase;
+  int bf16; /* be->compute_bf16 */
 } lora_job;
 
 static void lora_dims(lora_job *j, const cpu_plan_t *p) {
@@ -217,7 +222,7 @@ static uint32_t lf_threads(const cpu_backend_t *be, const lora_job *j) {
 
 /* The fused AVX2 kernel when there are rows enough to split by rows. */
 static int lf_use_avx2(const cpu_backend_t *be, const lora_job *j, uint32_t nt) {
-  return be->simd && j->M >= 8 * (int64_t)nt;
+  return be->simd && !be->compute_bf16 && !j->p->bf16 && j->M >= 8 * (int64_t)nt;
 }
 
 /* Scratch layout of the AVX2 forward: At, Bt, then one h block per thread. */
@@ -275,9 +280,9 @@ static void lf_rows_task(void *arg, uint32_t t, uint32_t nt) {
   if (b >= e) return;
   int rows = (int)(e - b), in = (int)j->in, out = (int)j->out, r = (int)j->r;
   float *h = j->h + b * j->r;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r, in, 1.0f, x + b * j->in, in, A,
+  GEMM(j->bf16, CPU_NOTRANS, CPU_TRANS, rows, r, in, 1.0f, x + b * j->in, in, A,
               in, 0.0f, h, r);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, r, p->s, h, r, B, r, 1.0f,
+  GEMM(j->bf16, CPU_NOTRANS, CPU_TRANS, rows, out, r, p->s, h, r, B, r, 1.0f,
               y + b * j->out, out);
 }
 
@@ -293,12 +298,12 @@ static void lf_cols_task(void *arg, uint32_t t, uint32_t nt) {
   if (j->phase == 0) {
     cpu_split(j->r, t, nt, 1, &b, &e);
     if (b >= e) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)(e - b), in, 1.0f, x, in,
+    GEMM(j->bf16, CPU_NOTRANS, CPU_TRANS, M, (int)(e - b), in, 1.0f, x, in,
                 A + b * j->in, in, 0.0f, j->h + b, r);
   } else {
     cpu_split(j->out, t, nt, 16, &b, &e);
     if (b >= e) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)(e - b), r, p->s, j->h, r,
+    GEMM(j->bf16, CPU_NOTRANS, CPU_TRANS, M, (int)(e - b), r, p->s, j->h, r,
                 B + b * j->r, r, 1.0f, y + b, out);
   }
 }
@@ -306,6 +311,7 @@ static void lf_cols_task(void *arg, uint32_t t, uint32_t nt) {
 static void run_lora_forward(cpu_backend_t *be, const cpu_plan_t *p) {
   lora_job j;
   lora_dims(&j, p);
+  j.bf16 = be->compute_bf16 || p->bf16;
   uint32_t nt = lf_threads(be, &j);
   if (lf_use_avx2(be, &j, nt)) {
     j.At = be->scratch;
@@ -341,13 +347,13 @@ static void lb_task(void *arg, uint32_t t, uint32_t nt) {
     if (b >= e) return;
     int rows = (int)(e - b);
     if (dB)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r, in, 1.0f, x + b * j->in, in,
+      GEMM(j->bf16, CPU_NOTRANS, CPU_TRANS, rows, r, in, 1.0f, x + b * j->in, in,
                   A, in, 0.0f, j->h + b * j->r, r);
     if (dA || dx)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, out, p->s, dy + b * j->out,
+      GEMM(j->bf16, CPU_NOTRANS, CPU_NOTRANS, rows, r, out, p->s, dy + b * j->out,
                   out, B, r, 0.0f, j->g + b * j->r, r);
     if (dx)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, r, 1.0f, j->g + b * j->r, r,
+      GEMM(j->bf16, CPU_NOTRANS, CPU_NOTRANS, rows, in, r, 1.0f, j->g + b * j->r, r,
                   A, in, 1.0f, dx + b * j->in, in);
     return;
   }
@@ -355,13 +361,13 @@ static void lb_task(void *arg, uint32_t t, uint32_t nt) {
   if (dB) {
     cpu_split(j->out, t, nt, 16, &b, &e);
     if (b < e)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - b), r, M, p->s, dy + b, out,
+      GEMM(j->bf16, CPU_TRANS, CPU_NOTRANS, (int)(e - b), r, M, p->s, dy + b, out,
                   j->h, r, beta, dB + b * j->r, r);
   }
   if (dA) {
     cpu_split(j->in, t, nt, 16, &b, &e);
     if (b < e)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, (int)(e - b), M, 1.0f, j->g, r, x + b,
+      GEMM(j->bf16, CPU_TRANS, CPU_NOTRANS, r, (int)(e - b), M, 1.0f, j->g, r, x + b,
                   in, beta, dA + b, in);
   }
 }
@@ -380,6 +386,7 @@ static size_t scratch_lora_backward(const cpu_backend_t *be, const cpu_plan_t *p
 static void run_lora_backward(cpu_backend_t *be, const cpu_plan_t *p) {
   lora_job j;
   lora_dims(&j, p);
+  j.bf16 = be->compute_bf16 || p->bf16;
   j.h = be->scratch;
   j.g = (float *)((char *)be->scratch + lb_hg_bytes(&j));
   double flops = 2.0 * (double)j.M * (double)j.r * (double)(j.in + j.out);
@@ -415,7 +422,7 @@ static void merge_task(void *arg, uint32_t t, uint32_t nt) {
   cpu_split(Wm->rows, t, nt, 8, &b, &e);
   if (b >= e) return;
   if (Wm->dtype == LK_DTYPE_F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(e - b), (int)in, (int)r, p->s,
+    cpu_sgemm(CPU_NOTRANS, CPU_NOTRANS, (int)(e - b), (int)in, (int)r, p->s,
                 B + b * r, (int)r, A, (int)in, 1.0f, (float *)Wm->data + b * in, (int)in);
     return;
   }
@@ -424,7 +431,7 @@ static void merge_task(void *arg, uint32_t t, uint32_t nt) {
   for (int64_t r0 = b; r0 < e; r0 += P) {
     int64_t r1 = r0 + P < e ? r0 + P : e;
     to_f32(elem(Wm, r0, 0), Wm->dtype, panel, (r1 - r0) * in);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)in, (int)r, p->s,
+    cpu_sgemm(CPU_NOTRANS, CPU_NOTRANS, (int)(r1 - r0), (int)in, (int)r, p->s,
                 B + r0 * r, (int)r, A, (int)in, 1.0f, panel, (int)in);
     from_f32(panel, elem(Wm, r0, 0), Wm->dtype, (r1 - r0) * in);
   }

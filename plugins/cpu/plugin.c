@@ -5,6 +5,7 @@
  * rather than dereferenced) and synchronous batched submission: every op of
  * a batch is validated (validate.c) before any runs (ops.c). */
 #include "cpu.h"
+#include "isa.h"
 
 #include <cblas.h>
 #include <sched.h>
@@ -150,7 +151,8 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   be->host = cpu_refs.host;
   /* LORAKIT_CPU_NO_SIMD=1 forces the portable OpenBLAS paths (tests, triage). */
   const char *no_simd = secure_getenv("LORAKIT_CPU_NO_SIMD");
-  be->simd = cpu_have_avx2() && !(no_simd && no_simd[0] == '1');
+  be->simd = cpu_have_avx2() && cpu_isa() >= CPU_ISA_AVX2 && !(no_simd && no_simd[0] == '1');
+  be->compute_bf16 = cpu_isa_default_bf16();
   pthread_mutex_init(&be->lock, NULL);
   int32_t rc = cpu_pool_create(n_threads, &be->pool);
   if (rc != LK_OK) {
@@ -242,7 +244,7 @@ static int32_t cpu_device_info(uint32_t index, lk_device_info_t *out, lk_error_t
   d.max_alloc = (uint64_t)PTRDIFF_MAX - CPU_ALIGN;
   d.offset_align = 4; /* an f32 element; f16/bf16 views need 2 */
   d.can_wrap = 1;
-  snprintf(d.driver, sizeof d.driver, "%s", cpu_have_avx2() ? "avx2" : "portable");
+  snprintf(d.driver, sizeof d.driver, "%s", cpu_isa_name(cpu_isa())); /* the ISA path in use */
   uint32_t size = out->struct_size;
   memcpy((char *)out + sizeof size, (const char *)&d + sizeof size,
          (size < sizeof d ? size : sizeof d) - sizeof size);

@@ -288,6 +288,7 @@ static int32_t plan_matmul(cpu_backend_t *be, const vctx *v, const lk_op_t *op, 
   TRY(check_flag(v, mp.accumulate, "accumulate"));
   if (!isfinite(mp.alpha)) return vfail(v, LK_ERR_INVALID_ARG, "alpha is not finite");
   TRY(check_compute(v, mp.compute));
+  p->bf16 = mp.compute == LK_COMPUTE_BF16;
   cpu_mat_t *x = &p->m[0], *W = &p->m[1], *y = &p->m[2];
   TRY(check_tensor(be, v, &op->src[0], "x", ROLE_ACT, ALLOW_F32, x));
   TRY(check_tensor(be, v, &op->src[1], "W", ROLE_MATRIX, ALLOW_QUANT, W));
@@ -332,6 +333,7 @@ static int32_t plan_lora_params(const vctx *v, const lk_op_t *op, cpu_plan_t *p)
   TRY(check_scale(v, lp.scale));
   TRY(check_flag(v, lp.accumulate, "accumulate"));
   TRY(check_compute(v, lp.compute));
+  p->bf16 = lp.compute == LK_COMPUTE_BF16;
   if (lp.reserved0) return vfail(v, LK_ERR_INVALID_ARG, "reserved0 is %u, must be 0", lp.reserved0);
   if (!(lp.dropout >= 0.0f && lp.dropout < 1.0f))
     return vfail(v, LK_ERR_INVALID_ARG, "dropout %g is not in [0, 1)", (double)lp.dropout);

@@ -157,8 +157,8 @@ static lk_status mo_check_paths(lk_context_t *ctx, const char *out, const char *
     if (out_exists && stat(ins[k], &si) == 0 && so.st_dev == si.st_dev && so.st_ino == si.st_ino)
       return lk__fail(ctx, LK_ERR_INVALID_ARG, "the output %s is the input %s; write to another path", out, ins[k]);
     if (mo_within(ao, ai))
-      return lk__fail(ctx, LK_ERR_INVALID_ARG, "the output %s is %s the input %s; write to another path", out,
-                      strcmp(ao, ai) ? "inside" : "", ins[k]);
+      return lk__fail(ctx, LK_ERR_INVALID_ARG, "the output %s is %s %s; write to another path", out,
+                      strcmp(ao, ai) ? "inside the input" : "the input", ins[k]);
     if (mo_within(ai, ao))
       return lk__fail(ctx, LK_ERR_INVALID_ARG,
                       "the output %s holds the input %s (replacing it would remove the input); write to another path",

@@ -552,7 +552,10 @@ START_TEST(tokenizer_carried_or_refused) {
   c.format = "hf";
   st = lk_model_convert(ctx, fm_fx("gguf/base-f32.gguf"), hf, &c);
   ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
-  if (!fm_exists(fid_path(hf, "tokenizer.json"))) {
+  char *hf_tok = fid_path(hf, "tokenizer.json");
+  int has_tok = fm_exists(hf_tok);
+  free(hf_tok);
+  if (!has_tok) {
     c.format = "gguf";
     ck_assert_int_eq(lk_model_convert(ctx, hf, g2, &c), LK_ERR_UNSUPPORTED);
     FM_ASSERT_ERROR(lk_last_error(ctx), hf, "tokenizer");

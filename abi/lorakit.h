@@ -443,6 +443,11 @@ typedef struct lk_convert_opts_t { /* caller-filled input */
   const char *base;     /* the base model (path), for adapters; may be NULL */
   uint32_t force;       /* 1: replace an existing output */
   uint32_t reserved0;   /* must be 0 */
+  /* appended in 2.x (read only when struct_size covers them): */
+  uint32_t no_tokenizer; /* 1: write a GGUF model even when the input has no
+                          * tokenizer lorakit can carry (otherwise refused:
+                          * llama.cpp cannot run a GGUF without tokenizer.*) */
+  uint32_t reserved1;   /* must be 0 */
 } lk_convert_opts_t;
 #define LK_MIN_SIZE_CONVERT_OPTS LK_MIN_SIZE(lk_convert_opts_t, reserved0)
 

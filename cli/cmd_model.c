@@ -21,25 +21,32 @@ const char cli_inspect_usage[] =
 const char cli_convert_usage[] =
     "usage: lorakit convert IN -o OUT --format safetensors|hf|gguf|peft|gguf-lora\n"
     "                       [--outtype f32|f16|bf16] [--base MODEL] [--registry PATH]\n"
+    "                       [--force] [--no-tokenizer]\n"
     "\n"
     "Convert a model or an adapter. Tensor names and the Q/K row order are those\n"
     "llama.cpp's converters write. --outtype converts float tensors (for gguf, 1-D\n"
     "tensors stay f32 as llama.cpp keeps them); the default keeps the source types.\n"
     "--base names the base model an adapter belongs to: needed to read or write a\n"
-    "GGUF LoRA adapter (its Q/K rows follow the base's head layout).\n"
+    "GGUF LoRA adapter (its Q/K rows follow the base's head layout); the adapter is\n"
+    "checked against it (every target's shape) and refused when it does not fit.\n"
+    "An existing OUT is refused unless --force (then replaced whole); OUT may not be\n"
+    "or lie inside IN or --base. A GGUF model from an input with no tokenizer\n"
+    "lorakit can carry is refused (llama.cpp cannot run it) unless --no-tokenizer.\n"
     "With --registry PATH (or LORAKIT_REGISTRY set), a converted adapter is recorded\n"
     "in that registry as a new version, `imported` from the (recorded) input.\n";
 
 const char cli_merge_usage[] =
-    "usage: lorakit merge MODEL --adapter A [--scale s] -o OUT [--registry PATH]\n"
+    "usage: lorakit merge MODEL --adapter A [--scale s] -o OUT [--registry PATH] [--force]\n"
     "\n"
     "Merge adapter A into MODEL: W += scale * s * B A for every target, written in\n"
-    "the format of MODEL (an HF folder gives an HF folder). scale defaults to 1.\n"
+    "the format of MODEL (an HF folder gives an HF folder, its tokenizer and other\n"
+    "non-weight files carried). scale defaults to 1. An existing OUT is refused\n"
+    "unless --force (then replaced whole); OUT may not be or lie inside an input.\n"
     "With --registry PATH (or LORAKIT_REGISTRY set), OUT is recorded there as a\n"
     "base model `merged_from` the adapter's version and MODEL.\n";
 
 const char cli_unmerge_usage[] =
-    "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT [--registry PATH]\n"
+    "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT [--registry PATH] [--force]\n"
     "\n"
     "Undo a merge: W -= scale * s * B A for every target of A.\n";
 
@@ -188,8 +195,11 @@ static int32_t parse_outtype(const char *s) {
 
 int cli_convert(int argc, char **argv) {
   const char *in = NULL, *out = NULL, *format = NULL, *outtype_s = NULL, *base = NULL, *registry = NULL;
+  uint32_t force = 0, no_tokenizer = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "--force")) force = 1;
+    else if (!strcmp(argv[i], "--no-tokenizer")) no_tokenizer = 1;
     else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
     else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
     else if (!strcmp(argv[i], "--outtype") && i + 1 < argc) outtype_s = argv[++i];
@@ -205,8 +215,8 @@ int cli_convert(int argc, char **argv) {
                                 "in the base's head layout and names its architecture)", in);
   lk_context_t *ctx = open_ctx();
   if (!ctx) return CLI_FAILED;
-  /* the library holds the rules; the CLI replaces an existing output, as it always has */
-  lk_convert_opts_t opts = {sizeof opts, outtype, format, base, 1, 0};
+  /* the library holds the rules: an existing OUT is replaced only with --force */
+  lk_convert_opts_t opts = {sizeof opts, outtype, format, base, force, 0, no_tokenizer, 0};
   char *tmpdir = NULL;
   const char *src = in; /* a registry REF is exported to a temporary folder first */
   int rc = cli_registry_adapter_path(ctx, registry, in, &src, &tmpdir) ? fail_ctx(ctx) : CLI_OK;
@@ -222,9 +232,11 @@ int cli_convert(int argc, char **argv) {
 static int merge_cmd(int argc, char **argv, int undo) {
   const char *model = NULL, *adapter = NULL, *out = NULL, *registry = NULL;
   double scale = 1.0;
+  uint32_t force = 0;
   const char *cmd = undo ? "unmerge" : "merge";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
     else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
     else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
@@ -239,7 +251,7 @@ static int merge_cmd(int argc, char **argv, int undo) {
     return cli_error(CLI_USAGE, "%s: --scale 0 would leave the model unchanged", cmd);
   lk_context_t *ctx = open_ctx();
   if (!ctx) return CLI_FAILED;
-  lk_merge_opts_t opts = {sizeof opts, (float)scale, NULL, 0, 1}; /* the best backend; replace OUT */
+  lk_merge_opts_t opts = {sizeof opts, (float)scale, NULL, 0, force}; /* the best backend; OUT replaced with --force */
   char *tmpdir = NULL;
   const char *src = adapter; /* a registry REF is exported to a temporary folder first */
   lk_status st = cli_registry_adapter_path(ctx, registry, adapter, &src, &tmpdir);

@@ -143,6 +143,15 @@ run_case convert_unknown_format         1 "err:no writer"                       
 absent   convert_unknown_format_nothing_written "$X/x"
 run_case convert_bad_outtype            2 "err:--outtype"                          convert "$F/base" -o "$X/x" --format gguf --outtype q3
 run_case convert_missing_output         2 "-"                                      convert "$F/base" --format gguf
+# an existing output is refused without --force (and kept), replaced with it
+run_case convert_existing_refused       1 "err:already exists"                     convert "$F/base" -o "$O/b32.gguf" --format gguf --outtype f16
+run_case convert_existing_kept          0 "json:types == {'f32': 21}"              inspect "$O/b32.gguf" --json
+run_case convert_existing_force         0 "out:wrote"                              convert "$F/base" -o "$O/b32.gguf" --format gguf --force
+run_case convert_output_is_input        1 "err:is the input"                       convert "$O/b32.gguf" -o "$O/b32.gguf" --format gguf --force
+# a GGUF with no tokenizer (from the GGUF -> HF folder, which has none) is refused unless --no-tokenizer
+run_case convert_no_tokenizer_refused   1 "err:tokenizer"                          convert "$O/hf" -o "$X/nt.gguf" --format gguf
+absent   convert_no_tokenizer_nothing_written "$X/nt.gguf"
+run_case convert_no_tokenizer_flag      0 "out:wrote"                              convert "$O/hf" -o "$O/nt.gguf" --format gguf --no-tokenizer
 
 # ---- merge and unmerge
 run_case merge_peft_into_hf             0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$O/merged"
@@ -159,6 +168,10 @@ run_case merge_model_as_adapter         1 "err:$F/base"                         
 absent   merge_model_as_adapter_nothing_written "$X/z"
 run_case merge_bad_scale                2 "err:--scale"                            merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale abc
 run_case merge_missing_adapter          2 "-"                                      merge "$F/base" -o "$X/w"
+run_case merge_output_is_model          1 "err:is the input"                       merge "$O/merged" --adapter "$F/a1/adapter-trained" -o "$O/merged" --force
+run_case merge_output_in_adapter        1 "err:inside"                             merge "$F/base" --adapter "$O/p" -o "$O/p/sub" --force
+run_case merge_existing_refused         1 "err:already exists"                     merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$O/merged"
+run_case merge_existing_force           0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$O/merged" --force
 absent   merge_usage_nothing_written    "$X/w"
 
 # ---- DoRA (a2: PEFT use_dora)

@@ -282,6 +282,299 @@ START_TEST(convert_f16_keeps_1d_f32) {
 }
 END_TEST
 
+
+/* ---- fidelity and hardening ------------------------------------------------------------------ */
+
+static char *fid_path(const char *dir, const char *name) {
+  char *p = malloc(strlen(dir) + strlen(name) + 2);
+  sprintf(p, "%s/%s", dir, name);
+  return p;
+}
+
+/* A copy of the fixture base in dir/name (every file). */
+static char *copy_base(const char *dir, const char *name) {
+  static const char *const files[] = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                                      "tokenizer.model", "tokenizer_config.json"};
+  char *to = fid_path(dir, name);
+  fm_mkdir(to);
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    char *src = fid_path(fm_fixture_root(), "base"), *s2 = fid_path(src, files[i]), *d2 = fid_path(to, files[i]);
+    fm_copy_file(s2, d2);
+    free(src);
+    free(s2);
+    free(d2);
+  }
+  return to;
+}
+
+/* A second base of the same architecture in dir/other: 8 attention heads of
+ * 32 (2 key/value heads, so k_proj and v_proj are [64, 256], their first 64
+ * rows of the fixture), written by hand as safetensors + config.json. */
+static char *make_other_base(const char *dir) {
+  char *to = fid_path(dir, "other");
+  fm_mkdir(to);
+  json_t *cfg = fm_json_file(fm_fx("base/config.json"));
+  json_object_set_new(cfg, "num_attention_heads", json_integer(8));
+  json_object_set_new(cfg, "head_dim", json_integer(32));
+  char *cp = fid_path(to, "config.json");
+  ck_assert_int_eq(json_dump_file(cfg, cp, 0), 0);
+  json_decref(cfg);
+  free(cp);
+  st_file b;
+  st_load_in(&b, fm_fx("base"));
+  json_t *hdr = json_object();
+  size_t cap = 0, used = 0;
+  uint8_t *data = NULL;
+  const char *key;
+  json_t *v;
+  json_object_foreach(b.hdr, key, v) {
+    if (!strcmp(key, "__metadata__")) continue;
+    uint64_t n;
+    const float *p = st_f32(&b, key, &n);
+    json_t *shape = json_deep_copy(json_object_get(v, "shape"));
+    if (strstr(key, "k_proj") || strstr(key, "v_proj")) {
+      ck_assert_int_eq(json_integer_value(json_array_get(shape, 0)), 128);
+      json_array_set_new(shape, 0, json_integer(64));
+      n = 64 * 256;
+    }
+    if (used + n * 4 > cap) data = realloc(data, cap = (used + n * 4) * 2);
+    memcpy(data + used, p, n * 4);
+    json_t *t = json_pack("{s:s, s:o, s:[I, I]}", "dtype", "F32", "shape", shape, "data_offsets", (json_int_t)used,
+                          (json_int_t)(used + n * 4));
+    json_object_set_new(hdr, key, t);
+    used += n * 4;
+  }
+  char *h = json_dumps(hdr, JSON_COMPACT);
+  uint64_t hl = strlen(h);
+  char *mp = fid_path(to, "model.safetensors");
+  FILE *f = fopen(mp, "wb");
+  ck_assert(f && fwrite(&hl, 8, 1, f) == 1 && fwrite(h, 1, hl, f) == hl && fwrite(data, 1, used, f) == used);
+  fclose(f);
+  free(mp);
+  free(h);
+  free(data);
+  json_decref(hdr);
+  st_free(&b);
+  return to;
+}
+
+/* Item 1: an adapter with a base it does not fit (v_proj [128, 256] in the
+ * adapter, [64, 256] in the other base; q/k head counts differ) is refused
+ * by convert --base, merge and unmerge, naming both files; nothing written.
+ * The right base still converts. */
+START_TEST(wrong_base_refused_naming_both) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *other = make_other_base(dir);
+  char *out = fid_path(dir, "a.gguf"), *mout = fid_path(dir, "m");
+  const char *adapters[2] = {fm_fx("a1/adapter-trained"), fm_fx("gguf/a1-lora-f32.gguf")};
+  lk_convert_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.format = "gguf-lora";
+  o.base = other;
+  ck_assert_int_ne(lk_model_convert(ctx, adapters[0], out, &o), LK_OK);
+  FM_ASSERT_ERROR(lk_last_error(ctx), "adapter-trained", "fit");
+  FM_ASSERT_ERROR(lk_last_error(ctx), other, "fit");
+  o.format = "peft";
+  ck_assert_int_ne(lk_model_convert(ctx, adapters[1], out, &o), LK_OK);
+  FM_ASSERT_ERROR(lk_last_error(ctx), other, "fit|head|shape");
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_ne(lk_model_merge(ctx, other, adapters[k], mout, NULL), LK_OK);
+    FM_ASSERT_ERROR(lk_last_error(ctx), other, "fit|head|shape");
+    ck_assert_int_ne(lk_model_unmerge(ctx, other, adapters[k], mout, NULL), LK_OK);
+    FM_ASSERT_ERROR(lk_last_error(ctx), other, "fit|head|shape");
+  }
+  char names[1024];
+  ck_assert_int_eq(fm_dir_entries(dir, names, sizeof names), 1); /* only other/ */
+  o.format = "gguf-lora";
+  char base[4096];
+  snprintf(base, sizeof base, "%s", fm_fx("base"));
+  o.base = base;
+  lk_status st = lk_model_convert(ctx, adapters[0], out, &o);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  free(out);
+  free(mout);
+  free(other);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* Item 11: an output that is an input (same path, a symlink to it, a folder
+ * inside it, a folder holding it) is refused even with force, and the input
+ * is untouched; a folder replaced with force is replaced whole (the stale
+ * shards and index of a sharded model are gone). */
+START_TEST(outputs_never_overwrite_inputs) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *model = copy_base(dir, "model");
+  char *adapter = fid_path(dir, "ad");
+  fm_mkdir(adapter);
+  char *acfg = fid_path(adapter, "adapter_config.json"), *aw = fid_path(adapter, "adapter_model.safetensors");
+  fm_copy_file(fm_fx("a1/adapter-trained/adapter_config.json"), acfg);
+  fm_copy_file(fm_fx("a1/adapter-trained/adapter_model.safetensors"), aw);
+  char *mst = fid_path(model, "model.safetensors");
+  size_t n0, n1;
+  uint8_t *before = fm_must_read(mst, &n0);
+  char *link = fid_path(dir, "link"), *inside = fid_path(model, "sub"), *sub_parent = fid_path(dir, "ad/..");
+  ck_assert_int_eq(symlink(model, link), 0);
+  lk_merge_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.force = 1;
+  const char *outs[] = {model, link, inside, adapter, dir, sub_parent};
+  for (size_t k = 0; k < sizeof outs / sizeof *outs; k++) {
+    ck_assert_int_eq(lk_model_merge(ctx, model, adapter, outs[k], &o), LK_ERR_INVALID_ARG);
+    ck_assert_msg(fm_has_phrase(lk_last_error(ctx), "is the input|inside|holds the input"), "%s: %s", outs[k],
+                  lk_last_error(ctx));
+    ck_assert_int_eq(lk_model_unmerge(ctx, model, adapter, outs[k], &o), LK_ERR_INVALID_ARG);
+  }
+  lk_convert_opts_t c;
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  c.format = "hf";
+  c.force = 1;
+  ck_assert_int_eq(lk_model_convert(ctx, model, link, &c), LK_ERR_INVALID_ARG);
+  ck_assert_int_eq(lk_model_convert(ctx, mst, mst, &c), LK_ERR_INVALID_ARG);
+  FM_ASSERT_ERROR(lk_last_error(ctx), mst, "is the input");
+  c.format = "peft";
+  ck_assert_int_eq(lk_model_convert(ctx, adapter, adapter, &c), LK_ERR_INVALID_ARG);
+  uint8_t *after = fm_must_read(mst, &n1);
+  ck_assert(n0 == n1 && !memcmp(before, after, n0));
+  ck_assert(!fm_exists(inside));
+  free(after);
+
+  /* a stale sharded model in the output folder: refused without force,
+   * replaced whole with it */
+  char *out = fid_path(dir, "out");
+  fm_mkdir(out);
+  char *shard = fid_path(out, "model-00001-of-00002.safetensors"), *idx = fid_path(out, "model.safetensors.index.json");
+  fm_write_file(shard, "x", 1);
+  fm_write_file(idx, "{}", 2);
+  o.force = 0;
+  ck_assert_int_eq(lk_model_merge(ctx, model, adapter, out, &o), LK_ERR_EXISTS);
+  ck_assert(fm_exists(shard) && fm_exists(idx));
+  o.force = 1;
+  lk_status st = lk_model_merge(ctx, model, adapter, out, &o);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  ck_assert(!fm_exists(shard) && !fm_exists(idx));
+  char names[2048];
+  fm_dir_entries(dir, names, sizeof names);
+  ck_assert_msg(!strstr(names, ".lk-"), "temporaries left: %s", names);
+  char *om = fid_path(out, "model.safetensors");
+  ck_assert(fm_exists(om));
+  free(om);
+  free(before);
+  free(shard);
+  free(idx);
+  free(out);
+  free(link);
+  free(inside);
+  free(sub_parent);
+  free(mst);
+  free(acfg);
+  free(aw);
+  free(adapter);
+  free(model);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* Item 2: merge and unmerge of an HF folder carry its tokenizer files byte
+ * for byte, so the merged folder converts to a GGUF with tokenizer.* keys (as
+ * llama.cpp's base-f32.gguf has, same tokenizer.ggml.model; and
+ * general.size_label / general.name, item 9); a folder with no
+ * tokenizer (GGUF -> HF) is refused as GGUF unless no_tokenizer is set. */
+START_TEST(tokenizer_carried_or_refused) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *merged = fid_path(dir, "merged"), *back = fid_path(dir, "back"), *g = fid_path(dir, "m.gguf");
+  lk_status st = lk_model_merge(ctx, fm_fx("base"), fm_fx("a1/adapter-trained"), merged, NULL);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  st = lk_model_unmerge(ctx, merged, fm_fx("a1/adapter-trained"), back, NULL);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  static const char *const tok[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                    "generation_config.json"};
+  for (size_t i = 0; i < sizeof tok / sizeof *tok; i++) {
+    char ref[4096];
+    snprintf(ref, sizeof ref, "%s/base/%s", fm_fixture_root(), tok[i]);
+    size_t nr, nm, nb;
+    uint8_t *r = fm_must_read(ref, &nr);
+    char *pm = fid_path(merged, tok[i]), *pb = fid_path(back, tok[i]);
+    uint8_t *m = fm_must_read(pm, &nm), *b = fm_must_read(pb, &nb);
+    if (strcmp(tok[i], "generation_config.json")) { /* the writer makes that one from the metadata */
+      ck_assert_msg(nm == nr && !memcmp(m, r, nr), "%s not carried by merge", tok[i]);
+      ck_assert_msg(nb == nr && !memcmp(b, r, nr), "%s not carried by unmerge", tok[i]);
+    }
+    free(r);
+    free(m);
+    free(b);
+    free(pm);
+    free(pb);
+  }
+  lk_convert_opts_t c;
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  c.format = "gguf";
+  st = lk_model_convert(ctx, merged, g, &c);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  size_t n, nr;
+  uint8_t *p = fm_must_read(g, &n), *pr = fm_must_read(fm_fx("gguf/base-f32.gguf"), &nr);
+  fm_gguf gg, rr;
+  ck_assert_int_eq(fm_gguf_parse(p, n, &gg), 0);
+  ck_assert_int_eq(fm_gguf_parse(pr, nr, &rr), 0);
+  const fm_gguf_kv *km = fm_gguf_find_kv(&gg, "tokenizer.ggml.model"), *kr = fm_gguf_find_kv(&rr, "tokenizer.ggml.model");
+  ck_assert_msg(km && kr, "tokenizer.ggml.model missing (lorakit %p, llama.cpp %p)", (const void *)km, (const void *)kr);
+  ck_assert(fm_gguf_find_kv(&gg, "tokenizer.ggml.tokens") && fm_gguf_find_kv(&gg, "tokenizer.ggml.scores"));
+  ck_assert_str_eq(km->str, kr->str);
+  /* Item 9: general.size_label as llama.cpp wrote it for the same model
+   * ("1.4M"), general.name the source folder's name (convert_hf_to_gguf.py's
+   * fallback when no name is given) */
+  const fm_gguf_kv *sl = fm_gguf_find_kv(&gg, "general.size_label"), *slr = fm_gguf_find_kv(&rr, "general.size_label");
+  ck_assert_msg(sl && slr && sl->type == FM_GGUF_STRING, "general.size_label missing");
+  ck_assert_str_eq(sl->str, slr->str);
+  const fm_gguf_kv *nm = fm_gguf_find_kv(&gg, "general.name");
+  ck_assert_msg(nm && nm->type == FM_GGUF_STRING && fm_gguf_find_kv(&rr, "general.name"), "general.name missing");
+  ck_assert_str_eq(nm->str, "merged");
+  fm_gguf_free(&gg);
+  fm_gguf_free(&rr);
+  free(p);
+  free(pr);
+
+  /* GGUF -> HF writes no tokenizer yet: that folder as GGUF is refused
+   * (llama.cpp could not run it) unless no_tokenizer */
+  char *hf = fid_path(dir, "hf"), *g2 = fid_path(dir, "nt.gguf");
+  c.format = "hf";
+  st = lk_model_convert(ctx, fm_fx("gguf/base-f32.gguf"), hf, &c);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  char *hf_tok = fid_path(hf, "tokenizer.json");
+  int has_tok = fm_exists(hf_tok);
+  free(hf_tok);
+  if (!has_tok) {
+    c.format = "gguf";
+    ck_assert_int_eq(lk_model_convert(ctx, hf, g2, &c), LK_ERR_UNSUPPORTED);
+    FM_ASSERT_ERROR(lk_last_error(ctx), hf, "tokenizer");
+    ck_assert(!fm_exists(g2));
+    c.no_tokenizer = 1;
+    st = lk_model_convert(ctx, hf, g2, &c);
+    ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+    ck_assert(fm_exists(g2));
+  }
+  free(hf);
+  free(g2);
+  free(merged);
+  free(back);
+  free(g);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static Suite *model_ops_suite(void) {
   Suite *s = suite_create("model_ops");
   TCase *tc = tcase_create("merge");
@@ -294,6 +587,12 @@ static Suite *model_ops_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, adapter_header_reports_the_files);
   tcase_add_test(tc, convert_f16_keeps_1d_f32);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fidelity");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, wrong_base_refused_naming_both);
+  tcase_add_test(tc, outputs_never_overwrite_inputs);
+  tcase_add_test(tc, tokenizer_carried_or_refused);
   suite_add_tcase(s, tc);
   return s;
 }

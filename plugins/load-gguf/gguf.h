@@ -200,7 +200,7 @@ double gguf_f32_shortest(float v);
  * into kv/types, as convert_hf_to_gguf.py writes them; general.file_type
  * from the most common type of the 2-D+ tensors. */
 int32_t gguf_config_kvs(const struct json_t *cfg, const lk_tensor_t *tensors, uint64_t n, struct json_t *kv,
-                        struct json_t *types, const char *path, lk_error_t *err);
+                        struct json_t *types, const char *name, const char *path, lk_error_t *err);
 /* tokenizer.ggml.* from the metadata "tokenizer" object of a Hugging Face
  * folder (hf loader), as convert_hf_to_gguf.py writes them. */
 int32_t gguf_tokenizer_kvs(const struct json_t *tok, struct json_t *kv, struct json_t *types, const char *path,

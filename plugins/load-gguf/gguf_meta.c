@@ -305,9 +305,27 @@ static int gguf_file_type(const lk_tensor_t *tensors, uint64_t n) {
   return best == 0 || ftype[best] ? ftype[best] : -1;
 }
 
-/* The <arch>.* keys convert_hf_to_gguf.py writes, from an HF config. */
+/* gguf-py's size_label (model_weight_count_rounded_notation, min_digits 2):
+ * the parameter count in K/M/B/T with at least two significant digits
+ * ("1.4M" for 1,443,072). */
+static void gguf_size_label(uint64_t count, char *out, size_t cap) {
+  double c = (double)count, scaled;
+  char suffix;
+  if (c > 1e12) scaled = c * 1e-12, suffix = 'T';
+  else if (c > 1e9) scaled = c * 1e-9, suffix = 'B';
+  else if (c > 1e6) scaled = c * 1e-6, suffix = 'M';
+  else scaled = c * 1e-3, suffix = 'K';
+  long long r = (long long)(scaled + 0.5); /* no libm in this plugin */
+  int digits = 0;
+  for (long long k = r; k > 0; k /= 10) digits++;
+  snprintf(out, cap, "%.*f%c", digits < 2 ? 2 - digits : 0, scaled, suffix);
+}
+
+/* The <arch>.* keys convert_hf_to_gguf.py writes, from an HF config; name
+ * (may be NULL) is general.name, the source folder's name as
+ * convert_hf_to_gguf.py falls back to. */
 int32_t gguf_config_kvs(const json_t *cfg, const lk_tensor_t *tensors, uint64_t n, json_t *kv, json_t *types,
-                        const char *path, lk_error_t *err) {
+                        const char *name, const char *path, lk_error_t *err) {
   static const struct {
     const char *field, *suffix;
   } ints[] = {{"num_hidden_layers", "block_count"},
@@ -323,6 +341,16 @@ int32_t gguf_config_kvs(const json_t *cfg, const lk_tensor_t *tensors, uint64_t 
   const char *arch = !strcmp(mt, "mistral") ? "llama" : mt;
   int bad = gguf_kv_set(kv, types, "general.architecture", json_string(arch), "string");
   bad |= gguf_kv_set(kv, types, "general.type", json_string("model"), "string");
+  if (name && name[0]) bad |= gguf_kv_set(kv, types, "general.name", json_string(name), "string");
+  uint64_t count = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t e = 1;
+    for (uint32_t d = 0; d < tensors[i].ndim; d++) e *= (uint64_t)tensors[i].shape[d];
+    count += e;
+  }
+  char label[32];
+  gguf_size_label(count, label, sizeof label);
+  bad |= gguf_kv_set(kv, types, "general.size_label", json_string(label), "string");
   json_int_t v, heads = 0, hidden = 0, head_dim = 0;
   char key[192];
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {

@@ -596,7 +596,7 @@ int32_t gguf_write_model(const char *path, const lk_tensor_t *tensors, const cha
     if (json_is_object(json_object_get(g, "kv_types")))
       json_object_update(types, json_object_get(g, "kv_types"));
   } else if (!rc && cfg) {
-    rc = gguf_config_kvs(cfg, tensors, n, kv, types, path, err);
+    rc = gguf_config_kvs(cfg, tensors, n, kv, types, json_string_value(json_object_get(root, "name")), path, err);
     const json_t *tok = json_object_get(root, "tokenizer");
     if (!rc && tok && !json_is_null(tok)) rc = gguf_tokenizer_kvs(tok, kv, types, path, err);
   }

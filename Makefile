@@ -134,7 +134,7 @@ $(DEMO): examples/demo/demo.c $(LIB)
 
 demo: all $(DEMO)
 	@echo "== lorakit plugins"; $(CLI) plugins
-	@echo; echo "== LoRA forward and merge/unmerge round trip (random tensors)"; LORAKIT_PLUGIN_PATH=$(B)/plugins $(DEMO)
+	@echo; echo "== LoRA forward and merge/unmerge round trip (random tensors)"; LORAKIT_PLUGIN_PATH=$(abspath $(B))/plugins $(DEMO)
 	@F=../shared/fixtures/tiny-llama-a; D=$(B)/demo-out; \
 	if [ -d $$F ]; then rm -rf $$D && mkdir -p $$D && set -e; \
 	  echo; echo "== a real model and a PEFT adapter ($$F)"; \

@@ -85,10 +85,26 @@ typedef struct lk_context_opts_t {
 #define LK_MIN_SIZE_CONTEXT_OPTS LK_MIN_SIZE(lk_context_opts_t, reserved0)
 
 /* [any-thread] Create a context. opts may be NULL (defaults: discover plugins
- * in LORAKIT_PLUGIN_PATH (ignored for setuid programs), the install's
- * lib/lorakit/plugins/, then plugins/ next to the executable). A plugin that
- * is refused does not fail the context: see lk_plugin_info. Plugin init
- * runs here, serialised with every other context's (one process-wide lock). */
+ * in the install's lib/lorakit/plugins/, plugins/ next to the executable,
+ * then LORAKIT_PLUGIN_PATH (ignored for setuid programs; relative and empty
+ * entries are never searched, each skipped with a warning to the logger)).
+ * A plugin that is refused does not fail the context: see lk_plugin_info.
+ * Discovered files are only noted here; each is loaded (dlopen, entry,
+ * init, serialised with every other context's under one process-wide lock)
+ * when the context first needs its kind, told by its file name:
+ * lorakit-load-*.so loaders, lorakit-quant-*.so quantisers, any other
+ * lorakit-*.so backends. lk_model_open loads loaders and quantisers,
+ * lk_backend_open and the device listing backends and quantisers, the
+ * quantiser calls quantisers, lk_plugin_count/info and lk_component_count/
+ * info everything; a lookup that finds nothing loads the remaining files
+ * whatever their names and tries again.
+ *
+ * Trust rule, for every plugin file (discovered or lk_plugin_load): the
+ * file and the folder holding it (after links are resolved) must be owned
+ * by root or the process's effective user and writable by neither group nor
+ * others; otherwise it is refused (LK_ERR_SECURITY) with a reason naming the
+ * file or folder and its mode. The checked file is the one mapped (opened
+ * first, checked with fstat, mapped through /proc/self/fd). */
 LK_API lk_status lk_context_create(const lk_context_opts_t *opts, lk_context_t **out);
 /* [one-thread-per-context] Free the context; every adapter and backend made
  * from it must be freed first. NULL is a no-op. */
@@ -130,14 +146,16 @@ typedef struct lk_component_info_t {
 
 /* [one-thread-per-context] Load one plugin file explicitly. LK_OK when it
  * loaded; otherwise the plugin is still listed as refused, with the reason,
- * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS). An
+ * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS,
+ * LK_ERR_SECURITY: see the trust rule at lk_context_create). An
  * explicit path wins over discovery: a plugin of the same id found by
  * discovery (or lk_plugin_load_dir) is set aside - listed as refused with
  * the reason "set aside: plugin id 'ID' was loaded explicitly from FILE",
  * its components removed from the list before this one's are added, its
  * fini deferred to lk_context_free - and this one takes its place; if this
  * one fails, the discovered one stays. Two explicit loads of one id refuse
- * the second (LK_ERR_EXISTS), as does a discovered one after any load.
+ * the second (LK_ERR_EXISTS), as does a discovered one whose id another
+ * loaded file has (the reason names both files; the earlier found wins).
  * Loading the same file again is a no-op (LK_OK when it loaded). Backends
  * of one name from several plugins are variants (lk_backend_open picks by
  * score); loaders and quantisers must be unique by name (LK_ERR_EXISTS). */

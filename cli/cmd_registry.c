@@ -520,7 +520,7 @@ out:
 
 const char *cli_registry_configured(const char *flag) {
   if (flag) return flag;
-  const char *env = getenv("LORAKIT_REGISTRY");
+  const char *env = secure_getenv("LORAKIT_REGISTRY");
   return env && *env ? env : NULL;
 }
 

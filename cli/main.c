@@ -55,8 +55,10 @@ static void usage(FILE *f) {
   fprintf(f,
           "\n"
           "`lorakit COMMAND --help` describes a command. Plugins are found in\n"
-          "LORAKIT_PLUGIN_PATH (colon-separated folders), the install's\n"
-          "lib/lorakit/plugins/ and plugins/ next to this program.\n");
+          "the install's lib/lorakit/plugins/, plugins/ next to this program and\n"
+          "LORAKIT_PLUGIN_PATH (colon-separated absolute folders), and loaded\n"
+          "only when a command needs their kind; files or folders writable by\n"
+          "group or others are refused (see `lorakit plugins`).\n");
 }
 
 int main(int argc, char **argv) {

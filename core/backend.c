@@ -36,6 +36,7 @@ static const lk_backend_vt_t *pick_backend(lk_context_t *ctx, const char *name, 
   const lk_backend_vt_t *best = NULL;
   int32_t best_score = -1;
   if (names && n) names[0] = 0;
+  lk__plugins_need(ctx, LK__NEED_BACKEND | LK__NEED_QUANTISER); /* discovered files load lazily */
   for (uint32_t i = 0; i < ctx->n_comps; i++) {
     const lk__component *c = &ctx->comps[i];
     if (c->kind != LK_KIND_BACKEND) continue;

@@ -18,6 +18,8 @@ typedef struct lk__plugin {
   uint32_t n_components;
   int initialised;         /* init succeeded: fini owed at context free */
   int is_explicit;         /* loaded by lk_plugin_load (wins over discovery) */
+  int pending;             /* discovered, not loaded yet (lk__plugins_need) */
+  uint32_t kinds;          /* LK__NEED_* the file is loaded for, from its name */
 } lk__plugin;
 
 /* One component (a backend, quantiser or loader) of a loaded plugin. */
@@ -32,6 +34,7 @@ typedef struct lk__component {
 struct lk_context_t {
   lk__plugin *plugins;
   uint32_t n_plugins, cap_plugins;
+  uint32_t n_pending; /* discovered files not loaded yet */
   lk__component *comps;
   uint32_t n_comps, cap_comps;
   uint32_t n_threads;
@@ -51,6 +54,15 @@ void lk__log(int32_t level, const char *source, const char *message);
 const lk_host_api_t *lk__host_api(void);
 /* Discover plugins in the default places (DESIGN.md section 3 rule 8). */
 void lk__plugins_discover(lk_context_t *ctx);
+/* Discovered plugin files load lazily, when something needs their kind
+ * (the file name tells: docs/PLUGINS.md). */
+enum { LK__NEED_BACKEND = 1, LK__NEED_QUANTISER = 2, LK__NEED_LOADER = 4, LK__NEED_ALL = 7 };
+/* Load the pending files of these kinds (LK__NEED_* bits). */
+void lk__plugins_need(const lk_context_t *ctx, uint32_t kinds);
+/* Load every pending file, whatever its name; nonzero if any was pending.
+ * The fallback when a lookup found nothing: a third-party file named
+ * against the rule still serves. */
+int lk__plugins_need_rest(lk_context_t *ctx);
 /* Call fini on every initialised plugin of ctx and free the records. */
 void lk__plugins_release(lk_context_t *ctx);
 

@@ -24,6 +24,8 @@ static lk_status loader_err(lk_context_t *ctx, int32_t rc, const lk_error_t *err
 
 /* The loader component called name, or NULL; names the loaded ones in *list. */
 static const lk_loader_vt_t *find_loader(lk_context_t *ctx, const char *name, char *list, size_t n) {
+  lk__plugins_need(ctx, LK__NEED_LOADER | LK__NEED_QUANTISER); /* discovered files load lazily */
+again:
   if (list) list[0] = '\0';
   for (uint32_t i = 0; i < ctx->n_comps; i++) {
     if (ctx->comps[i].kind != LK_KIND_LOADER) continue;
@@ -34,6 +36,7 @@ static const lk_loader_vt_t *find_loader(lk_context_t *ctx, const char *name, ch
       snprintf(list + used, n - used, "%s%s", used ? ", " : "", vt->name);
     }
   }
+  if (name && lk__plugins_need_rest(ctx)) goto again; /* a file named against the rule */
   return NULL;
 }
 
@@ -49,6 +52,8 @@ LK_API lk_status lk_model_open(lk_context_t *ctx, const char *path, const char *
                       names[0] ? names : "none");
   } else {
     int32_t best = 0;
+    lk__plugins_need(ctx, LK__NEED_LOADER | LK__NEED_QUANTISER); /* discovered files load lazily */
+  probe:
     for (uint32_t i = 0; i < ctx->n_comps; i++) {
       if (ctx->comps[i].kind != LK_KIND_LOADER) continue;
       const lk_loader_vt_t *c = ctx->comps[i].vt;
@@ -58,6 +63,7 @@ LK_API lk_status lk_model_open(lk_context_t *ctx, const char *path, const char *
         vt = c;
       }
     }
+    if (!vt && lk__plugins_need_rest(ctx)) goto probe; /* a file named against the rule */
     if (!vt) {
       find_loader(ctx, NULL, names, sizeof names);
       return lk__fail(ctx, LK_ERR_NOT_FOUND, "%s: no loader recognises this path (loaded loaders: %s)", path,

@@ -6,12 +6,15 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PLUGIN_PATTERN "lorakit-*.so"
@@ -283,24 +286,126 @@ static int take_components(lk_context_t *ctx, uint32_t index, lk__component **ou
   return 0;
 }
 
-static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explicit) {
-  char real[PATH_MAX];
-  if (!realpath(path, real)) {
-    snprintf(real, sizeof real, "%s", path);
+/* ---- trust: who may have written the file ---------------------------------------- */
+
+/* NULL when st (the file or its folder, `what`) may be trusted: owned by
+ * root or this process's effective user, and writable by no group or other
+ * user (lorakit.h, docs/PLUGINS.md). Otherwise the reason, in why. */
+static const char *untrusted(const struct stat *st, const char *what, const char *path, char *why, size_t n) {
+  if (st->st_uid != 0 && st->st_uid != geteuid()) {
+    snprintf(why, n, "%s %s is owned by uid %u, neither root nor this user (uid %u)", what, path,
+             (unsigned)st->st_uid, (unsigned)geteuid());
+    return why;
   }
-  for (uint32_t i = 0; i < ctx->n_plugins; i++) /* the same file loads once */
-    if (!strcmp(ctx->plugins[i].path, real)) {
-      if (ctx->plugins[i].status != LK_PLUGIN_LOADED) return LK_ERR_PLUGIN;
-      ctx->plugins[i].is_explicit |= is_explicit;
-      return LK_OK;
+  if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+    snprintf(why, n, "%s %s has mode %04o: writable by %s", what, path, (unsigned)(st->st_mode & 07777),
+             (st->st_mode & S_IWOTH) ? "others" : "its group");
+    return why;
+  }
+  return NULL;
+}
+
+/* Files handed to dlopen as /proc/self/fd/N, process-wide. glibc keeps that
+ * name for the object and matches later dlopen calls by name first, so an
+ * fd used once is never closed (a reused number would name another file);
+ * a file opened again (same device and inode) reuses its first fd, which
+ * bounds the table by the number of distinct plugin files. Under
+ * lifecycle_lock. */
+typedef struct fd_entry {
+  dev_t dev;
+  ino_t ino;
+  int fd;
+} fd_entry;
+static fd_entry *fd_table;
+static size_t n_fd_table, cap_fd_table;
+
+/* Open, check and dlopen rec's file. The folder is opened first and the
+ * file opened relative to it without following a link, and both are
+ * checked through fstat on those descriptors; dlopen then maps the very
+ * file that was checked (/proc/self/fd/N), so a rename between check and
+ * load cannot swap it. NULL with *st set (and rec refused) on failure. */
+static void *trust_dlopen(lk_context_t *ctx, lk__plugin *rec, lk_status *st) {
+  const char *real = rec->path;
+  char dir[PATH_MAX], why[PATH_MAX + 128];
+  snprintf(dir, sizeof dir, "%s", real);
+  char *slash = strrchr(dir, '/');
+  const char *base = slash ? slash + 1 : real;
+  if (slash == dir)
+    dir[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  else
+    snprintf(dir, sizeof dir, ".");
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    *st = refuse(ctx, rec, LK_ERR_PLUGIN, "%s: cannot open its folder: %s", real, strerror(errno));
+    return NULL;
+  }
+  struct stat sb;
+  if (fstat(dfd, &sb) == 0 && untrusted(&sb, "folder", dir, why, sizeof why)) {
+    close(dfd);
+    *st = refuse(ctx, rec, LK_ERR_SECURITY, "%s: %s", real, why);
+    return NULL;
+  }
+  int fd = openat(dfd, base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int err = errno;
+  close(dfd);
+  if (fd < 0) {
+    *st = refuse(ctx, rec, LK_ERR_PLUGIN, "%s: cannot open: %s", real, strerror(err));
+    return NULL;
+  }
+  const char *bad = NULL;
+  if (fstat(fd, &sb) != 0)
+    bad = "cannot be examined (fstat failed)";
+  else if (!S_ISREG(sb.st_mode))
+    bad = "is not a regular file";
+  if (bad || untrusted(&sb, "file", real, why, sizeof why)) {
+    close(fd);
+    *st = bad ? refuse(ctx, rec, LK_ERR_PLUGIN, "%s %s", real, bad) : refuse(ctx, rec, LK_ERR_SECURITY, "%s", why);
+    return NULL;
+  }
+  for (size_t i = 0; i < n_fd_table; i++)
+    if (fd_table[i].dev == sb.st_dev && fd_table[i].ino == sb.st_ino) {
+      close(fd);
+      fd = fd_table[i].fd;
+      break;
     }
+  char name[64];
+  snprintf(name, sizeof name, "/proc/self/fd/%d", fd);
+  int via_proc = access(name, F_OK) == 0; /* no /proc: the checked path itself */
+  void *h = dlopen(via_proc ? name : real, RTLD_NOW | RTLD_LOCAL);
+  int cached = 0;
+  for (size_t i = 0; i < n_fd_table; i++) cached |= fd_table[i].fd == fd;
+  if (!h) {
+    const char *e = dlerror();
+    if (!cached) close(fd);
+    *st = refuse(ctx, rec, LK_ERR_PLUGIN, "%s: dlopen failed: %s", real, e ? e : "?");
+    return NULL;
+  }
+  if (!cached) {
+    if (n_fd_table == cap_fd_table) {
+      size_t cap = cap_fd_table ? cap_fd_table * 2 : 16;
+      fd_entry *t = realloc(fd_table, cap * sizeof *t);
+      if (!t) return h; /* the fd stays open, unrecorded: never reused */
+      fd_table = t;
+      cap_fd_table = cap;
+    }
+    fd_table[n_fd_table++] = (fd_entry){sb.st_dev, sb.st_ino, fd};
+  }
+  return h;
+}
 
-  lk__plugin *rec = new_record(ctx, real);
-  if (!rec) return lk__fail(ctx, LK_ERR_NOMEM, "out of memory loading plugin %s", real);
-  uint32_t index = ctx->n_plugins - 1;
-
-  void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
-  if (!h) return refuse(ctx, rec, LK_ERR_PLUGIN, "dlopen failed: %s", dlerror());
+/* Load the file of record `index` (new, or discovered and pending). */
+static lk_status load_record(lk_context_t *ctx, uint32_t index, int is_explicit) {
+  lk__plugin *rec = &ctx->plugins[index];
+  if (rec->pending) {
+    rec->pending = 0;
+    ctx->n_pending--;
+  }
+  const char *real = rec->path;
+  lk_status tst = LK_OK;
+  void *h = trust_dlopen(ctx, rec, &tst);
+  if (!h) return tst;
   lk_plugin_entry_fn entry = (lk_plugin_entry_fn)(uintptr_t)dlsym(h, LK_PLUGIN_ENTRY_SYMBOL);
   if (!entry)
     return refuse(ctx, rec, LK_ERR_PLUGIN, "%s: no %s symbol (not a lorakit plugin, or it was not exported)",
@@ -332,14 +437,18 @@ static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explici
   /* One id per context. An explicit load wins over a discovered one of the
    * same id; any other second load of an id is refused. */
   uint32_t aside = UINT32_MAX;
-  for (uint32_t i = 0; i + 1 < ctx->n_plugins; i++) {
+  for (uint32_t i = 0; i < ctx->n_plugins; i++) {
     const lk__plugin *o = &ctx->plugins[i];
-    if (o->status != LK_PLUGIN_LOADED || strcmp(o->desc->id, desc->id)) continue;
-    if (is_explicit && !o->is_explicit) {
+    if (i == index || o->status != LK_PLUGIN_LOADED || strcmp(o->desc->id, desc->id)) continue;
+    /* Discovered files load lazily, by kind (lk__plugins_need), so one
+     * found earlier may load after one found later: the earlier still
+     * wins, as it would have had everything loaded at once. */
+    if (!o->is_explicit && (is_explicit || index < i)) {
       aside = i;
       break;
     }
-    return refuse(ctx, rec, LK_ERR_EXISTS, "duplicate plugin id '%s' (version %s already loaded%s from %s)",
+    return refuse(ctx, rec, LK_ERR_EXISTS,
+                  "%s: duplicate plugin id '%s' (version %s already loaded%s from %s); not loaded", real,
                   desc->id, o->desc->version ? o->desc->version : "?", o->is_explicit ? " explicitly" : "",
                   o->path);
   }
@@ -372,7 +481,11 @@ static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explici
       /* Listed as refused; its fini still waits for the context's end, as
        * objects it made may live until then. */
       char msg[PATH_MAX + 256];
-      snprintf(msg, sizeof msg, "set aside: plugin id '%s' was loaded explicitly from %s", desc->id, real);
+      if (is_explicit)
+        snprintf(msg, sizeof msg, "set aside: plugin id '%s' was loaded explicitly from %s", desc->id, real);
+      else
+        snprintf(msg, sizeof msg, "set aside: plugin id '%s' was found earlier in discovery, at %s", desc->id,
+                 real);
       char *r = lk__strdup(msg);
       if (r) {
         free(o->reason);
@@ -388,6 +501,20 @@ static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explici
   rec->is_explicit = is_explicit;
   lk__ok(ctx);
   return LK_OK;
+}
+
+static lk_status load_locked(lk_context_t *ctx, const char *path, int is_explicit) {
+  char real[PATH_MAX];
+  if (!realpath(path, real)) snprintf(real, sizeof real, "%s", path);
+  for (uint32_t i = 0; i < ctx->n_plugins; i++) /* the same file loads once */
+    if (!strcmp(ctx->plugins[i].path, real)) {
+      if (ctx->plugins[i].pending) return load_record(ctx, i, is_explicit);
+      if (ctx->plugins[i].status != LK_PLUGIN_LOADED) return LK_ERR_PLUGIN;
+      ctx->plugins[i].is_explicit |= is_explicit;
+      return LK_OK;
+    }
+  if (!new_record(ctx, real)) return lk__fail(ctx, LK_ERR_NOMEM, "out of memory loading plugin %s", real);
+  return load_record(ctx, ctx->n_plugins - 1, is_explicit);
 }
 
 static lk_status load_one(lk_context_t *ctx, const char *path, int is_explicit) {
@@ -423,6 +550,36 @@ LK_API lk_status lk_plugin_load_dir(lk_context_t *ctx, const char *dir) {
   return worst;
 }
 
+/* The kinds a file is loaded for, from its name (docs/PLUGINS.md):
+ * lorakit-load-*.so loaders, lorakit-quant-*.so quantisers, any other
+ * lorakit-*.so backends. Whatever a file holds is registered once loaded. */
+static uint32_t kinds_of(const char *file) {
+  if (!fnmatch("lorakit-load-*.so", file, 0)) return LK__NEED_LOADER;
+  if (!fnmatch("lorakit-quant-*.so", file, 0)) return LK__NEED_QUANTISER;
+  return LK__NEED_BACKEND;
+}
+
+/* Note every plugin file of dir, to be loaded when its kind is needed. */
+static void discover_dir(lk_context_t *ctx, const char *dir) {
+  struct dirent **names = NULL;
+  int n = scandir(dir, &names, plugin_file_filter, alphasort);
+  for (int i = 0; i < n; i++) {
+    char path[PATH_MAX], real[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
+    int seen = !realpath(path, real);
+    for (uint32_t k = 0; !seen && k < ctx->n_plugins; k++) seen = !strcmp(ctx->plugins[k].path, real);
+    lk__plugin *rec = seen ? NULL : new_record(ctx, real);
+    if (rec) {
+      rec->status = LK_PLUGIN_REFUSED; /* until loaded: never listed while pending */
+      rec->pending = 1;
+      rec->kinds = kinds_of(names[i]->d_name);
+      ctx->n_pending++;
+    }
+    free(names[i]);
+  }
+  free(names);
+}
+
 /* Folder of the file that holds addr (the library or the executable). */
 static int dir_of(const char *file, char *out, size_t n) {
   char real[PATH_MAX];
@@ -434,26 +591,76 @@ static int dir_of(const char *file, char *out, size_t n) {
   return 0;
 }
 
+/* The shipped folders come first, so that a plugin of the same id found in
+ * LORAKIT_PLUGIN_PATH cannot displace a shipped one (it is refused, naming
+ * both files); only an explicit lk_plugin_load replaces a plugin. Relative
+ * and empty entries of LORAKIT_PLUGIN_PATH would search the working folder
+ * of whoever runs the program: they are skipped with a warning. */
 void lk__plugins_discover(lk_context_t *ctx) {
-  const char *env = secure_getenv("LORAKIT_PLUGIN_PATH");
-  if (env && *env) {
-    char *copy = lk__strdup(env), *save = NULL;
-    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save))
-      (void)lk_plugin_load_dir(ctx, d);
-    free(copy);
-  }
   char dir[PATH_MAX], path[PATH_MAX + 32];
   Dl_info info;
   if (dladdr((void *)(uintptr_t)lk_context_create, &info) && info.dli_fname &&
       !dir_of(info.dli_fname, dir, sizeof dir)) {
     snprintf(path, sizeof path, "%s/lorakit/plugins", dir);
-    if (!access(path, R_OK)) (void)lk_plugin_load_dir(ctx, path);
+    if (!access(path, R_OK)) discover_dir(ctx, path);
   }
   if (!dir_of("/proc/self/exe", dir, sizeof dir)) {
     snprintf(path, sizeof path, "%s/plugins", dir);
-    if (!access(path, R_OK)) (void)lk_plugin_load_dir(ctx, path);
+    if (!access(path, R_OK)) discover_dir(ctx, path);
   }
-  lk__ok(ctx); /* refusals are listed per plugin, not a context failure */
+  const char *env = secure_getenv("LORAKIT_PLUGIN_PATH");
+  for (const char *p = env && *env ? env : NULL; p;) {
+    const char *colon = strchr(p, ':');
+    size_t len = colon ? (size_t)(colon - p) : strlen(p);
+    char msg[PATH_MAX + 128];
+    if (len == 0 || p[0] != '/' || len >= sizeof dir) {
+      snprintf(msg, sizeof msg, "LORAKIT_PLUGIN_PATH entry '%.*s' ignored: %s", (int)(len < 1024 ? len : 1024), p,
+               len == 0 ? "empty entries are never searched" : len >= sizeof dir ? "too long"
+                                                              : "relative entries are never searched");
+      lk__log(LK_LOG_WARN, "lorakit", msg);
+    } else {
+      memcpy(dir, p, len);
+      dir[len] = '\0';
+      discover_dir(ctx, dir);
+    }
+    p = colon ? colon + 1 : NULL;
+  }
+  lk__ok(ctx);
+}
+
+/* Load the pending files whose kinds meet `kinds`. Refusals are listed per
+ * plugin; the context's last error stays what it was. */
+static int need_locked(lk_context_t *ctx, uint32_t kinds) {
+  int loaded = 0;
+  lk_status saved_status = ctx->last_status;
+  char saved[sizeof ctx->last_error];
+  memcpy(saved, ctx->last_error, sizeof saved);
+  for (uint32_t i = 0; i < ctx->n_plugins && ctx->n_pending; i++)
+    if (ctx->plugins[i].pending && (ctx->plugins[i].kinds & kinds)) {
+      (void)load_record(ctx, i, 0);
+      loaded++;
+    }
+  ctx->last_status = saved_status;
+  memcpy(ctx->last_error, saved, sizeof saved);
+  return loaded;
+}
+
+void lk__plugins_need(const lk_context_t *cctx, uint32_t kinds) {
+  /* The context is the caller's, one thread at a time (its info calls are
+   * const only to say they change nothing the caller sees). */
+  lk_context_t *ctx = (lk_context_t *)(uintptr_t)cctx;
+  if (!ctx || !ctx->n_pending) return;
+  pthread_mutex_lock(&lifecycle_lock);
+  (void)need_locked(ctx, kinds);
+  pthread_mutex_unlock(&lifecycle_lock);
+}
+
+int lk__plugins_need_rest(lk_context_t *ctx) {
+  if (!ctx || !ctx->n_pending) return 0;
+  pthread_mutex_lock(&lifecycle_lock);
+  int n = need_locked(ctx, LK__NEED_ALL);
+  pthread_mutex_unlock(&lifecycle_lock);
+  return n > 0;
 }
 
 void lk__plugins_release(lk_context_t *ctx) {
@@ -468,7 +675,10 @@ void lk__plugins_release(lk_context_t *ctx) {
   ctx->n_plugins = 0;
 }
 
-LK_API uint32_t lk_plugin_count(const lk_context_t *ctx) { return ctx ? ctx->n_plugins : 0; }
+LK_API uint32_t lk_plugin_count(const lk_context_t *ctx) {
+  lk__plugins_need(ctx, LK__NEED_ALL);
+  return ctx ? ctx->n_plugins : 0;
+}
 
 /* Output structs: filled whole in a local, then copied up to the caller's
  * struct_size, which stays as the caller set it (an older caller's smaller
@@ -482,6 +692,7 @@ static void copy_out(void *out, const void *full, size_t full_size) {
 LK_API lk_status lk_plugin_info(const lk_context_t *ctx, uint32_t index, lk_plugin_info_t *out) {
   if (!ctx || !out) return LK_ERR_INVALID_ARG;
   if (out->struct_size < LK_MIN_SIZE_PLUGIN_INFO) return LK_ERR_ABI;
+  lk__plugins_need(ctx, LK__NEED_ALL);
   if (index >= ctx->n_plugins) return LK_ERR_NOT_FOUND;
   const lk__plugin *p = &ctx->plugins[index];
   lk_plugin_info_t full;
@@ -499,11 +710,15 @@ LK_API lk_status lk_plugin_info(const lk_context_t *ctx, uint32_t index, lk_plug
   return LK_OK;
 }
 
-LK_API uint32_t lk_component_count(const lk_context_t *ctx) { return ctx ? ctx->n_comps : 0; }
+LK_API uint32_t lk_component_count(const lk_context_t *ctx) {
+  lk__plugins_need(ctx, LK__NEED_ALL);
+  return ctx ? ctx->n_comps : 0;
+}
 
 LK_API lk_status lk_component_info(const lk_context_t *ctx, uint32_t index, lk_component_info_t *out) {
   if (!ctx || !out) return LK_ERR_INVALID_ARG;
   if (out->struct_size < LK_MIN_SIZE_COMPONENT_INFO) return LK_ERR_ABI;
+  lk__plugins_need(ctx, LK__NEED_ALL);
   if (index >= ctx->n_comps) return LK_ERR_NOT_FOUND;
   const lk__component *c = &ctx->comps[index];
   lk_component_info_t full;

@@ -62,6 +62,8 @@ const lk_quantiser_vt_t *lk__quant_find_gguf(int32_t gguf_type) {
  * with the loaded names in list. */
 static const lk_quantiser_vt_t *ctx_quantiser(lk_context_t *ctx, const char *name, uint32_t *comp, char *list,
                                               size_t n) {
+  lk__plugins_need(ctx, LK__NEED_QUANTISER); /* discovered files load lazily */
+again:
   if (list) list[0] = '\0';
   for (uint32_t i = 0; i < ctx->n_comps; i++) {
     if (ctx->comps[i].kind != LK_KIND_QUANTISER) continue;
@@ -75,6 +77,7 @@ static const lk_quantiser_vt_t *ctx_quantiser(lk_context_t *ctx, const char *nam
       if (used + 1 < n) snprintf(list + used, n - used, "%s%s", used ? ", " : "", vt->name);
     }
   }
+  if (name && lk__plugins_need_rest(ctx)) goto again; /* a file named against the rule */
   return NULL;
 }
 

@@ -12,7 +12,7 @@
 set -u
 B=${1:-build}
 LK=$B/lorakit
-export LORAKIT_PLUGIN_PATH=$B/plugins
+export LORAKIT_PLUGIN_PATH="$(cd "$B" && pwd)/plugins" # absolute: relative entries are ignored
 unset LORAKIT_REGISTRY
 pass=0
 failed=0

@@ -87,9 +87,9 @@ run_case plugins_bad_option_exits_2 2 "-"                                       
 # With the broken test plugins on LORAKIT_PLUGIN_PATH the listing still
 # works and shows them refused, with the reason.
 if [ -d "$B/tests/plugins" ]; then
-  export LORAKIT_PLUGIN_PATH=$B/tests/plugins
+  export LORAKIT_PLUGIN_PATH="$(cd "$B" && pwd)/tests/plugins" # absolute: relative entries are ignored
   run_case plugins_shows_refused       0 "out:refused"                         plugins
-  run_case plugins_json_shows_refused  0 "json:any('lorakit-bad-abi2.so' in s for s in strings) and any('ABI' in s for s in strings)" plugins --json
+  run_case plugins_json_shows_refused  0 "json:any('lorakit-bad-abi3.so' in s for s in strings) and any('ABI' in s for s in strings)" plugins --json
   unset LORAKIT_PLUGIN_PATH
 fi
 

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "plugins/tp_ext.h"
@@ -416,6 +417,214 @@ START_TEST(contexts_created_concurrently_serialise_plugin_init) {
 }
 END_TEST
 
+/* ---- trust: who may have written a plugin file (lorakit.h, docs/PLUGINS.md) ---- */
+
+static char *make_tmpdir(char *tmpl) {
+  ck_assert_ptr_nonnull(mkdtemp(tmpl));
+  return tmpl;
+}
+
+static void assert_has(const char *hay, const char *needle) {
+  ck_assert_msg(hay && strstr(hay, needle), "'%s' does not contain '%s'", hay ? hay : "(null)", needle);
+}
+
+START_TEST(world_writable_plugin_file_is_refused) {
+  char dir[] = "/tmp/lk-test-trust-XXXXXX", f[4200], real[PATH_MAX];
+  make_tmpdir(dir);
+  snprintf(f, sizeof f, "%s/lorakit-test-count.so", dir);
+  copy_file(tp_file("test-count"), f);
+  ck_assert_int_eq(chmod(f, 0666), 0);
+  ck_assert_ptr_nonnull(realpath(f, real));
+  lk_context_t *ctx = bare_context();
+  ck_assert_int_eq(lk_plugin_load(ctx, f), LK_ERR_SECURITY);
+  lk_plugin_info_t info;
+  ck_assert_int_ge(plugin_index(ctx, f, &info), 0);
+  ck_assert_int_eq(info.status, LK_PLUGIN_REFUSED);
+  assert_has(info.reason, real);
+  assert_has(info.reason, "mode 0666");
+  assert_has(info.reason, "writable by others");
+  ck_assert_int_eq(count_components(ctx, LK_KIND_BACKEND, "test_count", NULL), 0);
+  lk_context_free(ctx);
+  /* the same bytes at mode 0644 load: it was the mode */
+  ck_assert_int_eq(chmod(f, 0644), 0);
+  ctx = bare_context();
+  ck_assert_int_eq(lk_plugin_load(ctx, f), LK_OK);
+  ck_assert_int_eq(count_components(ctx, LK_KIND_BACKEND, "test_count", NULL), 1);
+  lk_context_free(ctx);
+  unlink(f);
+  rmdir(dir);
+}
+END_TEST
+
+START_TEST(plugin_in_a_group_writable_folder_is_refused) {
+  char dir[] = "/tmp/lk-test-trust-XXXXXX", f[4200], real[PATH_MAX];
+  make_tmpdir(dir);
+  snprintf(f, sizeof f, "%s/lorakit-test-count.so", dir);
+  copy_file(tp_file("test-count"), f);
+  ck_assert_int_eq(chmod(f, 0644), 0);
+  ck_assert_int_eq(chmod(dir, 0770), 0);
+  ck_assert_ptr_nonnull(realpath(dir, real));
+  lk_context_t *ctx = bare_context();
+  ck_assert_int_eq(lk_plugin_load(ctx, f), LK_ERR_SECURITY);
+  assert_has(lk_last_error(ctx), "folder");
+  lk_context_free(ctx);
+  /* discovered there: listed as refused with the reason, the context fine */
+  ck_assert_int_eq(setenv("LORAKIT_PLUGIN_PATH", dir, 1), 0);
+  ck_assert_int_eq(lk_context_create(NULL, &ctx), LK_OK);
+  lk_plugin_info_t info;
+  ck_assert_int_ge(plugin_index(ctx, f, &info), 0);
+  ck_assert_int_eq(info.status, LK_PLUGIN_REFUSED);
+  assert_has(info.reason, "folder");
+  assert_has(info.reason, real);
+  assert_has(info.reason, "mode 0770");
+  assert_has(info.reason, "writable by its group");
+  ck_assert_int_eq(lk_last_status(ctx), LK_OK);
+  lk_context_free(ctx);
+  unsetenv("LORAKIT_PLUGIN_PATH");
+  unlink(f);
+  rmdir(dir);
+}
+END_TEST
+
+static atomic_int warn_lines;
+static char warn_last[1024];
+static void warn_sink(void *user, int32_t level, const char *source, const char *message) {
+  (void)user;
+  (void)source;
+  if (level != LK_LOG_WARN || !strstr(message, "LORAKIT_PLUGIN_PATH entry")) return;
+  atomic_fetch_add(&warn_lines, 1);
+  snprintf(warn_last, sizeof warn_last, "%s", message);
+}
+
+START_TEST(relative_plugin_path_entries_are_never_searched) {
+  char dir[] = "/tmp/lk-test-relative-XXXXXX", f[4200], cwd[PATH_MAX];
+  make_tmpdir(dir);
+  snprintf(f, sizeof f, "%s/lorakit-test-count.so", dir);
+  copy_file(tp_file("test-count"), f);
+  ck_assert_int_eq(mkdir(strcat(strcpy(cwd, dir), "/lib"), 0755), 0);
+  snprintf(f, sizeof f, "%s/lib/lorakit-test-two.so", dir);
+  copy_file(tp_file("test-two"), f);
+  ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+  ck_assert_int_eq(chdir(dir), 0);
+  ck_assert_int_eq(setenv("LORAKIT_PLUGIN_PATH", ".::lib", 1), 0);
+  lk_set_logger(warn_sink, NULL, LK_LOG_WARN);
+  lk_context_t *ctx = NULL;
+  ck_assert_int_eq(lk_context_create(NULL, &ctx), LK_OK);
+  ck_assert_uint_eq(lk_plugin_count(ctx), 0); /* this test binary has no other plugin folder */
+  ck_assert_int_eq(atomic_load(&warn_lines), 3);  /* ".", "" and "lib" */
+  assert_has(warn_last, "'lib' ignored");
+  lk_context_free(ctx);
+  lk_set_logger(NULL, NULL, 0);
+  ck_assert_int_eq(chdir(cwd), 0);
+  unsetenv("LORAKIT_PLUGIN_PATH");
+}
+END_TEST
+
+/* A second org.lorakit.cpu found later in discovery: refused, naming both
+ * files; the real one keeps working. */
+START_TEST(discovered_duplicate_cpu_id_is_refused_naming_both_files) {
+  char dir[] = "/tmp/lk-test-dupid-XXXXXX", f[4200], pathvar[8400], real_cpu[PATH_MAX], real_f[PATH_MAX];
+  make_tmpdir(dir);
+  snprintf(f, sizeof f, "%s/lorakit-zcpu.so", dir);
+  copy_file(tu_cpu_plugin(), f);
+  ck_assert_ptr_nonnull(realpath(tu_cpu_plugin(), real_cpu));
+  ck_assert_ptr_nonnull(realpath(f, real_f));
+  snprintf(pathvar, sizeof pathvar, "%s:%s", tu_path("plugins"), dir);
+  ck_assert_int_eq(setenv("LORAKIT_PLUGIN_PATH", pathvar, 1), 0);
+  lk_context_t *ctx = NULL;
+  ck_assert_int_eq(lk_context_create(NULL, &ctx), LK_OK);
+  lk_plugin_info_t info;
+  ck_assert_int_ge(plugin_index(ctx, real_cpu, &info), 0);
+  ck_assert_int_eq(info.status, LK_PLUGIN_LOADED);
+  ck_assert_int_ge(plugin_index(ctx, f, &info), 0);
+  ck_assert_int_eq(info.status, LK_PLUGIN_REFUSED);
+  assert_has(info.reason, "duplicate plugin id 'org.lorakit.cpu'");
+  assert_has(info.reason, real_f);
+  assert_has(info.reason, real_cpu);
+  ck_assert_int_eq(count_components(ctx, LK_KIND_BACKEND, "cpu", NULL), 1);
+  tu_assert_cpu_works(ctx);
+  lk_context_free(ctx);
+  unsetenv("LORAKIT_PLUGIN_PATH");
+  unlink(f);
+  rmdir(dir);
+}
+END_TEST
+
+/* ---- lazy loading: a backend plugin that exit(0)s when mapped ---- */
+
+/* A one-tensor safetensors file (hand-written header), for the loaders. */
+static void write_safetensors(const char *path) {
+  const char hdr[] = "{\"lk_probe_weight\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+  uint64_t n = sizeof hdr - 1;
+  float data[2] = {1.0f, 2.0f};
+  FILE *fp = fopen(path, "wb");
+  ck_assert_ptr_nonnull(fp);
+  ck_assert_uint_eq(fwrite(&n, 8, 1, fp), 1);
+  ck_assert_uint_eq(fwrite(hdr, 1, n, fp), n);
+  ck_assert_uint_eq(fwrite(data, sizeof data, 1, fp), 1);
+  fclose(fp);
+}
+
+/* In a child: a context discovering the exit plugin, then open a model
+ * (what = 0) or the cpu backend (what = 1); 42 when the call returned. */
+static int child_status(const char *model, int what) {
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    lk_context_t *ctx = NULL;
+    if (lk_context_create(NULL, &ctx) != LK_OK) _exit(1);
+    if (what == 0) {
+      lk_model_t *m = NULL;
+      if (lk_model_open(ctx, model, NULL, &m) != LK_OK || lk_model_tensor_count(m) != 1) _exit(2);
+      lk_model_close(m);
+    } else {
+      lk_backend_t *be = NULL;
+      if (lk_backend_open(ctx, "cpu", 0, &be) != LK_OK) _exit(3);
+      lk_backend_close(be);
+    }
+    lk_context_free(ctx);
+    _exit(42);
+  }
+  int ws = 0;
+  ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+  ck_assert(WIFEXITED(ws));
+  return WEXITSTATUS(ws);
+}
+
+START_TEST(opening_a_model_loads_no_backend_plugin) {
+  char dir[] = "/tmp/lk-test-lazy-XXXXXX", model[4200], pathvar[8400], cmd[16800], out[8192];
+  make_tmpdir(dir);
+  snprintf(model, sizeof model, "%s/m.safetensors", dir);
+  write_safetensors(model);
+  snprintf(pathvar, sizeof pathvar, "%s:%s", tu_path("plugins"), tu_path("tests/exitplug"));
+  ck_assert_int_eq(setenv("LORAKIT_PLUGIN_PATH", pathvar, 1), 0);
+  ck_assert_int_eq(child_status(model, 0), 42); /* loaders (and quantisers) only */
+  ck_assert_int_eq(child_status(model, 1), 0);  /* a backend call maps it: exit(0) */
+  /* the CLI: inspect prints its table; `plugins` (asks for all) ends at exit(0) */
+  snprintf(cmd, sizeof cmd, "LORAKIT_PLUGIN_PATH='%s' '%s' inspect '%s' 2>&1; echo \"rc=$?\"", pathvar,
+           tu_path("lorakit"), model);
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = '\0';
+  pclose(p);
+  assert_has(out, "lk_probe_weight");
+  assert_has(out, "rc=0");
+  snprintf(cmd, sizeof cmd, "LORAKIT_PLUGIN_PATH='%s' '%s' plugins 2>&1; echo \"rc=$?\"", pathvar,
+           tu_path("lorakit"));
+  p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  n = fread(out, 1, sizeof out - 1, p);
+  out[n] = '\0';
+  pclose(p);
+  ck_assert_str_eq(out, "rc=0\n");
+  unsetenv("LORAKIT_PLUGIN_PATH");
+  unlink(model);
+  rmdir(dir);
+}
+END_TEST
+
 static Suite *hosts_suite(void) {
   Suite *s = suite_create("hosts");
   TCase *tc = tcase_create("structs");
@@ -427,6 +636,13 @@ static Suite *hosts_suite(void) {
   tcase_add_test(tc, best_scored_variant_is_opened_and_listed);
   tcase_add_test(tc, second_backend_named_cpu_is_a_lower_variant);
   tcase_add_test(tc, explicit_path_replaces_a_discovered_plugin_of_the_same_id);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("trust");
+  tcase_add_test(tc, world_writable_plugin_file_is_refused);
+  tcase_add_test(tc, plugin_in_a_group_writable_folder_is_refused);
+  tcase_add_test(tc, relative_plugin_path_entries_are_never_searched);
+  tcase_add_test(tc, discovered_duplicate_cpu_id_is_refused_naming_both_files);
+  tcase_add_test(tc, opening_a_model_loads_no_backend_plugin);
   suite_add_tcase(s, tc);
   tc = tcase_create("threads");
   tcase_set_timeout(tc, 60);

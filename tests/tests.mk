@@ -80,6 +80,14 @@ $(GPUSIM_SO): tests/plugins/gpusim.c tests/plugins/gpusim.h $(REF_SRC) tests/ref
 TP_SOS       += $(GPUSIM_SO)
 
 # toyquant: a two-part test quantiser (tests/plugins/toyquant.c).
+# exit-ctor: a backend plugin that exits(0) when mapped, in a folder of its
+# own (lazy loading tests, test_hosts.c).
+EXIT_SO      := $(B)/tests/exitplug/lorakit-test-exit.so
+$(EXIT_SO): tests/plugins/exit_ctor.c | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared $(LDFLAGS) -o $@ $<
+TP_SOS       += $(EXIT_SO)
+
 TOYQ_SO      := $(TP_DIR)/lorakit-toyquant.so
 $(TOYQ_SO): tests/plugins/toyquant.c $(wildcard abi/*.h) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)

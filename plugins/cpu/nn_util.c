@@ -178,7 +178,7 @@ static int nn_simd(void) {
   static _Atomic int state = -1;
   int s = atomic_load_explicit(&state, memory_order_relaxed);
   if (s < 0) {
-    const char *e = getenv("LORAKIT_CPU_NO_SIMD");
+    const char *e = secure_getenv("LORAKIT_CPU_NO_SIMD");
     s = __builtin_cpu_supports("avx512f") && !(e && *e && *e != '0');
     atomic_store_explicit(&state, s, memory_order_relaxed);
   }

@@ -9,8 +9,20 @@
 #include "internal.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A NaN or Inf in A or B would be merged into every weight of the target
+ * (and trained on): refused here, where every path loads adapters. */
+static lk_status check_finite(lk_context_t *ctx, lk_model_t *m, const lk_tensor_info_t *ti, const float *x,
+                              uint64_t n) {
+  for (uint64_t i = 0; i < n; i++)
+    if (!isfinite(x[i]))
+      return lk__fail(ctx, LK_ERR_FORMAT, "%s: tensor %s holds %s at element %llu", lk_model_path(m), ti->name,
+                      isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf", (unsigned long long)i);
+  return LK_OK;
+}
 
 /* One target of the file into ad: shapes checked against the loader's
  * description, A and B read as f32. */
@@ -26,6 +38,7 @@ static lk_status load_target(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad,
                     (long long)tb.shape[0], (long long)(tb.ndim > 1 ? tb.shape[1] : 0), t->rank);
   if ((st = lk_adapter_add_target(ad, t->name, t->in_features, t->out_features, t->rank, t->alpha))) return st;
   uint32_t idx = lk_adapter_target_count(ad) - 1;
+  if (t->alpha == 0 && (st = lk__adapter_zero_alpha(ad, idx))) return st; /* add_target read 0 as the default */
   lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
   lk_adapter_target_info(ad, idx, &ti);
   /* The scale is the loader's to resolve; the adapter recomputes it from
@@ -37,6 +50,8 @@ static lk_status load_target(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad,
   lk_adapter_weights(ad, idx, &A, &B);
   st = lk_model_tensor_read_f32(m, t->tensor_a, A.data, (uint64_t)lk_tensor_numel(&A));
   if (!st) st = lk_model_tensor_read_f32(m, t->tensor_b, B.data, (uint64_t)lk_tensor_numel(&B));
+  if (!st) st = check_finite(ctx, m, &ta, A.data, (uint64_t)lk_tensor_numel(&A));
+  if (!st) st = check_finite(ctx, m, &tb, B.data, (uint64_t)lk_tensor_numel(&B));
   return st;
 }
 

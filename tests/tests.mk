@@ -184,9 +184,11 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 cli-tests: all
 	@bash tests/test_cli.sh $(B)
 
-# inspect/convert/merge/unmerge on the reference fixtures (SKIP without them).
+# inspect/convert/merge/unmerge on the reference fixtures (SKIP without them),
+# then the hostile inputs of tests/hostile/ (refused within 2 s and 256 MB).
 cli-formats-tests: all
 	@bash tests/test_formats_cli.sh $(B)
+	@bash tests/hostile/run.sh $(B)
 
 sanitize:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char cli_convert_usage[] =
     "usage: lorakit convert IN -o OUT --format safetensors|hf|gguf|peft|gguf-lora\n"
@@ -80,7 +81,8 @@ int cli_convert(int argc, char **argv) {
   int rc = cli_registry_adapter_path(ctx, registry, in, &src, &tmpdir) ? fail_ctx(ctx) : CLI_OK;
   if (rc == CLI_OK && lk_model_convert(ctx, src, out, &opts)) rc = fail_ctx(ctx);
   cli_registry_tmp_free(tmpdir);
-  if (rc == CLI_OK) printf("wrote %s (%s)\n", out, format);
+  cli_escape_output = isatty(1);
+  if (rc == CLI_OK) printf("wrote %s (%s)\n", cli_esc(out), cli_esc(format));
   if (rc == CLI_OK && (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")))
     rc = cli_registry_record_convert(ctx, registry, in, out, format, base);
   lk_context_free(ctx);
@@ -123,7 +125,8 @@ static int merge_cmd(int argc, char **argv, int undo) {
     uint32_t nt = 0;
     if (!lk_model_open(ctx, out, NULL, &m) && !lk_adapter_load(ctx, src, NULL, lk_model_metadata_json(m), &ad))
       nt = lk_adapter_target_count(ad);
-    printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, adapter, out, m ? lk_model_loader(m) : "?");
+    cli_escape_output = isatty(1);
+    printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, cli_esc(adapter), cli_esc(out), m ? lk_model_loader(m) : "?");
     lk_adapter_free(ad);
     lk_model_close(m);
     rc = cli_registry_record_merge(ctx, registry, model, adapter, out, scale, undo);

@@ -19,8 +19,10 @@ static lk_status check_finite(lk_context_t *ctx, lk_model_t *m, const lk_tensor_
                               uint64_t n) {
   for (uint64_t i = 0; i < n; i++)
     if (!isfinite(x[i]))
-      return lk__fail(ctx, LK_ERR_FORMAT, "%s: tensor %s holds %s at element %llu", lk_model_path(m), ti->name,
-                      isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf", (unsigned long long)i);
+      return lk__fail(ctx, LK_ERR_INVALID_ARG, /* the status the registry gave this refusal before */
+                      "%s: tensor %s holds %s at element %llu: adapters with non-finite weights are refused",
+                      lk_model_path(m), ti->name, isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf",
+                      (unsigned long long)i);
   return LK_OK;
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh B - the hostile inputs of tests/hostile/ (CASES; made by gen.py)
-# against the lorakit of build dir B. Each command listed for a case must:
+# against the lorakit of build dir B (inspect, convert, merge and registry
+# add). Each command listed for a case must:
 # exit 1 or 2, name the input in its message, echo no escape byte and none
 # of the file's content (SECRET), write nothing (its output folder stays
 # empty: no output, no temporary file), and finish within 2 s and 256 MB of
@@ -25,6 +26,7 @@ args_for() { # CMD INPUT OUTDIR
     inspect) echo "inspect $2" ;;
     convert) echo "convert $2 -o $3/out --format peft" ;;
     merge) echo "merge $H/base.safetensors --adapter $2 -o $3/out.safetensors" ;;
+    registry) echo "registry --registry $tmp/reg.db add hostile-$(basename "$2") $2" ;;
   esac
 }
 
@@ -39,6 +41,9 @@ report() { # NAME WHY
   fi
 }
 
+# registry add: into a registry that exists (made by adding the control), so
+# a refused add must leave it without any hostile-* version
+"$LK" registry --registry "$tmp/reg.db" add control "$H/ok-control" >/dev/null 2>&1
 while read -r name cmds; do
   case $name in '#'* | '') continue ;; esac
   for cmd in $cmds; do
@@ -62,6 +67,9 @@ done <"$H/CASES"
 # buffers do not fit the address-space limit (a known issue, reported); the
 # controls that merge run it single-threaded so the limit still applies.
 export OPENBLAS_NUM_THREADS=1
+"$LK" registry --registry "$tmp/reg.db" list >"$tmp/stdout" 2>"$tmp/stderr"
+report registry_holds_no_hostile_version "$(grep -q hostile- "$tmp/stdout" && echo "a refused add left a version")$(grep -q control "$tmp/stdout" || echo "the control is missing")"
+
 for name in ok-control ok-alpha-pattern-zero; do
   for cmd in inspect convert merge; do
     out=$tmp/o-$name-$cmd

@@ -92,7 +92,7 @@ run_case plugins_bad_option_exits_2 2 "-"                                       
 if [ -d "$B/tests/plugins" ]; then
   export LORAKIT_PLUGIN_PATH=$B/tests/plugins
   run_case plugins_shows_refused       0 "out:refused"                         plugins
-  run_case plugins_json_shows_refused  0 "json:any('lorakit-bad-abi2.so' in s for s in strings) and any('ABI' in s for s in strings)" plugins --json
+  run_case plugins_json_shows_refused  0 "json:any('lorakit-bad-abi1.so' in s for s in strings) and any('ABI' in s for s in strings)" plugins --json
   unset LORAKIT_PLUGIN_PATH
 fi
 

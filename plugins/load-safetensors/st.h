@@ -232,7 +232,7 @@ int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *
  * regcomp could blow up before it is compiled: length, group depth, repeat
  * bounds and their nested product, back-references; *budget (start it at
  * ST_PEFT_RX_BUDGET) is what the whole config may still spend (peft_rx.c). */
-#define ST_PEFT_RX_BUDGET (1L << 19)
+#define ST_PEFT_RX_BUDGET 8192L
 int32_t st_peft_rx_check(const char *pattern, const char *file, const char *key, long *budget, lk_error_t *err);
 /* write_adapter of peft: the typed adapter as a PEFT folder (peft_adapter.c). */
 int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *header,

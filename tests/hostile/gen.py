@@ -43,6 +43,8 @@ safetensors(os.path.join(HERE, "base.safetensors"), {MOD + ".weight": ([4, 4], [
 case("regex-nested-repeats", config(rank_pattern={"(((a{1,255}){1,255}){1,255})": 2}))
 case("regex-product", config(alpha_pattern={"((q{1,64}){1,64}){1,2}": 2}))
 case("regex-deep-groups", config(rank_pattern={"(((((q)))))": 2}))
+# each within the limits, together past what one config may expand to
+case("regex-budget", config(rank_pattern={"((q{1,64}){1,64})" + s: 2 for s in ("a", "b", "c")}))
 case("regex-long", config(rank_pattern={"q" * 300: 2}))
 case("regex-backref", config(rank_pattern={"(a*)*\\1": 2}))
 case("regex-target-string", config(target_modules="((.{1,64}){1,64}){1,64}"))

@@ -50,6 +50,15 @@ lk_status cli_registry_adapter_load(lk_context_t *ctx, const char *registry, con
 struct json_t;
 struct json_t *cli_backend_json(lk_context_t *ctx, const char *name, const char *description);
 
+/* Nonzero: text output goes to a terminal and is escaped (cli_esc). */
+extern int cli_escape_output;
+/* s with control (C0, DEL, C1), bidirectional-override and non-UTF-8 bytes
+ * escaped when cli_escape_output; s itself otherwise. Valid for the next 15
+ * calls (cli_text.c). */
+const char *cli_esc(const char *s);
+/* The name among names within two edits of word, or NULL (cli_text.c). */
+const char *cli_nearest(const char *word, const char *const *names, size_t n);
+
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
 /* Print "lorakit: <msg>" to stderr; returns code. */

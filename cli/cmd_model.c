@@ -1,22 +1,15 @@
-/* cmd_model.c - model and adapter file commands:
- *   lorakit inspect PATH [--json]
+/* cmd_model.c - model and adapter file commands (inspect: cmd_inspect.c):
  *   lorakit convert IN -o OUT --format F [--outtype T] [--base MODEL]
  *   lorakit merge   MODEL --adapter A [--scale s] -o OUT
  *   lorakit unmerge MODEL --adapter A [--scale s] -o OUT
  */
 #include "cli.h"
 
-#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-const char cli_inspect_usage[] =
-    "usage: lorakit inspect PATH [--json] [--loader NAME]\n"
-    "\n"
-    "Show a model or adapter (HF folder, safetensors, GGUF, PEFT folder, GGUF LoRA):\n"
-    "format, architecture, config, every tensor (name, type, shape, bytes), and\n"
-    "the total parameters and bytes.\n";
+#include <unistd.h>
 
 const char cli_convert_usage[] =
     "usage: lorakit convert IN -o OUT --format safetensors|hf|gguf|peft|gguf-lora\n"
@@ -59,130 +52,6 @@ static lk_context_t *open_ctx(void) {
 
 static int fail_ctx(lk_context_t *ctx) { return cli_error(CLI_FAILED, "%s", lk_last_error(ctx)); }
 
-static uint64_t numel_of(const lk_tensor_info_t *ti) {
-  uint64_t n = 1;
-  for (uint32_t i = 0; i < ti->ndim; i++) n *= (uint64_t)ti->shape[i];
-  return n;
-}
-
-static const char *type_of(const lk_tensor_info_t *ti) {
-  return ti->dtype == LK_DTYPE_QUANT && ti->qformat ? ti->qformat : lk_dtype_name(ti->dtype);
-}
-
-static void shape_str(const lk_tensor_info_t *ti, char *buf, size_t n) {
-  size_t used = (size_t)snprintf(buf, n, "[");
-  for (uint32_t i = 0; i < ti->ndim && used < n; i++)
-    used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)ti->shape[i]);
-  if (used < n) snprintf(buf + used, n - used, "]");
-}
-
-/* Architecture from a metadata object: config.model_type, else GGUF's. */
-static const char *arch_of(json_t *meta) {
-  json_t *cfg = json_object_get(meta, "config");
-  const char *a = json_string_value(json_object_get(cfg, "model_type"));
-  if (!a) a = json_string_value(json_object_get(json_object_get(json_object_get(meta, "gguf"), "kv"),
-                                                "general.architecture"));
-  if (!a) a = json_string_value(json_object_get(json_object_get(meta, "base_config"), "model_type"));
-  return a ? a : "unknown";
-}
-
-/* "LoRA" or "DoRA" for an adapter file the library can load as one (an
- * adapter loader and, for GGUF LoRA of a RoPE base, no base needed), else
- * NULL: the kind is what lk_adapter_header says, never guessed from names. */
-static const char *adapter_kind(lk_context_t *ctx, lk_model_t *m, const char *path, const char *loader) {
-  const char *ln = lk_model_loader(m);
-  if (strcmp(ln, "peft") && strcmp(ln, "gguf-lora")) return NULL;
-  lk_adapter_t *ad = NULL;
-  lk_adapter_header_t h = {sizeof h, 0, 0, 0, 0, 0, NULL};
-  const char *kind = NULL;
-  if (!lk_adapter_load(ctx, path, loader, NULL, &ad) && !lk_adapter_header(ad, &h))
-    kind = h.kind == LK_ADAPTER_DORA ? "DoRA" : h.kind == LK_ADAPTER_LORA ? "LoRA" : "unknown";
-  else if (!strcmp(ln, "gguf-lora"))
-    kind = "LoRA"; /* unloadable without its base, but the format holds plain LoRA only */
-  lk_adapter_free(ad);
-  return kind;
-}
-
-int cli_inspect(int argc, char **argv) {
-  const char *path = NULL, *loader = NULL;
-  int as_json = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json")) as_json = 1;
-    else if (!strcmp(argv[i], "--loader") && i + 1 < argc) loader = argv[++i];
-    else if (argv[i][0] != '-' && !path) path = argv[i];
-    else return cli_error(CLI_USAGE, "inspect: unexpected argument '%s' (see lorakit inspect --help)", argv[i]);
-  }
-  if (!path) return cli_error(CLI_USAGE, "inspect: PATH is required");
-  lk_context_t *ctx = open_ctx();
-  if (!ctx) return CLI_FAILED;
-  lk_model_t *m = NULL;
-  if (lk_model_open(ctx, path, loader, &m)) {
-    int rc = fail_ctx(ctx);
-    lk_context_free(ctx);
-    return rc;
-  }
-  json_error_t jerr;
-  json_t *meta = json_loads(lk_model_metadata_json(m), 0, &jerr);
-  if (!meta) meta = json_object();
-  int64_t n = lk_model_tensor_count(m);
-  uint64_t params = 0, bytes = 0;
-  const char *kind = adapter_kind(ctx, m, path, loader);
-  json_t *tensors = json_array();
-  if (!as_json) {
-    printf("path:         %s\nformat:       %s\narchitecture: %s\n", path, lk_model_loader(m), arch_of(meta));
-    if (kind) printf("kind:         %s\n", kind);
-    json_t *cfg = json_object_get(meta, "config");
-    if (!cfg) cfg = json_object_get(meta, "adapter_config");
-    if (cfg) {
-      char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(16));
-      printf("config:       %s\n", s ? s : "{}");
-      free(s);
-    }
-    printf("\n%-56s %-8s %-20s %12s\n", "TENSOR", "TYPE", "SHAPE", "BYTES");
-  }
-  int rc = CLI_OK;
-  for (int64_t i = 0; i < n; i++) {
-    lk_tensor_info_t ti;
-    if (lk_model_tensor_info(m, i, &ti)) {
-      rc = fail_ctx(ctx);
-      break;
-    }
-    char shape[128];
-    shape_str(&ti, shape, sizeof shape);
-    params += numel_of(&ti);
-    bytes += ti.nbytes;
-    if (as_json) {
-      json_t *dims = json_array();
-      for (uint32_t d = 0; d < ti.ndim; d++) json_array_append_new(dims, json_integer(ti.shape[d]));
-      json_array_append_new(tensors, json_pack("{s:s, s:s, s:o, s:I}", "name", ti.name, "type", type_of(&ti),
-                                               "shape", dims, "bytes", (json_int_t)ti.nbytes));
-    } else {
-      printf("%-56s %-8s %-20s %12llu\n", ti.name, type_of(&ti), shape, (unsigned long long)ti.nbytes);
-    }
-  }
-  if (rc == CLI_OK) {
-    if (as_json) {
-      json_t *root = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:I, s:I}", "path", path, "format", lk_model_loader(m),
-                               "architecture", arch_of(meta), "metadata", meta, "tensors", tensors, "n_tensors",
-                               (json_int_t)n, "parameters", (json_int_t)params, "bytes", (json_int_t)bytes);
-      tensors = NULL;
-      if (kind) json_object_set_new(root, "adapter_kind", json_string(kind));
-      char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16));
-      if (s) puts(s);
-      free(s);
-      json_decref(root);
-    } else {
-      printf("\n%lld tensors, %llu parameters, %llu bytes\n", (long long)n, (unsigned long long)params,
-             (unsigned long long)bytes);
-    }
-  }
-  json_decref(tensors);
-  json_decref(meta);
-  lk_model_close(m);
-  lk_context_free(ctx);
-  return rc;
-}
-
 /* ---- convert, merge, unmerge: argument parsing around lk_model_convert/merge ---- */
 
 static int32_t parse_outtype(const char *s) {
@@ -222,7 +91,8 @@ int cli_convert(int argc, char **argv) {
   int rc = cli_registry_adapter_path(ctx, registry, in, &src, &tmpdir) ? fail_ctx(ctx) : CLI_OK;
   if (rc == CLI_OK && lk_model_convert(ctx, src, out, &opts)) rc = fail_ctx(ctx);
   cli_registry_tmp_free(tmpdir);
-  if (rc == CLI_OK) printf("wrote %s (%s)\n", out, format);
+  cli_escape_output = isatty(1);
+  if (rc == CLI_OK) printf("wrote %s (%s)\n", cli_esc(out), cli_esc(format));
   if (rc == CLI_OK && (!strcmp(format, "peft") || !strcmp(format, "gguf-lora")))
     rc = cli_registry_record_convert(ctx, registry, in, out, format, base);
   lk_context_free(ctx);
@@ -241,8 +111,11 @@ static int merge_cmd(int argc, char **argv, int undo) {
     else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
     else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
       char *end;
-      scale = strtod(argv[++i], &end);
-      if (*end) return cli_error(CLI_USAGE, "%s: --scale needs a number, not '%s'", cmd, argv[i]);
+      const char *v = argv[++i];
+      scale = strtod(v, &end);
+      /* strtod takes "" as 0 and "inf"/"nan" as numbers: none is a scale */
+      if (!v[0] || *end || !isfinite(scale))
+        return cli_error(CLI_USAGE, "%s: --scale needs a finite number, not '%s'", cmd, v);
     } else if (argv[i][0] != '-' && !model) model = argv[i];
     else return cli_error(CLI_USAGE, "%s: unexpected argument '%s' (see lorakit %s --help)", cmd, argv[i], cmd);
   }
@@ -264,7 +137,8 @@ static int merge_cmd(int argc, char **argv, int undo) {
     uint32_t nt = 0;
     if (!lk_model_open(ctx, out, NULL, &m) && !lk_adapter_load(ctx, src, NULL, lk_model_metadata_json(m), &ad))
       nt = lk_adapter_target_count(ad);
-    printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, adapter, out, m ? lk_model_loader(m) : "?");
+    cli_escape_output = isatty(1);
+    printf("%sd %u targets of %s into %s (%s)\n", cmd, nt, cli_esc(adapter), cli_esc(out), m ? lk_model_loader(m) : "?");
     lk_adapter_free(ad);
     lk_model_close(m);
     rc = cli_registry_record_merge(ctx, registry, model, adapter, out, scale, undo);

@@ -426,8 +426,12 @@ static int cmd_verify(rcli *r) {
     size_t i;
     json_t *p;
     json_array_foreach(json_object_get(doc, "problems"), i, p) {
-      fprintf(stderr, "lorakit: registry %s: %s", lk_registry_path(r->reg),
-              rcli_esc(json_string_value(json_object_get(p, "problem"))));
+      /* the library's problems mostly name the registry already: once is enough */
+      const char *prob = json_string_value(json_object_get(p, "problem")), *path = lk_registry_path(r->reg);
+      size_t pl = strlen(path);
+      int named = prob && !strncmp(prob, "registry ", 9) && !strncmp(prob + 9, path, pl) && prob[9 + pl] == ':';
+      fprintf(stderr, "lorakit: %s%s%s%s", named ? "" : "registry ", named ? "" : rcli_esc(path), named ? "" : ": ",
+              rcli_esc(prob));
       json_t *vs = json_object_get(p, "versions");
       size_t k;
       json_t *v;

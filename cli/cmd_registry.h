@@ -15,11 +15,9 @@ void rcli_bytes(uint64_t n, char *buf, size_t size);
 /* Print doc indented (the --json output). */
 void rcli_print_json(json_t *doc);
 
-/* Nonzero: text output goes to a terminal and is escaped (rcli_esc). */
-extern int rcli_escape_output;
-/* s with control, bidirectional-override and non-UTF-8 bytes escaped when
- * rcli_escape_output; s itself otherwise. Valid for the next 15 calls. */
-const char *rcli_esc(const char *s);
+/* The escaper is shared with the other commands (cli_text.c). */
+#define rcli_escape_output cli_escape_output
+#define rcli_esc cli_esc
 
 /* Text renderings; each takes the library's JSON document. */
 void rcli_print_list(json_t *list);

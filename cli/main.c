@@ -4,7 +4,9 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const cli_command commands[] = {
     {"plugins", "list plugin files: kind, components, versions, status", cli_plugins_usage,
@@ -25,13 +27,19 @@ int cli_wants_help(int argc, char **argv) {
   return 0;
 }
 
+/* The message may quote file names, tensor names or config keys: escaped
+ * like the output when stderr is a terminal. */
 int cli_error(int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fputs("lorakit: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  char *msg = NULL;
+  int n = vasprintf(&msg, fmt, ap);
   va_end(ap);
+  int saved = cli_escape_output;
+  cli_escape_output = isatty(2);
+  fprintf(stderr, "lorakit: %s\n", n >= 0 && msg ? cli_esc(msg) : fmt);
+  cli_escape_output = saved;
+  free(msg);
   return code;
 }
 
@@ -84,7 +92,11 @@ int main(int argc, char **argv) {
     }
     return commands[i].run(argc - 1, argv + 1);
   }
-  fprintf(stderr, "lorakit: unknown command '%s'\n\n", cmd);
+  const char *names[N_COMMANDS];
+  for (int i = 0; i < N_COMMANDS; i++) names[i] = commands[i].name;
+  const char *near = cmd[0] == '-' ? NULL : cli_nearest(cmd, names, N_COMMANDS);
+  if (near) return cli_error(CLI_USAGE, "unknown command '%s': did you mean %s?", cmd, near);
+  cli_error(CLI_USAGE, "unknown command '%s'\n", cmd);
   usage(stderr);
   return CLI_USAGE;
 }

@@ -230,6 +230,13 @@ lk_status lk__adapter_set_base_model(lk_adapter_t *ad, const char *base_model) {
   return LK_OK;
 }
 
+lk_status lk__adapter_zero_alpha(lk_adapter_t *ad, uint32_t index) {
+  if (index >= ad->n) return lk__fail(ad->ctx, LK_ERR_NOT_FOUND, "target %u out of range", index);
+  ad->t[index].alpha = 0;
+  ad->t[index].scale = 0;
+  return LK_OK;
+}
+
 LK_API lk_status lk_adapter_header(const lk_adapter_t *ad, lk_adapter_header_t *out) {
   if (!ad) return LK_ERR_INVALID_ARG;
   if (!out || out->struct_size < LK_MIN_SIZE_ADAPTER_HEADER)

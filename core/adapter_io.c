@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,17 @@ static lk_status load_magnitude(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *
   if (!st) st = lk_adapter_set_magnitude(ad, idx, v);
   free(v);
   return st;
+/* A NaN or Inf in A or B would be merged into every weight of the target
+ * (and trained on): refused here, where every path loads adapters. */
+static lk_status check_finite(lk_context_t *ctx, lk_model_t *m, const lk_tensor_info_t *ti, const float *x,
+                              uint64_t n) {
+  for (uint64_t i = 0; i < n; i++)
+    if (!isfinite(x[i]))
+      return lk__fail(ctx, LK_ERR_INVALID_ARG, /* the status the registry gave this refusal before */
+                      "%s: tensor %s holds %s at element %llu: adapters with non-finite weights are refused",
+                      lk_model_path(m), ti->name, isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf",
+                      (unsigned long long)i);
+  return LK_OK;
 }
 
 /* One target of the file into ad: shapes checked against the loader's
@@ -43,6 +55,7 @@ static lk_status load_target(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad,
                     (long long)tb.shape[0], (long long)(tb.ndim > 1 ? tb.shape[1] : 0), t->rank);
   if ((st = lk_adapter_add_target(ad, t->name, t->in_features, t->out_features, t->rank, t->alpha))) return st;
   uint32_t idx = lk_adapter_target_count(ad) - 1;
+  if (t->alpha == 0 && (st = lk__adapter_zero_alpha(ad, idx))) return st; /* add_target read 0 as the default */
   lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
   lk_adapter_target_info(ad, idx, &ti);
   /* The scale is the loader's to resolve; the adapter recomputes it from
@@ -55,6 +68,8 @@ static lk_status load_target(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *ad,
   st = lk_model_tensor_read_f32(m, t->tensor_a, A.data, (uint64_t)lk_tensor_numel(&A));
   if (!st) st = lk_model_tensor_read_f32(m, t->tensor_b, B.data, (uint64_t)lk_tensor_numel(&B));
   if (!st && t->tensor_m >= 0) st = load_magnitude(ctx, m, ad, idx, t);
+  if (!st) st = check_finite(ctx, m, &ta, A.data, (uint64_t)lk_tensor_numel(&A));
+  if (!st) st = check_finite(ctx, m, &tb, B.data, (uint64_t)lk_tensor_numel(&B));
   return st;
 }
 

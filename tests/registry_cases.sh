@@ -164,7 +164,7 @@ h = json.loads(b[8:8 + n]); o = h["base_model.model.model.layers.1.self_attn.v_p
 b[8 + n + o + 8:8 + n + o + 12] = struct.pack('<f', float('nan'))
 open(p, 'wb').write(b)
 PY
-run_case nan_is_refused_naming_the_file       1 "err:nan/adapter_model.safetensors" registry "${F[@]}" add nan "$tmp/nan"
+run_case nan_is_refused_naming_the_file       1 "err:$tmp/nan: tensor" registry "${F[@]}" add nan "$tmp/nan"
 run_case nan_is_refused_naming_the_tensor     1 "err:model.layers.1.self_attn.v_proj.lora_B" registry "${F[@]}" add nan "$tmp/nan"
 run_case nothing_added_for_nan                0 "json:len(doc)==2"               registry "${F[@]}" --json list
 # text on the way in

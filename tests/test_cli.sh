@@ -81,6 +81,9 @@ run_case plugins_json_backend_devices 0 "json:any(b['name'] == 'cpu' and b['devi
 run_case plugins_json_lists_loaders 0 "json:{'gguf', 'gguf-lora', 'hf', 'peft', 'safetensors'} <= {l['name'] for l in doc['loaders']} and isinstance(doc['quantisers'], list)" plugins --json
 run_case plugins_help_exits_0       0 "out:plugins"                             plugins --help
 run_case unknown_command_exits_2    2 "err:frobnicate"                          frobnicate
+run_case unknown_command_suggests    2 "err:did you mean merge?"                merj
+run_case unknown_command_suggests_2  2 "err:did you mean inspect?"              inspekt
+run_case far_command_no_guess        2 "err:unknown command 'zzzzzz'"            zzzzzz
 run_case unknown_option_exits_2     2 "-"                                       --no-such-option
 run_case plugins_bad_option_exits_2 2 "-"                                       plugins --no-such-option
 
@@ -91,6 +94,37 @@ if [ -d "$B/tests/plugins" ]; then
   run_case plugins_shows_refused       0 "out:refused"                         plugins
   run_case plugins_json_shows_refused  0 "json:any('lorakit-bad-abi3.so' in s for s in strings) and any('ABI' in s for s in strings)" plugins --json
   unset LORAKIT_PLUGIN_PATH
+fi
+
+# Terminal safety: a tensor name holding an escape sequence, a C1 control,
+# and a bidi override is escaped when inspect
+# writes to a terminal (script gives it one), and kept as stored in a pipe.
+python3 - "$tmp/evil.safetensors" <<'PY'
+import json, struct, sys
+# JSON holds the controls as \u escapes; safetensors names are UTF-8 (jansson
+# refuses other bytes), so the non-UTF-8 case is the escaper's own business
+name = "x\x1b[2J\x9b\u202ey"
+h = json.dumps({name: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"\0\0\0\0")
+PY
+tty_case() { # NAME WANT(escaped|raw) ARGS...
+  local name=$1 want=$2 why=""
+  shift 2
+  if [ "$want" = escaped ]; then
+    script -qec "$LK $*" /dev/null >"$tmp/out" 2>&1 </dev/null
+    if grep -q $'\x1b\[2J' "$tmp/out" || grep -q $'\xe2\x80\xae' "$tmp/out"; then why="raw control bytes reached the terminal"
+    elif ! grep -qF 'x\x1b[2J\u009b\u202ey' "$tmp/out"; then why="the escaped name is missing"; fi
+  else
+    "$LK" "$@" >"$tmp/out" 2>&1 </dev/null
+    grep -q $'\x1b\[2J' "$tmp/out" || why="a pipe should get the name as stored"
+  fi
+  if [ -z "$why" ]; then pass=$((pass + 1)); echo "ok   $name"
+  else failed=$((failed + 1)); echo "FAIL $name: $why"; sed 's/^/  out: /' "$tmp/out" | cat -v | head -5; fi
+}
+if command -v script >/dev/null && command -v python3 >/dev/null; then
+  tty_case inspect_escapes_names_on_tty escaped inspect "$tmp/evil.safetensors"
+  tty_case inspect_pipe_keeps_names     raw     inspect "$tmp/evil.safetensors"
 fi
 
 echo "$pass passed, $failed failed"

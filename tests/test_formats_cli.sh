@@ -5,6 +5,7 @@
 # test_cli.sh: NAME | EXIT | CHECK | ARGS...
 #   EXIT   expected exit status (0 ok, 1 failed, 2 usage)
 #   CHECK  out:TEXT / err:TEXT   stdout / stderr contains TEXT (case-insensitive)
+#          noout:TEXT                stdout does not contain TEXT
 #          json:PY   stdout is JSON and the Python expression PY over `doc`
 #                    (and `types`: tensor type -> count, `names`: tensor names)
 #                    is true
@@ -60,6 +61,7 @@ run_case() {
   else
     case $check in
       out:*) grep -qiF -- "${check#out:}" "$tmp/stdout" || why="stdout lacks '${check#out:}'" ;;
+      noout:*) grep -qiF -- "${check#noout:}" "$tmp/stdout" && why="stdout has '${check#noout:}'" ;;
       err:*) grep -qiF -- "${check#err:}" "$tmp/stderr" || why="stderr lacks '${check#err:}'" ;;
       json:*)
         python3 - "${check#json:}" "$tmp/stdout" <<'PY' || why="stdout JSON check failed: ${check#json:}"
@@ -116,6 +118,20 @@ run_case inspect_dora_json              0 "json:doc['adapter_kind'] == 'DoRA' an
 run_case inspect_lora_kind              0 "json:doc['adapter_kind'] == 'LoRA'"     inspect "$F/a1/adapter-trained" --json
 run_case inspect_safetensors_file       0 "json:doc['format'] == 'safetensors' and doc['n_tensors'] == 21" inspect "$F/base/model.safetensors" --json
 run_case inspect_loader_forced          0 "json:doc['format'] == 'safetensors'" inspect "$F/a1/batches.safetensors" --loader safetensors --json
+# the summary first (values by hand: q_proj 8*(256+256) and v_proj
+# 8*(256+128) in 2 layers = 14336 trainable; 14336 / 1443072 = 0.9934%)
+run_case inspect_peft_kind              0 "out:kind:         LoRA"             inspect "$F/a1/adapter-trained"
+run_case inspect_peft_rank_alpha        0 "out:alpha:        16"               inspect "$F/a1/adapter-trained"
+run_case inspect_peft_scaling           0 "out:scaling:      alpha / r = 2"    inspect "$F/a1/adapter-trained"
+run_case inspect_peft_targets           0 "out:targets:      4 (q_proj, v_proj)" inspect "$F/a1/adapter-trained"
+run_case inspect_peft_share_of_base     0 "out:14336 parameters (0.9934% of the base's 1443072)" inspect "$F/a1/adapter-trained" --base "$F/base"
+run_case inspect_peft_no_raw_config     0 "noout:lora_dropout"                 inspect "$F/a1/adapter-trained"
+run_case inspect_peft_verbose_config    0 "out:\"peft_type\": \"LORA\""       inspect "$F/a1/adapter-trained" --verbose
+run_case inspect_gguf_lora_summary      0 "out:scaling:      alpha / r = 2"    inspect "$F/gguf/a1-lora-f32.gguf" --base "$F/base"
+run_case inspect_model_kv_heads         0 "out:KV heads:     2"                inspect "$F/base"
+run_case inspect_model_layers           0 "out:layers:       2"                inspect "$F/gguf/base-Q4_K_M.gguf"
+run_case inspect_model_type_mix         0 "out:q6_k x3, f32 x5, q4_k x13"      inspect "$F/gguf/base-Q4_K_M.gguf"
+run_case inspect_model_no_raw_config    0 "noout:rope_theta"                   inspect "$F/base"
 run_case inspect_missing_path           1 "err:$tmp/nope"                          inspect "$tmp/nope"
 run_case inspect_not_a_model            1 "err:no loader"                          inspect "$F/MANIFEST.md"
 run_case inspect_no_path                2 "-"                                      inspect
@@ -167,6 +183,9 @@ absent   merge_adapter_nothing_written  "$X/y"
 run_case merge_model_as_adapter         1 "err:$F/base"                            merge "$F/base" --adapter "$F/base" -o "$X/z"
 absent   merge_model_as_adapter_nothing_written "$X/z"
 run_case merge_bad_scale                2 "err:--scale"                            merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale abc
+run_case merge_empty_scale              2 "err:--scale"                            merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale ""
+run_case merge_inf_scale                2 "err:--scale"                            merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale inf
+run_case merge_nan_scale                2 "err:--scale"                            unmerge "$F/base" --adapter "$F/a1/adapter-trained" -o "$X/w" --scale nan
 run_case merge_missing_adapter          2 "-"                                      merge "$F/base" -o "$X/w"
 run_case merge_output_is_model          1 "err:is the input"                       merge "$O/merged" --adapter "$F/a1/adapter-trained" -o "$O/merged" --force
 run_case merge_output_in_adapter        1 "err:inside"                             merge "$F/base" --adapter "$O/p" -o "$O/p/sub" --force

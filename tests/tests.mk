@@ -201,11 +201,13 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 cli-tests: all
 	@bash tests/test_cli.sh $(B)
 
-# inspect/convert/merge/unmerge on the reference fixtures, and the CLI under
-# memory limits and signals (test_safe_io.sh) (SKIP without them).
+# inspect/convert/merge/unmerge on the reference fixtures, the CLI under
+# memory limits and signals (test_safe_io.sh), then the hostile inputs of
+# tests/hostile/ (refused within 2 s and 256 MB) (SKIP without fixtures).
 cli-formats-tests: all
 	@fail=0; bash tests/test_formats_cli.sh $(B) || fail=1; \
-	bash tests/test_safe_io.sh $(B) || fail=1; exit $$fail
+	bash tests/test_safe_io.sh $(B) || fail=1; \
+	bash tests/hostile/run.sh $(B) || fail=1; exit $$fail
 
 sanitize:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

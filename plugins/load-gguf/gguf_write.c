@@ -664,7 +664,8 @@ static int32_t gguf_lora_kvs(const char *path, const json_t *root, const json_t 
                         : json_string_value(json_object_get(kv, "general.architecture"));
   if (!arch || !arch[0])
     return gguf_fail(err, LK_ERR_INVALID_ARG,
-                     "%s: metadata lacks base_config.model_type (needed for general.architecture)", path);
+                     "%s: a GGUF LoRA names its base's architecture: pass --base MODEL (a model whose "
+                     "config gives model_type)", path);
   const json_t *alpha = json_object_get(ac, "lora_alpha");
   if (!json_is_number(alpha)) alpha = json_object_get(kv, "adapter.lora.alpha");
   if (!json_is_number(alpha))

@@ -395,8 +395,8 @@ static int32_t gguf_perm_heads(gguf_handle_t *h, int64_t index, uint64_t *n_head
       return gguf_fail(
           err, LK_ERR_STATE,
           "%s: tensor '%s' is stored row-permuted for RoPE and the file has no head counts: "
-          "the base model's config is needed (extension %s, or lk_adapter_load with base_config_json)",
-          h->path, t->name, LK_LOADER_EXT_BASE_CONFIG);
+          "the base model is needed to read it (pass --base MODEL)",
+          h->path, t->name);
     return gguf_fail(err, LK_ERR_FORMAT,
                      "%s: tensor '%s' is stored row-permuted but %s.attention.head_count%s is missing",
                      h->path, t->name, h->arch, perm == GGUF_PERM_K ? "(_kv)" : "");

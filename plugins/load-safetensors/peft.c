@@ -70,8 +70,8 @@ static void peft_cfg_free(peft_cfg_t *c) {
 
 /* Every key of a pattern object compiled as peft's get_pattern_key uses it:
  * re.match(rf"(.*\.)?({key})$", module). */
-static int32_t peft_rx_compile(const json_t *patterns, regex_t **rx, char **ok, size_t *n, const char *file,
-                               lk_error_t *err) {
+static int32_t peft_rx_compile(const json_t *patterns, const char *key, regex_t **rx, char **ok, size_t *n,
+                               long *budget, const char *file, lk_error_t *err) {
   if (!patterns || !(*n = json_object_size(patterns))) return LK_OK;
   *rx = calloc(*n, sizeof **rx);
   *ok = calloc(*n, 1);
@@ -87,6 +87,8 @@ static int32_t peft_rx_compile(const json_t *patterns, regex_t **rx, char **ok, 
   const char *k;
   json_t *v;
   json_object_foreach((json_t *)patterns, k, v) {
+    int32_t rc = st_peft_rx_check(k, file, key, budget, err); /* bounded before regcomp sees it */
+    if (rc != LK_OK) return rc; /* peft_cfg_free releases the ones compiled so far */
     (*ok)[i] = (char)peft_regex_compile(&(*rx)[i], k, "^(.*\\.)?(%s)$");
     i++;
   }
@@ -95,8 +97,14 @@ static int32_t peft_rx_compile(const json_t *patterns, regex_t **rx, char **ok, 
 
 /* The patterns compiled once, and re.fullmatch for a string target_modules. */
 static int32_t peft_compile(peft_cfg_t *c, const char *file, lk_error_t *err) {
-  int32_t rc = peft_rx_compile(c->rank_pattern, &c->rank_rx, &c->rank_rx_ok, &c->n_rank, file, err);
-  if (rc == LK_OK) rc = peft_rx_compile(c->alpha_pattern, &c->alpha_rx, &c->alpha_rx_ok, &c->n_alpha, file, err);
+  long budget = ST_PEFT_RX_BUDGET;
+  int32_t rc = peft_rx_compile(c->rank_pattern, "rank_pattern", &c->rank_rx, &c->rank_rx_ok, &c->n_rank, &budget,
+                               file, err);
+  if (rc == LK_OK)
+    rc = peft_rx_compile(c->alpha_pattern, "alpha_pattern", &c->alpha_rx, &c->alpha_rx_ok, &c->n_alpha, &budget,
+                         file, err);
+  if (rc == LK_OK && json_is_string(c->targets))
+    rc = st_peft_rx_check(json_string_value(c->targets), file, "target_modules", &budget, err);
   if (rc != LK_OK) return rc;
   if (json_is_string(c->targets))
     c->target_rx_ok = peft_regex_compile(&c->target_rx, json_string_value(c->targets), "^(%s)$");
@@ -445,9 +453,10 @@ static int32_t peft_resolve(st_handle_t *h, const json_t *cfg, const peft_cfg_t 
     if (rc != LK_OK) return rc;
     const json_t *av = peft_pattern_value(c->alpha_pattern, c->alpha_rx, c->alpha_rx_ok, c->n_alpha, module);
     t->alpha = av ? (float)json_number_value(av) : p->alpha;
-    if (!(t->alpha > 0) || !isfinite(t->alpha))
-      return st_fail(err, LK_ERR_FORMAT, "%s: module '%.100s': alpha %g (alpha_pattern) must be positive", file,
-                     module, (double)t->alpha);
+    /* PEFT takes an alpha_pattern value as it is: 0 gives scale 0 */
+    if (!(t->alpha >= 0) || !isfinite(t->alpha))
+      return st_fail(err, LK_ERR_FORMAT, "%s: module '%.100s': alpha %g (alpha_pattern) must be 0 or positive",
+                     file, module, (double)t->alpha);
     t->scale = p->scaling == LK_SCALING_RSLORA ? t->alpha / sqrtf((float)t->rank) : t->alpha / (float)t->rank;
   }
   return LK_OK;

@@ -263,6 +263,12 @@ int32_t st_peft_check_magnitude(st_tensor_t *const *by, uint64_t n, const st_ten
  * dora, else -1. */
 int32_t st_peft_resolve_magnitude(const st_handle_t *h, int dora, st_peft_target_t *t, const char *file,
                                   lk_error_t *err);
+/* Refuse a PEFT pattern (key names which config key holds it) whose POSIX
+ * regcomp could blow up before it is compiled: length, group depth, repeat
+ * bounds and their nested product, back-references; *budget (start it at
+ * ST_PEFT_RX_BUDGET) is what the whole config may still spend (peft_rx.c). */
+#define ST_PEFT_RX_BUDGET 8192L
+int32_t st_peft_rx_check(const char *pattern, const char *file, const char *key, long *budget, lk_error_t *err);
 /* write_adapter of peft: the typed adapter as a PEFT folder (peft_adapter.c). */
 int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *header,
                               const lk_adapter_target_t *targets, uint32_t n_targets,

@@ -152,6 +152,11 @@ int32_t st_json_parse(const char *text, size_t len, const char *what, int max_de
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
+    /* jansson ends its message with " near '<the text found>'": a file that
+     * is not ours (a binary, a secret) must not be echoed, so what is wrong
+     * is said without it */
+    char *near = strstr(je.text, " near ");
+    if (near) *near = 0;
     switch (json_error_code(&je)) {
     case json_error_out_of_memory: return st_fail(err, LK_ERR_NOMEM, "%s: out of memory parsing JSON", what);
     case json_error_invalid_utf8:

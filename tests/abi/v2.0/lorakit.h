@@ -85,10 +85,26 @@ typedef struct lk_context_opts_t {
 #define LK_MIN_SIZE_CONTEXT_OPTS LK_MIN_SIZE(lk_context_opts_t, reserved0)
 
 /* [any-thread] Create a context. opts may be NULL (defaults: discover plugins
- * in LORAKIT_PLUGIN_PATH (ignored for setuid programs), the install's
- * lib/lorakit/plugins/, then plugins/ next to the executable). A plugin that
- * is refused does not fail the context: see lk_plugin_info. Plugin init
- * runs here, serialised with every other context's (one process-wide lock). */
+ * in the install's lib/lorakit/plugins/, plugins/ next to the executable,
+ * then LORAKIT_PLUGIN_PATH (ignored for setuid programs; relative and empty
+ * entries are never searched, each skipped with a warning to the logger)).
+ * A plugin that is refused does not fail the context: see lk_plugin_info.
+ * Discovered files are only noted here; each is loaded (dlopen, entry,
+ * init, serialised with every other context's under one process-wide lock)
+ * when the context first needs its kind, told by its file name:
+ * lorakit-load-*.so loaders, lorakit-quant-*.so quantisers, any other
+ * lorakit-*.so backends. lk_model_open loads loaders and quantisers,
+ * lk_backend_open and the device listing backends and quantisers, the
+ * quantiser calls quantisers, lk_plugin_count/info and lk_component_count/
+ * info everything; a lookup that finds nothing loads the remaining files
+ * whatever their names and tries again.
+ *
+ * Trust rule, for every plugin file (discovered or lk_plugin_load): the
+ * file and the folder holding it (after links are resolved) must be owned
+ * by root or the process's effective user and writable by neither group nor
+ * others; otherwise it is refused (LK_ERR_SECURITY) with a reason naming the
+ * file or folder and its mode. The checked file is the one mapped (opened
+ * first, checked with fstat, mapped through /proc/self/fd). */
 LK_API lk_status lk_context_create(const lk_context_opts_t *opts, lk_context_t **out);
 /* [one-thread-per-context] Free the context; every adapter and backend made
  * from it must be freed first. NULL is a no-op. */
@@ -130,14 +146,16 @@ typedef struct lk_component_info_t {
 
 /* [one-thread-per-context] Load one plugin file explicitly. LK_OK when it
  * loaded; otherwise the plugin is still listed as refused, with the reason,
- * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS). An
+ * and the status says why (LK_ERR_PLUGIN, LK_ERR_ABI, LK_ERR_EXISTS,
+ * LK_ERR_SECURITY: see the trust rule at lk_context_create). An
  * explicit path wins over discovery: a plugin of the same id found by
  * discovery (or lk_plugin_load_dir) is set aside - listed as refused with
  * the reason "set aside: plugin id 'ID' was loaded explicitly from FILE",
  * its components removed from the list before this one's are added, its
  * fini deferred to lk_context_free - and this one takes its place; if this
  * one fails, the discovered one stays. Two explicit loads of one id refuse
- * the second (LK_ERR_EXISTS), as does a discovered one after any load.
+ * the second (LK_ERR_EXISTS), as does a discovered one whose id another
+ * loaded file has (the reason names both files; the earlier found wins).
  * Loading the same file again is a no-op (LK_OK when it loaded). Backends
  * of one name from several plugins are variants (lk_backend_open picks by
  * score); loaders and quantisers must be unique by name (LK_ERR_EXISTS). */
@@ -200,6 +218,16 @@ LK_API int32_t lk_adapter_find(const lk_adapter_t *ad, const char *name);
  * and writable: they live until lk_adapter_free. Either out may be NULL. */
 LK_API lk_status lk_adapter_weights(lk_adapter_t *ad, uint32_t index, lk_tensor_t *A,
                                     lk_tensor_t *B);
+/* [one-thread-per-context] DoRA (PEFT's use_dora): a target with a magnitude vector m [out] computes
+ * W' = (m / ||W + s B A||_row) (W + s B A), the norm of each output row over
+ * the input dimension. A view of the target's magnitude (f32 [out], owned by
+ * the adapter, writable, lives until lk_adapter_free); LK_ERR_NOT_FOUND for
+ * a LoRA target. An adapter is DoRA (lk_adapter_header kind LK_ADAPTER_DORA)
+ * when any target has a magnitude; PEFT and lk_adapter_save want all. */
+LK_API lk_status lk_adapter_magnitude(lk_adapter_t *ad, uint32_t index, lk_tensor_t *m);
+/* [one-thread-per-context] Copy m [out_features] in as the target's magnitude (making it DoRA); NULL
+ * makes it a LoRA target again. */
+LK_API lk_status lk_adapter_set_magnitude(lk_adapter_t *ad, uint32_t index, const float *m);
 
 /* ---- backends, devices and buffers ----------------------------------------
  * A backend component ("cpu", "vulkan") lists its devices without being
@@ -289,7 +317,9 @@ LK_API lk_status lk_buffer_unmap(lk_backend_t *be, lk_buffer_t *buf);
  * Shapes: x [M, in], y [M, out], W [out, in]; dtypes f32 except W (f32, f16,
  * bf16 for merge). Target is an index from lk_adapter_find. */
 
-/* [one-thread-per-context] y = x W^T (when W is not NULL, else y is kept) + s (x A^T) B^T. */
+/* [one-thread-per-context] y = x W^T (when W is not NULL, else y is kept) + s (x A^T) B^T.
+ * A DoRA target needs W and gives PEFT's y = (m / ||W + s B A||_row) (x W^T
+ * + s x A^T B^T), the scale per output column (dropout off). */
 LK_API lk_status lk_lora_forward(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                                  const lk_tensor_t *x, const lk_tensor_t *W, lk_tensor_t *y);
 /* [one-thread-per-context] Gradients for upstream dy [M, out]: dA [r, in], dB [out, r] (overwritten;
@@ -300,11 +330,27 @@ LK_API lk_status lk_lora_backward(lk_backend_t *be, const lk_adapter_t *ad, uint
                                   const lk_tensor_t *dy, lk_tensor_t *dx, lk_tensor_t *dA,
                                   lk_tensor_t *dB);
 /* [one-thread-per-context] W += mult * s B A (merge) or W -= mult * s B A (unmerge), in place; W is
- * f32, f16 or bf16 [out, in]. mult is the user's extra scale (1 = as trained). */
+ * f32, f16 or bf16 [out, in]. mult is the user's extra scale (1 = as trained).
+ * A DoRA target merges as PEFT: W' = (m / n) (W + mult s B A) with
+ * n = ||W + mult s B A||_row, computed in f32 with the norm in double. Its
+ * unmerge is refused: W' fixes only the direction of each row of W + s B A,
+ * not its length n (any n > 0 merges to the same W'), so it needs the norms
+ * taken before the merge, as PEFT keeps them: lk_dora_unmerge. */
 LK_API lk_status lk_merge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                           lk_tensor_t *W, float mult);
 LK_API lk_status lk_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
                             lk_tensor_t *W, float mult);
+/* [one-thread-per-context] DoRA target: norm[o] = ||W + mult s B A||_row for o < out (f32, caller's
+ * array), what PEFT caches at merge; take it from W before lk_merge. */
+LK_API lk_status lk_dora_weight_norm(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
+                                     const lk_tensor_t *W, float mult, float *norm);
+/* [one-thread-per-context] DoRA target: undo lk_merge in place given the norms lk_dora_weight_norm
+ * took from the unmerged W: W = W' (norm / m) - mult s B A, PEFT's
+ * `weight / dora_factor - delta_weight`. LK_ERR_MISMATCH when a row of W'
+ * does not have norm |m| (W' is not this target's merge, or more was
+ * merged after it). */
+LK_API lk_status lk_dora_unmerge(lk_backend_t *be, const lk_adapter_t *ad, uint32_t target,
+                                 lk_tensor_t *W, float mult, const float *norm);
 
 /* ---- models and adapter files ---------------------------------------------- */
 
@@ -415,6 +461,11 @@ typedef struct lk_convert_opts_t { /* caller-filled input */
   const char *base;     /* the base model (path), for adapters; may be NULL */
   uint32_t force;       /* 1: replace an existing output */
   uint32_t reserved0;   /* must be 0 */
+  /* appended in 2.x (read only when struct_size covers them): */
+  uint32_t no_tokenizer; /* 1: write a GGUF model even when the input has no
+                          * tokenizer lorakit can carry (otherwise refused:
+                          * llama.cpp cannot run a GGUF without tokenizer.*) */
+  uint32_t reserved1;   /* must be 0 */
 } lk_convert_opts_t;
 #define LK_MIN_SIZE_CONVERT_OPTS LK_MIN_SIZE(lk_convert_opts_t, reserved0)
 

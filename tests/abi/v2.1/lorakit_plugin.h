@@ -281,6 +281,10 @@ struct lk_quantiser_vt_t {
  *                      "array[<type>]"}} (gguf, gguf-lora). A writer takes
  *                     kv_types where given and infers a type otherwise
  *                     (integer: u32 or i32 if negative, real: f32).
+ *   "name":           (write only, optional) the model's name, the source
+ *                     folder's or file's name as the caller gives it; the
+ *                     GGUF writer makes general.name of it where no kv has
+ *                     one (convert_hf_to_gguf.py's fallback).
  * Writers of adapters (peft, gguf-lora) also accept "base_config" (the base
  * model's config object) for what the adapter format needs from the base
  * (the head counts of the Q/K permutation, the architecture).

@@ -34,7 +34,28 @@ extern "C" {
  *   ACTIVATION  made by an op; the planner places it.
  * lk_x_graph_backward appends, for a scalar loss, the backward op of every
  * op on a path from a PARAM to the loss (each op's rule is in the core);
- * frozen tensors get no gradient buffers. */
+ * frozen tensors get no gradient buffers.
+ *
+ * What the implementation (core/graph.c, autodiff.c) does and refuses:
+ *   - tensors are plain dtypes (f32, f16, bf16, i32, ...); the graph is
+ *     append-only and frozen once it has its backward pass or a session;
+ *   - an op may write a tensor another op wrote before (a MATMUL, then a
+ *     LORA_FORWARD adding into it); reading it in between is refused by
+ *     lk_x_graph_backward when it needs a gradient;
+ *   - backward rules: MATMUL -> MATMUL with trans_w flipped (dx only: a
+ *     MATMUL weight that would need a gradient is refused, train it through
+ *     LoRA ops); LORA_FORWARD -> LORA_BACKWARD; RMSNORM -> RMSNORM_BACKWARD
+ *     and ATTENTION -> ATTENTION_BACKWARD (rstd / lse added to the forward
+ *     op when the graph did not ask for them); ROPE -> ROPE inverse;
+ *     SWIGLU, SILU, CROSS_ENTROPY -> their backward ops; EMBEDDING ->
+ *     EMBEDDING_BACKWARD when the table is a PARAM; COPY, ADD (not through
+ *     a broadcast source), MUL, SCALE, SUM, SUMSQ by their rules; other
+ *     ops on a gradient path are refused, naming them;
+ *   - a tensor used by several ops gets the sum of their contributions (the
+ *     ops' accumulate flags, else a temporary and an in-place ADD); the
+ *     gradient of a tensor that has views is zeroed, then accumulated;
+ *   - ops whose outputs get no gradient are not differentiated (pruned).
+ *   - On failure, lk_x_graph_backward may leave ops appended: free the graph. */
 typedef struct lk_x_graph_t lk_x_graph_t;
 typedef struct lk_x_session_t lk_x_session_t;
 
@@ -48,16 +69,36 @@ LK_API void lk_x_graph_free(lk_x_graph_t *g);
  * lk_status. name is copied (may be NULL). */
 LK_API int32_t lk_x_tensor(lk_x_graph_t *g, const char *name, int32_t role, int32_t dtype,
                            uint32_t ndim, const int64_t *shape);
+/* [one-thread-per-object] A FROZEN weight [rows, cols] quantised in format
+ * qformat (a loaded quantiser's name) with opts (NULL: defaults); its
+ * bytes, for lk_x_session_set/get, are the format's parts one after the
+ * other, each exactly as lk_quant_layout sizes it. It may only be a
+ * MATMUL's W (dequantised inside the op); it has no views. Returns its id
+ * or LK_ERR_NOT_FOUND naming a format no plugin provides. */
+LK_API int32_t lk_x_tensor_quant(lk_x_graph_t *g, const char *name, const char *qformat,
+                                 const lk_quant_opts_t *opts, int64_t rows, int64_t cols);
 /* [one-thread-per-object] A strided view of tensor `of` (strides in elements,
  * offset in elements from its first element); returns its id. */
 LK_API int32_t lk_x_view(lk_x_graph_t *g, int32_t of, uint32_t ndim, const int64_t *shape,
                          const int64_t *stride, int64_t offset);
+/* [one-thread-per-object] Keep tensor t readable after a run (the planner
+ * never reuses its memory): lk_x_session_get reads only INPUT, FROZEN and
+ * PARAM tensors, PARAM gradients, the loss, and tensors kept with this.
+ * Call before the session is created. */
+LK_API lk_status lk_x_tensor_keep(lk_x_graph_t *g, int32_t t);
 /* [one-thread-per-object] Append op `id` (a core op) reading src tensors and
  * writing dst tensors (ACTIVATION tensors, or views of them), with its
  * parameter struct (copied; params_size bytes; NULL for defaults).
  * Shapes and dtypes are checked as the op's rule in lorakit_ops.h states. */
 LK_API lk_status lk_x_op(lk_x_graph_t *g, int32_t id, const void *params, uint32_t params_size,
                          const int32_t *src, uint32_t n_src, const int32_t *dst, uint32_t n_dst);
+/* [one-thread-per-object] End a block: the ops appended so far since the
+ * previous mark (or the start) form one block, the next ops the next (a
+ * transformer layer per block, say). Blocks matter only to a session made
+ * with opts->recompute. A mark with no op since the previous one (or at
+ * the start) does nothing. Call before lk_x_graph_backward (LK_ERR_STATE
+ * after). */
+LK_API lk_status lk_x_graph_mark_block(lk_x_graph_t *g);
 /* [one-thread-per-object] Append the backward pass of scalar `loss` (an f32
  * tensor of one element). Afterwards lk_x_grad gives each PARAM's gradient. */
 LK_API lk_status lk_x_graph_backward(lk_x_graph_t *g, int32_t loss);
@@ -94,30 +135,61 @@ typedef struct lk_x_session_stats_t { /* output */
   uint64_t naive_bytes;      /* the sum of every tensor's bytes (no reuse) */
   uint64_t uploads_frozen;   /* bytes of FROZEN tensors uploaded so far */
   uint64_t steps;            /* steps run */
-  double core_seconds;       /* time in the core: walking, planning, submitting */
-  double wait_seconds;       /* time waiting for the backend's work */
+  double core_seconds;       /* time in the core's own code for steps and
+                              * forward runs (walking, parameter updates,
+                              * submitting), not counting time inside the
+                              * backend's calls */
+  double wait_seconds;       /* time inside the backend: its submit/replay
+                              * calls (a synchronous backend runs the ops
+                              * there) and waits for its work */
+  uint32_t n_buffers;        /* device buffers (arenas) the plan uses */
+  uint32_t replayed;         /* 1: steps are replayed from a recording */
 } lk_x_session_stats_t;
 #define LK_MIN_SIZE_X_SESSION_STATS LK_MIN_SIZE(lk_x_session_stats_t, wait_seconds)
 
 /* [one-thread-per-context] Plan g for be and allocate its buffers. The graph
  * must outlive the session. opts may be NULL. LK_ERR_UNSUPPORTED listing
- * every op the backend lacks, before anything is allocated or run. */
+ * every op the backend lacks, before anything is allocated or run (the
+ * whole step is asked of lk_backend_check: forward, backward, the SUMSQ of
+ * every PARAM gradient when clipping, one ADAMW per PARAM). The plan: one
+ * or more device-local buffers (each within the device's max_alloc), every
+ * storage at a multiple of its offset_align (and of 64 bytes); a view
+ * whose start misses that alignment is refused. AdamW state starts at 0.
+ * opts->recompute (graphs with blocks, lk_x_graph_mark_block): the forward
+ * runs whole, keeping alive only what later blocks and the loss read; just
+ * before the backward ops of each block but the last, the block's forward
+ * ops whose outputs that backward reads run again (counted in n_ops_step),
+ * so an activation of a block lives over its forward and again from its
+ * recomputation to its last backward read, and the plan's peak_bytes
+ * drops where activations dominate. Results equal those without recompute
+ * on a backend whose ops are deterministic. A tensor written by the
+ * forward ops of two blocks is refused (LK_ERR_UNSUPPORTED, naming it); a
+ * graph without marks is one block and recomputes nothing.
+ * opts->compute: LK_COMPUTE_BF16 sets `compute` in every MATMUL and
+ * LORA_FORWARD/LORA_BACKWARD op of the step (a backend without bf16 runs
+ * f32); PARAMs, their gradients and AdamW stay f32. */
 LK_API lk_status lk_x_session_create(lk_x_graph_t *g, lk_backend_t *be,
                                      const lk_x_session_opts_t *opts, lk_x_session_t **out);
 /* [one-thread-per-context] NULL is a no-op. */
 LK_API void lk_x_session_free(lk_x_session_t *s);
-/* [one-thread-per-context] Write a tensor's value (nbytes exactly its size):
- * an INPUT for the next run, a PARAM's value, a FROZEN tensor (uploaded
- * now, once). */
+/* [one-thread-per-context] Write a tensor's value (nbytes exactly its size;
+ * a storage, not a view): an INPUT for the next run, a PARAM's value, a
+ * FROZEN tensor (uploaded now, once: a second set is LK_ERR_STATE).
+ * Ordered after the work already submitted. */
 LK_API lk_status lk_x_session_set(lk_x_session_t *s, int32_t t, const void *src, uint64_t nbytes);
-/* [one-thread-per-context] Read any tensor still alive after the last run
- * (the loss, a PARAM, a gradient); waits for the run. */
+/* [one-thread-per-context] Read a tensor after the last run; waits for it.
+ * Readable: INPUT, FROZEN and PARAM tensors, PARAM gradients, the loss,
+ * and tensors marked with lk_x_tensor_keep (other activations share
+ * memory: LK_ERR_STATE). */
 LK_API lk_status lk_x_session_get(lk_x_session_t *s, int32_t t, void *dst, uint64_t nbytes);
 /* [one-thread-per-context] Run the forward ops only. */
 LK_API lk_status lk_x_session_forward(lk_x_session_t *s);
 /* [one-thread-per-context] One training step: forward, backward, AdamW with
  * learning rate lr at step `step` (1-based), as one batch. Returns once
- * submitted; lk_x_session_get waits. */
+ * submitted (after the previous run finished: its parameter structs are
+ * updated in place); lk_x_session_get waits. With lk.backend.record/1 (and
+ * not opts->no_replay) the step is recorded at the first call and replayed
+ * after. lr 0 computes gradients and leaves the parameters as they are. */
 LK_API lk_status lk_x_session_step(lk_x_session_t *s, float lr, int64_t step);
 /* [one-thread-per-context] Counters; out written up to its struct_size. */
 LK_API lk_status lk_x_session_stats(const lk_x_session_t *s, lk_x_session_stats_t *out);

@@ -28,6 +28,8 @@ static lk_status load_magnitude(lk_context_t *ctx, lk_model_t *m, lk_adapter_t *
   if (!st) st = lk_adapter_set_magnitude(ad, idx, v);
   free(v);
   return st;
+}
+
 /* A NaN or Inf in A or B would be merged into every weight of the target
  * (and trained on): refused here, where every path loads adapters. */
 static lk_status check_finite(lk_context_t *ctx, lk_model_t *m, const lk_tensor_info_t *ti, const float *x,

@@ -48,6 +48,11 @@ lk_status lk__fail(lk_context_t *ctx, lk_status code, const char *fmt, ...)
 /* Clear the context's last error. */
 void lk__ok(lk_context_t *ctx);
 
+/* Temporaries removed on catchable signals and swept when stale
+ * (registry/files.c over plugins/common/lk_tmpfile.h). */
+int lk__tmp_register(const char *path);
+void lk__tmp_unregister(int slot);
+void lk__tmp_sweep(const char *dir);
 /* Log through the host's logger (lk_set_logger). */
 void lk__log(int32_t level, const char *source, const char *message);
 /* The host services table handed to plugins. */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -185,30 +186,43 @@ typedef lk_status (*mo_write_fn)(lk_context_t *ctx, const char *out, void *arg);
 static lk_status mo_write_replacing(lk_context_t *ctx, const char *out, mo_write_fn fn, void *arg) {
   size_t n = strlen(out);
   while (n > 1 && out[n - 1] == '/') n--;
-  char tmp[PATH_MAX], old[PATH_MAX], dst[PATH_MAX];
-  if (snprintf(dst, sizeof dst, "%.*s", (int)n, out) >= (int)sizeof dst ||
-      snprintf(tmp, sizeof tmp, "%s.lk-new-%ld", dst, (long)getpid()) >= (int)sizeof tmp ||
-      snprintf(old, sizeof old, "%s.lk-old-%ld", dst, (long)getpid()) >= (int)sizeof old)
+  char tmp[PATH_MAX], old[PATH_MAX], dst[PATH_MAX], dir[PATH_MAX];
+  if (snprintf(dst, sizeof dst, "%.*s", (int)n, out) >= (int)sizeof dst)
     return lk__fail(ctx, LK_ERR_INVALID_ARG, "%s: path too long", out);
+  const char *slash = strrchr(dst, '/');
+  const char *base = slash ? slash + 1 : dst;
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - dst) : 1, slash ? (slash == dst ? "/" : dst) : ".");
+  /* The temporary follows lk_tmpfile.h's naming (.NAME.lktmp.PID.XXXXXX), so
+   * a killed run's is swept by the next write into the folder. */
+  unsigned r = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL) ^ (unsigned)(uintptr_t)arg;
+  if (snprintf(tmp, sizeof tmp, "%s/.%s.lktmp.%ld.%06x", dir, base, (long)getpid(), r & 0xffffffu) >= (int)sizeof tmp ||
+      snprintf(old, sizeof old, "%s/.%s.lk-old-%ld", dir, base, (long)getpid()) >= (int)sizeof old)
+    return lk__fail(ctx, LK_ERR_INVALID_ARG, "%s: path too long", out);
+  lk__tmp_sweep(dir);
   struct stat sb;
-  if (lstat(tmp, &sb) == 0) mo_rmtree(tmp); /* left by a killed run of this pid */
+  if (lstat(tmp, &sb) == 0) mo_rmtree(tmp);
+  int slot = lk__tmp_register(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
   lk_status st = fn(ctx, tmp, arg);
   if (st) {
     if (lstat(tmp, &sb) == 0) mo_rmtree(tmp);
+    lk__tmp_unregister(slot);
     return st;
   }
   int had = lstat(dst, &sb) == 0;
   if (had && rename(dst, old)) {
     int e = errno;
     mo_rmtree(tmp);
+    lk__tmp_unregister(slot);
     return lk__fail(ctx, LK_ERR_IO, "%s: cannot move the old output away: %s", out, strerror(e));
   }
   if (rename(tmp, dst)) {
     int e = errno;
     if (had) rename(old, dst);
     mo_rmtree(tmp);
+    lk__tmp_unregister(slot);
     return lk__fail(ctx, LK_ERR_IO, "%s: cannot put the new output in place: %s", out, strerror(e));
   }
+  lk__tmp_unregister(slot);
   if (had) mo_rmtree(old);
   return LK_OK;
 }

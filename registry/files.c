@@ -471,3 +471,10 @@ found:
   lk__ok(reg->ctx);
   return LK_OK;
 }
+
+/* The library's one table of temporaries (lk_tmpfile.h), for core/model_ops.c:
+ * a path removed on SIGINT/SIGTERM/SIGHUP while registered (a file, or a
+ * folder when unlinking it fails), and the sweep of stale ones. */
+int lk__tmp_register(const char *path) { return lk_tmp_register(path, 0); }
+void lk__tmp_unregister(int slot) { lk_tmp_unregister(slot); }
+void lk__tmp_sweep(const char *dir) { lk_tmp_sweep(dir); }

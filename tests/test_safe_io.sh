@@ -91,7 +91,7 @@ write_and_signal() {
   local out=$1 sig=$2 i=0
   # env --default-signal: a background job of a script starts with SIGINT
   # ignored, which lorakit rightly leaves alone.
-  env --default-signal=INT "$LK" convert "$BIG" -o "$out/big.gguf" --format gguf \
+  env --default-signal=INT "$LK" convert "$BIG" -o "$out/big.gguf" --format gguf --no-tokenizer \
     >"$tmp/stdout" 2>"$tmp/stderr" </dev/null &
   pid=$!
   while [ -z "$(entries "$out")" ] && [ $i -lt 6000 ] && kill -0 $pid 2>/dev/null; do
@@ -124,7 +124,7 @@ write_and_signal "$D" KILL
 left=$(entries "$D")
 if [ $rc != 137 ]; then
   fail "SIGKILL during a write" "exit $rc, expected 137"
-elif ! echo "$left" | grep -q "^\.big\.gguf\.lktmp\.$pid\.[A-Za-z0-9]\{6\} $"; then
+elif ! echo "$left" | grep -q "^\.\.\?big\.gguf\.lktmp\.$pid\.[A-Za-z0-9]\{6\}\(\.lktmp\.$pid\.[A-Za-z0-9]\{6\}\)\? $"; then
   fail "SIGKILL during a write" "expected one temporary .big.gguf.lktmp.$pid.XXXXXX, found: $left"
 else
   ok "SIGKILL during a write leaves .big.gguf.lktmp.$pid.XXXXXX"
@@ -185,7 +185,7 @@ EOF2
 # hidden entry (the temporary folder) in $1.
 hf_write_and_signal() {
   local out=$1 sig=$2 i=0
-  env --default-signal=INT "$LK" convert "$BIGHF" -o "$out/m" --format hf \
+  env --default-signal=INT "$LK" convert "$BIGHF" -o "$out/m" --format hf --force \
     >"$tmp/stdout" 2>"$tmp/stderr" </dev/null &
   pid=$!
   while [ -z "$(ls -A "$out" | grep '^\.')" ] && [ $i -lt 6000 ] && kill -0 $pid 2>/dev/null; do
@@ -220,19 +220,26 @@ else
 fi
 "$LK" convert "$BIGHF" -o "$D/m" --format hf >"$tmp/stdout" 2>"$tmp/stderr" </dev/null
 rc=$?
+if [ $rc != 1 ] || [ "$(cat "$D/m/config.json")" != old ]; then
+  fail "an hf folder over an old one without --force" "exit $rc (expected 1, the old folder kept)"
+else
+  ok "an hf folder over an old one is refused without --force, the old one kept"
+fi
+"$LK" convert "$BIGHF" -o "$D/m" --format hf --force >"$tmp/stdout" 2>"$tmp/stderr" </dev/null
+rc=$?
 if [ $rc != 0 ] || [ "$(entries "$D")" != "m " ] ||
-  [ "$(entries "$D/m")" != "README.md config.json model.safetensors " ] || [ "$(cat "$D/m/README.md")" != keep ] ||
+  [ "$(entries "$D/m")" != "config.json model.safetensors " ] ||
   [ "$(cat "$D/m/config.json")" = old ] || [ "$(stat -c %s "$D/m/model.safetensors")" -lt 150000000 ]; then
   fail "an hf folder over an old one" "exit $rc, left: $(entries "$D") / $(entries "$D/m")"
 else
-  ok "an hf folder written over an old one replaces its files and keeps README.md"
+  ok "an hf folder written over an old one with --force replaces it whole (no stale files)"
 fi
 
 D=$tmp/hfkill
 mkdir -p "$D"
 hf_write_and_signal "$D" KILL
 left=$(entries "$D")
-if [ $rc != 137 ] || ! echo "$left" | grep -q "^\.m\.lktmp\.$pid\.[A-Za-z0-9]\{6\} $"; then
+if [ $rc != 137 ] || ! echo "$left" | grep -q "^\.\.\?m\.lktmp\.$pid\.[A-Za-z0-9]\{6\}\(\.lktmp\.$pid\.[A-Za-z0-9]\{6\}\)\? $"; then
   fail "SIGKILL during an hf folder" "exit $rc, expected one .m.lktmp.$pid.XXXXXX, found: $left"
 else
   "$LK" convert "$F/a1/adapter-trained" -o "$D/p" --format peft >"$tmp/stdout" 2>"$tmp/stderr" </dev/null

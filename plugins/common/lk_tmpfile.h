@@ -85,7 +85,7 @@ static void lk_tmp_remove_all(void) {
     if (!v) continue;
     const char *p = (const char *)(v & ~(uintptr_t)1);
     if (v & 1) lk_tmp_remove_dir_raw(p);
-    else (void)unlink(p);
+    else if (unlink(p) != 0 && (errno == EISDIR || errno == EPERM)) lk_tmp_remove_dir_raw(p); /* a file or a folder */
   }
 }
 

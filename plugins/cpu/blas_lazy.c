@@ -54,21 +54,21 @@ static int32_t cpu_blas_open(lk_error_t *err) {
   /* setenv is not thread-safe against getenv elsewhere; it is done once per
    * process, only when the host set no thread count, and undone at once so
    * that a host loading OpenBLAS later keeps its default. */
-  int set_env = !getenv("OPENBLAS_NUM_THREADS");
+  int set_env = !secure_getenv("OPENBLAS_NUM_THREADS");
   if (set_env) setenv("OPENBLAS_NUM_THREADS", "1", 0);
   void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
   if (!h) h = dlopen("libopenblas.so", RTLD_NOW | RTLD_LOCAL);
   if (set_env) unsetenv("OPENBLAS_NUM_THREADS");
   if (!h) {
     const char *why = dlerror();
-    return cpu_fail(err, LK_ERR_BACKEND, "cpu create: cannot load OpenBLAS (libopenblas.so.0): %s",
+    return cpu_fail(err, LK_ERR_BACKEND, "cpu attention: cannot load OpenBLAS (libopenblas.so.0): %s",
                     why ? why : "?");
   }
   cpu_sgemm_fn g = (cpu_sgemm_fn)dlsym(h, "cblas_sgemm");
   cpu_get_threads_fn gt = (cpu_get_threads_fn)dlsym(h, "openblas_get_num_threads");
   cpu_set_threads_fn st = (cpu_set_threads_fn)dlsym(h, "openblas_set_num_threads");
   if (!g || !gt || !st) /* the handle is kept: OpenBLAS may have started threads */
-    return cpu_fail(err, LK_ERR_BACKEND, "cpu create: OpenBLAS lacks cblas_sgemm or openblas_*_num_threads");
+    return cpu_fail(err, LK_ERR_BACKEND, "cpu attention: OpenBLAS lacks cblas_sgemm or openblas_*_num_threads");
   atomic_store(&cpu_blas_get_threads, gt);
   atomic_store(&cpu_blas_set_threads, st);
   atomic_store(&cpu_blas_sgemm, g); /* last: it says "loaded" */
@@ -78,7 +78,7 @@ static int32_t cpu_blas_open(lk_error_t *err) {
 int32_t cpu_blas_ready(uint32_t n_threads, lk_error_t *err) {
   if (!cpu_blas_fits(n_threads ? n_threads : 1))
     return cpu_fail(err, LK_ERR_NOMEM,
-                    "cpu create: out of memory for the OpenBLAS work buffers (%u threads x %zu MiB of address space)",
+                    "cpu attention: out of memory for the OpenBLAS work buffers (%u threads x %zu MiB of address space)",
                     n_threads, CPU_BLAS_BUFFER >> 20);
   pthread_mutex_lock(&cpu_blas_lock);
   int32_t rc = cpu_blas_open(err);
@@ -88,7 +88,7 @@ int32_t cpu_blas_ready(uint32_t n_threads, lk_error_t *err) {
 
 /* ---- the entry points the kernels call (cblas.h's declarations) ---------------------- */
 
-/* Only reached through a backend instance, which exists only after
+/* Only reached from attention ops, which validation runs only after
  * cpu_blas_ready succeeded. */
 void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLAS_TRANSPOSE TransA,
                  OPENBLAS_CONST enum CBLAS_TRANSPOSE TransB, OPENBLAS_CONST blasint M,

@@ -145,8 +145,6 @@ static int32_t cpu_create(const lk_backend_config_t *cfg, void **out_self, lk_er
   if (n_threads == 0) n_threads = cpu_online_cores();
   if (n_threads > 1024)
     return cpu_fail(err, LK_ERR_INVALID_ARG, "cpu create: n_threads %u is more than 1024", n_threads);
-  int32_t brc = cpu_blas_ready(n_threads, err);
-  if (brc != LK_OK) return brc;
   cpu_backend_t *be = calloc(1, sizeof *be);
   if (!be) return cpu_fail(err, LK_ERR_NOMEM, "cpu create: out of memory");
   be->n_threads = n_threads;

@@ -182,7 +182,7 @@ static lk_status job_open(lk_context_t *ctx, const char *fn, const char *format,
     p->struct_size = sizeof *p;
     rc = job->vt->part_info(job->self, i, nrows, ncols, p, &err);
     if (rc) {
-      char what[64];
+      char what[96];
       snprintf(what, sizeof what, "part %u of a [%lld, %lld] tensor", i, (long long)nrows, (long long)ncols);
       return plugin_fail(ctx, rc, &err, fn, format, what);
     }

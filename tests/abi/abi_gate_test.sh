@@ -29,6 +29,7 @@ bad() { echo "abi-gate: FAILED: $*"; fail=1; }
 copy() {
   mkdir -p "$1"
   cp -r Makefile lorakit.pc.in abi core registry tests bench "$1"/ 2>/dev/null
+  mkdir -p "$1/plugins" && cp -r plugins/common "$1/plugins/" # headers the library shares with plugins
   [ -f "$1/Makefile" ] && [ -d "$1/abi" ] && [ -d "$1/core" ]
 }
 # -O0: quicker, and the dump is the same as at -O2 (see abi_check.sh).

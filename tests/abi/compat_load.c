@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     goto done;
   }
   uint32_t host = lk_plugin_abi_version();
-  uint32_t want = LK_MAKE_ABI(1, built_minor < LK_ABI_MINOR_OF(host) ? built_minor : LK_ABI_MINOR_OF(host));
+  uint32_t want = LK_MAKE_ABI(2, built_minor < LK_ABI_MINOR_OF(host) ? built_minor : LK_ABI_MINOR_OF(host));
   if (pi.abi_version != want) {
     fprintf(stderr, "compat: negotiated ABI %u.%u, expected %u.%u\n", LK_ABI_MAJOR_OF(pi.abi_version),
             LK_ABI_MINOR_OF(pi.abi_version), LK_ABI_MAJOR_OF(want), LK_ABI_MINOR_OF(want));
@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
             lk_component_count(ctx));
     goto done;
   }
-  printf("compat: %s (plugin %s %s, built for plugin ABI 1.%u) loads in lorakit %s (plugin ABI %u.%u): "
+  printf("compat: %s (plugin %s %s, built for plugin ABI 2.%u) loads in lorakit %s (plugin ABI %u.%u): "
          "negotiated %u.%u, quantiser %s\n",
          argv[1], pi.id, pi.version, built_minor, lk_version_string(), LK_ABI_MAJOR_OF(host),
          LK_ABI_MINOR_OF(host), LK_ABI_MAJOR_OF(pi.abi_version), LK_ABI_MINOR_OF(pi.abi_version),

@@ -41,6 +41,7 @@ lib21=$out/lib21
 if [ ! -f "$lib21/b/liblorakit.so.2" ] || [ -n "$(find "$top/core" "$top/registry" "$top/tests/abi/v2.1" -newer "$lib21/b/liblorakit.so.2" -print -quit)" ]; then
   rm -rf "$lib21" && mkdir -p "$lib21"
   cp -r "$top/Makefile" "$top/lorakit.pc.in" "$top/core" "$top/registry" "$top/tests" "$top/bench" "$lib21"/ 2>/dev/null
+  mkdir -p "$lib21/plugins" && cp -r "$top/plugins/common" "$lib21/plugins/" # headers the library shares with plugins
   mkdir -p "$lib21/abi" && cp "$top"/tests/abi/v2.1/*.h "$lib21/abi/" && cp "$top/abi/lorakit.hpp" "$lib21/abi/" 2>/dev/null
   env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -j2 -C "$lib21" B="$lib21/b" OPT=-O0 \
     EXTRA_CFLAGS=-Wno-missing-field-initializers "$lib21/b/liblorakit.so.2.0.0" >"$lib21/build.log" 2>&1 \

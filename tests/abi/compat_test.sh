@@ -28,7 +28,7 @@ done
 "$dir/skel_check" "$so" >/dev/null || die "the v2.0 skeleton's quantiser does not match its spec"
 "$dir/compat_load" "$so" $minor || die "the current core does not load the v2.0 skeleton"
 
-out=$(LORAKIT_PLUGIN_PATH=$dir/plugins "$B/lorakit" plugins 2>&1)
+out=$(LORAKIT_PLUGIN_PATH=$(cd "$dir/plugins" && pwd) "$B/lorakit" plugins 2>&1) # absolute: relative entries are ignored
 echo "$out" | grep "lorakit-skeleton.so" | grep -q '^loaded .*quantiser:skel_q8_f32' \
   || { echo "$out"; die "lorakit plugins does not list the v2.0 skeleton loaded"; }
 echo "compat: lorakit plugins lists it: $(echo "$out" | grep lorakit-skeleton.so | tr -s ' ')"

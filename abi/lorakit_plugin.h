@@ -276,7 +276,19 @@ struct lk_quantiser_vt_t {
  *   "name":           (write only, optional) the model's name, the source
  *                     folder's or file's name as the caller gives it; the
  *                     GGUF writer makes general.name of it where no kv has
- *                     one (convert_hf_to_gguf.py's fallback).
+ *                     one (convert_hf_to_gguf.py's fallback). The
+ *                     gguf-lora writer makes general.name of it too,
+ *                     title-cased as convert_lora_to_gguf.py does.
+ *   "base_name":      (write only, optional, adapters) the base model's
+ *                     name where the adapter does not name it (the header's
+ *                     base_model wins): gguf-lora writes
+ *                     general.base_model.count = 1 (u32) and
+ *                     general.base_model.0.name from it.
+ *   "outtype":        (write only, optional, adapters) "f32" (the default),
+ *                     "f16" or "bf16": peft and gguf-lora store lora_A and
+ *                     lora_B in that type, each value rounded once from f32
+ *                     to nearest even (after gguf-lora folds a scale into
+ *                     B, in f32); 1-D tensors (DoRA magnitudes) stay f32.
  * Writers of adapters (peft, gguf-lora) also accept "base_config" (the base
  * model's config object) for what the adapter format needs from the base
  * (the head counts of the Q/K permutation, the architecture).

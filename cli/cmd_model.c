@@ -19,6 +19,7 @@ const char cli_convert_usage[] =
     "Convert a model or an adapter. Tensor names and the Q/K row order are those\n"
     "llama.cpp's converters write. --outtype converts float tensors (for gguf, 1-D\n"
     "tensors stay f32 as llama.cpp keeps them); the default keeps the source types.\n"
+    "For adapters it sets lora_A/lora_B's type (default f32; DoRA magnitudes stay f32).\n"
     "--base names the base model an adapter belongs to: needed to read or write a\n"
     "GGUF LoRA adapter (its Q/K rows follow the base's head layout); the adapter is\n"
     "checked against it (every target's shape) and refused when it does not fit.\n"

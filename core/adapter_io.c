@@ -123,10 +123,11 @@ done:
 /* {"base_config": the base's config} for a writer (JSON text, malloc'd), or
  * "{}" without one; NULL with ctx's error set on failure. The base may be
  * given as a model's metadata (with "config") or as the config itself. */
-static char *writer_metadata(lk_context_t *ctx, const char *path, const char *base_config_json) {
-  json_t *meta = json_object(), *base = NULL;
+static char *writer_metadata(lk_context_t *ctx, const char *path, const char *base_config_json,
+                             const char *extra_json) {
+  json_t *meta = extra_json ? json_loads(extra_json, 0, NULL) : json_object(), *base = NULL;
   char *s = NULL;
-  if (!meta) goto oom;
+  if (!json_is_object(meta)) goto oom; /* extra_json is the core's own, always an object */
   if (base_config_json) {
     json_error_t jerr;
     base = json_loads(base_config_json, 0, &jerr);
@@ -153,6 +154,11 @@ oom:
 
 LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char *format,
                                  const char *base_config_json) {
+  return lk__adapter_save_meta(ad, path, format, base_config_json, NULL);
+}
+
+lk_status lk__adapter_save_meta(lk_adapter_t *ad, const char *path, const char *format, const char *base_config_json,
+                                const char *extra_json) {
   if (!ad || !path || !format) return LK_ERR_INVALID_ARG;
   lk_context_t *ctx = lk__adapter_ctx(ad);
   const lk_loader_vt_t *vt = NULL;
@@ -163,7 +169,7 @@ LK_API lk_status lk_adapter_save(lk_adapter_t *ad, const char *path, const char 
   h.struct_size = sizeof h;
   lk_adapter_header(ad, &h);
   lk_adapter_target_t *t = calloc((size_t)h.n_targets + 1, sizeof *t);
-  char *meta = t ? writer_metadata(ctx, path, base_config_json) : NULL;
+  char *meta = t ? writer_metadata(ctx, path, base_config_json, extra_json) : NULL;
   if (!t || !meta) {
     free(t);
     return t ? lk_last_status(ctx) : lk__fail(ctx, LK_ERR_NOMEM, "%s: out of memory", path);

@@ -94,6 +94,10 @@ lk_status lk__adapter_writer(lk_context_t *ctx, const char *format, const char *
 lk_status lk__loader_error(lk_context_t *ctx, int32_t rc, const lk_error_t *err, const char *path);
 /* The base model an adapter's file named (adapter.c; may be NULL). */
 lk_status lk__adapter_set_base_model(lk_adapter_t *ad, const char *base_model);
+/* lk_adapter_save with extra write-only metadata members (a JSON object:
+ * "outtype", "name", "base_name"; lorakit_plugin.h) merged in. */
+lk_status lk__adapter_save_meta(lk_adapter_t *ad, const char *path, const char *format, const char *base_config_json,
+                                const char *extra_json);
 /* A loaded target whose file gives alpha 0 (PEFT's alpha_pattern value 0:
  * scale 0, the target contributes nothing), which lk_adapter_add_target
  * would read as the default (adapter.c). */

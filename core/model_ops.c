@@ -320,6 +320,7 @@ static lk_status mo_check_targets(lk_context_t *ctx, lk_model_t *m, const lk_ada
 
 typedef struct mo_write_arg {
   const char *format, *meta, *carry_from; /* carry_from: a folder whose non-weight files go along */
+  const char *extra;                      /* an adapter writer's write-only metadata */
   mo_set *s;
   lk_adapter_t *ad;
 } mo_write_arg;
@@ -335,14 +336,42 @@ static lk_status mo_write_tensors_fn(lk_context_t *ctx, const char *out, void *p
 static lk_status mo_write_adapter_fn(lk_context_t *ctx, const char *out, void *p) {
   mo_write_arg *a = p;
   (void)ctx;
-  return lk_adapter_save(a->ad, out, a->format, a->meta);
+  return lk__adapter_save_meta(a->ad, out, a->format, a->meta, a->extra);
+}
+
+static char *mo_meta_with_name(const char *meta, const char *in);
+
+/* The adapter writers' write-only metadata (lorakit_plugin.h): "outtype"
+ * when not f32, "name" (the adapter's folder or file name) and "base_name"
+ * (the base's, for a GGUF LoRA's general.base_model.0.name where the
+ * adapter does not name its base); malloc'd, NULL when out of memory. */
+static char *mo_adapter_extra(const char *in, const char *base, int32_t outtype) {
+  char *s = mo_meta_with_name(NULL, in);
+  json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+  free(s);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    return NULL;
+  }
+  int bad = 0;
+  if (outtype == LK_DTYPE_F16 || outtype == LK_DTYPE_BF16)
+    bad |= json_object_set_new(j, "outtype", json_string(outtype == LK_DTYPE_F16 ? "f16" : "bf16"));
+  if (base) {
+    char *b = mo_meta_with_name(NULL, base);
+    json_t *bj = b ? json_loads(b, 0, NULL) : NULL;
+    free(b);
+    bad |= !bj || json_object_set(j, "base_name", json_object_get(bj, "name"));
+    json_decref(bj);
+  }
+  s = bad ? NULL : json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  return s;
 }
 
 static lk_status mo_convert_adapter(lk_context_t *ctx, const char *in, const char *out,
                                     const lk_convert_opts_t *o) {
-  if (o->outtype != LK_DTYPE_INVALID && o->outtype != LK_DTYPE_F32)
-    return lk__fail(ctx, LK_ERR_INVALID_ARG, "%s: adapters are written as f32 (outtype %s is not supported)", out,
-                    lk_dtype_name(o->outtype));
+  char *extra = mo_adapter_extra(in, o->base, o->outtype);
+  if (!extra) return lk__fail(ctx, LK_ERR_NOMEM, "out of memory");
   lk_model_t *bm = NULL;
   lk_adapter_t *ad = NULL;
   lk_status st = o->base ? lk_model_open(ctx, o->base, NULL, &bm) : LK_OK;
@@ -351,8 +380,9 @@ static lk_status mo_convert_adapter(lk_context_t *ctx, const char *in, const cha
   /* the base decides how Q/K rows are permuted: a base the adapter does not
    * fit would give a file with wrong rows, so it is refused first */
   if (!st && bm) st = mo_check_targets(ctx, bm, ad, in, "converting", 0);
-  mo_write_arg a = {o->format, base_meta, NULL, NULL, ad};
+  mo_write_arg a = {o->format, base_meta, NULL, extra, NULL, ad};
   if (!st) st = mo_write_replacing(ctx, out, mo_write_adapter_fn, &a);
+  free(extra);
   lk_adapter_free(ad);
   lk_model_close(bm);
   return st;
@@ -407,7 +437,7 @@ static lk_status mo_convert_model(lk_context_t *ctx, const char *in, const char 
   int folder_in = stat(in, &sb) == 0 && S_ISDIR(sb.st_mode);
   char *meta = !st && gguf ? mo_meta_with_name(lk_model_metadata_json(m), in) : NULL;
   if (!st && gguf && !meta) st = lk__fail(ctx, LK_ERR_NOMEM, "%s: out of memory", out);
-  mo_write_arg a = {o->format, meta ? meta : m ? lk_model_metadata_json(m) : NULL, folder_in ? in : NULL, &s, NULL};
+  mo_write_arg a = {o->format, meta ? meta : m ? lk_model_metadata_json(m) : NULL, folder_in ? in : NULL, NULL, &s, NULL};
   if (!st) st = mo_write_replacing(ctx, out, mo_write_tensors_fn, &a);
   free(meta);
   mo_set_free(&s);
@@ -497,7 +527,7 @@ static lk_status mo_merge(lk_context_t *ctx, const char *model, const char *adap
    * its tokenizer and other non-weight files carried along */
   struct stat sb;
   mo_write_arg a = {lk_model_loader(m), meta ? meta : lk_model_metadata_json(m),
-                    stat(model, &sb) == 0 && S_ISDIR(sb.st_mode) ? model : NULL, &s, NULL};
+                    stat(model, &sb) == 0 && S_ISDIR(sb.st_mode) ? model : NULL, NULL, &s, NULL};
   if (!st) st = mo_write_replacing(ctx, out, mo_write_tensors_fn, &a);
 done:
   free(meta);

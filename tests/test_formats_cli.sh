@@ -153,6 +153,13 @@ run_case convert_peft_to_gguf_lora      0 "out:wrote"                           
 run_case convert_gguf_lora_inspect      0 "json:doc['format'] == 'gguf-lora' and $ADAPTER" inspect "$O/a.gguf" --json
 run_case convert_gguf_lora_to_peft      0 "out:wrote"                              convert "$F/gguf/a1-lora-f32.gguf" -o "$O/p" --format peft --base "$F/base"
 run_case convert_peft_inspect           0 "json:doc['format'] == 'peft' and $ADAPTER" inspect "$O/p" --json
+# adapters in half types: lora_A/lora_B f16 in a GGUF LoRA (with llama.cpp's general.name and
+# general.base_model.* keys and their types), bf16 in PEFT; read back as adapters
+KV="doc['metadata']['gguf']['kv']"; KT="doc['metadata']['gguf']['kv_types']"
+run_case convert_lora_f16               0 "out:wrote"                              convert "$F/a1/adapter-trained" -o "$O/a16.gguf" --format gguf-lora --outtype f16 --base "$F/base"
+run_case convert_lora_f16_inspect       0 "json:types == {'f16': 8} and $KV['general.name'] == 'Adapter Trained' and $KV['general.base_model.count'] == 1 and $KT['general.base_model.count'] == 'u32' and $KV['general.base_model.0.name'] == 'Base'" inspect "$O/a16.gguf" --json
+run_case convert_peft_bf16              0 "out:wrote"                              convert "$F/a1/adapter-trained" -o "$O/p16" --format peft --outtype bf16
+run_case convert_peft_bf16_inspect      0 "json:doc['format'] == 'peft' and types == {'bf16': 8} and $ADAPTER" inspect "$O/p16" --json
 run_case convert_lora_needs_base        1 "err:base"                               convert "$F/gguf/a1-lora-f32.gguf" -o "$X/p2" --format peft
 absent   convert_lora_needs_base_nothing_written "$X/p2"
 run_case convert_unknown_format         1 "err:no writer"                          convert "$F/base" -o "$X/x" --format nope

@@ -12,7 +12,11 @@
  *     lora_alpha and base_model_name_or_path; the GGUF file's alpha);
  *   - lk_model_convert to GGUF with f16 keeps 1-D tensors f32, as
  *     llama.cpp's base-f16.gguf has them (read with the independent GGUF
- *     reader). */
+ *     reader);
+ *   - adapters converted with outtype f16 (GGUF LoRA) and bf16 (PEFT) hold
+ *     the peers' f32 values rounded to nearest even (checked against each
+ *     value's neighbours in double), and the GGUF LoRA carries llama.cpp's
+ *     general.name and general.base_model.* keys with its types. */
 #include <math.h>
 
 #include "test_fmt_util.h"
@@ -282,6 +286,156 @@ START_TEST(convert_f16_keeps_1d_f32) {
 }
 END_TEST
 
+
+/* ---- adapters in f16 / bf16 (--outtype) -------------------------------------------------------- */
+
+/* A half's value, naively: f16 (bf16 = 0) or bf16 (bf16 = 1) magnitude bits m. */
+static double half_value(uint32_t m, int bf16) {
+  int mbits = bf16 ? 7 : 10, bias = bf16 ? 127 : 15;
+  uint32_t e = m >> mbits, f = m & ((1u << mbits) - 1);
+  if (!e) return ldexp((double)f, 1 - bias - mbits);
+  return ldexp((double)((1u << mbits) | f), (int)e - bias - mbits);
+}
+
+/* h is x rounded to nearest, ties to even, checked against its neighbours
+ * in double precision (not by rounding x again). */
+static void assert_rne(float x, uint16_t h, int bf16, const char *what, uint64_t k) {
+  int mbits = bf16 ? 7 : 10;
+  uint32_t m = h & 0x7fffu, top = bf16 ? 0x7f7fu : 0x7bffu;
+  double ax = fabs((double)x), d = fabs(half_value(m, bf16) - ax);
+  ck_assert_msg(x == 0 || (h >> 15) == (signbit(x) ? 1u : 0u), "%s[%llu]: sign", what, (unsigned long long)k);
+  for (int s = -1; s <= 1; s += 2) {
+    if ((s < 0 && !m) || (s > 0 && m >= top)) continue;
+    double dn = fabs(half_value(m + (uint32_t)s, bf16) - ax);
+    ck_assert_msg(d < dn || (d == dn && !(m & 1u)), "%s[%llu]: %.9g stored as 0x%04x (%.9g), not the nearest even",
+                  what, (unsigned long long)k, (double)x, h, half_value(m, bf16));
+  }
+  (void)mbits;
+}
+
+static const uint8_t *gguf_data(const fm_gguf *g, const uint8_t *p, const char *name, uint32_t type,
+                                const fm_gguf_tensor **t) {
+  int64_t i = fm_gguf_find_tensor(g, name);
+  ck_assert_msg(i >= 0, "%s missing", name);
+  *t = &g->t[i];
+  ck_assert_msg(g->t[i].type == type, "%s: ggml type %u, expected %u", name, g->t[i].type, type);
+  return p + g->data_off + g->t[i].offset;
+}
+
+/* a1's adapter to GGUF LoRA in f16: every lora tensor is llama.cpp's f32
+ * file's value rounded to nearest even, and general.name /
+ * general.base_model.* are there with the types llama.cpp gives them. */
+START_TEST(adapter_gguf_lora_f16_is_llamacpp_rounded) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  const char *out = fm_join(dir, "a16.gguf");
+  lk_convert_opts_t o = {sizeof o, LK_DTYPE_F16, "gguf-lora", fm_fx("base"), 0, 0, 0, 0};
+  lk_status st = lk_model_convert(ctx, fm_fx("a1/adapter-trained"), out, &o);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  size_t n, nr;
+  uint8_t *p = fm_must_read(out, &n), *pr = fm_must_read(fm_fx("gguf/a1-lora-f32.gguf"), &nr);
+  fm_gguf g, r;
+  ck_assert_int_eq(fm_gguf_parse(p, n, &g), 0);
+  ck_assert_int_eq(fm_gguf_parse(pr, nr, &r), 0);
+  ck_assert_uint_eq(g.n_tensors, r.n_tensors);
+  for (uint64_t i = 0; i < r.n_tensors; i++) {
+    const fm_gguf_tensor *tg, *tr;
+    const float *ref = (const float *)gguf_data(&r, pr, r.t[i].name, 0, &tr);
+    const uint8_t *got = gguf_data(&g, p, r.t[i].name, 1, &tg);
+    ck_assert(memcmp(tg->ne, tr->ne, sizeof tg->ne) == 0);
+    uint64_t ne = (uint64_t)(tr->ne[0] * tr->ne[1] * tr->ne[2] * tr->ne[3]);
+    for (uint64_t k = 0; k < ne; k++) {
+      uint16_t h;
+      memcpy(&h, got + 2 * k, 2);
+      assert_rne(ref[k], h, 0, r.t[i].name, k);
+    }
+  }
+  static const char *const keys[] = {"general.name", "general.base_model.count", "general.base_model.0.name"};
+  for (size_t i = 0; i < 3; i++) {
+    const fm_gguf_kv *kg = fm_gguf_find_kv(&g, keys[i]), *kr = fm_gguf_find_kv(&r, keys[i]);
+    ck_assert_msg(kr && kg, "%s missing (llama.cpp: %d, ours: %d)", keys[i], kr != NULL, kg != NULL);
+    ck_assert_uint_eq(kg->type, kr->type);
+    ck_assert_int_eq(kg->i, kr->i);
+    ck_assert_str_eq(kg->str, kr->str);
+  }
+  fm_gguf_free(&g);
+  fm_gguf_free(&r);
+  free(p);
+  free(pr);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* The safetensors tensor name of st's header: dtype and data. */
+static const uint8_t *peft_tensor(const st_file *f, const char *name, const char *dtype, uint64_t *bytes) {
+  json_t *t = json_object_get(f->hdr, name);
+  ck_assert_msg(t != NULL, "%s missing", name);
+  ck_assert_str_eq(json_string_value(json_object_get(t, "dtype")), dtype);
+  json_t *off = json_object_get(t, "data_offsets");
+  uint64_t b = (uint64_t)json_integer_value(json_array_get(off, 0));
+  *bytes = (uint64_t)json_integer_value(json_array_get(off, 1)) - b;
+  return f->raw + f->data_start + b;
+}
+
+static void peft_load(st_file *f, const char *dir) {
+  char path[8192];
+  size_t n;
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+  f->hdr = fm_st_header(path, &f->data_start);
+  ck_assert_msg(f->hdr != NULL, "%s: not a safetensors file", path);
+  f->raw = fm_must_read(path, &n);
+}
+
+/* PEFT in bf16 and back: lora_A/lora_B are the fixture's f32 rounded to
+ * nearest even, and converting back to f32 gives those bf16 values exactly. */
+START_TEST(adapter_peft_bf16_round_trip) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *half = strdup(fm_join(dir, "a-bf16")), *back = strdup(fm_join(dir, "a-f32"));
+  lk_convert_opts_t o = {sizeof o, LK_DTYPE_BF16, "peft", NULL, 0, 0, 0, 0};
+  lk_status st = lk_model_convert(ctx, fm_fx("a1/adapter-trained"), half, &o);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  o.outtype = LK_DTYPE_INVALID;
+  st = lk_model_convert(ctx, half, back, &o);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  st_file src, h, b;
+  peft_load(&src, fm_fx("a1/adapter-trained"));
+  peft_load(&h, half);
+  peft_load(&b, back);
+  const char *key;
+  json_t *v;
+  int n = 0;
+  json_object_foreach(src.hdr, key, v) {
+    if (!strcmp(key, "__metadata__")) continue;
+    uint64_t ns, nh, nb;
+    const float *x = (const float *)peft_tensor(&src, key, "F32", &ns);
+    const uint8_t *hb = peft_tensor(&h, key, "BF16", &nh);
+    const float *y = (const float *)peft_tensor(&b, key, "F32", &nb);
+    ck_assert_uint_eq(nh * 2, ns);
+    ck_assert_uint_eq(nb, ns);
+    for (uint64_t k = 0; k < ns / 4; k++) {
+      uint16_t hv;
+      memcpy(&hv, hb + 2 * k, 2);
+      assert_rne(x[k], hv, 1, key, k);
+      double want = (hv >> 15 ? -1 : 1) * half_value(hv & 0x7fffu, 1);
+      ck_assert_msg((double)y[k] == want, "%s[%llu]: back as %.9g, bf16 held %.9g", key, (unsigned long long)k,
+                    (double)y[k], want);
+    }
+    n++;
+  }
+  ck_assert_int_gt(n, 0);
+  st_free(&src);
+  st_free(&h);
+  st_free(&b);
+  free(half);
+  free(back);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
 
 /* ---- fidelity and hardening ------------------------------------------------------------------ */
 
@@ -587,6 +741,8 @@ static Suite *model_ops_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, adapter_header_reports_the_files);
   tcase_add_test(tc, convert_f16_keeps_1d_f32);
+  tcase_add_test(tc, adapter_gguf_lora_f16_is_llamacpp_rounded);
+  tcase_add_test(tc, adapter_peft_bf16_round_trip);
   suite_add_tcase(s, tc);
   tc = tcase_create("fidelity");
   tcase_set_timeout(tc, 120);

@@ -13,6 +13,8 @@
  * llama.cpp computes from the file. */
 #include "gguf.h"
 
+#include "lk_half.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -181,15 +183,92 @@ int32_t gguf_adapter_target(void *file, uint32_t index, lk_adapter_target_t *out
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-static void ga_view(lk_tensor_t *v, int64_t d0, int64_t d1, const float *data) {
+/* A 2-D view of f32 data, or of a half copy of it (*half, freed by the
+ * caller) when dtype is F16/BF16; -1 when out of memory. */
+static int ga_view(lk_tensor_t *v, int64_t d0, int64_t d1, const float *data, int32_t dtype, uint16_t **half) {
   memset(v, 0, sizeof *v);
+  uint64_t n = (uint64_t)d0 * (uint64_t)d1;
   v->struct_size = sizeof *v;
   v->dtype = LK_DTYPE_F32;
   v->ndim = 2;
   v->shape[0] = d0;
   v->shape[1] = d1;
   v->data = (void *)data; /* read only by the writer */
-  v->nbytes = (uint64_t)d0 * (uint64_t)d1 * sizeof(float);
+  v->nbytes = n * sizeof(float);
+  if (dtype == LK_DTYPE_F32) return 0;
+  if (!(*half = lk_half_convert(data, n, dtype))) return -1;
+  v->dtype = dtype;
+  v->data = *half;
+  v->nbytes = n * 2;
+  return 0;
+}
+
+/* convert_lora_to_gguf.py's Metadata.id_to_title: '-' becomes a space, and
+ * a word all in lower case that is not a version or a number is
+ * title-cased ("adapter-trained" -> "Adapter Trained"). An org prefix
+ * ("org/name") is dropped, as its get_model_id_components does. */
+static json_t *ga_title(const char *id) {
+  const char *slash = strrchr(id, '/');
+  if (slash && slash[1]) id = slash + 1;
+  char *s = strdup(id);
+  if (!s) return NULL;
+  for (char *p = s; *p; p++)
+    if (*p == '-') *p = ' ';
+  for (char *w = s; *w;) {
+    while (*w == ' ') w++;
+    char *e = w;
+    int lower = 0, upper = 0;
+    for (; *e && *e != ' '; e++) {
+      lower |= *e >= 'a' && *e <= 'z';
+      upper |= *e >= 'A' && *e <= 'Z';
+    }
+    int number = *w >= '0' && *w <= '9';
+    int version = *w == 'v' && w[1] >= '0' && w[1] <= '9';
+    for (const char *q = w + 1; version && q < e; q++) version = (*q >= '0' && *q <= '9') || *q == '.';
+    if (e > w && lower && !upper && !number && !version) {
+      int start = 1; /* Python's str.title: a letter after a non-letter starts a word */
+      for (char *q = w; q < e; q++) {
+        int letter = (*q >= 'a' && *q <= 'z');
+        if (letter && start) *q = (char)(*q - 'a' + 'A');
+        start = !letter;
+      }
+    }
+    w = e;
+  }
+  json_t *j = json_string(s);
+  free(s);
+  return j;
+}
+
+/* general.name and general.base_model.* from the write metadata "name" and
+ * "base_name" (or the header's base model), with convert_lora_to_gguf.py's
+ * key types (string, u32); -1 when out of memory. */
+static int ga_general(json_t *meta, const char *base_model) {
+  const char *name = json_string_value(json_object_get(meta, "name"));
+  const char *base = base_model ? base_model : json_string_value(json_object_get(meta, "base_name"));
+  if (!name && !base) return 0;
+  json_t *g = json_object_get(meta, "gguf");
+  if (!json_is_object(g) && (json_object_set_new(meta, "gguf", json_object()) || !(g = json_object_get(meta, "gguf"))))
+    return -1;
+  json_t *kv = json_object_get(g, "kv"), *ty = json_object_get(g, "kv_types");
+  if (!json_is_object(kv) && (json_object_set_new(g, "kv", json_object()) || !(kv = json_object_get(g, "kv"))))
+    return -1;
+  if (!json_is_object(ty) && (json_object_set_new(g, "kv_types", json_object()) || !(ty = json_object_get(g, "kv_types"))))
+    return -1;
+  int bad = 0;
+  if (name && name[0] && !json_object_get(kv, "general.name")) {
+    bad |= json_object_set_new(kv, "general.name", ga_title(name));
+    bad |= json_object_set_new(ty, "general.name", json_string("string"));
+  }
+  if (base && base[0] && !json_object_get(kv, "general.base_model.count")) {
+    bad |= json_object_set_new(kv, "general.base_model.count", json_integer(1));
+    bad |= json_object_set_new(ty, "general.base_model.count", json_string("u32"));
+    bad |= json_object_set_new(kv, "general.base_model.0.name", ga_title(base));
+    bad |= json_object_set_new(ty, "general.base_model.0.name", json_string("string"));
+  }
+  json_object_del(meta, "name"); /* used up here, not a model's name for the writer */
+  json_object_del(meta, "base_name");
+  return bad ? -1 : 0;
 }
 
 static int32_t ga_check(const char *path, const lk_adapter_header_t *hd, const lk_adapter_target_t *t, uint32_t n,
@@ -229,8 +308,26 @@ int32_t gguf_write_adapter(const char *path, const lk_adapter_header_t *header, 
   char **names = calloc(2 * (size_t)n_targets, sizeof *names);
   float **folded = calloc((size_t)n_targets, sizeof *folded);
   json_t *meta = NULL, *ac = NULL;
+  uint16_t **half = calloc(2 * (size_t)n_targets + 1, sizeof *half);
   char *meta_s = NULL;
-  if (!views || !names || !folded) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  int32_t outtype = LK_DTYPE_F32;
+  if (!views || !names || !folded || !half) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  if (!rc) {
+    json_error_t jerr;
+    meta = metadata_json && metadata_json[0] ? json_loads(metadata_json, 0, &jerr) : json_object();
+    if (!json_is_object(meta))
+      rc = gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata is not a JSON object", path);
+  }
+  /* "outtype" (write only): lora_a/lora_b in f16 or bf16, each rounded once
+   * from f32 (after any folding of the scale into B, done in f32) */
+  if (!rc) {
+    json_t *ot = json_object_get(meta, "outtype");
+    outtype = lk_half_outtype(json_string_value(ot));
+    if (outtype == LK_DTYPE_INVALID || (ot && !json_is_string(ot)))
+      rc = gguf_fail(err, LK_ERR_DTYPE, "%s: metadata outtype must be \"f32\", \"f16\" or \"bf16\"", path);
+    json_object_del(meta, "outtype");
+  }
+  if (!rc && ga_general(meta, header->base_model)) rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   for (uint32_t i = 0; i < n_targets && !rc; i++) {
     const lk_adapter_target_t *t = &targets[i];
     size_t len = strlen(t->name) + sizeof GA_SUFFIX_A;
@@ -252,14 +349,9 @@ int32_t gguf_write_adapter(const char *path, const lk_adapter_header_t *header, 
       for (uint64_t k = 0; k < nb; k++) folded[i][k] = (float)((double)b[k] * f);
       b = folded[i];
     }
-    ga_view(&views[2 * i], t->rank, t->in_features, t->A);
-    ga_view(&views[2 * i + 1], t->out_features, t->rank, b);
-  }
-  if (!rc) {
-    json_error_t jerr;
-    meta = metadata_json && metadata_json[0] ? json_loads(metadata_json, 0, &jerr) : json_object();
-    if (!json_is_object(meta))
-      rc = gguf_fail(err, LK_ERR_INVALID_ARG, "%s: metadata is not a JSON object", path);
+    if (ga_view(&views[2 * i], t->rank, t->in_features, t->A, outtype, &half[2 * i]) ||
+        ga_view(&views[2 * i + 1], t->out_features, t->rank, b, outtype, &half[2 * i + 1]))
+      rc = gguf_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   }
   /* the file holds plain alpha / r scaling: only lora_alpha goes through */
   if (!rc && (!(ac = json_pack("{s:f}", "lora_alpha", (double)header->alpha)) ||
@@ -268,6 +360,8 @@ int32_t gguf_write_adapter(const char *path, const lk_adapter_header_t *header, 
   if (!rc) rc = gguf_write_lora(path, views, (const char *const *)names, 2 * (uint64_t)n_targets, meta_s, err);
   for (uint32_t i = 0; names && i < 2 * n_targets; i++) free(names[i]);
   for (uint32_t i = 0; folded && i < n_targets; i++) free(folded[i]);
+  for (uint32_t i = 0; half && i < 2 * n_targets; i++) free(half[i]);
+  free(half);
   free(names);
   free(folded);
   free(views);

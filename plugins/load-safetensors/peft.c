@@ -698,6 +698,14 @@ static int32_t peft_out_make(peft_out_t *o, const lk_tensor_t *tensors, const ch
   return LK_OK;
 }
 
+/* Adapters are written f32, unless the metadata has "outtype" f16/bf16
+ * (lorakit_plugin.h): then every tensor keeps the dtype it is given in, as
+ * write_adapter hands lora_A/lora_B already rounded and magnitudes f32. */
+static int32_t peft_as_dtype(const json_t *meta) {
+  const char *ot = json_string_value(json_object_get(meta, "outtype"));
+  return ot && (!strcmp(ot, "f16") || !strcmp(ot, "bf16")) ? LK_DTYPE_INVALID : LK_DTYPE_F32;
+}
+
 int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *const *names,
                           uint64_t n, const char *metadata_json, lk_error_t *err) {
   if (!path) return st_fail(err, LK_ERR_INVALID_ARG, "peft write: NULL path");
@@ -743,7 +751,7 @@ int32_t st_peft_write(const char *path, const lk_tensor_t *tensors, const char *
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[0], files[0], err)) == LK_OK)
     rc = st_write_json(&tmp[0], cfg_out, JSON_INDENT(2) | JSON_SORT_KEYS, 0, err);
   if (rc == LK_OK && (rc = st_tmp_open(&tmp[1], files[1], err)) == LK_OK)
-    rc = st_write_safetensors(&tmp[1], tensors, (const char *const *)o.file_names, n, stm, LK_DTYPE_F32, err);
+    rc = st_write_safetensors(&tmp[1], tensors, (const char *const *)o.file_names, n, stm, peft_as_dtype(meta), err);
   for (int i = 0; i < 2 && rc == LK_OK; i++) rc = st_tmp_commit(&tmp[i], err);
   for (int i = 0; i < 2; i++) st_tmp_discard(&tmp[i]);
   if (rc == LK_OK) rc = st_dir_commit(&dir, err);

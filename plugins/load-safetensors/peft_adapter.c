@@ -15,6 +15,8 @@
  * writer writes use_dora and the vectors under the same key names. */
 #include "st.h"
 
+#include "lk_half.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,16 +134,25 @@ static json_t *peft_adapter_config(const lk_adapter_header_t *hd, const lk_adapt
   return cfg;
 }
 
-/* Fill a 2-D f32 view (plugins do not link liblorakit's lk_tensor_init). */
-static void peft_view(lk_tensor_t *v, int64_t d0, int64_t d1, const float *data) {
+/* Fill a 2-D view of f32 data, or of a half copy of it (*half, freed by the
+ * caller) when dtype is F16/BF16 (plugins do not link lk_tensor_init);
+ * -1 when out of memory. */
+static int peft_view(lk_tensor_t *v, int64_t d0, int64_t d1, const float *data, int32_t dtype, uint16_t **half) {
   memset(v, 0, sizeof *v);
+  uint64_t n = (uint64_t)d0 * (uint64_t)d1;
   v->struct_size = sizeof *v;
   v->dtype = LK_DTYPE_F32;
   v->ndim = 2;
   v->shape[0] = d0;
   v->shape[1] = d1;
   v->data = (void *)data; /* read only by the writer */
-  v->nbytes = (uint64_t)d0 * (uint64_t)d1 * sizeof(float);
+  v->nbytes = n * sizeof(float);
+  if (dtype == LK_DTYPE_F32) return 0;
+  if (!(*half = lk_half_convert(data, n, dtype))) return -1;
+  v->dtype = dtype;
+  v->data = *half;
+  v->nbytes = n * 2;
+  return 0;
 }
 
 static int32_t peft_check_typed(const char *path, const lk_adapter_header_t *hd, const lk_adapter_target_t *t,
@@ -178,8 +189,19 @@ int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *heade
   const uint32_t per = header->kind == LK_ADAPTER_DORA ? 3 : 2; /* A, B (, magnitude) */
   lk_tensor_t *views = calloc(per * (size_t)n_targets, sizeof *views);
   char **names = calloc(per * (size_t)n_targets, sizeof *names);
+  uint16_t **half = calloc(2 * (size_t)n_targets + 1, sizeof *half);
   char *meta_s = NULL;
-  if (!views || !names) rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  int32_t outtype = LK_DTYPE_F32;
+  if (!views || !names || !half) rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
+  /* "outtype" (write only): lora_A/lora_B in f16 or bf16; magnitudes stay f32 */
+  if (rc == LK_OK) {
+    json_t *ot = json_object_get(meta, "outtype");
+    outtype = lk_half_outtype(json_string_value(ot));
+    if (outtype == LK_DTYPE_INVALID || (ot && !json_is_string(ot)))
+      rc = st_fail(err, LK_ERR_DTYPE, "%s: metadata outtype must be \"f32\", \"f16\" or \"bf16\"", path);
+    /* kept: st_peft_write then keeps the dtypes of the views made here */
+  }
   for (uint32_t i = 0; i < n_targets && rc == LK_OK; i++) {
     const lk_adapter_target_t *t = &targets[i];
     size_t len = strlen(t->name) + sizeof ST_PEFT_M; /* the longest suffix */
@@ -191,16 +213,18 @@ int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *heade
     }
     snprintf(nm[0], len, "%s%s", t->name, PEFT_SUFFIX_A);
     snprintf(nm[1], len, "%s%s", t->name, PEFT_SUFFIX_B);
-    peft_view(&views[per * i], t->rank, t->in_features, t->A);
-    peft_view(&views[per * i + 1], t->out_features, t->rank, t->B);
+    if (peft_view(&views[per * i], t->rank, t->in_features, t->A, outtype, &half[2 * i]) ||
+        peft_view(&views[per * i + 1], t->out_features, t->rank, t->B, outtype, &half[2 * i + 1])) {
+      rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+      break;
+    }
     if (per == 3) {
       snprintf(nm[2], len, "%s%s", t->name, ST_PEFT_M);
-      peft_view(&views[per * i + 2], t->out_features, 1, t->magnitude);
+      peft_view(&views[per * i + 2], t->out_features, 1, t->magnitude, LK_DTYPE_F32, NULL);
       views[per * i + 2].ndim = 1; /* [out], as PEFT saves it */
       views[per * i + 2].shape[1] = 0;
     }
   }
-  if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
   if (rc == LK_OK && (!(cfg = peft_adapter_config(header, targets, n_targets)) ||
                       json_object_set_new(meta, "adapter_config", cfg) ||
                       !(meta_s = json_dumps(meta, JSON_COMPACT))))
@@ -208,6 +232,8 @@ int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *heade
   if (rc == LK_OK)
     rc = st_peft_write(path, views, (const char *const *)names, per * (uint64_t)n_targets, meta_s, err);
   for (uint32_t i = 0; names && i < per * n_targets; i++) free(names[i]);
+  for (uint32_t i = 0; half && i < 2 * n_targets; i++) free(half[i]);
+  free(half);
   free(names);
   free(views);
   free(meta_s);

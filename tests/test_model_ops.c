@@ -546,8 +546,9 @@ START_TEST(tokenizer_carried_or_refused) {
   free(p);
   free(pr);
 
-  /* GGUF -> HF writes no tokenizer yet: that folder as GGUF is refused
-   * (llama.cpp could not run it) unless no_tokenizer */
+  /* GGUF -> HF now writes the tokenizer (gguf_tokenizer_to_hf_and_back);
+   * a folder without one as GGUF is refused (llama.cpp could not run it)
+   * unless no_tokenizer */
   char *hf = fid_path(dir, "hf"), *g2 = fid_path(dir, "nt.gguf");
   c.format = "hf";
   st = lk_model_convert(ctx, fm_fx("gguf/base-f32.gguf"), hf, &c);
@@ -575,6 +576,226 @@ START_TEST(tokenizer_carried_or_refused) {
 }
 END_TEST
 
+/* ---- GGUF -> HF tokenizer (tokenizer.json from tokenizer.ggml.*) ---------------------------- */
+
+typedef struct tk_vocab {
+  size_t n;
+  char **tok;
+  float *score;
+  int32_t *type;
+} tk_vocab;
+
+static uint64_t tk_le(const uint8_t *p, unsigned n) {
+  uint64_t v = 0;
+  for (unsigned i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+/* tokenizer.ggml.tokens/scores/token_type read from the file bytes at the
+ * offsets fm_gguf_parse found (string, f32 and i32 arrays, as gguf.md). */
+static void tk_read_vocab(const uint8_t *p, size_t n, const fm_gguf *g, tk_vocab *v) {
+  const fm_gguf_kv *kt = fm_gguf_find_kv(g, "tokenizer.ggml.tokens"), *ks = fm_gguf_find_kv(g, "tokenizer.ggml.scores"),
+                   *ky = fm_gguf_find_kv(g, "tokenizer.ggml.token_type");
+  ck_assert_msg(kt && ks && ky, "tokenizer.ggml.tokens/scores/token_type missing");
+  ck_assert(kt->atype == FM_GGUF_STRING && ks->atype == 6 && (ky->atype == 5 || ky->atype == 4));
+  ck_assert(kt->alen == ks->alen && kt->alen == ky->alen);
+  v->n = (size_t)kt->alen;
+  v->tok = calloc(v->n, sizeof *v->tok);
+  v->score = calloc(v->n, sizeof *v->score);
+  v->type = calloc(v->n, sizeof *v->type);
+  uint64_t at = kt->val_off + 12;
+  for (size_t i = 0; i < v->n; i++) {
+    ck_assert(at + 8 <= n);
+    uint64_t len = tk_le(p + at, 8);
+    ck_assert(at + 8 + len <= n);
+    v->tok[i] = malloc(len + 1);
+    memcpy(v->tok[i], p + at + 8, len);
+    v->tok[i][len] = 0;
+    at += 8 + len;
+  }
+  for (size_t i = 0; i < v->n; i++) {
+    uint32_t u = (uint32_t)tk_le(p + ks->val_off + 12 + 4 * i, 4);
+    memcpy(&v->score[i], &u, 4);
+    v->type[i] = (int32_t)tk_le(p + ky->val_off + 12 + 4 * i, 4);
+  }
+}
+
+static void tk_free_vocab(tk_vocab *v) {
+  for (size_t i = 0; i < v->n; i++) free(v->tok[i]);
+  free(v->tok);
+  free(v->score);
+  free(v->type);
+}
+
+typedef struct tk_pair {
+  double score;
+  int64_t m, a, b;
+} tk_pair;
+
+static int tk_cmp_pair(const void *x, const void *y) {
+  const tk_pair *p = x, *q = y;
+  if (p->score != q->score) return p->score > q->score ? -1 : 1;
+  if (p->m != q->m) return p->m < q->m ? -1 : 1;
+  if (p->a != q->a) return p->a < q->a ? -1 : 1;
+  return p->b < q->b ? -1 : p->b > q->b;
+}
+
+/* The merges HF's SentencePieceExtractor derives, computed the naive way:
+ * every ordered pair of pieces whose concatenation is a piece, ranked by
+ * that piece's score (highest first), ties by its id, then (left, right). */
+static tk_pair *tk_ref_merges(const tk_vocab *v, size_t *np) {
+  json_t *idx = json_object();
+  for (size_t i = 0; i < v->n; i++) json_object_set_new(idx, v->tok[i], json_integer((json_int_t)i));
+  size_t cap = 1024, n = 0;
+  tk_pair *out = malloc(cap * sizeof *out);
+  char buf[1024];
+  for (size_t a = 0; a < v->n; a++)
+    for (size_t b = 0; b < v->n; b++) {
+      size_t la = strlen(v->tok[a]), lb = strlen(v->tok[b]);
+      if (la + lb >= sizeof buf) continue;
+      memcpy(buf, v->tok[a], la);
+      memcpy(buf + la, v->tok[b], lb + 1);
+      const json_t *m = json_object_get(idx, buf);
+      if (!m) continue;
+      if (n == cap) out = realloc(out, (cap *= 2) * sizeof *out);
+      out[n++] = (tk_pair){v->score[json_integer_value(m)], json_integer_value(m), (int64_t)a, (int64_t)b};
+    }
+  qsort(out, n, sizeof *out, tk_cmp_pair);
+  json_decref(idx);
+  *np = n;
+  return out;
+}
+
+static const char *tk_merge_side(const json_t *m, int side, char *buf, size_t cap) {
+  if (json_is_array(m)) return json_string_value(json_array_get(m, (size_t)side));
+  const char *s = json_string_value(m), *sp = s ? strchr(s, ' ') : NULL;
+  if (!sp) return NULL;
+  if (side) return sp + 1;
+  snprintf(buf, cap, "%.*s", (int)(sp - s), s);
+  return buf;
+}
+
+/* base-f32.gguf (llama.cpp's converter) -> HF: tokenizer.json has every
+ * GGUF token under its id, the control tokens as special added tokens, the
+ * merges a naive re-derivation from the scores gives; tokenizer_config.json
+ * the special tokens of the GGUF ids and its context length; the folder
+ * back to GGUF has the same tokens, scores (bitwise) and token types. */
+START_TEST(gguf_tokenizer_to_hf_and_back) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *hf = fid_path(dir, "hf"), *g2 = fid_path(dir, "back.gguf");
+  lk_convert_opts_t c;
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  c.format = "hf";
+  lk_status st = lk_model_convert(ctx, fm_fx("gguf/base-f32.gguf"), hf, &c);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  size_t nr;
+  uint8_t *pr = fm_must_read(fm_fx("gguf/base-f32.gguf"), &nr);
+  fm_gguf rr;
+  ck_assert_int_eq(fm_gguf_parse(pr, nr, &rr), 0);
+  ck_assert_str_eq(fm_gguf_find_kv(&rr, "tokenizer.ggml.model")->str, "llama");
+  tk_vocab ref;
+  tk_read_vocab(pr, nr, &rr, &ref);
+
+  json_t *tj = fm_json_file(fm_join(hf, "tokenizer.json")), *tc = fm_json_file(fm_join(hf, "tokenizer_config.json"));
+  ck_assert_msg(tj && tc, "tokenizer.json / tokenizer_config.json missing or not JSON");
+  const json_t *model = json_object_get(tj, "model"), *vocab = json_object_get(model, "vocab");
+  ck_assert_str_eq(json_string_value(json_object_get(model, "type")), "BPE");
+  ck_assert(json_is_true(json_object_get(model, "byte_fallback")));
+  ck_assert_uint_eq(json_object_size(vocab), ref.n);
+  for (size_t i = 0; i < ref.n; i++) {
+    const json_t *id = json_object_get(vocab, ref.tok[i]);
+    ck_assert_msg(json_is_integer(id) && json_integer_value(id) == (json_int_t)i, "token %zu '%s' not in vocab with its id",
+                  i, ref.tok[i]);
+  }
+  /* added_tokens: exactly the control / unknown / user-defined pieces */
+  const json_t *added = json_object_get(tj, "added_tokens");
+  size_t k = 0, ncontrol = 0;
+  for (size_t i = 0; i < ref.n; i++) {
+    if (ref.type[i] != 2 && ref.type[i] != 3 && ref.type[i] != 4) continue;
+    ncontrol += ref.type[i] == 3;
+    const json_t *a = json_array_get(added, k++);
+    ck_assert_msg(a, "added_tokens lacks token %zu", i);
+    ck_assert_int_eq(json_integer_value(json_object_get(a, "id")), (json_int_t)i);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "content")), ref.tok[i]);
+    ck_assert(json_is_true(json_object_get(a, "special")) == (ref.type[i] != 4));
+  }
+  ck_assert_uint_eq(json_array_size(added), k);
+  ck_assert_uint_ge(ncontrol, 2); /* <s>, </s> */
+  /* merges against the naive derivation */
+  size_t nm;
+  tk_pair *want = tk_ref_merges(&ref, &nm);
+  const json_t *merges = json_object_get(model, "merges");
+  ck_assert_uint_eq(json_array_size(merges), nm);
+  ck_assert_uint_gt(nm, 0);
+  for (size_t i = 0; i < nm; i++) {
+    char buf[1024];
+    const json_t *m = json_array_get(merges, i);
+    const char *l = tk_merge_side(m, 0, buf, sizeof buf), *r = tk_merge_side(m, 1, NULL, 0);
+    ck_assert_msg(l && r && !strcmp(l, ref.tok[want[i].a]) && !strcmp(r, ref.tok[want[i].b]),
+                  "merge %zu: got '%s' '%s', want '%s' '%s'", i, l ? l : "?", r ? r : "?", ref.tok[want[i].a],
+                  ref.tok[want[i].b]);
+  }
+  free(want);
+  /* tokenizer_config.json: special tokens from the GGUF ids, context length */
+  static const char *const sp[][2] = {{"bos_token", "tokenizer.ggml.bos_token_id"},
+                                      {"eos_token", "tokenizer.ggml.eos_token_id"},
+                                      {"unk_token", "tokenizer.ggml.unknown_token_id"}};
+  for (size_t i = 0; i < 3; i++) {
+    const fm_gguf_kv *id = fm_gguf_find_kv(&rr, sp[i][1]);
+    if (!id) continue;
+    ck_assert_str_eq(json_string_value(json_object_get(tc, sp[i][0])), ref.tok[id->i]);
+  }
+  const fm_gguf_kv *ab = fm_gguf_find_kv(&rr, "tokenizer.ggml.add_bos_token");
+  if (ab) ck_assert(json_is_true(json_object_get(tc, "add_bos_token")) == (ab->i != 0));
+  ck_assert_int_eq(json_integer_value(json_object_get(tc, "model_max_length")),
+                   fm_gguf_find_kv(&rr, "llama.context_length")->i);
+  ck_assert_str_eq(json_string_value(json_object_get(tc, "tokenizer_class")), "LlamaTokenizerFast");
+  /* the fixture's own tokenizer.json, where it has one */
+  json_t *fx = fm_exists(fm_fx("base/tokenizer.json")) ? fm_json_file(fm_fx("base/tokenizer.json")) : NULL;
+  if (fx) {
+    ck_assert(json_equal(json_object_get(json_object_get(fx, "model"), "vocab"), (json_t *)vocab));
+    if (json_is_true(json_object_get(json_object_get(fx, "model"), "byte_fallback")))
+      ck_assert_uint_eq(json_array_size(json_object_get(json_object_get(fx, "model"), "merges")), nm);
+    json_decref(fx);
+  } else {
+    printf("note gguf_tokenizer_to_hf_and_back: the fixture has no base/tokenizer.json to compare with\n");
+  }
+  json_decref(tj);
+  json_decref(tc);
+
+  /* HF -> GGUF: tokenizer.ggml.* as llama.cpp wrote them */
+  c.format = "gguf";
+  st = lk_model_convert(ctx, hf, g2, &c);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  size_t n2;
+  uint8_t *p2 = fm_must_read(g2, &n2);
+  fm_gguf g;
+  ck_assert_int_eq(fm_gguf_parse(p2, n2, &g), 0);
+  ck_assert_str_eq(fm_gguf_find_kv(&g, "tokenizer.ggml.model")->str, "llama");
+  tk_vocab back;
+  tk_read_vocab(p2, n2, &g, &back);
+  ck_assert_uint_eq(back.n, ref.n);
+  for (size_t i = 0; i < ref.n; i++) {
+    ck_assert_str_eq(back.tok[i], ref.tok[i]);
+    ck_assert_msg(!memcmp(&back.score[i], &ref.score[i], 4), "score %zu: %g vs %g", i, back.score[i], ref.score[i]);
+    ck_assert_int_eq(back.type[i], ref.type[i]);
+  }
+  tk_free_vocab(&back);
+  tk_free_vocab(&ref);
+  fm_gguf_free(&g);
+  fm_gguf_free(&rr);
+  free(p2);
+  free(pr);
+  free(hf);
+  free(g2);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static Suite *model_ops_suite(void) {
   Suite *s = suite_create("model_ops");
   TCase *tc = tcase_create("merge");
@@ -593,6 +814,7 @@ static Suite *model_ops_suite(void) {
   tcase_add_test(tc, wrong_base_refused_naming_both);
   tcase_add_test(tc, outputs_never_overwrite_inputs);
   tcase_add_test(tc, tokenizer_carried_or_refused);
+  tcase_add_test(tc, gguf_tokenizer_to_hf_and_back);
   suite_add_tcase(s, tc);
   return s;
 }

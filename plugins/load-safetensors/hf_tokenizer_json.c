@@ -5,9 +5,12 @@
  * llama (SentencePiece) vocabularies become what transformers'
  * LlamaConverter makes of a tokenizer.model: a byte-fallback BPE whose
  * merges come from the scores as SentencePieceExtractor derives them (every
- * split of a piece into two vocabulary pieces, the pieces of one merged
+ * split of a piece into two vocabulary pieces, the splits of one merged
  * piece ordered by (left id, right id), then all stably sorted by the merged
- * piece's score, highest first). gpt2 vocabularies become a ByteLevel BPE
+ * piece's score, highest first, then the shorter left and right piece in
+ * characters - the order transformers 5.17 writes, checked against the
+ * tiny-llama-a fixture's tokenizer.json). A tokenizer.model is written too
+ * (tokenizer.json has no scores; hf_tokenizer.c reads it back). gpt2 vocabularies become a ByteLevel BPE
  * with tokenizer.ggml.merges. Other tokenizer models are not written. */
 #include "st.h"
 
@@ -70,6 +73,7 @@ static int64_t tj_map_get(const tj_map_t *m, const char *s, size_t n) {
 
 typedef struct tj_merge_t {
   int64_t l, r;
+  size_t cl, cr; /* lengths in characters */
   double score;
   size_t seq; /* insertion order: the global sort is stable */
 } tj_merge_t;
@@ -83,6 +87,8 @@ static int tj_cmp_local(const void *a, const void *b) {
 static int tj_cmp_score(const void *a, const void *b) {
   const tj_merge_t *x = a, *y = b;
   if (x->score != y->score) return x->score > y->score ? -1 : 1;
+  if (x->cl != y->cl) return x->cl < y->cl ? -1 : 1;
+  if (x->cr != y->cr) return x->cr < y->cr ? -1 : 1;
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
@@ -120,7 +126,10 @@ static json_t *tj_spm_merges(const json_t *toks, const json_t *scores) {
       if (((uint8_t)s[k] & 0xC0) == 0x80) continue;
       int64_t l = tj_map_get(&m, s, k), r = tj_map_get(&m, s + k, len - k);
       if (l < 0 || r < 0) continue;
-      tj_merge_t e = {l, r, json_number_value(json_array_get(scores, i)), 0};
+      size_t cl = 0, cr = 0;
+      for (size_t j = 0; j < len; j++)
+        if (((uint8_t)s[j] & 0xC0) != 0x80) *(j < k ? &cl : &cr) += 1;
+      tj_merge_t e = {l, r, cl, cr, json_number_value(json_array_get(scores, i)), 0};
       if (tj_push(&v, &nv, &cap, e)) goto done;
     }
     qsort(v + start, nv - start, sizeof *v, tj_cmp_local);

@@ -91,7 +91,7 @@ write_and_signal() {
   local out=$1 sig=$2 i=0
   # env --default-signal: a background job of a script starts with SIGINT
   # ignored, which lorakit rightly leaves alone.
-  env --default-signal=INT "$LK" convert "$BIG" -o "$out/big.gguf" --format gguf \
+  env --default-signal=INT "$LK" convert "$BIG" -o "$out/big.gguf" --format gguf --no-tokenizer \
     >"$tmp/stdout" 2>"$tmp/stderr" </dev/null &
   pid=$!
   while [ -z "$(entries "$out")" ] && [ $i -lt 6000 ] && kill -0 $pid 2>/dev/null; do

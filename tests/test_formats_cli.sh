@@ -171,10 +171,13 @@ run_case convert_existing_refused       1 "err:already exists"                  
 run_case convert_existing_kept          0 "json:types == {'f32': 21}"              inspect "$O/b32.gguf" --json
 run_case convert_existing_force         0 "out:wrote"                              convert "$F/base" -o "$O/b32.gguf" --format gguf --force
 run_case convert_output_is_input        1 "err:is the input"                       convert "$O/b32.gguf" -o "$O/b32.gguf" --format gguf --force
-# a GGUF with no tokenizer (from the GGUF -> HF folder, which has none) is refused unless --no-tokenizer
-run_case convert_no_tokenizer_refused   1 "err:tokenizer"                          convert "$O/hf" -o "$X/nt.gguf" --format gguf
+# the GGUF -> HF folder has the GGUF's tokenizer (tokenizer.json, tokenizer.model), so it goes back to GGUF
+run_case convert_hf_from_gguf_tokenizer 0 "out:wrote"                              convert "$O/hf" -o "$O/hf-back.gguf" --format gguf
+# a GGUF with no tokenizer (that folder without its tokenizer files) is refused unless --no-tokenizer
+mkdir -p "$O/hf-nt" && cp "$O/hf/config.json" "$O/hf/model.safetensors" "$O/hf-nt/"
+run_case convert_no_tokenizer_refused   1 "err:tokenizer"                          convert "$O/hf-nt" -o "$X/nt.gguf" --format gguf
 absent   convert_no_tokenizer_nothing_written "$X/nt.gguf"
-run_case convert_no_tokenizer_flag      0 "out:wrote"                              convert "$O/hf" -o "$O/nt.gguf" --format gguf --no-tokenizer
+run_case convert_no_tokenizer_flag      0 "out:wrote"                              convert "$O/hf-nt" -o "$O/nt.gguf" --format gguf --no-tokenizer
 
 # ---- merge and unmerge
 run_case merge_peft_into_hf             0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$O/merged"

@@ -700,8 +700,9 @@ START_TEST(tokenizer_carried_or_refused) {
   free(p);
   free(pr);
 
-  /* GGUF -> HF writes no tokenizer yet: that folder as GGUF is refused
-   * (llama.cpp could not run it) unless no_tokenizer */
+  /* GGUF -> HF now writes the tokenizer (gguf_tokenizer_to_hf_and_back);
+   * a folder without one as GGUF is refused (llama.cpp could not run it)
+   * unless no_tokenizer */
   char *hf = fid_path(dir, "hf"), *g2 = fid_path(dir, "nt.gguf");
   c.format = "hf";
   st = lk_model_convert(ctx, fm_fx("gguf/base-f32.gguf"), hf, &c);
@@ -729,6 +730,142 @@ START_TEST(tokenizer_carried_or_refused) {
 }
 END_TEST
 
+/* ---- GGUF -> HF tokenizer (tokenizer.json from tokenizer.ggml.*) ---------------------------- */
+
+#include "test_tok_ref.h"
+
+/* base-f32.gguf (llama.cpp's converter) -> HF: tokenizer.json has every
+ * GGUF token under its id, the control tokens as special added tokens, the
+ * merges a naive re-derivation from the scores gives; tokenizer_config.json
+ * the special tokens of the GGUF ids and its context length; the folder
+ * back to GGUF has the same tokens, scores (bitwise) and token types. */
+START_TEST(gguf_tokenizer_to_hf_and_back) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  char *dir = fm_tmpdir();
+  char *hf = fid_path(dir, "hf"), *g2 = fid_path(dir, "back.gguf");
+  lk_convert_opts_t c;
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  c.format = "hf";
+  lk_status st = lk_model_convert(ctx, fm_fx("gguf/base-f32.gguf"), hf, &c);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  size_t nr;
+  uint8_t *pr = fm_must_read(fm_fx("gguf/base-f32.gguf"), &nr);
+  fm_gguf rr;
+  ck_assert_int_eq(fm_gguf_parse(pr, nr, &rr), 0);
+  ck_assert_str_eq(fm_gguf_find_kv(&rr, "tokenizer.ggml.model")->str, "llama");
+  tk_vocab ref;
+  tk_read_vocab(pr, nr, &rr, &ref);
+
+  json_t *tj = fm_json_file(fm_join(hf, "tokenizer.json")), *tc = fm_json_file(fm_join(hf, "tokenizer_config.json"));
+  ck_assert_msg(tj && tc, "tokenizer.json / tokenizer_config.json missing or not JSON");
+  const json_t *model = json_object_get(tj, "model"), *vocab = json_object_get(model, "vocab");
+  ck_assert_str_eq(json_string_value(json_object_get(model, "type")), "BPE");
+  ck_assert(json_is_true(json_object_get(model, "byte_fallback")));
+  ck_assert_uint_eq(json_object_size(vocab), ref.n);
+  for (size_t i = 0; i < ref.n; i++) {
+    const json_t *id = json_object_get(vocab, ref.tok[i]);
+    ck_assert_msg(json_is_integer(id) && json_integer_value(id) == (json_int_t)i, "token %zu '%s' not in vocab with its id",
+                  i, ref.tok[i]);
+  }
+  /* added_tokens: exactly the control / unknown / user-defined pieces */
+  const json_t *added = json_object_get(tj, "added_tokens");
+  size_t k = 0, ncontrol = 0;
+  for (size_t i = 0; i < ref.n; i++) {
+    if (ref.type[i] != 2 && ref.type[i] != 3 && ref.type[i] != 4) continue;
+    ncontrol += ref.type[i] == 3;
+    const json_t *a = json_array_get(added, k++);
+    ck_assert_msg(a, "added_tokens lacks token %zu", i);
+    ck_assert_int_eq(json_integer_value(json_object_get(a, "id")), (json_int_t)i);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "content")), ref.tok[i]);
+    ck_assert(json_is_true(json_object_get(a, "special")) == (ref.type[i] != 4));
+  }
+  ck_assert_uint_eq(json_array_size(added), k);
+  ck_assert_uint_ge(ncontrol, 2); /* <s>, </s> */
+  /* merges against the naive derivation */
+  size_t nm;
+  tk_pair *want = tk_ref_merges(&ref, &nm);
+  const json_t *merges = json_object_get(model, "merges");
+  ck_assert_uint_eq(json_array_size(merges), nm);
+  ck_assert_uint_gt(nm, 0);
+  for (size_t i = 0; i < nm; i++) {
+    char buf[1024];
+    const json_t *m = json_array_get(merges, i);
+    const char *l = tk_merge_side(m, 0, buf, sizeof buf), *r = tk_merge_side(m, 1, NULL, 0);
+    ck_assert_msg(l && r && !strcmp(l, ref.tok[want[i].a]) && !strcmp(r, ref.tok[want[i].b]),
+                  "merge %zu: got '%s' '%s', want '%s' '%s'", i, l ? l : "?", r ? r : "?", ref.tok[want[i].a],
+                  ref.tok[want[i].b]);
+  }
+  free(want);
+  /* tokenizer_config.json: special tokens from the GGUF ids, context length */
+  static const char *const sp[][2] = {{"bos_token", "tokenizer.ggml.bos_token_id"},
+                                      {"eos_token", "tokenizer.ggml.eos_token_id"},
+                                      {"unk_token", "tokenizer.ggml.unknown_token_id"}};
+  for (size_t i = 0; i < 3; i++) {
+    const fm_gguf_kv *id = fm_gguf_find_kv(&rr, sp[i][1]);
+    if (!id) continue;
+    ck_assert_str_eq(json_string_value(json_object_get(tc, sp[i][0])), ref.tok[id->i]);
+  }
+  const fm_gguf_kv *ab = fm_gguf_find_kv(&rr, "tokenizer.ggml.add_bos_token");
+  if (ab) ck_assert(json_is_true(json_object_get(tc, "add_bos_token")) == (ab->i != 0));
+  ck_assert_int_eq(json_integer_value(json_object_get(tc, "model_max_length")),
+                   fm_gguf_find_kv(&rr, "llama.context_length")->i);
+  ck_assert_str_eq(json_string_value(json_object_get(tc, "tokenizer_class")), "LlamaTokenizerFast");
+  /* the fixture's own tokenizer.json, where it has one */
+  json_t *fx = fm_exists(fm_fx("base/tokenizer.json")) ? fm_json_file(fm_fx("base/tokenizer.json")) : NULL;
+  if (fx) {
+    ck_assert(json_equal(json_object_get(json_object_get(fx, "model"), "vocab"), (json_t *)vocab));
+    /* SPM-converted BPE (byte_fallback): the merges too, pair by pair */
+    const json_t *fm = json_object_get(json_object_get(fx, "model"), "merges");
+    if (json_is_true(json_object_get(json_object_get(fx, "model"), "byte_fallback"))) {
+      ck_assert_uint_eq(json_array_size(fm), json_array_size(merges));
+      for (size_t i = 0; i < json_array_size(fm); i++) {
+        char b1[1024], b2[1024];
+        const char *l1 = tk_merge_side(json_array_get(fm, i), 0, b1, sizeof b1),
+                   *r1 = tk_merge_side(json_array_get(fm, i), 1, NULL, 0),
+                   *l2 = tk_merge_side(json_array_get(merges, i), 0, b2, sizeof b2),
+                   *r2 = tk_merge_side(json_array_get(merges, i), 1, NULL, 0);
+        ck_assert_msg(l1 && r1 && l2 && r2 && !strcmp(l1, l2) && !strcmp(r1, r2), "merge %zu differs from the fixture's", i);
+      }
+    }
+    json_decref(fx);
+  } else {
+    printf("note gguf_tokenizer_to_hf_and_back: the fixture has no base/tokenizer.json to compare with\n");
+  }
+  json_decref(tj);
+  json_decref(tc);
+
+  /* HF -> GGUF: tokenizer.ggml.* as llama.cpp wrote them */
+  c.format = "gguf";
+  st = lk_model_convert(ctx, hf, g2, &c);
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(ctx));
+  size_t n2;
+  uint8_t *p2 = fm_must_read(g2, &n2);
+  fm_gguf g;
+  ck_assert_int_eq(fm_gguf_parse(p2, n2, &g), 0);
+  ck_assert_str_eq(fm_gguf_find_kv(&g, "tokenizer.ggml.model")->str, "llama");
+  tk_vocab back;
+  tk_read_vocab(p2, n2, &g, &back);
+  ck_assert_uint_eq(back.n, ref.n);
+  for (size_t i = 0; i < ref.n; i++) {
+    ck_assert_str_eq(back.tok[i], ref.tok[i]);
+    ck_assert_msg(!memcmp(&back.score[i], &ref.score[i], 4), "score %zu: %g vs %g", i, back.score[i], ref.score[i]);
+    ck_assert_int_eq(back.type[i], ref.type[i]);
+  }
+  tk_free_vocab(&back);
+  tk_free_vocab(&ref);
+  fm_gguf_free(&g);
+  fm_gguf_free(&rr);
+  free(p2);
+  free(pr);
+  free(hf);
+  free(g2);
+  fm_rmtree(dir);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static Suite *model_ops_suite(void) {
   Suite *s = suite_create("model_ops");
   TCase *tc = tcase_create("merge");
@@ -749,6 +886,7 @@ static Suite *model_ops_suite(void) {
   tcase_add_test(tc, wrong_base_refused_naming_both);
   tcase_add_test(tc, outputs_never_overwrite_inputs);
   tcase_add_test(tc, tokenizer_carried_or_refused);
+  tcase_add_test(tc, gguf_tokenizer_to_hf_and_back);
   suite_add_tcase(s, tc);
   return s;
 }

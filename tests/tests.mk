@@ -25,7 +25,7 @@ TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops quant dora
 TEST_SUITES  += engine gpusim isa
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
-TEST_HDRS    := tests/test_util.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
+TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
 # Test plugins: lorakit-NAME.so from tests/plugins/SRC.c with extra flags.
 TP_DIR       := $(B)/tests/plugins

@@ -323,20 +323,25 @@ static int32_t hf_check_caller(const lk_tensor_t *tensors, const char *const *na
   return rc;
 }
 
+/* The folder's files in the order they are written (generation_config.json
+ * and the tokenizer files only when there is one). */
+enum { HF_CONFIG, HF_GEN, HF_WEIGHTS, HF_TOK, HF_TOKCFG, HF_SPM, HF_NFILES };
+
 static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char *const *names,
                         uint64_t n, const char *metadata_json, lk_error_t *err) {
   if (!path) return st_fail(err, LK_ERR_INVALID_ARG, "hf write: NULL path");
-  json_t *meta = NULL, *stm = NULL;
-  st_tmp_t tmp[3];
+  static const char *const leaf[HF_NFILES] = {"config.json", "generation_config.json", "model.safetensors",
+                                              "tokenizer.json", "tokenizer_config.json", "tokenizer.model"};
+  json_t *meta = NULL, *stm = NULL, *tok = NULL, *tokcfg = NULL;
+  st_tmp_t tmp[HF_NFILES];
   memset(tmp, 0, sizeof tmp);
-  for (int i = 0; i < 3; i++) tmp[i].fd = -1;
-  int ntmp = 0;
+  for (int i = 0; i < HF_NFILES; i++) tmp[i].fd = -1;
   st_dir_t dir;
   memset(&dir, 0, sizeof dir);
-  char *files[3] = {st_path_join(path, "config.json"), st_path_join(path, "generation_config.json"),
-                    st_path_join(path, "model.safetensors")};
+  char *files[HF_NFILES] = {NULL};
   hf_cfg_t c;
-  int32_t rc = files[0] && files[1] && files[2] ? LK_OK : st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+  char *cfg_path = st_path_join(path, "config.json");
+  int32_t rc = cfg_path ? LK_OK : st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
   if (rc == LK_OK) rc = st_check_tensors(tensors, names, n, path, err);
   if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
   const json_t *cfg = meta ? json_object_get(meta, "config") : NULL;
@@ -345,31 +350,49 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
     rc = st_fail(err, LK_ERR_INVALID_ARG, "%s: hf write needs metadata with a \"config\" object", path);
   if (rc == LK_OK && gen && !json_is_null(gen) && !json_is_object(gen))
     rc = st_fail(err, LK_ERR_INVALID_ARG, "%s: metadata \"generation_config\" is not an object", path);
-  if (rc == LK_OK) rc = hf_parse_config(cfg, files[0], &c, err);
+  if (rc == LK_OK) rc = hf_parse_config(cfg, cfg_path, &c, err);
   if (rc == LK_OK) rc = hf_check_caller(tensors, names, n, &c, path, err);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 1, path, &stm, err);
+  /* a GGUF model's tokenizer.ggml.* become tokenizer.json + tokenizer_config.json */
+  if (rc == LK_OK) rc = hf_tokenizer_files(meta, path, &tok, &tokcfg, err);
+  const json_t *kv = json_object_get(json_object_get(meta, "gguf"), "kv");
+  uint8_t *spm = NULL;
+  size_t nspm = 0;
+  if (rc == LK_OK && tok && !strcmp(json_string_value(json_object_get(kv, "tokenizer.ggml.model")), "llama") &&
+      hf_tokenizer_model_bytes(kv, &spm, &nspm))
+    rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory making tokenizer.model", path);
+  const json_t *body[HF_NFILES] = {cfg, json_is_object(gen) ? gen : NULL, NULL, tok, tokcfg, NULL};
+  const char *ours[HF_NFILES];
+  int nours = 0;
+  for (int i = 0; i < HF_NFILES; i++)
+    if (i == HF_WEIGHTS || body[i] || (i == HF_SPM && spm)) ours[nours++] = leaf[i];
   /* The folder is written whole (st_dir_t): an interrupted write leaves the
    * old folder or none. */
-  static const char *const ours[3] = {"config.json", "model.safetensors", "generation_config.json"};
-  if (rc == LK_OK) rc = st_dir_open(&dir, path, ours, json_is_object(gen) ? 3 : 2, err);
-  for (int i = 0; i < 3 && rc == LK_OK; i++) {
-    static const char *const leaf[3] = {"config.json", "generation_config.json", "model.safetensors"};
-    free(files[i]);
+  if (rc == LK_OK) rc = st_dir_open(&dir, path, ours, nours, err);
+  for (int i = 0; i < HF_NFILES && rc == LK_OK; i++) {
+    if (i != HF_WEIGHTS && !body[i] && !(i == HF_SPM && spm)) continue;
     if (!(files[i] = st_path_join(dir.tmp_path, leaf[i]))) rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    if (rc == LK_OK) rc = st_tmp_open(&tmp[i], files[i], err);
+    if (rc != LK_OK) break;
+    if (i == HF_WEIGHTS) rc = st_write_safetensors(&tmp[i], tensors, names, n, stm, LK_DTYPE_INVALID, err);
+    else if (i == HF_SPM) {
+      if ((rc = st_tmp_write(&tmp[i], spm, nspm, err)) == LK_OK) rc = st_tmp_finish(&tmp[i], err);
+    }
+    /* tokenizer.json keeps its key order (vocab in id order), as the tokenizers library writes it */
+    else rc = st_write_json(&tmp[i], body[i], JSON_INDENT(2) | (i == HF_TOK ? 0 : JSON_SORT_KEYS), 1, err);
   }
-  if (rc == LK_OK && (rc = st_tmp_open(&tmp[ntmp++], files[0], err)) == LK_OK)
-    rc = st_write_json(&tmp[0], cfg, JSON_INDENT(2) | JSON_SORT_KEYS, 1, err);
-  if (rc == LK_OK && json_is_object(gen) && (rc = st_tmp_open(&tmp[ntmp++], files[1], err)) == LK_OK)
-    rc = st_write_json(&tmp[ntmp - 1], gen, JSON_INDENT(2) | JSON_SORT_KEYS, 1, err);
-  if (rc == LK_OK && (rc = st_tmp_open(&tmp[ntmp++], files[2], err)) == LK_OK)
-    rc = st_write_safetensors(&tmp[ntmp - 1], tensors, names, n, stm, LK_DTYPE_INVALID, err);
-  for (int i = 0; i < ntmp && rc == LK_OK; i++) rc = st_tmp_commit(&tmp[i], err);
-  for (int i = 0; i < 3; i++) st_tmp_discard(&tmp[i]);
+  for (int i = 0; i < HF_NFILES && rc == LK_OK; i++)
+    if (files[i]) rc = st_tmp_commit(&tmp[i], err);
+  for (int i = 0; i < HF_NFILES; i++) st_tmp_discard(&tmp[i]);
   if (rc == LK_OK) rc = st_dir_commit(&dir, err);
   st_dir_discard(&dir);
+  free(spm);
+  json_decref(tok);
+  json_decref(tokcfg);
   json_decref(stm);
   json_decref(meta);
-  for (int i = 0; i < 3; i++) free(files[i]);
+  free(cfg_path);
+  for (int i = 0; i < HF_NFILES; i++) free(files[i]);
   return rc;
 }
 

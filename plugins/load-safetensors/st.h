@@ -242,6 +242,18 @@ const lk_host_api_t *st_host(void);
  * *out = NULL when the folder has none. A bad file is refused naming it. */
 int32_t hf_tokenizer_json(const char *dir, const json_t *cfg, int64_t vocab, json_t **out, lk_error_t *err);
 
+/* ---- hf_tokenizer_json.c ------------------------------------------------------- */
+
+/* tokenizer.json and tokenizer_config.json (new references) made from the
+ * tokenizer.ggml.* keys of meta's "gguf"."kv" (a GGUF model written as an HF
+ * folder); both NULL when meta has no llama or gpt2 tokenizer there. */
+int32_t hf_tokenizer_files(const json_t *meta, const char *path, json_t **tok_json, json_t **tok_cfg,
+                           lk_error_t *err);
+/* tokenizer.model (a SentencePiece ModelProto, malloc'd) of the llama
+ * vocabulary in a GGUF "kv" object already checked by hf_tokenizer_files;
+ * 0 ok, -1 out of memory. */
+int hf_tokenizer_model_bytes(const json_t *kv, uint8_t **out, size_t *n_out);
+
 /* ---- peft.c / peft_adapter.c --------------------------------------------------- */
 
 /* The peft writer (canonical tensor names, metadata with "adapter_config"). */

@@ -132,7 +132,7 @@ static json_t *tj_spm_merges(const json_t *toks, const json_t *scores) {
       tj_merge_t e = {l, r, cl, cr, json_number_value(json_array_get(scores, i)), 0};
       if (tj_push(&v, &nv, &cap, e)) goto done;
     }
-    qsort(v + start, nv - start, sizeof *v, tj_cmp_local);
+    if (nv > start) qsort(v + start, nv - start, sizeof *v, tj_cmp_local); /* v may still be NULL */
   }
   for (size_t i = 0; i < nv; i++) v[i].seq = i;
   if (nv) qsort(v, nv, sizeof *v, tj_cmp_score);

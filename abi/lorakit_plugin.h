@@ -245,6 +245,44 @@ struct lk_quantiser_vt_t {
 };
 #define LK_MIN_SIZE_QUANTISER_VT LK_MIN_SIZE(lk_quantiser_vt_t, get_extension)
 
+/* Quantiser extension "lk.quant.cpu/1": fused kernels a CPU backend calls to
+ * multiply by a quantised W [nrows, ncols] (a weight [out, in]) without
+ * materialising it in f32 (blocks are dequantised in registers). Asked of an
+ * instance: get_extension(self, LK_QUANT_EXT_CPU). parts are the whole
+ * tensor's parts, ncols its full row length; every kernel is single-threaded
+ * (the backend splits rows or column blocks across its threads) and cannot
+ * fail on ranges the backend has checked. isa is the path the backend runs
+ * (LK_CPU_ISA_*): a quantiser runs its best kernel at or below it, so a
+ * backend forcing "portable" gets the portable kernels. Results equal
+ * dequantise-then-multiply in f32 up to the order of the f32 sums. */
+#define LK_QUANT_EXT_CPU "lk.quant.cpu/1"
+#define LK_CPU_ISA_PORTABLE 0   /* plain C */
+#define LK_CPU_ISA_AVX2 1       /* AVX2 + FMA + F16C */
+#define LK_CPU_ISA_AVX512 2     /* AVX-512 F/BW/VL/DQ */
+#define LK_CPU_ISA_AVX512BF16 3 /* + AVX512_BF16 */
+#define LK_CPU_ISA_AMX 4        /* + AMX-TILE/AMX-BF16 */
+typedef struct lk_quant_ext_cpu_t {
+  uint32_t struct_size;
+  uint32_t isa_max; /* the highest LK_CPU_ISA_* with a kernel of its own */
+  /* Forward, y = x·Wᵀ over rows [row0, row0 + nrows) of W:
+   * y[i*ldy + j] = sum_k x[i*ldx + k] * W[row0 + j][k], i < m, j < nrows,
+   * k < ncols. Overwrites y. */
+  void (*matmul_nt)(void *self, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                    const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy, int32_t isa);
+  /* Backward to the input, dx = dy·W over rows [row0, row0 + nrows) and
+   * columns [col0, col0 + cols) of W (col0 a multiple of block_elems; cols
+   * too, or reaching ncols):
+   * dx[i*lddx + c] += sum_j dy[i*lddy + j] * W[row0 + j][col0 + c], i < m. */
+  void (*matmul_nn)(void *self, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                    int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,
+                    int64_t lddx, int32_t isa);
+  /* Rows [row0, row0 + nrows) -> f32 dst[r*ld + k] (the vtable's dequantize,
+   * vectorised, with a row stride; for panels of a large GEMM). */
+  void (*dequant_rows)(void *self, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                       float *dst, int64_t ld, int32_t isa);
+} lk_quant_ext_cpu_t;
+#define LK_MIN_SIZE_QUANT_EXT_CPU LK_MIN_SIZE(lk_quant_ext_cpu_t, dequant_rows)
+
 /* ---- loader ---------------------------------------------------------------
  * A file format. Names are mapped to the canonical Hugging Face naming and
  * format quirks undone, so the core sees one model whatever the file.

@@ -96,6 +96,11 @@ CPU_ISA_FLAGS_gemm_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx5
 CPU_ISA_FLAGS_gemm_bf16   := $(CPU_ISA_FLAGS_gemm_avx512) -mavx512bf16
 CPU_ISA_KERNELS := gemm_avx2 gemm_avx512 gemm_bf16
 $(foreach f,$(CPU_ISA_KERNELS),$(eval $(B)/obj/plugins/cpu/$(f).o: CFLAGS += $(CPU_ISA_FLAGS_$(f))))
+# ISA kernel files of the quantiser plugins (fused kernels, lk.quant.cpu/1):
+# NAME_avx2.c and NAME_avx512.c get their path's flags, as the cpu plugin's do.
+QUANT_ISA_SRC := $(wildcard plugins/quant-*/*_avx2.c plugins/quant-*/*_avx512.c)
+$(foreach f,$(QUANT_ISA_SRC),$(eval $(B)/obj/$(f:%.c=%.o): CFLAGS += \
+  $(if $(filter %_avx512.c,$(f)),$(CPU_ISA_FLAGS_gemm_avx512),$(CPU_ISA_FLAGS_gemm_avx2))))
 # The kernel layer alone (tests/test_isa.c and bench/gemm_libs.c link it directly).
 CPU_KERNEL_SRC := plugins/cpu/isa.c plugins/cpu/gemm.c plugins/cpu/cvt.c plugins/cpu/gemm_portable.c \
                   $(CPU_ISA_KERNELS:%=plugins/cpu/%.c)

@@ -40,7 +40,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
 # Every folder plugins/NAME/ (but plugins/common/, shared sources) is one
 # plugin, build/plugins/lorakit-NAME.so; PLUGIN_LIBS_NAME are its link flags.
 PLUGINS  := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard plugins/*/))))
-# OpenBLAS is dlopened by the first backend instance (plugins/cpu/blas_lazy.c).
+# The cpu plugin runs its own GEMM kernels (plugins/cpu/gemm*.c): no BLAS.
 PLUGIN_LIBS_cpu := -ldl -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
 PLUGIN_LIBS_load-safetensors := -ljansson -lm
@@ -87,7 +87,7 @@ $(B)/obj/cli/%.o: cli/%.c $(HEADERS) | $(B)/.bootstrap
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fvisibility=hidden -Iplugins/common -I$(BLAS_INC) -c $< -o $@
+	$(CC) $(CFLAGS) -fvisibility=hidden -Iplugins/common -c $< -o $@
 
 # The CPU backend's ISA kernels: only these files get ISA flags; isa.c picks
 # one at run time, so the plugin still runs on AVX2-only and older CPUs.

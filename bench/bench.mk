@@ -53,10 +53,10 @@ $(BENCH_DIR)/bench_formats: bench/bench_formats.c $(HEADERS) $(LIB) | $(B)/.boot
 
 # The cpu backend's fused attention, built from its sources (not the ABI).
 $(BENCH_DIR)/bench_attention: bench/bench_attention.c $(wildcard plugins/cpu/nn*.c) plugins/cpu/pool.c \
-    $(wildcard plugins/cpu/*.h) $(HEADERS) | $(B)/.bootstrap
+    $(wildcard plugins/cpu/*.h) $(HEADERS) $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iplugins/common -I$(BLAS_INC) $(LDFLAGS) -o $@ $< $(wildcard plugins/cpu/nn*.c) \
-	  plugins/cpu/pool.c -lopenblas -lpthread -lm
+	  plugins/cpu/pool.c $(CPU_KERNEL_OBJ) -lopenblas -lpthread -lm
 
 # BLIS's OpenMP build and oneDNN default to their own thread counts: give
 # every library all cores so the comparison is like for like.

@@ -25,7 +25,6 @@
 #include "../plugins/cpu/nn.h"
 #include "ref/ref.h"
 
-#include <cblas.h>
 #include <check.h>
 #include <math.h>
 #include <stdio.h>

@@ -8,7 +8,6 @@ static const int32_t k_float_dtypes[] = {LK_DTYPE_F32, LK_DTYPE_F16, LK_DTYPE_BF
 #define F32TOL 2e-5
 
 static void setup(void) {
-  openblas_set_num_threads(1); /* the kernels' threads are the pool's */
   ck_assert_int_eq(cpu_pool_create(3, &g_pool), LK_OK);
 }
 static void teardown(void) {

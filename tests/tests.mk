@@ -158,10 +158,10 @@ NN_SRC := $(wildcard plugins/cpu/nn*.c) plugins/cpu/pool.c
 NN_REF := $(if $(wildcard tests/ref/ref.c),$(wildcard tests/ref/*.c),tests/ref/ref_nn.c)
 NN_DEF := $(if $(wildcard tests/ref/ref.c),,-DNN_REF_STANDIN)
 $(B)/tests/bin/test_ops_nn: tests/test_ops_nn.c tests/test_nn_util.h $(NN_SRC) $(NN_REF) \
-    tests/ref/ref.h $(wildcard plugins/cpu/*.h) $(wildcard abi/*.h) | $(B)/.bootstrap
+    tests/ref/ref.h $(wildcard plugins/cpu/*.h) $(wildcard abi/*.h) $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Iplugins/common -I$(BLAS_INC) $(NN_DEF) -o $@ $< $(NN_SRC) \
-	  $(NN_REF) $(LDFLAGS) $(CHECK_LIBS) -lopenblas -lpthread -lm
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Iplugins/common $(NN_DEF) -o $@ $< $(NN_SRC) \
+	  $(NN_REF) $(CPU_KERNEL_OBJ) $(LDFLAGS) $(CHECK_LIBS) -lpthread -lm
 TEST_BINS += $(B)/tests/bin/test_ops_nn
 
 # libFuzzer targets: make fuzz, make fuzz-test (a step of `test`).

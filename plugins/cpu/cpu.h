@@ -32,12 +32,6 @@ int32_t cpu_fail(lk_error_t *err, int32_t code, const char *fmt, ...)
 typedef struct cpu_pool cpu_pool_t;
 typedef void (*cpu_task_fn)(void *arg, uint32_t t, uint32_t nt);
 int32_t cpu_pool_create(uint32_t n_threads, cpu_pool_t **out);
-/* blas_lazy.c: load OpenBLAS (once) and check its work buffers for n_threads
- * fit; LK_ERR_NOMEM when not. Only the attention kernels call cblas_sgemm
- * (the rest run lorakit's own GEMM), so validation calls this for an
- * attention op before it runs: a backend that never runs attention never
- * loads OpenBLAS nor needs its 130 MiB per thread. */
-int32_t cpu_blas_ready(uint32_t n_threads, lk_error_t *err);
 void cpu_pool_destroy(cpu_pool_t *pool);
 uint32_t cpu_pool_size(const cpu_pool_t *pool);
 /* nt is clamped to [1, size]; nt == 1 runs fn on the caller only. */

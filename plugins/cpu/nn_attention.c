@@ -5,8 +5,9 @@
  * kv head's K and V to f32 once and serves every query head of its group;
  * the forward over (batch, query head), reusing K/V across a group's heads
  * when one thread runs them in a row. Scores are formed one
- * tile at a time (QB queries x KB keys) with single-threaded cblas_sgemm
- * calls.
+ * tile at a time (QB queries x KB keys) with the backend's own single-threaded
+ * GEMM (gemm.h, the run-time ISA path; no OpenBLAS, so no 128 MiB buffers per
+ * thread and no allocator that spins under a memory limit).
  *
  * Forward: the online softmax (FlashAttention): per query row a running max
  * m and sum l; each key block rescales the running output by exp(m_old -
@@ -21,7 +22,7 @@
 #include "cpu.h"
 #include "nn_priv.h"
 
-#include <cblas.h>
+#include "gemm.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -169,7 +170,7 @@ static void at_fwd_head(const at_job *j, int64_t b, int64_t h, const float *K, c
     const int64_t jend = at_allowed(j, i0 + m - 1);
     for (int64_t j0 = 0; j0 < jend; j0 += KB) {
       const int64_t kb = jend - j0 < KB ? jend - j0 : KB;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kb, (int)Dh, j->scale,
+      cpu_sgemm(CPU_NOTRANS, CPU_TRANS, (int)m, (int)kb, (int)Dh, j->scale,
                   Qt, (int)Dh, K + j0 * Dh, (int)Dh, 0.0f, S, KB);
       for (int64_t r = 0; r < m; r++) {
         float *row = S + r * KB;
@@ -190,7 +191,7 @@ static void at_fwd_head(const at_job *j, int64_t b, int64_t h, const float *K, c
           for (int64_t c = 0; c < Dh; c++) Ot[r * Dh + c] *= alpha;
         mr[r] = nm;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dh, (int)kb, 1.0f, S,
+      cpu_sgemm(CPU_NOTRANS, CPU_NOTRANS, (int)m, (int)Dh, (int)kb, 1.0f, S,
                   KB, V + j0 * Dh, (int)Dh, 1.0f, Ot, (int)Dh);
     }
     for (int64_t r = 0; r < m; r++) {
@@ -237,7 +238,7 @@ static void at_bwd_group(const at_job *j, int64_t b, int64_t kh, float *w) {
       const int64_t jend = at_allowed(j, i0 + m - 1);
       for (int64_t j0 = 0; j0 < jend; j0 += KB) {
         const int64_t kb = jend - j0 < KB ? jend - j0 : KB;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kb, (int)Dh, j->scale,
+        cpu_sgemm(CPU_NOTRANS, CPU_TRANS, (int)m, (int)kb, (int)Dh, j->scale,
                     Qt, (int)Dh, K + j0 * Dh, (int)Dh, 0.0f, S, KB);
         for (int64_t r = 0; r < m; r++) {
           float *row = S + r * KB;
@@ -249,18 +250,18 @@ static void at_bwd_group(const at_job *j, int64_t b, int64_t kh, float *w) {
           cpu_nn_exp_sum(row, cnt, l);
           for (int64_t c = cnt; c < kb; c++) row[c] = 0;
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kb, (int)Dh, (int)m, 1.0f, S,
+        cpu_sgemm(CPU_TRANS, CPU_NOTRANS, (int)kb, (int)Dh, (int)m, 1.0f, S,
                     KB, dOt, (int)Dh, 1.0f, dV + j0 * Dh, (int)Dh);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kb, (int)Dh, 1.0f, dOt,
+        cpu_sgemm(CPU_NOTRANS, CPU_TRANS, (int)m, (int)kb, (int)Dh, 1.0f, dOt,
                     (int)Dh, V + j0 * Dh, (int)Dh, 0.0f, dP, KB);
         for (int64_t r = 0; r < m; r++) {
           const float d = Dv[g * Tq + i0 + r];
           float *pr = S + r * KB, *dr = dP + r * KB;
           for (int64_t c = 0; c < kb; c++) dr[c] = pr[c] * (dr[c] - d);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dh, (int)kb, j->scale,
+        cpu_sgemm(CPU_NOTRANS, CPU_NOTRANS, (int)m, (int)Dh, (int)kb, j->scale,
                     dP, KB, K + j0 * Dh, (int)Dh, 1.0f, dQt, (int)Dh);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kb, (int)Dh, (int)m, j->scale,
+        cpu_sgemm(CPU_TRANS, CPU_NOTRANS, (int)kb, (int)Dh, (int)m, j->scale,
                     dP, KB, Qt, (int)Dh, 1.0f, dK + j0 * Dh, (int)Dh);
       }
     }

@@ -7,7 +7,6 @@
 #include "cpu.h"
 #include "isa.h"
 
-#include <cblas.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -452,13 +451,7 @@ static int32_t cpu_run_batch(cpu_backend_t *be, const lk_op_t *ops, uint32_t n_o
     }
   }
   if (rc == LK_OK) {
-    /* Our pool is the only parallelism: OpenBLAS runs single-threaded
-     * inside it for the batch, and a host that uses OpenBLAS itself gets
-     * its own thread count back afterwards. */
-    int blas_threads = openblas_get_num_threads();
-    if (blas_threads != 1) openblas_set_num_threads(1);
     for (uint32_t i = 0; i < n_ops && rc == LK_OK; i++) rc = cpu_run(be, &plans[i], err);
-    if (blas_threads != 1) openblas_set_num_threads(blas_threads);
   }
   for (uint32_t i = 0; i < n_valid; i++) cpu_plan_release(&plans[i]);
   if (plans != stack) free(plans);

@@ -16,7 +16,6 @@
  * holds only memory; the caller frees it before destroying the backend. */
 #include "cpu.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,12 +221,8 @@ static int32_t cpu_replay(void *self, void *rec, lk_fence_t **out_fence, lk_erro
     be->scratch = p;
     be->scratch_bytes = scratch;
   }
-  /* As in submit: the pool is the only parallelism while the batch runs. */
-  int blas_threads = openblas_get_num_threads();
-  if (blas_threads != 1) openblas_set_num_threads(1);
   int32_t rc = LK_OK;
   for (uint32_t i = 0; i < r->n_ops && rc == LK_OK; i++) rc = cpu_run(be, &r->plans[i], err);
-  if (blas_threads != 1) openblas_set_num_threads(blas_threads);
   if (rc == LK_OK && out_fence) rc = cpu_rec_fence(be, out_fence, err);
   return rc;
 }

@@ -526,9 +526,6 @@ static int32_t plan_nn(cpu_backend_t *be, const vctx *v, const lk_op_t *op, cpu_
   size_t scratch = 0;
   int32_t rc = cpu_nn_validate(op, be ? be->n_threads : 1, &scratch, v->err);
   if (rc != LK_OK) return rc;
-  if (be && (op->id == LK_OP_ATTENTION || op->id == LK_OP_ATTENTION_BACKWARD) &&
-      (rc = cpu_blas_ready(be->n_threads, v->err)) != LK_OK)
-    return rc;
   p->scratch = scratch;
   return LK_OK;
 }

@@ -34,7 +34,7 @@ const char cli_quantize_usage[] =
     "An existing OUT is refused unless --force (then replaced whole).\n";
 
 typedef struct q_out {
-  int json;
+  int json, header; /* header: the table's header was printed */
   json_t *rows;
   json_t *total;
 } q_out;
@@ -64,6 +64,8 @@ static void q_report(void *user, const lk_quant_report_t *r) {
     }
     return;
   }
+  if (!o->header++)
+    printf("%-48s %-14s %12s %12s %8s %10s    %10s\n", "tensor", "type", "rmse", "max_abs", "snr_db", "bytes", "after");
   char snr[32];
   if (isfinite(r->snr_db)) snprintf(snr, sizeof snr, "%8.2f", r->snr_db);
   else snprintf(snr, sizeof snr, "%8s", "exact");
@@ -80,7 +82,7 @@ static void q_report(void *user, const lk_quant_report_t *r) {
 int cli_quantize(int argc, char **argv) {
   const char *in = NULL, *out = NULL, *to = NULL, *keep = NULL;
   uint32_t force = 0, dq = 0, block = 0;
-  q_out o = {0, NULL, NULL};
+  q_out o = {0, 0, NULL, NULL};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
     else if (!strcmp(argv[i], "--to") && i + 1 < argc) to = argv[++i];
@@ -104,8 +106,6 @@ int cli_quantize(int argc, char **argv) {
   if (st) return cli_error(CLI_FAILED, "cannot create a context: %s", lk_strerror(st));
   cli_escape_output = isatty(1) && !o.json;
   if (o.json) o.rows = json_array();
-  else
-    printf("%-48s %-14s %12s %12s %8s %10s    %10s\n", "tensor", "type", "rmse", "max_abs", "snr_db", "bytes", "after");
   lk_quantize_opts_t opts = {sizeof opts, force, to, keep, block, dq, q_report, &o};
   st = lk_model_quantize(ctx, in, out, &opts);
   int rc = CLI_OK;

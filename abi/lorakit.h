@@ -514,7 +514,10 @@ LK_API lk_status lk_model_convert(lk_context_t *ctx, const char *in, const char 
  * into the model at `model`, written to `out` in the model's own format;
  * every other tensor and the metadata are carried unchanged. opts may be
  * NULL. The adapter is checked against the model (shapes of every target)
- * before anything is written. */
+ * before anything is written. A quantised target weight is dequantised,
+ * merged in f32 and requantised to its own format (default options, as the
+ * file's loader reads it), the error that added going to opts->report; a
+ * format whose plugin only dequantises is refused. */
 LK_API lk_status lk_model_merge(lk_context_t *ctx, const char *model, const char *adapter,
                                 const char *out, const lk_merge_opts_t *opts);
 /* [one-thread-per-context] The same with W -= scale s B A. */

@@ -22,6 +22,9 @@
  * which equals llama.cpp's counters for models with one attn_v and one
  * ffn_down per layer.
  *
+ * A weight going to a quantised type with NaN or Inf in it is refused,
+ * naming the tensor and element; f16/bf16/f32 outputs carry them.
+ *
  * lorakit's own formats (int8, int16, nf4, fp4) put every quantisable
  * weight in that format, no mix, no fallback. f16/bf16/f32 convert the
  * quantisable weights as llama-quantize's F16/BF16/F32 file types do. */
@@ -358,7 +361,17 @@ static lk_status mq_unknown(lk_context_t *ctx, const char *to) {
 
 /* Metadata for the output: a GGUF's general.file_type and
  * general.quantization_version as llama-quantize sets them. malloc'd. */
-static char *mq_meta(json_t *root, const mq_ftype *f, int gguf) {
+static char *mq_meta(json_t *root, const mq_ftype *f, int gguf, const lk_quant_opts_t *qo) {
+  /* lk_tensor_t (FROZEN) has no room for a format's options: a writer of
+   * multi-part formats (nf4/fp4 in safetensors) finds the ones the main
+   * format's tensors were quantised with here */
+  if (f->own && (qo->block_size || qo->double_quant)) {
+    json_t *q = json_object();
+    json_object_set_new(q, "format", json_string(f->main));
+    json_object_set_new(q, "block_size", json_integer(qo->block_size));
+    json_object_set_new(q, "double_quant", json_integer(qo->double_quant));
+    json_object_set_new(root, "quant_options", q);
+  }
   json_t *g = json_object_get(root, "gguf");
   json_t *kv = json_object_get(g, "kv"), *ty = json_object_get(g, "kv_types");
   if (gguf && f->ftype >= 0 && json_is_object(kv)) {
@@ -491,6 +504,14 @@ static lk_status mq_do_tensor(mq_run *r, int64_t i, const lk_quant_opts_t *qo, d
   float *w = malloc(n * sizeof(float) + 1), *g = malloc(n * sizeof(float) + 1);
   lk_status st = w && g ? LK_OK : lk__fail(ctx, LK_ERR_NOMEM, "%s: out of memory for %s", r->in, ti->name);
   if (!st) st = lk_model_tensor_read_f32(r->m, i, w, n);
+  /* NaN/Inf: a block's scale would be NaN/Inf and every value of the block
+   * lost, so a quantised output refuses them naming the first one (a float
+   * output carries them as they are) */
+  for (uint64_t e = 0; !st && p->dtype == LK_DTYPE_QUANT && e < n; e++)
+    if (!isfinite(w[e]))
+      st = lk__fail(ctx, LK_ERR_INVALID_ARG, "%s: tensor %s: element %llu (row %llu) is %s; %s cannot hold it", r->in,
+                    ti->name, (unsigned long long)e, (unsigned long long)(e / (uint64_t)ncols),
+                    isnan(w[e]) ? "NaN" : "infinite", p->to);
   if (!st && p->dtype != LK_DTYPE_QUANT) {
     t->nbytes = n * lk_dtype_size(p->dtype);
     t->data = malloc(t->nbytes + 1);
@@ -566,7 +587,7 @@ static lk_status mq_quantize(lk_context_t *ctx, const char *in, const char *out,
       o->report(o->report_user, &rep);
     }
   }
-  if (!st && !(meta = mq_meta(root, f, gguf))) st = lk__fail(ctx, LK_ERR_NOMEM, "out of memory");
+  if (!st && !(meta = mq_meta(root, f, gguf, &qo))) st = lk__fail(ctx, LK_ERR_NOMEM, "out of memory");
   struct stat sb;
   if (!st)
     st = lk__mo_write_model(ctx, out, lk_model_loader(r.m), r.t, r.names, r.n, meta,

@@ -226,6 +226,8 @@ run_case quantize_table                 0 "out:total"                           
 run_case quantize_existing_refused      1 "err:already exists"                     quantize "$F/gguf/base-f32.gguf" --to q8_0 -o "$O/q8.gguf"
 run_case quantize_hf_f16                0 "out:wrote"                              quantize "$F/base" --to f16 -o "$O/qhf16"
 run_case quantize_hf_f16_inspect        0 "json:$HF_BASE and types == {'f16': 16, 'f32': 5}" inspect "$O/qhf16" --json
+run_case quantize_hf_bf16               0 "json:doc['total']['bytes_after'] == 2888704" quantize "$F/base" --to bf16 -o "$O/qhbf16" --json
+run_case quantize_hf_bf16_inspect       0 "json:$HF_BASE and types == {'bf16': 16, 'f32': 5}" inspect "$O/qhbf16" --json
 run_case quantize_unknown_format        2 "err:valid: q4_0"                        quantize "$F/gguf/base-f32.gguf" --to Q4_0 -o "$X/u.gguf"
 absent   quantize_unknown_nothing_written "$X/u.gguf"
 run_case quantize_block_not_for_q8_0    2 "err:block"                              quantize "$F/gguf/base-f32.gguf" --to q8_0 --block 64 -o "$X/b.gguf"

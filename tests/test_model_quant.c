@@ -275,10 +275,12 @@ END_TEST
 
 /* ---- fallbacks and bad input ----------------------------------------------------------------- */
 
-/* A GGUF (no tokenizer, no q/k) of one ffn_down [4, cols] and a norm. */
-static void small_gguf(lk_context_t *ctx, const char *path, int64_t cols) {
+/* A GGUF (no tokenizer, no q/k) of one ffn_down [4, cols] and a norm;
+ * bad >= 0: element bad is NaN. */
+static void small_gguf_bad(lk_context_t *ctx, const char *path, int64_t cols, int bad) {
   static float w[4 * 512], nrm[512];
   for (int i = 0; i < 4 * 512; i++) w[i] = sinf((float)i * 0.37f) * (1.0f + (float)(i % 7));
+  if (bad >= 0) w[bad] = NAN;
   for (int i = 0; i < 512; i++) nrm[i] = 1.0f + (float)i / 512;
   lk_tensor_t t[2];
   int64_t s0[2] = {4, cols}, s1[1] = {cols};
@@ -289,6 +291,8 @@ static void small_gguf(lk_context_t *ctx, const char *path, int64_t cols) {
                                   "{\"gguf\":{\"kv\":{\"general.architecture\":\"llama\",\"llama.block_count\":1}}}");
   ck_assert_msg(st == LK_OK, "%s: %s", path, lk_last_error(ctx));
 }
+
+static void small_gguf(lk_context_t *ctx, const char *path, int64_t cols) { small_gguf_bad(ctx, path, cols, -1); }
 
 START_TEST(fallback_and_no_fallback) {
   lk_context_t *ctx = fm_context();
@@ -330,6 +334,15 @@ START_TEST(fallback_and_no_fallback) {
   ck_assert_int_eq(quantize(ctx, in, out, "q8_0", NULL, NULL, NULL), LK_ERR_SHAPE);
   FM_ASSERT_ERROR(lk_last_error(ctx), "c40.gguf", "model.layers.0.mlp.down_proj.weight");
   ck_assert_msg(strstr(lk_last_error(ctx), "40") && strstr(lk_last_error(ctx), "fallback"), "%s", lk_last_error(ctx));
+  ck_assert_msg(fm_dir_entries(odir, names, sizeof names) == 0, "refused quantize left: %s", names);
+
+  /* NaN in a weight: refused for a quantised type naming tensor and element */
+  snprintf(in, sizeof in, "%s/nan.gguf", dir);
+  small_gguf_bad(ctx, in, 64, 70);
+  ck_assert_int_eq(quantize(ctx, in, out, "q8_0", NULL, NULL, NULL), LK_ERR_INVALID_ARG);
+  FM_ASSERT_ERROR(lk_last_error(ctx), "nan.gguf", "NaN");
+  ck_assert_msg(strstr(lk_last_error(ctx), "down_proj") && strstr(lk_last_error(ctx), "element 70"), "%s",
+                lk_last_error(ctx));
   ck_assert_msg(fm_dir_entries(odir, names, sizeof names) == 0, "refused quantize left: %s", names);
 
   /* an unknown format lists the valid ones */

@@ -537,6 +537,10 @@ typedef struct lk_quantize_opts_t { /* caller-filled input */
                           * canonical tensor names: matches are written as read */
   uint32_t block_size;   /* 0: the format's default (nf4/fp4: 64) */
   uint32_t double_quant; /* 1: quantise the block scales again (nf4/fp4) */
+  uint32_t dry_run;      /* 1: decide and report each tensor's type and size
+                          * (error figures NaN), read no data, write nothing;
+                          * out may be NULL (llama-quantize --dry-run) */
+  uint32_t reserved0;    /* must be 0 */
   lk_quant_report_fn report; /* per tensor, then the total; may be NULL */
   void *report_user;
 } lk_quantize_opts_t;

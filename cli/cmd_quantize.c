@@ -12,7 +12,7 @@
 
 const char cli_quantize_usage[] =
     "usage: lorakit quantize MODEL --to FORMAT -o OUT [--keep PATTERN] [--block N]\n"
-    "                        [--double-quant] [--force] [--json]\n"
+    "                        [--double-quant] [--force] [--json] [--dry-run]\n"
     "\n"
     "Quantise a model (GGUF file, HF folder, safetensors file) into OUT, in the\n"
     "input's format. FORMAT (lower case) is a llama-quantize file type: q4_0 q4_1\n"
@@ -31,6 +31,7 @@ const char cli_quantize_usage[] =
     "Printed per tensor and in total: the error of the written values against\n"
     "the source (RMSE, max abs, SNR in dB = 10 log10(sum w^2 / sum (w - w')^2))\n"
     "and the size before and after. --json prints one JSON object instead.\n"
+    "--dry-run prints each tensor's type and size and writes nothing (no -o).\n"
     "An existing OUT is refused unless --force (then replaced whole).\n";
 
 typedef struct q_out {
@@ -54,9 +55,9 @@ static void q_report(void *user, const lk_quant_report_t *r) {
     json_object_set_new(j, "numel", json_integer(r->numel));
     json_object_set_new(j, "bytes_before", json_integer((json_int_t)r->bytes_before));
     json_object_set_new(j, "bytes_after", json_integer((json_int_t)r->bytes_after));
-    json_object_set_new(j, "rmse", json_real(r->rmse));
-    json_object_set_new(j, "max_abs", json_real(r->max_abs));
-    json_object_set_new(j, "snr_db", q_num(r->snr_db)); /* null: exact */
+    json_object_set_new(j, "rmse", q_num(r->rmse)); /* null: not computed (--dry-run) */
+    json_object_set_new(j, "max_abs", q_num(r->max_abs));
+    json_object_set_new(j, "snr_db", q_num(r->snr_db)); /* null: exact (or not computed) */
     if (r->name) json_array_append_new(o->rows, j);
     else {
       json_decref(o->total);
@@ -68,20 +69,24 @@ static void q_report(void *user, const lk_quant_report_t *r) {
     printf("%-48s %-14s %12s %12s %8s %10s    %10s\n", "tensor", "type", "rmse", "max_abs", "snr_db", "bytes", "after");
   char snr[32];
   if (isfinite(r->snr_db)) snprintf(snr, sizeof snr, "%8.2f", r->snr_db);
-  else snprintf(snr, sizeof snr, "%8s", "exact");
+  else snprintf(snr, sizeof snr, "%8s", isnan(r->snr_db) ? "-" : "exact");
+  char rmse[32], mx[32]; /* "-": not computed (--dry-run) */
+  snprintf(rmse, sizeof rmse, "%12.4e", r->rmse);
+  snprintf(mx, sizeof mx, "%12.4e", r->max_abs);
+  if (isnan(r->rmse)) snprintf(rmse, sizeof rmse, "%12s", "-");
+  if (isnan(r->max_abs)) snprintf(mx, sizeof mx, "%12s", "-");
   if (r->name)
-    printf("%-48s %-5s -> %-5s %12.4e %12.4e %s %10llu -> %10llu%s\n", cli_esc(r->name), r->from, r->to, r->rmse,
-           r->max_abs, snr, (unsigned long long)r->bytes_before, (unsigned long long)r->bytes_after,
-           r->kept ? "  (kept)" : "");
+    printf("%-48s %-5s -> %-5s %s %s %s %10llu -> %10llu%s\n", cli_esc(r->name), r->from, r->to, rmse, mx, snr,
+           (unsigned long long)r->bytes_before, (unsigned long long)r->bytes_after, r->kept ? "  (kept)" : "");
   else
-    printf("%-48s %-14s %12.4e %12.4e %s %10llu -> %10llu (%.1f%%)\n", "total", "", r->rmse, r->max_abs, snr,
+    printf("%-48s %-14s %s %s %s %10llu -> %10llu (%.1f%%)\n", "total", "", rmse, mx, snr,
            (unsigned long long)r->bytes_before, (unsigned long long)r->bytes_after,
            r->bytes_before ? 100.0 * (double)r->bytes_after / (double)r->bytes_before : 0.0);
 }
 
 int cli_quantize(int argc, char **argv) {
   const char *in = NULL, *out = NULL, *to = NULL, *keep = NULL;
-  uint32_t force = 0, dq = 0, block = 0;
+  uint32_t force = 0, dq = 0, block = 0, dry = 0;
   q_out o = {0, 0, NULL, NULL};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
@@ -90,6 +95,7 @@ int cli_quantize(int argc, char **argv) {
     else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--double-quant")) dq = 1;
     else if (!strcmp(argv[i], "--json")) o.json = 1;
+    else if (!strcmp(argv[i], "--dry-run")) dry = 1;
     else if (!strcmp(argv[i], "--block") && i + 1 < argc) {
       char *end;
       const char *v = argv[++i];
@@ -100,13 +106,14 @@ int cli_quantize(int argc, char **argv) {
     } else if (argv[i][0] != '-' && !in) in = argv[i];
     else return cli_error(CLI_USAGE, "quantize: unexpected argument '%s' (see lorakit quantize --help)", argv[i]);
   }
-  if (!in || !out || !to) return cli_error(CLI_USAGE, "quantize: MODEL, --to FORMAT and -o OUT are required");
+  if (!in || (!out && !dry) || !to)
+    return cli_error(CLI_USAGE, "quantize: MODEL, --to FORMAT and -o OUT (or --dry-run) are required");
   lk_context_t *ctx = NULL;
   lk_status st = lk_context_create(NULL, &ctx);
   if (st) return cli_error(CLI_FAILED, "cannot create a context: %s", lk_strerror(st));
   cli_escape_output = isatty(1) && !o.json;
   if (o.json) o.rows = json_array();
-  lk_quantize_opts_t opts = {sizeof opts, force, to, keep, block, dq, q_report, &o};
+  lk_quantize_opts_t opts = {sizeof opts, force, to, keep, block, dq, dry, 0, q_report, &o};
   st = lk_model_quantize(ctx, in, out, &opts);
   int rc = CLI_OK;
   if (st) {
@@ -115,7 +122,8 @@ int cli_quantize(int argc, char **argv) {
   } else if (o.json) {
     json_t *j = json_object();
     json_object_set_new(j, "input", json_string(in));
-    json_object_set_new(j, "output", json_string(out));
+    json_object_set_new(j, "output", out && !dry ? json_string(out) : json_null());
+    json_object_set_new(j, "dry_run", json_boolean(dry));
     json_object_set_new(j, "to", json_string(to));
     json_object_set_new(j, "tensors", o.rows);
     json_object_set_new(j, "total", o.total ? o.total : json_null());
@@ -124,6 +132,8 @@ int cli_quantize(int argc, char **argv) {
     if (s) puts(s);
     free(s);
     json_decref(j);
+  } else if (dry) {
+    printf("dry run: nothing written\n");
   } else {
     printf("wrote %s (%s)\n", cli_esc(out), cli_esc(to));
   }

@@ -330,6 +330,7 @@ typedef struct mq_plan {
   const char *to;    /* type written: quantiser name, plain float name, or NULL (kept as read) */
   int32_t dtype;     /* LK_DTYPE_QUANT or a plain float; for kept: the source's */
   int main_opts;     /* 1: the caller's block/double-quant options apply */
+  uint64_t bytes;    /* its size once written */
 } mq_plan;
 
 static int mq_keep(const char *keep, const char *name) {
@@ -431,6 +432,7 @@ static lk_status mq_plan_all(mq_run *r, const mq_ftype *f, const lk_quantize_opt
     const lk_tensor_info_t *ti = &r->ti[i];
     mq_plan *p = &r->plan[i];
     p->dtype = ti->dtype;
+    p->bytes = ti->nbytes;
     if (!mq_allows(ti) || mq_keep(o->keep, ti->name)) continue;
     int64_t ncols = ti->shape[ti->ndim - 1];
     const char *why;
@@ -444,7 +446,7 @@ static lk_status mq_plan_all(mq_run *r, const mq_ftype *f, const lk_quantize_opt
     }
     int32_t fd = mq_float_dtype(t);
     if (fd) { /* a plain float: as read when it is already that type */
-      if (fd != ti->dtype) p->to = t, p->dtype = fd;
+      if (fd != ti->dtype) p->to = t, p->dtype = fd, p->bytes = mq_numel(ti) * lk_dtype_size(fd);
       continue;
     }
     if (ti->dtype == LK_DTYPE_QUANT && ti->qformat && !strcmp(ti->qformat, t) && !o->block_size && !o->double_quant)
@@ -455,7 +457,7 @@ static lk_status mq_plan_all(mq_run *r, const mq_ftype *f, const lk_quantize_opt
     lk_quantiser_info_t qi = {sizeof qi, 0, NULL, NULL, NULL, 0, 0, 0, 0};
     if ((st = lk_quantiser_info(ctx, t, &qi))) {
       st = mq_name_fail(ctx, st, r->in, ti->name);
-    } else if (!qi.can_quantize) {
+    } else if (!qi.can_quantize && !o->dry_run) {
       st = lk__fail(ctx, LK_ERR_UNSUPPORTED,
                     "%s: tensor %s: its type is %s, which the loaded %s quantiser can only dequantise (no quantize)",
                     r->in, ti->name, t, t);
@@ -468,6 +470,7 @@ static lk_status mq_plan_all(mq_run *r, const mq_ftype *f, const lk_quantize_opt
       int64_t nrows = ncols ? (int64_t)(mq_numel(ti) / (uint64_t)ncols) : 0;
       st = mq_layout(ctx, t, p->main_opts ? qo : NULL, nrows, ncols, NULL, NULL, NULL, &np, &total);
       if (st) st = mq_name_fail(ctx, st, r->in, ti->name);
+      p->bytes = total;
     }
   }
   free(mm.wv_layer);
@@ -535,6 +538,31 @@ static const char *mq_type_name(const lk_tensor_info_t *ti) {
   return ti->dtype == LK_DTYPE_QUANT && ti->qformat ? ti->qformat : lk_dtype_name(ti->dtype);
 }
 
+/* The plan as reports: types and sizes, error figures NaN (not computed). */
+static void mq_dry_report(const mq_run *r, const lk_quantize_opts_t *o) {
+  if (!o->report) return;
+  lk_quant_report_t rep;
+  uint64_t before = 0, after = 0;
+  for (int64_t i = 0; i <= r->n; i++) {
+    memset(&rep, 0, sizeof rep);
+    rep.struct_size = sizeof rep;
+    rep.rmse = rep.max_abs = rep.snr_db = NAN;
+    if (i < r->n) {
+      rep.kept = !r->plan[i].to;
+      rep.name = r->ti[i].name;
+      rep.from = mq_type_name(&r->ti[i]);
+      rep.to = r->plan[i].to ? r->plan[i].to : rep.from;
+      rep.numel = (int64_t)mq_numel(&r->ti[i]);
+      before += rep.bytes_before = r->ti[i].nbytes;
+      after += rep.bytes_after = r->plan[i].bytes;
+    } else {
+      rep.bytes_before = before;
+      rep.bytes_after = after;
+    }
+    o->report(o->report_user, &rep);
+  }
+}
+
 static lk_status mq_quantize(lk_context_t *ctx, const char *in, const char *out, const lk_quantize_opts_t *o,
                              const mq_ftype *f) {
   mq_run r = {ctx, in, NULL, 0, NULL, NULL, NULL, NULL};
@@ -563,6 +591,10 @@ static lk_status mq_quantize(lk_context_t *ctx, const char *in, const char *out,
   }
   lk_quant_opts_t qo = {sizeof qo, o->block_size, o->double_quant, 0};
   if (!st) st = mq_plan_all(&r, f, o, &qo, root, gguf);
+  if (!st && o->dry_run) {
+    mq_dry_report(&r, o);
+    goto done;
+  }
   double tot[4] = {0};
   uint64_t before = 0, after = 0;
   for (int64_t i = 0; !st && i < r.n; i++) {
@@ -607,6 +639,7 @@ static lk_status mq_quantize(lk_context_t *ctx, const char *in, const char *out,
     mq_fill_report(&rep, tot);
     o->report(o->report_user, &rep);
   }
+done:
   free(meta);
   json_decref(root);
   mq_run_free(&r);
@@ -616,7 +649,8 @@ static lk_status mq_quantize(lk_context_t *ctx, const char *in, const char *out,
 
 LK_API lk_status lk_model_quantize(lk_context_t *ctx, const char *in, const char *out,
                                    const lk_quantize_opts_t *opts) {
-  if (!ctx || !in || !out || !opts) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_model_quantize: NULL argument");
+  if (!ctx || !in || !opts || (!out && !opts->dry_run))
+    return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_model_quantize: NULL argument");
   lk_status st = lk__mo_check_input(ctx, opts, opts->struct_size, LK_MIN_SIZE_QUANTIZE_OPTS, sizeof *opts,
                                     "lk_model_quantize: lk_quantize_opts_t");
   if (st) return st;
@@ -629,8 +663,9 @@ LK_API lk_status lk_model_quantize(lk_context_t *ctx, const char *in, const char
                     "lk_model_quantize: %s has a fixed block size and no double quantisation (block_size and "
                     "double_quant are for int8, int16, nf4, fp4)",
                     f->name);
+  if (opts->reserved0) return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_model_quantize: reserved0 must be 0");
   const char *ins[1] = {in};
-  if ((st = lk__mo_check_out(ctx, out, opts->force, ins, 1))) return st;
+  if (!opts->dry_run && (st = lk__mo_check_out(ctx, out, opts->force, ins, 1))) return st;
   st = mq_quantize(ctx, in, out, opts, f);
   if (!st) lk__ok(ctx);
   return st;

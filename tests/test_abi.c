@@ -379,9 +379,11 @@ OFF(lk_quantize_opts_t, to, 8);
 OFF(lk_quantize_opts_t, keep, 16);
 OFF(lk_quantize_opts_t, block_size, 24);
 OFF(lk_quantize_opts_t, double_quant, 28);
-OFF(lk_quantize_opts_t, report, 32);
-OFF(lk_quantize_opts_t, report_user, 40);
-SIZE(lk_quantize_opts_t, 48);
+OFF(lk_quantize_opts_t, dry_run, 32);
+OFF(lk_quantize_opts_t, reserved0, 36);
+OFF(lk_quantize_opts_t, report, 40);
+OFF(lk_quantize_opts_t, report_user, 48);
+SIZE(lk_quantize_opts_t, 56);
 
 /* ---- lorakit_registry.h ---- */
 OFF(lk_registry_opts_t, struct_size, 0);

@@ -237,6 +237,7 @@ absent   quantize_hf_q8_0_nothing_written "$X/hq8"
 head -c 700000 "$F/gguf/base-Q8_0.gguf" >"$tmp/trunc.gguf"
 run_case quantize_truncated_gguf        1 "err:trunc.gguf"                         quantize "$tmp/trunc.gguf" --to q4_0 --keep lm_head.weight -o "$X/t.gguf"
 absent   quantize_truncated_nothing_written "$X/t.gguf"
+run_case quantize_dry_run_q4_k_m        0 "json:doc['output'] is None and [t['name'] for t in doc['tensors'] if t['to'] == 'q6_k'] == ['lm_head.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.1.self_attn.v_proj.weight'] and doc['total']['bytes_after'] == 892160" quantize "$F/gguf/base-f32.gguf" --to q4_k_m --dry-run --json
 run_case quantize_missing_to            2 "err:--to"                               quantize "$F/gguf/base-f32.gguf" -o "$X/m.gguf"
 run_case merge_into_q8_0                0 "out:requantised model.layers.0.self_attn.q_proj.weight to q8_0" merge "$O/q8.gguf" --adapter "$F/a1/adapter-trained" -o "$O/mq8.gguf"
 run_case merge_into_q8_0_total          0 "out:requantised all targets"            merge "$O/q8.gguf" --adapter "$F/a1/adapter-trained" -o "$O/mq8.gguf" --force

@@ -7,6 +7,8 @@
  *     only when lk_quantize answers LK_ERR_UNSUPPORTED for them; the block
  *     types are also checked with output.weight kept (--keep) so the rest
  *     is compared whatever the K quantisers can do;
+ *   - a dry run plans, for every fixture file, the GGML type llama-quantize
+ *     gave each tensor (the Q4_K_M mix included) and its byte size;
  *   - the reported RMSE / max abs / SNR equal those computed here in double
  *     from the f32 input and a naive q8_0 dequantisation of the output;
  *   - the llama-quantize fallback (q6_K -> q8_0 for a row of 288) and a row
@@ -175,8 +177,6 @@ START_TEST(gguf_bytes_equal_llama_quantize) {
 }
 END_TEST
 
-/* ---- the reported figures against this file's ---------------------------------------------- */
-
 typedef struct {
   int n;
   char name[32][128];
@@ -198,6 +198,52 @@ static void collect(void *user, const lk_quant_report_t *r) {
   s->r[s->n].name = s->name[s->n];
   s->n++;
 }
+
+/* The type llama-quantize gave every tensor of each fixture file, from a
+ * dry run (no data read, nothing written): holds whatever quantisers exist. */
+START_TEST(dry_run_types_equal_llama_quantize) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  reports rep;
+  memset(&rep, 0, sizeof rep);
+  lk_quantize_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.to = k_cases[_i].to;
+  o.dry_run = 1;
+  o.report = collect;
+  o.report_user = &rep;
+  lk_status st = lk_model_quantize(ctx, fm_fx("gguf/base-f32.gguf"), NULL, &o);
+  ck_assert_msg(st == LK_OK, "dry run %s: %d %s", o.to, st, lk_last_error(ctx));
+  ck_assert_int_eq(rep.n, 21);
+  gfile ref;
+  gload(&ref, fm_fx(k_cases[_i].ref));
+  uint64_t total = 0;
+  for (uint64_t i = 0; i < ref.g.n_tensors; i++) {
+    const fm_gguf_tensor *t = &ref.g.t[i];
+    char hf[256];
+    int perm;
+    ck_assert(fm_hf_name(t->name, hf, sizeof hf, &perm));
+    int k = -1;
+    for (int j = 0; j < rep.n; j++)
+      if (!strcmp(rep.name[j], hf)) k = j;
+    ck_assert_msg(k >= 0, "no report for %s", hf);
+    const fm_ggml_type *ty = fm_ggml_by_id(t->type);
+    ck_assert_msg(ty && !strcasecmp(rep.r[k].to, ty->name), "%s %s: planned %s, llama-quantize wrote %s", o.to,
+                  t->name, rep.r[k].to, ty ? ty->name : "?");
+    ck_assert_uint_eq(rep.r[k].bytes_after, t->nbytes);
+    ck_assert(isnan(rep.r[k].rmse));
+    total += t->nbytes;
+  }
+  ck_assert_uint_eq(rep.total.bytes_after, total);
+  printf("%s: dry run plans llama-quantize's type for all %llu tensors of %s\n", o.to,
+         (unsigned long long)ref.g.n_tensors, k_cases[_i].ref);
+  gfree(&ref);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* ---- the reported figures against this file's ---------------------------------------------- */
 
 static void close_to(double got, double want, const char *what, const char *name) {
   ck_assert_msg(fabs(got - want) <= 1e-9 * fabs(want) + 1e-15, "%s %s: reported %.12g, computed %.12g", name, what,
@@ -569,6 +615,7 @@ static Suite *model_quant_suite(void) {
   TCase *tc = tcase_create("llama-quantize");
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, gguf_bytes_equal_llama_quantize, 0, (int)(sizeof k_cases / sizeof k_cases[0]));
+  tcase_add_loop_test(tc, dry_run_types_equal_llama_quantize, 0, (int)(sizeof k_cases / sizeof k_cases[0]));
   tcase_add_test(tc, error_figures_match_an_independent_computation);
   suite_add_tcase(s, tc);
   tc = tcase_create("refusals");

@@ -534,7 +534,9 @@ typedef struct lk_quantize_opts_t { /* caller-filled input */
                           * or a lorakit format put on every 2-D weight
                           * (int8 int16 nf4 fp4) */
   const char *keep;      /* NULL, or comma-separated fnmatch(3) globs on the
-                          * canonical tensor names: matches are written as read */
+                          * canonical tensor names (or, for llama-family
+                          * tensors, their llama.cpp names: blk.*.ffn_down.*):
+                          * matches are written as read */
   uint32_t block_size;   /* 0: the format's default (nf4/fp4: 64) */
   uint32_t double_quant; /* 1: quantise the block scales again (nf4/fp4) */
   uint32_t dry_run;      /* 1: decide and report each tensor's type and size

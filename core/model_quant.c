@@ -333,8 +333,33 @@ typedef struct mq_plan {
   uint64_t bytes;    /* its size once written */
 } mq_plan;
 
+/* The llama.cpp name of a canonical llama-family name ("blk.0.ffn_down.weight"
+ * for "model.layers.0.mlp.down_proj.weight"), so --keep takes either naming;
+ * 0 when it has none. */
+static int mq_gguf_name(const char *n, char *out, size_t cap) {
+  static const char *const g[][2] = {{"model.embed_tokens.", "token_embd."}, {"model.norm.", "output_norm."},
+                                     {"lm_head.", "output."}};
+  static const char *const l[][2] = {{"input_layernorm.", "attn_norm."},      {"post_attention_layernorm.", "ffn_norm."},
+                                     {"self_attn.q_proj.", "attn_q."},        {"self_attn.k_proj.", "attn_k."},
+                                     {"self_attn.v_proj.", "attn_v."},        {"self_attn.o_proj.", "attn_output."},
+                                     {"mlp.gate_proj.", "ffn_gate."},         {"mlp.up_proj.", "ffn_up."},
+                                     {"mlp.down_proj.", "ffn_down."}};
+  for (size_t i = 0; i < sizeof g / sizeof *g; i++)
+    if (!strncmp(n, g[i][0], strlen(g[i][0])))
+      return snprintf(out, cap, "%s%s", g[i][1], n + strlen(g[i][0])) < (int)cap;
+  long layer = mq_layer(n);
+  if (layer < 0 || strncmp(n, "model.layers.", 13)) return 0;
+  const char *rest = strchr(n + 13, '.') + 1;
+  for (size_t i = 0; i < sizeof l / sizeof *l; i++)
+    if (!strncmp(rest, l[i][0], strlen(l[i][0])))
+      return snprintf(out, cap, "blk.%ld.%s%s", layer, l[i][1], rest + strlen(l[i][0])) < (int)cap;
+  return 0;
+}
+
 static int mq_keep(const char *keep, const char *name) {
   if (!keep) return 0;
+  char gname[512];
+  int has_g = mq_gguf_name(name, gname, sizeof gname);
   const char *p = keep;
   while (*p) {
     const char *c = strchr(p, ',');
@@ -343,7 +368,7 @@ static int mq_keep(const char *keep, const char *name) {
     if (len && len < sizeof pat) {
       memcpy(pat, p, len);
       pat[len] = 0;
-      if (!fnmatch(pat, name, 0)) return 1;
+      if (!fnmatch(pat, name, 0) || (has_g && !fnmatch(pat, gname, 0))) return 1;
     }
     if (!c) break;
     p = c + 1;

@@ -222,6 +222,7 @@ run_case quantize_gguf_q8_0_json        0 "json:$QROWS and all(t['to'] == 'q8_0'
 run_case quantize_q8_0_inspect          0 "json:$GG_BASE and types == {'q8_0': 16, 'f32': 5}" inspect "$O/q8.gguf" --json
 run_case quantize_q4_0_keep             0 "out:wrote"                              quantize "$F/gguf/base-f32.gguf" --to q4_0 --keep 'lm_head.*' -o "$O/q4.gguf"
 run_case quantize_q4_0_keep_inspect     0 "json:$GG_BASE and types == {'q4_0': 15, 'f32': 6}" inspect "$O/q4.gguf" --json
+run_case quantize_keep_gguf_names       0 "json:[t['name'] for t in doc['tensors'] if t['kept'] and t['to'] == 'f32' and '.mlp.' in t['name'] or t['name'] == 'lm_head.weight' and t['kept']] == ['lm_head.weight', 'model.layers.0.mlp.down_proj.weight', 'model.layers.1.mlp.down_proj.weight']" quantize "$F/gguf/base-f32.gguf" --to q8_0 --keep 'output.weight,blk.*.ffn_down.weight' --dry-run --json
 run_case quantize_table                 0 "out:total"                              quantize "$F/gguf/base-f32.gguf" --to q5_1 --keep 'lm_head.weight' -o "$O/q51.gguf"
 run_case quantize_existing_refused      1 "err:already exists"                     quantize "$F/gguf/base-f32.gguf" --to q8_0 -o "$O/q8.gguf"
 run_case quantize_hf_f16                0 "out:wrote"                              quantize "$F/base" --to f16 -o "$O/qhf16"

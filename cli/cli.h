@@ -20,6 +20,8 @@ int cli_inspect(int argc, char **argv);
 int cli_convert(int argc, char **argv);
 int cli_merge(int argc, char **argv);
 int cli_unmerge(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
+extern const char cli_quantize_usage[];
 extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
     cli_unmerge_usage[];
 

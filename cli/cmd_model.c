@@ -37,7 +37,10 @@ const char cli_merge_usage[] =
     "non-weight files carried). scale defaults to 1. An existing OUT is refused\n"
     "unless --force (then replaced whole); OUT may not be or lie inside an input.\n"
     "With --registry PATH (or LORAKIT_REGISTRY set), OUT is recorded there as a\n"
-    "base model `merged_from` the adapter's version and MODEL.\n";
+    "base model `merged_from` the adapter's version and MODEL.\n"
+    "Into a quantised base (e.g. a q8_0 GGUF) each target weight is dequantised,\n"
+    "merged and requantised to its own format; the error requantisation added\n"
+    "(RMSE, max abs, SNR against the exact merged weight) is printed per target.\n";
 
 const char cli_unmerge_usage[] =
     "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT [--registry PATH] [--force]\n"
@@ -100,6 +103,18 @@ int cli_convert(int argc, char **argv) {
   return rc;
 }
 
+/* Merging into a quantised base: each target's weight is requantised. */
+static void merge_report(void *user, const lk_quant_report_t *r) {
+  (void)user;
+  cli_escape_output = isatty(1);
+  char snr[32];
+  if (isfinite(r->snr_db)) snprintf(snr, sizeof snr, "%.2f dB", r->snr_db);
+  else snprintf(snr, sizeof snr, "exact");
+  printf("requantised %s%s%s: rmse %.4e, max abs %.4e, snr %s (against the exact merged weight)\n",
+         r->name ? cli_esc(r->name) : "all targets", r->to ? " to " : "", r->to ? r->to : "", r->rmse, r->max_abs,
+         snr);
+}
+
 static int merge_cmd(int argc, char **argv, int undo) {
   const char *model = NULL, *adapter = NULL, *out = NULL, *registry = NULL;
   double scale = 1.0;
@@ -125,7 +140,9 @@ static int merge_cmd(int argc, char **argv, int undo) {
     return cli_error(CLI_USAGE, "%s: --scale 0 would leave the model unchanged", cmd);
   lk_context_t *ctx = open_ctx();
   if (!ctx) return CLI_FAILED;
-  lk_merge_opts_t opts = {sizeof opts, (float)scale, NULL, 0, force}; /* the best backend; OUT replaced with --force */
+  /* the best backend; OUT replaced with --force; a quantised base's
+   * requantised targets print the error requantisation added */
+  lk_merge_opts_t opts = {sizeof opts, (float)scale, NULL, 0, force, merge_report, NULL};
   char *tmpdir = NULL;
   const char *src = adapter; /* a registry REF is exported to a temporary folder first */
   lk_status st = cli_registry_adapter_path(ctx, registry, adapter, &src, &tmpdir);

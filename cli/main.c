@@ -16,6 +16,8 @@ static const cli_command commands[] = {
      cli_convert},
     {"merge", "merge an adapter into a model (W += s B A)", cli_merge_usage, cli_merge},
     {"unmerge", "undo a merge (W -= s B A)", cli_unmerge_usage, cli_unmerge},
+    {"quantize", "quantise a model (q4_0 ... q6_k, q4_k_m, f16, bf16, int8, nf4 ...) as llama-quantize does",
+     cli_quantize_usage, cli_quantize},
     {"registry", "adapter versions, tags and lineage (add, list, lineage, diff, export ...)", cli_registry_usage,
      cli_registry},
 };

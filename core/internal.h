@@ -133,4 +133,25 @@ lk_status lk__dora_rec_target(lk__dora_rec *r, lk_backend_t *be, const lk_adapte
 char *lk__dora_rec_metadata(lk__dora_rec *r, const char *model_meta);
 void lk__dora_rec_free(lk__dora_rec *r);
 
+/* Whole-model helpers of model_ops.c shared with model_quant.c: a caller's
+ * options struct (at least min bytes, an unknown tail zero); out refused when
+ * it exists and force is not set, or when it is, holds or lies in an input;
+ * n tensors written with the writer of `format` through a temporary renamed
+ * into place (carry_from: a folder whose non-weight files go along). */
+lk_status lk__mo_check_input(lk_context_t *ctx, const void *p, uint32_t size, size_t min, size_t known,
+                             const char *what);
+lk_status lk__mo_check_out(lk_context_t *ctx, const char *out, uint32_t force, const char *const *ins, int n_ins);
+lk_status lk__mo_write_model(lk_context_t *ctx, const char *out, const char *format, lk_tensor_t *t, char **names,
+                             int64_t n, const char *meta, const char *carry_from);
+/* Merging into a quantised base (model_quant.c): W (LK_DTYPE_QUANT) is
+ * dequantised, target k of ad merged (undo: unmerged) in f32, requantised
+ * into W's own bytes; the error requantisation added against the exact
+ * merged weight goes to report (may be NULL) and into the running total
+ * acc (double[4]: n, sum w^2, sum d^2, max |d|; zeroed by the caller). */
+lk_status lk__mq_merge_quant(lk_context_t *ctx, lk_backend_t *be, const lk_adapter_t *ad, uint32_t k, lk_tensor_t *W,
+                             const char *wname, float scale, int undo, lk_quant_report_fn report, void *user,
+                             double acc[5]);
+/* The total of lk__mq_merge_quant's figures, reported with name NULL. */
+void lk__mq_report_total(const double acc[5], lk_quant_report_fn report, void *user);
+
 #endif /* LK_INTERNAL_H */

@@ -168,6 +168,16 @@ static lk_status mo_check_paths(lk_context_t *ctx, const char *out, const char *
   return LK_OK;
 }
 
+lk_status lk__mo_check_input(lk_context_t *ctx, const void *p, uint32_t size, size_t min, size_t known,
+                             const char *what) {
+  return mo_check_input(ctx, p, size, min, known, what);
+}
+
+lk_status lk__mo_check_out(lk_context_t *ctx, const char *out, uint32_t force, const char *const *ins, int n_ins) {
+  lk_status st = mo_check_paths(ctx, out, ins, n_ins);
+  return st ? st : mo_check_out(ctx, out, force);
+}
+
 static int mo_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -301,9 +311,22 @@ static lk_status mo_check_targets(lk_context_t *ctx, lk_model_t *m, const lk_ada
     lk_status st = idx < 0 ? lk__fail(ctx, LK_ERR_MISMATCH, "%s: adapter target %s has no weight %s in %s", adapter,
                                       ti.name, wname, lk_model_path(m))
                            : lk_model_tensor_info(m, idx, &wi);
-    if (!st && need_float && wi.dtype == LK_DTYPE_QUANT)
-      st = lk__fail(ctx, LK_ERR_UNSUPPORTED, "%s: %s is quantised (%s); %s into a quantised base is not supported",
-                    lk_model_path(m), wname, wi.qformat ? wi.qformat : "?", verb);
+    /* a quantised weight is dequantised, merged and requantised
+     * (model_quant.c): its quantiser must be able to write it back */
+    lk_quantiser_info_t qi = {sizeof qi, 0, NULL, NULL, NULL, 0, 0, 0, 0};
+    if (!st && need_float && wi.dtype == LK_DTYPE_QUANT &&
+        (!wi.qformat || lk_quantiser_info(ctx, wi.qformat, &qi) || !qi.can_quantize))
+      st = lk__fail(ctx, LK_ERR_UNSUPPORTED,
+                    "%s: %s is quantised (%s) and %s; %s into it needs a quantiser that writes %s back",
+                    lk_model_path(m), wname, wi.qformat ? wi.qformat : "?",
+                    !wi.qformat || !qi.name ? "no quantiser for that format is loaded"
+                                            : "its plugin only dequantises that format",
+                    verb, wi.qformat ? wi.qformat : "it");
+    else if (!st && need_float && wi.dtype == LK_DTYPE_QUANT && lk__adapter_is_dora(ad, k))
+      st = lk__fail(ctx, LK_ERR_UNSUPPORTED, "%s: %s is quantised (%s): %s a DoRA target into a quantised base is "
+                    "not supported", lk_model_path(m), wname, wi.qformat, verb);
+    else if (!st && need_float && wi.dtype == LK_DTYPE_QUANT)
+      ;
     else if (!st && need_float && wi.dtype != LK_DTYPE_F32 && wi.dtype != LK_DTYPE_F16 && wi.dtype != LK_DTYPE_BF16)
       st = lk__fail(ctx, LK_ERR_DTYPE, "%s: %s is %s (f32, f16 or bf16 can be merged into)", lk_model_path(m), wname,
                     lk_dtype_name(wi.dtype));
@@ -331,6 +354,13 @@ static lk_status mo_write_tensors_fn(lk_context_t *ctx, const char *out, void *p
                                   a->meta);
   if (!st && a->carry_from) st = mo_carry_files(ctx, a->carry_from, out);
   return st;
+}
+
+lk_status lk__mo_write_model(lk_context_t *ctx, const char *out, const char *format, lk_tensor_t *t, char **names,
+                             int64_t n, const char *meta, const char *carry_from) {
+  mo_set s = {t, names, n};
+  mo_write_arg a = {format, meta, carry_from, NULL, &s, NULL};
+  return mo_write_replacing(ctx, out, mo_write_tensors_fn, &a);
 }
 
 static lk_status mo_write_adapter_fn(lk_context_t *ctx, const char *out, void *p) {
@@ -478,12 +508,14 @@ static lk_status mo_merge(lk_context_t *ctx, const char *model, const char *adap
   const char *verb = undo ? "unmerging" : "merging";
   if (!ctx || !model || !adapter || !out)
     return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_model_%s: NULL argument", undo ? "unmerge" : "merge");
-  lk_merge_opts_t o = {sizeof o, 1.0f, NULL, 0, 0};
+  lk_merge_opts_t o = {sizeof o, 1.0f, NULL, 0, 0, NULL, NULL};
   if (opts) {
     lk_status st = mo_check_input(ctx, opts, opts->struct_size, LK_MIN_SIZE_MERGE_OPTS, sizeof *opts,
                                   "lk_merge_opts_t");
     if (st) return st;
-    o = *opts;
+    /* fields past the frozen minimum only when the caller's struct has them */
+    memcpy(&o, opts, opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
+    o.struct_size = sizeof o;
     if (o.scale == 0) o.scale = 1.0f;
   }
   if (!isfinite(o.scale))
@@ -513,15 +545,19 @@ static lk_status mo_merge(lk_context_t *ctx, const char *model, const char *adap
       goto done;
   if ((st = lk_backend_open(ctx, o.backend, o.device, &be))) goto done;
   if ((st = mo_read_all(ctx, m, LK_DTYPE_INVALID, 0, &s))) goto done;
+  double acc[5] = {0}; /* requantised targets' error (model_quant.c) */
   for (uint32_t k = 0; k < lk_adapter_target_count(ad) && !st; k++) {
     lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
     lk_adapter_target_info(ad, k, &ti);
     char wname[4096];
     int64_t idx = (size_t)snprintf(wname, sizeof wname, "%s.weight", ti.name) < sizeof wname ? mo_find(&s, wname) : -1;
     if (idx < 0) st = lk__fail(ctx, LK_ERR_INTERNAL, "%s: weight of %s lost after the check", model, ti.name);
+    else if (s.t[idx].dtype == LK_DTYPE_QUANT)
+      st = lk__mq_merge_quant(ctx, be, ad, k, &s.t[idx], wname, o.scale, undo, o.report, o.report_user, acc);
     else if (lk__adapter_is_dora(ad, k)) st = lk__dora_rec_target(dora, be, ad, k, &s.t[idx]);
     else st = undo ? lk_unmerge(be, ad, k, &s.t[idx], o.scale) : lk_merge(be, ad, k, &s.t[idx], o.scale);
   }
+  if (!st && acc[0] > 0) lk__mq_report_total(acc, o.report, o.report_user);
   if (!st && dora && !(meta = lk__dora_rec_metadata(dora, lk_model_metadata_json(m)))) st = lk_last_status(ctx);
   /* the model's own loader writes it back: an HF folder gives an HF folder,
    * its tokenizer and other non-weight files carried along */

@@ -357,7 +357,33 @@ OFF(lk_merge_opts_t, scale, 4);
 OFF(lk_merge_opts_t, backend, 8);
 OFF(lk_merge_opts_t, device, 16);
 OFF(lk_merge_opts_t, force, 20);
-SIZE(lk_merge_opts_t, 24);
+OFF(lk_merge_opts_t, report, 24); /* appended in 2.x; minimum size stays 24 */
+OFF(lk_merge_opts_t, report_user, 32);
+SIZE(lk_merge_opts_t, 40);
+_Static_assert(LK_MIN_SIZE_MERGE_OPTS == 24, "lk_merge_opts_t minimum");
+OFF(lk_quant_report_t, struct_size, 0);
+OFF(lk_quant_report_t, kept, 4);
+OFF(lk_quant_report_t, name, 8);
+OFF(lk_quant_report_t, from, 16);
+OFF(lk_quant_report_t, to, 24);
+OFF(lk_quant_report_t, numel, 32);
+OFF(lk_quant_report_t, bytes_before, 40);
+OFF(lk_quant_report_t, bytes_after, 48);
+OFF(lk_quant_report_t, rmse, 56);
+OFF(lk_quant_report_t, max_abs, 64);
+OFF(lk_quant_report_t, snr_db, 72);
+SIZE(lk_quant_report_t, 80);
+OFF(lk_quantize_opts_t, struct_size, 0);
+OFF(lk_quantize_opts_t, force, 4);
+OFF(lk_quantize_opts_t, to, 8);
+OFF(lk_quantize_opts_t, keep, 16);
+OFF(lk_quantize_opts_t, block_size, 24);
+OFF(lk_quantize_opts_t, double_quant, 28);
+OFF(lk_quantize_opts_t, dry_run, 32);
+OFF(lk_quantize_opts_t, reserved0, 36);
+OFF(lk_quantize_opts_t, report, 40);
+OFF(lk_quantize_opts_t, report_user, 48);
+SIZE(lk_quantize_opts_t, 56);
 
 /* ---- lorakit_registry.h ---- */
 OFF(lk_registry_opts_t, struct_size, 0);

@@ -119,7 +119,7 @@ START_TEST(merge_equals_peft_and_unmerge_restores) {
   FM_ASSERT_ERROR(lk_last_error(ctx), "merged-model.safetensors", "DoRA");
   ck_assert(!fm_exists(refused));
   /* another scale than the merge's is refused */
-  lk_merge_opts_t o = {sizeof o, 0.5f, NULL, 0, 0};
+  lk_merge_opts_t o = {sizeof o, 0.5f, NULL, 0, 0, NULL, NULL};
   ck_assert_int_eq(lk_model_unmerge(ctx, merged, fm_fx("a2/adapter-trained"), refused, &o), LK_ERR_MISMATCH);
   ck_assert(!fm_exists(refused));
   sf_free(&u);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_formats_cli.sh B - `lorakit inspect/convert/merge/unmerge` on the
+# test_formats_cli.sh B - `lorakit inspect/convert/merge/unmerge/quantize` on the
 # reference fixtures (LK_FIXTURES/tiny-llama-a, set by tests.mk to
 # ../shared/fixtures), with the lorakit of build dir B. Table-driven as
 # test_cli.sh: NAME | EXIT | CHECK | ARGS...
@@ -186,8 +186,7 @@ run_case unmerge_hf                     0 "out:unmerged 4 targets"              
 run_case merge_gguf_lora_into_gguf      0 "out:merged 4 targets"                   merge "$F/gguf/base-f32.gguf" --adapter "$F/gguf/a1-lora-f32.gguf" -o "$O/merged.gguf"
 run_case merge_gguf_result_inspect      0 "json:$GG_BASE"                          inspect "$O/merged.gguf" --json
 run_case merge_gguf_lora_into_hf        0 "out:merged 4 targets"                   merge "$F/base" --adapter "$F/gguf/a1-lora-f32.gguf" -o "$O/merged2" --scale 0.5
-run_case merge_into_quantised_refused   1 "err:quantised"                          merge "$F/gguf/base-Q4_0.gguf" --adapter "$F/a1/adapter-trained" -o "$X/q.gguf"
-absent   merge_into_quantised_nothing_written "$X/q.gguf"
+run_case merge_into_q4_0_requantises    0 "out:requantised model.layers.1.self_attn.v_proj.weight to q4_0" merge "$F/gguf/base-Q4_0.gguf" --adapter "$F/a1/adapter-trained" -o "$O/q.gguf"
 run_case merge_adapter_is_not_a_model   1 "err:not a model"                        merge "$F/a1/adapter-trained" --adapter "$F/a1/adapter-trained" -o "$X/y"
 absent   merge_adapter_nothing_written  "$X/y"
 run_case merge_model_as_adapter         1 "err:$F/base"                            merge "$F/base" --adapter "$F/base" -o "$X/z"
@@ -216,6 +215,33 @@ run_case convert_dora_peft              0 "out:wrote"                           
 run_case convert_dora_peft_inspect      0 "json:doc['adapter_kind'] == 'DoRA' and doc['metadata']['adapter_config']['use_dora'] == True" inspect "$O/dpeft" --json
 run_case convert_dora_to_gguf_refused   1 "err:DoRA adapters cannot be written as GGUF LoRA" convert "$F/a2/adapter-trained" -o "$X/d.gguf" --format gguf-lora --base "$F/base"
 absent   convert_dora_gguf_nothing_written "$X/d.gguf"
+
+# ---- quantize (tensor bytes against llama-quantize's files: test_model_quant.c)
+QROWS="len(doc['tensors']) == 21 and sum(t['kept'] for t in doc['tensors']) == 5"
+run_case quantize_gguf_q8_0_json        0 "json:$QROWS and all(t['to'] == 'q8_0' for t in doc['tensors'] if not t['kept']) and doc['total']['bytes_after'] == 1537024 and 40 < doc['total']['snr_db'] < 60" quantize "$F/gguf/base-f32.gguf" --to q8_0 -o "$O/q8.gguf" --json
+run_case quantize_q8_0_inspect          0 "json:$GG_BASE and types == {'q8_0': 16, 'f32': 5}" inspect "$O/q8.gguf" --json
+run_case quantize_q4_0_keep             0 "out:wrote"                              quantize "$F/gguf/base-f32.gguf" --to q4_0 --keep 'lm_head.*' -o "$O/q4.gguf"
+run_case quantize_q4_0_keep_inspect     0 "json:$GG_BASE and types == {'q4_0': 15, 'f32': 6}" inspect "$O/q4.gguf" --json
+run_case quantize_keep_gguf_names       0 "json:[t['name'] for t in doc['tensors'] if t['kept'] and t['to'] == 'f32' and '.mlp.' in t['name'] or t['name'] == 'lm_head.weight' and t['kept']] == ['lm_head.weight', 'model.layers.0.mlp.down_proj.weight', 'model.layers.1.mlp.down_proj.weight']" quantize "$F/gguf/base-f32.gguf" --to q8_0 --keep 'output.weight,blk.*.ffn_down.weight' --dry-run --json
+run_case quantize_table                 0 "out:total"                              quantize "$F/gguf/base-f32.gguf" --to q5_1 --keep 'lm_head.weight' -o "$O/q51.gguf"
+run_case quantize_existing_refused      1 "err:already exists"                     quantize "$F/gguf/base-f32.gguf" --to q8_0 -o "$O/q8.gguf"
+run_case quantize_hf_f16                0 "out:wrote"                              quantize "$F/base" --to f16 -o "$O/qhf16"
+run_case quantize_hf_f16_inspect        0 "json:$HF_BASE and types == {'f16': 16, 'f32': 5}" inspect "$O/qhf16" --json
+run_case quantize_hf_bf16               0 "json:doc['total']['bytes_after'] == 2888704" quantize "$F/base" --to bf16 -o "$O/qhbf16" --json
+run_case quantize_hf_bf16_inspect       0 "json:$HF_BASE and types == {'bf16': 16, 'f32': 5}" inspect "$O/qhbf16" --json
+run_case quantize_unknown_format        2 "err:valid: q4_0"                        quantize "$F/gguf/base-f32.gguf" --to Q4_0 -o "$X/u.gguf"
+absent   quantize_unknown_nothing_written "$X/u.gguf"
+run_case quantize_block_not_for_q8_0    2 "err:block"                              quantize "$F/gguf/base-f32.gguf" --to q8_0 --block 64 -o "$X/b.gguf"
+absent   quantize_block_nothing_written "$X/b.gguf"
+run_case quantize_hf_q8_0_refused       1 "err:lm_head.weight"                     quantize "$F/base" --to q8_0 -o "$X/hq8"
+absent   quantize_hf_q8_0_nothing_written "$X/hq8"
+head -c 700000 "$F/gguf/base-Q8_0.gguf" >"$tmp/trunc.gguf"
+run_case quantize_truncated_gguf        1 "err:trunc.gguf"                         quantize "$tmp/trunc.gguf" --to q4_0 --keep lm_head.weight -o "$X/t.gguf"
+absent   quantize_truncated_nothing_written "$X/t.gguf"
+run_case quantize_dry_run_q4_k_m        0 "json:doc['output'] is None and [t['name'] for t in doc['tensors'] if t['to'] == 'q6_k'] == ['lm_head.weight', 'model.layers.1.mlp.down_proj.weight', 'model.layers.1.self_attn.v_proj.weight'] and doc['total']['bytes_after'] == 892160" quantize "$F/gguf/base-f32.gguf" --to q4_k_m --dry-run --json
+run_case quantize_missing_to            2 "err:--to"                               quantize "$F/gguf/base-f32.gguf" -o "$X/m.gguf"
+run_case merge_into_q8_0                0 "out:requantised model.layers.0.self_attn.q_proj.weight to q8_0" merge "$O/q8.gguf" --adapter "$F/a1/adapter-trained" -o "$O/mq8.gguf"
+run_case merge_into_q8_0_total          0 "out:requantised all targets"            merge "$O/q8.gguf" --adapter "$F/a1/adapter-trained" -o "$O/mq8.gguf" --force
 
 echo "$pass passed, $failed failed"
 [ "$failed" = 0 ]

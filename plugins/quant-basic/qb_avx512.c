@@ -1,0 +1,145 @@
+/* qb_avx512.c - the AVX-512 fused kernels of quant-basic (built with
+ * -mavx512f/bw/vl/dq; plugin.c calls them only when the CPU has those).
+ *
+ * Sixteen elements at a time are loaded with a masked load (so odd row
+ * lengths and column ranges need no scalar tail) and dequantised in
+ * registers: f16 by vcvtph2ps, bf16 by widening to 32 bits and shifting
+ * left 16, int8/int16 by sign extension and vcvtdq2ps. The scaled formats'
+ * row step is applied once per dot product (nt), folded into dy (nn), or
+ * multiplied in (dequant_rows, which then equals the vtable's dequantize
+ * bit for bit). Each kernel is instantiated per format by QB512_FORMAT so
+ * the format switch stays outside the loops. */
+#include "qb.h"
+
+#include <immintrin.h>
+
+#define QB512_ALWAYS static inline __attribute__((always_inline))
+
+QB512_ALWAYS __mmask16 qb512_mask(int64_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+QB512_ALWAYS __m512 qb512_ld_f16(const uint8_t *w, int64_t k, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + 2 * k));
+}
+QB512_ALWAYS __m512 qb512_ld_bf16(const uint8_t *w, int64_t k, __mmask16 m) {
+  __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + 2 * k));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+QB512_ALWAYS __m512 qb512_ld_int16(const uint8_t *w, int64_t k, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, w + 2 * k)));
+}
+QB512_ALWAYS __m512 qb512_ld_int8(const uint8_t *w, int64_t k, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + k)));
+}
+
+/* nt: four x rows share each dequantised chunk of a W row. */
+#define QB512_NT(F)                                                                                              \
+  static void qb512_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,       \
+                           const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                    \
+    for (int64_t j = 0; j < nrows; j++) {                                                                        \
+      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                               \
+      float d = qb_row_step(fmt, parts, row0 + j);                                                              \
+      int64_t i = 0;                                                                                             \
+      for (; i + 4 <= m; i += 4) {                                                                               \
+        const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                          \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                              \
+        for (int64_t k = 0; k < ncols; k += 16) {                                                                \
+          __mmask16 mk = qb512_mask(ncols - k);                                                                  \
+          __m512 v = qb512_ld_##F(w, k, mk);                                                                     \
+          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x0 + k), v, a0);                                        \
+          a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x1 + k), v, a1);                                        \
+          a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x2 + k), v, a2);                                        \
+          a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x3 + k), v, a3);                                        \
+        }                                                                                                        \
+        y[i * ldy + j] = _mm512_reduce_add_ps(a0) * d;                                                           \
+        y[(i + 1) * ldy + j] = _mm512_reduce_add_ps(a1) * d;                                                     \
+        y[(i + 2) * ldy + j] = _mm512_reduce_add_ps(a2) * d;                                                     \
+        y[(i + 3) * ldy + j] = _mm512_reduce_add_ps(a3) * d;                                                     \
+      }                                                                                                          \
+      for (; i < m; i++) {                                                                                       \
+        const float *xi = x + i * ldx;                                                                           \
+        __m512 a = _mm512_setzero_ps();                                                                          \
+        for (int64_t k = 0; k < ncols; k += 16) {                                                                \
+          __mmask16 mk = qb512_mask(ncols - k);                                                                  \
+          a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, xi + k), qb512_ld_##F(w, k, mk), a);                     \
+        }                                                                                                        \
+        y[i * ldy + j] = _mm512_reduce_add_ps(a) * d;                                                            \
+      }                                                                                                          \
+    }                                                                                                            \
+  }
+
+/* nn: a 16-column strip of dx for up to four dy rows stays in registers
+ * while the W rows stream past. */
+#define QB512_NN(F)                                                                                              \
+  static void qb512_nn_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,       \
+                           int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,      \
+                           int64_t lddx) {                                                                       \
+    for (int64_t c = 0; c < cols; c += 16) {                                                                     \
+      __mmask16 mk = qb512_mask(cols - c);                                                                       \
+      int64_t i = 0;                                                                                             \
+      for (; i < m; i += 4) {                                                                                    \
+        int64_t nb = m - i < 4 ? m - i : 4;                                                                      \
+        __m512 a[4];                                                                                             \
+        for (int t = 0; t < 4; t++) a[t] = t < nb ? _mm512_maskz_loadu_ps(mk, dx + (i + t) * lddx + c) : _mm512_setzero_ps(); \
+        for (int64_t j = 0; j < nrows; j++) {                                                                    \
+          __m512 v = qb512_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, mk);                        \
+          float d = qb_row_step(fmt, parts, row0 + j);                                                           \
+          for (int t = 0; t < 4; t++)                                                                            \
+            if (t < nb) a[t] = _mm512_fmadd_ps(_mm512_set1_ps(dy[(i + t) * lddy + j] * d), v, a[t]);             \
+        }                                                                                                        \
+        for (int t = 0; t < 4; t++)                                                                              \
+          if (t < nb) _mm512_mask_storeu_ps(dx + (i + t) * lddx + c, mk, a[t]);                                  \
+      }                                                                                                          \
+    }                                                                                                            \
+  }
+
+#define QB512_DQ(F, SCALED)                                                                                      \
+  static void qb512_dq_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,       \
+                           float *dst, int64_t ld) {                                                             \
+    for (int64_t r = 0; r < nrows; r++) {                                                                        \
+      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + r);                                               \
+      __m512 d = _mm512_set1_ps(qb_row_step(fmt, parts, row0 + r));                                              \
+      float *o = dst + r * ld;                                                                                   \
+      for (int64_t k = 0; k < ncols; k += 16) {                                                                  \
+        __mmask16 mk = qb512_mask(ncols - k);                                                                    \
+        __m512 v = qb512_ld_##F(w, k, mk);                                                                       \
+        _mm512_mask_storeu_ps(o + k, mk, SCALED ? _mm512_mul_ps(v, d) : v);                                      \
+      }                                                                                                          \
+    }                                                                                                            \
+  }
+
+#define QB512_FORMAT(F, SCALED) QB512_NT(F) QB512_NN(F) QB512_DQ(F, SCALED)
+QB512_FORMAT(f16, 0)
+QB512_FORMAT(bf16, 0)
+QB512_FORMAT(int16, 1)
+QB512_FORMAT(int8, 1)
+
+void qb_matmul_nt_avx512(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                         const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {
+  switch (fmt) {
+  case QB_F16: qb512_nt_f16(fmt, parts, ncols, row0, nrows, x, ldx, m, y, ldy); break;
+  case QB_BF16: qb512_nt_bf16(fmt, parts, ncols, row0, nrows, x, ldx, m, y, ldy); break;
+  case QB_INT16: qb512_nt_int16(fmt, parts, ncols, row0, nrows, x, ldx, m, y, ldy); break;
+  default: qb512_nt_int8(fmt, parts, ncols, row0, nrows, x, ldx, m, y, ldy); break;
+  }
+}
+
+void qb_matmul_nn_avx512(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                         int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,
+                         int64_t lddx) {
+  switch (fmt) {
+  case QB_F16: qb512_nn_f16(fmt, parts, ncols, row0, nrows, col0, cols, dy, lddy, m, dx, lddx); break;
+  case QB_BF16: qb512_nn_bf16(fmt, parts, ncols, row0, nrows, col0, cols, dy, lddy, m, dx, lddx); break;
+  case QB_INT16: qb512_nn_int16(fmt, parts, ncols, row0, nrows, col0, cols, dy, lddy, m, dx, lddx); break;
+  default: qb512_nn_int8(fmt, parts, ncols, row0, nrows, col0, cols, dy, lddy, m, dx, lddx); break;
+  }
+}
+
+void qb_dequant_rows_avx512(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                            float *dst, int64_t ld) {
+  switch (fmt) {
+  case QB_F16: qb512_dq_f16(fmt, parts, ncols, row0, nrows, dst, ld); break;
+  case QB_BF16: qb512_dq_bf16(fmt, parts, ncols, row0, nrows, dst, ld); break;
+  case QB_INT16: qb512_dq_int16(fmt, parts, ncols, row0, nrows, dst, ld); break;
+  default: qb512_dq_int8(fmt, parts, ncols, row0, nrows, dst, ld); break;
+  }
+}

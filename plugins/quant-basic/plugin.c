@@ -28,6 +28,7 @@
 #include "lk_half.h"
 #include "plugin_refs.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -200,13 +201,20 @@ static int32_t qb_dequantize(void *self, const void *const *parts, int64_t row0,
 
 /* ---- lk.quant.cpu/1: the best path at or below the backend's isa ------------------ */
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+ * not know "f16c". AVX2's own check already covers the OS saving YMM state. */
+static int qb_has_f16c(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 static int qb_path(int32_t isa) {
   static int have = -1; /* racing first calls compute the same value */
   int h = __atomic_load_n(&have, __ATOMIC_RELAXED);
   if (h < 0) {
     __builtin_cpu_init();
     h = LK_CPU_ISA_PORTABLE;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && qb_has_f16c()) {
       h = LK_CPU_ISA_AVX2;
       if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))

@@ -125,7 +125,7 @@ $(foreach p,$(PLUGINS),$(eval $(call plugin_rule,$(p))))
 
 # ---- CLI ------------------------------------------------------------------------
 $(CLI): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -lm
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -llapacke -lm
 
 # ---- tests --------------------------------------------------------------------------
 include tests/tests.mk

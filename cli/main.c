@@ -16,6 +16,8 @@ static const cli_command commands[] = {
      cli_convert},
     {"merge", "merge an adapter into a model (W += s B A)", cli_merge_usage, cli_merge},
     {"unmerge", "undo a merge (W -= s B A)", cli_unmerge_usage, cli_unmerge},
+    {"rank", "numerical rank, singular values and energy of a tensor, a matrix or each s B A", cli_rank_usage,
+     cli_rank},
     {"registry", "adapter versions, tags and lineage (add, list, lineage, diff, export ...)", cli_registry_usage,
      cli_registry},
 };

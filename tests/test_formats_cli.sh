@@ -217,5 +217,21 @@ run_case convert_dora_peft_inspect      0 "json:doc['adapter_kind'] == 'DoRA' an
 run_case convert_dora_to_gguf_refused   1 "err:DoRA adapters cannot be written as GGUF LoRA" convert "$F/a2/adapter-trained" -o "$X/d.gguf" --format gguf-lora --base "$F/base"
 absent   convert_dora_gguf_nothing_written "$X/d.gguf"
 
+# ---- rank. a1's four targets: s*B*A (s = 16/8 = 2) has rank 8 each, as numpy
+# says for the product formed in full (run once, /usr/bin/python3, numpy 1.24:
+# B@A from adapter_model.safetensors, np.linalg.matrix_rank(2*B@A) = 8 and
+# np.linalg.svd: layers.0 q_proj s1 = 0.3239652893, s8 = 0.07689653806,
+# layers.1 v_proj s1 = 0.416456525; s9 below 4e-16 everywhere).
+run_case rank_adapter_text               0 "out:rank:            8"                   rank "$F/a1/adapter-trained"
+run_case rank_adapter_each_target_8      0 "json:len(doc['matrices']) == 4 and all(m['rank'] == 8 and m['lora_rank'] == 8 and m['scale'] == 2 and len(m['singular_values']) == 8 for m in doc['matrices'])" rank "$F/a1/adapter-trained" --json
+run_case rank_adapter_values_numpy       0 "json:(lambda d: abs(d['model.layers.0.self_attn.q_proj']['singular_values'][0] - 0.3239652893) < 1e-8 and abs(d['model.layers.0.self_attn.q_proj']['singular_values'][7] - 0.07689653806) < 1e-8 and abs(d['model.layers.1.self_attn.v_proj']['singular_values'][0] - 0.416456525) < 1e-8 and d['model.layers.0.self_attn.q_proj']['zero_singular_values'] == 248)({m['name']: m for m in doc['matrices']})" rank "$F/a1/adapter-trained" --json
+# the base's k_proj [128, 256] (numpy: rank 128, s1 = 4.637440725, s128 =
+# 0.1284017488, energy(8) = 0.4234925947); its Q8_0 GGUF twin is dequantised
+# on read and lands within 1% of it
+run_case rank_model_tensor_numpy         0 "json:(lambda m: m['rank'] == 128 and abs(m['singular_values'][0] - 4.637440725) < 1e-6 and abs(m['singular_values'][127] - 0.1284017488) < 1e-6 and abs(m['energy']['8'] - 0.4234925947) < 1e-7 and '128' not in m['energy'] and '64' in m['energy'])(doc['matrices'][0])" rank "$F/base" --tensor model.layers.0.self_attn.k_proj.weight --json
+run_case rank_model_tensor_q8_0          0 "json:(lambda m: m['rank'] == 128 and abs(m['singular_values'][0] - 4.637440725) < 0.01 * 4.637440725)(doc['matrices'][0])" rank "$F/gguf/base-Q8_0.gguf" --tensor model.layers.0.self_attn.k_proj.weight --json
+run_case rank_model_unknown_tensor       1 "err:has no tensor 'model.layers.0.self_attn.k_proj.weigth' (did you mean model.layers.0.self_attn.k_proj.weight?)" rank "$F/base" --tensor model.layers.0.self_attn.k_proj.weigth
+run_case rank_model_without_tensor       1 "err:rank MODEL needs --tensor NAME"       rank "$F/base"
+
 echo "$pass passed, $failed failed"
 [ "$failed" = 0 ]

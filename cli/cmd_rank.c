@@ -337,9 +337,13 @@ static int rank_adapter(lk_context_t *ctx, const char *path, const char *base, d
   lk_status st = lk_adapter_load(ctx, path, NULL, bcfg, &ad);
   lk_model_close(bm);
   lk_model_close(self);
-  if (st)
-    return cli_error(CLI_FAILED, "%s (rank MODEL needs --tensor NAME; an adapter path must load as an adapter)",
-                     lk_last_error(ctx));
+  if (st) { /* a model given without --tensor reads as "not an adapter": say what was meant */
+    const char *msg = lk_last_error(ctx);
+    return cli_error(CLI_FAILED, "%s%s", msg,
+                     strstr(msg, "not an adapter") ? " (rank MODEL needs --tensor NAME; without it the path must be an "
+                                                     "adapter)"
+                                                   : "");
+  }
   uint32_t n = lk_adapter_target_count(ad);
   rank_result *res = calloc((size_t)n + 1, sizeof *res);
   int rc = res ? CLI_OK : cli_error(CLI_FAILED, "rank: out of memory");

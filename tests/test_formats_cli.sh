@@ -232,6 +232,9 @@ run_case rank_model_tensor_numpy         0 "json:(lambda m: m['rank'] == 128 and
 run_case rank_model_tensor_q8_0          0 "json:(lambda m: m['rank'] == 128 and abs(m['singular_values'][0] - 4.637440725) < 0.01 * 4.637440725)(doc['matrices'][0])" rank "$F/gguf/base-Q8_0.gguf" --tensor model.layers.0.self_attn.k_proj.weight --json
 run_case rank_model_unknown_tensor       1 "err:has no tensor 'model.layers.0.self_attn.k_proj.weigth' (did you mean model.layers.0.self_attn.k_proj.weight?)" rank "$F/base" --tensor model.layers.0.self_attn.k_proj.weigth
 run_case rank_model_without_tensor       1 "err:rank MODEL needs --tensor NAME"       rank "$F/base"
+# the same adapter as GGUF LoRA (llama.cpp's convert_lora_to_gguf): same s*B*A, same values
+run_case rank_gguf_lora_needs_base       1 "err:pass --base MODEL"                     rank "$F/gguf/a1-lora-f32.gguf"
+run_case rank_gguf_lora_equals_peft      0 "json:(lambda d: len(d) == 4 and all(m['rank'] == 8 for m in d.values()) and abs(d['model.layers.0.self_attn.q_proj']['singular_values'][0] - 0.3239652893) < 1e-7 and abs(d['model.layers.1.self_attn.v_proj']['singular_values'][0] - 0.416456525) < 1e-7)({m['name']: m for m in doc['matrices']})" rank "$F/gguf/a1-lora-f32.gguf" --base "$F/gguf/base-f32.gguf" --json
 
 echo "$pass passed, $failed failed"
 [ "$failed" = 0 ]

@@ -567,6 +567,10 @@ START_TEST(fused_kernels_equal_naive_double) {
         int64_t ldx = ncols + 5, ldy = nr + 2;
         float *x = malloc((size_t)(m * ldx) * sizeof *x), *y = malloc((size_t)(m * ldy) * sizeof *y);
         tu_fill(&g, x, (size_t)(m * ldx), -1, 1);
+        /* NaN past each row: a kernel that reads beyond ncols (even times a
+         * zero-padded weight) turns its result into NaN */
+        for (int64_t i = 0; i < m; i++)
+          for (int64_t k = ncols; k < ldx; k++) x[i * ldx + k] = NAN;
         for (int64_t i = 0; i < m * ldy; i++) y[i] = SENTINEL;
         ext->matmul_nt(self, parts, ncols, row0, nr, x, ldx, m, y, ldy, isa);
         for (int64_t i = 0; i < m; i++)
@@ -597,6 +601,7 @@ START_TEST(fused_kernels_equal_naive_double) {
         float *dx0 = malloc((size_t)(m * lddx) * sizeof *dx0);
         tu_fill(&g, dy, (size_t)(m * lddy), -1, 1);
         tu_fill(&g, dx0, (size_t)(m * lddx), -1, 1);
+        for (int64_t i = 0; i < m; i++) dy[i * lddy + nr] = NAN; /* past the rows used */
         for (int64_t i = 0; i < m; i++)
           for (int64_t c = cols; c < lddx; c++) dx0[i * lddx + c] = SENTINEL;
         memcpy(dx, dx0, (size_t)(m * lddx) * sizeof *dx);

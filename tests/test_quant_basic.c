@@ -129,8 +129,8 @@ static void check_bits(const char *fmt, const bits_case *cs, size_t n) {
   qb_deq(ctx, fmt, b, NULL, 1, (int64_t)n, back);
   for (size_t i = 0; i < n; i++) {
     double want = !strcmp(fmt, "f16") ? tu_f16_to_double(cs[i].out) : tu_bf16_to_double(cs[i].out);
-    ck_assert_msg((double)back[i] == want && !signbit(back[i]) == !signbit(want), "%s dequant of 0x%04x: %.9g, expected %.9g",
-                  fmt, cs[i].out, back[i], want);
+    ck_assert_msg((double)back[i] == want && !signbit(back[i]) == !signbit(want),
+                  "%s dequant of 0x%04x: %.9g, expected %.9g", fmt, cs[i].out, back[i], want);
   }
   free(back);
   free(src);
@@ -378,7 +378,8 @@ START_TEST(f16_of_f32_gguf_equals_converter_f16) {
   FM_NEED_FIXTURES();
   lk_context_t *ctx = qb_ctx();
   size_t n32, n16;
-  uint8_t *b32 = fm_must_read(fm_fx("gguf/base-f32.gguf"), &n32), *b16 = fm_must_read(fm_fx("gguf/base-f16.gguf"), &n16);
+  uint8_t *b32 = fm_must_read(fm_fx("gguf/base-f32.gguf"), &n32);
+  uint8_t *b16 = fm_must_read(fm_fx("gguf/base-f16.gguf"), &n16);
   fm_gguf g32, g16;
   ck_assert_int_eq(fm_gguf_parse(b32, n32, &g32), 0);
   ck_assert_int_eq(fm_gguf_parse(b16, n16, &g16), 0);

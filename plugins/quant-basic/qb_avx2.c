@@ -38,9 +38,15 @@ QB2_ALWAYS __m256 qb2_ld_int16(const uint8_t *w, int64_t k, int64_t n) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(qb2_ld16(w + 2 * k, n, 2)));
 }
 QB2_ALWAYS __m256 qb2_ld_int8(const uint8_t *w, int64_t k, int64_t n) {
-  int64_t v = 0;
-  memcpy(&v, w + k, (size_t)(n >= 8 ? 8 : n));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v)));
+  __m128i b;
+  if (n >= 8) {
+    b = _mm_loadl_epi64((const __m128i *)(w + k));
+  } else {
+    uint8_t t[16] = {0};
+    memcpy(t, w + k, (size_t)n);
+    b = _mm_loadu_si128((const __m128i *)t);
+  }
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
 }
 
 QB2_ALWAYS float qb2_hsum(__m256 v) {
@@ -55,80 +61,127 @@ QB2_ALWAYS __m256 qb2_ldx(const float *p, int64_t n) {
   return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, qb2_mask(n));
 }
 
-#define QB2_NT(F)                                                                                                \
-  QB2_TGT static void qb2_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows, \
-                                 const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {              \
-    for (int64_t j = 0; j < nrows; j++) {                                                                        \
-      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                               \
-      float d = qb_row_step(fmt, parts, row0 + j);                                                              \
-      int64_t i = 0;                                                                                             \
-      for (; i + 4 <= m; i += 4) {                                                                               \
-        const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                          \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                              \
-        for (int64_t k = 0; k < ncols; k += 8) {                                                                 \
-          int64_t n = ncols - k;                                                                                 \
-          __m256 v = qb2_ld_##F(w, k, n);                                                                        \
-          a0 = _mm256_fmadd_ps(qb2_ldx(x0 + k, n), v, a0);                                                       \
-          a1 = _mm256_fmadd_ps(qb2_ldx(x1 + k, n), v, a1);                                                       \
-          a2 = _mm256_fmadd_ps(qb2_ldx(x2 + k, n), v, a2);                                                       \
-          a3 = _mm256_fmadd_ps(qb2_ldx(x3 + k, n), v, a3);                                                       \
-        }                                                                                                        \
-        y[i * ldy + j] = qb2_hsum(a0) * d;                                                                       \
-        y[(i + 1) * ldy + j] = qb2_hsum(a1) * d;                                                                 \
-        y[(i + 2) * ldy + j] = qb2_hsum(a2) * d;                                                                 \
-        y[(i + 3) * ldy + j] = qb2_hsum(a3) * d;                                                                 \
-      }                                                                                                          \
-      for (; i < m; i++) {                                                                                       \
-        const float *xi = x + i * ldx;                                                                           \
-        __m256 a = _mm256_setzero_ps();                                                                          \
-        for (int64_t k = 0; k < ncols; k += 8)                                                                   \
-          a = _mm256_fmadd_ps(qb2_ldx(xi + k, ncols - k), qb2_ld_##F(w, k, ncols - k), a);                       \
-        y[i * ldy + j] = qb2_hsum(a) * d;                                                                        \
-      }                                                                                                          \
-    }                                                                                                            \
+/* nt: four x rows share each dequantised chunk of a W row; the x rows left
+ * over (all of them in a GEMV) take four W rows at a time, four independent
+ * FMA chains. */
+/* dx strips: whole chunks with plain loads and stores (vmaskmovps stores
+ * are slow on several cores), the last one masked. */
+QB2_ALWAYS __m256 qb2_ldo(const float *p, int64_t n, __m256i mk) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk);
+}
+QB2_ALWAYS void qb2_sto(float *p, int64_t n, __m256i mk, __m256 v) {
+  if (n >= 8)
+    _mm256_storeu_ps(p, v);
+  else
+    _mm256_maskstore_ps(p, mk, v);
+}
+
+#define QB2_NT(F)                                                                                                    \
+  QB2_TGT static void qb2_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,      \
+                                 const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                    \
+    int64_t m4 = m - m % 4;                                                                                          \
+    for (int64_t j = 0; j < nrows && m4; j++) {                                                                      \
+      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                                    \
+      float d = qb_row_step(fmt, parts, row0 + j);                                                                   \
+      for (int64_t i = 0; i < m4; i += 4) {                                                                          \
+        const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                               \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                  \
+        for (int64_t k = 0; k < ncols; k += 8) {                                                                     \
+          int64_t n = ncols - k;                                                                                     \
+          __m256 v = qb2_ld_##F(w, k, n);                                                                            \
+          a0 = _mm256_fmadd_ps(qb2_ldx(x0 + k, n), v, a0);                                                           \
+          a1 = _mm256_fmadd_ps(qb2_ldx(x1 + k, n), v, a1);                                                           \
+          a2 = _mm256_fmadd_ps(qb2_ldx(x2 + k, n), v, a2);                                                           \
+          a3 = _mm256_fmadd_ps(qb2_ldx(x3 + k, n), v, a3);                                                           \
+        }                                                                                                            \
+        y[i * ldy + j] = qb2_hsum(a0) * d;                                                                           \
+        y[(i + 1) * ldy + j] = qb2_hsum(a1) * d;                                                                     \
+        y[(i + 2) * ldy + j] = qb2_hsum(a2) * d;                                                                     \
+        y[(i + 3) * ldy + j] = qb2_hsum(a3) * d;                                                                     \
+      }                                                                                                              \
+    }                                                                                                                \
+    for (int64_t i = m4; i < m; i++) {                                                                               \
+      const float *xi = x + i * ldx;                                                                                 \
+      for (int64_t j = 0; j < nrows; j += 4) {                                                                       \
+        int64_t nb = nrows - j < 4 ? nrows - j : 4;                                                                  \
+        /* rows past the range repeat row j: computed, never stored */                                               \
+        const uint8_t *w0 = qb_row_ptr(fmt, parts, ncols, row0 + j);                                                 \
+        const uint8_t *w1 = qb_row_ptr(fmt, parts, ncols, row0 + j + (nb > 1));                                      \
+        const uint8_t *w2 = qb_row_ptr(fmt, parts, ncols, row0 + j + (nb > 2 ? 2 : 0));                              \
+        const uint8_t *w3 = qb_row_ptr(fmt, parts, ncols, row0 + j + (nb > 3 ? 3 : 0));                              \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0; /* four chains, in registers */                  \
+        for (int64_t k = 0; k < ncols; k += 8) {                                                                     \
+          int64_t n = ncols - k;                                                                                     \
+          __m256 xv = qb2_ldx(xi + k, n);                                                                            \
+          a0 = _mm256_fmadd_ps(xv, qb2_ld_##F(w0, k, n), a0);                                                        \
+          a1 = _mm256_fmadd_ps(xv, qb2_ld_##F(w1, k, n), a1);                                                        \
+          a2 = _mm256_fmadd_ps(xv, qb2_ld_##F(w2, k, n), a2);                                                        \
+          a3 = _mm256_fmadd_ps(xv, qb2_ld_##F(w3, k, n), a3);                                                        \
+        }                                                                                                            \
+        float *yi = y + i * ldy + j;                                                                                 \
+        yi[0] = qb2_hsum(a0) * qb_row_step(fmt, parts, row0 + j);                                                    \
+        if (nb > 1) yi[1] = qb2_hsum(a1) * qb_row_step(fmt, parts, row0 + j + 1);                                    \
+        if (nb > 2) yi[2] = qb2_hsum(a2) * qb_row_step(fmt, parts, row0 + j + 2);                                    \
+        if (nb > 3) yi[3] = qb2_hsum(a3) * qb_row_step(fmt, parts, row0 + j + 3);                                    \
+      }                                                                                                              \
+    }                                                                                                                \
   }
 
-#define QB2_NN(F)                                                                                                \
-  QB2_TGT static void qb2_nn_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows, \
-                                 int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,\
-                                 int64_t lddx) {                                                                 \
-    for (int64_t c = 0; c < cols; c += 8) {                                                                      \
-      int64_t n = cols - c;                                                                                      \
-      __m256i mk = qb2_mask(n);                                                                                  \
-      for (int64_t i = 0; i < m; i += 4) {                                                                       \
-        int64_t nb = m - i < 4 ? m - i : 4;                                                                      \
-        __m256 a[4];                                                                                             \
-        for (int t = 0; t < 4; t++)                                                                              \
-          a[t] = t < nb ? _mm256_maskload_ps(dx + (i + t) * lddx + c, mk) : _mm256_setzero_ps();                 \
-        for (int64_t j = 0; j < nrows; j++) {                                                                    \
-          __m256 v = qb2_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, n);                           \
-          float d = qb_row_step(fmt, parts, row0 + j);                                                           \
-          for (int t = 0; t < 4; t++)                                                                            \
-            if (t < nb) a[t] = _mm256_fmadd_ps(_mm256_set1_ps(dy[(i + t) * lddy + j] * d), v, a[t]);             \
-        }                                                                                                        \
-        for (int t = 0; t < 4; t++)                                                                              \
-          if (t < nb) _mm256_maskstore_ps(dx + (i + t) * lddx + c, mk, a[t]);                                    \
-      }                                                                                                          \
-    }                                                                                                            \
+#define QB2_NN(F)                                                                                                    \
+  QB2_TGT static void qb2_nn_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,      \
+                                 int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,    \
+                                 int64_t lddx) {                                                                     \
+    for (int64_t c = 0; c < cols; c += 8) {                                                                          \
+      int64_t n = cols - c;                                                                                          \
+      __m256i mk = qb2_mask(n);                                                                                      \
+      int64_t i = 0;                                                                                                 \
+      for (; i + 4 <= m; i += 4) {                                                                                   \
+        float *o0 = dx + i * lddx + c, *o1 = o0 + lddx, *o2 = o1 + lddx, *o3 = o2 + lddx;                            \
+        const float *d0 = dy + i * lddy, *d1 = d0 + lddy, *d2 = d1 + lddy, *d3 = d2 + lddy;                          \
+        __m256 a0 = qb2_ldo(o0, n, mk), a1 = qb2_ldo(o1, n, mk);                                                     \
+        __m256 a2 = qb2_ldo(o2, n, mk), a3 = qb2_ldo(o3, n, mk);                                                     \
+        for (int64_t j = 0; j < nrows; j++) {                                                                        \
+          __m256 v = qb2_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, n);                               \
+          float d = qb_row_step(fmt, parts, row0 + j);                                                               \
+          a0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[j] * d), v, a0);                                                    \
+          a1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[j] * d), v, a1);                                                    \
+          a2 = _mm256_fmadd_ps(_mm256_set1_ps(d2[j] * d), v, a2);                                                    \
+          a3 = _mm256_fmadd_ps(_mm256_set1_ps(d3[j] * d), v, a3);                                                    \
+        }                                                                                                            \
+        qb2_sto(o0, n, mk, a0);                                                                                      \
+        qb2_sto(o1, n, mk, a1);                                                                                      \
+        qb2_sto(o2, n, mk, a2);                                                                                      \
+        qb2_sto(o3, n, mk, a3);                                                                                      \
+      }                                                                                                              \
+      for (; i < m; i++) {                                                                                           \
+        float *o = dx + i * lddx + c;                                                                                \
+        const float *di = dy + i * lddy;                                                                             \
+        __m256 a = qb2_ldo(o, n, mk);                                                                                \
+        for (int64_t j = 0; j < nrows; j++)                                                                          \
+          a = _mm256_fmadd_ps(_mm256_set1_ps(di[j] * qb_row_step(fmt, parts, row0 + j)),                             \
+                              qb2_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, n), a);                  \
+        qb2_sto(o, n, mk, a);                                                                                        \
+      }                                                                                                              \
+    }                                                                                                                \
   }
 
-#define QB2_DQ(F, SCALED)                                                                                        \
-  QB2_TGT static void qb2_dq_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows, \
-                                 float *dst, int64_t ld) {                                                       \
-    for (int64_t r = 0; r < nrows; r++) {                                                                        \
-      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + r);                                               \
-      __m256 d = _mm256_set1_ps(qb_row_step(fmt, parts, row0 + r));                                              \
-      float *o = dst + r * ld;                                                                                   \
-      for (int64_t k = 0; k < ncols; k += 8) {                                                                   \
-        int64_t n = ncols - k;                                                                                   \
-        __m256 v = qb2_ld_##F(w, k, n);                                                                          \
-        if (SCALED) v = _mm256_mul_ps(v, d);                                                                     \
-        if (n >= 8)                                                                                              \
-          _mm256_storeu_ps(o + k, v);                                                                            \
-        else                                                                                                     \
-          _mm256_maskstore_ps(o + k, qb2_mask(n), v);                                                            \
-      }                                                                                                          \
-    }                                                                                                            \
+#define QB2_DQ(F, SCALED)                                                                                            \
+  QB2_TGT static void qb2_dq_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,      \
+                                 float *dst, int64_t ld) {                                                           \
+    for (int64_t r = 0; r < nrows; r++) {                                                                            \
+      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + r);                                                    \
+      __m256 d = _mm256_set1_ps(qb_row_step(fmt, parts, row0 + r));                                                  \
+      float *o = dst + r * ld;                                                                                       \
+      for (int64_t k = 0; k < ncols; k += 8) {                                                                       \
+        int64_t n = ncols - k;                                                                                       \
+        __m256 v = qb2_ld_##F(w, k, n);                                                                              \
+        if (SCALED) v = _mm256_mul_ps(v, d);                                                                         \
+        if (n >= 8)                                                                                                  \
+          _mm256_storeu_ps(o + k, v);                                                                                \
+        else                                                                                                         \
+          _mm256_maskstore_ps(o + k, qb2_mask(n), v);                                                                \
+      }                                                                                                              \
+    }                                                                                                                \
   }
 
 #define QB2_FORMAT(F, SCALED) QB2_NT(F) QB2_NN(F) QB2_DQ(F, SCALED)

@@ -31,80 +31,117 @@ QB512_ALWAYS __m512 qb512_ld_int8(const uint8_t *w, int64_t k, __mmask16 m) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + k)));
 }
 
-/* nt: four x rows share each dequantised chunk of a W row. */
-#define QB512_NT(F)                                                                                              \
-  static void qb512_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,       \
-                           const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                    \
-    for (int64_t j = 0; j < nrows; j++) {                                                                        \
-      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                               \
-      float d = qb_row_step(fmt, parts, row0 + j);                                                              \
-      int64_t i = 0;                                                                                             \
-      for (; i + 4 <= m; i += 4) {                                                                               \
-        const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                          \
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                              \
-        for (int64_t k = 0; k < ncols; k += 16) {                                                                \
-          __mmask16 mk = qb512_mask(ncols - k);                                                                  \
-          __m512 v = qb512_ld_##F(w, k, mk);                                                                     \
-          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x0 + k), v, a0);                                        \
-          a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x1 + k), v, a1);                                        \
-          a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x2 + k), v, a2);                                        \
-          a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x3 + k), v, a3);                                        \
-        }                                                                                                        \
-        y[i * ldy + j] = _mm512_reduce_add_ps(a0) * d;                                                           \
-        y[(i + 1) * ldy + j] = _mm512_reduce_add_ps(a1) * d;                                                     \
-        y[(i + 2) * ldy + j] = _mm512_reduce_add_ps(a2) * d;                                                     \
-        y[(i + 3) * ldy + j] = _mm512_reduce_add_ps(a3) * d;                                                     \
-      }                                                                                                          \
-      for (; i < m; i++) {                                                                                       \
-        const float *xi = x + i * ldx;                                                                           \
-        __m512 a = _mm512_setzero_ps();                                                                          \
-        for (int64_t k = 0; k < ncols; k += 16) {                                                                \
-          __mmask16 mk = qb512_mask(ncols - k);                                                                  \
-          a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, xi + k), qb512_ld_##F(w, k, mk), a);                     \
-        }                                                                                                        \
-        y[i * ldy + j] = _mm512_reduce_add_ps(a) * d;                                                            \
-      }                                                                                                          \
-    }                                                                                                            \
+/* nt: four x rows share each dequantised chunk of a W row; the rows of x
+ * left over (all of them when m < 4, as in a GEMV) take four W rows at a
+ * time instead, so four independent FMA chains hide the FMA latency and W
+ * is still read once per x row. */
+#define QB512_NT(F)                                                                                                  \
+  static void qb512_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,            \
+                           const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                          \
+    int64_t m4 = m - m % 4;                                                                                          \
+    for (int64_t j = 0; j < nrows && m4; j++) {                                                                      \
+      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                                    \
+      float d = qb_row_step(fmt, parts, row0 + j);                                                                   \
+      for (int64_t i = 0; i < m4; i += 4) {                                                                          \
+        const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                               \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                  \
+        for (int64_t k = 0; k < ncols; k += 16) {                                                                    \
+          __mmask16 mk = qb512_mask(ncols - k);                                                                      \
+          __m512 v = qb512_ld_##F(w, k, mk);                                                                         \
+          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x0 + k), v, a0);                                            \
+          a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x1 + k), v, a1);                                            \
+          a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x2 + k), v, a2);                                            \
+          a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x3 + k), v, a3);                                            \
+        }                                                                                                            \
+        y[i * ldy + j] = _mm512_reduce_add_ps(a0) * d;                                                               \
+        y[(i + 1) * ldy + j] = _mm512_reduce_add_ps(a1) * d;                                                         \
+        y[(i + 2) * ldy + j] = _mm512_reduce_add_ps(a2) * d;                                                         \
+        y[(i + 3) * ldy + j] = _mm512_reduce_add_ps(a3) * d;                                                         \
+      }                                                                                                              \
+    }                                                                                                                \
+    for (int64_t i = m4; i < m; i++) {                                                                               \
+      const float *xi = x + i * ldx;                                                                                 \
+      for (int64_t j = 0; j < nrows; j += 4) {                                                                       \
+        int64_t nb = nrows - j < 4 ? nrows - j : 4;                                                                  \
+        /* rows past the range repeat row j: computed, never stored */                                               \
+        const uint8_t *w0 = qb_row_ptr(fmt, parts, ncols, row0 + j);                                                 \
+        const uint8_t *w1 = qb_row_ptr(fmt, parts, ncols, row0 + j + (nb > 1));                                      \
+        const uint8_t *w2 = qb_row_ptr(fmt, parts, ncols, row0 + j + (nb > 2 ? 2 : 0));                              \
+        const uint8_t *w3 = qb_row_ptr(fmt, parts, ncols, row0 + j + (nb > 3 ? 3 : 0));                              \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0; /* four chains, in registers */                  \
+        for (int64_t k = 0; k < ncols; k += 16) {                                                                    \
+          __mmask16 mk = qb512_mask(ncols - k);                                                                      \
+          __m512 xv = _mm512_maskz_loadu_ps(mk, xi + k);                                                             \
+          a0 = _mm512_fmadd_ps(xv, qb512_ld_##F(w0, k, mk), a0);                                                     \
+          a1 = _mm512_fmadd_ps(xv, qb512_ld_##F(w1, k, mk), a1);                                                     \
+          a2 = _mm512_fmadd_ps(xv, qb512_ld_##F(w2, k, mk), a2);                                                     \
+          a3 = _mm512_fmadd_ps(xv, qb512_ld_##F(w3, k, mk), a3);                                                     \
+        }                                                                                                            \
+        float *yi = y + i * ldy + j;                                                                                 \
+        yi[0] = _mm512_reduce_add_ps(a0) * qb_row_step(fmt, parts, row0 + j);                                        \
+        if (nb > 1) yi[1] = _mm512_reduce_add_ps(a1) * qb_row_step(fmt, parts, row0 + j + 1);                        \
+        if (nb > 2) yi[2] = _mm512_reduce_add_ps(a2) * qb_row_step(fmt, parts, row0 + j + 2);                        \
+        if (nb > 3) yi[3] = _mm512_reduce_add_ps(a3) * qb_row_step(fmt, parts, row0 + j + 3);                        \
+      }                                                                                                              \
+    }                                                                                                                \
   }
 
 /* nn: a 16-column strip of dx for up to four dy rows stays in registers
  * while the W rows stream past. */
-#define QB512_NN(F)                                                                                              \
-  static void qb512_nn_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,       \
-                           int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,      \
-                           int64_t lddx) {                                                                       \
-    for (int64_t c = 0; c < cols; c += 16) {                                                                     \
-      __mmask16 mk = qb512_mask(cols - c);                                                                       \
-      int64_t i = 0;                                                                                             \
-      for (; i < m; i += 4) {                                                                                    \
-        int64_t nb = m - i < 4 ? m - i : 4;                                                                      \
-        __m512 a[4];                                                                                             \
-        for (int t = 0; t < 4; t++) a[t] = t < nb ? _mm512_maskz_loadu_ps(mk, dx + (i + t) * lddx + c) : _mm512_setzero_ps(); \
-        for (int64_t j = 0; j < nrows; j++) {                                                                    \
-          __m512 v = qb512_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, mk);                        \
-          float d = qb_row_step(fmt, parts, row0 + j);                                                           \
-          for (int t = 0; t < 4; t++)                                                                            \
-            if (t < nb) a[t] = _mm512_fmadd_ps(_mm512_set1_ps(dy[(i + t) * lddy + j] * d), v, a[t]);             \
-        }                                                                                                        \
-        for (int t = 0; t < 4; t++)                                                                              \
-          if (t < nb) _mm512_mask_storeu_ps(dx + (i + t) * lddx + c, mk, a[t]);                                  \
-      }                                                                                                          \
-    }                                                                                                            \
+#define QB512_NN(F)                                                                                                  \
+  static void qb512_nn_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,            \
+                           int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,          \
+                           int64_t lddx) {                                                                           \
+    for (int64_t c = 0; c < cols; c += 16) {                                                                         \
+      __mmask16 mk = qb512_mask(cols - c);                                                                           \
+      int64_t i = 0;                                                                                                 \
+      for (; i + 4 <= m; i += 4) {                                                                                   \
+        float *o0 = dx + i * lddx + c, *o1 = o0 + lddx, *o2 = o1 + lddx, *o3 = o2 + lddx;                            \
+        const float *d0 = dy + i * lddy, *d1 = d0 + lddy, *d2 = d1 + lddy, *d3 = d2 + lddy;                          \
+        __m512 a0 = _mm512_maskz_loadu_ps(mk, o0), a1 = _mm512_maskz_loadu_ps(mk, o1);                               \
+        __m512 a2 = _mm512_maskz_loadu_ps(mk, o2), a3 = _mm512_maskz_loadu_ps(mk, o3);                               \
+        for (int64_t j = 0; j < nrows; j++) {                                                                        \
+          __m512 v = qb512_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, mk);                            \
+          float d = qb_row_step(fmt, parts, row0 + j);                                                               \
+          a0 = _mm512_fmadd_ps(_mm512_set1_ps(d0[j] * d), v, a0);                                                    \
+          a1 = _mm512_fmadd_ps(_mm512_set1_ps(d1[j] * d), v, a1);                                                    \
+          a2 = _mm512_fmadd_ps(_mm512_set1_ps(d2[j] * d), v, a2);                                                    \
+          a3 = _mm512_fmadd_ps(_mm512_set1_ps(d3[j] * d), v, a3);                                                    \
+        }                                                                                                            \
+        _mm512_mask_storeu_ps(o0, mk, a0);                                                                           \
+        _mm512_mask_storeu_ps(o1, mk, a1);                                                                           \
+        _mm512_mask_storeu_ps(o2, mk, a2);                                                                           \
+        _mm512_mask_storeu_ps(o3, mk, a3);                                                                           \
+      }                                                                                                              \
+      for (; i < m; i++) {                                                                                           \
+        float *o = dx + i * lddx + c;                                                                                \
+        const float *di = dy + i * lddy;                                                                             \
+        __m512 a = _mm512_maskz_loadu_ps(mk, o);                                                                     \
+        for (int64_t j = 0; j < nrows; j++)                                                                          \
+          a = _mm512_fmadd_ps(_mm512_set1_ps(di[j] * qb_row_step(fmt, parts, row0 + j)),                             \
+                              qb512_ld_##F(qb_row_ptr(fmt, parts, ncols, row0 + j), col0 + c, mk), a);               \
+        _mm512_mask_storeu_ps(o, mk, a);                                                                             \
+      }                                                                                                              \
+    }                                                                                                                \
   }
 
-#define QB512_DQ(F, SCALED)                                                                                      \
-  static void qb512_dq_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,       \
-                           float *dst, int64_t ld) {                                                             \
-    for (int64_t r = 0; r < nrows; r++) {                                                                        \
-      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + r);                                               \
-      __m512 d = _mm512_set1_ps(qb_row_step(fmt, parts, row0 + r));                                              \
-      float *o = dst + r * ld;                                                                                   \
-      for (int64_t k = 0; k < ncols; k += 16) {                                                                  \
-        __mmask16 mk = qb512_mask(ncols - k);                                                                    \
-        __m512 v = qb512_ld_##F(w, k, mk);                                                                       \
-        _mm512_mask_storeu_ps(o + k, mk, SCALED ? _mm512_mul_ps(v, d) : v);                                      \
-      }                                                                                                          \
-    }                                                                                                            \
+#define QB512_DQ(F, SCALED)                                                                                          \
+  static void qb512_dq_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,            \
+                           float *dst, int64_t ld) {                                                                 \
+    for (int64_t r = 0; r < nrows; r++) {                                                                            \
+      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + r);                                                    \
+      __m512 d = _mm512_set1_ps(qb_row_step(fmt, parts, row0 + r));                                                  \
+      float *o = dst + r * ld;                                                                                       \
+      for (int64_t k = 0; k < ncols; k += 16) {                                                                      \
+        __mmask16 mk = qb512_mask(ncols - k);                                                                        \
+        __m512 v = qb512_ld_##F(w, k, mk);                                                                           \
+        if (SCALED) v = _mm512_mul_ps(v, d);                                                                         \
+        if (ncols - k >= 16) /* plain stores: masked ones are slower on some cores */                                \
+          _mm512_storeu_ps(o + k, v);                                                                                \
+        else                                                                                                         \
+          _mm512_mask_storeu_ps(o + k, mk, v);                                                                       \
+      }                                                                                                              \
+    }                                                                                                                \
   }
 
 #define QB512_FORMAT(F, SCALED) QB512_NT(F) QB512_NN(F) QB512_DQ(F, SCALED)

@@ -31,15 +31,60 @@ QB512_ALWAYS __m512 qb512_ld_int8(const uint8_t *w, int64_t k, __mmask16 m) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + k)));
 }
 
-/* nt: four x rows share each dequantised chunk of a W row; the rows of x
- * left over (all of them when m < 4, as in a GEMV) take four W rows at a
- * time instead, so four independent FMA chains hide the FMA latency and W
- * is still read once per x row. */
+/* nt. The x rows in blocks of four meet W rows in blocks of four: sixteen
+ * accumulators, and each chunk loaded (x) or dequantised (W) once feeds
+ * four FMAs; W rows left over (nrows % 4) go one at a time against four x
+ * rows. The x rows left over (all of them when m < 4, as in a GEMV) take
+ * four W rows at a time, four independent FMA chains, W read once per x
+ * row. */
+#define QB512_FMA4(XV, A0, A1, A2, A3)                                                                               \
+  do {                                                                                                               \
+    A0 = _mm512_fmadd_ps(XV, v0, A0);                                                                                \
+    A1 = _mm512_fmadd_ps(XV, v1, A1);                                                                                \
+    A2 = _mm512_fmadd_ps(XV, v2, A2);                                                                                \
+    A3 = _mm512_fmadd_ps(XV, v3, A3);                                                                                \
+  } while (0)
+#define QB512_PUT4(YR, A0, A1, A2, A3)                                                                               \
+  do {                                                                                                               \
+    (YR)[0] = _mm512_reduce_add_ps(A0) * d0;                                                                         \
+    (YR)[1] = _mm512_reduce_add_ps(A1) * d1;                                                                         \
+    (YR)[2] = _mm512_reduce_add_ps(A2) * d2;                                                                         \
+    (YR)[3] = _mm512_reduce_add_ps(A3) * d3;                                                                         \
+  } while (0)
 #define QB512_NT(F)                                                                                                  \
   static void qb512_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,            \
                            const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                          \
-    int64_t m4 = m - m % 4;                                                                                          \
-    for (int64_t j = 0; j < nrows && m4; j++) {                                                                      \
+    int64_t m4 = m - m % 4, n4 = nrows - nrows % 4;                                                                  \
+    for (int64_t j = 0; j < n4 && m4; j += 4) {                                                                      \
+      const uint8_t *w0 = qb_row_ptr(fmt, parts, ncols, row0 + j), *w1 = qb_row_ptr(fmt, parts, ncols, row0 + j + 1); \
+      const uint8_t *w2 = qb_row_ptr(fmt, parts, ncols, row0 + j + 2);                                               \
+      const uint8_t *w3 = qb_row_ptr(fmt, parts, ncols, row0 + j + 3);                                               \
+      float d0 = qb_row_step(fmt, parts, row0 + j), d1 = qb_row_step(fmt, parts, row0 + j + 1);                      \
+      float d2 = qb_row_step(fmt, parts, row0 + j + 2), d3 = qb_row_step(fmt, parts, row0 + j + 3);                  \
+      for (int64_t i = 0; i < m4; i += 4) {                                                                          \
+        const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                               \
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00;          \
+        __m512 c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;    \
+        for (int64_t k = 0; k < ncols; k += 16) {                                                                    \
+          __mmask16 mk = qb512_mask(ncols - k);                                                                      \
+          __m512 v0 = qb512_ld_##F(w0, k, mk), v1 = qb512_ld_##F(w1, k, mk);                                         \
+          __m512 v2 = qb512_ld_##F(w2, k, mk), v3 = qb512_ld_##F(w3, k, mk);                                         \
+          __m512 xv = _mm512_maskz_loadu_ps(mk, x0 + k);                                                             \
+          QB512_FMA4(xv, c00, c01, c02, c03);                                                                        \
+          xv = _mm512_maskz_loadu_ps(mk, x1 + k);                                                                    \
+          QB512_FMA4(xv, c10, c11, c12, c13);                                                                        \
+          xv = _mm512_maskz_loadu_ps(mk, x2 + k);                                                                    \
+          QB512_FMA4(xv, c20, c21, c22, c23);                                                                        \
+          xv = _mm512_maskz_loadu_ps(mk, x3 + k);                                                                    \
+          QB512_FMA4(xv, c30, c31, c32, c33);                                                                        \
+        }                                                                                                            \
+        QB512_PUT4(y + i * ldy + j, c00, c01, c02, c03);                                                             \
+        QB512_PUT4(y + (i + 1) * ldy + j, c10, c11, c12, c13);                                                       \
+        QB512_PUT4(y + (i + 2) * ldy + j, c20, c21, c22, c23);                                                       \
+        QB512_PUT4(y + (i + 3) * ldy + j, c30, c31, c32, c33);                                                       \
+      }                                                                                                              \
+    }                                                                                                                \
+    for (int64_t j = m4 ? n4 : nrows; j < nrows; j++) {                                                              \
       const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                                    \
       float d = qb_row_step(fmt, parts, row0 + j);                                                                   \
       for (int64_t i = 0; i < m4; i += 4) {                                                                          \

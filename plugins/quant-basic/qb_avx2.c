@@ -61,9 +61,6 @@ QB2_ALWAYS __m256 qb2_ldx(const float *p, int64_t n) {
   return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, qb2_mask(n));
 }
 
-/* nt: four x rows share each dequantised chunk of a W row; the x rows left
- * over (all of them in a GEMV) take four W rows at a time, four independent
- * FMA chains. */
 /* dx strips: whole chunks with plain loads and stores (vmaskmovps stores
  * are slow on several cores), the last one masked. */
 QB2_ALWAYS __m256 qb2_ldo(const float *p, int64_t n, __m256i mk) {
@@ -76,28 +73,48 @@ QB2_ALWAYS void qb2_sto(float *p, int64_t n, __m256i mk, __m256 v) {
     _mm256_maskstore_ps(p, mk, v);
 }
 
+/* nt. x rows in blocks of four meet W rows in pairs: eight accumulators
+ * (of sixteen registers), each dequantised W chunk feeding four FMAs and
+ * each x chunk two; a last odd W row goes alone against four x rows. The x
+ * rows left over (all of them in a GEMV) take four W rows at a time, four
+ * independent FMA chains. */
 #define QB2_NT(F)                                                                                                    \
-  QB2_TGT static void qb2_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,      \
-                                 const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                    \
+  QB2_TGT static void qb2_nt_##F(int fmt, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,     \
+                                 const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {                  \
     int64_t m4 = m - m % 4;                                                                                          \
-    for (int64_t j = 0; j < nrows && m4; j++) {                                                                      \
-      const uint8_t *w = qb_row_ptr(fmt, parts, ncols, row0 + j);                                                    \
-      float d = qb_row_step(fmt, parts, row0 + j);                                                                   \
+    for (int64_t j = 0; j < nrows && m4; j += 2) {                                                                   \
+      int two = j + 1 < nrows;                                                                                       \
+      const uint8_t *wa = qb_row_ptr(fmt, parts, ncols, row0 + j), *wb = qb_row_ptr(fmt, parts, ncols, row0 + j + two); \
+      float da = qb_row_step(fmt, parts, row0 + j), db = qb_row_step(fmt, parts, row0 + j + two);                    \
       for (int64_t i = 0; i < m4; i += 4) {                                                                          \
         const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;                               \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                  \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;              \
         for (int64_t k = 0; k < ncols; k += 8) {                                                                     \
           int64_t n = ncols - k;                                                                                     \
-          __m256 v = qb2_ld_##F(w, k, n);                                                                            \
-          a0 = _mm256_fmadd_ps(qb2_ldx(x0 + k, n), v, a0);                                                           \
-          a1 = _mm256_fmadd_ps(qb2_ldx(x1 + k, n), v, a1);                                                           \
-          a2 = _mm256_fmadd_ps(qb2_ldx(x2 + k, n), v, a2);                                                           \
-          a3 = _mm256_fmadd_ps(qb2_ldx(x3 + k, n), v, a3);                                                           \
+          __m256 va = qb2_ld_##F(wa, k, n), vb = qb2_ld_##F(wb, k, n), xv = qb2_ldx(x0 + k, n);                      \
+          a0 = _mm256_fmadd_ps(xv, va, a0);                                                                          \
+          b0 = _mm256_fmadd_ps(xv, vb, b0);                                                                          \
+          xv = qb2_ldx(x1 + k, n);                                                                                   \
+          a1 = _mm256_fmadd_ps(xv, va, a1);                                                                          \
+          b1 = _mm256_fmadd_ps(xv, vb, b1);                                                                          \
+          xv = qb2_ldx(x2 + k, n);                                                                                   \
+          a2 = _mm256_fmadd_ps(xv, va, a2);                                                                          \
+          b2 = _mm256_fmadd_ps(xv, vb, b2);                                                                          \
+          xv = qb2_ldx(x3 + k, n);                                                                                   \
+          a3 = _mm256_fmadd_ps(xv, va, a3);                                                                          \
+          b3 = _mm256_fmadd_ps(xv, vb, b3);                                                                          \
         }                                                                                                            \
-        y[i * ldy + j] = qb2_hsum(a0) * d;                                                                           \
-        y[(i + 1) * ldy + j] = qb2_hsum(a1) * d;                                                                     \
-        y[(i + 2) * ldy + j] = qb2_hsum(a2) * d;                                                                     \
-        y[(i + 3) * ldy + j] = qb2_hsum(a3) * d;                                                                     \
+        float *yi = y + i * ldy + j;                                                                                 \
+        yi[0] = qb2_hsum(a0) * da;                                                                                   \
+        yi[ldy] = qb2_hsum(a1) * da;                                                                                 \
+        yi[2 * ldy] = qb2_hsum(a2) * da;                                                                             \
+        yi[3 * ldy] = qb2_hsum(a3) * da;                                                                             \
+        if (two) { /* a lone last row was computed twice, stored once */                                             \
+          yi[1] = qb2_hsum(b0) * db;                                                                                 \
+          yi[ldy + 1] = qb2_hsum(b1) * db;                                                                           \
+          yi[2 * ldy + 1] = qb2_hsum(b2) * db;                                                                       \
+          yi[3 * ldy + 1] = qb2_hsum(b3) * db;                                                                       \
+        }                                                                                                            \
       }                                                                                                              \
     }                                                                                                                \
     for (int64_t i = m4; i < m; i++) {                                                                               \

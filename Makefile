@@ -124,8 +124,10 @@ endef
 $(foreach p,$(PLUGINS),$(eval $(call plugin_rule,$(p))))
 
 # ---- CLI ------------------------------------------------------------------------
+# `lorakit rank` opens liblapacke (liblapacke-dev) with dlopen when it runs:
+# linked, its OpenBLAS would start threads in every command (cli/cmd_rank.c).
 $(CLI): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -llapacke -lm
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -ldl -lm
 
 # ---- tests --------------------------------------------------------------------------
 include tests/tests.mk

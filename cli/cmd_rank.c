@@ -12,9 +12,17 @@
  * Adapters. s*B*A (B [out, r], A [r, in]) is never formed at [out, in]:
  * with B = Qb Rb and A^T = Qa Ra (Householder QR, Q with orthonormal
  * columns), s*B*A = Qb (s Rb Ra^T) Qa^T, so its nonzero singular values are
- * those of the small r x r core s Rb Ra^T; the rest are exactly zero. */
+ * those of the small r x r core s Rb Ra^T; the rest are exactly zero.
+ *
+ * LAPACKE is opened here, when rank runs, not linked into the program: it
+ * pulls in OpenBLAS, whose pthread build starts its thread pool (and maps
+ * its work buffers) from a constructor, which makes every lorakit command
+ * hang or fail under an address-space limit (tests/test_safe_io.sh; the cpu
+ * plugin opens OpenBLAS lazily for the same reason, plugins/cpu/blas_lazy.c).
+ * OPENBLAS_NUM_THREADS=1 (unless the user set it) keeps that pool empty. */
 #include "cli.h"
 
+#include <dlfcn.h>
 #include <float.h>
 #include <jansson.h>
 #include <lapacke.h>
@@ -44,13 +52,31 @@ const char cli_rank_usage[] =
 
 /* ---- the arithmetic ------------------------------------------------------------- */
 
+static __typeof__(LAPACKE_dgesdd) *rank_dgesdd;
+static __typeof__(LAPACKE_dgeqrf) *rank_dgeqrf;
+
+static int rank_lapack_open(void) {
+  if (rank_dgesdd && rank_dgeqrf) return CLI_OK;
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  static const char *const names[] = {"liblapacke.so.3", "liblapacke.so"};
+  void *h = NULL;
+  for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+  if (!h)
+    return cli_error(CLI_FAILED, "rank: cannot load LAPACKE (%s); install liblapacke (Debian: liblapacke)", dlerror());
+  *(void **)&rank_dgesdd = dlsym(h, "LAPACKE_dgesdd");
+  *(void **)&rank_dgeqrf = dlsym(h, "LAPACKE_dgeqrf");
+  if (!rank_dgesdd || !rank_dgeqrf)
+    return cli_error(CLI_FAILED, "rank: the LAPACKE library lacks LAPACKE_dgesdd or LAPACKE_dgeqrf");
+  return CLI_OK; /* the library stays loaded for the life of the program */
+}
+
 /* Singular values of a [m, n] row-major matrix (destroyed), descending,
  * into s[min(m, n)]. */
 static int rank_svd(double *a, int64_t m, int64_t n, double *s) {
   /* Row-major [m, n] is column-major [n, m], the transpose: same singular
    * values, and LAPACKE's column-major path takes ldu = ldvt = 1 for 'N'
    * (its row-major one wants them as for vectors it does not compute). */
-  lapack_int info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', (lapack_int)n, (lapack_int)m, a, (lapack_int)n, s, NULL, 1,
+  lapack_int info = rank_dgesdd(LAPACK_COL_MAJOR, 'N', (lapack_int)n, (lapack_int)m, a, (lapack_int)n, s, NULL, 1,
                                    NULL, 1);
   if (info) return cli_error(CLI_FAILED, "rank: the SVD did not converge (LAPACK dgesdd info %d)", (int)info);
   return CLI_OK;
@@ -62,7 +88,7 @@ static int rank_qr_r(double *x, int64_t rows, int64_t r, double *R) {
   int64_t k = rows < r ? rows : r;
   double *tau = calloc((size_t)k + 1, sizeof *tau);
   if (!tau) return cli_error(CLI_FAILED, "rank: out of memory");
-  lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)r, x, (lapack_int)r, tau);
+  lapack_int info = rank_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)r, x, (lapack_int)r, tau);
   free(tau);
   if (info) return cli_error(CLI_FAILED, "rank: QR failed (LAPACK dgeqrf info %d)", (int)info);
   for (int64_t i = 0; i < k; i++)
@@ -381,6 +407,7 @@ int cli_rank(int argc, char **argv) {
     return cli_error(CLI_USAGE, "rank: give MODEL --tensor NAME, --matrix JSON or ADAPTER (see lorakit rank --help)");
   if (matrix && (tensor || base)) return cli_error(CLI_USAGE, "rank: --matrix takes no --tensor or --base");
   if (tensor && base) return cli_error(CLI_USAGE, "rank: --base is for adapters, not with --tensor");
+  if (rank_lapack_open()) return CLI_FAILED;
   cli_escape_output = !as_json && isatty(1);
   rank_result res;
   memset(&res, 0, sizeof res);

@@ -45,6 +45,7 @@ PLUGIN_LIBS_cpu := -ldl -lpthread -lm
 PLUGIN_LIBS_load-gguf := -ljansson
 PLUGIN_LIBS_load-safetensors := -ljansson -lm
 PLUGIN_LIBS_quant-ggml := -lm
+PLUGIN_LIBS_quant-basic := -lm
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)
@@ -123,8 +124,10 @@ endef
 $(foreach p,$(PLUGINS),$(eval $(call plugin_rule,$(p))))
 
 # ---- CLI ------------------------------------------------------------------------
+# `lorakit rank` opens liblapacke (liblapacke-dev) with dlopen when it runs:
+# linked, its OpenBLAS would start threads in every command (cli/cmd_rank.c).
 $(CLI): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -lm
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -ljansson -ldl -lm
 
 # ---- tests --------------------------------------------------------------------------
 include tests/tests.mk

@@ -22,8 +22,9 @@ int cli_merge(int argc, char **argv);
 int cli_unmerge(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 extern const char cli_quantize_usage[];
+int cli_rank(int argc, char **argv);
 extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
-    cli_unmerge_usage[];
+    cli_unmerge_usage[], cli_rank_usage[];
 
 /* `lorakit registry` (cmd_registry.c), and the recording other commands do
  * when a registry is configured: flag (their --registry) or, when NULL,

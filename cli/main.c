@@ -18,6 +18,8 @@ static const cli_command commands[] = {
     {"unmerge", "undo a merge (W -= s B A)", cli_unmerge_usage, cli_unmerge},
     {"quantize", "quantise a model (q4_0 ... q6_k, q4_k_m, f16, bf16, int8, nf4 ...) as llama-quantize does",
      cli_quantize_usage, cli_quantize},
+    {"rank", "numerical rank, singular values and energy of a tensor, a matrix or each s B A", cli_rank_usage,
+     cli_rank},
     {"registry", "adapter versions, tags and lineage (add, list, lineage, diff, export ...)", cli_registry_usage,
      cli_registry},
 };

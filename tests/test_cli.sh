@@ -87,6 +87,33 @@ run_case far_command_no_guess        2 "err:unknown command 'zzzzzz'"           
 run_case unknown_option_exits_2     2 "-"                                       --no-such-option
 run_case plugins_bad_option_exits_2 2 "-"                                       plugins --no-such-option
 
+# ---- rank --matrix. Reference values: by hand, the 3x3 M = [[1,2,3],[1,5,6],
+# [3,4,7]] has det 0 and rank 2; s1^2 + s2^2 = |M|_F^2 = 150 and s1^2 s2^2 = the
+# sum of its squared 2x2 minors = 402, so s^2 = 75 +- sqrt(5223): s1 =
+# 12.135498583108097, s2 = 1.6521725513339662, energy(1) = s1^2/150 =
+# 0.9818021724. numpy 1.24 agrees (np.linalg.svd / matrix_rank, run once):
+#   python3 -c "import numpy as np; M=np.array([[1,2,3],[1,5,6],[3,4,7]],float);
+#               print(np.linalg.svd(M,compute_uv=False), np.linalg.matrix_rank(M))"
+#   -> [1.21354986e+01 1.65217255e+00 4.42240124e-17] 2
+# The 4x3 [[1,2,3],[2,4,6],[1,0,1],[3,2,5]] (row 2 = 2 row 1, row 4 = row 1 + 2
+# row 3): numpy gives s = [10.34825911, 1.706907563, 4.4e-16], rank 2,
+# energy(1) = 0.9735133325.
+M3='[[1,2,3],[1,5,6],[3,4,7]]'
+M43='[[1,2,3],[2,4,6],[1,0,1],[3,2,5]]'
+run_case rank_matrix_3x3_rank_2       0 "out:rank:            2"                   rank --matrix "$M3"
+run_case rank_matrix_3x3_values       0 "json:(lambda m: m['rank'] == 2 and m['rows'] == 3 and m['cols'] == 3 and abs(m['singular_values'][0] - 12.135498583108097) < 1e-12 and abs(m['singular_values'][1] - 1.6521725513339662) < 1e-12 and abs(m['singular_values'][2]) < 1e-14 and abs(m['energy']['1'] - 0.9818021724) < 1e-9 and abs(m['energy']['2'] - 1) < 1e-12 and set(m['energy']) == {'1', '2'})(doc['matrices'][0])" rank --matrix "$M3" --json
+run_case rank_matrix_3x3_default_tol  0 "json:abs(doc['matrices'][0]['tol'] - 12.135498583108097 * 3 * 2.220446049250313e-16) < 1e-20" rank --matrix "$M3" --json
+run_case rank_matrix_tol_zero_full    0 "json:doc['matrices'][0]['rank'] == 3 and doc['matrices'][0]['tol'] == 0" rank --matrix "$M3" --tol 0 --json
+run_case rank_matrix_tol_large        0 "json:doc['matrices'][0]['rank'] == 1" rank --matrix "$M3" --tol 2 --json
+run_case rank_matrix_4x3_deficient    0 "json:(lambda m: m['rank'] == 2 and m['rows'] == 4 and m['cols'] == 3 and abs(m['singular_values'][0] - 10.34825911) < 1e-8 and abs(m['singular_values'][1] - 1.706907563) < 1e-8 and abs(m['energy']['1'] - 0.9735133325) < 1e-9)(doc['matrices'][0])" rank --matrix "$M43" --json
+run_case rank_matrix_zero             0 "json:doc['matrices'][0]['rank'] == 0 and doc['matrices'][0]['energy']['1'] is None" rank --matrix '[[0,0],[0,0]]' --json
+run_case rank_matrix_invalid_json     2 "err:not valid JSON"                       rank --matrix '[[1,2],[3,4'
+run_case rank_matrix_ragged           2 "err:row 2 has 1 numbers but row 1 has 2"  rank --matrix '[[1,2],[3]]'
+run_case rank_matrix_not_number       2 "err:row 1, column 2) is not a number"     rank --matrix '[[1,"x"]]'
+run_case rank_matrix_empty            2 "err:non-empty JSON array"                 rank --matrix '[]'
+run_case rank_bad_tol                 2 "err:--tol needs a finite number"          rank --matrix "$M3" --tol -1
+run_case rank_no_source               2 "err:give MODEL --tensor NAME"             rank
+
 # With the broken test plugins on LORAKIT_PLUGIN_PATH the listing still
 # works and shows them refused, with the reason.
 if [ -d "$B/tests/plugins" ]; then

@@ -242,6 +242,24 @@ run_case quantize_dry_run_q4_k_m        0 "json:doc['output'] is None and [t['na
 run_case quantize_missing_to            2 "err:--to"                               quantize "$F/gguf/base-f32.gguf" -o "$X/m.gguf"
 run_case merge_into_q8_0                0 "out:requantised model.layers.0.self_attn.q_proj.weight to q8_0" merge "$O/q8.gguf" --adapter "$F/a1/adapter-trained" -o "$O/mq8.gguf"
 run_case merge_into_q8_0_total          0 "out:requantised all targets"            merge "$O/q8.gguf" --adapter "$F/a1/adapter-trained" -o "$O/mq8.gguf" --force
+# ---- rank. a1's four targets: s*B*A (s = 16/8 = 2) has rank 8 each, as numpy
+# says for the product formed in full (run once, /usr/bin/python3, numpy 1.24:
+# B@A from adapter_model.safetensors, np.linalg.matrix_rank(2*B@A) = 8 and
+# np.linalg.svd: layers.0 q_proj s1 = 0.3239652893, s8 = 0.07689653806,
+# layers.1 v_proj s1 = 0.416456525; s9 below 4e-16 everywhere).
+run_case rank_adapter_text               0 "out:rank:            8"                   rank "$F/a1/adapter-trained"
+run_case rank_adapter_each_target_8      0 "json:len(doc['matrices']) == 4 and all(m['rank'] == 8 and m['lora_rank'] == 8 and m['scale'] == 2 and len(m['singular_values']) == 8 for m in doc['matrices'])" rank "$F/a1/adapter-trained" --json
+run_case rank_adapter_values_numpy       0 "json:(lambda d: abs(d['model.layers.0.self_attn.q_proj']['singular_values'][0] - 0.3239652893) < 1e-8 and abs(d['model.layers.0.self_attn.q_proj']['singular_values'][7] - 0.07689653806) < 1e-8 and abs(d['model.layers.1.self_attn.v_proj']['singular_values'][0] - 0.416456525) < 1e-8 and d['model.layers.0.self_attn.q_proj']['zero_singular_values'] == 248)({m['name']: m for m in doc['matrices']})" rank "$F/a1/adapter-trained" --json
+# the base's k_proj [128, 256] (numpy: rank 128, s1 = 4.637440725, s128 =
+# 0.1284017488, energy(8) = 0.4234925947); its Q8_0 GGUF twin is dequantised
+# on read and lands within 1% of it
+run_case rank_model_tensor_numpy         0 "json:(lambda m: m['rank'] == 128 and abs(m['singular_values'][0] - 4.637440725) < 1e-6 and abs(m['singular_values'][127] - 0.1284017488) < 1e-6 and abs(m['energy']['8'] - 0.4234925947) < 1e-7 and '128' not in m['energy'] and '64' in m['energy'])(doc['matrices'][0])" rank "$F/base" --tensor model.layers.0.self_attn.k_proj.weight --json
+run_case rank_model_tensor_q8_0          0 "json:(lambda m: m['rank'] == 128 and abs(m['singular_values'][0] - 4.637440725) < 0.01 * 4.637440725)(doc['matrices'][0])" rank "$F/gguf/base-Q8_0.gguf" --tensor model.layers.0.self_attn.k_proj.weight --json
+run_case rank_model_unknown_tensor       1 "err:has no tensor 'model.layers.0.self_attn.k_proj.weigth' (did you mean model.layers.0.self_attn.k_proj.weight?)" rank "$F/base" --tensor model.layers.0.self_attn.k_proj.weigth
+run_case rank_model_without_tensor       1 "err:rank MODEL needs --tensor NAME"       rank "$F/base"
+# the same adapter as GGUF LoRA (llama.cpp's convert_lora_to_gguf): same s*B*A, same values
+run_case rank_gguf_lora_needs_base       1 "err:pass --base MODEL"                     rank "$F/gguf/a1-lora-f32.gguf"
+run_case rank_gguf_lora_equals_peft      0 "json:(lambda d: len(d) == 4 and all(m['rank'] == 8 for m in d.values()) and abs(d['model.layers.0.self_attn.q_proj']['singular_values'][0] - 0.3239652893) < 1e-7 and abs(d['model.layers.1.self_attn.v_proj']['singular_values'][0] - 0.416456525) < 1e-7)({m['name']: m for m in doc['matrices']})" rank "$F/gguf/a1-lora-f32.gguf" --base "$F/gguf/base-f32.gguf" --json
 
 echo "$pass passed, $failed failed"
 [ "$failed" = 0 ]

@@ -435,6 +435,24 @@ typedef struct lk_loader_ext_base_config_t {
 } lk_loader_ext_base_config_t;
 #define LK_MIN_SIZE_LOADER_EXT_BASE_CONFIG LK_MIN_SIZE(lk_loader_ext_base_config_t, set)
 
+/* Loader extension "lk.loader.qopts/1", found with get_extension(file,
+ * LK_LOADER_EXT_QOPTS): for a quantised tensor of several parts
+ * (bitsandbytes NF4/FP4 in safetensors: blocks, absmax, the nested parts),
+ * the quantiser options it was made with and its part count. Such a
+ * tensor's bytes (tensor_read, info.nbytes) are its parts one after another
+ * in part order, each as lk_quant_layout(qformat, opts, nrows, ncols) sizes
+ * it; a writer takes a quantised lk_tensor_t the same way (data = the parts
+ * in order, nbytes = their sum). LK_ERR_NOT_FOUND (or no extension): one
+ * part, default options. */
+#define LK_LOADER_EXT_QOPTS "lk.loader.qopts/1"
+typedef struct lk_loader_ext_qopts_t {
+  uint32_t struct_size;
+  uint32_t reserved0;
+  /* opts: written up to its struct_size; n_parts may be NULL. */
+  int32_t (*get)(void *file, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts, lk_error_t *err);
+} lk_loader_ext_qopts_t;
+#define LK_MIN_SIZE_LOADER_EXT_QOPTS LK_MIN_SIZE(lk_loader_ext_qopts_t, get)
+
 /* ---- factories: a plugin's components of one kind ------------------------ */
 typedef struct lk_backend_factory_t {
   uint32_t struct_size;

@@ -324,7 +324,97 @@ START_TEST(corrupt_bnb_files_refused) {
 }
 END_TEST
 
+/* ---- an HF folder with 4-bit projections (the fixture model) ------------------------------ */
+
+START_TEST(hf_folder_with_nf4_projections) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = nq_ctx();
+  lk_model_t *base = fm_open(ctx, fm_fx("base"), "hf");
+  int64_t n = lk_model_tensor_count(base);
+  lk_tensor_t *t = calloc((size_t)n, sizeof *t);
+  const char **names = calloc((size_t)n, sizeof *names);
+  void **bufs = calloc((size_t)n, sizeof *bufs);
+  lk_quant_opts_t o = nq_opts(64, 1);
+  int64_t probe = -1;
+  float *probe_ref = NULL;
+  uint64_t probe_n = 0;
+  for (int64_t i = 0; i < n; i++) {
+    lk_tensor_info_t ti;
+    ck_assert_int_eq(lk_model_tensor_info(base, i, &ti), LK_OK);
+    names[i] = ti.name;
+    t[i].struct_size = sizeof t[i];
+    t[i].ndim = ti.ndim;
+    memcpy(t[i].shape, ti.shape, sizeof t[i].shape);
+    size_t len = strlen(ti.name);
+    if (ti.ndim == 2 && len > 12 && !strcmp(ti.name + len - 12, "_proj.weight")) {
+      uint64_t numel = (uint64_t)(ti.shape[0] * ti.shape[1]);
+      float *w = malloc(numel * sizeof *w);
+      ck_assert_int_eq(lk_model_tensor_read_f32(base, i, w, numel), LK_OK);
+      nq q;
+      nq_alloc(ctx, "nf4", &o, ti.shape[0], ti.shape[1], &q);
+      ck_assert_int_eq(nq_quant(ctx, "nf4", &o, w, ti.shape[0], ti.shape[1], &q), LK_OK);
+      uint64_t total = 0;
+      for (uint32_t k = 0; k < q.n; k++) total += q.bytes[k];
+      uint8_t *blob = malloc(total), *p = blob;
+      for (uint32_t k = 0; k < q.n; k++) memcpy(p, q.p[k], q.bytes[k]), p += q.bytes[k];
+      if (probe < 0) {
+        probe = i, probe_n = numel;
+        probe_ref = malloc(numel * sizeof *probe_ref);
+        nq_deq(ctx, "nf4", &o, &q, ti.shape[0], ti.shape[1], probe_ref);
+      }
+      nq_free(&q);
+      free(w);
+      t[i].dtype = LK_DTYPE_QUANT;
+      t[i].qformat = "nf4";
+      t[i].data = bufs[i] = blob;
+      t[i].nbytes = total;
+    } else {
+      bufs[i] = malloc(ti.nbytes ? ti.nbytes : 1);
+      ck_assert_int_eq(lk_model_tensor_read(base, i, bufs[i], ti.nbytes), LK_OK);
+      t[i].dtype = ti.dtype;
+      t[i].data = bufs[i];
+      t[i].nbytes = ti.nbytes;
+    }
+  }
+  ck_assert_int_ge(probe, 0);
+  char *dir = fm_tmpdir();
+  char out[4096];
+  snprintf(out, sizeof out, "%s/q4", dir);
+  ck_assert_msg(lk_write_tensors(ctx, out, "hf", t, names, (uint64_t)n, lk_model_metadata_json(base)) == LK_OK, "%s",
+                lk_last_error(ctx));
+  /* config.json carries transformers' quantization_config */
+  json_t *cfg = fm_json_file(fm_join(out, "config.json"));
+  json_t *qc = json_object_get(cfg, "quantization_config");
+  ck_assert_msg(json_is_object(qc), "no quantization_config");
+  ck_assert_str_eq(json_string_value(json_object_get(qc, "quant_method")), "bitsandbytes");
+  ck_assert_str_eq(json_string_value(json_object_get(qc, "bnb_4bit_quant_type")), "nf4");
+  ck_assert(json_is_true(json_object_get(qc, "bnb_4bit_use_double_quant")));
+  ck_assert(json_is_true(json_object_get(qc, "load_in_4bit")) && json_is_false(json_object_get(qc, "load_in_8bit")));
+  json_decref(cfg);
+  char key[300];
+  snprintf(key, sizeof key, "%s.quant_state.bitsandbytes__nf4", names[probe]);
+  json_t *h = fm_st_header(fm_join(out, "model.safetensors"), NULL);
+  ck_assert_msg(json_object_get(h, key) != NULL, "no %s", key);
+  json_decref(h);
+  /* and it opens as an HF model whose projections dequantise as quantised */
+  lk_model_t *m = fm_open(ctx, out, NULL);
+  ck_assert_str_eq(lk_model_loader(m), "hf");
+  ck_assert_int_eq(lk_model_tensor_count(m), n);
+  int64_t idx = lk_model_find(m, names[probe]);
+  float *y = malloc(probe_n * sizeof *y);
+  ck_assert_msg(lk_model_tensor_read_f32(m, idx, y, probe_n) == LK_OK, "%s", lk_last_error(ctx));
+  ck_assert(!memcmp(y, probe_ref, probe_n * sizeof *y));
+  free(y);
+  lk_model_close(m);
+  lk_model_close(base);
+  for (int64_t i = 0; i < n; i++) free(bufs[i]);
+  free(bufs), free(t), free(names), free(probe_ref);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static void nf_files_tests(TCase *tc) {
+  tcase_add_test(tc, hf_folder_with_nf4_projections);
   tcase_add_loop_test(tc, write_read_round_trip, 0, 4);
   tcase_add_test(tc, hand_built_bnb_file_reads);
   tcase_add_loop_test(tc, corrupt_bnb_files_refused, 0, (int)(sizeof k_bad / sizeof k_bad[0]));

@@ -306,6 +306,13 @@ typedef struct lk_quant_ext_cpu_t {
  *   "adapter_config": a PEFT adapter_config.json object (peft; gguf-lora
  *                     derives r, lora_alpha, target_modules)
  *   "safetensors_metadata": the __metadata__ string map (safetensors, hf, peft)
+ *   "bnb_quant":      (safetensors, hf) {tensor name: {"block_size": 64,
+ *                     "double_quant": true, "dq_block_size": 256, "dtype":
+ *                     "float16"}} for the bitsandbytes 4-bit (nf4/fp4)
+ *                     weights: read from each quant_state; a writer takes a
+ *                     tensor's options and its quant_state dtype from here
+ *                     (default "float32"), else the one layout its bytes fit
+ *                     (lk.loader.qopts/1 says how the parts lie).
  *   "gguf":           {"version": 3, "alignment": 32, "kv": {key: value},
  *                      "kv_types": {key: "u8".."f64"|"bool"|"string"|
  *                      "array[<type>]"}} (gguf, gguf-lora). A writer takes

@@ -267,6 +267,43 @@ START_TEST(hand_built_bnb_file_reads) {
     ck_assert_msg(y[e] == (float)fp4_value(c) * a, "b.weight[%d] %.9g, want %.9g", e, (double)y[e],
                   (double)((float)fp4_value(c) * a));
   }
+  /* the options and dtype are in the metadata, so a read-then-write gives
+   * the same entries back (the nf4 quant_state byte for byte) */
+  json_t *md = fm_json_text(lk_model_metadata_json(m));
+  json_t *ba = json_object_get(json_object_get(md, "bnb_quant"), "a.weight");
+  ck_assert_msg(ba != NULL, "metadata: %s", lk_model_metadata_json(m));
+  ck_assert_str_eq(json_string_value(json_object_get(ba, "dtype")), "bfloat16");
+  ck_assert_int_eq(json_integer_value(json_object_get(ba, "block_size")), 64);
+  ck_assert(json_is_false(json_object_get(ba, "double_quant")));
+  json_decref(md);
+  lk_tensor_t rt[3];
+  const char *rn[3];
+  void *rb[3];
+  for (int64_t i = 0; i < 3; i++) {
+    ck_assert_int_eq(lk_model_tensor_info(m, i, &ti), LK_OK);
+    memset(&rt[i], 0, sizeof rt[i]);
+    rt[i].struct_size = sizeof rt[i];
+    rt[i].dtype = ti.dtype;
+    rt[i].ndim = ti.ndim;
+    memcpy(rt[i].shape, ti.shape, sizeof rt[i].shape);
+    rt[i].nbytes = ti.nbytes;
+    rt[i].qformat = ti.qformat;
+    rt[i].data = rb[i] = malloc(ti.nbytes);
+    rn[i] = ti.name;
+    ck_assert_int_eq(lk_model_tensor_read(m, i, rb[i], ti.nbytes), LK_OK);
+  }
+  char path2[4096];
+  snprintf(path2, sizeof path2, "%s/again.safetensors", dir);
+  ck_assert_msg(lk_write_tensors(ctx, path2, "safetensors", rt, rn, 3, lk_model_metadata_json(m)) == LK_OK, "%s",
+                lk_last_error(ctx));
+  size_t n2;
+  uint8_t *jb = sw_read(path2, "a.weight.quant_state.bitsandbytes__nf4", "U8", &n2);
+  ck_assert_str_eq((const char *)jb, js);
+  free(jb);
+  jb = sw_read(path2, "b.weight.nested_quant_map", "F32", &n2);
+  ck_assert(n2 == 1024 && !memcmp(jb, nmap, 1024));
+  free(jb);
+  for (int i = 0; i < 3; i++) free(rb[i]);
   lk_model_close(m);
   lk_context_free(ctx);
 }

@@ -274,7 +274,8 @@ static int32_t hf_open(const char *path, void **out_file, lk_error_t *err) {
     if (m && (json_object_set_new(m, "format", json_string("hf")) || json_object_set(m, "config", cfg) ||
               (gen && json_object_set(m, "generation_config", gen)) ||
               json_object_set(m, "safetensors_metadata", h->st_meta) ||
-              (tok && json_object_set(m, "tokenizer", tok)))) {
+              (tok && json_object_set(m, "tokenizer", tok)) ||
+              (h->bnb_meta && json_object_set(m, "bnb_quant", h->bnb_meta)))) {
       json_decref(m);
       m = NULL;
     }

@@ -141,6 +141,8 @@ typedef struct st_handle_t {
   json_t *index_meta;     /* the index file's "metadata" member or NULL, owned */
   char *metadata_json;    /* what metadata_json() returns, owned */
   st_peft_t *peft;        /* the resolved adapter (peft only; freed by its close) */
+  json_t *bnb_meta;       /* {weight: {"block_size", "double_quant", "dq_block_size",
+                           * "dtype"}} of its bitsandbytes weights, or NULL; owned */
 } st_handle_t;
 
 /* Open a .safetensors file or a *.safetensors.index.json set. */

@@ -197,6 +197,13 @@ static int32_t bnb_resolve_one(st_handle_t *h, st_tensor_t *qs, const char *base
     w->dtype = LK_DTYPE_QUANT;
     w->ndim = b->ndim;
     memcpy(w->shape, b->shape, sizeof w->shape);
+    /* for the metadata: a read-then-write keeps the options and dtype */
+    const json_t *dt = json_object_get(j, "dtype");
+    json_t *e = json_pack("{s:I,s:b,s:I,s:s}", "block_size", (json_int_t)bs, "double_quant", dq, "dq_block_size",
+                          (json_int_t)(dq ? nbs : 256), "dtype", json_is_string(dt) ? json_string_value(dt) : "float32");
+    if (!h->bnb_meta) h->bnb_meta = json_object();
+    if (!e || !h->bnb_meta || json_object_set_new(h->bnb_meta, base, e))
+      rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", file);
     w->bnb = b;
     b = NULL;
   }

@@ -237,6 +237,7 @@ static void st_handle_free(st_handle_t *h) {
   free(h->by_name);
   json_decref(h->st_meta);
   json_decref(h->index_meta);
+  json_decref(h->bnb_meta);
   free(h->metadata_json);
   free(h->path);
   free(h);
@@ -460,7 +461,8 @@ static int32_t st_open(const char *path, void **out_file, lk_error_t *err) {
   json_t *m = json_object();
   if (m && (json_object_set_new(m, "format", json_string("safetensors")) ||
             json_object_set(m, "safetensors_metadata", h->st_meta) ||
-            (h->index_meta && json_object_set(m, "index_metadata", h->index_meta)))) {
+            (h->index_meta && json_object_set(m, "index_metadata", h->index_meta)) ||
+            (h->bnb_meta && json_object_set(m, "bnb_quant", h->bnb_meta)))) {
     json_decref(m);
     m = NULL;
   }

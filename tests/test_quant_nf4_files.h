@@ -198,6 +198,7 @@ START_TEST(write_read_round_trip) {
   free(back);
   free(blob);
   nq_free(&q);
+  fm_rmtree(dir);
   lk_context_free(ctx);
 }
 END_TEST
@@ -305,6 +306,7 @@ START_TEST(hand_built_bnb_file_reads) {
   free(jb);
   for (int i = 0; i < 3; i++) free(rb[i]);
   lk_model_close(m);
+  fm_rmtree(dir);
   lk_context_free(ctx);
 }
 END_TEST
@@ -357,6 +359,7 @@ START_TEST(corrupt_bnb_files_refused) {
   ck_assert_msg(strstr(msg, path) && strstr(msg, "x.weight") && strstr(msg, k->phrase), "%s: message: %s", k->what,
                 msg);
   ck_assert(m == NULL);
+  fm_rmtree(dir);
   lk_context_free(ctx);
 }
 END_TEST
@@ -446,6 +449,7 @@ START_TEST(hf_folder_with_nf4_projections) {
   lk_model_close(base);
   for (int64_t i = 0; i < n; i++) free(bufs[i]);
   free(bufs), free(t), free(names), free(probe_ref);
+  fm_rmtree(dir);
   lk_context_free(ctx);
 }
 END_TEST

@@ -43,6 +43,7 @@
 #include "lorakit_plugin.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #define NF_PLUGIN_ID "org.lorakit.quant-nf4"
 #define NF_DEFAULT_BLOCK 64
@@ -80,17 +81,25 @@ uint8_t nf_code_dynamic(const float *map, float x);
 
 /* ---- the layout, shared by every kernel --------------------------------------- */
 
-/* The parts as the kernels read them. */
+/* The parts as the kernels read them. The f32 parts may be unaligned (a
+ * file's parts lie one after another: an f32 part after a u8 part of odd
+ * length), so they are read with memcpy (nf_f32). */
 typedef struct nf_view {
   const uint8_t *codes;     /* part 0 */
-  const float *absmax;      /* part 1 without double quantisation */
+  const uint8_t *absmax;    /* part 1 (f32) without double quantisation */
   const uint8_t *qabsmax;   /* part 1 with it */
-  const float *scale2;      /* part 2 */
+  const uint8_t *scale2;    /* part 2 (f32) */
   float offset;             /* part 3 */
-  const float *map2;        /* part 4 */
+  const uint8_t *map2;      /* part 4 (f32) */
   const float *table;       /* the 4-bit code values */
   uint32_t bs, dq_bs;
 } nf_view;
+
+static inline float nf_f32(const uint8_t *p, uint64_t i) {
+  float v;
+  memcpy(&v, p + 4 * i, 4);
+  return v;
+}
 
 static inline void nf_view_init(nf_view *v, const nf_inst *q, const void *const *parts) {
   v->codes = parts[0];
@@ -101,7 +110,7 @@ static inline void nf_view_init(nf_view *v, const nf_inst *q, const void *const 
     v->absmax = 0;
     v->qabsmax = parts[1];
     v->scale2 = parts[2];
-    v->offset = *(const float *)parts[3];
+    v->offset = nf_f32(parts[3], 0);
     v->map2 = parts[4];
   } else {
     v->absmax = parts[1];
@@ -116,8 +125,8 @@ static inline void nf_view_init(nf_view *v, const nf_inst *q, const void *const 
  * (dequantize_blockwise: map[q] * scale, then += offset; two f32 roundings,
  * kept apart so no compiler contracts them into one fma). */
 static inline float nf_block_absmax(const nf_view *v, uint64_t b) {
-  if (v->absmax) return v->absmax[b];
-  float a = v->map2[v->qabsmax[b]] * v->scale2[b / v->dq_bs];
+  if (v->absmax) return nf_f32(v->absmax, b);
+  float a = nf_f32(v->map2, v->qabsmax[b]) * nf_f32(v->scale2, b / v->dq_bs);
   float r = a + v->offset;
   return r;
 }

@@ -137,7 +137,8 @@ static int32_t nf_quantize(void *self, const float *src, int64_t nrows, int64_t 
                      (unsigned long long)(e / (uint64_t)ncols), (unsigned long long)(e % (uint64_t)ncols),
                      isnan(src[e]) ? "NaN" : "Inf");
   uint64_t nb = (numel + q->bs - 1) / q->bs;
-  float *absmax = q->dq ? malloc(nb * sizeof *absmax) : parts[1];
+  /* f32 parts are written with memcpy: a caller's parts may be unaligned */
+  float *absmax = malloc(nb * sizeof *absmax);
   if (!absmax) return nf_fail(err, LK_ERR_NOMEM, "%s: out of memory (%llu block scales)", q->name,
                               (unsigned long long)nb);
   uint8_t *codes = parts[0];
@@ -151,6 +152,7 @@ static int32_t nf_quantize(void *self, const float *src, int64_t nrows, int64_t 
     for (uint64_t e = e0; e < e1; e += 2)
       codes[e >> 1] = (uint8_t)(code(src[e] * inv) << 4 | code(src[e + 1] * inv));
   }
+  if (!q->dq) memcpy(parts[1], absmax, nb * sizeof *absmax);
   if (q->dq) {
     if (!parts[2] || !parts[3] || !parts[4]) {
       free(absmax);
@@ -163,20 +165,19 @@ static int32_t nf_quantize(void *self, const float *src, int64_t nrows, int64_t 
     float offset = (float)(sum / (double)nb);
     for (uint64_t b = 0; b < nb; b++) absmax[b] -= offset;
     const float *map = nf_dynamic_map();
-    uint8_t *qa = parts[1];
-    float *scale2 = parts[2];
+    uint8_t *qa = parts[1], *scale2 = parts[2];
     for (uint64_t g = 0; g * q->dq_bs < nb; g++) {
       uint64_t b0 = g * q->dq_bs, b1 = b0 + q->dq_bs < nb ? b0 + q->dq_bs : nb;
       float amax = 0.0f;
       for (uint64_t b = b0; b < b1; b++) amax = fmaxf(amax, fabsf(absmax[b]));
-      scale2[g] = amax;
+      memcpy(scale2 + 4 * g, &amax, 4);
       float inv = 1.0f / amax;
       for (uint64_t b = b0; b < b1; b++) qa[b] = nf_code_dynamic(map, absmax[b] * inv);
     }
     memcpy(parts[3], &offset, sizeof offset);
     memcpy(parts[4], map, 256 * sizeof *map);
-    free(absmax);
   }
+  free(absmax);
   return LK_OK;
 }
 

@@ -67,10 +67,9 @@ extern const float nf_table_nf4[16];
 extern const float nf_table_fp4[16];
 static inline const float *nf_table(const nf_inst *q) { return q->kind == NF_FP4 ? nf_table_fp4 : nf_table_nf4; }
 
-/* bnb's decision trees (dQuantizeNF4, dQuantizeFP4) on x already scaled by
- * 1/absmax. NaN falls through every test to code 0, as in bnb. */
-uint8_t nf_code_nf4(float x);
-uint8_t nf_code_fp4(float x);
+/* n (even) values x[i] * inv coded by bnb's decisions (dQuantizeNF4,
+ * dQuantizeFP4; NaN -> code 0 as there) and packed two a byte, first high. */
+void nf_codes_pairs(int32_t kind, const float *x, float inv, uint64_t n, uint8_t *out);
 
 /* create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8), f32,
  * sorted: computed once, static storage. */

@@ -26,7 +26,7 @@ static inline void nf2_init(nf2_state *s, const nf_view *v) {
   s->thi = _mm256_loadu_ps(v->table + 8);
 }
 
-static inline float nf2_amax(nf2_state *s, uint64_t b) {
+static inline __attribute__((always_inline)) float nf2_amax(nf2_state *s, uint64_t b) {
   if (b != s->b) {
     s->b = b;
     s->a = nf_block_absmax(s->v, b);
@@ -35,7 +35,7 @@ static inline float nf2_amax(nf2_state *s, uint64_t b) {
 }
 
 /* Elements [e, e + 8) (e even) as f32 lanes. */
-static inline __m256 nf2_chunk8(nf2_state *s, uint64_t e) {
+static inline __attribute__((always_inline)) __m256 nf2_chunk8(nf2_state *s, uint64_t e) {
   uint32_t raw;
   memcpy(&raw, s->v->codes + (e >> 1), 4);
   __m128i bytes = _mm_cvtsi32_si128((int)raw), m15 = _mm_set1_epi8(15);

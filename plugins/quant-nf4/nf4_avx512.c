@@ -24,7 +24,7 @@ static inline void nf5_init(nf5_state *s, const nf_view *v) {
   s->tab = _mm512_loadu_ps(v->table);
 }
 
-static inline float nf5_amax(nf5_state *s, uint64_t b) {
+static inline __attribute__((always_inline)) float nf5_amax(nf5_state *s, uint64_t b) {
   if (b != s->b) {
     s->b = b;
     s->a = nf_block_absmax(s->v, b);
@@ -34,7 +34,7 @@ static inline float nf5_amax(nf5_state *s, uint64_t b) {
 
 /* Elements [e, e + len) (e even, 0 < len <= 16, len even) as f32 lanes;
  * lanes from len on are garbage the callers mask away. */
-static inline __m512 nf5_chunk(nf5_state *s, uint64_t e, int len) {
+static inline __attribute__((always_inline)) __m512 nf5_chunk(nf5_state *s, uint64_t e, int len) {
   const uint8_t *p = s->v->codes + (e >> 1);
   __m128i bytes = len == 16 ? _mm_loadl_epi64((const __m128i *)p)
                             : _mm_maskz_loadu_epi8((__mmask16)((1u << (len >> 1)) - 1), p);
@@ -90,8 +90,16 @@ static void nf5_matmul_nn(const nf_view *v, int64_t ncols, int64_t row0, int64_t
   nf5_init(&s, v);
   for (int64_t j = 0; j < nrows; j++) {
     uint64_t e0 = (uint64_t)(row0 + j) * (uint64_t)ncols + (uint64_t)col0;
-    for (int64_t c = 0; c < cols; c += 16) {
-      int len = cols - c < 16 ? (int)(cols - c) : 16;
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) { /* full chunks: plain loads and stores (masked ones are slow on Zen) */
+      __m512 w = nf5_chunk(&s, e0 + (uint64_t)c, 16);
+      for (int64_t i = 0; i < m; i++) {
+        float *d = dx + i * lddx + c;
+        _mm512_storeu_ps(d, _mm512_fmadd_ps(_mm512_set1_ps(dy[i * lddy + j]), w, _mm512_loadu_ps(d)));
+      }
+    }
+    if (c < cols) {
+      int len = (int)(cols - c);
       __mmask16 mk = nf5_mask(len);
       __m512 w = nf5_chunk(&s, e0 + (uint64_t)c, len);
       for (int64_t i = 0; i < m; i++) {
@@ -109,8 +117,10 @@ static void nf5_dequant_rows(const nf_view *v, int64_t ncols, int64_t row0, int6
   for (int64_t r = 0; r < nrows; r++) {
     uint64_t e0 = (uint64_t)(row0 + r) * (uint64_t)ncols;
     float *d = dst + r * ld;
-    for (int64_t k = 0; k < ncols; k += 16) {
-      int len = ncols - k < 16 ? (int)(ncols - k) : 16;
+    int64_t k = 0;
+    for (; k + 16 <= ncols; k += 16) _mm512_storeu_ps(d + k, nf5_chunk(&s, e0 + (uint64_t)k, 16));
+    if (k < ncols) {
+      int len = (int)(ncols - k);
       _mm512_mask_storeu_ps(d + k, nf5_mask(len), nf5_chunk(&s, e0 + (uint64_t)k, len));
     }
   }

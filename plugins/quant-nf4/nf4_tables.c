@@ -1,7 +1,7 @@
 /* nf4_tables.c - bitsandbytes' code tables and decisions, as its kernels have
  * them (csrc/kernels.cu, functional.py). The constants are bnb's f32 values;
- * the trees are its dQuantizeNF4 / dQuantizeFP4 (thresholds at the midpoints
- * of neighbouring codes, `x > t` so a tie goes to the lower code). */
+ * the decisions are its dQuantizeNF4 / dQuantizeFP4 (thresholds at the
+ * midpoints of neighbouring codes, `x > t` so a tie goes to the lower code). */
 #include "nf4.h"
 
 #include <pthread.h>
@@ -22,34 +22,48 @@ const float nf_table_fp4[16] = {
     0.0f, 0.005208333333f, 0.66666667f, 1.0f, 0.33333333f, 0.5f, 0.16666667f, 0.25f,
     -0.0f, -0.005208333333f, -0.66666667f, -1.0f, -0.33333333f, -0.5f, -0.16666667f, -0.25f};
 
-uint8_t nf_code_nf4(float x) {
-  if (x > 0.03979014977812767f) {
-    if (x > 0.3893125355243683f) {
-      if (x > 0.6427869200706482f) return x > 0.8614784181118011f ? 15 : 14;
-      return x > 0.5016634166240692f ? 13 : 12;
-    }
-    if (x > 0.2035212516784668f) return x > 0.2920137718319893f ? 11 : 10;
-    return x > 0.1202552504837513f ? 9 : 8;
-  }
-  if (x > -0.33967943489551544f) {
-    if (x > -0.13791173323988914f) return x > -0.045525018125772476f ? 7 : 6;
-    return x > -0.23460740596055984f ? 5 : 4;
-  }
-  if (x > -0.6106329262256622f) return x > -0.4599952697753906f ? 3 : 2;
-  return x > -0.8480964004993439f ? 1 : 0;
-}
+/* bnb's decisions (dQuantizeNF4, dQuantizeFP4) without their branches
+ * (random data mispredicts a tree's every level): the trees test x > t on
+ * thresholds that increase with the code's value, so the code is the count
+ * of thresholds x exceeds (NF4), or that count indexes the codes in order of
+ * magnitude (FP4, sign from x < 0, so -0.0 codes as +0). A tie x == t stays
+ * below, as in the trees; NaN exceeds nothing: code 0, as in the trees. The
+ * thresholds are the trees' f32 literals. */
+static const float nf_thr_nf4[15] = {
+    -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+    0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
+    0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f};
+static const float nf_thr_fp4[7] = {0.00260417f, 0.0859375f, 0.20833333f, 0.29166667f,
+                                    0.4166667f, 0.583333f, 0.8333333f};
+static const uint8_t nf_fp4_by_magnitude[8] = {0, 1, 6, 7, 4, 5, 2, 3};
 
-/* The sign comes from x < 0 (so -0.0 codes as +0); magnitudes by the tree
- * whose pivots are the FP4 midpoints over 12. */
-uint8_t nf_code_fp4(float x) {
-  uint8_t sign = x < 0 ? 8 : 0;
-  float a = x < 0 ? -x : x; /* fabsf; NaN stays NaN and takes code 0 */
-  if (a > 0.29166667f) {
-    if (a > 0.583333f) return (uint8_t)((a > 0.8333333f ? 3 : 2) + sign);
-    return (uint8_t)((a > 0.4166667f ? 5 : 4) + sign);
+void nf_codes_pairs(int32_t kind, const float *x, float inv, uint64_t n, uint8_t *out) {
+  if (kind == NF_FP4) {
+    for (uint64_t i = 0; i < n; i += 2) {
+      uint8_t c[2];
+      for (int h = 0; h < 2; h++) {
+        float v = x[i + (uint64_t)h] * inv, a = v < 0 ? -v : v;
+        int k = 0;
+        for (int t = 0; t < 7; t++) k += a > nf_thr_fp4[t];
+        c[h] = (uint8_t)(nf_fp4_by_magnitude[k] + (v < 0 ? 8 : 0));
+      }
+      out[i >> 1] = (uint8_t)(c[0] << 4 | c[1]);
+    }
+    return;
   }
-  if (a > 0.0859375f) return (uint8_t)((a > 0.20833333f ? 7 : 6) + sign);
-  return (uint8_t)((a > 0.00260417f ? 1 : 0) + sign);
+  /* codes of up to 256 values at a time (a loop the compiler vectorises), then packed */
+  uint8_t c[256];
+  for (uint64_t i0 = 0; i0 < n; i0 += 256) {
+    uint64_t m = n - i0 < 256 ? n - i0 : 256;
+    for (uint64_t i = 0; i < m; i++) {
+      float v = x[i0 + i] * inv;
+      int k = 0;
+      for (int t = 0; t < 15; t++) k += v > nf_thr_nf4[t];
+      c[i] = (uint8_t)k;
+    }
+    for (uint64_t i = 0; i < m; i += 2) out[(i0 + i) >> 1] = (uint8_t)(c[i] << 4 | c[i + 1]);
+  }
 }
 
 /* ---- the signed dynamic map ----------------------------------------------------- */

@@ -142,15 +142,15 @@ static int32_t nf_quantize(void *self, const float *src, int64_t nrows, int64_t 
   if (!absmax) return nf_fail(err, LK_ERR_NOMEM, "%s: out of memory (%llu block scales)", q->name,
                               (unsigned long long)nb);
   uint8_t *codes = parts[0];
-  uint8_t (*code)(float) = q->kind == NF_FP4 ? nf_code_fp4 : nf_code_nf4;
   for (uint64_t b = 0; b < nb; b++) {
     uint64_t e0 = b * q->bs, e1 = e0 + q->bs < numel ? e0 + q->bs : numel;
     float amax = 0.0f;
-    for (uint64_t e = e0; e < e1; e++) amax = fmaxf(amax, fabsf(src[e]));
+    for (uint64_t e = e0; e < e1; e++) {
+      float a = fabsf(src[e]);
+      amax = a > amax ? a : amax; /* no NaN here: refused above */
+    }
     absmax[b] = amax;
-    float inv = 1.0f / amax;
-    for (uint64_t e = e0; e < e1; e += 2)
-      codes[e >> 1] = (uint8_t)(code(src[e] * inv) << 4 | code(src[e + 1] * inv));
+    nf_codes_pairs(q->kind, src + e0, 1.0f / amax, e1 - e0, codes + (e0 >> 1));
   }
   if (!q->dq) memcpy(parts[1], absmax, nb * sizeof *absmax);
   if (q->dq) {
@@ -169,7 +169,7 @@ static int32_t nf_quantize(void *self, const float *src, int64_t nrows, int64_t 
     for (uint64_t g = 0; g * q->dq_bs < nb; g++) {
       uint64_t b0 = g * q->dq_bs, b1 = b0 + q->dq_bs < nb ? b0 + q->dq_bs : nb;
       float amax = 0.0f;
-      for (uint64_t b = b0; b < b1; b++) amax = fmaxf(amax, fabsf(absmax[b]));
+      for (uint64_t b = b0; b < b1; b++) amax = fabsf(absmax[b]) > amax ? fabsf(absmax[b]) : amax;
       memcpy(scale2 + 4 * g, &amax, 4);
       float inv = 1.0f / amax;
       for (uint64_t b = b0; b < b1; b++) qa[b] = nf_code_dynamic(map, absmax[b] * inv);

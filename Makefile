@@ -46,6 +46,7 @@ PLUGIN_LIBS_load-gguf := -ljansson
 PLUGIN_LIBS_load-safetensors := -ljansson -lm
 PLUGIN_LIBS_quant-ggml := -lm
 PLUGIN_LIBS_quant-basic := -lm
+PLUGIN_LIBS_quant-nf4 := -lm -lpthread
 HEADERS  := $(wildcard abi/*.h) $(wildcard core/*.h) $(wildcard plugins/*/*.h)
 
 LIB      := $(B)/liblorakit.so.$(VERSION)

@@ -379,6 +379,13 @@ LK_API lk_status lk_model_tensor_read(lk_model_t *m, int64_t index, void *dst, u
  * converted; quantised blocks are dequantised by the quantiser plugin named
  * by qformat (LK_ERR_UNSUPPORTED naming it when none is loaded). */
 LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *dst, uint64_t n);
+/* [one-thread-per-context] The quantiser options a quantised tensor was stored with and its part
+ * count (bitsandbytes NF4/FP4 in safetensors: block size, double
+ * quantisation; 5 parts): opts is written up to its struct_size, n_parts
+ * may be NULL. A tensor of one part gets zeros (the format's defaults) and
+ * 1. Its bytes (lk_model_tensor_read) are the parts one after another, each
+ * as lk_quant_layout with these opts sizes it. LK_ERR_DTYPE for a plain tensor. */
+LK_API lk_status lk_model_tensor_qopts(lk_model_t *m, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts);
 /* [one-thread-per-context] Metadata as one JSON object (see lorakit_plugin.h); lives until close. */
 LK_API const char *lk_model_metadata_json(lk_model_t *m);
 

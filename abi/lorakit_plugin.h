@@ -306,6 +306,13 @@ typedef struct lk_quant_ext_cpu_t {
  *   "adapter_config": a PEFT adapter_config.json object (peft; gguf-lora
  *                     derives r, lora_alpha, target_modules)
  *   "safetensors_metadata": the __metadata__ string map (safetensors, hf, peft)
+ *   "bnb_quant":      (safetensors, hf) {tensor name: {"block_size": 64,
+ *                     "double_quant": true, "dq_block_size": 256, "dtype":
+ *                     "float16"}} for the bitsandbytes 4-bit (nf4/fp4)
+ *                     weights: read from each quant_state; a writer takes a
+ *                     tensor's options and its quant_state dtype from here
+ *                     (default "float32"), else the one layout its bytes fit
+ *                     (lk.loader.qopts/1 says how the parts lie).
  *   "gguf":           {"version": 3, "alignment": 32, "kv": {key: value},
  *                      "kv_types": {key: "u8".."f64"|"bool"|"string"|
  *                      "array[<type>]"}} (gguf, gguf-lora). A writer takes
@@ -434,6 +441,24 @@ typedef struct lk_loader_ext_base_config_t {
   int32_t (*set)(void *file, const char *base_metadata_json, lk_error_t *err);
 } lk_loader_ext_base_config_t;
 #define LK_MIN_SIZE_LOADER_EXT_BASE_CONFIG LK_MIN_SIZE(lk_loader_ext_base_config_t, set)
+
+/* Loader extension "lk.loader.qopts/1", found with get_extension(file,
+ * LK_LOADER_EXT_QOPTS): for a quantised tensor of several parts
+ * (bitsandbytes NF4/FP4 in safetensors: blocks, absmax, the nested parts),
+ * the quantiser options it was made with and its part count. Such a
+ * tensor's bytes (tensor_read, info.nbytes) are its parts one after another
+ * in part order, each as lk_quant_layout(qformat, opts, nrows, ncols) sizes
+ * it; a writer takes a quantised lk_tensor_t the same way (data = the parts
+ * in order, nbytes = their sum). LK_ERR_NOT_FOUND (or no extension): one
+ * part, default options. */
+#define LK_LOADER_EXT_QOPTS "lk.loader.qopts/1"
+typedef struct lk_loader_ext_qopts_t {
+  uint32_t struct_size;
+  uint32_t reserved0;
+  /* opts: written up to its struct_size; n_parts may be NULL. */
+  int32_t (*get)(void *file, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts, lk_error_t *err);
+} lk_loader_ext_qopts_t;
+#define LK_MIN_SIZE_LOADER_EXT_QOPTS LK_MIN_SIZE(lk_loader_ext_qopts_t, get)
 
 /* ---- factories: a plugin's components of one kind ------------------------ */
 typedef struct lk_backend_factory_t {

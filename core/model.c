@@ -136,6 +136,52 @@ LK_API lk_status lk_model_tensor_read(lk_model_t *m, int64_t index, void *dst, u
   return LK_OK;
 }
 
+/* The loader's lk.loader.qopts/1 answer for a quantised tensor: its options
+ * and part count; defaults and 1 when the loader has none for it. */
+static lk_status model_qopts(lk_model_t *m, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts) {
+  memset(opts, 0, sizeof *opts);
+  opts->struct_size = sizeof *opts;
+  *n_parts = 1;
+  const lk_loader_ext_qopts_t *ext = m->vt->get_extension ? m->vt->get_extension(m->file, LK_LOADER_EXT_QOPTS) : NULL;
+  if (!ext || ext->struct_size < LK_MIN_SIZE_LOADER_EXT_QOPTS || !ext->get) return LK_OK;
+  lk_error_t err = {sizeof err, 0, {0}};
+  int32_t rc = ext->get(m->file, index, opts, n_parts, &err);
+  if (rc == LK_ERR_NOT_FOUND) {
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+    *n_parts = 1;
+    return LK_OK;
+  }
+  if (!rc && (*n_parts < 1 || *n_parts > 16)) {
+    rc = LK_ERR_PLUGIN;
+    snprintf(err.message, sizeof err.message, "the loader says tensor %lld has %u parts", (long long)index, *n_parts);
+  }
+  return rc ? loader_err(m->ctx, rc, &err, m->path) : LK_OK;
+}
+
+LK_API lk_status lk_model_tensor_qopts(lk_model_t *m, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts) {
+  if (!m || !opts) return lk__fail(m ? m->ctx : NULL, LK_ERR_INVALID_ARG, "lk_model_tensor_qopts: NULL argument");
+  if (opts->struct_size < LK_MIN_SIZE_QUANT_OPTS)
+    return lk__fail(m->ctx, LK_ERR_ABI, "lk_model_tensor_qopts: lk_quant_opts_t struct_size %u is below its minimum %zu",
+                    opts->struct_size, (size_t)LK_MIN_SIZE_QUANT_OPTS);
+  lk_tensor_info_t ti;
+  lk_status st = lk_model_tensor_info(m, index, &ti);
+  if (st) return st;
+  if (ti.dtype != LK_DTYPE_QUANT)
+    return lk__fail(m->ctx, LK_ERR_DTYPE, "%s: tensor %s is %s, not quantised", m->path, ti.name,
+                    lk_dtype_name(ti.dtype));
+  lk_quant_opts_t full;
+  uint32_t np;
+  st = model_qopts(m, index, &full, &np);
+  if (st) return st;
+  /* an output: written up to the caller's struct_size */
+  size_t n = opts->struct_size < sizeof full ? opts->struct_size : sizeof full;
+  memcpy((char *)opts + sizeof(uint32_t), (const char *)&full + sizeof(uint32_t), n - sizeof(uint32_t));
+  if (n_parts) *n_parts = np;
+  lk__ok(m->ctx);
+  return LK_OK;
+}
+
 LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *dst, uint64_t n) {
   if (!m || !dst) return lk__fail(m ? m->ctx : NULL, LK_ERR_INVALID_ARG, "lk_model_tensor_read_f32: NULL argument");
   lk_tensor_info_t ti;
@@ -161,13 +207,34 @@ LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *d
   if (!raw) return lk__fail(m->ctx, LK_ERR_NOMEM, "%s: out of memory reading %s", m->path, ti.name);
   st = lk_model_tensor_read(m, index, raw, ti.nbytes);
   if (!st && quant) {
-    /* Default options, every row at once; lk_dequantize checks the bytes
-     * against the format's layout before the quantiser sees them. */
-    int64_t ncols = ti.ndim ? ti.shape[ti.ndim - 1] : 1;
-    const void *parts[1] = {raw};
-    uint64_t part_bytes[1] = {ti.nbytes};
-    st = lk_dequantize(m->ctx, ti.qformat, NULL, parts, part_bytes, 1, ncols ? (int64_t)numel / ncols : 0, ncols,
-                       dst);
+    /* The loader's options (NF4 with its block size, double quantisation)
+     * or the defaults, every row at once; the parts lie one after another
+     * (lk.loader.qopts/1) and lk_dequantize checks each against the format's
+     * layout before the quantiser sees them. */
+    int64_t ncols = ti.ndim ? ti.shape[ti.ndim - 1] : 1, nrows = ncols ? (int64_t)numel / ncols : 0;
+    lk_quant_opts_t opts;
+    uint32_t np = 1;
+    const void *parts[16] = {raw};
+    uint64_t part_bytes[16] = {ti.nbytes};
+    st = model_qopts(m, index, &opts, &np);
+    if (!st && np > 1) {
+      lk_quant_part_t lay[16];
+      uint32_t nl = 0;
+      st = lk_quant_layout(m->ctx, ti.qformat, &opts, nrows, ncols, lay, 16, &nl);
+      uint64_t off = 0;
+      if (!st && nl != np)
+        st = lk__fail(m->ctx, LK_ERR_FORMAT, "the file gives %u parts, format %s has %u", np, ti.qformat, nl);
+      for (uint32_t i = 0; !st && i < np; i++) {
+        parts[i] = (const uint8_t *)raw + off;
+        part_bytes[i] = lay[i].nbytes;
+        off += lay[i].nbytes;
+      }
+      if (!st && off != ti.nbytes)
+        st = lk__fail(m->ctx, LK_ERR_FORMAT, "its %llu bytes are not the %llu of its %u parts",
+                      (unsigned long long)ti.nbytes, (unsigned long long)off, np);
+    }
+    if (!st)
+      st = lk_dequantize(m->ctx, ti.qformat, np > 1 ? &opts : NULL, parts, part_bytes, np, nrows, ncols, dst);
     if (st) {
       char msg[sizeof m->ctx->last_error];
       snprintf(msg, sizeof msg, "%s", lk_last_error(m->ctx));

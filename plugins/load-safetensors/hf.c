@@ -172,7 +172,7 @@ static int32_t hf_expect(const hf_check_t *k, const char *name, int required, in
   if (t->ndim != nd || t->shape[0] != d0 || (nd == 2 && t->shape[1] != d1))
     return st_fail(err, LK_ERR_SHAPE, "%s: tensor '%s' has shape %s but config.json gives %s", k->label, name,
                    st_shape_str(got, sizeof got, t->ndim, t->shape), st_shape_str(want, sizeof want, nd, w));
-  if (!st_dtype_is_float(t->dtype))
+  if (!st_dtype_is_float(t->dtype) && !(t->dtype == LK_DTYPE_QUANT && nd == 2)) /* bitsandbytes 4-bit weights */
     return st_fail(err, LK_ERR_DTYPE, "%s: tensor '%s' has dtype %s, not a floating-point type", k->label, name,
                    st_dtype_to_name(t->dtype));
   return LK_OK;
@@ -274,7 +274,8 @@ static int32_t hf_open(const char *path, void **out_file, lk_error_t *err) {
     if (m && (json_object_set_new(m, "format", json_string("hf")) || json_object_set(m, "config", cfg) ||
               (gen && json_object_set(m, "generation_config", gen)) ||
               json_object_set(m, "safetensors_metadata", h->st_meta) ||
-              (tok && json_object_set(m, "tokenizer", tok)))) {
+              (tok && json_object_set(m, "tokenizer", tok)) ||
+              (h->bnb_meta && json_object_set(m, "bnb_quant", h->bnb_meta)))) {
       json_decref(m);
       m = NULL;
     }
@@ -342,16 +343,38 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
   hf_cfg_t c;
   char *cfg_path = st_path_join(path, "config.json");
   int32_t rc = cfg_path ? LK_OK : st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
-  if (rc == LK_OK) rc = st_check_tensors(tensors, names, n, path, err);
+  st_bnb_out_t bx;
+  memset(&bx, 0, sizeof bx);
+  json_t *cfg_q = NULL;
   if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
+  /* nf4/fp4 weights are checked against the config as [out, in], then split
+   * into bitsandbytes' entries, and config.json gets the quantization_config
+   * transformers writes for them (unless the config has one) */
+  const lk_tensor_t *caller = tensors;
+  const char *const *caller_names = names;
+  uint64_t caller_n = n;
+  if (rc == LK_OK && n && tensors && names) rc = st_bnb_expand(tensors, names, n, meta, path, &bx, err);
+  if (bx.active) {
+    tensors = bx.t;
+    names = bx.names;
+    n = bx.n;
+  }
+  if (rc == LK_OK) rc = st_check_tensors(tensors, names, n, path, err);
   const json_t *cfg = meta ? json_object_get(meta, "config") : NULL;
+  if (rc == LK_OK && bx.active && json_is_object(cfg) && !json_object_get(cfg, "quantization_config")) {
+    cfg_q = json_deep_copy(cfg);
+    json_t *qc = st_bnb_quantization_config(&bx);
+    if (!cfg_q || !qc || json_object_set_new(cfg_q, "quantization_config", qc))
+      rc = st_fail(err, LK_ERR_NOMEM, "%s: out of memory", path);
+    cfg = cfg_q;
+  }
   const json_t *gen = meta ? json_object_get(meta, "generation_config") : NULL;
   if (rc == LK_OK && !json_is_object(cfg))
     rc = st_fail(err, LK_ERR_INVALID_ARG, "%s: hf write needs metadata with a \"config\" object", path);
   if (rc == LK_OK && gen && !json_is_null(gen) && !json_is_object(gen))
     rc = st_fail(err, LK_ERR_INVALID_ARG, "%s: metadata \"generation_config\" is not an object", path);
   if (rc == LK_OK) rc = hf_parse_config(cfg, cfg_path, &c, err);
-  if (rc == LK_OK) rc = hf_check_caller(tensors, names, n, &c, path, err);
+  if (rc == LK_OK) rc = hf_check_caller(caller, caller_names, caller_n, &c, path, err);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 1, path, &stm, err);
   /* a GGUF model's tokenizer.ggml.* become tokenizer.json + tokenizer_config.json */
   if (rc == LK_OK) rc = hf_tokenizer_files(meta, path, &tok, &tokcfg, err);
@@ -387,6 +410,8 @@ static int32_t hf_write(const char *path, const lk_tensor_t *tensors, const char
   if (rc == LK_OK) rc = st_dir_commit(&dir, err);
   st_dir_discard(&dir);
   free(spm);
+  st_bnb_out_free(&bx);
+  json_decref(cfg_q);
   json_decref(tok);
   json_decref(tokcfg);
   json_decref(stm);

@@ -38,6 +38,8 @@ typedef struct st_tensor_t {
   uint64_t begin; /* byte range [begin, end) in the data section */
   uint64_t end;
   uint32_t shard; /* index into the set's shards */
+  struct st_bnb_t *bnb; /* a bitsandbytes 4-bit weight: its parts (st_bnb.c), owned; else NULL */
+  int bnb_drop;         /* a part of such a weight, folded into it at open */
 } st_tensor_t;
 
 static inline const char *st_canon(const st_tensor_t *t) { return t->canon ? t->canon : t->name; }
@@ -139,6 +141,8 @@ typedef struct st_handle_t {
   json_t *index_meta;     /* the index file's "metadata" member or NULL, owned */
   char *metadata_json;    /* what metadata_json() returns, owned */
   st_peft_t *peft;        /* the resolved adapter (peft only; freed by its close) */
+  json_t *bnb_meta;       /* {weight: {"block_size", "double_quant", "dq_block_size",
+                           * "dtype"}} of its bitsandbytes weights, or NULL; owned */
 } st_handle_t;
 
 /* Open a .safetensors file or a *.safetensors.index.json set. */
@@ -285,6 +289,59 @@ int32_t st_peft_rx_check(const char *pattern, const char *file, const char *key,
 int32_t st_peft_write_adapter(const char *path, const lk_adapter_header_t *header,
                               const lk_adapter_target_t *targets, uint32_t n_targets,
                               const char *metadata_json, lk_error_t *err);
+
+/* ---- st_bnb.c: bitsandbytes 4-bit weights ----------------------------------------- */
+
+typedef struct st_bnb_part_t {
+  uint32_t shard;
+  uint64_t begin, end;
+} st_bnb_part_t;
+
+/* A weight stored as bitsandbytes saves it, read as one LK_DTYPE_QUANT tensor
+ * whose bytes are quant-nf4's parts in order (part 3, absmax_offset, comes
+ * from the quant_state JSON). */
+typedef struct st_bnb_t {
+  const char *qformat;   /* "nf4" or "fp4" */
+  lk_quant_opts_t opts;  /* block_size, double_quant, dq_block_size */
+  uint32_t n_parts, ndim;
+  int64_t shape[LK_MAX_DIMS]; /* the quant_state's shape */
+  st_bnb_part_t part[5];
+  float offset;          /* nested_offset */
+  uint64_t nbytes;       /* the parts' sum */
+} st_bnb_t;
+
+/* Fold every weight with a quant_state.bitsandbytes__nf4/__fp4 entry and its
+ * parts into one tensor (h indexed; re-indexed after). Bad or incomplete
+ * entries are refused naming the file and the weight. */
+int32_t st_bnb_resolve(st_handle_t *h, lk_error_t *err);
+void st_bnb_free(st_tensor_t *t, uint64_t n);
+/* The parts of t (t->bnb) one after another into dst (t->bnb->nbytes). */
+int32_t st_bnb_read(const st_handle_t *h, const st_tensor_t *t, uint8_t *dst);
+
+/* A writer's tensors with every nf4/fp4 tensor split into bitsandbytes'
+ * entries (active = 0 when there was none: use the caller's arrays). */
+typedef struct st_bnb_out_t {
+  int active;
+  lk_tensor_t *t;
+  const char **names;
+  uint64_t n;
+  void **owned;
+  uint64_t n_owned;
+  const char *qtype; /* the first 4-bit tensor's type, for quantization_config */
+  uint32_t dq;
+} st_bnb_out_t;
+/* meta: the writer's metadata; "bnb_quant": {name: {"block_size",
+ * "double_quant", "dq_block_size", "dtype"}} gives a tensor's options and the
+ * dtype its quant_state names (default "float32"); without it the options
+ * are those whose layout fits the tensor's bytes. */
+int32_t st_bnb_expand(const lk_tensor_t *tensors, const char *const *names, uint64_t n, const json_t *meta,
+                      const char *what, st_bnb_out_t *out, lk_error_t *err);
+void st_bnb_out_free(st_bnb_out_t *out);
+/* transformers' BitsAndBytesConfig(load_in_4bit=True, ...).to_dict() for
+ * config.json's quantization_config (new reference). */
+json_t *st_bnb_quantization_config(const st_bnb_out_t *out);
+/* The loader extension lk.loader.qopts/1 (every component of this plugin). */
+extern const lk_loader_ext_qopts_t st_bnb_ext_qopts;
 
 /* ---- components --------------------------------------------------------------- */
 extern const lk_loader_vt_t st_safetensors_vt; /* st_file.c */

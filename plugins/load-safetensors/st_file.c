@@ -231,11 +231,13 @@ static void st_handle_free(st_handle_t *h) {
   h->magic = 0;
   for (uint32_t i = 0; h->shards && i < h->n_shards; i++) st_shard_free(&h->shards[i]);
   free(h->shards);
+  st_bnb_free(h->t, h->n);
   st_tensor_free_names(h->t, h->n);
   free(h->t);
   free(h->by_name);
   json_decref(h->st_meta);
   json_decref(h->index_meta);
+  json_decref(h->bnb_meta);
   free(h->metadata_json);
   free(h->path);
   free(h);
@@ -261,6 +263,8 @@ int32_t st_handle_open(const char *path, st_handle_t **out, lk_error_t *err) {
       rc = st_load_shard(h, 0, &h->st_meta, err);
     if (rc == LK_OK) rc = st_handle_index(h, err);
   }
+  /* bitsandbytes 4-bit weights fold their parts into one tensor */
+  if (rc == LK_OK) rc = st_bnb_resolve(h, err);
   if (rc != LK_OK) {
     st_handle_free(h);
     return rc;
@@ -353,9 +357,9 @@ int32_t st_vt_tensor_info(void *file, int64_t index, lk_tensor_info_t *out, lk_e
   out->reserved0 = 0;
   memset(out->shape, 0, sizeof out->shape);
   memcpy(out->shape, t->shape, t->ndim * sizeof t->shape[0]);
-  out->nbytes = t->end - t->begin;
+  out->nbytes = t->bnb ? t->bnb->nbytes : t->end - t->begin;
   out->name = st_canon(t);
-  if (LK_HAS_FIELD(out, lk_tensor_info_t, qformat)) out->qformat = NULL;
+  if (LK_HAS_FIELD(out, lk_tensor_info_t, qformat)) out->qformat = t->bnb ? t->bnb->qformat : NULL;
   return LK_OK;
 }
 
@@ -364,6 +368,12 @@ int32_t st_vt_tensor_read(void *file, int64_t index, void *dst, uint64_t nbytes,
   const st_tensor_t *t = NULL;
   int32_t rc = st_get(file, index, "tensor_read", &h, &t, err);
   if (rc != LK_OK) return rc;
+  if (t->bnb) {
+    if (nbytes != t->bnb->nbytes || !dst)
+      return st_fail(err, LK_ERR_INVALID_ARG, "%s: tensor_read '%.100s': %" PRIu64 " bytes asked, the %s tensor's parts "
+                     "are %" PRIu64, st_handle_file_of(h, t), st_canon(t), nbytes, t->bnb->qformat, t->bnb->nbytes);
+    return st_bnb_read(h, t, dst);
+  }
   if (nbytes != t->end - t->begin)
     return st_fail(err, LK_ERR_INVALID_ARG, "%s: tensor_read '%.100s': %" PRIu64 " bytes asked, the tensor has %" PRIu64,
                    st_handle_file_of(h, t), st_canon(t), nbytes, t->end - t->begin);
@@ -378,6 +388,11 @@ const void *st_vt_tensor_map(void *file, int64_t index, lk_error_t *err) {
   st_handle_t *h = NULL;
   const st_tensor_t *t = NULL;
   if (st_get(file, index, "tensor_map", &h, &t, err) != LK_OK) return NULL;
+  if (t->bnb) { /* its parts are apart in the file */
+    st_fail(err, LK_ERR_UNSUPPORTED, "%s: tensor '%.100s' (%s) is several parts: read it", h->path, st_canon(t),
+            t->bnb->qformat);
+    return NULL;
+  }
   const st_shard_t *s = &h->shards[t->shard];
   return s->map + s->data_start + t->begin;
 }
@@ -387,9 +402,32 @@ const char *st_vt_metadata_json(void *file) {
   return h && h->metadata_json ? h->metadata_json : "{}";
 }
 
+/* lk.loader.qopts/1: the options and part count of a bitsandbytes weight. */
+static int32_t st_qopts_get(void *file, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts, lk_error_t *err) {
+  st_handle_t *h = NULL;
+  const st_tensor_t *t = NULL;
+  int32_t rc = st_get(file, index, "qopts", &h, &t, err);
+  if (rc != LK_OK) return rc;
+  if (!t->bnb)
+    return st_fail(err, LK_ERR_NOT_FOUND, "%s: tensor '%.100s' is not a quantised tensor of several parts", h->path,
+                   st_canon(t));
+  if (opts) {
+    if (opts->struct_size < LK_MIN_SIZE_QUANT_OPTS)
+      return st_fail(err, LK_ERR_ABI, "%s: qopts: lk_quant_opts_t struct_size %u is too small", h->path,
+                     opts->struct_size);
+    lk_quant_opts_t o = t->bnb->opts;
+    size_t n = opts->struct_size < sizeof o ? opts->struct_size : sizeof o;
+    memcpy((char *)opts + sizeof(uint32_t), (const char *)&o + sizeof(uint32_t), n - sizeof(uint32_t));
+  }
+  if (n_parts) *n_parts = t->bnb->n_parts;
+  return LK_OK;
+}
+
+const lk_loader_ext_qopts_t st_bnb_ext_qopts = {sizeof(lk_loader_ext_qopts_t), 0, st_qopts_get};
+
 const void *st_vt_get_extension(void *file, const char *id) {
   (void)file;
-  (void)id;
+  if (id && !strcmp(id, LK_LOADER_EXT_QOPTS)) return &st_bnb_ext_qopts;
   return NULL;
 }
 
@@ -423,7 +461,8 @@ static int32_t st_open(const char *path, void **out_file, lk_error_t *err) {
   json_t *m = json_object();
   if (m && (json_object_set_new(m, "format", json_string("safetensors")) ||
             json_object_set(m, "safetensors_metadata", h->st_meta) ||
-            (h->index_meta && json_object_set(m, "index_metadata", h->index_meta)))) {
+            (h->index_meta && json_object_set(m, "index_metadata", h->index_meta)) ||
+            (h->bnb_meta && json_object_set(m, "bnb_quant", h->bnb_meta)))) {
     json_decref(m);
     m = NULL;
   }
@@ -442,15 +481,25 @@ static int32_t st_write(const char *path, const lk_tensor_t *tensors, const char
   if (st_ends_with(path, ".json"))
     return st_fail(err, LK_ERR_UNSUPPORTED, "%s: safetensors write makes one .safetensors file, not a sharded index",
                    path);
-  int32_t rc = st_check_tensors(tensors, names, n, path, err);
   json_t *meta = NULL, *stm = NULL;
-  if (rc == LK_OK) rc = st_parse_write_metadata(metadata_json, path, &meta, err);
+  st_bnb_out_t bx;
+  memset(&bx, 0, sizeof bx);
+  int32_t rc = st_parse_write_metadata(metadata_json, path, &meta, err);
+  /* nf4/fp4 tensors become bitsandbytes' entries */
+  if (rc == LK_OK && n && tensors && names) rc = st_bnb_expand(tensors, names, n, meta, path, &bx, err);
+  if (bx.active) {
+    tensors = bx.t;
+    names = bx.names;
+    n = bx.n;
+  }
+  if (rc == LK_OK) rc = st_check_tensors(tensors, names, n, path, err);
   if (rc == LK_OK) rc = st_write_meta_from(meta, 0, path, &stm, err);
   st_tmp_t tmp = {NULL, NULL, -1, 0, 0};
   if (rc == LK_OK) rc = st_tmp_open(&tmp, path, err);
   if (rc == LK_OK) rc = st_write_safetensors(&tmp, tensors, names, n, stm, LK_DTYPE_INVALID, err);
   if (rc == LK_OK) rc = st_tmp_commit(&tmp, err);
   st_tmp_discard(&tmp);
+  st_bnb_out_free(&bx);
   json_decref(stm);
   json_decref(meta);
   return rc;

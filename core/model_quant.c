@@ -387,16 +387,27 @@ static lk_status mq_unknown(lk_context_t *ctx, const char *to) {
 
 /* Metadata for the output: a GGUF's general.file_type and
  * general.quantization_version as llama-quantize sets them. malloc'd. */
-static char *mq_meta(json_t *root, const mq_ftype *f, int gguf, const lk_quant_opts_t *qo) {
-  /* lk_tensor_t (FROZEN) has no room for a format's options: a writer of
-   * multi-part formats (nf4/fp4 in safetensors) finds the ones the main
-   * format's tensors were quantised with here */
-  if (f->own && (qo->block_size || qo->double_quant)) {
+static char *mq_meta(json_t *root, const mq_ftype *f, int gguf, const lk_quant_opts_t *qo, const mq_plan *plan,
+                     char *const *names, int64_t n) {
+  /* lk_tensor_t (FROZEN) has no room for a format's options: the safetensors
+   * writer takes each bitsandbytes 4-bit tensor's from metadata "bnb_quant"
+   * (lorakit_plugin.h), so every nf4/fp4 tensor is listed there with the
+   * options it was quantised with; the bnb_quant of the input (tensors
+   * read as nf4 and kept) stays as read. */
+  json_t *bq = json_object_get(root, "bnb_quant");
+  for (int64_t i = 0; i < n; i++) {
+    if (!plan[i].to || (strcmp(plan[i].to, "nf4") && strcmp(plan[i].to, "fp4"))) continue;
+    if (!bq) {
+      json_object_set_new(root, "bnb_quant", json_object());
+      bq = json_object_get(root, "bnb_quant");
+    }
     json_t *q = json_object();
-    json_object_set_new(q, "format", json_string(f->main));
-    json_object_set_new(q, "block_size", json_integer(qo->block_size));
-    json_object_set_new(q, "double_quant", json_integer(qo->double_quant));
-    json_object_set_new(root, "quant_options", q);
+    uint32_t bs = plan[i].main_opts && qo->block_size ? qo->block_size : 64;
+    uint32_t dq = plan[i].main_opts ? qo->double_quant : 0;
+    json_object_set_new(q, "block_size", json_integer(bs));
+    json_object_set_new(q, "double_quant", json_boolean(dq));
+    json_object_set_new(q, "dq_block_size", json_integer(plan[i].main_opts && qo->dq_block_size ? qo->dq_block_size : 256));
+    json_object_set_new(bq, names[i], q);
   }
   json_t *g = json_object_get(root, "gguf");
   json_t *kv = json_object_get(g, "kv"), *ty = json_object_get(g, "kv_types");
@@ -459,6 +470,10 @@ static lk_status mq_plan_all(mq_run *r, const mq_ftype *f, const lk_quantize_opt
     p->dtype = ti->dtype;
     p->bytes = ti->nbytes;
     if (!mq_allows(ti) || mq_keep(o->keep, ti->name)) continue;
+    /* bitsandbytes (transformers' BitsAndBytesConfig) quantises the
+     * nn.Linear layers only and skips lm_head: an HF folder in nf4/fp4/int8
+     * keeps the embedding and lm_head as read, so transformers loads it. */
+    if (!gguf && f->own && (strstr(ti->name, "embed_tokens") || !strcmp(ti->name, "lm_head.weight"))) continue;
     int64_t ncols = ti->shape[ti->ndim - 1];
     const char *why;
     const char *t = mq_pick(f, &mm, ti->name, ncols, &why);
@@ -644,7 +659,7 @@ static lk_status mq_quantize(lk_context_t *ctx, const char *in, const char *out,
       o->report(o->report_user, &rep);
     }
   }
-  if (!st && !(meta = mq_meta(root, f, gguf, &qo))) st = lk__fail(ctx, LK_ERR_NOMEM, "out of memory");
+  if (!st && !(meta = mq_meta(root, f, gguf, &qo, r.plan, r.names, r.n))) st = lk__fail(ctx, LK_ERR_NOMEM, "out of memory");
   struct stat sb;
   if (!st)
     st = lk__mo_write_model(ctx, out, lk_model_loader(r.m), r.t, r.names, r.n, meta,

@@ -4,13 +4,16 @@
  *     the float32 reference of gguf-py (dequant/: the first rows value by
  *     value, the whole tensor by SHA-256);
  *   - quantising base-f32.gguf's tensors gives the bytes llama-quantize
- *     wrote (Q4_0, Q4_1, Q5_0, Q8_0) and gguf-py wrote (q8_0);
+ *     wrote (every quantised tensor of Q4_0, Q4_1, Q5_0, Q8_0, Q4_K_M, Q6_K:
+ *     their q4_0, q4_1, q5_0, q8_0, q4_K and q6_K tensors) and gguf-py
+ *     wrote (q8_0); the K-quants' own tests are in test_quant_k.c;
  *   - one block of every format against values computed here from the
  *     format's layout as gguf-py's numpy code indexes it (element e -> its
  *     byte, bit and scale), with scales chosen so every product is exact;
  *   - one hand-worked block per quantisable format, byte for byte;
  *   - the core refuses wrong part counts and sizes, rows that are not whole
- *     blocks, bad options and quantising a read-only format, naming them.
+ *     blocks and bad options, naming them; every format refuses NaN/Inf
+ *     naming the row and column, writing nothing.
  * The GGUF reader is the independent one of test_fmt_util.h. Fixture tests
  * print SKIP and pass when LK_FIXTURES is absent. */
 #include <ctype.h>
@@ -399,6 +402,55 @@ START_TEST(round_trip_within_half_a_step) {
 }
 END_TEST
 
+static void expect_fail(lk_context_t *ctx, lk_status got, lk_status want, const char *a, const char *b);
+
+/* ---- bad input for every format ------------------------------------------------- */
+
+/* NaN and +-Inf are refused (llama.cpp quantises them without a check into
+ * meaningless blocks): LK_ERR_INVALID_ARG naming the row and column of the
+ * first one, nothing written. A row that is not whole blocks: LK_ERR_SHAPE
+ * naming the length and the block size. */
+START_TEST(non_finite_and_partial_blocks_refused) {
+  const blk_fmt *f = &k_blk[_i];
+  lk_context_t *ctx = q_ctx();
+  enum { R = 3 };
+  const int C = 2 * f->elems;
+  float *x = malloc((size_t)(R * C) * sizeof *x);
+  uint8_t *out = malloc((size_t)(2 * R * f->bytes)), *fresh = malloc((size_t)(2 * R * f->bytes));
+  uint64_t nbytes = (uint64_t)(2 * R * f->bytes);
+  tu_rng rng = {0xbad0000u + (uint64_t)_i};
+  static const float bad[3] = {NAN, INFINITY, -INFINITY};
+  static const char *const said[3] = {"NaN", "infinite", "infinite"};
+  for (int k = 0; k < 3; k++) {
+    tu_fill(&rng, x, (size_t)(R * C), -1.0, 1.0);
+    int row = 1 + k % 2, col = (int)(tu_next(&rng) % (uint64_t)C);
+    x[row * C + col] = bad[k];
+    x[(R - 1) * C + C - 1] = NAN; /* a later one is not the one named */
+    memset(out, 0xA5, nbytes);
+    memcpy(fresh, out, nbytes);
+    char want[64];
+    snprintf(want, sizeof want, "row %d, column %d is %s", row, col, said[k]);
+    expect_fail(ctx, q_quant(ctx, f->fmt, x, R, C, out, nbytes), LK_ERR_INVALID_ARG, f->fmt, want);
+    ck_assert_msg(!memcmp(out, fresh, nbytes), "%s: a refused quantisation wrote bytes", f->fmt);
+  }
+  /* finite again: accepted */
+  tu_fill(&rng, x, (size_t)(R * C), -1.0, 1.0);
+  ck_assert_msg(q_quant(ctx, f->fmt, x, R, C, out, nbytes) == LK_OK, "%s", lk_last_error(ctx));
+  /* rows of elems + 16 values: not whole blocks, for the layout and both ways */
+  char len[16];
+  snprintf(len, sizeof len, "%d", f->elems + 16);
+  lk_quant_part_t p;
+  uint32_t np;
+  expect_fail(ctx, lk_quant_layout(ctx, f->fmt, NULL, 1, f->elems + 16, &p, 1, &np), LK_ERR_SHAPE, f->fmt, len);
+  expect_fail(ctx, q_quant(ctx, f->fmt, x, 1, f->elems + 16, out, (uint64_t)f->bytes), LK_ERR_SHAPE, f->fmt, len);
+  expect_fail(ctx, q_deq(ctx, f->fmt, out, (uint64_t)f->bytes, 1, f->elems + 16, x), LK_ERR_SHAPE, f->fmt, len);
+  free(x);
+  free(out);
+  free(fresh);
+  lk_context_free(ctx);
+}
+END_TEST
+
 /* ---- the core checks sizes before the plugin sees bytes ---------------------------- */
 
 static void expect_fail(lk_context_t *ctx, lk_status got, lk_status want, const char *a, const char *b) {
@@ -549,6 +601,7 @@ static Suite *quant_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("checks");
   tcase_add_test(tc, core_refuses_wrong_sizes_and_options);
+  tcase_add_loop_test(tc, non_finite_and_partial_blocks_refused, 0, N_BLK);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -152,8 +152,8 @@ static int32_t gq_quantize(void *self, const float *src, int64_t nrows, int64_t 
   /* all of it first, so that a refusal writes nothing */
   for (uint64_t i = 0, n = nblocks * f->block_elems; i < n; i++)
     if (!isfinite(src[i]))
-      return gq_fail(err, LK_ERR_INVALID_ARG, "%s: quantize: the value at row %llu, column %llu is %s; the GGML "
-                     "formats take finite values only", f->name, (unsigned long long)(i / (uint64_t)ncols),
+      return gq_fail(err, LK_ERR_INVALID_ARG, "%s: the value at row %llu, column %llu is %s; the GGML formats "
+                     "take finite values only", f->name, (unsigned long long)(i / (uint64_t)ncols),
                      (unsigned long long)(i % (uint64_t)ncols), isnan(src[i]) ? "NaN" : "infinite");
   uint8_t *o = nblocks ? parts[0] : NULL;
   for (uint64_t b = 0; b < nblocks; b++) k->quant(src + b * f->block_elems, o + b * f->block_bytes);

@@ -600,6 +600,7 @@ static Suite *quant_suite(void) {
   tcase_add_test(tc, round_trip_within_half_a_step);
   suite_add_tcase(s, tc);
   tc = tcase_create("checks");
+  tcase_set_timeout(tc, 60); /* a context per format: slow under ASan on a loaded machine */
   tcase_add_test(tc, core_refuses_wrong_sizes_and_options);
   tcase_add_loop_test(tc, non_finite_and_partial_blocks_refused, 0, N_BLK);
   suite_add_tcase(s, tc);

@@ -103,6 +103,10 @@ $(foreach f,$(CPU_ISA_KERNELS),$(eval $(B)/obj/plugins/cpu/$(f).o: CFLAGS += $(C
 QUANT_ISA_SRC := $(wildcard plugins/quant-*/*_avx2.c plugins/quant-*/*_avx512.c)
 $(foreach f,$(QUANT_ISA_SRC),$(eval $(B)/obj/$(f:%.c=%.o): CFLAGS += \
   $(if $(filter %_avx512.c,$(f)),$(CPU_ISA_FLAGS_gemm_avx512),$(CPU_ISA_FLAGS_gemm_avx2))))
+# The K-quant reference quantisers choose scales by comparing f32 sums: no
+# FMA contraction, as in llama.cpp's ggml-base (-march=native via
+# EXTRA_CFLAGS would otherwise fuse them in gcc's default mode).
+$(B)/obj/plugins/quant-ggml/gq_kquants.o: CFLAGS += -ffp-contract=off
 # The kernel layer alone (tests/test_isa.c and bench/gemm_libs.c link it directly).
 CPU_KERNEL_SRC := plugins/cpu/isa.c plugins/cpu/gemm.c plugins/cpu/cvt.c plugins/cpu/gemm_portable.c \
                   $(CPU_ISA_KERNELS:%=plugins/cpu/%.c)

@@ -4,13 +4,16 @@
  *     the float32 reference of gguf-py (dequant/: the first rows value by
  *     value, the whole tensor by SHA-256);
  *   - quantising base-f32.gguf's tensors gives the bytes llama-quantize
- *     wrote (Q4_0, Q4_1, Q5_0, Q8_0) and gguf-py wrote (q8_0);
+ *     wrote (every quantised tensor of Q4_0, Q4_1, Q5_0, Q8_0, Q4_K_M, Q6_K:
+ *     their q4_0, q4_1, q5_0, q8_0, q4_K and q6_K tensors) and gguf-py
+ *     wrote (q8_0); the K-quants' own tests are in test_quant_k.c;
  *   - one block of every format against values computed here from the
  *     format's layout as gguf-py's numpy code indexes it (element e -> its
  *     byte, bit and scale), with scales chosen so every product is exact;
  *   - one hand-worked block per quantisable format, byte for byte;
  *   - the core refuses wrong part counts and sizes, rows that are not whole
- *     blocks, bad options and quantising a read-only format, naming them.
+ *     blocks and bad options, naming them; every format refuses NaN/Inf
+ *     naming the row and column, writing nothing.
  * The GGUF reader is the independent one of test_fmt_util.h. Fixture tests
  * print SKIP and pass when LK_FIXTURES is absent. */
 #include <ctype.h>
@@ -153,26 +156,26 @@ START_TEST(fixture_dequant_matches_gguf_py) {
 END_TEST
 
 /* The files llama-quantize (or convert_hf_to_gguf for q8_0) made from the
- * f32 model: every tensor of the file's own type, quantised here from
- * base-f32.gguf's tensor of the same name, must be the same bytes. (The
- * Q6_K output.weight of the Q4/Q5 files is dequantise-only here.) */
-static const char *const k_qsrc[] = {"Q4_0", "Q4_1", "Q5_0", "Q8_0", "q8_0"};
+ * f32 model: every quantised tensor, whatever its type (the Q4/Q5 files'
+ * output.weight is q6_K; Q4_K_M mixes q4_K and q6_K), quantised here from
+ * base-f32.gguf's tensor of the same name, must be the same bytes. */
+static const char *const k_qsrc[] = {"Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K_M", "Q6_K", "q8_0"};
 
 START_TEST(fixture_quantize_matches_llama_quantize) {
   FM_NEED_FIXTURES();
   qfile base, f;
   qfile_open(&base, "gguf/base-f32.gguf");
-  char rel[256], fmt[16];
+  char rel[256], fmt[16], seen[128] = "";
   snprintf(rel, sizeof rel, "gguf/base-%s.gguf", k_qsrc[_i]);
   qfile_open(&f, rel);
-  lower(k_qsrc[_i], fmt, sizeof fmt);
   lk_context_t *ctx = q_ctx();
   int same = 0;
   for (uint64_t i = 0; i < f.g.n_tensors; i++) {
     const fm_gguf_tensor *t = &f.g.t[i];
     const fm_ggml_type *ty;
     const uint8_t *want = qfile_tensor(&f, i, &ty);
-    if (!ty || strcasecmp(ty->name, k_qsrc[_i])) continue;
+    if (!ty) continue;
+    lower(ty->name, fmt, sizeof fmt);
     int64_t bi = fm_gguf_find_tensor(&base.g, t->name);
     ck_assert_msg(bi >= 0 && base.g.t[bi].type == 0, "%s: no f32 source", t->name);
     const fm_ggml_type *bty;
@@ -182,14 +185,16 @@ START_TEST(fixture_quantize_matches_llama_quantize) {
     lk_status st = q_quant(ctx, fmt, src, nrows, ncols, got, t->nbytes);
     ck_assert_msg(st == LK_OK, "%s: %s", t->name, lk_last_error(ctx));
     for (uint64_t k = 0; k < t->nbytes; k++)
-      ck_assert_msg(got[k] == want[k], "%s %s: byte %llu (block %llu) is 0x%02x, %s wrote 0x%02x", k_qsrc[_i],
-                    t->name, (unsigned long long)k, (unsigned long long)(k / ty->size), got[k],
-                    k_qsrc[_i][0] == 'q' ? "gguf-py" : "llama-quantize", want[k]);
+      ck_assert_msg(got[k] == want[k], "%s %s (%s): byte %llu (block %llu, byte %llu of it) is 0x%02x, %s wrote 0x%02x",
+                    k_qsrc[_i], t->name, fmt, (unsigned long long)k, (unsigned long long)(k / ty->size),
+                    (unsigned long long)(k % ty->size), got[k], k_qsrc[_i][0] == 'q' ? "gguf-py" : "llama-quantize",
+                    want[k]);
     free(got);
+    if (!strstr(seen, fmt) && strlen(seen) + strlen(fmt) + 2 < sizeof seen) strcat(strcat(seen, " "), fmt);
     same++;
   }
   ck_assert_int_ge(same, 15);
-  printf("quant: %s: %d tensors quantised byte-identical to the fixture\n", fmt, same);
+  printf("quant: %s: %d tensors (%s) quantised byte-identical to the fixture\n", k_qsrc[_i], same, seen + 1);
   lk_context_free(ctx);
   qfile_close(&f);
   qfile_close(&base);
@@ -270,7 +275,7 @@ START_TEST(one_block_of_each_format_from_its_layout) {
   ck_assert_int_eq(lk_quantiser_info(ctx, f->fmt, &qi), LK_OK);
   ck_assert_uint_eq(qi.block_elems, (uint32_t)f->elems);
   ck_assert_uint_eq(qi.block_bytes, (uint32_t)f->bytes);
-  ck_assert_int_eq(qi.can_quantize, f->elems == 32);
+  ck_assert_int_eq(qi.can_quantize, 1); /* every GGML format quantises */
   tu_rng rng = {0x5eed0000u + (uint64_t)_i};
   for (int rep = 0; rep < 8; rep++) {
     uint8_t all[2 * 256], *blk[2] = {all, all + f->bytes}; /* two rows of one block each */
@@ -397,6 +402,55 @@ START_TEST(round_trip_within_half_a_step) {
 }
 END_TEST
 
+static void expect_fail(lk_context_t *ctx, lk_status got, lk_status want, const char *a, const char *b);
+
+/* ---- bad input for every format ------------------------------------------------- */
+
+/* NaN and +-Inf are refused (llama.cpp quantises them without a check into
+ * meaningless blocks): LK_ERR_INVALID_ARG naming the row and column of the
+ * first one, nothing written. A row that is not whole blocks: LK_ERR_SHAPE
+ * naming the length and the block size. */
+START_TEST(non_finite_and_partial_blocks_refused) {
+  const blk_fmt *f = &k_blk[_i];
+  lk_context_t *ctx = q_ctx();
+  enum { R = 3 };
+  const int C = 2 * f->elems;
+  float *x = malloc((size_t)(R * C) * sizeof *x);
+  uint8_t *out = malloc((size_t)(2 * R * f->bytes)), *fresh = malloc((size_t)(2 * R * f->bytes));
+  uint64_t nbytes = (uint64_t)(2 * R * f->bytes);
+  tu_rng rng = {0xbad0000u + (uint64_t)_i};
+  static const float bad[3] = {NAN, INFINITY, -INFINITY};
+  static const char *const said[3] = {"NaN", "infinite", "infinite"};
+  for (int k = 0; k < 3; k++) {
+    tu_fill(&rng, x, (size_t)(R * C), -1.0, 1.0);
+    int row = 1 + k % 2, col = (int)(tu_next(&rng) % (uint64_t)C);
+    x[row * C + col] = bad[k];
+    x[(R - 1) * C + C - 1] = NAN; /* a later one is not the one named */
+    memset(out, 0xA5, nbytes);
+    memcpy(fresh, out, nbytes);
+    char want[64];
+    snprintf(want, sizeof want, "row %d, column %d is %s", row, col, said[k]);
+    expect_fail(ctx, q_quant(ctx, f->fmt, x, R, C, out, nbytes), LK_ERR_INVALID_ARG, f->fmt, want);
+    ck_assert_msg(!memcmp(out, fresh, nbytes), "%s: a refused quantisation wrote bytes", f->fmt);
+  }
+  /* finite again: accepted */
+  tu_fill(&rng, x, (size_t)(R * C), -1.0, 1.0);
+  ck_assert_msg(q_quant(ctx, f->fmt, x, R, C, out, nbytes) == LK_OK, "%s", lk_last_error(ctx));
+  /* rows of elems + 16 values: not whole blocks, for the layout and both ways */
+  char len[16];
+  snprintf(len, sizeof len, "%d", f->elems + 16);
+  lk_quant_part_t p;
+  uint32_t np;
+  expect_fail(ctx, lk_quant_layout(ctx, f->fmt, NULL, 1, f->elems + 16, &p, 1, &np), LK_ERR_SHAPE, f->fmt, len);
+  expect_fail(ctx, q_quant(ctx, f->fmt, x, 1, f->elems + 16, out, (uint64_t)f->bytes), LK_ERR_SHAPE, f->fmt, len);
+  expect_fail(ctx, q_deq(ctx, f->fmt, out, (uint64_t)f->bytes, 1, f->elems + 16, x), LK_ERR_SHAPE, f->fmt, len);
+  free(x);
+  free(out);
+  free(fresh);
+  lk_context_free(ctx);
+}
+END_TEST
+
 /* ---- the core checks sizes before the plugin sees bytes ---------------------------- */
 
 static void expect_fail(lk_context_t *ctx, lk_status got, lk_status want, const char *a, const char *b) {
@@ -435,10 +489,7 @@ START_TEST(core_refuses_wrong_sizes_and_options) {
   /* overflow: 2^62 rows of 32 */
   expect_fail(ctx, lk_quant_layout(ctx, "q8_0", NULL, (int64_t)1 << 62, 32, &p, 1, &np), LK_ERR_SHAPE, "q8_0",
               "overflow");
-  /* a read-only format and an unknown one */
-  bytes[0] = 210;
-  expect_fail(ctx, lk_quantize(ctx, "q6_k", NULL, x, 1, 256, parts, bytes, 1), LK_ERR_UNSUPPORTED, "q6_k",
-              "read-only");
+  /* an unknown format */
   expect_fail(ctx, lk_quant_layout(ctx, "q9_9", NULL, 1, 32, &p, 1, &np), LK_ERR_NOT_FOUND, "q9_9", "q4_k");
   /* options: another block size, double quantisation, a non-zero unknown tail */
   lk_quant_opts_t o[2];
@@ -549,7 +600,9 @@ static Suite *quant_suite(void) {
   tcase_add_test(tc, round_trip_within_half_a_step);
   suite_add_tcase(s, tc);
   tc = tcase_create("checks");
+  tcase_set_timeout(tc, 60); /* a context per format: slow under ASan on a loaded machine */
   tcase_add_test(tc, core_refuses_wrong_sizes_and_options);
+  tcase_add_loop_test(tc, non_finite_and_partial_blocks_refused, 0, N_BLK);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -3,7 +3,9 @@
  * The GGML block formats, bit-exact with llama.cpp (ggml-common.h block
  * layouts, ggml-quants.c dequantize_row_* and quantize_row_*_ref) and with
  * gguf-py's gguf.quants. Two parts, prefix gq_:
- *   gq_blocks.c  f16 conversion, one block's dequantise and quantise per format;
+ *   gq_blocks.c  f16 conversion, one block's dequantise and quantise per format
+ *                (the K-quants' quantisers apart);
+ *   gq_kquants.c the K-quants' reference quantisers (quantize_row_qN_K_ref);
  *   plugin.c     the format table as data, the quantiser vtables, the entry.
  * Nothing here is exported: the plugin exports only lk_plugin_entry. */
 #ifndef LORAKIT_GQ_H
@@ -44,5 +46,12 @@ void gq_q_q4_1(const float *in, uint8_t *out);
 void gq_q_q5_0(const float *in, uint8_t *out);
 void gq_q_q5_1(const float *in, uint8_t *out);
 void gq_q_q8_0(const float *in, uint8_t *out);
+/* gq_kquants.c: one 256-element super-block, llama.cpp's quantize_row_*_ref.
+ * The input must be finite (gq_quantize checks). */
+void gq_q_q2_k(const float *in, uint8_t *out);
+void gq_q_q3_k(const float *in, uint8_t *out);
+void gq_q_q4_k(const float *in, uint8_t *out);
+void gq_q_q5_k(const float *in, uint8_t *out);
+void gq_q_q6_k(const float *in, uint8_t *out);
 
 #endif /* LORAKIT_GQ_H */

@@ -3,9 +3,14 @@
  *
  * Each format is one row of a table: its name, GGUF (ggml) type id and block
  * geometry are data here, and the GGUF loader takes them from here through
- * the host's find_quantiser_gguf, so there is one source of truth. The
- * K-quants are read-only for now (quantize NULL, as the ABI allows): their
- * reference quantisers search scales iteratively and come later.
+ * the host's find_quantiser_gguf, so there is one source of truth. Every
+ * format quantises (llama.cpp's reference quantisers, no importance matrix;
+ * the K-quants' are in gq_kquants.c) and dequantises.
+ *
+ * Non-finite input: llama.cpp quantises NaN/Inf into garbage blocks (its
+ * nearest_int assumes finite values). We refuse instead: gq_quantize scans
+ * the source first and fails with LK_ERR_INVALID_ARG naming the row and
+ * column of the first NaN or infinity, writing nothing.
  *
  * An instance is the format's table entry itself: GGML formats have no
  * options beyond their own block size, so create allocates nothing. */
@@ -13,6 +18,7 @@
 
 #include "plugin_refs.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,16 +35,16 @@
   X(Q5_1, "q5_1", "GGML q5_1: 32 x 5-bit, f16 scale and min", 7, GQ_QK, 24, gq_deq_q5_1, gq_q_q5_1,          \
     gq_quantize)                                                                                             \
   X(Q8_0, "q8_0", "GGML q8_0: 32 x int8, f16 scale", 8, GQ_QK, 34, gq_deq_q8_0, gq_q_q8_0, gq_quantize)      \
-  X(Q2_K, "q2_k", "GGML q2_K: 256 x 2-bit, 4-bit scales and mins (dequantise only)", 10, GQ_QK_K, 84,       \
-    gq_deq_q2_k, NULL, NULL)                                                                                 \
-  X(Q3_K, "q3_k", "GGML q3_K: 256 x 3-bit, 6-bit scales (dequantise only)", 11, GQ_QK_K, 110, gq_deq_q3_k,  \
-    NULL, NULL)                                                                                              \
-  X(Q4_K, "q4_k", "GGML q4_K: 256 x 4-bit, 6-bit scales and mins (dequantise only)", 12, GQ_QK_K, 144,      \
-    gq_deq_q4_k, NULL, NULL)                                                                                 \
-  X(Q5_K, "q5_k", "GGML q5_K: 256 x 5-bit, 6-bit scales and mins (dequantise only)", 13, GQ_QK_K, 176,      \
-    gq_deq_q5_k, NULL, NULL)                                                                                 \
-  X(Q6_K, "q6_k", "GGML q6_K: 256 x 6-bit, int8 scales (dequantise only)", 14, GQ_QK_K, 210, gq_deq_q6_k,   \
-    NULL, NULL)
+  X(Q2_K, "q2_k", "GGML q2_K: 256 x 2-bit, 4-bit scales and mins", 10, GQ_QK_K, 84, gq_deq_q2_k, gq_q_q2_k,  \
+    gq_quantize)                                                                                             \
+  X(Q3_K, "q3_k", "GGML q3_K: 256 x 3-bit, 6-bit scales", 11, GQ_QK_K, 110, gq_deq_q3_k, gq_q_q3_k,         \
+    gq_quantize)                                                                                             \
+  X(Q4_K, "q4_k", "GGML q4_K: 256 x 4-bit, 6-bit scales and mins", 12, GQ_QK_K, 144, gq_deq_q4_k, gq_q_q4_k, \
+    gq_quantize)                                                                                             \
+  X(Q5_K, "q5_k", "GGML q5_K: 256 x 5-bit, 6-bit scales and mins", 13, GQ_QK_K, 176, gq_deq_q5_k, gq_q_q5_k, \
+    gq_quantize)                                                                                             \
+  X(Q6_K, "q6_k", "GGML q6_K: 256 x 6-bit, int8 scales", 14, GQ_QK_K, 210, gq_deq_q6_k, gq_q_q6_k,          \
+    gq_quantize)
 
 #define GQ_ENUM(ID, ...) GQ_##ID,
 enum { GQ_FORMATS(GQ_ENUM) GQ_N };
@@ -143,6 +149,12 @@ static int32_t gq_quantize(void *self, const float *src, int64_t nrows, int64_t 
   if ((!src || !parts || !parts[0]) && nrows && ncols)
     return gq_fail(err, LK_ERR_INVALID_ARG, "%s: quantize: NULL source or part", f->name);
   uint64_t nblocks = (uint64_t)nrows * ((uint64_t)ncols / f->block_elems);
+  /* all of it first, so that a refusal writes nothing */
+  for (uint64_t i = 0, n = nblocks * f->block_elems; i < n; i++)
+    if (!isfinite(src[i]))
+      return gq_fail(err, LK_ERR_INVALID_ARG, "%s: the value at row %llu, column %llu is %s; the GGML formats "
+                     "take finite values only", f->name, (unsigned long long)(i / (uint64_t)ncols),
+                     (unsigned long long)(i % (uint64_t)ncols), isnan(src[i]) ? "NaN" : "infinite");
   uint8_t *o = nblocks ? parts[0] : NULL;
   for (uint64_t b = 0; b < nblocks; b++) k->quant(src + b * f->block_elems, o + b * f->block_bytes);
   return LK_OK;
@@ -209,8 +221,8 @@ static const lk_plugin_t gq_plugin = {
     GQ_PLUGIN_ID,
     "lorakit GGML quantisers",
     "1.0.0",
-    "GGML block formats q4_0, q4_1, q5_0, q5_1, q8_0 (quantise and dequantise) and q2_K..q6_K (dequantise), "
-    "bit-exact with llama.cpp",
+    "GGML block formats q4_0, q4_1, q5_0, q5_1, q8_0 and q2_K, q3_K, q4_K, q5_K, q6_K (quantise and "
+    "dequantise), bit-exact with llama.cpp's reference quantisers",
     gq_init,
     gq_fini,
     gq_get_factory,

@@ -58,7 +58,7 @@ static void tile_avx512(int64_t kc, const void *Ap_, const void *Bp_, float *C, 
 #define AVX512_NB 512
 #endif
 const cpu_gemm_kern_t cpu_gemm_kern_avx512 = {"avx512 14x32", MR, NR, AVX512_KC, 147 * MR, AVX512_NB,
-                                              0, tile_avx512, cpu_gemm_pack_t_avx2, 0, 0};
+                                              0, tile_avx512, cpu_gemm_pack_t_avx2, 0, 0, 0, 0, 0, 0, 0};
 
 /* bf16 -> f32 is a shift: 16 at a time. */
 void cpu_cvt_bf16_f32_avx512(const uint16_t *src, float *dst, int64_t n) {

@@ -32,16 +32,17 @@ typedef struct amx_cfg {
   uint8_t rows[16];
 } amx_cfg;
 
-static void amx_begin(void) {
-  amx_cfg cfg __attribute__((aligned(64)));
-  memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int t = 0; t < 8; t++) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  _tile_loadconfig(&cfg);
-}
+/* A static constant, not a local: GCC 12's _tile_loadconfig tells the
+ * compiler it reads only 8 bytes of its operand, so the stores filling a local
+ * configuration's colsb/rows were dropped as dead (seen: every tile 0 rows,
+ * #UD at the first tile instruction). */
+static const amx_cfg amx_config __attribute__((aligned(64))) = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+static void amx_begin(void) { _tile_loadconfig(&amx_config); }
 
 static void amx_end(void) { _tile_release(); }
 

@@ -367,13 +367,19 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
   char *Ap = ws;
   char *Bp = Ap + (((size_t)kn->mb * (size_t)kn->kc * es + 63) & ~(size_t)63);
   float *tmp = (float *)(Bp + (((size_t)kn->kc * (size_t)kn->nb * es + 63) & ~(size_t)63));
+  /* f32 A row-major: whole slivers straight from A (no copy), only a last
+   * partial sliver packed (into the start of Ap). */
+  const int direct = kn->tile_da && !bf && !round && !a->trans && !a->bf16;
   for (int64_t p0 = 0; p0 < K; p0 += kcb) {
     int64_t kc = K - p0 < kcb ? K - p0 : kcb;
     int64_t kcp = (kc + kpad - 1) / kpad * kpad; /* packed depth */
     float bt = p0 == 0 ? beta : 1.0f;
     for (int64_t i0 = 0; i0 < M; i0 += mb) {
       int64_t m = M - i0 < mb ? M - i0 : mb;
-      if (bf && kn->a_rows)
+      int64_t mfull = m / mr * mr; /* rows in whole slivers */
+      if (direct) {
+        if (mfull < m) pack_a_f32(kn, a, i0 + mfull, m - mfull, p0, kc, mr, 0, (float *)Ap);
+      } else if (bf && kn->a_rows)
         pack_a_rows(kn, a, i0, m, p0, kc, kcp, mr, (uint16_t *)Ap);
       else if (bf)
         pack_a_bf16(kn, a, i0, m, p0, kc, mr, (uint16_t *)Ap);
@@ -386,17 +392,26 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
         else
           pack_b_f32(kn, b, p0, kc, n0, n, nr, round, (float *)Bp);
         for (int64_t ir = 0; ir < m; ir += mr) {
-          const char *as = Ap + (size_t)(ir / mr) * (size_t)kcp * mr * es;
+          const char *as = Ap + (direct ? 0 : (size_t)(ir / mr) * (size_t)kcp * mr * es);
           int64_t rows = m - ir < mr ? m - ir : mr;
+          const float *ad = direct && rows == mr
+                                ? (const float *)a->p + (size_t)(i0 + ir) * (size_t)a->ld + p0
+                                : NULL;
           for (int64_t jr = 0; jr < n; jr += nr) {
             const char *bs = Bp + (size_t)(jr / nr) * (size_t)kcp * nr * es;
             int64_t cols = n - jr < nr ? n - jr : nr;
             float *c = C + (size_t)(i0 + ir) * (size_t)ldc + n0 + jr;
             if (rows == mr && cols == nr) {
-              kn->tile(kcp, as, bs, c, ldc, alpha, bt);
+              if (ad)
+                kn->tile_da(kcp, ad, a->ld, bs, c, ldc, alpha, bt);
+              else
+                kn->tile(kcp, as, bs, c, ldc, alpha, bt);
               continue;
             }
-            kn->tile(kcp, as, bs, tmp, nr, alpha, 0.0f);
+            if (ad)
+              kn->tile_da(kcp, ad, a->ld, bs, tmp, nr, alpha, 0.0f);
+            else
+              kn->tile(kcp, as, bs, tmp, nr, alpha, 0.0f);
             for (int64_t i = 0; i < rows; i++) {
               float *cr = c + (size_t)i * (size_t)ldc;
               const float *t = tmp + i * nr;

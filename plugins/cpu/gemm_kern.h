@@ -45,6 +45,12 @@ typedef struct cpu_gemm_kern {
    * first tile (AMX: load the tile configuration) and after the last. */
   void (*begin)(void);
   void (*end)(void);
+  /* Optional, f32: the tile reading A unpacked, row-major (row i at
+   * A + i * lda, k contiguous), for mr whole rows; gemm.c then packs only a
+   * last partial sliver. Saves every thread packing the whole of A when the
+   * pool splits N (on many cores that copy rivals the arithmetic). */
+  void (*tile_da)(int64_t kc, const float *A, int64_t lda, const void *Bp, float *C, int64_t ldc,
+                  float alpha, float beta);
 } cpu_gemm_kern_t;
 
 /* The transposing packs (gemm_avx2.c, gemm_bf16.c): 8 rows at a time,

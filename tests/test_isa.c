@@ -149,6 +149,8 @@ static const gcase cases[] = {
     {32, 32, 32, 0, 0, 0, 0, 0, 1.0f, 0.0f},       /* AMX tile exactly (2 x 2 tiles, one k step) */
     {64, 96, 512, 0, 1, 0, 0, 0, 1.0f, 1.0f},      /* AMX: whole tiles, two K blocks of 256 */
     {47, 83, 301, 1, 0, 2, 1, 0, 0.75f, 0.0f},     /* AMX: K tail of 13 pairs past 9 steps, A^T */
+    {40, 70, 1100, 0, 1, 0, 2, 1, 1.0f, 0.0f},     /* AMX: three K blocks (C through the tiles) */
+    {33, 64, 1030, 0, 0, 0, 0, 0, 1.0f, 1.0f},     /* AMX: beta 1 from the start, K tail */
     {12, 9, 0, 0, 0, 0, 0, 0, 1.0f, 0.5f},         /* K = 0: C = beta C */
     {12, 9, 5, 0, 0, 0, 0, 0, 0.0f, 2.0f},         /* alpha = 0 */
 };
@@ -282,7 +284,7 @@ static void *amx_thread(void *arg) {
 
 START_TEST(amx_two_threads) {
   if (!isa_present(CPU_ISA_AMX, 1)) return;
-  amx_job jobs[2] = {{10, -1}, {NCASES - 3, -1}}; /* 100x200x300, 64x96x512 */
+  amx_job jobs[2] = {{10, -1}, {NCASES - 4, -1}}; /* 100x200x300, 40x70x1100 */
   pthread_t th[2];
   for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, amx_thread, &jobs[i]), 0);
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);

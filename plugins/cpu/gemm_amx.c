@@ -52,10 +52,21 @@ static void tile_amx(int64_t kc, const void *Ap_, const void *Bp_, float *C, int
   const int64_t sa = kc * 2;         /* bytes per A row */
   const int64_t sb = NR * 4;         /* bytes per B k-pair row */
   float acc[MR][NR] __attribute__((aligned(64)));
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  const int64_t sc = ldc * 4; /* bytes per C row */
+  /* alpha 1 (the common case): C goes through the tiles themselves, loaded
+   * when beta is 1 (a later K block), stored straight back; no scratch. */
+  const int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+  if (direct && beta == 1.0f) {
+    _tile_loadd(0, C, sc);
+    _tile_loadd(1, C + 16, sc);
+    _tile_loadd(2, C + 16 * ldc, sc);
+    _tile_loadd(3, C + 16 * ldc + 16, sc);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   for (int64_t k = 0; k < kc; k += KSTEP) {
     const char *a = Ap + k * 2, *b = Bp + (k / 2) * sb;
     _tile_loadd(4, a, sa);
@@ -66,6 +77,13 @@ static void tile_amx(int64_t kc, const void *Ap_, const void *Bp_, float *C, int
     _tile_loadd(5, a + 16 * sa, sa);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
+  }
+  if (direct) {
+    _tile_stored(0, C, sc);
+    _tile_stored(1, C + 16, sc);
+    _tile_stored(2, C + 16 * ldc, sc);
+    _tile_stored(3, C + 16 * ldc + 16, sc);
+    return;
   }
   _tile_stored(0, &acc[0][0], NR * 4);
   _tile_stored(1, &acc[0][16], NR * 4);
@@ -86,13 +104,14 @@ static void amx_cvt_row(const float *src, uint16_t *dst, int64_t n) {
   cpu_cvt_f32_bf16_avx512bf16(src, dst, n);
 }
 
-/* K block 256: an A sliver (16 KiB) stays in L1 while the B slivers (16 KiB
- * each) stream from the B block in L2 (256 x 1024 bf16 = 512 KiB). */
+/* K block 512: each tile call runs 16 steps between its C loads and stores;
+ * an A sliver (32 KiB) stays in L1 while the B slivers (32 KiB each) stream
+ * from the B block in L2 (512 x 1024 bf16 = 1 MiB of the Xeons' 2 MiB). */
 const cpu_gemm_kern_t cpu_gemm_kern_amx = {
     .name = "amx 32x32",
     .mr = MR,
     .nr = NR,
-    .kc = 256,
+    .kc = 512,
     .mb = 64 * MR,
     .nb = 1024,
     .bf16 = 1,

@@ -96,7 +96,8 @@ $(B)/obj/plugins/%.o: plugins/%.c $(HEADERS) | $(B)/.bootstrap
 CPU_ISA_FLAGS_gemm_avx2   := -mavx2 -mfma
 CPU_ISA_FLAGS_gemm_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq
 CPU_ISA_FLAGS_gemm_bf16   := $(CPU_ISA_FLAGS_gemm_avx512) -mavx512bf16
-CPU_ISA_KERNELS := gemm_avx2 gemm_avx512 gemm_bf16
+CPU_ISA_FLAGS_gemm_amx    := $(CPU_ISA_FLAGS_gemm_bf16) -mamx-tile -mamx-bf16
+CPU_ISA_KERNELS := gemm_avx2 gemm_avx512 gemm_bf16 gemm_amx
 $(foreach f,$(CPU_ISA_KERNELS),$(eval $(B)/obj/plugins/cpu/$(f).o: CFLAGS += $(CPU_ISA_FLAGS_$(f))))
 # ISA kernel files of the quantiser plugins (fused kernels, lk.quant.cpu/1):
 # NAME_avx2.c and NAME_avx512.c get their path's flags, as the cpu plugin's do.

@@ -5,6 +5,10 @@
 #   gemm_libs   OpenBLAS vs BLIS vs oneDNN (sgemm and bf16 matmul) vs lorakit's
 #               own kernels (fp32, bf16) on the benchmark shapes (the
 #               measurement behind the choice of GEMM), all on every core
+#   gemm_eff    lorakit's own kernels on one core against that core's peak for
+#               the same instructions (FMA, vdpbf16ps, tdpbf16ps), both in
+#               thread CPU time: kernel efficiency that a busy machine does
+#               not hide (bench_lora's wall-clock figures swing with the load)
 #   bench_lora  the widest ISA's FMA and BF16-dot peaks, memcpy bandwidth, and
 #               the LoRA linear layer on the cpu backend through the public API
 #               (abi/lorakit.h), fp32 and bf16, against the backend's own two
@@ -19,7 +23,7 @@
 #               lineage latency with 10,000 versions (lk_registry_*)
 
 BENCH_DIR  := $(B)/bench
-BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/bench_lora
+BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/gemm_eff $(BENCH_DIR)/bench_lora
 BENCH_BINS += $(BENCH_DIR)/bench_registry
 BENCH_BINS += $(BENCH_DIR)/bench_formats
 BENCH_BINS += $(BENCH_DIR)/bench_engine
@@ -33,6 +37,10 @@ bench-build: $(BENCH_BINS)
 $(BENCH_DIR)/gemm_libs: bench/gemm_libs.c $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< $(CPU_KERNEL_OBJ) -ldl -lpthread -lm
+
+$(BENCH_DIR)/gemm_eff: bench/gemm_eff.c $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< $(CPU_KERNEL_OBJ) -lpthread -lm
 
 $(BENCH_DIR)/bench_lora: bench/bench_lora.c plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
@@ -69,6 +77,7 @@ $(B)/.bench-bootstrap: | $(B)/.bootstrap
 
 bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	BLIS_NUM_THREADS=$(BENCH_CORES) OMP_NUM_THREADS=$(BENCH_CORES) $(BENCH_DIR)/gemm_libs
+	$(BENCH_DIR)/gemm_eff
 	$(BENCH_DIR)/bench_lora $(CPU_PLUG) bench/torch_lora.py
 	$(BENCH_DIR)/bench_formats $(B)/plugins
 	$(BENCH_DIR)/bench_engine $(CPU_PLUG)

@@ -146,6 +146,11 @@ static const gcase cases[] = {
     {37, 45, 128, 1, 0, 3, 0, 0, 1.0f, 0.5f},      /* A^T, even K (vector bf16 packs) */
     {20, 70, 600, 1, 1, 0, 5, 0, 1.0f, 0.0f},      /* both transposed, two even K blocks */
     {33, 50, 600, 0, 0, 1, 3, 2, 1.0f, 1.0f},      /* NN, two even K blocks */
+    {32, 32, 32, 0, 0, 0, 0, 0, 1.0f, 0.0f},       /* AMX tile exactly (2 x 2 tiles, one k step) */
+    {64, 96, 512, 0, 1, 0, 0, 0, 1.0f, 1.0f},      /* AMX: whole tiles, two K blocks of 256 */
+    {47, 83, 301, 1, 0, 2, 1, 0, 0.75f, 0.0f},     /* AMX: K tail of 13 pairs past 9 steps, A^T */
+    {40, 70, 1100, 0, 1, 0, 2, 1, 1.0f, 0.0f},     /* AMX: three K blocks (C through the tiles) */
+    {33, 64, 1030, 0, 0, 0, 0, 0, 1.0f, 1.0f},     /* AMX: beta 1 from the start, K tail */
     {12, 9, 0, 0, 0, 0, 0, 0, 1.0f, 0.5f},         /* K = 0: C = beta C */
     {12, 9, 5, 0, 0, 0, 0, 0, 0.0f, 2.0f},         /* alpha = 0 */
 };
@@ -219,6 +224,19 @@ START_TEST(gemm_bf16_path_matches_reference) {
                                        d.ldc), 0);
     c_check(&d, C, tol_f32(d.c.K), what);         /* exact products of rounded inputs */
     c_check(&d32, C, tol_bf16(d.c.K), what);      /* within bf16 rounding of fp32 */
+    /* Against the portable path (the fp32 kernel on the same rounded inputs):
+     * the same exact products, summed in another order. */
+    float *P = c_start(&d);
+    cpu_gemm_bf16_isa(CPU_ISA_PORTABLE, d.c.ta, d.c.tb, d.c.M, d.c.N, d.c.K, d.c.alpha, d.A,
+                      CPU_GEMM_F32, d.lda, d.B, CPU_GEMM_F32, d.ldb, d.c.beta, P, d.ldc);
+    for (int64_t i = 0; i < d.c.M; i++)
+      for (int64_t j = 0; j < d.c.N; j++) {
+        double e = fabs((double)C[i * d.ldc + j] - P[i * d.ldc + j]);
+        ck_assert_msg(e <= 2 * tol_f32(d.c.K) * d.mag[i * d.c.N + j] + 1e-30,
+                      "%s: differs from the portable bf16 path at [%lld][%lld]: %.9g vs %.9g", what,
+                      (long long)i, (long long)j, C[i * d.ldc + j], P[i * d.ldc + j]);
+      }
+    free(P);
     /* The same from bf16 operands. */
     int64_t na = (d.c.ta ? d.c.K : d.c.M) * d.lda + 1, nb = (d.c.tb ? d.c.N : d.c.K) * d.ldb + 1;
     uint16_t *Ah = malloc(2 * (size_t)na), *Bh = malloc(2 * (size_t)nb);
@@ -235,6 +253,42 @@ START_TEST(gemm_bf16_path_matches_reference) {
     gdata_free(&d);
     gdata_free(&d32);
   }
+}
+END_TEST
+
+/* The AMX tile configuration is per thread (loaded at each GEMM call, released
+ * after): two threads at once, each on its own case, both right. On CPUs
+ * without AMX this runs the best bf16 path, still against the reference. */
+typedef struct amx_job {
+  int ci;
+  double worst;
+} amx_job;
+
+static void *amx_thread(void *arg) {
+  amx_job *j = arg;
+  gdata d;
+  gdata_make(&d, &cases[j->ci], 300 + (uint64_t)j->ci, 1);
+  float *C = c_start(&d);
+  for (int rep = 0; rep < 3; rep++) {
+    float *C1 = c_start(&d);
+    cpu_gemm_bf16_isa(CPU_ISA_AMX, d.c.ta, d.c.tb, d.c.M, d.c.N, d.c.K, d.c.alpha, d.A, CPU_GEMM_F32,
+                      d.lda, d.B, CPU_GEMM_F32, d.ldb, d.c.beta, C1, d.ldc);
+    memcpy(C, C1, sizeof(float) * (size_t)(d.c.M * d.ldc));
+    free(C1);
+  }
+  j->worst = c_check(&d, C, tol_f32(d.c.K), "amx threaded bf16");
+  free(C);
+  gdata_free(&d);
+  return NULL;
+}
+
+START_TEST(amx_two_threads) {
+  if (!isa_present(CPU_ISA_AMX, 1)) return;
+  amx_job jobs[2] = {{10, -1}, {NCASES - 4, -1}}; /* 100x200x300, 40x70x1100 */
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, amx_thread, &jobs[i]), 0);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 2; i++) ck_assert_msg(jobs[i].worst >= 0 && jobs[i].worst <= 1.0, "thread %d: %g", i, jobs[i].worst);
 }
 END_TEST
 
@@ -452,6 +506,7 @@ static Suite *isa_suite(void) {
   tcase_add_test(tc, isa_detect_and_names);
   tcase_add_loop_test(tc, sgemm_path_matches_reference, CPU_ISA_PORTABLE, CPU_ISA_COUNT);
   tcase_add_loop_test(tc, gemm_bf16_path_matches_reference, CPU_ISA_PORTABLE, CPU_ISA_COUNT);
+  tcase_add_test(tc, amx_two_threads);
   tcase_add_test(tc, bf16_conversions_round_to_nearest_even);
   tcase_add_test(tc, no_workspace_still_right);
   tcase_add_test(tc, env_forces_lower_path_and_falls_back);

@@ -1,7 +1,7 @@
 /* gemm.c - the packing driver of the CPU backend's GEMM (gemm.h): loops,
  * packing, edge tiles, the per-thread workspace and the choice of
  * micro-kernel by ISA path. Plain C (baseline ISA); the micro-kernels live in
- * gemm_portable.c, gemm_avx2.c, gemm_avx512.c and gemm_bf16.c.
+ * gemm_portable.c, gemm_avx2.c, gemm_avx512.c, gemm_bf16.c and gemm_amx.c.
  *
  * Loop nest (C row-major, vectors along N; the mirror of BLIS's):
  *   for p0 over K by kc:            one K block
@@ -73,7 +73,7 @@ static size_t ws_bytes_all(void) {
   size_t n = kern_ws_bytes(&cpu_gemm_kern_portable);
 #if defined(__x86_64__)
   const cpu_gemm_kern_t *ks[] = {&cpu_gemm_kern_avx2, &cpu_gemm_kern_avx512,
-                                 &cpu_gemm_kern_avx512bf16};
+                                 &cpu_gemm_kern_avx512bf16, &cpu_gemm_kern_amx};
   for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
     if (kern_ws_bytes(ks[i]) > n) n = kern_ws_bytes(ks[i]);
 #endif
@@ -237,11 +237,11 @@ static void pack_a_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *a, int64_t i
   }
 }
 
-/* B sliver [kc2/2][nr][2]. */
+/* B sliver [kcp/2][nr][2]; k from kc to kcp (the kernel's depth granule) zero. */
 static void pack_b_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *b, int64_t p0, int64_t kc,
-                        int64_t n0, int64_t n, int nr, uint16_t *dst) {
+                        int64_t kcp, int64_t n0, int64_t n, int nr, uint16_t *dst) {
   int64_t kc2 = (kc + 1) & ~(int64_t)1;
-  for (int64_t s = 0; s < n; s += nr, dst += (size_t)kc2 * nr) {
+  for (int64_t s = 0; s < n; s += nr, dst += (size_t)kcp * nr) {
     int64_t cols = n - s < nr ? n - s : nr;
     if (b->trans && !b->bf16 && kn->pack_t_bf16 && !(kc & 1)) {
       kn->pack_t_bf16((const float *)b->p + (size_t)(n0 + s) * (size_t)b->ld + p0, b->ld, (int)cols, kc, nr, dst);
@@ -277,6 +277,31 @@ static void pack_b_bf16(const cpu_gemm_kern_t *kn, const gemm_opnd *b, int64_t p
     if (cols < nr)
       for (int64_t k = 0; k < kc2; k++)
         for (int64_t j = cols; j < nr; j++) dst[(k >> 1) * 2 * nr + 2 * j + (k & 1)] = 0;
+    if (kcp > kc2) memset(dst + (size_t)kc2 * nr, 0, (size_t)(kcp - kc2) * nr * sizeof *dst);
+  }
+}
+
+/* A sliver rows [mr][kcp] bf16 (AMX A tiles: k contiguous per row), the k
+ * pad and the rows past m zero. Packed once per A panel and K block, reused
+ * over all of N, so the strided (transposed) case may go element by element. */
+static void pack_a_rows(const cpu_gemm_kern_t *kn, const gemm_opnd *a, int64_t i0, int64_t m,
+                        int64_t p0, int64_t kc, int64_t kcp, int mr, uint16_t *dst) {
+  for (int64_t s = 0; s < m; s += mr) {
+    int64_t rows = m - s < mr ? m - s : mr;
+    for (int64_t i = 0; i < mr; i++, dst += kcp) {
+      if (i >= rows) {
+        memset(dst, 0, (size_t)kcp * sizeof *dst);
+        continue;
+      }
+      int64_t r = i0 + s + i;
+      if (!a->trans && !a->bf16 && kn->cvt_row)
+        kn->cvt_row((const float *)a->p + (size_t)r * (size_t)a->ld + p0, dst, kc);
+      else if (!a->trans && a->bf16)
+        memcpy(dst, (const uint16_t *)a->p + (size_t)r * (size_t)a->ld + p0, (size_t)kc * sizeof *dst);
+      else
+        for (int64_t k = 0; k < kc; k++) dst[k] = opnd_bf(a, r, p0 + k);
+      if (kcp > kc) memset(dst + kc, 0, (size_t)(kcp - kc) * sizeof *dst);
+    }
   }
 }
 
@@ -323,7 +348,9 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
     gemm_fallback(M, N, K, alpha, a, b, round || kn->bf16, beta, C, ldc);
     return 1;
   }
+  if (kn->begin) kn->begin();
   const int mr = kn->mr, nr = kn->nr, bf = kn->bf16;
+  const int64_t kpad = kn->kpad ? kn->kpad : bf ? 2 : 1;
   const size_t es = bf ? 2 : 4;
   /* Small problems: blocks no larger than the problem (rounded to tiles). */
   int64_t mb = kn->mb / mr * mr, nb = kn->nb / nr * nr, kcb = kn->kc;
@@ -336,37 +363,55 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
   int64_t nkb = (K + kcb - 1) / kcb;
   kcb = (K + nkb - 1) / nkb;
   kcb = (kcb + 1) & ~(int64_t)1;
+  if (kcb > kn->kc) kcb = kn->kc;
   char *Ap = ws;
   char *Bp = Ap + (((size_t)kn->mb * (size_t)kn->kc * es + 63) & ~(size_t)63);
   float *tmp = (float *)(Bp + (((size_t)kn->kc * (size_t)kn->nb * es + 63) & ~(size_t)63));
+  /* f32 A row-major: whole slivers straight from A (no copy), only a last
+   * partial sliver packed (into the start of Ap). */
+  const int direct = kn->tile_da && !bf && !round && !a->trans && !a->bf16;
   for (int64_t p0 = 0; p0 < K; p0 += kcb) {
     int64_t kc = K - p0 < kcb ? K - p0 : kcb;
-    int64_t kcp = bf ? (kc + 1) & ~(int64_t)1 : kc; /* packed depth */
+    int64_t kcp = (kc + kpad - 1) / kpad * kpad; /* packed depth */
     float bt = p0 == 0 ? beta : 1.0f;
     for (int64_t i0 = 0; i0 < M; i0 += mb) {
       int64_t m = M - i0 < mb ? M - i0 : mb;
-      if (bf)
+      int64_t mfull = m / mr * mr; /* rows in whole slivers */
+      if (direct) {
+        if (mfull < m) pack_a_f32(kn, a, i0 + mfull, m - mfull, p0, kc, mr, 0, (float *)Ap);
+      } else if (bf && kn->a_rows)
+        pack_a_rows(kn, a, i0, m, p0, kc, kcp, mr, (uint16_t *)Ap);
+      else if (bf)
         pack_a_bf16(kn, a, i0, m, p0, kc, mr, (uint16_t *)Ap);
       else
         pack_a_f32(kn, a, i0, m, p0, kc, mr, round, (float *)Ap);
       for (int64_t n0 = 0; n0 < N; n0 += nb) {
         int64_t n = N - n0 < nb ? N - n0 : nb;
         if (bf)
-          pack_b_bf16(kn, b, p0, kc, n0, n, nr, (uint16_t *)Bp);
+          pack_b_bf16(kn, b, p0, kc, kcp, n0, n, nr, (uint16_t *)Bp);
         else
           pack_b_f32(kn, b, p0, kc, n0, n, nr, round, (float *)Bp);
         for (int64_t ir = 0; ir < m; ir += mr) {
-          const char *as = Ap + (size_t)(ir / mr) * (size_t)kcp * mr * es;
+          const char *as = Ap + (direct ? 0 : (size_t)(ir / mr) * (size_t)kcp * mr * es);
           int64_t rows = m - ir < mr ? m - ir : mr;
+          const float *ad = direct && rows == mr
+                                ? (const float *)a->p + (size_t)(i0 + ir) * (size_t)a->ld + p0
+                                : NULL;
           for (int64_t jr = 0; jr < n; jr += nr) {
             const char *bs = Bp + (size_t)(jr / nr) * (size_t)kcp * nr * es;
             int64_t cols = n - jr < nr ? n - jr : nr;
             float *c = C + (size_t)(i0 + ir) * (size_t)ldc + n0 + jr;
             if (rows == mr && cols == nr) {
-              kn->tile(kcp, as, bs, c, ldc, alpha, bt);
+              if (ad)
+                kn->tile_da(kcp, ad, a->ld, bs, c, ldc, alpha, bt);
+              else
+                kn->tile(kcp, as, bs, c, ldc, alpha, bt);
               continue;
             }
-            kn->tile(kcp, as, bs, tmp, nr, alpha, 0.0f);
+            if (ad)
+              kn->tile_da(kcp, ad, a->ld, bs, tmp, nr, alpha, 0.0f);
+            else
+              kn->tile(kcp, as, bs, tmp, nr, alpha, 0.0f);
             for (int64_t i = 0; i < rows; i++) {
               float *cr = c + (size_t)i * (size_t)ldc;
               const float *t = tmp + i * nr;
@@ -380,6 +425,7 @@ static int gemm_run(const cpu_gemm_kern_t *kn, int round, int64_t M, int64_t N, 
       }
     }
   }
+  if (kn->end) kn->end();
   return 0;
 }
 
@@ -401,6 +447,7 @@ static const cpu_gemm_kern_t *kern_f32(cpu_isa_t isa) {
 
 static const cpu_gemm_kern_t *kern_bf16(cpu_isa_t isa) {
 #if defined(__x86_64__)
+  if (cpu_isa_kernel(isa) == CPU_ISA_AMX) return &cpu_gemm_kern_amx;
   if (cpu_isa_kernel(isa) == CPU_ISA_AVX512BF16) return &cpu_gemm_kern_avx512bf16;
 #endif
   return NULL;

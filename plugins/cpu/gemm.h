@@ -10,8 +10,9 @@
  * into a per-thread workspace (allocated once per thread, grown rarely) and a
  * register-blocked micro-kernel of the run-time ISA path (isa.h) runs over
  * them: portable C 4x16, AVX2+FMA 6x16, AVX-512 14x32 (zmm), AVX-512 BF16
- * 14x32 vdpbf16ps on bf16 pairs. beta == 0 never reads C (NaN-safe); alpha
- * == 0 or K == 0 only scales C. Thread-safe: every thread has its own
+ * 14x32 vdpbf16ps on bf16 pairs, AMX-BF16 32x32 (four f32 tiles,
+ * tdpbf16ps). beta == 0 never reads C (NaN-safe); alpha == 0 or K == 0 only
+ * scales C. Thread-safe: every thread has its own
  * workspace. When that workspace cannot be allocated the product is computed
  * by a plain loop needing no memory (slow, correct, never hangs). */
 #ifndef LK_CPU_GEMM_H

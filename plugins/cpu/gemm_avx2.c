@@ -84,4 +84,4 @@ void cpu_gemm_pack_t_avx2(const float *src, int64_t ld, int rows, int64_t kc, in
 }
 
 const cpu_gemm_kern_t cpu_gemm_kern_avx2 = {"avx2 6x16", MR, NR, 256, 2046, 256, 0, tile_avx2,
-                                            cpu_gemm_pack_t_avx2, 0, 0};
+                                            cpu_gemm_pack_t_avx2, 0, 0, 0, 0, 0, 0, 0, 0};

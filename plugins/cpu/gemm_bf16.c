@@ -48,7 +48,7 @@ static void tile_bf16(int64_t kc, const void *Ap_, const void *Bp_, float *C, in
 
 const cpu_gemm_kern_t cpu_gemm_kern_avx512bf16 = {"avx512bf16 14x32", MR, NR, 512, 147 * MR, 256,
                                                   1, tile_bf16, 0,
-                                                  cpu_gemm_pack_t_bf16, cpu_gemm_pack_n_bf16};
+                                                  cpu_gemm_pack_t_bf16, cpu_gemm_pack_n_bf16, 0, 0, 0, 0, 0, 0};
 
 /* Eight rows of 16 floats -> eight rows of 8 bf16 pairs (dwords) -> 8 x 8
  * dword transpose: dst[k/2][r][2] for 8 rows r and 16 values of k. */

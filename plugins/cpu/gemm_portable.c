@@ -28,4 +28,4 @@ static void tile_portable(int64_t kc, const void *Ap_, const void *Bp_, float *C
 }
 
 const cpu_gemm_kern_t cpu_gemm_kern_portable = {"portable 4x16", MR, NR, 256, 256, 256, 0,
-                                                tile_portable, 0, 0, 0};
+                                                tile_portable, 0, 0, 0, 0, 0, 0, 0, 0, 0};

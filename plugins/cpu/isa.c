@@ -32,7 +32,9 @@ int cpu_isa_parse(const char *name) {
   return -1;
 }
 
-cpu_isa_t cpu_isa_kernel(cpu_isa_t isa) { return isa == CPU_ISA_AMX ? CPU_ISA_AVX512BF16 : isa; }
+/* Every path has its own kernels now (AMX: the tile kernel gemm_amx.c for
+ * bf16 GEMMs; fp32 GEMMs and the vector loops run AVX-512 code there). */
+cpu_isa_t cpu_isa_kernel(cpu_isa_t isa) { return isa; }
 
 #if defined(__x86_64__) || defined(__i386__)
 static uint64_t isa_xgetbv(void) {

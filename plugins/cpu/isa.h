@@ -26,8 +26,11 @@ cpu_isa_t cpu_isa(void);
 const char *cpu_isa_name(cpu_isa_t isa);
 /* Parse a name as above; -1 when unknown. */
 int cpu_isa_parse(const char *name);
-/* The path the GEMM kernels actually run for isa (no AMX tile kernel is
- * built yet: AMX runs the AVX-512 BF16 kernels). */
+/* The path the GEMM kernels actually run for isa: isa itself now that AMX
+ * has its tile kernel (bf16 GEMMs on AMX tiles; fp32 GEMMs, conversions and
+ * elementwise loops on the AMX path run the AVX-512 code, AMX having no fp32
+ * or vector instructions of its own). Kept as the one place a path without
+ * kernels of its own would be mapped to a lower one. */
 cpu_isa_t cpu_isa_kernel(cpu_isa_t isa);
 /* One line describing the path in use, e.g. "avx512bf16 (best: avx512bf16)". */
 const char *cpu_isa_describe(void);

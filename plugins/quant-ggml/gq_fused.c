@@ -2,10 +2,11 @@
  * dx += dy·W with W in a GGML block format, and dequant_rows, for the cpu
  * backend (abi/lorakit_plugin.h states the contract; gq_fused.h the layers).
  *
- * How. W is walked one row at a time; a chunk of that row (whole blocks,
- * at most GQ_NT_CHUNK floats) is dequantised into a stack buffer that stays
- * in L1 and is multiplied at once with every row of x (matmul_nt) or, four
- * W rows together, added into every row of dx (matmul_nn). W's bytes are
+ * How. W is walked in column chunks (whole blocks, at most GQ_NT_CHUNK or
+ * GQ_NN_CHUNK floats); a chunk of two (matmul_nt) or four (matmul_nn) rows
+ * of W is dequantised into a stack buffer that stays in L1 and is at once
+ * multiplied with the same columns of every row of x, or added into every
+ * row of dx; x's or dx's chunk stays in cache while W's rows stream past. W's bytes are
  * read once per call; x is f32 throughout (no activation quantisation), so
  * results equal dequantise-then-multiply up to the order of f32 sums.
  *
@@ -20,7 +21,7 @@
 
 #include <string.h>
 
-#define GQ_NT_CHUNK 2048 /* floats of one W row dequantised at a time (8 KiB) */
+#define GQ_NT_CHUNK 512 /* floats per W row, two rows at a time (4 KiB; >= 256, the largest block) */
 #define GQ_NN_CHUNK 512  /* floats per row, four rows at a time (8 KiB) */
 
 /* ---- portable kernels ---------------------------------------------------------- */
@@ -41,17 +42,19 @@ static gq_deq_fn gq_block_deq(int32_t gguf_type) {
   }
 }
 
-static void gq_dot_c(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {
-  for (int64_t i = 0; i < m; i++) {
-    const float *xi = x + i * ldx;
-    float s[8] = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-      for (int l = 0; l < 8; l++) s[l] += w[k + l] * xi[k + l];
-    float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; k < n; k++) t += w[k] * xi[k];
-    y[i * ldy] += t;
-  }
+static void gq_dot_c(const float *w, int64_t ldw, int64_t nw, int64_t n, const float *x, int64_t ldx, int64_t m,
+                     float *y, int64_t ldy) {
+  for (int64_t r = 0; r < nw; r++)
+    for (int64_t i = 0; i < m; i++) {
+      const float *xi = x + i * ldx, *wr = w + r * ldw;
+      float s[8] = {0};
+      int64_t k = 0;
+      for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) s[l] += wr[k + l] * xi[k + l];
+      float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+      for (; k < n; k++) t += wr[k] * xi[k];
+      y[i * ldy + r] += t;
+    }
 }
 
 static void gq_axpy_c(const float *w, int64_t ldw, int64_t nr, int64_t n, const float *dy, int64_t lddy, int64_t m,
@@ -129,15 +132,18 @@ static void gq_matmul_nt(void *self, const void *const *parts, int64_t ncols, in
   const lk_quantiser_vt_t *f = self;
   gq_job j;
   gq_job_init(&j, f, isa);
-  _Alignas(64) float buf[GQ_NT_CHUNK];
-  const int64_t nb = ncols / j.be, cb = GQ_NT_CHUNK / j.be > 0 ? GQ_NT_CHUNK / j.be : 1;
-  const uint8_t *w = (const uint8_t *)parts[0] + row0 * nb * j.bb;
-  for (int64_t r = 0; r < nrows; r++, w += nb * j.bb) {
-    for (int64_t i = 0; i < m; i++) y[i * ldy + r] = 0.0f;
-    for (int64_t b0 = 0; b0 < nb; b0 += cb) {
-      const int64_t n = nb - b0 < cb ? nb - b0 : cb;
-      gq_job_run(&j, w + b0 * j.bb, n, buf);
-      j.k->dot(buf, n * j.be, x + b0 * j.be, ldx, m, y + r, ldy);
+  _Alignas(64) float buf[2 * GQ_NT_CHUNK];
+  const int64_t nb = ncols / j.be, rb = nb * j.bb, cb = GQ_NT_CHUNK / j.be;
+  const uint8_t *base = (const uint8_t *)parts[0] + row0 * rb;
+  for (int64_t i = 0; i < m; i++) memset(y + i * ldy, 0, (size_t)nrows * sizeof(float));
+  /* Column chunks outermost: x's chunk (m rows) stays in L1 while every row
+   * of W, two at a time, is dequantised and multiplied against it. */
+  for (int64_t b0 = 0; b0 < nb; b0 += cb) {
+    const int64_t n = nb - b0 < cb ? nb - b0 : cb, w = n * j.be;
+    for (int64_t r = 0; r < nrows; r += 2) {
+      const int64_t nw = nrows - r < 2 ? nrows - r : 2;
+      for (int64_t q = 0; q < nw; q++) gq_job_run(&j, base + (r + q) * rb + b0 * j.bb, n, buf + q * w);
+      j.k->dot(buf, w, nw, w, x + b0 * j.be, ldx, m, y + r, ldy);
     }
   }
 }

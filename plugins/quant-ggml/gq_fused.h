@@ -24,8 +24,9 @@ typedef void (*gq_run_fn)(const uint8_t *src, int64_t nblk, float *dst);
 typedef struct gq_isa_kernels {
   /* The block-run dequantiser for a GGML type id; NULL: none on this path. */
   gq_run_fn (*run)(int32_t gguf_type);
-  /* y[i*ldy] += sum_{k<n} w[k] * x[i*ldx + k], i < m. */
-  void (*dot)(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy);
+  /* y[i*ldy + r] += sum_{k<n} w[r*ldw + k] * x[i*ldx + k], i < m, r < nw; nw 1 or 2. */
+  void (*dot)(const float *w, int64_t ldw, int64_t nw, int64_t n, const float *x, int64_t ldx, int64_t m, float *y,
+              int64_t ldy);
   /* dx[i*lddx + k] += sum_{r<nr} dy[i*lddy + r] * w[r*ldw + k], k < n, i < m; nr 1..4. */
   void (*axpy)(const float *w, int64_t ldw, int64_t nr, int64_t n, const float *dy, int64_t lddy, int64_t m,
                float *dx, int64_t lddx);

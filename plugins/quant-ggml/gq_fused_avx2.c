@@ -137,7 +137,7 @@ static inline float g2_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-static void g2_dot(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {
+static void g2_dot1(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {
   const int64_t n8 = n & ~(int64_t)7;
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -177,6 +177,13 @@ static void g2_dot(const float *w, int64_t n, const float *x, int64_t ldx, int64
     for (; k < n; k++) s += w[k] * xi[k];
     y[i * ldy] += s;
   }
+}
+
+/* Two rows of W: the one-row kernel twice (AVX2 has 16 registers; a 2 x 4
+ * block would spill). */
+static void g2_dot(const float *w, int64_t ldw, int64_t nw, int64_t n, const float *x, int64_t ldx, int64_t m,
+                   float *y, int64_t ldy) {
+  for (int64_t r = 0; r < nw; r++) g2_dot1(w + r * ldw, n, x, ldx, m, y + r, ldy);
 }
 
 static void g2_axpy(const float *w, int64_t ldw, int64_t nr, int64_t n, const float *dy, int64_t lddy, int64_t m,

@@ -123,8 +123,70 @@ static gq_run_fn g5_run(int32_t gguf_type) {
 
 /* ---- f32 products over a chunk ------------------------------------------------- */
 
-/* Four rows of x against w at once: w is loaded once per four products. */
-static void g5_dot(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {
+/* Two rows of W against four rows of x: six loads for eight FMAs. */
+static void g5_dot2(const float *w0, const float *w1, int64_t n, const float *x, int64_t ldx, int64_t m, float *y,
+                    int64_t ldy) {
+  const int64_t n16 = n & ~(int64_t)15;
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float *x0 = x + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+    for (int64_t k = 0; k < n16; k += 16) {
+      const __m512 u = _mm512_loadu_ps(w0 + k), v = _mm512_loadu_ps(w1 + k);
+      __m512 t = _mm512_loadu_ps(x0 + k);
+      a0 = _mm512_fmadd_ps(u, t, a0);
+      c0 = _mm512_fmadd_ps(v, t, c0);
+      t = _mm512_loadu_ps(x1 + k);
+      a1 = _mm512_fmadd_ps(u, t, a1);
+      c1 = _mm512_fmadd_ps(v, t, c1);
+      t = _mm512_loadu_ps(x2 + k);
+      a2 = _mm512_fmadd_ps(u, t, a2);
+      c2 = _mm512_fmadd_ps(v, t, c2);
+      t = _mm512_loadu_ps(x3 + k);
+      a3 = _mm512_fmadd_ps(u, t, a3);
+      c3 = _mm512_fmadd_ps(v, t, c3);
+    }
+    float s[8] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(c0), _mm512_reduce_add_ps(a1),
+                  _mm512_reduce_add_ps(c1), _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(c2),
+                  _mm512_reduce_add_ps(a3), _mm512_reduce_add_ps(c3)};
+    for (int64_t k = n16; k < n; k++)
+      for (int q = 0; q < 4; q++) {
+        s[2 * q] += w0[k] * x[(i + q) * ldx + k];
+        s[2 * q + 1] += w1[k] * x[(i + q) * ldx + k];
+      }
+    for (int q = 0; q < 4; q++) {
+      y[(i + q) * ldy] += s[2 * q];
+      y[(i + q) * ldy + 1] += s[2 * q + 1];
+    }
+  }
+  for (; i < m; i++) {
+    const float *xi = x + i * ldx;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+    int64_t k = 0;
+    for (; k + 32 <= n16; k += 32) {
+      const __m512 t0 = _mm512_loadu_ps(xi + k), t1 = _mm512_loadu_ps(xi + k + 16);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), t0, a0);
+      c0 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), t0, c0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k + 16), t1, a1);
+      c1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k + 16), t1, c1);
+    }
+    for (; k < n16; k += 16) {
+      const __m512 t0 = _mm512_loadu_ps(xi + k);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), t0, a0);
+      c0 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), t0, c0);
+    }
+    float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(c0, c1));
+    for (; k < n; k++) {
+      s0 += w0[k] * xi[k];
+      s1 += w1[k] * xi[k];
+    }
+    y[i * ldy] += s0;
+    y[i * ldy + 1] += s1;
+  }
+}
+
+/* One row of W against four rows of x at once: w is loaded once per four products. */
+static void g5_dot1(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy) {
   const int64_t n16 = n & ~(int64_t)15;
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -165,6 +227,12 @@ static void g5_dot(const float *w, int64_t n, const float *x, int64_t ldx, int64
     for (; k < n; k++) s += w[k] * xi[k];
     y[i * ldy] += s;
   }
+}
+
+static void g5_dot(const float *w, int64_t ldw, int64_t nw, int64_t n, const float *x, int64_t ldx, int64_t m,
+                   float *y, int64_t ldy) {
+  if (nw == 2) g5_dot2(w, w + ldw, n, x, ldx, m, y, ldy);
+  else g5_dot1(w, n, x, ldx, m, y, ldy);
 }
 
 static void g5_axpy(const float *w, int64_t ldw, int64_t nr, int64_t n, const float *dy, int64_t lddy, int64_t m,

@@ -13,8 +13,8 @@
  * Targets (issue 9): at 1 token q4_0, q4_k and nf4 >= 3x the f32 GEMV;
  * dequantise >= 0.5 of memcpy; at 512 tokens within 1.2x of the f32 GEMM
  * (ratio >= 0.83).
- * Usage: bench_quant [PLUGIN_DIR] (default ../plugins next to the
- * executable). Links plugins/cpu/isa.c to name the ISA path. */
+ * Usage: bench_quant [PLUGIN_DIR [FORMAT,FORMAT...]] (default ../plugins
+ * next to the executable, every loaded format). Links plugins/cpu/isa.c to name the ISA path. */
 #include "isa.h"
 #include "lorakit.h"
 #include "lorakit_plugin.h"
@@ -196,6 +196,13 @@ int main(int argc, char **argv) {
   for (uint32_t i = 0; i < lk_component_count(ctx) && nf < 32; i++) {
     lk_component_info_t ci = {sizeof ci, 0, NULL, NULL, 0, 0};
     if (lk_component_info(ctx, i, &ci) != LK_OK || ci.kind != LK_KIND_QUANTISER) continue;
+    if (argc > 2) { /* only the formats named */
+      char want[64];
+      snprintf(want, sizeof want, ",%s,", ci.name);
+      char list[1024];
+      snprintf(list, sizeof list, ",%s,", argv[2]);
+      if (!strstr(list, want)) continue;
+    }
     bq_fmt *f = &fmts[nf];
     memset(f, 0, sizeof *f);
     snprintf(f->name, sizeof f->name, "%s", ci.name);

@@ -201,7 +201,7 @@ static float *qf_rand(tu_rng *g, int64_t n) {
 /* |got - want| within 1e-5 of mag (and a hair absolute for exact zeros). */
 static void qf_close(double got, double want, double mag, const char *what, const char *fmt, int isa, int64_t i,
                      int64_t j) {
-  double tol = 1e-5 * mag + 1e-30;
+  double tol = 1e-5 * mag;
   ck_assert_msg(fabs(got - want) <= tol, "%s %s isa %d [%lld,%lld]: %.9g, reference %.9g (|diff| %.3g > %.3g)",
                 what, fmt, isa, (long long)i, (long long)j, got, want, fabs(got - want), tol);
 }

@@ -1,5 +1,5 @@
 /* gq_fused_avx512.c - AVX-512 kernels of the fused quantised matmul
- * (gq_fused.h): block-run dequantisers for q4_0, q8_0, q4_k and q6_k, and
+ * (gq_fused.h): block-run dequantisers for every GGML format here, and
  * the f32 dot/axpy over a dequantised chunk. Built with AVX-512 F/BW/VL/DQ
  * (Makefile); called only when the CPU has them (gq_fused.c).
  *
@@ -111,10 +111,146 @@ static void g5_run_q6_k(const uint8_t *src, int64_t nblk, float *dst) {
   }
 }
 
+
+/* ---- the other formats (the same f32 operations as gq_blocks.c) ------------------- */
+
+static inline __m512 g5_i32(__m512i v) { return _mm512_cvtepi32_ps(v); }
+
+static void g5_run_q4_1(const uint8_t *src, int64_t nblk, float *dst) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  for (int64_t b = 0; b < nblk; b++, src += 20, dst += 32) {
+    const __m512 d = _mm512_set1_ps(g5_half(src)), m = _mm512_set1_ps(g5_half(src + 2));
+    const __m128i q = _mm_loadu_si128((const __m128i *)(src + 4));
+    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_mul_ps(g5_u8(_mm_and_si128(q, lo4)), d), m));
+    _mm512_storeu_ps(dst + 16, _mm512_add_ps(_mm512_mul_ps(g5_u8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4)), d), m));
+  }
+}
+
+/* The fifth bits of a 32-element q5 block: lanes j get bit (j + off) of qh, as 16. */
+static inline __m512i g5_q5h(uint32_t qh, int off) {
+  const __m512i idx = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i sh = _mm512_add_epi32(idx, _mm512_set1_epi32(off));
+  return _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)qh), sh), _mm512_set1_epi32(1)),
+                           4);
+}
+
+static uint32_t g5_u32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void g5_run_q5_0(const uint8_t *src, int64_t nblk, float *dst) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  const __m512i k16 = _mm512_set1_epi32(16);
+  for (int64_t b = 0; b < nblk; b++, src += 22, dst += 32) {
+    const __m512 d = _mm512_set1_ps(g5_half(src));
+    const uint32_t qh = g5_u32(src + 2);
+    const __m128i q = _mm_loadu_si128((const __m128i *)(src + 6));
+    const __m512i l = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(q, lo4)), g5_q5h(qh, 0));
+    const __m512i h = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), lo4)), g5_q5h(qh, 16));
+    _mm512_storeu_ps(dst, _mm512_mul_ps(g5_i32(_mm512_sub_epi32(l, k16)), d));
+    _mm512_storeu_ps(dst + 16, _mm512_mul_ps(g5_i32(_mm512_sub_epi32(h, k16)), d));
+  }
+}
+
+static void g5_run_q5_1(const uint8_t *src, int64_t nblk, float *dst) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  for (int64_t b = 0; b < nblk; b++, src += 24, dst += 32) {
+    const __m512 d = _mm512_set1_ps(g5_half(src)), m = _mm512_set1_ps(g5_half(src + 2));
+    const uint32_t qh = g5_u32(src + 4);
+    const __m128i q = _mm_loadu_si128((const __m128i *)(src + 8));
+    const __m512i l = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(q, lo4)), g5_q5h(qh, 0));
+    const __m512i h = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), lo4)), g5_q5h(qh, 16));
+    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_mul_ps(g5_i32(l), d), m));
+    _mm512_storeu_ps(dst + 16, _mm512_add_ps(_mm512_mul_ps(g5_i32(h), d), m));
+  }
+}
+
+static void g5_run_q5_k(const uint8_t *src, int64_t nblk, float *dst) {
+  const __m512i m4 = _mm512_set1_epi32(15), one = _mm512_set1_epi32(1);
+  for (int64_t b = 0; b < nblk; b++, src += 176) {
+    const float d = g5_half(src), dmin = g5_half(src + 2);
+    const uint8_t *qh = src + 16, *ql = src + 48;
+    const __m512i h0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qh));
+    const __m512i h1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qh + 16)));
+    for (int is = 0; is < 8; is += 2, ql += 32, dst += 64) {
+      int sc, m;
+      g5_k4(is, src + 4, &sc, &m);
+      const __m512 d1 = _mm512_set1_ps(d * (float)sc), m1 = _mm512_set1_ps(dmin * (float)m);
+      g5_k4(is + 1, src + 4, &sc, &m);
+      const __m512 d2 = _mm512_set1_ps(d * (float)sc), m2 = _mm512_set1_ps(dmin * (float)m);
+      const __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)ql));
+      const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + 16)));
+      const __m128i s1 = _mm_cvtsi32_si128(is), s2 = _mm_cvtsi32_si128(is + 1); /* bits u1 = 1 << is, u2 = u1 << 1 */
+      const __m512i b0 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h0, s1), one), 4);
+      const __m512i b1 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h1, s1), one), 4);
+      const __m512i b2 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h0, s2), one), 4);
+      const __m512i b3 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h1, s2), one), 4);
+      _mm512_storeu_ps(dst, _mm512_sub_ps(_mm512_mul_ps(g5_i32(_mm512_add_epi32(_mm512_and_si512(a, m4), b0)), d1), m1));
+      _mm512_storeu_ps(dst + 16,
+                       _mm512_sub_ps(_mm512_mul_ps(g5_i32(_mm512_add_epi32(_mm512_and_si512(c, m4), b1)), d1), m1));
+      _mm512_storeu_ps(dst + 32,
+                       _mm512_sub_ps(_mm512_mul_ps(g5_i32(_mm512_add_epi32(_mm512_srli_epi32(a, 4), b2)), d2), m2));
+      _mm512_storeu_ps(dst + 48,
+                       _mm512_sub_ps(_mm512_mul_ps(g5_i32(_mm512_add_epi32(_mm512_srli_epi32(c, 4), b3)), d2), m2));
+    }
+  }
+}
+
+static void g5_run_q2_k(const uint8_t *src, int64_t nblk, float *dst) {
+  const __m512i m2 = _mm512_set1_epi32(3);
+  for (int64_t b = 0; b < nblk; b++, src += 84) {
+    const uint8_t *scales = src, *q = src + 16;
+    const float d = g5_half(src + 80), dmin = g5_half(src + 82);
+    int is = 0;
+    for (int n = 0; n < 2; n++, q += 32) {
+      const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+      const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 16)));
+      for (int shift = 0; shift < 8; shift += 2)
+        for (int half = 0; half < 2; half++, dst += 16) {
+          const uint8_t sc = scales[is++];
+          const __m512 dl = _mm512_set1_ps(d * (float)(sc & 0x0f)), ml = _mm512_set1_ps(dmin * (float)(sc >> 4));
+          const __m512i v = _mm512_and_si512(_mm512_srl_epi32(half ? v1 : v0, _mm_cvtsi32_si128(shift)), m2);
+          _mm512_storeu_ps(dst, _mm512_sub_ps(_mm512_mul_ps(dl, g5_i32(v)), ml));
+        }
+    }
+  }
+}
+
+static void g5_run_q3_k(const uint8_t *src, int64_t nblk, float *dst) {
+  const __m512i m2 = _mm512_set1_epi32(3), four = _mm512_set1_epi32(4);
+  for (int64_t b = 0; b < nblk; b++, src += 110) {
+    const uint8_t *hm = src, *q = src + 32, *s = src + 96;
+    const float d_all = g5_half(src + 108);
+    const __m512i hm0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)hm));
+    const __m512i hm1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(hm + 16)));
+    int is = 0, bit = 0;
+    for (int n = 0; n < 2; n++, q += 32) {
+      const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+      const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 16)));
+      for (int shift = 0; shift < 8; shift += 2, bit++)
+        for (int half = 0; half < 2; half++, is++, dst += 16) {
+          /* six-bit scale is (gq_blocks.c's gq_q3k_scales), minus 32 */
+          const int lo = is < 8 ? (s[is] & 0x0f) : (s[is - 8] >> 4), hi = (s[8 + (is & 3)] >> (2 * (is >> 2))) & 3;
+          const __m512 dl = _mm512_set1_ps(d_all * (float)((lo | hi << 4) - 32));
+          __m512i v = _mm512_and_si512(_mm512_srl_epi32(half ? v1 : v0, _mm_cvtsi32_si128(shift)), m2);
+          const __mmask16 clear = _mm512_testn_epi32_mask(half ? hm1 : hm0, _mm512_set1_epi32(1 << bit));
+          v = _mm512_mask_sub_epi32(v, clear, v, four); /* hmask bit clear: minus 4 */
+          _mm512_storeu_ps(dst, _mm512_mul_ps(dl, g5_i32(v)));
+        }
+    }
+  }
+}
+
 static gq_run_fn g5_run(int32_t gguf_type) {
   switch (gguf_type) {
   case 2: return g5_run_q4_0;
+  case 3: return g5_run_q4_1;
+  case 6: return g5_run_q5_0;
+  case 7: return g5_run_q5_1;
   case 8: return g5_run_q8_0;
+  case 10: return g5_run_q2_k;
+  case 11: return g5_run_q3_k;
+  case 13: return g5_run_q5_k;
   case 12: return g5_run_q4_k;
   case 14: return g5_run_q6_k;
   default: return NULL;

@@ -375,7 +375,27 @@ static void g5_axpy(const float *w, int64_t ldw, int64_t nr, int64_t n, const fl
                     float *dx, int64_t lddx) {
   const int64_t n16 = n & ~(int64_t)15;
   const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw;
-  for (int64_t i = 0; i < m; i++) {
+  int64_t i = 0;
+  if (nr == 4 && n16 == n) /* two rows of dx at once: each load of W feeds two FMAs */
+    for (; i + 2 <= m; i += 2) {
+      const float *g = dy + i * lddy, *h = g + lddy;
+      float *o = dx + i * lddx, *p = o + lddx;
+      const __m512 b0 = _mm512_set1_ps(g[0]), b1 = _mm512_set1_ps(g[1]), b2 = _mm512_set1_ps(g[2]),
+                   b3 = _mm512_set1_ps(g[3]), e0 = _mm512_set1_ps(h[0]), e1 = _mm512_set1_ps(h[1]),
+                   e2 = _mm512_set1_ps(h[2]), e3 = _mm512_set1_ps(h[3]);
+      for (int64_t k = 0; k < n; k += 16) {
+        const __m512 u0 = _mm512_loadu_ps(w0 + k), u1 = _mm512_loadu_ps(w1 + k), u2 = _mm512_loadu_ps(w2 + k),
+                     u3 = _mm512_loadu_ps(w3 + k);
+        __m512 v = _mm512_fmadd_ps(b0, u0, _mm512_loadu_ps(o + k)), t = _mm512_fmadd_ps(e0, u0, _mm512_loadu_ps(p + k));
+        v = _mm512_fmadd_ps(b1, u1, v);
+        t = _mm512_fmadd_ps(e1, u1, t);
+        v = _mm512_fmadd_ps(b2, u2, v);
+        t = _mm512_fmadd_ps(e2, u2, t);
+        _mm512_storeu_ps(o + k, _mm512_fmadd_ps(b3, u3, v));
+        _mm512_storeu_ps(p + k, _mm512_fmadd_ps(e3, u3, t));
+      }
+    }
+  for (; i < m; i++) {
     const float *g = dy + i * lddy;
     float *o = dx + i * lddx;
     const float c0 = g[0], c1 = nr > 1 ? g[1] : 0.0f, c2 = nr > 2 ? g[2] : 0.0f, c3 = nr > 3 ? g[3] : 0.0f;

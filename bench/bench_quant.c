@@ -13,8 +13,9 @@
  * Targets (issue 9): at 1 token q4_0, q4_k and nf4 >= 3x the f32 GEMV;
  * dequantise >= 0.5 of memcpy; at 512 tokens within 1.2x of the f32 GEMM
  * (ratio >= 0.83).
- * Usage: bench_quant [PLUGIN_DIR [FORMAT,FORMAT...]] (default ../plugins
- * next to the executable, every loaded format). Links plugins/cpu/isa.c to name the ISA path. */
+ * Usage: bench_quant [PLUGIN_DIR [FORMAT,FORMAT... [TOKENS,TOKENS...]]]
+ * (default ../plugins next to the executable, every loaded format, tokens
+ * 1,16,512). Links plugins/cpu/isa.c to name the ISA path. */
 #include "isa.h"
 #include "lorakit.h"
 #include "lorakit_plugin.h"
@@ -275,7 +276,15 @@ int main(int argc, char **argv) {
   /* ---- MATMUL through the cpu backend ---- */
   lk_backend_t *be = NULL;
   if (lk_backend_open(ctx, "cpu", 0, &be) != LK_OK) bq_die("lk_backend_open(cpu)", ctx);
-  static const int64_t toks[] = {1, 16, 512};
+  int64_t toks[16] = {1, 16, 512};
+  int ntok = 3;
+  if (argc > 3) { /* other token counts, up to 512 */
+    ntok = 0;
+    for (char *c = argv[3]; *c && ntok < 16; c += strcspn(c, ","), c += *c == ',') {
+      long v = strtol(c, NULL, 10);
+      if (v >= 1 && v <= 512) toks[ntok++] = v;
+    }
+  }
   float *x = malloc((size_t)512 * BQ_N * sizeof *x);
   bq_normal(x, (size_t)512 * BQ_N, 1.0);
   lk_buffer_t *bx = bq_buf(be, ctx, x, (uint64_t)512 * BQ_N * 4), *by = bq_buf(be, ctx, NULL, (uint64_t)512 * BQ_N * 4);
@@ -289,7 +298,7 @@ int main(int argc, char **argv) {
     lk_buffer_t *wf = bq_buf(be, ctx, wd, BQ_BYTES), *wq[8];
     for (uint32_t p = 0; p < f->np; p++) wq[p] = bq_buf(be, ctx, f->part[p], f->bytes[p]);
     for (int mode = 0; mode < 2; mode++)
-      for (int k = 0; k < 3; k++) {
+      for (int k = 0; k < ntok; k++) {
         const int64_t T = toks[k];
         double tf = bq_matmul(ctx, be, NULL, &wf, bx, by, T, mode), tq = bq_matmul(ctx, be, f, wq, bx, by, T, mode);
         double fl = 2.0 * (double)T * BQ_N * BQ_N * 1e-9;

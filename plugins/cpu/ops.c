@@ -22,8 +22,16 @@
 /* A quantised MATMUL with at most this many rows of x runs the quantiser's
  * fused kernels (W dequantised a chunk at a time in cache, x·Wᵀ or x·W
  * directly); above it W is dequantised in panels for the packed GEMM, whose
- * register blocking then wins (bench/bench_quant.c measures both). */
-#define QFUSED_MAX_M 16
+ * register blocking then wins. Measured with bench/bench_quant.c (4096 x
+ * 4096, q4_0 and q4_k, 2-core Zen 5, AVX-512): x·Wᵀ fused is 1.2-1.6x the
+ * panels at 16 rows, even at 32, behind at 64; x·W fused stays ahead to 32
+ * rows (its panels cost a second pass over dx-sized blocks). */
+#ifndef QFUSED_MAX_M_NT /* (overridable to measure it) */
+#define QFUSED_MAX_M_NT 16
+#endif
+#ifndef QFUSED_MAX_M_NN
+#define QFUSED_MAX_M_NN 32
+#endif
 
 /* Threads for a job of `flops`, at least MIN_TASK_FLOPS each. */
 static uint32_t cpu_threads_for(const cpu_backend_t *be, double flops) {
@@ -112,7 +120,8 @@ static uint32_t mm_threads(const cpu_backend_t *be, int64_t M, int64_t N, int64_
  * few rows of x. */
 static int mm_fused(const cpu_backend_t *be, const cpu_plan_t *p) {
   const cpu_mat_t *W = &p->m[1];
-  return W->dtype == LK_DTYPE_QUANT && W->qext && !be->compute_bf16 && !p->bf16 && p->m[0].rows <= QFUSED_MAX_M;
+  return W->dtype == LK_DTYPE_QUANT && W->qext && !be->compute_bf16 && !p->bf16 &&
+         p->m[0].rows <= (p->mode ? QFUSED_MAX_M_NN : QFUSED_MAX_M_NT);
 }
 
 /* Threads of a fused product: the dequantisation counts too (a GEMV's few

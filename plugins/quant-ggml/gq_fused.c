@@ -14,9 +14,10 @@
  * has (__builtin_cpu_supports, which also checks the OS saves the
  * registers): AVX-512 F/BW/VL/DQ, AVX2+FMA, or portable C. AVX512BF16 and
  * AMX ask for the AVX-512 kernels (there is no bf16 arithmetic here: x
- * stays f32). q4_0, q8_0, q4_k and q6_k have vectorised dequantisers; the
- * other formats dequantise block by block with gq_blocks.c's code and
- * share the vectorised products. */
+ * stays f32). Every format has an AVX-512 dequantiser; on AVX2, q4_0,
+ * q8_0, q4_k and q6_k do (the formats the benchmark targets) and the others
+ * dequantise block by block with gq_blocks.c's code, sharing the AVX2
+ * products. All dequantisers are bit-exact with the vtable's dequantize. */
 #include "gq_fused.h"
 
 #include <string.h>
@@ -79,6 +80,7 @@ static const gq_isa_kernels gq_kernels_c = {gq_run_none, gq_dot_c, gq_axpy_c};
 
 #if defined(__x86_64__) || defined(__i386__)
 static int gq_cpu_has(int32_t isa) {
+  __builtin_cpu_init(); /* idempotent; the plugin may be called before libgcc's constructor ran in every loader order */
   if (isa >= LK_CPU_ISA_AVX512)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");

@@ -11,8 +11,9 @@
  *     for formats that have none on that path (the per-block C one is used);
  *   - f32 inner products over a dequantised chunk (dot with m rows of x,
  *     axpy of up to 4 rows into m rows of dx).
- * The matmuls dequantise W one chunk of one row (a few KiB, L1-resident) at
- * a time and multiply it at once, so W is read once and never written out. */
+ * The matmuls dequantise a chunk of two or four rows of W (a few KiB,
+ * L1-resident) at a time and multiply it at once, so W is read once and
+ * never written out whole. */
 #ifndef LORAKIT_GQ_FUSED_H
 #define LORAKIT_GQ_FUSED_H
 

@@ -130,13 +130,24 @@ static uint32_t mm_fused_threads(const cpu_backend_t *be, int64_t M, int64_t N, 
   return cpu_threads_for(be, (2.0 * (double)M + 8.0) * (double)N * (double)K);
 }
 
+/* Floats of a thread's y block in the fused product: M rows of the widest
+ * column range cpu_split gives it. */
+static size_t mm_fused_block(const cpu_plan_t *p, int64_t M, int64_t N, uint32_t nt) {
+  int64_t align = p->mode ? (int64_t)p->m[1].qvt->block_elems : 1;
+  int64_t chunk = (N + nt - 1) / nt;
+  chunk = (chunk + align - 1) / align * align;
+  return round_up((size_t)(M * chunk) * sizeof(float)) / sizeof(float);
+}
+
 static size_t scratch_matmul(const cpu_backend_t *be, const cpu_plan_t *p) {
   const cpu_mat_t *x = &p->m[0], *W = &p->m[1];
   int32_t mode = p->mode;
   if (W->dtype == LK_DTYPE_F32) return 0;
   int64_t M = x->rows, N = mode ? W->cols : W->rows, K = mode ? W->rows : W->cols;
-  if (mm_fused(be, p)) /* a y-sized block per thread when alpha or accumulate need one */
-    return (p->s != 1.0f || p->acc) ? mm_fused_threads(be, M, N, K) * round_up((size_t)(M * N) * sizeof(float)) : 0;
+  if (mm_fused(be, p)) { /* a block of y per thread when alpha or accumulate need one */
+    uint32_t nf = mm_fused_threads(be, M, N, K);
+    return (p->s != 1.0f || p->acc) ? nf * mm_fused_block(p, M, N, nf) * sizeof(float) : 0;
+  }
   /* quantised x·W with a large x: one shared panel of W rows (run_matmul) */
   if (W->dtype == LK_DTYPE_QUANT && mode && W->qext) return panel_bytes(N, K);
   uint32_t nt = mm_threads(be, M, N, K);
@@ -288,7 +299,7 @@ static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
   if (mm_fused(be, p)) {
     uint32_t nf = mm_fused_threads(be, j.M, j.N, j.K);
     j.scratch = be->scratch;
-    j.scratch_per_thread = round_up((size_t)(j.M * j.N) * sizeof(float)) / sizeof(float);
+    j.scratch_per_thread = mm_fused_block(p, j.M, j.N, nf);
     cpu_pool_run(be->pool, nf, mm_fused_task, &j);
     return;
   }

@@ -19,6 +19,8 @@
 #   bench_engine  the engine (staged API) on the cpu backend: the core's time
 #               per training step against the ops' time, and the LoRA layer
 #               forward through a session against direct submission
+#   bench_quant  per format: quantise/dequantise GB/s vs memcpy; quantised
+#               MATMUL (1, 16, 512 tokens) on the cpu backend vs its f32 MATMUL
 #   bench_registry  add/get of a 20 MiB adapter vs file write/read, list and
 #               lineage latency with 10,000 versions (lk_registry_*)
 
@@ -28,6 +30,7 @@ BENCH_BINS += $(BENCH_DIR)/bench_registry
 BENCH_BINS += $(BENCH_DIR)/bench_formats
 BENCH_BINS += $(BENCH_DIR)/bench_engine
 BENCH_BINS += $(BENCH_DIR)/bench_attention
+BENCH_BINS += $(BENCH_DIR)/bench_quant
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: bench-build
@@ -46,6 +49,12 @@ $(BENCH_DIR)/bench_lora: bench/bench_lora.c plugins/cpu/isa.c $(HEADERS) $(LIB) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(BLAS_INC) -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
+
+# Quantisers and quantised MATMUL through the public API; isa.c names the path.
+$(BENCH_DIR)/bench_quant: bench/bench_quant.c plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c -L$(B) -llorakit \
+	  -Wl,-rpath,'$$ORIGIN/..' -ldl -lm
 
 $(BENCH_DIR)/bench_engine: bench/bench_engine.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
@@ -83,3 +92,4 @@ bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	$(BENCH_DIR)/bench_engine $(CPU_PLUG)
 	$(BENCH_DIR)/bench_registry
 	$(BENCH_DIR)/bench_attention
+	$(BENCH_DIR)/bench_quant $(B)/plugins

@@ -22,7 +22,7 @@ LK_BUILD_ABS  = $(abspath $(B))
 
 TEST_SUITES  := abi core plugins hosts lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
-TEST_SUITES  += formats badinput model_ops model_quant quant quant_k quant_basic quant_nf4 dora
+TEST_SUITES  += formats badinput model_ops model_quant quant quant_k quant_basic quant_nf4 quant_fused dora
 TEST_SUITES  += engine gpusim isa
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h

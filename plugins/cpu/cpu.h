@@ -90,6 +90,7 @@ typedef struct cpu_mat {
   const char *name;
   const lk_quantiser_vt_t *qvt;
   void *qself;
+  const lk_quant_ext_cpu_t *qext; /* its fused kernels (lk.quant.cpu/1); NULL when it has none */
   const void *parts[CPU_MAX_PARTS];
 } cpu_mat_t;
 

@@ -19,6 +19,19 @@
 
 #define PANEL_BYTES ((size_t)4 << 20) /* f32 panel of converted weights, per thread */
 #define MIN_TASK_FLOPS 1.5e6          /* below this a thread is not worth waking */
+/* A quantised MATMUL with at most this many rows of x runs the quantiser's
+ * fused kernels (W dequantised a chunk at a time in cache, x·Wᵀ or x·W
+ * directly); above it W is dequantised in panels for the packed GEMM, whose
+ * register blocking then wins. Measured with bench/bench_quant.c (4096 x
+ * 4096, q4_0 and q4_k, 2-core Zen 5, AVX-512): x·Wᵀ fused is 1.2-1.6x the
+ * panels at 16 rows, even at 32, behind at 64; x·W fused stays ahead to 32
+ * rows (its panels cost a second pass over dx-sized blocks). */
+#ifndef QFUSED_MAX_M_NT /* (overridable to measure it) */
+#define QFUSED_MAX_M_NT 16
+#endif
+#ifndef QFUSED_MAX_M_NN
+#define QFUSED_MAX_M_NN 32
+#endif
 
 /* Threads for a job of `flops`, at least MIN_TASK_FLOPS each. */
 static uint32_t cpu_threads_for(const cpu_backend_t *be, double flops) {
@@ -58,7 +71,15 @@ static void from_f32(const float *src, void *dst, int32_t dtype, int64_t n) {
 /* Rows [r0, r1) of a weight matrix as f32: converted from f16/bf16, or
  * dequantised by the matrix's quantiser (the rows of a validated plan are
  * in range, so it cannot fail). */
+/* The quantisers' ISA path id for the backend's own (LK_CPU_ISA_* are
+ * cpu_isa_t's numbers; AMX runs the AVX-512 BF16 kernels). */
+static int32_t cpu_qisa(void) { return (int32_t)cpu_isa_kernel(cpu_isa()); }
+
 static void panel_rows_f32(const cpu_mat_t *m, int64_t r0, int64_t r1, float *dst) {
+  if (m->dtype == LK_DTYPE_QUANT && m->qext) {
+    m->qext->dequant_rows(m->qself, m->parts, m->cols, r0, r1 - r0, dst, m->cols, cpu_qisa());
+    return;
+  }
   if (m->dtype == LK_DTYPE_QUANT) {
     lk_error_t e = {sizeof e, 0, {0}};
     (void)m->qvt->dequantize(m->qself, m->parts, r0, r1 - r0, m->cols, dst, &e);
@@ -95,11 +116,40 @@ static uint32_t mm_threads(const cpu_backend_t *be, int64_t M, int64_t N, int64_
   return cpu_threads_for(be, 2.0 * (double)M * (double)N * (double)K);
 }
 
+/* The fused path: a quantised W whose quantiser has kernels, f32 compute,
+ * few rows of x. */
+static int mm_fused(const cpu_backend_t *be, const cpu_plan_t *p) {
+  const cpu_mat_t *W = &p->m[1];
+  return W->dtype == LK_DTYPE_QUANT && W->qext && !be->compute_bf16 && !p->bf16 &&
+         p->m[0].rows <= (p->mode ? QFUSED_MAX_M_NN : QFUSED_MAX_M_NT);
+}
+
+/* Threads of a fused product: the dequantisation counts too (a GEMV's few
+ * flops still read all of W). */
+static uint32_t mm_fused_threads(const cpu_backend_t *be, int64_t M, int64_t N, int64_t K) {
+  return cpu_threads_for(be, (2.0 * (double)M + 8.0) * (double)N * (double)K);
+}
+
+/* Floats of a thread's y block in the fused product: M rows of the widest
+ * column range cpu_split gives it. */
+static size_t mm_fused_block(const cpu_plan_t *p, int64_t M, int64_t N, uint32_t nt) {
+  int64_t align = p->mode ? (int64_t)p->m[1].qvt->block_elems : 1;
+  int64_t chunk = (N + nt - 1) / nt;
+  chunk = (chunk + align - 1) / align * align;
+  return round_up((size_t)(M * chunk) * sizeof(float)) / sizeof(float);
+}
+
 static size_t scratch_matmul(const cpu_backend_t *be, const cpu_plan_t *p) {
   const cpu_mat_t *x = &p->m[0], *W = &p->m[1];
   int32_t mode = p->mode;
   if (W->dtype == LK_DTYPE_F32) return 0;
   int64_t M = x->rows, N = mode ? W->cols : W->rows, K = mode ? W->rows : W->cols;
+  if (mm_fused(be, p)) { /* a block of y per thread when alpha or accumulate need one */
+    uint32_t nf = mm_fused_threads(be, M, N, K);
+    return (p->s != 1.0f || p->acc) ? nf * mm_fused_block(p, M, N, nf) * sizeof(float) : 0;
+  }
+  /* quantised x·W with a large x: one shared panel of W rows (run_matmul) */
+  if (W->dtype == LK_DTYPE_QUANT && mode && W->qext) return panel_bytes(N, K);
   uint32_t nt = mm_threads(be, M, N, K);
   int64_t hw = mm_half_width(N, nt);
   if (W->dtype == LK_DTYPE_QUANT && mode) return nt * panel_bytes(N, K);
@@ -174,6 +224,70 @@ static void mm_half_task(void *arg, uint32_t t, uint32_t nt) {
   }
 }
 
+/* Fused quantised product, few rows: mode 0 splits W's rows (y's columns),
+ * mode 1 block-aligned ranges of W's columns (y's columns too). With alpha
+ * 1 and no accumulation the kernel writes y itself; otherwise it writes a
+ * block of the thread's scratch that is then scaled into y. */
+static void mm_fused_task(void *arg, uint32_t t, uint32_t nt) {
+  const mm_job *j = arg;
+  const cpu_plan_t *p = j->p;
+  const cpu_mat_t *Wm = &p->m[1];
+  const float *x = p->m[0].data;
+  float *y = p->m[2].data;
+  const int32_t isa = cpu_qisa();
+  const int direct = p->s == 1.0f && !p->acc;
+  int64_t b, e;
+  cpu_split(j->N, t, nt, p->mode ? (int64_t)Wm->qvt->block_elems : 1, &b, &e);
+  if (b >= e) return;
+  const int64_t w = e - b;
+  float *out = direct ? y + b : j->scratch + (size_t)t * j->scratch_per_thread;
+  const int64_t ldo = direct ? j->N : w;
+  if (p->mode == 0) {
+    Wm->qext->matmul_nt(Wm->qself, Wm->parts, Wm->cols, b, w, x, j->K, j->M, out, ldo, isa);
+  } else {
+    for (int64_t i = 0; i < j->M; i++) memset(out + i * ldo, 0, (size_t)w * sizeof(float));
+    Wm->qext->matmul_nn(Wm->qself, Wm->parts, Wm->cols, 0, Wm->rows, b, w, x, j->K, j->M, out, ldo, isa);
+  }
+  if (direct) return;
+  for (int64_t i = 0; i < j->M; i++) {
+    float *yi = y + i * j->N + b;
+    const float *oi = out + i * ldo;
+    if (p->acc)
+      for (int64_t c = 0; c < w; c++) yi[c] += p->s * oi[c];
+    else
+      for (int64_t c = 0; c < w; c++) yi[c] = p->s * oi[c];
+  }
+}
+
+/* Quantised x·W with many rows of x, in panels of W rows shared by all
+ * threads: phase 0 dequantises the panel (threads split its rows), phase 1
+ * multiplies it (threads split y's columns). Each row of W is dequantised
+ * once, not once per thread. */
+typedef struct mm_panel_job {
+  const mm_job *j;
+  float *panel;
+  int64_t k0, k1;
+  int phase;
+} mm_panel_job;
+
+static void mm_panel_task(void *arg, uint32_t t, uint32_t nt) {
+  const mm_panel_job *pj = arg;
+  const mm_job *j = pj->j;
+  const cpu_plan_t *p = j->p;
+  int64_t b, e;
+  if (pj->phase == 0) {
+    cpu_split(pj->k1 - pj->k0, t, nt, 1, &b, &e);
+    if (b < e) panel_rows_f32(&p->m[1], pj->k0 + b, pj->k0 + e, pj->panel + b * j->N);
+    return;
+  }
+  cpu_split(j->N, t, nt, 16, &b, &e);
+  if (b >= e) return;
+  float beta = (pj->k0 == 0 && !p->acc) ? 0.0f : 1.0f;
+  GEMM(j->bf16, CPU_NOTRANS, CPU_NOTRANS, (int)j->M, (int)(e - b), (int)(pj->k1 - pj->k0), p->s,
+       (const float *)p->m[0].data + pj->k0, (int)j->K, pj->panel + b, (int)j->N, beta,
+       (float *)p->m[2].data + b, (int)j->N);
+}
+
 static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
   mm_job j;
   memset(&j, 0, sizeof j);
@@ -182,7 +296,26 @@ static void run_matmul(cpu_backend_t *be, const cpu_plan_t *p) {
   j.K = p->m[0].cols;
   j.N = p->m[2].cols;
   j.bf16 = be->compute_bf16 || p->bf16;
+  if (mm_fused(be, p)) {
+    uint32_t nf = mm_fused_threads(be, j.M, j.N, j.K);
+    j.scratch = be->scratch;
+    j.scratch_per_thread = mm_fused_block(p, j.M, j.N, nf);
+    cpu_pool_run(be->pool, nf, mm_fused_task, &j);
+    return;
+  }
   uint32_t nt = mm_threads(be, j.M, j.N, j.K);
+  if (p->m[1].dtype == LK_DTYPE_QUANT && p->mode && p->m[1].qext) {
+    mm_panel_job pj = {&j, be->scratch, 0, 0, 0};
+    int64_t P = panel_rows(j.N, j.K);
+    for (pj.k0 = 0; pj.k0 < j.K; pj.k0 = pj.k1) {
+      pj.k1 = pj.k0 + P < j.K ? pj.k0 + P : j.K;
+      pj.phase = 0;
+      cpu_pool_run(be->pool, nt, mm_panel_task, &pj);
+      pj.phase = 1;
+      cpu_pool_run(be->pool, nt, mm_panel_task, &pj);
+    }
+    return;
+  }
   if (p->m[1].dtype == LK_DTYPE_F32) {
     /* Each thread packs the whole of the operand it does not split (gemm.h),
      * so split the larger side: rows when y is taller than wide, else columns. */

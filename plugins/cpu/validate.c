@@ -94,6 +94,14 @@ static int32_t check_quant(cpu_backend_t *be, const vctx *v, const lk_view_t *t,
     return vfail(v, rc, "%s: quantiser %s refused its options: %s", name, t->qformat, qe.message);
   m->qvt = q;
   m->qself = self;
+  /* Fused kernels when the quantiser offers them (ops.c falls back to its
+   * reference dequantize when not). */
+  m->qext = NULL;
+  if (LK_HAS_FIELD(q, lk_quantiser_vt_t, get_extension) && q->get_extension) {
+    const lk_quant_ext_cpu_t *x = q->get_extension(self, LK_QUANT_EXT_CPU);
+    if (x && x->struct_size >= LK_MIN_SIZE_QUANT_EXT_CPU && x->matmul_nt && x->matmul_nn && x->dequant_rows)
+      m->qext = x;
+  }
   m->rows = t->shape[0];
   m->cols = t->shape[1];
   m->dtype = LK_DTYPE_QUANT;

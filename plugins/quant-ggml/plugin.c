@@ -15,6 +15,7 @@
  * An instance is the format's table entry itself: GGML formats have no
  * options beyond their own block size, so create allocates nothing. */
 #include "gq.h"
+#include "gq_fused.h"
 
 #include "plugin_refs.h"
 
@@ -176,6 +177,10 @@ static int32_t gq_dequantize(void *self, const void *const *parts, int64_t row0,
   return LK_OK;
 }
 
+/* The fused CPU kernels (lk.quant.cpu/1, gq_fused.c); the instance is the
+ * format's vtable entry, so it says which format to run. */
+static const void *gq_get_extension(void *self, const char *id) { return gq_fused_extension(self, id); }
+
 /* ---- vtables: create needs to know its format, the rest take the instance ---- */
 
 #define GQ_CREATE(ID, ...)                                                                      \
@@ -186,7 +191,7 @@ GQ_FORMATS(GQ_CREATE)
 
 #define GQ_VT(ID, NAME, DESC, TYPE, ELEMS, BYTES, DEQ, Q, QVT)                                      \
   [GQ_##ID] = {sizeof(lk_quantiser_vt_t), 0, NAME, DESC, TYPE, ELEMS, BYTES, 0, NULL, gq_create_##ID, \
-               gq_destroy, gq_part_count, gq_part_info, gq_row_bytes, QVT, gq_dequantize, NULL},
+               gq_destroy, gq_part_count, gq_part_info, gq_row_bytes, QVT, gq_dequantize, gq_get_extension},
 static const lk_quantiser_vt_t gq_vts[GQ_N] = {GQ_FORMATS(GQ_VT)};
 
 /* ---- the plugin ---------------------------------------------------------------- */

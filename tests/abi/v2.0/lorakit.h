@@ -379,6 +379,13 @@ LK_API lk_status lk_model_tensor_read(lk_model_t *m, int64_t index, void *dst, u
  * converted; quantised blocks are dequantised by the quantiser plugin named
  * by qformat (LK_ERR_UNSUPPORTED naming it when none is loaded). */
 LK_API lk_status lk_model_tensor_read_f32(lk_model_t *m, int64_t index, float *dst, uint64_t n);
+/* [one-thread-per-context] The quantiser options a quantised tensor was stored with and its part
+ * count (bitsandbytes NF4/FP4 in safetensors: block size, double
+ * quantisation; 5 parts): opts is written up to its struct_size, n_parts
+ * may be NULL. A tensor of one part gets zeros (the format's defaults) and
+ * 1. Its bytes (lk_model_tensor_read) are the parts one after another, each
+ * as lk_quant_layout with these opts sizes it. LK_ERR_DTYPE for a plain tensor. */
+LK_API lk_status lk_model_tensor_qopts(lk_model_t *m, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts);
 /* [one-thread-per-context] Metadata as one JSON object (see lorakit_plugin.h); lives until close. */
 LK_API const char *lk_model_metadata_json(lk_model_t *m);
 
@@ -469,12 +476,39 @@ typedef struct lk_convert_opts_t { /* caller-filled input */
 } lk_convert_opts_t;
 #define LK_MIN_SIZE_CONVERT_OPTS LK_MIN_SIZE(lk_convert_opts_t, reserved0)
 
+/* What quantising (lk_model_quantize) or requantising (lk_model_merge into
+ * a quantised base) did to one tensor, or, with name NULL, to all of them:
+ * the written values (dequantised) against the source values (dequantised
+ * when the source was quantised). rmse = sqrt(sum d^2 / numel), max_abs =
+ * max |d|, snr_db = 10 log10(sum w^2 / sum d^2) (+infinity when d is all 0).
+ * Strings live until the call that reported returns. */
+typedef struct lk_quant_report_t { /* output */
+  uint32_t struct_size;
+  uint32_t kept;             /* 1: written as it was read (1-D, --keep, not a weight) */
+  const char *name;          /* canonical tensor name; NULL for the total */
+  const char *from;          /* the source type: "f32", "f16", "q8_0", ...; NULL in the total */
+  const char *to;            /* the written type; NULL in the total */
+  int64_t numel;
+  uint64_t bytes_before, bytes_after;
+  double rmse, max_abs, snr_db;
+} lk_quant_report_t;
+#define LK_MIN_SIZE_QUANT_REPORT LK_MIN_SIZE(lk_quant_report_t, snr_db)
+/* Called on the thread that called the library, in tensor order. */
+typedef void (*lk_quant_report_fn)(void *user, const lk_quant_report_t *r);
+
 typedef struct lk_merge_opts_t { /* caller-filled input */
   uint32_t struct_size;
   float scale;          /* the user's extra scale; 0 is read as 1 */
   const char *backend;  /* backend name; NULL = the best available */
   uint32_t device;      /* its device */
   uint32_t force;       /* 1: replace an existing output */
+  /* appended in 2.x (read only when struct_size covers them): */
+  lk_quant_report_fn report; /* merging into a quantised base: called once per
+                              * requantised target (name = its weight) with the
+                              * error requantisation added against the exact
+                              * merged weight, then once with name NULL for all
+                              * of them; may be NULL */
+  void *report_user;         /* passed to report */
 } lk_merge_opts_t;
 #define LK_MIN_SIZE_MERGE_OPTS LK_MIN_SIZE(lk_merge_opts_t, force)
 
@@ -487,12 +521,52 @@ LK_API lk_status lk_model_convert(lk_context_t *ctx, const char *in, const char 
  * into the model at `model`, written to `out` in the model's own format;
  * every other tensor and the metadata are carried unchanged. opts may be
  * NULL. The adapter is checked against the model (shapes of every target)
- * before anything is written. */
+ * before anything is written. A quantised target weight is dequantised,
+ * merged in f32 and requantised to its own format (default options, as the
+ * file's loader reads it), the error that added going to opts->report; a
+ * format whose plugin only dequantises is refused. */
 LK_API lk_status lk_model_merge(lk_context_t *ctx, const char *model, const char *adapter,
                                 const char *out, const lk_merge_opts_t *opts);
 /* [one-thread-per-context] The same with W -= scale s B A. */
 LK_API lk_status lk_model_unmerge(lk_context_t *ctx, const char *model, const char *adapter,
                                   const char *out, const lk_merge_opts_t *opts);
+
+typedef struct lk_quantize_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  uint32_t force;        /* 1: replace an existing output */
+  const char *to;        /* required, lower case: a llama-quantize file type
+                          * (q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_s q3_k_m q3_k_l
+                          * q4_k_s q4_k_m q5_k_s q5_k_m q6_k; q3_k, q4_k, q5_k
+                          * are its aliases of the _m mixes), f16, bf16, f32,
+                          * or a lorakit format put on every 2-D weight
+                          * (int8 int16 nf4 fp4) */
+  const char *keep;      /* NULL, or comma-separated fnmatch(3) globs on the
+                          * canonical tensor names (or, for llama-family
+                          * tensors, their llama.cpp names: blk.*.ffn_down.*):
+                          * matches are written as read */
+  uint32_t block_size;   /* 0: the format's default (nf4/fp4: 64) */
+  uint32_t double_quant; /* 1: quantise the block scales again (nf4/fp4) */
+  uint32_t dry_run;      /* 1: decide and report each tensor's type and size
+                          * (error figures NaN), read no data, write nothing;
+                          * out may be NULL (llama-quantize --dry-run) */
+  uint32_t reserved0;    /* must be 0 */
+  lk_quant_report_fn report; /* per tensor, then the total; may be NULL */
+  void *report_user;
+} lk_quantize_opts_t;
+#define LK_MIN_SIZE_QUANTIZE_OPTS LK_MIN_SIZE(lk_quantize_opts_t, report_user)
+
+/* [one-thread-per-context] Quantise the model at `in` (GGUF file, HF folder,
+ * safetensors file) into `out`, in the input's own format. Each tensor's type
+ * follows llama-quantize's llama_tensor_get_type for the file type `to` (1-D
+ * tensors and tensors whose name does not end in "weight" as read; output /
+ * tied token_embd q6_K for the block types; the _m mixes; the fallbacks when
+ * a row does not divide into 256-element blocks), so a GGUF written here has
+ * the tensor data llama-quantize writes, and general.file_type as it sets it.
+ * A row that does not divide into its format's blocks with no fallback, or a
+ * format whose plugin cannot quantise, is refused naming the tensor, before
+ * anything is written. */
+LK_API lk_status lk_model_quantize(lk_context_t *ctx, const char *in, const char *out,
+                                   const lk_quantize_opts_t *opts);
 
 #include "lorakit_registry.h"
 

@@ -245,6 +245,44 @@ struct lk_quantiser_vt_t {
 };
 #define LK_MIN_SIZE_QUANTISER_VT LK_MIN_SIZE(lk_quantiser_vt_t, get_extension)
 
+/* Quantiser extension "lk.quant.cpu/1": fused kernels a CPU backend calls to
+ * multiply by a quantised W [nrows, ncols] (a weight [out, in]) without
+ * materialising it in f32 (blocks are dequantised in registers). Asked of an
+ * instance: get_extension(self, LK_QUANT_EXT_CPU). parts are the whole
+ * tensor's parts, ncols its full row length; every kernel is single-threaded
+ * (the backend splits rows or column blocks across its threads) and cannot
+ * fail on ranges the backend has checked. isa is the path the backend runs
+ * (LK_CPU_ISA_*): a quantiser runs its best kernel at or below it, so a
+ * backend forcing "portable" gets the portable kernels. Results equal
+ * dequantise-then-multiply in f32 up to the order of the f32 sums. */
+#define LK_QUANT_EXT_CPU "lk.quant.cpu/1"
+#define LK_CPU_ISA_PORTABLE 0   /* plain C */
+#define LK_CPU_ISA_AVX2 1       /* AVX2 + FMA + F16C */
+#define LK_CPU_ISA_AVX512 2     /* AVX-512 F/BW/VL/DQ */
+#define LK_CPU_ISA_AVX512BF16 3 /* + AVX512_BF16 */
+#define LK_CPU_ISA_AMX 4        /* + AMX-TILE/AMX-BF16 */
+typedef struct lk_quant_ext_cpu_t {
+  uint32_t struct_size;
+  uint32_t isa_max; /* the highest LK_CPU_ISA_* with a kernel of its own */
+  /* Forward, y = x·Wᵀ over rows [row0, row0 + nrows) of W:
+   * y[i*ldy + j] = sum_k x[i*ldx + k] * W[row0 + j][k], i < m, j < nrows,
+   * k < ncols. Overwrites y. */
+  void (*matmul_nt)(void *self, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                    const float *x, int64_t ldx, int64_t m, float *y, int64_t ldy, int32_t isa);
+  /* Backward to the input, dx = dy·W over rows [row0, row0 + nrows) and
+   * columns [col0, col0 + cols) of W (col0 a multiple of block_elems; cols
+   * too, or reaching ncols):
+   * dx[i*lddx + c] += sum_j dy[i*lddy + j] * W[row0 + j][col0 + c], i < m. */
+  void (*matmul_nn)(void *self, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                    int64_t col0, int64_t cols, const float *dy, int64_t lddy, int64_t m, float *dx,
+                    int64_t lddx, int32_t isa);
+  /* Rows [row0, row0 + nrows) -> f32 dst[r*ld + k] (the vtable's dequantize,
+   * vectorised, with a row stride; for panels of a large GEMM). */
+  void (*dequant_rows)(void *self, const void *const *parts, int64_t ncols, int64_t row0, int64_t nrows,
+                       float *dst, int64_t ld, int32_t isa);
+} lk_quant_ext_cpu_t;
+#define LK_MIN_SIZE_QUANT_EXT_CPU LK_MIN_SIZE(lk_quant_ext_cpu_t, dequant_rows)
+
 /* ---- loader ---------------------------------------------------------------
  * A file format. Names are mapped to the canonical Hugging Face naming and
  * format quirks undone, so the core sees one model whatever the file.
@@ -268,6 +306,13 @@ struct lk_quantiser_vt_t {
  *   "adapter_config": a PEFT adapter_config.json object (peft; gguf-lora
  *                     derives r, lora_alpha, target_modules)
  *   "safetensors_metadata": the __metadata__ string map (safetensors, hf, peft)
+ *   "bnb_quant":      (safetensors, hf) {tensor name: {"block_size": 64,
+ *                     "double_quant": true, "dq_block_size": 256, "dtype":
+ *                     "float16"}} for the bitsandbytes 4-bit (nf4/fp4)
+ *                     weights: read from each quant_state; a writer takes a
+ *                     tensor's options and its quant_state dtype from here
+ *                     (default "float32"), else the one layout its bytes fit
+ *                     (lk.loader.qopts/1 says how the parts lie).
  *   "gguf":           {"version": 3, "alignment": 32, "kv": {key: value},
  *                      "kv_types": {key: "u8".."f64"|"bool"|"string"|
  *                      "array[<type>]"}} (gguf, gguf-lora). A writer takes
@@ -276,7 +321,19 @@ struct lk_quantiser_vt_t {
  *   "name":           (write only, optional) the model's name, the source
  *                     folder's or file's name as the caller gives it; the
  *                     GGUF writer makes general.name of it where no kv has
- *                     one (convert_hf_to_gguf.py's fallback).
+ *                     one (convert_hf_to_gguf.py's fallback). The
+ *                     gguf-lora writer makes general.name of it too,
+ *                     title-cased as convert_lora_to_gguf.py does.
+ *   "base_name":      (write only, optional, adapters) the base model's
+ *                     name where the adapter does not name it (the header's
+ *                     base_model wins): gguf-lora writes
+ *                     general.base_model.count = 1 (u32) and
+ *                     general.base_model.0.name from it.
+ *   "outtype":        (write only, optional, adapters) "f32" (the default),
+ *                     "f16" or "bf16": peft and gguf-lora store lora_A and
+ *                     lora_B in that type, each value rounded once from f32
+ *                     to nearest even (after gguf-lora folds a scale into
+ *                     B, in f32); 1-D tensors (DoRA magnitudes) stay f32.
  * Writers of adapters (peft, gguf-lora) also accept "base_config" (the base
  * model's config object) for what the adapter format needs from the base
  * (the head counts of the Q/K permutation, the architecture).
@@ -384,6 +441,24 @@ typedef struct lk_loader_ext_base_config_t {
   int32_t (*set)(void *file, const char *base_metadata_json, lk_error_t *err);
 } lk_loader_ext_base_config_t;
 #define LK_MIN_SIZE_LOADER_EXT_BASE_CONFIG LK_MIN_SIZE(lk_loader_ext_base_config_t, set)
+
+/* Loader extension "lk.loader.qopts/1", found with get_extension(file,
+ * LK_LOADER_EXT_QOPTS): for a quantised tensor of several parts
+ * (bitsandbytes NF4/FP4 in safetensors: blocks, absmax, the nested parts),
+ * the quantiser options it was made with and its part count. Such a
+ * tensor's bytes (tensor_read, info.nbytes) are its parts one after another
+ * in part order, each as lk_quant_layout(qformat, opts, nrows, ncols) sizes
+ * it; a writer takes a quantised lk_tensor_t the same way (data = the parts
+ * in order, nbytes = their sum). LK_ERR_NOT_FOUND (or no extension): one
+ * part, default options. */
+#define LK_LOADER_EXT_QOPTS "lk.loader.qopts/1"
+typedef struct lk_loader_ext_qopts_t {
+  uint32_t struct_size;
+  uint32_t reserved0;
+  /* opts: written up to its struct_size; n_parts may be NULL. */
+  int32_t (*get)(void *file, int64_t index, lk_quant_opts_t *opts, uint32_t *n_parts, lk_error_t *err);
+} lk_loader_ext_qopts_t;
+#define LK_MIN_SIZE_LOADER_EXT_QOPTS LK_MIN_SIZE(lk_loader_ext_qopts_t, get)
 
 /* ---- factories: a plugin's components of one kind ------------------------ */
 typedef struct lk_backend_factory_t {

@@ -183,22 +183,7 @@ START_TEST(merge_refusals_write_nothing) {
   o.backend = "nosuch";
   ck_assert_int_eq(lk_model_merge(ctx, fm_fx("base"), fm_fx("a1/adapter-trained"), out, &o), LK_ERR_NOT_FOUND);
   FM_ASSERT_ERROR(lk_last_error(ctx), "nosuch", "nosuch");
-  /* a quantised base is requantised after the merge (test_model_quant.c);
-   * one whose format its plugin only dequantises (the K types, until their
-   * quantisers land) is refused before anything is written */
-  float kx[256] = {1.0f};
-  uint8_t kq[256];
-  lk_quant_part_t kp[2];
-  uint32_t knp = 0;
-  ck_assert_int_eq(lk_quant_layout(ctx, "q4_k", NULL, 1, 256, kp, 2, &knp), LK_OK);
-  if (lk_quantize(ctx, "q4_k", NULL, kx, 1, 256, (void *const[]){kq}, (uint64_t[]){kp[0].nbytes}, 1) ==
-      LK_ERR_UNSUPPORTED) {
-    ck_assert_int_eq(lk_model_merge(ctx, fm_fx("gguf/base-Q4_K_M.gguf"), fm_fx("a1/adapter-trained"), out, NULL),
-                     LK_ERR_UNSUPPORTED);
-    FM_ASSERT_ERROR(lk_last_error(ctx), "base-Q4_K_M.gguf", "quantised");
-  } else {
-    printf("SKIP merge into a dequantise-only format: q4_k quantises now\n");
-  }
+  /* a quantised base is dequantised, merged and requantised (test_model_quant.c) */
   ck_assert_int_ne(lk_model_merge(ctx, fm_fx("a1/adapter-trained"), fm_fx("a1/adapter-trained"), out, NULL), LK_OK);
   FM_ASSERT_ERROR(lk_last_error(ctx), "adapter-trained", "not a model");
   ck_assert_msg(fm_dir_entries(dir, names, sizeof names) == 0, "refused merges left: %s", names);

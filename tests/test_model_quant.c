@@ -64,20 +64,6 @@ static void gfree(gfile *f) {
 static const uint8_t *gdata(const gfile *f, int64_t i) { return f->raw + f->g.data_off + f->g.t[i].offset; }
 
 /* Does lk_quantize write this format today? (0: LK_ERR_UNSUPPORTED) */
-static int can_quantize(lk_context_t *ctx, const char *fmt) {
-  float x[256];
-  uint8_t buf[1024];
-  for (int i = 0; i < 256; i++) x[i] = (float)(i % 17) - 8.0f;
-  lk_quant_part_t p[4];
-  uint32_t np = 0;
-  ck_assert_int_eq(lk_quant_layout(ctx, fmt, NULL, 1, 256, p, 4, &np), LK_OK);
-  void *ptr[1] = {buf};
-  uint64_t bytes[1] = {p[0].nbytes};
-  lk_status st = lk_quantize(ctx, fmt, NULL, x, 1, 256, ptr, bytes, 1);
-  ck_assert_msg(st == LK_OK || st == LK_ERR_UNSUPPORTED, "lk_quantize %s: %d %s", fmt, st, lk_last_error(ctx));
-  return st == LK_OK;
-}
-
 /* Every tensor of ref has the same type and bytes in got, except `except`
  * (checked to be the input's bytes instead). Returns the count compared. */
 static int same_tensors(const char *got_path, const char *ref_path, const char *except, const char *input) {
@@ -146,23 +132,13 @@ START_TEST(gguf_bytes_equal_llama_quantize) {
   const char *to = k_cases[_i].to, *in = fm_fx("gguf/base-f32.gguf");
   char out[4096];
   snprintf(out, sizeof out, "%s/%s.gguf", dir, to);
-  int full = !k_cases[_i].needs || (can_quantize(ctx, k_cases[_i].needs) && can_quantize(ctx, "q6_k"));
-  if (full) {
-    lk_status st = quantize(ctx, in, out, to, NULL, NULL, NULL);
-    ck_assert_msg(st == LK_OK, "quantize %s: %d %s", to, st, lk_last_error(ctx));
-    int n = same_tensors(out, fm_fx(k_cases[_i].ref), NULL, in);
-    printf("%s: %d tensors byte-identical to llama-quantize's %s\n", to, n, k_cases[_i].ref);
-  } else {
-    printf("SKIP gguf_bytes_equal_llama_quantize %s (full file): lk_quantize answers LK_ERR_UNSUPPORTED for %s\n",
-           to, k_cases[_i].needs);
-    /* without the K quantiser that file needs, it is refused naming a tensor and the format */
-    ck_assert_int_eq(quantize(ctx, in, out, to, NULL, NULL, NULL), LK_ERR_UNSUPPORTED);
-    FM_ASSERT_ERROR(lk_last_error(ctx), "base-f32.gguf", "tensor ");
-    ck_assert_msg(strstr(lk_last_error(ctx), "q6_k") || strstr(lk_last_error(ctx), "q4_k"), "%s",
-                  lk_last_error(ctx));
-    char names[1024];
-    ck_assert_msg(fm_dir_entries(dir, names, sizeof names) == 0, "refused quantize left: %s", names);
-  }
+  /* every type quantises now (the K types too): the whole file, each tensor
+   * as llama-quantize wrote it */
+  lk_status st0 = quantize(ctx, in, out, to, NULL, NULL, NULL);
+  ck_assert_msg(st0 == LK_OK, "quantize %s: %d %s", to, st0, lk_last_error(ctx));
+  int n0 = same_tensors(out, fm_fx(k_cases[_i].ref), NULL, in);
+  ck_assert_int_eq(n0, 21);
+  printf("%s: %d tensors byte-identical to llama-quantize's %s\n", to, n0, k_cases[_i].ref);
   /* the block types with output.weight kept: every other tensor still llama-quantize's */
   if (_i <= 3) { /* q8_0, q4_0, q4_1, q5_0 */
     snprintf(out, sizeof out, "%s/%s-keep.gguf", dir, to);

@@ -184,7 +184,9 @@ static int32_t qb_quantize(void *self, const float *src, int64_t nrows, int64_t 
   return LK_OK;
 }
 
-/* The reference dequantise: element by element, q * d (qb.h). */
+static const lk_quant_ext_cpu_t qb_ext_cpu;
+
+/* The dequantise: q * d (qb.h), on the vectorised rows. */
 static int32_t qb_dequantize(void *self, const void *const *parts, int64_t row0, int64_t nrows, int64_t ncols,
                              float *dst, lk_error_t *err) {
   const qb_format *f = self;
@@ -195,7 +197,9 @@ static int32_t qb_dequantize(void *self, const void *const *parts, int64_t row0,
   if (!nrows || !ncols) return LK_OK;
   if (!dst || !parts || !parts[0] || (qb_scaled(f->fmt) && !parts[1]))
     return qb_fail(err, LK_ERR_INVALID_ARG, "%s: dequantize: NULL destination or part", name);
-  qb_dequant_rows_portable(f->fmt, parts, ncols, row0, nrows, dst, ncols);
+  /* the widest path this CPU has: bit-exact with the portable loop
+   * (test_quant_basic checks every path against it) */
+  qb_ext_cpu.dequant_rows(self, parts, ncols, row0, nrows, dst, ncols, LK_CPU_ISA_AMX);
   return LK_OK;
 }
 

@@ -171,9 +171,10 @@ static int32_t gq_dequantize(void *self, const void *const *parts, int64_t row0,
     return gq_fail(err, LK_ERR_INVALID_ARG, "%s: dequantize: NULL destination or part", f->name);
   uint64_t per_row = (uint64_t)ncols / f->block_elems, nblocks = (uint64_t)nrows * per_row;
   if (!nblocks) return LK_OK;
-  const gq_kernels *k = &gq_kern[f - gq_vts];
-  const uint8_t *p = (const uint8_t *)parts[0] + (uint64_t)row0 * per_row * f->block_bytes;
-  for (uint64_t b = 0; b < nblocks; b++) k->deq(p + b * f->block_bytes, dst + b * f->block_elems);
+  /* the vectorised block runs of the widest path this CPU has (gq_fused.c;
+   * bit-exact with the per-block C of gq_blocks.c, test_quant_fused checks) */
+  const lk_quant_ext_cpu_t *x = gq_fused_extension(f, LK_QUANT_EXT_CPU);
+  x->dequant_rows(self, parts, ncols, row0, nrows, dst, ncols, LK_CPU_ISA_AMX);
   return LK_OK;
 }
 

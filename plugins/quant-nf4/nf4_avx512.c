@@ -7,6 +7,7 @@
 #include "nf4.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 typedef struct nf5_state {
   const nf_view *v;
@@ -84,28 +85,54 @@ static void nf5_matmul_nt(const nf_view *v, int64_t ncols, int64_t row0, int64_t
   }
 }
 
+/* dx += dy·W over a column range: W is dequantised four rows by NF5_NN_CW
+ * columns at a time into an L1 buffer, and each row of dx is read and
+ * written once per four rows of W (one load, four FMAs, one store per 16
+ * lanes), so dx's chunk (m x NF5_NN_CW floats) stays in L1/L2 instead of
+ * every row of W streaming all of dx through the caches. */
+#define NF5_NN_CW 256
 static void nf5_matmul_nn(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, int64_t col0, int64_t cols,
                           const float *dy, int64_t lddy, int64_t m, float *dx, int64_t lddx) {
   nf5_state s;
   nf5_init(&s, v);
-  for (int64_t j = 0; j < nrows; j++) {
-    uint64_t e0 = (uint64_t)(row0 + j) * (uint64_t)ncols + (uint64_t)col0;
-    int64_t c = 0;
-    for (; c + 16 <= cols; c += 16) { /* full chunks: plain loads and stores (masked ones are slow on Zen) */
-      __m512 w = nf5_chunk(&s, e0 + (uint64_t)c, 16);
-      for (int64_t i = 0; i < m; i++) {
-        float *d = dx + i * lddx + c;
-        _mm512_storeu_ps(d, _mm512_fmadd_ps(_mm512_set1_ps(dy[i * lddy + j]), w, _mm512_loadu_ps(d)));
+  float wb[4][NF5_NN_CW] __attribute__((aligned(64)));
+  memset(wb, 0, sizeof wb);
+  for (int64_t c0 = 0; c0 < cols; c0 += NF5_NN_CW) {
+    const int64_t cw = cols - c0 < NF5_NN_CW ? cols - c0 : NF5_NN_CW;
+    const int64_t full = cw & ~(int64_t)15;
+    const int len = (int)(cw - full); /* even: rows and column ranges are */
+    const __mmask16 mk = nf5_mask(len);
+    for (int64_t j = 0; j < nrows; j += 4) {
+      const int nr = nrows - j < 4 ? (int)(nrows - j) : 4;
+      for (int r = 0; r < nr; r++) {
+        uint64_t e0 = (uint64_t)(row0 + j + r) * (uint64_t)ncols + (uint64_t)(col0 + c0);
+        int64_t c = 0;
+        for (; c < full; c += 16) _mm512_store_ps(wb[r] + c, nf5_chunk(&s, e0 + (uint64_t)c, 16));
+        if (len) _mm512_store_ps(wb[r] + c, _mm512_maskz_mov_ps(mk, nf5_chunk(&s, e0 + (uint64_t)c, len)));
       }
-    }
-    if (c < cols) {
-      int len = (int)(cols - c);
-      __mmask16 mk = nf5_mask(len);
-      __m512 w = nf5_chunk(&s, e0 + (uint64_t)c, len);
+      for (int r = nr; r < 4; r++) memset(wb[r], 0, sizeof wb[r]); /* rows past the range add 0 */
       for (int64_t i = 0; i < m; i++) {
-        float *d = dx + i * lddx + c;
-        __m512 g = _mm512_set1_ps(dy[i * lddy + j]);
-        _mm512_mask_storeu_ps(d, mk, _mm512_fmadd_ps(g, w, _mm512_maskz_loadu_ps(mk, d)));
+        const float *g = dy + i * lddy + j;
+        const __m512 g0 = _mm512_set1_ps(g[0]), g1 = _mm512_set1_ps(nr > 1 ? g[1] : 0.0f),
+                     g2 = _mm512_set1_ps(nr > 2 ? g[2] : 0.0f), g3 = _mm512_set1_ps(nr > 3 ? g[3] : 0.0f);
+        float *d = dx + i * lddx + c0;
+        int64_t c = 0;
+        for (; c < full; c += 16) {
+          __m512 acc = _mm512_loadu_ps(d + c);
+          acc = _mm512_fmadd_ps(g0, _mm512_load_ps(wb[0] + c), acc);
+          acc = _mm512_fmadd_ps(g1, _mm512_load_ps(wb[1] + c), acc);
+          acc = _mm512_fmadd_ps(g2, _mm512_load_ps(wb[2] + c), acc);
+          acc = _mm512_fmadd_ps(g3, _mm512_load_ps(wb[3] + c), acc);
+          _mm512_storeu_ps(d + c, acc);
+        }
+        if (len) {
+          __m512 acc = _mm512_maskz_loadu_ps(mk, d + c);
+          acc = _mm512_fmadd_ps(g0, _mm512_load_ps(wb[0] + c), acc);
+          acc = _mm512_fmadd_ps(g1, _mm512_load_ps(wb[1] + c), acc);
+          acc = _mm512_fmadd_ps(g2, _mm512_load_ps(wb[2] + c), acc);
+          acc = _mm512_fmadd_ps(g3, _mm512_load_ps(wb[3] + c), acc);
+          _mm512_mask_storeu_ps(d + c, mk, acc);
+        }
       }
     }
   }

@@ -19,6 +19,8 @@
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
+# Suites run TEST_JOBS at a time (each one's output printed whole when it ends).
+TEST_JOBS    ?= 2
 
 TEST_SUITES  := abi core plugins hosts lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
@@ -192,9 +194,9 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 	bash tests/check_exports.sh $(B) || fail=1; \
 	bash tests/check_thread_tags.sh || fail=1; \
 	bash tests/abi/staging_test.sh $(B) "$(CC)" || fail=1; \
-	for t in $(TEST_BINS); do \
-	  LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} $$t || { echo "FAILED: $$t"; fail=1; }; \
-	done; \
+	printf '%s\n' $(TEST_BINS) | LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} \
+	  xargs -P$(TEST_JOBS) -I{} sh -c '{} > {}.log 2>&1; rc=$$?; cat {}.log; \
+	    [ $$rc = 0 ] || echo "FAILED: {}"; exit $$rc' || fail=1; \
 	if [ $$fail = 0 ]; then echo "unit-tests: all passed ($(B))"; else echo "unit-tests: FAILURES ($(B))"; fi; \
 	exit $$fail
 
@@ -221,22 +223,13 @@ clang-build:
 	$(MAKE) --no-print-directory -j2 B=build-clang CC=clang all test-build
 
 sdk-test: all
-	@bash tests/test_sdk.sh $(B) "$(MAKE)"
-
-# Run every step and report each; fail at the end if any failed.
-test: all
-	@fail=""; \
-	$(MAKE) --no-print-directory -j2 unit-tests || fail="$$fail unit-tests"; \
-	$(MAKE) --no-print-directory cli-tests || fail="$$fail cli-tests"; \
-	$(MAKE) --no-print-directory sanitize || fail="$$fail sanitize"; \
-	$(MAKE) --no-print-directory clang-build || fail="$$fail clang-build"; \
-	$(MAKE) --no-print-directory sdk-test || fail="$$fail sdk-test"; \
-	$(MAKE) --no-print-directory ffi-tests || fail="$$fail ffi-tests"; \
-	$(MAKE) --no-print-directory abi-check || fail="$$fail abi-check"; \
-	$(MAKE) --no-print-directory abi-gate-test || fail="$$fail abi-gate-test"; \
-	$(MAKE) --no-print-directory abi-compat || fail="$$fail abi-compat"; \
-	$(MAKE) --no-print-directory cli-formats-tests || fail="$$fail cli-formats-tests"; \
-	$(MAKE) --no-print-directory fuzz-test || fail="$$fail fuzz-test"; \
+	@fail=""; t0=$$(date +%s); \
+	for s in unit-tests cli-tests sanitize clang-build sdk-test ffi-tests abi-check abi-gate-test abi-compat cli-formats-tests fuzz-test; do \
+	  t=$$(date +%s); j=; [ $$s = unit-tests ] && j=-j2; \
+	  $(MAKE) --no-print-directory $$j $$s || fail="$$fail $$s"; \
+	  echo "make test: step $$s took $$(( $$(date +%s) - t )) s"; \
+	done; \
+	echo "make test: $$(( $$(date +%s) - t0 )) s in all"; \
 	if [ -n "$$fail" ]; then echo "make test: FAILED:$$fail"; exit 1; fi; \
 	echo "make test: all steps passed"
 

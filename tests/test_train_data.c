@@ -688,7 +688,9 @@ START_TEST(cursor_resume_exact) {
     tb_free(a);
   }
   tb_cursor bad = {0};
-  ck_assert_int_eq(tb_cursor_from_json(json_object(), &bad, err, sizeof err), -1);
+  json_t *empty = json_object();
+  ck_assert_int_eq(tb_cursor_from_json(empty, &bad, err, sizeof err), -1);
+  json_decref(empty);
   td_free(s);
 }
 END_TEST

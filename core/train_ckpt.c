@@ -161,6 +161,84 @@ int tck_expect(const tck_ckpt *c, const char *key, const char *expect, char *err
   return 0;
 }
 
+json_t *tck_state_make(int64_t step, const tb_cursor *cursor, const uint64_t *rng, size_t n_rng, const json_t *hyper,
+                       const char *data_sha256, const char *base_fingerprint) {
+  json_t *s = json_pack("{s:I}", "step", (json_int_t)step);
+  if (!s) return NULL;
+  int bad = 0;
+  if (cursor) bad |= json_object_set_new(s, "cursor", tb_cursor_json(cursor));
+  if (n_rng) {
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n_rng; i++) {
+      char hex[17];
+      snprintf(hex, sizeof hex, "%016" PRIx64, rng[i]);
+      bad |= json_array_append_new(a, json_string(hex));
+    }
+    bad |= json_object_set_new(s, "rng", a);
+  }
+  if (hyper) bad |= json_object_set_new(s, "hyper", json_deep_copy(hyper));
+  if (data_sha256) bad |= json_object_set_new(s, "data_sha256", json_string(data_sha256));
+  if (base_fingerprint) bad |= json_object_set_new(s, "base_fingerprint", json_string(base_fingerprint));
+  if (bad) {
+    json_decref(s);
+    return NULL;
+  }
+  return s;
+}
+
+int tck_state_read(const tck_ckpt *c, tb_cursor *cursor, uint64_t *rng, size_t n_rng, char *err, size_t errlen) {
+  if (cursor) {
+    char e[256];
+    json_t *j = json_object_get(c->state, "cursor");
+    if (!j) {
+      tck_err(err, errlen, "%s: the checkpoint state has no data cursor", c->f->path);
+      return -1;
+    }
+    if (tb_cursor_from_json(j, cursor, e, sizeof e)) {
+      tck_err(err, errlen, "%s: %s", c->f->path, e);
+      return -1;
+    }
+  }
+  if (n_rng) {
+    json_t *a = json_object_get(c->state, "rng");
+    if (!json_is_array(a) || json_array_size(a) != n_rng) {
+      tck_err(err, errlen, "%s: the checkpoint state needs \"rng\" with %zu words", c->f->path, n_rng);
+      return -1;
+    }
+    for (size_t i = 0; i < n_rng; i++) {
+      const char *h = json_string_value(json_array_get(a, i));
+      if (!h || strlen(h) != 16 || strspn(h, "0123456789abcdef") != 16) {
+        tck_err(err, errlen, "%s: rng word %zu is not 16 hex digits", c->f->path, i);
+        return -1;
+      }
+      rng[i] = strtoull(h, NULL, 16);
+    }
+  }
+  return 0;
+}
+
+int tck_check_run(const tck_ckpt *c, const char *data_sha256, const char *base_fingerprint, const json_t *hyper,
+                  char *err, size_t errlen) {
+  if (data_sha256 && tck_expect(c, "data_sha256", data_sha256, err, errlen)) return -1;
+  if (base_fingerprint && tck_expect(c, "base_fingerprint", base_fingerprint, err, errlen)) return -1;
+  if (!hyper) return 0;
+  json_t *mine = json_object_get(c->state, "hyper");
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)hyper, k, v) {
+    json_t *w = json_object_get(mine, k);
+    if (!w || !json_equal(v, w)) {
+      char *a = w ? json_dumps(w, JSON_ENCODE_ANY | JSON_COMPACT) : NULL, *b = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+      tck_err(err, errlen, "%s: checkpoint of another run: its %s is %s, this run's is %s", c->f->path, k,
+              a ? a : "(missing)", b ? b : "?");
+      free(a);
+      free(b);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 /* ---- folders -------------------------------------------------------------- */
 
 /* Step number of "step-NNNNNNNN.safetensors", or -1. */

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train_batch.h"
+
 #define TCK_FORMAT "lorakit-train-checkpoint"
 
 typedef struct {
@@ -48,6 +50,22 @@ int tck_get_all(const tck_ckpt *c, const tck_tensor *t, size_t n, char *err, siz
 /* The state's string KEY must equal EXPECT (e.g. "base_fingerprint",
  * "data_sha256"): otherwise "checkpoint of another run" naming both. */
 int tck_expect(const tck_ckpt *c, const char *key, const char *expect, char *err, size_t errlen);
+
+/* The trainer's state object in one shape (every key optional but step):
+ *   {"step": N, "cursor": tb_cursor_json, "rng": ["16 hex digits", ...],
+ *    "hyper": {...}, "data_sha256": "...", "base_fingerprint": "..."}
+ * HYPER is copied (NULL: none). Returns a new reference or NULL (no memory). */
+json_t *tck_state_make(int64_t step, const tb_cursor *cursor, const uint64_t *rng, size_t n_rng, const json_t *hyper,
+                       const char *data_sha256, const char *base_fingerprint);
+/* Reads it back: CURSOR (if not NULL) from "cursor", RNG[N_RNG] (if
+ * N_RNG) from "rng"; missing or malformed parts are errors naming the file. */
+int tck_state_read(const tck_ckpt *c, tb_cursor *cursor, uint64_t *rng, size_t n_rng, char *err, size_t errlen);
+/* Resuming: the checkpoint must belong to this run: the same data_sha256
+ * and base_fingerprint (when given) and, for every key of HYPER (when
+ * given), an equal value in the state's "hyper". The error names the first
+ * difference with both values ("checkpoint of another run"). */
+int tck_check_run(const tck_ckpt *c, const char *data_sha256, const char *base_fingerprint, const json_t *hyper,
+                  char *err, size_t errlen);
 
 /* Saves step STEP into folder DIR (created if missing), updates DIR/latest,
  * removes the oldest step files beyond KEEP (KEEP <= 0 keeps all). The

@@ -788,6 +788,44 @@ START_TEST(ckpt_round_trip_and_mismatch) {
 }
 END_TEST
 
+START_TEST(ckpt_state_and_run_check) {
+  float a[2] = {1, 2};
+  tck_tensor t[1] = {{"param.a", 1, {2}, a}};
+  tb_cursor cur = {.epoch = 3, .index = 5, .offset = 7, .rng = 0xfedcba9876543210ull};
+  uint64_t rng[4] = {1, 0xffffffffffffffffull, 0x8000000000000000ull, 42};
+  json_t *hyper = json_pack("{s:f, s:i, s:s}", "lr", 1e-3, "rank", 8, "schedule", "cosine");
+  json_t *st = tck_state_make(12, &cur, rng, 4, hyper, "sha-data", "fp-base");
+  ck_assert_ptr_nonnull(st);
+  char err[512];
+  const char *p = tpath("s.safetensors");
+  ck_assert_int_eq(tck_save(p, t, 1, st, err, sizeof err), 0);
+  tck_ckpt *c;
+  ck_assert_int_eq(tck_open(p, &c, err, sizeof err), 0);
+  tb_cursor back;
+  uint64_t rb[4];
+  ck_assert_msg(tck_state_read(c, &back, rb, 4, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(memcmp(&back, &cur, sizeof cur), 0);
+  ck_assert_int_eq(memcmp(rb, rng, sizeof rng), 0);
+  ck_assert_int_eq(tck_state_read(c, NULL, rb, 3, err, sizeof err), -1);
+  ck_assert_msg(tck_check_run(c, "sha-data", "fp-base", hyper, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(tck_check_run(c, "sha-other", "fp-base", hyper, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "data_sha256") && strstr(err, "sha-other") && strstr(err, "another run"), "%s", err);
+  ck_assert_int_eq(tck_check_run(c, NULL, "fp-x", NULL, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "base_fingerprint"), "%s", err);
+  json_t *h2 = json_pack("{s:f, s:i}", "lr", 1e-3, "rank", 16);
+  ck_assert_int_eq(tck_check_run(c, NULL, NULL, h2, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "its rank is 8, this run's is 16"), "%s", err);
+  json_decref(h2);
+  h2 = json_pack("{s:f}", "dropout", 0.1);
+  ck_assert_int_eq(tck_check_run(c, NULL, NULL, h2, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "dropout is (missing)"), "%s", err);
+  json_decref(h2);
+  tck_close(c);
+  json_decref(st);
+  json_decref(hyper);
+}
+END_TEST
+
 /* Every truncation and random byte damage: refused with the file named (or,
  * for damage that keeps the structure valid, opened). Never a crash. */
 START_TEST(ckpt_truncated_and_corrupt) {
@@ -1112,6 +1150,7 @@ static Suite *train_data_suite(void) {
   tcase_add_checked_fixture(c, setup_tmp, teardown_tmp);
   tcase_set_timeout(c, 120);
   tcase_add_test(c, ckpt_round_trip_and_mismatch);
+  tcase_add_test(c, ckpt_state_and_run_check);
   tcase_add_test(c, ckpt_truncated_and_corrupt);
   tcase_add_test(c, ckpt_folder_keep_latest_resolve);
   tcase_add_test(c, signal_flag_and_restore);

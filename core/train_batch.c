@@ -124,6 +124,11 @@ int tb_create(const td_set *set, const tb_opts *o, tb_batcher **out, char *err, 
   b->n_train = n - ne;
   for (size_t i = 0; i < b->n_train; i++) b->train_tokens += tb_len(b, b->train[i]);
   for (size_t i = 0; i < b->n_eval; i++) b->eval_tokens += tb_len(b, b->eval[i]);
+  if (!b->train_tokens) {
+    tb_free(b);
+    tb_err(err, errlen, "batcher: the training examples hold no tokens");
+    return -1;
+  }
   tb_make_order(b);
   *out = b;
   return 0;
@@ -243,4 +248,10 @@ void tb_eval_batch(const tb_batcher *b, size_t i, int32_t *ids, int32_t *labels,
   *rows = (k + b->o.seq - 1) / b->o.seq;
   for (; k < need; k++) ids[k] = b->o.pad_id, lab[k] = TD_IGNORE;
   tb_shift(lab, labels, b->o.batch, b->o.seq);
+}
+
+void tb_tokens_batch(const td_tokens *t, int64_t step, int32_t *ids, int32_t *labels) {
+  size_t n = (size_t)(t->batch * t->seq);
+  memcpy(ids, t->ids + (size_t)step * n, n * sizeof *ids);
+  tb_shift(ids, labels, (size_t)t->batch, (size_t)t->seq);
 }

@@ -87,4 +87,8 @@ int tb_cursor_from_json(const json_t *j, tb_cursor *c, char *err, size_t errlen)
 size_t tb_eval_batches(const tb_batcher *b);
 void tb_eval_batch(const tb_batcher *b, size_t i, int32_t *ids, int32_t *labels, size_t *rows);
 
+/* Batch STEP (0 <= step < t->steps) of a --tokens file with the same label
+ * convention: labels[r][t] = ids[r][t + 1], the last position TD_IGNORE. */
+void tb_tokens_batch(const td_tokens *t, int64_t step, int32_t *ids, int32_t *labels);
+
 #endif

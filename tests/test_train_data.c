@@ -407,6 +407,19 @@ START_TEST(tokens_file) {
   size_t n = (size_t)(sh[0] * sh[1] * sh[2]);
   for (size_t i = 0; i < n; i++)
     if (t->ids[i] != ref[i]) ck_abort_msg("input_ids[%zu] = %d, want %lld", i, t->ids[i], (long long)ref[i]);
+  /* batches with shifted labels, as the packer's */
+  int32_t bi[256], bl[256];
+  ck_assert_int_eq(sh[1] * sh[2], 256);
+  for (int64_t st = 0; st < sh[0]; st++) {
+    tb_tokens_batch(t, st, bi, bl);
+    const int64_t *r0 = ref + st * 256;
+    for (int k = 0; k < 256; k++) {
+      int64_t wl = k % 64 == 63 ? TD_IGNORE : r0[k + 1];
+      if (bi[k] != r0[k] || bl[k] != wl)
+        ck_abort_msg("tokens batch %lld pos %d: %d/%d want %lld/%lld", (long long)st, k, bi[k], bl[k], (long long)r0[k],
+                     (long long)wl);
+    }
+  }
   /* the same as I32 */
   int32_t *i32 = malloc(n * 4);
   for (size_t i = 0; i < n; i++) i32[i] = (int32_t)ref[i];
@@ -638,6 +651,12 @@ START_TEST(eval_split) {
   o.eval_frac = 0, o.eval_count = 10;
   ck_assert_int_eq(tb_create(s, &o, &b, err, sizeof err), -1);
   ck_assert_msg(strstr(err, "leaves none"), "%s", err);
+  size_t zoff[3] = {0, 0, 0};
+  td_set *z = make_set(ids, NULL, zoff, 2);
+  tb_opts oz = {.seed = 1, .batch = 1, .seq = 2};
+  ck_assert_int_eq(tb_create(z, &oz, &b, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "no tokens"), "%s", err);
+  td_free(z);
   o.eval_count = 0, o.eval_frac = 0.01; /* rounds to 0: at least one */
   ck_assert_int_eq(tb_create(s, &o, &b, err, sizeof err), 0);
   ck_assert_uint_eq(tb_n_eval(b), 1);

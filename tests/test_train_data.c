@@ -112,8 +112,8 @@ static const char *fixture(const char *rel) {
 #define NEED_FIXTURE(var, rel)                                                                                 \
   const char *var = fixture(rel);                                                                              \
   if (!var) {                                                                                                  \
-    printf("SKIP %s: reference fixture %s not found (LK_FIXTURES=%s; expected ../shared/fixtures)\n", __func__, \
-           rel, getenv("LK_FIXTURES") ? getenv("LK_FIXTURES") : "unset");                                     \
+    printf("SKIP %.*s: reference fixture %s not found (LK_FIXTURES=%s; expected ../shared/fixtures)\n",      \
+           (int)strlen(__func__) - 3, __func__, rel, getenv("LK_FIXTURES") ? getenv("LK_FIXTURES") : "unset");   \
     return;                                                                                                    \
   }
 
@@ -343,7 +343,8 @@ START_TEST(bofh_corpus_matches_fixture) {
   char path[1024];
   snprintf(path, sizeof path, "%s/bofh-excuses", dir);
   if (access(path, R_OK)) {
-    printf("SKIP %s: %s not found (Debian package fortunes-bofh-excuses; or set LK_FORTUNES)\n", __func__, path);
+    printf("SKIP %.*s: %s not found (Debian package fortunes-bofh-excuses; or set LK_FORTUNES)\n",
+           (int)strlen(__func__) - 3, __func__, path);
     return;
   }
   json_t *j = json_load_file(src, 0, NULL);

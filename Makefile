@@ -32,6 +32,8 @@ LDFLAGS  := $(LDSAN) $(EXTRA_LDFLAGS)
 # Debian packages the build and tests need (the GEMM library: OpenBLAS, see README).
 DEB_PKGS := libsqlite3-dev zlib1g-dev check libjansson-dev liblapacke-dev libssl-dev \
             pkg-config libopenblas-dev abigail-tools clang libclang-rt-dev golang-go
+# The demo's and test_train_data's corpus (/usr/share/games/fortunes/bofh-excuses).
+DEB_PKGS += fortunes-bofh-excuses
 
 CORE_SRC := $(wildcard core/*.c) $(wildcard registry/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/obj/%.o)

@@ -26,6 +26,7 @@ TEST_SUITES  := abi core plugins hosts lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops model_quant quant quant_k quant_basic quant_nf4 quant_fused dora
 TEST_SUITES  += engine gpusim isa
+TEST_SUITES  += train_data
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -102,6 +103,15 @@ $(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/t
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
+
+# The trainer's data side (tests/test_train_data.c): its core objects are
+# linked in directly (their symbols are hidden in liblorakit.so).
+TD_CORE_OBJ := $(addprefix $(B)/obj/core/,train_st.o train_data.o train_batch.o train_sched.o train_ckpt.o \
+                 train_signal.o sample.o)
+$(B)/tests/bin/test_train_data: tests/test_train_data.c $(TD_CORE_OBJ) $(wildcard core/train_*.h) core/sample.h \
+    | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Icore -o $@ $< $(TD_CORE_OBJ) $(LDFLAGS) $(CHECK_LIBS) -ljansson -lcrypto -lm
 
 # The references on hand-computed cases (linked in) and gpusim's contract.
 $(B)/tests/bin/test_gpusim: tests/test_gpusim.c $(REF_SRC) tests/ref/ref.h tests/plugins/gpusim.h $(TEST_HDRS) \

@@ -21,6 +21,7 @@ FUZZ_DIR_ABS  = $(abspath $(FUZZ_DIR))
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -Iabi
 FUZZ_NAMES   := gguf safetensors
+FUZZ_NAMES   += train
 
 FUZZ_SRC_gguf        := plugins/load-gguf/gguf_parse.c plugins/load-gguf/gguf_meta.c \
                         plugins/load-gguf/gguf_names.c
@@ -30,6 +31,11 @@ FUZZ_SRC_safetensors := plugins/load-safetensors/st_parse.c
 FUZZ_INC_safetensors := -Iplugins/load-safetensors
 FUZZ_SEEDS_safetensors := a1/adapter-trained/adapter_model.safetensors a1/adapter-trained/adapter_config.json \
                         a1/batches.safetensors base/config.json base/generation_config.json
+# The trainer's readers (core/train_*.c, tests/fuzz/fuzz_train.c); the first byte picks the reader.
+FUZZ_SRC_train       := core/train_st.c core/train_data.c core/train_batch.c core/train_ckpt.c
+FUZZ_INC_train       := -Icore
+FUZZ_LIBS_train      := -lcrypto -lm
+FUZZ_SEEDS_train     := a1/batches.safetensors
 
 # Inputs up to 64 KiB: whole small files; larger seeds are cut, which still
 # exercises every header (a 512-token GGUF vocabulary is 13 KB).
@@ -46,7 +52,7 @@ fuzz-test: fuzz
 define fuzz_rules
 $(FUZZ_DIR)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1)) $(HEADERS) | $(B)/.bootstrap
 	@mkdir -p $$(dir $$@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_INC_$(1)) -o $$@ $$< $(FUZZ_SRC_$(1)) -ljansson
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_INC_$(1)) -o $$@ $$< $(FUZZ_SRC_$(1)) -ljansson $(FUZZ_LIBS_$(1))
 
 fuzz-run-$(1): $(FUZZ_DIR)/fuzz_$(1)
 	@rm -rf $(FUZZ_DIR)/seeds_$(1); mkdir -p $(FUZZ_DIR)/corpus_$(1) $(FUZZ_DIR)/seeds_$(1)

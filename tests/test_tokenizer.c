@@ -1,0 +1,259 @@
+/* test_tokenizer.c - suite `tokenizer`: lorakit's tokenizers (staged API,
+ * lk_x_tokenizer_*) against independent references:
+ *   - base/tokenizer-check.json of the fixture: sentencepiece 0.2.2's ids
+ *     (the reference for tokenizer.model and for the GGUF's tokenizer,
+ *     which llama.cpp converted from it) and HF tokenizers 0.23.2's ids (the
+ *     reference for tokenizer.json, including its one-piece-fewer leading
+ *     double space, MANIFEST.md);
+ *   - a1/logits.safetensors input_ids: bos + the two logit_texts of
+ *     a1/losses.json, truncated to 32 (made by transformers);
+ *   - hand-made tokenizer.json models under tests/data with ids derived by
+ *     hand from their merge rules / scores (comments there and below);
+ *   - round trips decode(encode(s)) == s and streaming == whole decode.
+ * Fixture tests SKIP (with a message) when ../shared/fixtures is absent. */
+#define LORAKIT_STAGING 1
+#include <check.h>
+
+#include "lorakit_staging.h"
+#include "test_fmt_util.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static lk_x_tokenizer_t *tk_load(const char *path) {
+  lk_context_t *ctx = NULL;
+  lk_context_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.no_default_plugins = 1;
+  ck_assert_int_eq(lk_context_create(&o, &ctx), LK_OK);
+  lk_x_tokenizer_t *t = NULL;
+  lk_status st = lk_x_tokenizer_load(ctx, path, &t);
+  ck_assert_msg(st == LK_OK && t, "loading %s: %d %s", path, st, lk_last_error(ctx));
+  lk_context_free(ctx);
+  return t;
+}
+
+/* The ids of text, compared with want[0..nw); one failure message naming
+ * the first differing index and both id lists. */
+static void tk_expect(lk_x_tokenizer_t *t, const char *what, const char *text, int bos, const int32_t *want,
+                      size_t nw) {
+  int32_t *ids = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(lk_x_tokenizer_encode(t, text, strlen(text), bos, &ids, &n), LK_OK);
+  size_t bad = n == nw ? nw : 0;
+  for (size_t i = 0; i < n && i < nw && bad == nw; i++)
+    if (ids[i] != want[i]) bad = i;
+  if (n != nw || bad != nw) {
+    char got[4096] = "", exp[4096] = "";
+    for (size_t i = 0; i < n; i++)
+      snprintf(got + strlen(got), sizeof got - strlen(got), "%d ", ids[i]);
+    for (size_t i = 0; i < nw; i++)
+      snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%d ", want[i]);
+    lk_x_tokenizer_buf_free(ids);
+    ck_abort_msg("%s: \"%s\": %zu ids, want %zu; first difference at %zu\n got  %s\n want %s", what, text, n, nw,
+                 bad, got, exp);
+  }
+  lk_x_tokenizer_buf_free(ids);
+}
+
+static size_t tk_json_ids(const json_t *a, int32_t *out, size_t cap) {
+  size_t n = json_array_size(a);
+  ck_assert(n <= cap);
+  for (size_t i = 0; i < n; i++) out[i] = (int32_t)json_integer_value(json_array_get(a, i));
+  return n;
+}
+
+/* decode(encode(s)) == s, and the stream's concatenation == decode */
+static void tk_round_trip(lk_x_tokenizer_t *t, const char *what, const char *s) {
+  int32_t *ids;
+  size_t n, len;
+  char *text;
+  ck_assert_int_eq(lk_x_tokenizer_encode(t, s, strlen(s), 1, &ids, &n), LK_OK);
+  ck_assert_int_eq(lk_x_tokenizer_decode(t, ids, n, &text, &len), LK_OK);
+  ck_assert_msg(len == strlen(s) && !memcmp(text, s, len), "%s: round trip of \"%s\" gave \"%s\"", what, s, text);
+  lk_x_tok_stream_t *st;
+  ck_assert_int_eq(lk_x_tok_stream_create(t, &st), LK_OK);
+  char acc[4096] = "";
+  size_t k = 0;
+  int partial = 0; /* some put returned less than a whole byte-piece run */
+  for (size_t i = 0; i <= n; i++) {
+    const char *p;
+    size_t pl;
+    if (i < n) ck_assert_int_eq(lk_x_tok_stream_put(st, ids[i], &p, &pl), LK_OK);
+    else ck_assert_int_eq(lk_x_tok_stream_flush(st, &p, &pl), LK_OK);
+    ck_assert(k + pl < sizeof acc);
+    /* what is emitted is always whole UTF-8 characters */
+    for (size_t j = 0; j < pl;) {
+      uint8_t c = (uint8_t)p[j];
+      size_t need = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+      ck_assert_msg(j + need <= pl, "%s: stream emitted a split UTF-8 character of \"%s\"", what, s);
+      j += need;
+    }
+    if (i < n && pl == 0) partial = 1;
+    memcpy(acc + k, p, pl);
+    k += pl;
+  }
+  acc[k] = 0;
+  ck_assert_msg(k == len && !memcmp(acc, text, len), "%s: stream gave \"%s\", decode \"%s\"", what, acc, text);
+  (void)partial;
+  lk_x_tok_stream_free(st);
+  lk_x_tokenizer_buf_free(text);
+  lk_x_tokenizer_buf_free(ids);
+}
+
+/* The load error for path: a status and a message naming the file. */
+static void tk_expect_error(const char *path, const char *phrase) {
+  lk_context_t *ctx = NULL;
+  lk_context_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.no_default_plugins = 1;
+  ck_assert_int_eq(lk_context_create(&o, &ctx), LK_OK);
+  lk_x_tokenizer_t *t = NULL;
+  lk_status st = lk_x_tokenizer_load(ctx, path, &t);
+  const char *msg = lk_last_error(ctx);
+  ck_assert_msg(st < 0 && !t, "%s loaded (status %d)", path, st);
+  ck_assert_msg(strstr(msg, path) && strstr(msg, phrase), "error for %s: \"%s\" (want the path and \"%s\")", path,
+                msg, phrase);
+  lk_context_free(ctx);
+}
+
+/* ---- the fixture's sentencepiece ids -------------------------------------- */
+
+START_TEST(spm_model_equals_sentencepiece) {
+  FM_NEED_FIXTURES();
+  json_t *chk = fm_json_file(fm_fx("base/tokenizer-check.json"));
+  lk_x_tokenizer_t *t = tk_load(fm_fx("base/tokenizer.model"));
+  ck_assert_int_eq(lk_x_tokenizer_vocab_size(t), 512);
+  ck_assert_int_eq(lk_x_tokenizer_bos(t), 1);
+  ck_assert_int_eq(lk_x_tokenizer_eos(t), 2);
+  ck_assert_str_eq(lk_x_tokenizer_piece(t, 3), "<0x00>");
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(chk, "checks"), i, c) {
+    int32_t want[512];
+    size_t nw = tk_json_ids(json_object_get(c, "sentencepiece_with_bos"), want, 512);
+    tk_expect(t, "tokenizer.model", json_string_value(json_object_get(c, "text")), 1, want, nw);
+    tk_expect(t, "tokenizer.model (no bos)", json_string_value(json_object_get(c, "text")), 0, want + 1, nw - 1);
+  }
+  lk_x_tokenizer_free(t);
+  json_decref(chk);
+}
+END_TEST
+
+/* a1/logits.safetensors input_ids [2, 32] int64 = bos + logit_texts[i],
+ * truncated to 32 (transformers' tokenizer of the fixture). */
+static void tk_logit_ids(const char *tok_path) {
+  json_t *losses = fm_json_file(fm_fx("a1/losses.json"));
+  const json_t *texts = json_object_get(losses, "logit_texts");
+  ck_assert_int_eq(json_array_size(texts), 2);
+  uint64_t ds;
+  json_t *h = fm_st_header(fm_fx("a1/logits.safetensors"), &ds);
+  const json_t *e = json_object_get(h, "input_ids");
+  ck_assert_str_eq(json_string_value(json_object_get(e, "dtype")), "I64");
+  ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(e, "shape"), 1)), 32);
+  size_t n;
+  uint8_t *p = fm_must_read(fm_fx("a1/logits.safetensors"), &n);
+  uint64_t off = ds + (uint64_t)json_integer_value(json_array_get(json_object_get(e, "data_offsets"), 0));
+  lk_x_tokenizer_t *t = tk_load(tok_path);
+  for (size_t r = 0; r < 2; r++) {
+    int32_t want[32];
+    for (size_t k = 0; k < 32; k++) {
+      int64_t v;
+      memcpy(&v, p + off + 8 * (r * 32 + k), 8);
+      want[k] = (int32_t)v;
+    }
+    const char *text = json_string_value(json_array_get(texts, r));
+    int32_t *ids;
+    size_t m;
+    ck_assert_int_eq(lk_x_tokenizer_encode(t, text, strlen(text), 1, &ids, &m), LK_OK);
+    ck_assert_msg(m >= 32, "%zu ids", m);
+    size_t bad = 32;
+    for (size_t k = 0; k < 32 && bad == 32; k++)
+      if (ids[k] != want[k]) bad = k;
+    ck_assert_msg(bad == 32, "%s: logit text %zu: id %zu is %d, input_ids has %d", tok_path, r, bad, ids[bad],
+                  want[bad]);
+    lk_x_tokenizer_buf_free(ids);
+  }
+  lk_x_tokenizer_free(t);
+  free(p);
+  json_decref(h);
+  json_decref(losses);
+}
+
+START_TEST(spm_model_logit_input_ids) {
+  FM_NEED_FIXTURES();
+  tk_logit_ids(fm_fx("base/tokenizer.model"));
+}
+END_TEST
+
+static const char *const tk_texts[] = {
+    "Hello world", "A plain ASCII line, with punctuation: (a) [b] {c}; 42 -- 'quotes' \"too\"!",
+    "na\xC3\xAFve caf\xC3\xA9 \xE2\x80\x94 \xC3\xBC\xC3\xB1\xC3\xAE\xC3\xA7\xC3\xB8" "d\xC3\xA9", /* 2- and 3-byte */
+    "emoji \xF0\x9F\x99\x82 and \xF0\x9F\x9A\x80\xF0\x9F\x8C\x8D!",                                /* 4-byte */
+    "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xD0\xBF\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82", "tabs\tand\nnewlines",
+    "x"};
+
+START_TEST(spm_round_trip_and_stream) {
+  FM_NEED_FIXTURES();
+  lk_x_tokenizer_t *t = tk_load(fm_fx("base/tokenizer.model"));
+  for (size_t i = 0; i < sizeof tk_texts / sizeof *tk_texts; i++) tk_round_trip(t, "tokenizer.model", tk_texts[i]);
+  tk_round_trip(t, "tokenizer.model", "  two  spaces");
+  /* the emoji is not in the 512-piece vocabulary: its four bytes come out
+   * as <0xF0> <0x9F> <0x99> <0x82> (ids 3 + byte, the manifest's layout) */
+  const int32_t want[] = {428, 3 + 0xF0, 3 + 0x9F, 3 + 0x99, 3 + 0x82};
+  tk_expect(t, "byte fallback", "\xF0\x9F\x99\x82", 0, want, 5);
+  /* streaming holds the bytes back until the character is whole */
+  lk_x_tok_stream_t *st;
+  ck_assert_int_eq(lk_x_tok_stream_create(t, &st), LK_OK);
+  const char *p;
+  size_t pl, lens[5];
+  for (int i = 0; i < 5; i++) {
+    ck_assert_int_eq(lk_x_tok_stream_put(st, want[i], &p, &pl), LK_OK);
+    lens[i] = pl;
+  }
+  ck_assert_msg(lens[0] == 0 && lens[1] == 0 && lens[2] == 0 && lens[3] == 0 && lens[4] == 4,
+                "stream emitted %zu %zu %zu %zu %zu bytes (want 0 0 0 0 4)", lens[0], lens[1], lens[2], lens[3],
+                lens[4]);
+  ck_assert(!memcmp(p, "\xF0\x9F\x99\x82", 4));
+  lk_x_tok_stream_free(st);
+  lk_x_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(bad_inputs_name_the_file) {
+  char *dir = fm_tmpdir();
+  tk_expect_error(fm_join(dir, "missing.model"), "No such file");
+  if (fm_fixture_root()) {
+    size_t n;
+    uint8_t *p = fm_must_read(fm_fx("base/tokenizer.model"), &n);
+    const char *trunc = fm_join(dir, "truncated.model");
+    fm_write_file(trunc, p, n / 2);
+    tk_expect_error(trunc, "truncated");
+    free(p);
+  }
+  const char *junk = fm_join(dir, "junk.model");
+  fm_write_file(junk, "\xff\xff\xff\xff\xff", 5);
+  tk_expect_error(junk, "SentencePiece");
+  fm_rmtree(dir);
+}
+END_TEST
+
+static Suite *tokenizer_suite(void) {
+  Suite *s = suite_create("tokenizer");
+  TCase *tc = tcase_create("tokenizer");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, spm_model_equals_sentencepiece);
+  tcase_add_test(tc, spm_model_logit_input_ids);
+  tcase_add_test(tc, spm_round_trip_and_stream);
+  tcase_add_test(tc, bad_inputs_name_the_file);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  if (!fm_fixture_root())
+    printf("test_tokenizer: reference fixtures absent (LK_FIXTURES=%s): the fixture tests SKIP\n",
+           getenv("LK_FIXTURES") ? getenv("LK_FIXTURES") : "unset");
+  return tu_run(tokenizer_suite());
+}

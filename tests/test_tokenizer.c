@@ -221,6 +221,115 @@ START_TEST(spm_round_trip_and_stream) {
 }
 END_TEST
 
+
+/* ---- the fixture's HF tokenizer.json ------------------------------------- */
+
+START_TEST(hf_json_equals_tokenizers) {
+  FM_NEED_FIXTURES();
+  json_t *chk = fm_json_file(fm_fx("base/tokenizer-check.json"));
+  /* the file itself and the folder (tokenizer.json preferred, as AutoTokenizer) */
+  const char *paths[] = {fm_fx("base/tokenizer.json"), fm_fx("base")};
+  for (size_t pi = 0; pi < 2; pi++) {
+    lk_x_tokenizer_t *t = tk_load(paths[pi]);
+    ck_assert_int_eq(lk_x_tokenizer_vocab_size(t), 512);
+    ck_assert_int_eq(lk_x_tokenizer_bos(t), 1);
+    ck_assert_int_eq(lk_x_tokenizer_eos(t), 2);
+    size_t i, n_differ = 0;
+    json_t *c;
+    json_array_foreach(json_object_get(chk, "checks"), i, c) {
+      int32_t want[512];
+      size_t nw = tk_json_ids(json_object_get(c, "hf"), want, 512);
+      tk_expect(t, paths[pi], json_string_value(json_object_get(c, "text")), 1, want, nw);
+      n_differ += !json_is_true(json_object_get(c, "match"));
+    }
+    /* the documented difference (MANIFEST.md): "  two  spaces" is one
+     * piece shorter in HF than in sentencepiece, and lorakit follows each */
+    ck_assert_int_eq(n_differ, 1);
+    lk_x_tokenizer_free(t);
+  }
+  json_decref(chk);
+}
+END_TEST
+
+START_TEST(hf_json_logit_input_ids) {
+  FM_NEED_FIXTURES();
+  tk_logit_ids(fm_fx("base/tokenizer.json"));
+}
+END_TEST
+
+START_TEST(hf_json_round_trip_and_stream) {
+  FM_NEED_FIXTURES();
+  lk_x_tokenizer_t *t = tk_load(fm_fx("base/tokenizer.json"));
+  for (size_t i = 0; i < sizeof tk_texts / sizeof *tk_texts; i++) tk_round_trip(t, "tokenizer.json", tk_texts[i]);
+  lk_x_tokenizer_free(t);
+}
+END_TEST
+
+/* ---- hand-made models (tests/data) ------------------------------------------ */
+
+static const char *tk_data(const char *name) {
+  static char p[4][4096];
+  static unsigned k;
+  char *z = p[k++ % 4];
+  const char *b = getenv("LK_BUILD_DIR");
+  if (b && *b) snprintf(z, sizeof p[0], "%s/../tests/data/%s", b, name);
+  else snprintf(z, sizeof p[0], "tests/data/%s", name);
+  return z;
+}
+
+/* tests/data/tok-bytelevel-bpe.json: GPT-2 style byte-level BPE (ByteLevel
+ * pre-tokenizer with the GPT-2 regex, no prefix space). Vocabulary:
+ *   h0 e1 l2 o3 w4 r5 d6 Ġ7 ll8 Ġw9 he10 hell11 or12 hello13 Ġwor14 !15 Ċ16
+ *   Ã17 ©18 Ã©19, added special <|endoftext|>20
+ * merges by rank: 0 "l l", 1 "Ġ w", 2 "h e", 3 "he ll", 4 "o r", 5 "hell o",
+ *   6 "Ġw or", 7 "Ã ©".
+ * "hello world": the regex splits "hello" | " world"; bytes -> "hello",
+ *   "Ġworld". hello: pairs he(2) ll(0) -> ll first: h e ll o; then he(2):
+ *   he ll o; he+ll(3): hell o; hell+o(5): hello = [13]. Ġworld: Ġw(1) and
+ *   or(4) -> Ġw first: Ġw o r l d; or(4): Ġw or l d; Ġw+or(6): Ġwor l d; no
+ *   rule for "Ġwor l" or "l d" -> [14, 2, 6].
+ * "hello!\n": "hello" | "!" | "\n" (\s+ at the end) -> [13, 15, 16].
+ * "  hello": \s+(?!\S) takes one space of two (the second is followed by
+ *   'h'), then " hello" -> "Ġ" [7], "Ġhello": Ġ h e l l o merges to
+ *   Ġ hello (no "Ġ h" nor "Ġ hello" rule) -> [7, 13].
+ * "hé<|endoftext|>": the special token splits off first; "hé" = 68 C3 A9
+ *   -> "hÃ©": no "h Ã"; "Ã ©"(7) -> [0, 19], then 20. */
+START_TEST(bytelevel_bpe_hand_computed) {
+  lk_x_tokenizer_t *t = tk_load(tk_data("tok-bytelevel-bpe.json"));
+  const int32_t a[] = {13, 14, 2, 6}, b[] = {13, 15, 16}, c[] = {7, 7, 13}, d[] = {0, 19, 20};
+  tk_expect(t, "byte-level BPE", "hello world", 1, a, 4); /* no post-processor bos */
+  tk_expect(t, "byte-level BPE", "hello!\n", 0, b, 3);
+  tk_expect(t, "byte-level BPE", "  hello", 0, c, 3);
+  tk_expect(t, "byte-level BPE", "h\xC3\xA9<|endoftext|>", 0, d, 3);
+  tk_round_trip(t, "byte-level BPE", "hello world");
+  tk_round_trip(t, "byte-level BPE", "  hello!\n");
+  tk_round_trip(t, "byte-level BPE", "h\xC3\xA9");
+  ck_assert_int_eq(lk_x_tokenizer_eos(t), 20);
+  ck_assert_int_eq(lk_x_tokenizer_bos(t), -1);
+  lk_x_tokenizer_free(t);
+}
+END_TEST
+
+/* tests/data/tok-unigram.json: Unigram with Metaspace (prepend always,
+ * split). Pieces and scores: <unk>0 0, ▁1 -3, a2 -2, b3 -2, c4 -2.5,
+ * ab5 -3, abc6 -6, bc7 -3.5, ▁ab8 -4, ▁a9 -2.5.
+ * "abc" -> "▁abc"; the segmentations' totals: ▁a+bc -6.0, ▁ab+c -6.5,
+ *   ▁a+b+c -7, ▁+ab+c -8.5, ▁+a+bc -8.5, ▁+abc -9, ▁+a+b+c -9.5 -> [9, 7].
+ * "ab ab" -> "▁ab" "▁ab": ▁ab -4 beats ▁a+b -4.5 and ▁+ab -6 -> [8, 8].
+ * "cxx" -> "▁cxx": x is unknown (score min -6 minus 10); ▁+c (-5.5) beats
+ *   nothing else; the two unknown x fuse into one <unk> -> [1, 4, 0]. */
+START_TEST(unigram_hand_computed) {
+  lk_x_tokenizer_t *t = tk_load(tk_data("tok-unigram.json"));
+  const int32_t a[] = {9, 7}, b[] = {8, 8}, c[] = {1, 4, 0};
+  tk_expect(t, "unigram", "abc", 0, a, 2);
+  tk_expect(t, "unigram", "ab ab", 0, b, 2);
+  tk_expect(t, "unigram", "cxx", 0, c, 3);
+  tk_round_trip(t, "unigram", "abc");
+  tk_round_trip(t, "unigram", "ab ab cab");
+  lk_x_tokenizer_free(t);
+}
+END_TEST
+
 START_TEST(bad_inputs_name_the_file) {
   char *dir = fm_tmpdir();
   tk_expect_error(fm_join(dir, "missing.model"), "No such file");
@@ -235,6 +344,16 @@ START_TEST(bad_inputs_name_the_file) {
   const char *junk = fm_join(dir, "junk.model");
   fm_write_file(junk, "\xff\xff\xff\xff\xff", 5);
   tk_expect_error(junk, "SentencePiece");
+  const char *wp = fm_join(dir, "tokenizer.json");
+  const char *wpj = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}";
+  fm_write_file(wp, wpj, strlen(wpj));
+  tk_expect_error(wp, "model type WordPiece is not supported");
+  const char *bj = fm_join(dir, "broken.json");
+  fm_write_file(bj, "{\"model\": ", 10);
+  tk_expect_error(bj, "not valid JSON");
+  const char *empty = fm_join(dir, "empty");
+  fm_mkdir(empty);
+  tk_expect_error(empty, "without tokenizer.json or tokenizer.model");
   fm_rmtree(dir);
 }
 END_TEST
@@ -246,6 +365,11 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, spm_model_equals_sentencepiece);
   tcase_add_test(tc, spm_model_logit_input_ids);
   tcase_add_test(tc, spm_round_trip_and_stream);
+  tcase_add_test(tc, hf_json_equals_tokenizers);
+  tcase_add_test(tc, hf_json_logit_input_ids);
+  tcase_add_test(tc, hf_json_round_trip_and_stream);
+  tcase_add_test(tc, bytelevel_bpe_hand_computed);
+  tcase_add_test(tc, unigram_hand_computed);
   tcase_add_test(tc, bad_inputs_name_the_file);
   suite_add_tcase(s, tc);
   return s;

@@ -265,6 +265,39 @@ START_TEST(hf_json_round_trip_and_stream) {
 }
 END_TEST
 
+/* ---- the GGUF's tokenizer (llama.cpp's convert_hf_to_gguf of tokenizer.model) */
+
+START_TEST(gguf_equals_sentencepiece) {
+  FM_NEED_FIXTURES();
+  json_t *chk = fm_json_file(fm_fx("base/tokenizer-check.json"));
+  lk_x_tokenizer_t *t = tk_load(fm_fx("gguf/base-f32.gguf"));
+  ck_assert_int_eq(lk_x_tokenizer_vocab_size(t), 512);
+  ck_assert_int_eq(lk_x_tokenizer_bos(t), 1);
+  ck_assert_int_eq(lk_x_tokenizer_eos(t), 2);
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(chk, "checks"), i, c) {
+    int32_t want[512];
+    size_t nw = tk_json_ids(json_object_get(c, "sentencepiece_with_bos"), want, 512);
+    tk_expect(t, "base-f32.gguf", json_string_value(json_object_get(c, "text")), 1, want, nw);
+  }
+  /* and on the other texts, id for id with tokenizer.model (sentencepiece's
+   * tokenizer checked above) */
+  lk_x_tokenizer_t *m = tk_load(fm_fx("base/tokenizer.model"));
+  for (size_t k = 0; k < sizeof tk_texts / sizeof *tk_texts; k++) {
+    int32_t *ids;
+    size_t n;
+    ck_assert_int_eq(lk_x_tokenizer_encode(m, tk_texts[k], strlen(tk_texts[k]), 1, &ids, &n), LK_OK);
+    tk_expect(t, "base-f32.gguf vs tokenizer.model", tk_texts[k], 1, ids, n);
+    lk_x_tokenizer_buf_free(ids);
+    tk_round_trip(t, "base-f32.gguf", tk_texts[k]);
+  }
+  lk_x_tokenizer_free(m);
+  lk_x_tokenizer_free(t);
+  json_decref(chk);
+}
+END_TEST
+
 /* ---- hand-made models (tests/data) ------------------------------------------ */
 
 static const char *tk_data(const char *name) {
@@ -354,6 +387,14 @@ START_TEST(bad_inputs_name_the_file) {
   const char *empty = fm_join(dir, "empty");
   fm_mkdir(empty);
   tk_expect_error(empty, "without tokenizer.json or tokenizer.model");
+  if (fm_fixture_root()) { /* a GGUF cut inside its metadata */
+    size_t n;
+    uint8_t *p = fm_must_read(fm_fx("gguf/base-f32.gguf"), &n);
+    const char *cut = fm_join(dir, "cut.gguf");
+    fm_write_file(cut, p, 4096);
+    tk_expect_error(cut, "truncated");
+    free(p);
+  }
   fm_rmtree(dir);
 }
 END_TEST
@@ -368,6 +409,7 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, hf_json_equals_tokenizers);
   tcase_add_test(tc, hf_json_logit_input_ids);
   tcase_add_test(tc, hf_json_round_trip_and_stream);
+  tcase_add_test(tc, gguf_equals_sentencepiece);
   tcase_add_test(tc, bytelevel_bpe_hand_computed);
   tcase_add_test(tc, unigram_hand_computed);
   tcase_add_test(tc, bad_inputs_name_the_file);

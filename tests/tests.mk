@@ -209,6 +209,7 @@ cli-tests: all
 # tests/hostile/ (refused within 2 s and 256 MB) (SKIP without fixtures).
 cli-formats-tests: all
 	@fail=0; bash tests/test_formats_cli.sh $(B) || fail=1; \
+	bash tests/test_tok_cli.sh $(B) || fail=1; \
 	bash tests/test_safe_io.sh $(B) || fail=1; \
 	bash tests/hostile/run.sh $(B) || fail=1; exit $$fail
 

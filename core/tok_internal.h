@@ -66,6 +66,7 @@ struct tok_t {
   int n_pre;
   tok_added *added;
   size_t n_added;
+  uint8_t added_first[256]; /* 1: some added token starts with this byte */
   /* decoding */
   int dec_space, dec_strip1, dec_bytelevel;
 };

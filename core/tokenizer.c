@@ -330,6 +330,7 @@ int tok__added_add(tok_t *t, const char *s, size_t len, int32_t id, int special)
   memcpy(c, s, len);
   c[len] = 0;
   a[t->n_added++] = (tok_added){c, (uint32_t)len, id, special};
+  t->added_first[(uint8_t)s[0]] = 1;
   return 0;
 }
 
@@ -688,8 +689,18 @@ static void tw_put(tok_words *w, size_t off, size_t len) {
 
 static void tok_replace(tok_buf *o, const char *s, size_t n, const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
-  for (size_t i = 0; i < n;) {
-    if (la && i + la <= n && !memcmp(s + i, a, la)) {
+  if (!la) {
+    tb_put(o, s, n);
+    return;
+  }
+  size_t i = 0;
+  while (i < n) { /* copy up to the next occurrence in one piece */
+    const char *hit = memchr(s + i, a[0], n - i);
+    size_t j = hit ? (size_t)(hit - s) : n;
+    tb_put(o, s + i, j - i);
+    i = j;
+    if (i >= n) break;
+    if (i + la <= n && !memcmp(s + i, a, la)) {
       tb_put(o, b, lb);
       i += la;
     } else tb_put(o, s + i++, 1);
@@ -850,7 +861,7 @@ int tok_encode(const tok_t *t, const char *text, size_t len, int add_bos, int32_
   int rc = 0, first = 1;
   for (size_t i = 0; i <= len && !rc;) {
     const tok_added *hit = NULL;
-    if (i < len)
+    if (i < len && t->added_first[(uint8_t)text[i]])
       for (size_t k = 0; k < t->n_added; k++) {
         const tok_added *a = &t->added[k];
         if (a->len <= len - i && !memcmp(text + i, a->s, a->len) && (!hit || a->len > hit->len)) hit = a;
@@ -877,24 +888,17 @@ int tok_encode(const tok_t *t, const char *text, size_t len, int add_bos, int32_
 
 /* ---- decoding ---------------------------------------------------------- */
 
-static int tok_is_added_special(const tok_t *t, int32_t id) {
-  for (size_t k = 0; k < t->n_added; k++)
-    if (t->added[k].id == id && t->added[k].special) return 1;
-  return 0;
-}
-
 /* The bytes of one id (without the leading-space rule). */
 static void tok_piece_bytes(const tok_t *t, int32_t id, tok_buf *o) {
-  if (t->type[id] == TOK_T_CONTROL || tok_is_added_special(t, id)) return;
+  if (t->type[id] == TOK_T_CONTROL) return; /* special added tokens are CONTROL too */
   const char *p = t->piece[id];
   size_t n = t->plen[id];
-  if (t->type[id] == TOK_T_BYTE) {
-    for (int b = 0; b < 256; b++)
-      if (t->byte_id[b] == id) {
-        char c = (char)b;
-        tb_put(o, &c, 1);
-        return;
-      }
+  if (t->type[id] == TOK_T_BYTE && n == 6) { /* <0xNN> */
+    unsigned v = 0;
+    for (int k = 3; k < 5; k++) v = v * 16 + (unsigned)(p[k] <= '9' ? p[k] - '0' : (p[k] | 32) - 'a' + 10);
+    char c = (char)v;
+    tb_put(o, &c, 1);
+    return;
   }
   if (t->dec_bytelevel) {
     for (size_t i = 0; i < n;) {
@@ -915,6 +919,9 @@ static void tok_piece_bytes(const tok_t *t, int32_t id, tok_buf *o) {
 int tok_decode(const tok_t *t, const int32_t *ids, size_t n, char **text, size_t *len) {
   tok_buf o = {0};
   int started = 0; /* some byte came out: the leading-space rule is done */
+  size_t need = 1;
+  for (size_t i = 0; i < n; i++) need += ids[i] >= 0 && ids[i] < t->n ? t->plen[ids[i]] : 0;
+  o.p = malloc(need), o.cap = o.p ? need : 0; /* the text is never longer than its pieces */
   tb_put(&o, "", 0);
   for (size_t i = 0; i < n; i++) {
     if (ids[i] < 0 || ids[i] >= t->n) {

@@ -363,6 +363,120 @@ START_TEST(unigram_hand_computed) {
 }
 END_TEST
 
+/* The pre-tokenizer regexes as the published tokenizer.json files carry
+ * them (GPT-2; Llama 3; Qwen2), run by lorakit's hand-written matchers. */
+static const char tk_re_llama3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                   "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char tk_re_qwen2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                                  "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* tok-bytelevel-bpe.json with its pre_tokenizer replaced by
+ * Sequence[Split(regex, Isolated), ByteLevel(use_regex false)], in dir */
+static const char *tk_with_split(const char *dir, const char *name, const char *regex) {
+  json_t *j = fm_json_file(tk_data("tok-bytelevel-bpe.json"));
+  json_t *pre = json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence", "pretokenizers",
+                          "type", "Split", "pattern", "Regex", regex, "behavior", "Isolated", "invert", 0, "type",
+                          "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
+  ck_assert(pre != NULL);
+  json_object_set_new(j, "pre_tokenizer", pre);
+  const char *p = fm_join(dir, name);
+  ck_assert_int_eq(json_dump_file(j, p, 0), 0);
+  json_decref(j);
+  return p;
+}
+
+/* The digits and contraction entries of tok-bytelevel-bpe.json: 1 21, 2 22,
+ * 3 23, 4 24, 12 25, 123 26, 1234 27, ' 28, S 29, 'S 30; merges 8 "1 2",
+ * 9 "12 3", 10 "123 4", 11 "' S".
+ * "1234": GPT-2's \p{N}+ keeps one word: 1 2 3 4 -> 12 3 4 -> 123 4 -> 1234
+ *   = [27]; Llama 3's \p{N}{1,3} splits 123 | 4 = [26, 24]; Qwen2's \p{N}
+ *   splits every digit = [21, 22, 23, 24].
+ * "he'S": GPT-2's contractions are lower-case only: he | ' | S = [10, 28,
+ *   29]; Llama 3 and Qwen2 match (?i:'s): he | 'S = [10, 30]. */
+START_TEST(split_regexes_hand_computed) {
+  char *dir = fm_tmpdir();
+  lk_x_tokenizer_t *g = tk_load(tk_data("tok-bytelevel-bpe.json"));
+  lk_x_tokenizer_t *l = tk_load(tk_with_split(dir, "llama3.json", tk_re_llama3));
+  lk_x_tokenizer_t *q = tk_load(tk_with_split(dir, "qwen2.json", tk_re_qwen2));
+  const int32_t g1[] = {27}, l1[] = {26, 24}, q1[] = {21, 22, 23, 24};
+  const int32_t g2[] = {10, 28, 29}, l2[] = {10, 30};
+  const int32_t hw[] = {13, 14, 2, 6};
+  tk_expect(g, "gpt2 split", "1234", 0, g1, 1);
+  tk_expect(l, "llama3 split", "1234", 0, l1, 2);
+  tk_expect(q, "qwen2 split", "1234", 0, q1, 4);
+  tk_expect(g, "gpt2 split", "he'S", 0, g2, 3);
+  tk_expect(l, "llama3 split", "he'S", 0, l2, 2);
+  tk_expect(q, "qwen2 split", "he'S", 0, l2, 2);
+  tk_expect(l, "llama3 split", "hello world", 0, hw, 4);
+  tk_round_trip(l, "llama3 split", "hello 1234 he'S\n");
+  lk_x_tokenizer_free(g), lk_x_tokenizer_free(l), lk_x_tokenizer_free(q);
+  fm_rmtree(dir);
+}
+END_TEST
+
+/* A GGUF with a gpt2 tokenizer (gguf.md: tokenizer.ggml.model "gpt2",
+ * tokens, token_type, merges, pre "llama-bpe") written here from
+ * tok-bytelevel-bpe.json's vocabulary: the same ids as the Llama 3 split
+ * above, and the control token <|endoftext|> matched in the text. */
+static void tk_w_str(FILE *f, const char *s) {
+  uint64_t n = strlen(s);
+  fwrite(&n, 8, 1, f);
+  fwrite(s, 1, n, f);
+}
+
+START_TEST(gguf_gpt2_hand_made) {
+  json_t *j = fm_json_file(tk_data("tok-bytelevel-bpe.json"));
+  const json_t *vocab = json_object_get(json_object_get(j, "model"), "vocab");
+  const json_t *merges = json_object_get(json_object_get(j, "model"), "merges");
+  const char *tok[64] = {0};
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)vocab, key, v) tok[json_integer_value(v)] = key;
+  tok[20] = "<|endoftext|>";
+  uint64_t nt = 0;
+  while (nt < 64 && tok[nt]) nt++;
+  ck_assert_int_eq(nt, 31);
+  char *dir = fm_tmpdir();
+  const char *path = fm_join(dir, "gpt2.gguf");
+  FILE *f = fopen(path, "wb");
+  ck_assert(f != NULL);
+  uint32_t u32;
+  uint64_t u64;
+  fwrite("GGUF", 1, 4, f);
+  u32 = 3, fwrite(&u32, 4, 1, f);
+  u64 = 0, fwrite(&u64, 8, 1, f);
+  u64 = 6, fwrite(&u64, 8, 1, f);
+  tk_w_str(f, "tokenizer.ggml.model"), u32 = 8, fwrite(&u32, 4, 1, f), tk_w_str(f, "gpt2");
+  tk_w_str(f, "tokenizer.ggml.pre"), u32 = 8, fwrite(&u32, 4, 1, f), tk_w_str(f, "llama-bpe");
+  tk_w_str(f, "tokenizer.ggml.tokens"), u32 = 9, fwrite(&u32, 4, 1, f), u32 = 8, fwrite(&u32, 4, 1, f);
+  fwrite(&nt, 8, 1, f);
+  for (uint64_t i = 0; i < nt; i++) tk_w_str(f, tok[i]);
+  tk_w_str(f, "tokenizer.ggml.token_type"), u32 = 9, fwrite(&u32, 4, 1, f), u32 = 5, fwrite(&u32, 4, 1, f);
+  fwrite(&nt, 8, 1, f);
+  for (uint64_t i = 0; i < nt; i++) {
+    int32_t ty = i == 20 ? 3 : 1;
+    fwrite(&ty, 4, 1, f);
+  }
+  tk_w_str(f, "tokenizer.ggml.merges"), u32 = 9, fwrite(&u32, 4, 1, f), u32 = 8, fwrite(&u32, 4, 1, f);
+  u64 = json_array_size(merges), fwrite(&u64, 8, 1, f);
+  size_t i;
+  json_array_foreach(merges, i, v) tk_w_str(f, json_string_value(v));
+  tk_w_str(f, "tokenizer.ggml.eos_token_id"), u32 = 4, fwrite(&u32, 4, 1, f), u32 = 20, fwrite(&u32, 4, 1, f);
+  ck_assert_int_eq(fclose(f), 0);
+  lk_x_tokenizer_t *t = tk_load(path);
+  const int32_t a[] = {26, 24}, b[] = {13, 14, 2, 6}, c[] = {10, 30}, d[] = {0, 19, 20};
+  tk_expect(t, "gpt2 gguf", "1234", 1, a, 2); /* add_bos_token absent: no bos for gpt2 */
+  tk_expect(t, "gpt2 gguf", "hello world", 0, b, 4);
+  tk_expect(t, "gpt2 gguf", "he'S", 0, c, 2);
+  tk_expect(t, "gpt2 gguf", "h\xC3\xA9<|endoftext|>", 0, d, 3);
+  ck_assert_int_eq(lk_x_tokenizer_eos(t), 20);
+  tk_round_trip(t, "gpt2 gguf", "hello world 1234\n");
+  lk_x_tokenizer_free(t);
+  json_decref(j);
+  fm_rmtree(dir);
+}
+END_TEST
+
 START_TEST(bad_inputs_name_the_file) {
   char *dir = fm_tmpdir();
   tk_expect_error(fm_join(dir, "missing.model"), "No such file");
@@ -412,6 +526,8 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, gguf_equals_sentencepiece);
   tcase_add_test(tc, bytelevel_bpe_hand_computed);
   tcase_add_test(tc, unigram_hand_computed);
+  tcase_add_test(tc, split_regexes_hand_computed);
+  tcase_add_test(tc, gguf_gpt2_hand_made);
   tcase_add_test(tc, bad_inputs_name_the_file);
   suite_add_tcase(s, tc);
   return s;

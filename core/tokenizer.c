@@ -167,7 +167,7 @@ static void tb_put(tok_buf *b, const void *s, size_t n) {
     b->p = q;
     b->cap = c;
   }
-  memcpy(b->p + b->n, s, n);
+  if (n) memcpy(b->p + b->n, s, n);
   b->n += n;
   b->p[b->n] = 0;
 }

@@ -58,6 +58,7 @@ struct tok_t {
   int add_bos;
   float unk_score; /* unigram: score of an unknown character */
   uint32_t max_plen;
+  uint32_t n_user; /* user-defined pieces (TOK_T_USER) */
   /* SentencePiece normaliser (spm = 1) or the HF pipeline */
   int spm, spm_dummy, spm_extra_ws, spm_escape;
   tok_norm norm[16];

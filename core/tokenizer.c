@@ -99,14 +99,14 @@ int tok__is_space(uint32_t cp) {
          cp == 0x3000;
 }
 
-/* GPT-2's bytes_to_unicode: printable bytes stand for themselves, the
- * other 68 get U+0100 onwards in byte order. */
+/* GPT-2's bytes_to_unicode: printable bytes (33..126, 161..172, 174..255)
+ * stand for themselves, the other 68 get U+0100 onwards in byte order:
+ * 0..32 -> 256..288, 127..160 -> 289..322, 173 -> 323. */
 static uint32_t tok_bl_cp(uint8_t b) {
-  if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
-  uint32_t k = 0;
-  for (uint32_t c = 0; c < b; c++)
-    if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174)) k++;
-  return 256 + k;
+  if (b <= 32) return 256u + b;
+  if (b >= 127 && b <= 160) return 289u + (b - 127u);
+  if (b == 173) return 323;
+  return b;
 }
 
 static int tok_put_cp(uint32_t cp, char *o) {
@@ -136,14 +136,10 @@ int tok__bl_encode(uint8_t b, char out[4]) { return tok_put_cp(tok_bl_cp(b), out
 
 /* code point -> byte of the byte-level alphabet, or -1 */
 static int tok_bl_byte(uint32_t cp) {
-  static int16_t inv[324];
-  static int ready;
-  if (!ready) { /* idempotent: concurrent first calls write the same values */
-    for (int i = 0; i < 324; i++) inv[i] = -1;
-    for (int b = 0; b < 256; b++) inv[tok_bl_cp((uint8_t)b)] = (int16_t)b;
-    ready = 1;
-  }
-  return cp < 324 ? inv[cp] : -1;
+  if (cp < 256) return (cp <= 32 || (cp >= 127 && cp <= 160) || cp == 173) ? -1 : (int)cp;
+  if (cp <= 288) return (int)(cp - 256);
+  if (cp <= 322) return (int)(cp - 289 + 127);
+  return cp == 323 ? 173 : -1;
 }
 
 /* ---- growable byte buffer and id list --------------------------------- */
@@ -250,6 +246,7 @@ int tok__index(tok_t *t) {
       t->hmap[i] = (uint32_t)id + 1;
     }
     if (t->plen[id] > t->max_plen) t->max_plen = t->plen[id];
+    t->n_user += t->type[id] == TOK_T_USER;
     const char *p = t->piece[id];
     unsigned v;
     char tail;
@@ -410,6 +407,8 @@ static void tok_pair(const tok_t *t, const char *s, tok_sym *y, int32_t l, tok_h
   if (r < 0) return;
   double prio;
   if (t->model == TOK_M_SPM_BPE) {
+    /* a user-defined piece is frozen: it never merges (SentencePiece) */
+    if ((y[l].id >= 0 && t->type[y[l].id] == TOK_T_USER) || (y[r].id >= 0 && t->type[y[r].id] == TOK_T_USER)) return;
     int32_t id = tok__find(t, s + y[l].start, y[l].len + y[r].len);
     if (id < 0 || (t->type[id] != TOK_T_NORMAL && t->type[id] != TOK_T_USER && t->type[id] != TOK_T_UNUSED)) return;
     prio = t->score[id];
@@ -456,6 +455,14 @@ static int tok_bpe(const tok_t *t, const char *s, size_t n, tok_ids *out) {
   for (size_t i = 0; i < n;) {
     uint32_t l;
     tok__cp((const uint8_t *)s + i, n - i, &l);
+    if (t->spm && t->n_user) /* SentencePiece: a user-defined piece is one symbol, longest first */
+      for (uint32_t ul = t->max_plen < n - i ? t->max_plen : (uint32_t)(n - i); ul > l; ul--) {
+        int32_t u = tok__find(t, s + i, ul);
+        if (u >= 0 && t->type[u] == TOK_T_USER) {
+          l = ul;
+          break;
+        }
+      }
     int32_t id = tok__find(t, s + i, l);
     if (id >= 0 && t->model == TOK_M_BPE_RANK && t->type[id] != TOK_T_NORMAL && t->type[id] != TOK_T_USER &&
         t->type[id] != TOK_T_BYTE)

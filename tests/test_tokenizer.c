@@ -222,6 +222,87 @@ START_TEST(spm_round_trip_and_stream) {
 END_TEST
 
 
+/* ---- a hand-written SentencePiece model (protobuf by hand) ------------------ */
+
+typedef struct {
+  uint8_t b[4096];
+  size_t n;
+} tk_pb;
+
+static void tk_pb_varint(tk_pb *p, uint64_t v) {
+  do {
+    p->b[p->n++] = (uint8_t)((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+}
+
+static void tk_pb_bytes(tk_pb *p, uint32_t field, const void *s, size_t n) {
+  tk_pb_varint(p, (uint64_t)field << 3 | 2);
+  tk_pb_varint(p, n);
+  memcpy(p->b + p->n, s, n);
+  p->n += n;
+}
+
+/* ModelProto: pieces (field 1: piece 1, score 2 as fixed32, type 3),
+ * trainer_spec (field 2: model_type 3), normalizer_spec (field 3:
+ * add_dummy_prefix 3 = true, remove_extra_whitespaces 4 = false). */
+static void tk_write_spm(const char *path, int model_type) {
+  static const struct {
+    const char *s;
+    float score;
+    int type;
+  } pc[] = {{"<unk>", 0, 2},          {"<s>", 0, 3},           {"</s>", 0, 3},           {"\xE2\x96\x81", -1, 1},
+            {"a", -2, 1},             {"b", -3, 1},            {"ab", -0.5f, 1},         {"\xE2\x96\x81" "a", -0.2f, 1},
+            {"<x>", 0, 4},            {"\xE2\x96\x81" "ab", -0.1f, 1}, {"<x>a", 5, 1},   {"c", -3, 1},
+            {"bc", -0.3f, 1}};
+  tk_pb m = {{0}, 0};
+  for (size_t i = 0; i < sizeof pc / sizeof *pc; i++) {
+    tk_pb e = {{0}, 0};
+    tk_pb_bytes(&e, 1, pc[i].s, strlen(pc[i].s));
+    uint32_t u;
+    memcpy(&u, &pc[i].score, 4);
+    tk_pb_varint(&e, 2 << 3 | 5);
+    for (int k = 0; k < 4; k++) e.b[e.n++] = (uint8_t)(u >> (8 * k));
+    tk_pb_varint(&e, 3 << 3 | 0);
+    tk_pb_varint(&e, (uint64_t)pc[i].type);
+    tk_pb_bytes(&m, 1, e.b, e.n);
+  }
+  tk_pb ts = {{0}, 0}, ns = {{0}, 0};
+  tk_pb_varint(&ts, 3 << 3 | 0), tk_pb_varint(&ts, (uint64_t)model_type);
+  tk_pb_bytes(&m, 2, ts.b, ts.n);
+  tk_pb_varint(&ns, 3 << 3 | 0), tk_pb_varint(&ns, 1);
+  tk_pb_varint(&ns, 4 << 3 | 0), tk_pb_varint(&ns, 0);
+  tk_pb_bytes(&m, 3, ns.b, ns.n);
+  fm_write_file(path, m.b, m.n);
+}
+
+/* Pieces: <unk>0 <s>1 </s>2 ▁3 -1, a4 -2, b5 -3, ab6 -0.5, ▁a7 -0.2,
+ * <x>8 user-defined, ▁ab9 -0.1, <x>a10 +5, c11 -3, bc12 -0.3.
+ * BPE (merge the best-scoring pair whose join is a piece):
+ *   "ab<x>ab" -> ▁ a b <x> a b (<x> one frozen symbol, so <x>a's +5 never
+ *   applies): ▁a -0.2 first -> ▁a b ...; ▁ab -0.1 -> ▁ab <x> a b; ab -0.5
+ *   -> [9, 8, 6].
+ *   "abc" -> ▁ a b c: ▁a -0.2, then ▁ab -0.1 beats bc -0.3 -> ▁ab c; no
+ *   ▁abc -> [9, 11].
+ * Unigram (best total score): "abc" -> ▁a + bc = -0.5 beats ▁ab + c = -3.1
+ *   and the rest -> [7, 12]. */
+START_TEST(spm_hand_made_bpe_and_unigram) {
+  char *dir = fm_tmpdir();
+  const char *pb = fm_join(dir, "bpe.model"), *pu = fm_join(dir, "uni.model");
+  tk_write_spm(pb, 2);
+  tk_write_spm(pu, 1);
+  lk_x_tokenizer_t *b = tk_load(pb), *u = tk_load(pu);
+  const int32_t b1[] = {1, 9, 8, 6}, b2[] = {9, 11}, u1[] = {7, 12};
+  tk_expect(b, "hand-made SentencePiece BPE", "ab<x>ab", 1, b1, 4);
+  tk_expect(b, "hand-made SentencePiece BPE", "abc", 0, b2, 2);
+  tk_expect(u, "hand-made SentencePiece unigram", "abc", 0, u1, 2);
+  tk_round_trip(b, "hand-made SentencePiece BPE", "ab<x>ab abc");
+  tk_round_trip(u, "hand-made SentencePiece unigram", "abc cab");
+  lk_x_tokenizer_free(b), lk_x_tokenizer_free(u);
+  fm_rmtree(dir);
+}
+END_TEST
+
 /* ---- the fixture's HF tokenizer.json ------------------------------------- */
 
 START_TEST(hf_json_equals_tokenizers) {
@@ -520,6 +601,7 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, spm_model_equals_sentencepiece);
   tcase_add_test(tc, spm_model_logit_input_ids);
   tcase_add_test(tc, spm_round_trip_and_stream);
+  tcase_add_test(tc, spm_hand_made_bpe_and_unigram);
   tcase_add_test(tc, hf_json_equals_tokenizers);
   tcase_add_test(tc, hf_json_logit_input_ids);
   tcase_add_test(tc, hf_json_round_trip_and_stream);

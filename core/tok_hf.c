@@ -3,8 +3,9 @@
  *   model        BPE (vocab, merges as "a b" or [a, b], byte_fallback,
  *                fuse_unk, unk_token, ignore_merges) or Unigram (vocab
  *                [[piece, score]], unk_id, byte_fallback)
- *   normalizer   Sequence of Prepend, Replace (String pattern), Lowercase,
- *                Strip, NFC (taken as identity: text is expected composed)
+ *   normalizer   Sequence of Prepend, Replace (String pattern), Lowercase
+ *                (ASCII), Strip, NFC (composition of a starter and the marks
+ *                right after it, and Hangul: tok_nfc.c)
  *   pre_tokenizer Sequence of Metaspace (replacement, prepend_scheme or the
  *                older add_prefix_space, split), ByteLevel (add_prefix_space,
  *                use_regex: the GPT-2 split), Split with the GPT-2, Llama 3 or

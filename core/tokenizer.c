@@ -732,6 +732,27 @@ static void tok_norm_spm(const tok_t *t, const char *s, size_t n, tok_buf *o) {
   }
 }
 
+/* NFC as far as tok_nfc.c takes it: each code point is composed with the
+ * one before it when the pair has a canonical composite. */
+static void tok_nfc(tok_buf *o, const char *s, size_t n) {
+  size_t last_at = 0;
+  uint32_t last = 0; /* the previous code point (0: none) */
+  for (size_t i = 0; i < n;) {
+    uint32_t l, c = tok__cp((const uint8_t *)s + i, n - i, &l), m;
+    if (last && c >= 0x300 && (m = tok__compose(last, c))) {
+      char e[4];
+      o->n = last_at;
+      tb_put(o, e, (size_t)tok_put_cp(m, e));
+      last = m;
+    } else {
+      last_at = o->n;
+      tb_put(o, s + i, l); /* the original bytes (an invalid byte stays as it is) */
+      last = c == 0xFFFD && l == 1 ? 0 : c;
+    }
+    i += l;
+  }
+}
+
 static void tok_norm_hf(const tok_t *t, const char *s, size_t n, tok_buf *o) {
   tok_buf a = {0}, b = {0};
   tb_put(&a, s, n);
@@ -761,7 +782,7 @@ static void tok_norm_hf(const tok_t *t, const char *s, size_t n, tok_buf *o) {
       tb_put(&b, a.p + i, e - i);
       break;
     }
-    default: tb_put(&b, a.p, a.n); break; /* NFC: text taken as already composed */
+    default: tok_nfc(&b, a.p, a.n); break; /* NFC */
     }
     tok_buf x = a;
     a = b, b = x;

@@ -379,6 +379,37 @@ START_TEST(gguf_equals_sentencepiece) {
 }
 END_TEST
 
+/* The NFC normalizer: the fixture's tokenizer.json with normalizer NFC gets
+ * "naïve café 123" written decomposed (i + U+0308, e + U+0301; NFC composes
+ * them back, a Unicode fact) and must give the HF reference ids of the
+ * composed text; Hangul jamo L+V+T compose to U+AC01 (its UTF-8 EA B0 81 as
+ * three byte pieces). */
+START_TEST(hf_nfc_normalizer) {
+  FM_NEED_FIXTURES();
+  char *dir = fm_tmpdir();
+  json_t *j = fm_json_file(fm_fx("base/tokenizer.json"));
+  json_object_set_new(j, "normalizer", json_pack("{s:s}", "type", "NFC"));
+  const char *p = fm_join(dir, "nfc.json");
+  ck_assert_int_eq(json_dump_file(j, p, 0), 0);
+  json_decref(j);
+  json_t *chk = fm_json_file(fm_fx("base/tokenizer-check.json"));
+  int32_t want[64];
+  size_t nw = 0, i;
+  json_t *c;
+  json_array_foreach(json_object_get(chk, "checks"), i, c) if (!strcmp(
+      json_string_value(json_object_get(c, "text")), "na\xC3\xAFve caf\xC3\xA9 123")) nw =
+      tk_json_ids(json_object_get(c, "hf"), want, 64);
+  ck_assert_int_eq(nw, 15);
+  lk_x_tokenizer_t *t = tk_load(p);
+  tk_expect(t, "NFC", "nai\xCC\x88ve cafe\xCC\x81 123", 1, want, nw);
+  const int32_t hangul[] = {1, 428, 3 + 0xEA, 3 + 0xB0, 3 + 0x81};
+  tk_expect(t, "NFC hangul", "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", 1, hangul, 5);
+  lk_x_tokenizer_free(t);
+  json_decref(chk);
+  fm_rmtree(dir);
+}
+END_TEST
+
 /* ---- hand-made models (tests/data) ------------------------------------------ */
 
 static const char *tk_data(const char *name) {
@@ -605,6 +636,7 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, hf_json_equals_tokenizers);
   tcase_add_test(tc, hf_json_logit_input_ids);
   tcase_add_test(tc, hf_json_round_trip_and_stream);
+  tcase_add_test(tc, hf_nfc_normalizer);
   tcase_add_test(tc, gguf_equals_sentencepiece);
   tcase_add_test(tc, bytelevel_bpe_hand_computed);
   tcase_add_test(tc, unigram_hand_computed);

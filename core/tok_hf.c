@@ -280,6 +280,13 @@ int tok__load_hf(tok_t *t, const char *path, char *err, size_t errlen) {
     }
     if (id + 1 > n) n = id + 1;
   }
+  /* ids leave no large holes (a hostile id would make a huge table) */
+  size_t entries = (uni ? 0 : json_object_size(vocab)) + json_array_size(vocab) + json_array_size(added);
+  if ((uint64_t)n > 2 * (uint64_t)entries + 256) {
+    tok__err(err, errlen, "%s: ids up to %lld for %zu vocabulary and added entries (ids must be about contiguous)",
+             path, (long long)n - 1, entries);
+    goto out;
+  }
   if (!n || tok__alloc(t, (int32_t)n)) {
     hf_fail(err, errlen, path, n ? "out of memory" : "empty vocabulary");
     goto out;

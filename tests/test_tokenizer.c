@@ -410,6 +410,39 @@ START_TEST(hf_nfc_normalizer) {
 }
 END_TEST
 
+/* The older Llama layout of tokenizer.json (transformers before the
+ * Metaspace pre-tokenizer): normalizer Sequence[Prepend "▁", Replace " " ->
+ * "▁"], no pre-tokenizer. It prepends one ▁ always, as sentencepiece's dummy
+ * prefix does, so on the fixture it gives sentencepiece's ids on every
+ * check, the leading double space included. */
+START_TEST(hf_legacy_normalizer_equals_sentencepiece) {
+  FM_NEED_FIXTURES();
+  char *dir = fm_tmpdir();
+  json_t *j = fm_json_file(fm_fx("base/tokenizer.json"));
+  json_object_set_new(j, "normalizer",
+                      json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence", "normalizers", "type",
+                                "Prepend", "prepend", "\xE2\x96\x81", "type", "Replace", "pattern", "String", " ",
+                                "content", "\xE2\x96\x81"));
+  json_object_set_new(j, "pre_tokenizer", json_null());
+  const char *p = fm_join(dir, "legacy.json");
+  ck_assert_int_eq(json_dump_file(j, p, 0), 0);
+  json_decref(j);
+  json_t *chk = fm_json_file(fm_fx("base/tokenizer-check.json"));
+  lk_x_tokenizer_t *t = tk_load(p);
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(chk, "checks"), i, c) {
+    int32_t want[512];
+    size_t nw = tk_json_ids(json_object_get(c, "sentencepiece_with_bos"), want, 512);
+    tk_expect(t, "legacy tokenizer.json", json_string_value(json_object_get(c, "text")), 1, want, nw);
+  }
+  tk_round_trip(t, "legacy tokenizer.json", "Hello world");
+  lk_x_tokenizer_free(t);
+  json_decref(chk);
+  fm_rmtree(dir);
+}
+END_TEST
+
 /* ---- hand-made models (tests/data) ------------------------------------------ */
 
 static const char *tk_data(const char *name) {
@@ -589,6 +622,78 @@ START_TEST(gguf_gpt2_hand_made) {
 }
 END_TEST
 
+/* Damaged files: every truncation point of the GGUF metadata region and of
+ * tokenizer.model, and seeded random byte flips, either load (then encode
+ * and decode a text without fault) or are refused with a message naming the
+ * file. Run under ASan by `make sanitize`. */
+static void tk_damaged(const char *dir, const char *name, const uint8_t *p, size_t n, size_t cut_max,
+                       size_t cut_step, unsigned flips) {
+  const char *path = fm_join(dir, name);
+  uint8_t *q = malloc(n);
+  ck_assert(q != NULL);
+  uint32_t rng = 12345;
+  size_t loaded = 0, refused = 0;
+  for (unsigned k = 0; k < flips + (unsigned)(cut_max / cut_step); k++) {
+    size_t len = n;
+    memcpy(q, p, n);
+    if (k < cut_max / cut_step) len = (size_t)k * cut_step;
+    else
+      for (int f = 0; f < 4; f++) {
+        rng = rng * 1103515245u + 12345u;
+        size_t at = (rng >> 8) % (cut_max < n ? cut_max : n);
+        rng = rng * 1103515245u + 12345u;
+        q[at] ^= (uint8_t)(1u << ((rng >> 16) & 7));
+      }
+    fm_write_file(path, q, len);
+    lk_context_t *ctx = NULL;
+    lk_context_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.no_default_plugins = 1;
+    ck_assert_int_eq(lk_context_create(&o, &ctx), LK_OK);
+    lk_x_tokenizer_t *t = NULL;
+    if (lk_x_tokenizer_load(ctx, path, &t) == LK_OK) {
+      int32_t *ids;
+      size_t m, l;
+      char *txt;
+      const char *s = "Hello world, na\xC3\xAFve \xF0\x9F\x99\x82 <s> 1234";
+      ck_assert_int_eq(lk_x_tokenizer_encode(t, s, strlen(s), 1, &ids, &m), LK_OK);
+      ck_assert_int_eq(lk_x_tokenizer_decode(t, ids, m, &txt, &l), LK_OK);
+      lk_x_tokenizer_buf_free(txt);
+      lk_x_tokenizer_buf_free(ids);
+      lk_x_tokenizer_free(t);
+      loaded++;
+    } else {
+      if (!strstr(lk_last_error(ctx), path)) {
+        free(q);
+        ck_abort_msg("%s, damage %u: error without the file name: %s", name, k, lk_last_error(ctx));
+      }
+      refused++;
+    }
+    lk_context_free(ctx);
+  }
+  ck_assert_msg(refused > 0, "%s: no damaged copy was refused (%zu loaded)", name, loaded);
+  free(q);
+}
+
+START_TEST(damaged_files_refused_or_safe) {
+  FM_NEED_FIXTURES();
+  char *dir = fm_tmpdir();
+  size_t n;
+  uint8_t *p = fm_must_read(fm_fx("base/tokenizer.model"), &n);
+  tk_damaged(dir, "tokenizer.model", p, n, n, 97, 300);
+  free(p);
+  p = fm_must_read(fm_fx("gguf/base-f32.gguf"), &n);
+  size_t meta = 16384 < n ? 16384 : n; /* the tokenizer arrays lie in the first 16 KiB */
+  tk_damaged(dir, "model.gguf", p, n < 65536 ? n : 65536, meta, 61, 300); /* tensor data is not read */
+  free(p);
+  p = fm_must_read(fm_fx("base/tokenizer.json"), &n);
+  tk_damaged(dir, "tokenizer.json", p, n, n, 211, 200);
+  free(p);
+  fm_rmtree(dir);
+}
+END_TEST
+
 START_TEST(bad_inputs_name_the_file) {
   char *dir = fm_tmpdir();
   tk_expect_error(fm_join(dir, "missing.model"), "No such file");
@@ -637,12 +742,14 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, hf_json_logit_input_ids);
   tcase_add_test(tc, hf_json_round_trip_and_stream);
   tcase_add_test(tc, hf_nfc_normalizer);
+  tcase_add_test(tc, hf_legacy_normalizer_equals_sentencepiece);
   tcase_add_test(tc, gguf_equals_sentencepiece);
   tcase_add_test(tc, bytelevel_bpe_hand_computed);
   tcase_add_test(tc, unigram_hand_computed);
   tcase_add_test(tc, split_regexes_hand_computed);
   tcase_add_test(tc, gguf_gpt2_hand_made);
   tcase_add_test(tc, bad_inputs_name_the_file);
+  tcase_add_test(tc, damaged_files_refused_or_safe);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -4,8 +4,9 @@
  *                fuse_unk, unk_token, ignore_merges) or Unigram (vocab
  *                [[piece, score]], unk_id, byte_fallback)
  *   normalizer   Sequence of Prepend, Replace (String pattern), Lowercase
- *                (ASCII), Strip, NFC (composition of a starter and the marks
- *                right after it, and Hangul: tok_nfc.c)
+ *                (one-code-point mappings of the alphabetic scripts), Strip,
+ *                NFC (composition of a starter and the marks right after
+ *                it, and Hangul: tok_nfc.c)
  *   pre_tokenizer Sequence of Metaspace (replacement, prepend_scheme or the
  *                older add_prefix_space, split), ByteLevel (add_prefix_space,
  *                use_regex: the GPT-2 split), Split with the GPT-2, Llama 3 or
@@ -298,8 +299,8 @@ int tok__load_hf(tok_t *t, const char *path, char *err, size_t errlen) {
         tok__err(err, errlen, "%s: vocab[%zu] is not [piece, score]", path, i);
         goto out;
       }
-      tok__set(t, (int32_t)i, s, json_string_length(json_array_get(v, 0)), (float)json_number_value(json_array_get(v, 1)),
-               TOK_T_NORMAL);
+      tok__set(t, (int32_t)i, s, json_string_length(json_array_get(v, 0)),
+               (float)json_number_value(json_array_get(v, 1)), TOK_T_NORMAL);
     }
   } else
     json_object_foreach((json_t *)vocab, key, v) tok__set(t, (int32_t)json_integer_value(v), key, strlen(key), 0,

@@ -91,6 +91,8 @@ int tok__load_gguf(tok_t *t, const char *path, const uint8_t *buf, size_t n, cha
 int tok__regex_kind(const char *re);
 /* canonical composite of a + b, or 0 (tok_nfc.c) */
 uint32_t tok__compose(uint32_t a, uint32_t b);
+/* the one-code-point lower case of c (c when none; tok_nfc.c) */
+uint32_t tok__lower(uint32_t c);
 /* UTF-8 helpers */
 uint32_t tok__utf8_len(uint8_t lead);
 uint32_t tok__cp(const uint8_t *s, size_t n, uint32_t *len);

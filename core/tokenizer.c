@@ -767,10 +767,12 @@ static void tok_norm_hf(const tok_t *t, const char *s, size_t n, tok_buf *o) {
       break;
     case TOK_N_REPLACE: tok_replace(&b, a.p, a.n, q->a, q->b); break;
     case TOK_N_LOWER:
-      for (size_t i = 0; i < a.n; i++) {
-        char c = a.p[i];
-        if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
-        tb_put(&b, &c, 1);
+      for (size_t i = 0; i < a.n;) {
+        uint32_t l, c = tok__cp((const uint8_t *)a.p + i, a.n - i, &l), lc = c == 0xFFFD ? c : tok__lower(c);
+        char e[4];
+        if (lc == c) tb_put(&b, a.p + i, l);
+        else tb_put(&b, e, (size_t)tok_put_cp(lc, e));
+        i += l;
       }
       break;
     case TOK_N_STRIP: {

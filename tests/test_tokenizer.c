@@ -694,6 +694,26 @@ START_TEST(damaged_files_refused_or_safe) {
 }
 END_TEST
 
+/* The Lowercase normalizer on the hand-made byte-level model: "HELLO
+ * WORLD" -> "hello world" = [13, 14, 2, 6] as derived above; "HÉ" ->
+ * "hé" (U+00C9 -> U+00E9, UnicodeData) = [0, 19]. */
+START_TEST(hf_lowercase_normalizer) {
+  char *dir = fm_tmpdir();
+  json_t *j = fm_json_file(tk_data("tok-bytelevel-bpe.json"));
+  json_object_set_new(j, "normalizer", json_pack("{s:s,s:[{s:s}]}", "type", "Sequence", "normalizers", "type",
+                                                 "Lowercase"));
+  const char *p = fm_join(dir, "lower.json");
+  ck_assert_int_eq(json_dump_file(j, p, 0), 0);
+  json_decref(j);
+  lk_x_tokenizer_t *t = tk_load(p);
+  const int32_t a[] = {13, 14, 2, 6}, b[] = {0, 19};
+  tk_expect(t, "Lowercase", "HELLO WORLD", 0, a, 4);
+  tk_expect(t, "Lowercase", "H\xC3\x89", 0, b, 2);
+  lk_x_tokenizer_free(t);
+  fm_rmtree(dir);
+}
+END_TEST
+
 START_TEST(bad_inputs_name_the_file) {
   char *dir = fm_tmpdir();
   tk_expect_error(fm_join(dir, "missing.model"), "No such file");
@@ -748,6 +768,7 @@ static Suite *tokenizer_suite(void) {
   tcase_add_test(tc, unigram_hand_computed);
   tcase_add_test(tc, split_regexes_hand_computed);
   tcase_add_test(tc, gguf_gpt2_hand_made);
+  tcase_add_test(tc, hf_lowercase_normalizer);
   tcase_add_test(tc, bad_inputs_name_the_file);
   tcase_add_test(tc, damaged_files_refused_or_safe);
   suite_add_tcase(s, tc);

@@ -6,7 +6,7 @@
  *   normalizer   Sequence of Prepend, Replace (String pattern), Lowercase
  *                (one-code-point mappings of the alphabetic scripts), Strip,
  *                NFC (composition of a starter and the marks right after
- *                it, and Hangul: tok_nfc.c)
+ *                it, and Hangul: tok_unicode.c)
  *   pre_tokenizer Sequence of Metaspace (replacement, prepend_scheme or the
  *                older add_prefix_space, split), ByteLevel (add_prefix_space,
  *                use_regex: the GPT-2 split), Split with the GPT-2, Llama 3 or

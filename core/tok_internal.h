@@ -89,9 +89,9 @@ int tok__load_hf(tok_t *t, const char *path, char *err, size_t errlen);
 int tok__load_gguf(tok_t *t, const char *path, const uint8_t *buf, size_t n, char *err, size_t errlen);
 /* which hand-written split a pre-tokenizer regex is (0: none of them) */
 int tok__regex_kind(const char *re);
-/* canonical composite of a + b, or 0 (tok_nfc.c) */
+/* canonical composite of a + b, or 0 (tok_unicode.c) */
 uint32_t tok__compose(uint32_t a, uint32_t b);
-/* the one-code-point lower case of c (c when none; tok_nfc.c) */
+/* the one-code-point lower case of c (c when none; tok_unicode.c) */
 uint32_t tok__lower(uint32_t c);
 /* UTF-8 helpers */
 uint32_t tok__utf8_len(uint8_t lead);

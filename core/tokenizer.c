@@ -732,7 +732,7 @@ static void tok_norm_spm(const tok_t *t, const char *s, size_t n, tok_buf *o) {
   }
 }
 
-/* NFC as far as tok_nfc.c takes it: each code point is composed with the
+/* NFC as far as tok_unicode.c takes it: each code point is composed with the
  * one before it when the pair has a canonical composite. */
 static void tok_nfc(tok_buf *o, const char *s, size_t n) {
   size_t last_at = 0;

@@ -1,4 +1,4 @@
-/* tok_nfc.c - canonical composition (the C of Unicode NFC) for the HF
+/* tok_unicode.c - Unicode tables of the tokenizers: canonical composition (the C of Unicode NFC) for the HF
  * "NFC" normalizer, as far as lorakit takes it: a starter followed directly
  * by combining marks is composed pair by pair (ệ from e + U+0323 + U+0302),
  * and Hangul L+V(+T) jamo algorithmically (Unicode ch. 3.12). Text already

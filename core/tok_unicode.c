@@ -1,6 +1,7 @@
 /* tok_unicode.c - Unicode tables of the tokenizers. Canonical composition
- * (the C of Unicode NFC) for the HF "NFC" normalizer, as far as lorakit takes it: a starter followed directly
- * by combining marks is composed pair by pair (ệ from e + U+0323 + U+0302),
+ * (the C of Unicode NFC) for the HF "NFC" normalizer, as far as lorakit
+ * takes it: a starter followed directly by combining marks is composed
+ * pair by pair (ệ from e + U+0323 + U+0302),
  * and Hangul L+V(+T) jamo algorithmically (Unicode ch. 3.12). Text already
  * composed - nearly all text - passes unchanged. Not done: reordering marks
  * by combining class and compositions across an intervening mark.

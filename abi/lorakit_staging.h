@@ -194,6 +194,58 @@ LK_API lk_status lk_x_session_step(lk_x_session_t *s, float lr, int64_t step);
 /* [one-thread-per-context] Counters; out written up to its struct_size. */
 LK_API lk_status lk_x_session_stats(const lk_x_session_t *s, lk_x_session_stats_t *out);
 
+
+/* ---- tokenizers ([one-thread-per-object]) ----------------------------------
+ * A tokenizer from a Hugging Face model folder (tokenizer.json preferred, as
+ * transformers' AutoTokenizer does, else tokenizer.model), a tokenizer.json,
+ * a SentencePiece tokenizer.model, or the tokenizer.ggml.* metadata of a
+ * .gguf file (model "llama": SentencePiece BPE; "gpt2": byte-level BPE with
+ * tokenizer.ggml.pre naming the split). Ids equal the reference tokenizer's
+ * (sentencepiece, HF tokenizers, llama.cpp). A loaded tokenizer is
+ * read-only: encode/decode on one tokenizer from several threads is safe;
+ * a stream belongs to one thread. Buffers returned (ids, text) are freed
+ * with lk_x_tokenizer_buf_free. */
+typedef struct lk_x_tokenizer_t lk_x_tokenizer_t;
+typedef struct lk_x_tok_stream_t lk_x_tok_stream_t;
+
+/* [one-thread-per-context] Load from path; on failure the status
+ * (LK_ERR_NOT_FOUND, LK_ERR_IO, LK_ERR_FORMAT, LK_ERR_UNSUPPORTED) and a
+ * message naming the file in lk_last_error(ctx). ctx may be NULL (no
+ * message kept). */
+LK_API lk_status lk_x_tokenizer_load(lk_context_t *ctx, const char *path, lk_x_tokenizer_t **out);
+/* [one-thread-per-object] NULL is a no-op. */
+LK_API void lk_x_tokenizer_free(lk_x_tokenizer_t *tok);
+/* [one-thread-per-object] Encode len bytes of UTF-8 text; add_bos nonzero
+ * prepends the bos id when the tokenizer adds one (tokenizer.json's
+ * post-processor, SentencePiece's bos_id, GGUF add_bos_token). Special added
+ * tokens in the text (tokenizer.json) become their ids. *ids (n_ids
+ * entries) is freed with lk_x_tokenizer_buf_free. */
+LK_API lk_status lk_x_tokenizer_encode(const lk_x_tokenizer_t *tok, const char *text, size_t len, int add_bos,
+                                       int32_t **ids, size_t *n_ids);
+/* [one-thread-per-object] Decode ids to UTF-8 (*text NUL-terminated, *len
+ * bytes; freed with lk_x_tokenizer_buf_free). Control tokens (bos, eos,
+ * special added tokens) decode to nothing; byte pieces <0xNN> to their byte.
+ * An id out of range: LK_ERR_INVALID_ARG. */
+LK_API lk_status lk_x_tokenizer_decode(const lk_x_tokenizer_t *tok, const int32_t *ids, size_t n_ids, char **text,
+                                       size_t *len);
+/* [one-thread-per-object] Free a buffer the tokenizer returned; NULL is a no-op. */
+LK_API void lk_x_tokenizer_buf_free(void *buf);
+/* [one-thread-per-object] bos / eos id (-1 when none), vocabulary size,
+ * the stored text of a piece (NULL out of range; owned by tok). */
+LK_API int32_t lk_x_tokenizer_bos(const lk_x_tokenizer_t *tok);
+LK_API int32_t lk_x_tokenizer_eos(const lk_x_tokenizer_t *tok);
+LK_API int32_t lk_x_tokenizer_vocab_size(const lk_x_tokenizer_t *tok);
+LK_API const char *lk_x_tokenizer_piece(const lk_x_tokenizer_t *tok, int32_t id);
+/* [one-thread-per-object] Streaming decode for generation: put one id at a
+ * time; *text (*len bytes, NUL-terminated, owned by the stream, valid until
+ * its next call) is the text that became complete UTF-8; flush returns what
+ * is left. The concatenation equals lk_x_tokenizer_decode of the ids. The
+ * tokenizer must outlive the stream. */
+LK_API lk_status lk_x_tok_stream_create(const lk_x_tokenizer_t *tok, lk_x_tok_stream_t **out);
+LK_API lk_status lk_x_tok_stream_put(lk_x_tok_stream_t *s, int32_t id, const char **text, size_t *len);
+LK_API lk_status lk_x_tok_stream_flush(lk_x_tok_stream_t *s, const char **text, size_t *len);
+LK_API void lk_x_tok_stream_free(lk_x_tok_stream_t *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,6 +21,9 @@
 #               forward through a session against direct submission
 #   bench_quant  per format: quantise/dequantise GB/s vs memcpy; quantised
 #               MATMUL (1, 16, 512 tokens) on the cpu backend vs its f32 MATMUL
+#   bench_tokenizer  encode/decode MB/s of the SentencePiece, tokenizer.json
+#               and GGUF tokenizers (staged API) on ~4 MB of the fixture's
+#               strings, one encode per line, vs memcpy
 #   bench_registry  add/get of a 20 MiB adapter vs file write/read, list and
 #               lineage latency with 10,000 versions (lk_registry_*)
 
@@ -31,6 +34,7 @@ BENCH_BINS += $(BENCH_DIR)/bench_formats
 BENCH_BINS += $(BENCH_DIR)/bench_engine
 BENCH_BINS += $(BENCH_DIR)/bench_attention
 BENCH_BINS += $(BENCH_DIR)/bench_quant
+BENCH_BINS += $(BENCH_DIR)/bench_tokenizer
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: bench-build
@@ -59,6 +63,11 @@ $(BENCH_DIR)/bench_quant: bench/bench_quant.c plugins/cpu/isa.c $(HEADERS) $(LIB
 $(BENCH_DIR)/bench_engine: bench/bench_engine.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..' -lm
+
+# Tokenizer encode/decode MB/s on the fixture's strings vs memcpy (staged API).
+$(BENCH_DIR)/bench_tokenizer: bench/bench_tokenizer.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..' -ljansson
 
 $(BENCH_DIR)/bench_registry: bench/bench_registry.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
@@ -93,3 +102,4 @@ bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	$(BENCH_DIR)/bench_registry
 	$(BENCH_DIR)/bench_attention
 	$(BENCH_DIR)/bench_quant $(B)/plugins
+	LK_FIXTURES=$(LK_FIXTURES) $(BENCH_DIR)/bench_tokenizer

@@ -26,6 +26,10 @@ int cli_rank(int argc, char **argv);
 extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
     cli_unmerge_usage[], cli_rank_usage[];
 
+/* `lorakit tokenize` (cmd_tokenize.c, staged tokenizer API) */
+int cli_tokenize(int argc, char **argv);
+extern const char cli_tokenize_usage[];
+
 /* `lorakit registry` (cmd_registry.c), and the recording other commands do
  * when a registry is configured: flag (their --registry) or, when NULL,
  * LORAKIT_REGISTRY. Each returns CLI_OK when none is configured. */

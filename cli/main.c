@@ -22,6 +22,7 @@ static const cli_command commands[] = {
      cli_rank},
     {"registry", "adapter versions, tags and lineage (add, list, lineage, diff, export ...)", cli_registry_usage,
      cli_registry},
+    {"tokenize", "token ids and pieces of a text under a model's tokenizer (or --decode ids)", cli_tokenize_usage, cli_tokenize},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

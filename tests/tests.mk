@@ -27,6 +27,7 @@ TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops model_quant quant quant_k quant_basic quant_nf4 quant_fused dora
 TEST_SUITES  += engine gpusim isa
 TEST_SUITES  += train_data
+TEST_SUITES  += tokenizer
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -148,6 +149,7 @@ $(B)/tests/bin/test_isa: tests/test_isa.c $(CPU_KERNEL_OBJ) $(TEST_HDRS) $(wildc
 LK_FIXTURES ?= $(abspath ../shared/fixtures)
 export LK_FIXTURES
 FMT_SUITES   := formats badinput model_ops model_quant quant quant_k quant_basic quant_nf4 dora
+FMT_SUITES   += tokenizer
 $(B)/tests/bin/test_quant_nf4: tests/test_quant_nf4_more.h tests/test_quant_nf4_files.h
 $(FMT_SUITES:%=$(B)/tests/bin/test_%): $(B)/tests/bin/test_%: tests/test_%.c tests/test_fmt_util.h $(TEST_HDRS) \
   $(wildcard abi/*.h) $(LIB) | $(B)/.bootstrap
@@ -219,6 +221,7 @@ cli-tests: all
 # tests/hostile/ (refused within 2 s and 256 MB) (SKIP without fixtures).
 cli-formats-tests: all
 	@fail=0; bash tests/test_formats_cli.sh $(B) || fail=1; \
+	bash tests/test_tok_cli.sh $(B) || fail=1; \
 	bash tests/test_safe_io.sh $(B) || fail=1; \
 	bash tests/hostile/run.sh $(B) || fail=1; exit $$fail
 

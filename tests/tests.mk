@@ -24,6 +24,7 @@ TEST_SUITES  := abi core plugins hosts lora backend ops
 TEST_SUITES  += registry registry_files registry_fidelity
 TEST_SUITES  += formats badinput model_ops model_quant quant quant_k quant_basic quant_nf4 quant_fused dora
 TEST_SUITES  += engine gpusim isa
+TEST_SUITES  += llm
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -100,6 +101,14 @@ $(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/t
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Itests/plugins -o $@ $< $(LDFLAGS) -L$(B) -llorakit \
 	  -Wl,-rpath,$(LK_BUILD_ABS) $(CHECK_LIBS) -ldl -lm
+
+# The Llama model and trainer (core/llm*.c): internal llm_* symbols, so the
+# suite links the core objects directly; reads the fixtures (LK_FIXTURES).
+$(B)/tests/bin/test_llm: tests/test_llm.c tests/test_llm_train.h tests/test_fmt_util.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(wildcard core/*.h) $(CORE_OBJ) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Icore -o $@ $< $(CORE_OBJ) $(LDFLAGS) \
+	  $(CHECK_LIBS) -ljansson -lsqlite3 -lz -lcrypto -ldl -lpthread -lm
 
 # The references on hand-computed cases (linked in) and gpusim's contract.
 $(B)/tests/bin/test_gpusim: tests/test_gpusim.c $(REF_SRC) tests/ref/ref.h tests/plugins/gpusim.h $(TEST_HDRS) \

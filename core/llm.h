@@ -106,4 +106,58 @@ lk_status llm_graph_set_batch(llm_graph *lg, lk_x_session_t *s, const int32_t *i
 lk_status llm_logits(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, const llm_build *b, const int32_t *ids,
                      float *logits);
 
+
+/* ---- the LoRA trainer (llm_train.c) ----------------------------------------- */
+
+typedef struct llm_train_opts {
+  int64_t batch, seq;         /* one micro-batch */
+  uint32_t grad_accum;        /* micro-batches per optimizer step (0: 1) */
+  float beta1, beta2, eps;    /* AdamW */
+  float weight_decay;
+  float clip;                 /* max gradient norm; 0: off */
+  int recompute;              /* activation recomputation per layer */
+  const char *base_quant;     /* quantise the frozen linear weights (NULL: as stored) */
+  float dropout;              /* LoRA dropout */
+  uint64_t seed;              /* A's init (fresh adapter) and dropout */
+  /* a fresh adapter (init_adapter NULL) */
+  uint32_t rank;
+  float alpha;
+  int rslora;
+  const char *targets;        /* "q_proj,v_proj" or "all-linear" */
+  const char *init_adapter;   /* start from this adapter (its rank, alpha, scaling, targets) */
+} llm_train_opts;
+
+typedef struct llm_trainer llm_trainer;
+
+lk_status llm_trainer_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, const llm_train_opts *o,
+                             llm_trainer **out);
+void llm_trainer_free(llm_trainer *t);
+/* One optimizer step on grad_accum micro-batches (ids [grad_accum * batch,
+ * seq]): forward + cross-entropy (mean over the non-ignored positions of all
+ * micro-batches, labels shifted as transformers does) + backward to the LoRA
+ * parameters, the gradients summed in one contiguous buffer, then clipping
+ * and AdamW (torch's) on the engine's ops. *loss: the loss before the
+ * update. */
+lk_status llm_trainer_step(llm_trainer *t, const int32_t *ids, float lr, float *loss);
+/* The loss of grad_accum micro-batches, no update. */
+lk_status llm_trainer_eval(llm_trainer *t, const int32_t *ids, float *loss);
+/* Save the adapter as format ("peft" or "gguf-lora") at path. */
+lk_status llm_trainer_save(llm_trainer *t, const char *path, const char *format);
+/* Trainable parameters (the length of each state vector). */
+uint64_t llm_trainer_n_params(const llm_trainer *t);
+/* The last step's summed gradients (n_params floats: the all-reduce unit). */
+float *llm_trainer_grads(llm_trainer *t);
+/* Full optimizer state: params, AdamW m and v (n_params each; any may be
+ * NULL), and the steps taken. */
+lk_status llm_trainer_get_state(llm_trainer *t, float *params, float *m, float *v, int64_t *step);
+lk_status llm_trainer_set_state(llm_trainer *t, const float *params, const float *m, const float *v, int64_t step);
+/* The engine session's statistics (planner peak bytes). */
+lk_status llm_trainer_stats(const llm_trainer *t, lk_x_session_stats_t *out);
+/* The adapter being trained (its A/B are the current parameters after
+ * llm_trainer_save or llm_trainer_sync). */
+lk_adapter_t *llm_trainer_adapter(llm_trainer *t);
+lk_status llm_trainer_sync(llm_trainer *t);
+/* SHA-256 (hex) of the base model's tensors: names, dtypes, shapes, bytes. */
+lk_status llm_base_fingerprint(lk_model_t *m, char hex[65]);
+
 #endif /* LK_LLM_H */

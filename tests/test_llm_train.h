@@ -1,2 +1,184 @@
-/* test_llm_train.h - the LoRA trainer's cases of test_llm.c. */
-static void llm_train_tcases(Suite *s) { (void)s; }
+/* test_llm_train.h - the LoRA trainer's cases of test_llm.c, against PEFT's
+ * training run of adapter a1 (a1/losses.json: 30 per-step losses of
+ * torch.optim.AdamW(lr 1e-3, wd 0, no clipping) from a1/adapter-init on
+ * a1/batches.safetensors; a1/adapter-trained: the adapter after step 30). */
+
+/* Batches [30, 4, 64] as i32. */
+static int32_t *tl_batches(int64_t *steps) {
+  int64_t sh[4];
+  uint32_t nd;
+  double *b = tl_st_read(fm_fx("a1/batches.safetensors"), "input_ids", sh, &nd);
+  ck_assert(nd == 3 && sh[1] == 4 && sh[2] == 64);
+  int32_t *ids = malloc((size_t)(sh[0] * 4 * 64) * sizeof *ids);
+  for (int64_t i = 0; i < sh[0] * 4 * 64; i++) ids[i] = (int32_t)b[i];
+  free(b);
+  *steps = sh[0];
+  return ids;
+}
+
+static llm_trainer *tl_trainer(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, int64_t batch, uint32_t accum,
+                               const char *base_quant, int recompute) {
+  llm_train_opts o;
+  memset(&o, 0, sizeof o);
+  o.batch = batch;
+  o.seq = 64;
+  o.grad_accum = accum;
+  o.beta1 = 0.9f;
+  o.beta2 = 0.999f;
+  o.eps = 1e-8f;
+  o.weight_decay = 0.0f;
+  o.clip = 0;
+  o.init_adapter = fm_fx("a1/adapter-init");
+  o.base_quant = base_quant;
+  o.recompute = recompute;
+  llm_trainer *t = NULL;
+  lk_status st = llm_trainer_create(ctx, be, m, &o, &t);
+  ck_assert_msg(st == LK_OK, "trainer: %s", lk_last_error(ctx));
+  return t;
+}
+
+/* The 30 steps of a1 (or fewer): every loss into got. */
+static void tl_run_a1(llm_trainer *t, const int32_t *ids, int64_t steps, double *got) {
+  for (int64_t i = 0; i < steps; i++) {
+    float l = 0;
+    lk_status st = llm_trainer_step(t, ids + i * 4 * 64, 1e-3f, &l);
+    ck_assert_msg(st == LK_OK, "step %lld: %d", (long long)i, st);
+    got[i] = l;
+  }
+}
+
+static double *tl_ref_losses(int64_t *n) {
+  json_t *j = fm_json_file(fm_fx("a1/losses.json"));
+  json_t *a = json_object_get(j, "losses");
+  *n = (int64_t)json_array_size(a);
+  double *r = malloc((size_t)*n * sizeof *r);
+  for (int64_t i = 0; i < *n; i++) r[i] = json_number_value(json_array_get(a, (size_t)i));
+  json_decref(j);
+  return r;
+}
+
+START_TEST(train_a1_losses_and_adapter) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  lk_backend_t *be = tl_cpu(ctx);
+  lk_model_t *m = fm_open(ctx, fm_fx("base"), NULL);
+  int64_t steps, nref;
+  int32_t *ids = tl_batches(&steps);
+  double *ref = tl_ref_losses(&nref);
+  ck_assert_int_eq(steps, nref);
+  llm_trainer *t = tl_trainer(ctx, be, m, 4, 1, NULL, 0);
+  double *got = malloc((size_t)steps * sizeof *got);
+  tl_run_a1(t, ids, steps, got);
+  double worst = 0;
+  int64_t at = 0;
+  for (int64_t i = 0; i < steps; i++) {
+    double rel = fabs(got[i] - ref[i]) / fabs(ref[i]);
+    if (rel > worst) {
+      worst = rel;
+      at = i;
+    }
+  }
+  printf("llm train a1: loss %.6f -> %.6f over %lld steps (PEFT %.6f -> %.6f), worst rel diff %.2e at step %lld\n",
+         got[0], got[steps - 1], (long long)steps, ref[0], ref[steps - 1], worst, (long long)at);
+  if (worst > 1e-4) ck_abort_msg("step %lld: loss %.8f, PEFT %.8f (rel %.3g)", (long long)at, got[at], ref[at], worst);
+  /* The saved adapter loads back and equals PEFT's trained adapter. */
+  char *dir = fm_tmpdir();
+  char out[4096], cfgp[4200];
+  snprintf(out, sizeof out, "%s/a1-trained", dir);
+  snprintf(cfgp, sizeof cfgp, "%s/adapter_config.json", out);
+  lk_status st = llm_trainer_save(t, out, "peft");
+  ck_assert_msg(st == LK_OK, "save: %s", lk_last_error(ctx));
+  lk_adapter_t *mine = NULL, *peft = NULL;
+  ck_assert_msg(lk_adapter_load(ctx, out, NULL, NULL, &mine) == LK_OK, "%s", lk_last_error(ctx));
+  ck_assert_int_eq(lk_adapter_load(ctx, fm_fx("a1/adapter-trained"), NULL, NULL, &peft), LK_OK);
+  uint32_t nt = lk_adapter_target_count(peft);
+  ck_assert_uint_eq(lk_adapter_target_count(mine), nt);
+  double wrel = 0;
+  const char *wname = "";
+  for (uint32_t k = 0; k < nt; k++) {
+    lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
+    lk_adapter_target_info(peft, k, &ti);
+    int32_t j = lk_adapter_find(mine, ti.name);
+    ck_assert_msg(j >= 0, "saved adapter lacks %s", ti.name);
+    lk_tensor_t A[2], B[2];
+    lk_adapter_weights(peft, k, &A[0], &B[0]);
+    lk_adapter_weights(mine, (uint32_t)j, &A[1], &B[1]);
+    for (int w = 0; w < 2; w++) {
+      const float *r = w ? B[0].data : A[0].data, *g = w ? B[1].data : A[1].data;
+      size_t n = (size_t)ti.rank * (size_t)(w ? ti.out_features : ti.in_features);
+      double amax = 0;
+      for (size_t i = 0; i < n; i++) amax = fmax(amax, fabs(r[i]));
+      for (size_t i = 0; i < n; i++) {
+        /* relative to the tensor's largest element */
+        double rel = fabs((double)g[i] - r[i]) / amax;
+        if (rel > wrel) {
+          wrel = rel;
+          wname = ti.name;
+        }
+      }
+    }
+  }
+  printf("llm train a1: saved adapter vs PEFT's adapter-trained: worst rel diff %.2e (%s)\n", wrel, wname);
+  if (wrel > 1e-4) ck_abort_msg("trained adapter %s differs from PEFT's by %.3g relative", wname, wrel);
+  /* The PEFT folder names its base and carries its fingerprint. */
+  json_t *cfg = fm_json_file(cfgp);
+  const char *bm = json_string_value(json_object_get(cfg, "base_model_name_or_path"));
+  ck_assert_msg(bm && strstr(bm, "base"), "base_model_name_or_path %s", bm ? bm : "(null)");
+  json_decref(cfg);
+  lk_adapter_free(mine);
+  lk_adapter_free(peft);
+  fm_rmtree(dir);
+  free(got);
+  free(ref);
+  free(ids);
+  llm_trainer_free(t);
+  lk_model_close(m);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
+START_TEST(train_grad_accum_equals_full_batch) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  lk_backend_t *be = tl_cpu(ctx);
+  lk_model_t *m = fm_open(ctx, fm_fx("base"), NULL);
+  int64_t steps;
+  int32_t *ids = tl_batches(&steps);
+  llm_trainer *full = tl_trainer(ctx, be, m, 4, 1, NULL, 0), *acc = tl_trainer(ctx, be, m, 2, 2, NULL, 0);
+  double lf[4], la[4];
+  tl_run_a1(full, ids, 4, lf);
+  tl_run_a1(acc, ids, 4, la);
+  uint64_t n = llm_trainer_n_params(full);
+  ck_assert_uint_eq(llm_trainer_n_params(acc), n);
+  float *pf = malloc(n * 4), *pa = malloc(n * 4);
+  ck_assert_int_eq(llm_trainer_get_state(full, pf, NULL, NULL, NULL), LK_OK);
+  ck_assert_int_eq(llm_trainer_get_state(acc, pa, NULL, NULL, NULL), LK_OK);
+  double wl = 0, wp = 0, pmax = 0;
+  for (int i = 0; i < 4; i++) wl = fmax(wl, fabs(lf[i] - la[i]) / fabs(lf[i]));
+  for (uint64_t i = 0; i < n; i++) {
+    wp = fmax(wp, fabs((double)pf[i] - pa[i]));
+    pmax = fmax(pmax, fabs(pf[i]));
+  }
+  printf("llm train: 2 micro-batches of 2 vs one batch of 4 over 4 steps: losses rel %.2e, params max |diff| %.2e "
+         "(largest param %.3g)\n", wl, wp, pmax);
+  ck_assert_msg(wl <= 1e-5, "losses differ by %.3g relative", wl);
+  ck_assert_msg(wp <= 1e-5 * fmax(1, pmax), "params differ by %.3g", wp);
+  free(pf);
+  free(pa);
+  free(ids);
+  llm_trainer_free(full);
+  llm_trainer_free(acc);
+  lk_model_close(m);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
+static void llm_train_tcases(Suite *s) {
+  TCase *tc = tcase_create("train");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, train_a1_losses_and_adapter);
+  tcase_add_test(tc, train_grad_accum_equals_full_batch);
+  suite_add_tcase(s, tc);
+}

@@ -22,6 +22,7 @@ static const cli_command commands[] = {
      cli_rank},
     {"registry", "adapter versions, tags and lineage (add, list, lineage, diff, export ...)", cli_registry_usage,
      cli_registry},
+    {"train", "LoRA / QLoRA training of a Llama-family model (PEFT or GGUF LoRA out)", cli_train_usage, cli_train},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

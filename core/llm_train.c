@@ -11,7 +11,10 @@
 #include "llm.h"
 
 #include <math.h>
+#include <errno.h>
+#include <jansson.h>
 #include <openssl/evp.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -363,17 +366,51 @@ lk_status llm_base_fingerprint(lk_model_t *m, char hex[65]) {
   return st;
 }
 
+/* Add "lorakit_base_fingerprint" to a PEFT folder's adapter_config.json
+ * (PEFT ignores keys it does not know), through a temporary file that is
+ * fsynced and renamed into place. */
+static lk_status tr_config_fingerprint(lk_context_t *ctx, const char *dir, const char *fp) {
+  char path[4096], tmp[4200];
+  snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+  json_error_t je;
+  json_t *cfg = json_load_file(path, 0, &je);
+  if (!json_is_object(cfg)) {
+    json_decref(cfg);
+    return lk__fail(ctx, LK_ERR_FORMAT, "%s: cannot read back (%s)", path, je.text);
+  }
+  char v[80];
+  snprintf(v, sizeof v, "sha256:%s", fp);
+  json_object_set_new(cfg, "lorakit_base_fingerprint", json_string(v));
+  char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(cfg);
+  int fd = text ? mkstemp(tmp) : -1;
+  lk_status st = LK_OK;
+  if (fd < 0) {
+    st = lk__fail(ctx, LK_ERR_IO, "%s: cannot write a temporary file: %s", path, strerror(errno));
+  } else {
+    size_t n = strlen(text);
+    if (write(fd, text, n) != (ssize_t)n || write(fd, "\n", 1) != 1 || fsync(fd))
+      st = lk__fail(ctx, LK_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    if (close(fd) && !st) st = lk__fail(ctx, LK_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    if (!st && rename(tmp, path)) st = lk__fail(ctx, LK_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
+    if (st) unlink(tmp);
+  }
+  free(text);
+  return st;
+}
+
 lk_status llm_trainer_save(llm_trainer *t, const char *path, const char *format) {
   lk_status st = llm_trainer_sync(t);
   if (st) return st;
   char fp[65];
   if ((st = llm_base_fingerprint(t->m, fp))) return st;
-  /* base_model_name_or_path: the base's path; the fingerprint goes into the
-   * adapter's metadata where the writer keeps it */
+  /* base_model_name_or_path: the base's path; the fingerprint goes into
+   * adapter_config.json */
   lk__adapter_set_base_model(t->ad, lk_model_path(t->m));
-  char extra[256];
-  snprintf(extra, sizeof extra, "{\"base_fingerprint\":\"sha256:%s\"}", fp);
-  return lk__adapter_save_meta(t->ad, path, format ? format : "peft", lk_model_metadata_json(t->m), extra);
+  if (!format) format = "peft";
+  if ((st = lk_adapter_save(t->ad, path, format, lk_model_metadata_json(t->m)))) return st;
+  return strcmp(format, "peft") ? LK_OK : tr_config_fingerprint(t->ctx, path, fp);
 }
 
 lk_status llm_trainer_get_state(llm_trainer *t, float *params, float *m, float *v, int64_t *step) {

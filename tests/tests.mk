@@ -219,6 +219,12 @@ cli-formats-tests: all
 	bash tests/test_safe_io.sh $(B) || fail=1; \
 	bash tests/hostile/run.sh $(B) || fail=1; exit $$fail
 
+# `lorakit train` on the fixtures (SKIP without them), run with cli-formats-tests.
+train-cli-tests: all
+	@bash tests/test_train_cli.sh $(B)
+cli-formats-tests: train-cli-tests
+.PHONY: train-cli-tests
+
 sanitize:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) --no-print-directory -j2 B=build-asan SAN=1 unit-tests

@@ -48,10 +48,15 @@ static lk_status lg_weight(llm_graph *lg, lk_model_t *m, const char *name, int l
   int32_t t;
   int quant_in = ti.dtype == LK_DTYPE_QUANT;
   if (linear && lora < 0 && lg->b.base_quant && *lg->b.base_quant) {
-    w->dtype = LK_DTYPE_QUANT;
     w->requant = 1;
     w->qformat = lk__strdup(lg->b.base_quant);
-    t = lk_x_tensor_quant(lg->g, name, w->qformat, NULL, w->rows, w->cols);
+    if (lg->b.quant_roundtrip) {
+      w->dtype = LK_DTYPE_F32;
+      t = lk_x_tensor(lg->g, name, LK_X_FROZEN, LK_DTYPE_F32, ti.ndim, ti.shape);
+    } else {
+      w->dtype = LK_DTYPE_QUANT;
+      t = lk_x_tensor_quant(lg->g, name, w->qformat, NULL, w->rows, w->cols);
+    }
   } else if (linear && lora < 0 && quant_in) {
     w->dtype = LK_DTYPE_QUANT;
     w->qformat = lk__strdup(ti.qformat);
@@ -339,7 +344,12 @@ static lk_status lg_upload_one(llm_graph *lg, lk_x_session_t *s, lk_model_t *m, 
         off += pb[i];
       }
       st = lk_quantize(ctx, w->qformat, NULL, f, w->rows, w->cols, pp, pb, np);
-      if (!st) st = lk_x_session_set(s, w->t, q, tot);
+      if (!st && w->dtype == LK_DTYPE_F32) { /* the dequantised copy */
+        st = lk_dequantize(ctx, w->qformat, NULL, (const void *const *)pp, pb, np, w->rows, w->cols, f);
+        if (!st) st = lk_x_session_set(s, w->t, f, n * sizeof *f);
+      } else if (!st) {
+        st = lk_x_session_set(s, w->t, q, tot);
+      }
     }
     free(q);
   } else if (!st && w->dtype == LK_DTYPE_F32) {

@@ -62,6 +62,7 @@ typedef struct llm_build {
   float dropout;               /* LoRA dropout (training) */
   uint64_t dropout_seed;
   const char *base_quant;      /* quantise the linear weights to this format (NULL: as stored) */
+  int quant_roundtrip;         /* with base_quant: store the dequantised f32 copy instead */
   int keep_logits;             /* logits readable after a forward */
   int blocks;                  /* mark a block per layer (recomputation) */
 } llm_build;
@@ -117,6 +118,7 @@ typedef struct llm_train_opts {
   float clip;                 /* max gradient norm; 0: off */
   int recompute;              /* activation recomputation per layer */
   const char *base_quant;     /* quantise the frozen linear weights (NULL: as stored) */
+  int quant_roundtrip;        /* with base_quant: train on the dequantised f32 copy */
   float dropout;              /* LoRA dropout */
   uint64_t seed;              /* A's init (fresh adapter) and dropout */
   /* a fresh adapter (init_adapter NULL) */

@@ -175,6 +175,7 @@ lk_status llm_trainer_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m,
   b.dropout = o->dropout;
   b.dropout_seed = o->seed;
   b.base_quant = o->base_quant;
+  b.quant_roundtrip = o->quant_roundtrip;
   b.blocks = o->recompute;
   if ((st = llm_graph_build(ctx, m, &t->cfg, &b, &t->lg))) goto fail;
   lk_x_session_opts_t so;

@@ -216,6 +216,7 @@ START_TEST(config_parse) {
 END_TEST
 
 #include "test_llm_train.h"
+#include "test_llm_fd.h"
 
 static Suite *llm_suite(void) {
   Suite *s = suite_create("llm");
@@ -228,6 +229,10 @@ static Suite *llm_suite(void) {
   tcase_add_test(tc, logits_gguf_equals_hf);
   suite_add_tcase(s, tc);
   llm_train_tcases(s);
+  TCase *fd = tcase_create("backward");
+  tcase_set_timeout(fd, 300);
+  tcase_add_test(fd, backward_blocks_vs_finite_differences);
+  suite_add_tcase(s, fd);
   return s;
 }
 

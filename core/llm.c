@@ -157,6 +157,38 @@ static int32_t lg_view4(llm_graph *lg, int32_t t, int64_t H, int64_t Dh) {
   return lk_x_view(lg->g, t, 4, shp, str, 0);
 }
 
+/* Decode: the keys (values) a new token attends to, [B, slots + 1, Hkv, Dh]:
+ * the cache input in the first slots, the token's own in the last (the
+ * mask hides the cache slots not filled yet; attention does not depend on
+ * the order of the keys). */
+static lk_status lg_kv_join(llm_graph *lg, int L, int32_t kr, int32_t v4, int32_t *kk, int32_t *vk) {
+  const llm_cfg *c = &lg->cfg;
+  int64_t B = lg->b.batch, N = lg->b.kv_slots, Hkv = c->n_kv, Dh = c->head_dim;
+  char nm[96];
+  lk_status st;
+  for (int w = 0; w < 2; w++) {
+    snprintf(nm, sizeof nm, "model.layers.%d.%s_cache", L, w ? "v" : "k");
+    int32_t cache = lg_t(lg, nm, LK_X_INPUT, LK_DTYPE_F32, 4, B, N, Hkv, Dh);
+    snprintf(nm, sizeof nm, "model.layers.%d.%s_all", L, w ? "v" : "k");
+    int32_t all = lg_t(lg, nm, LK_X_ACTIVATION, LK_DTYPE_F32, 4, B, N + 1, Hkv, Dh);
+    if (cache < 0 || all < 0) return lk_last_status(lg->ctx);
+    int64_t sh0[4] = {B, N, Hkv, Dh}, sh1[4] = {B, 1, Hkv, Dh}, str[4] = {(N + 1) * Hkv * Dh, Hkv * Dh, Dh, 1};
+    int32_t head = lk_x_view(lg->g, all, 4, sh0, str, 0), tail = lk_x_view(lg->g, all, 4, sh1, str, N * Hkv * Dh);
+    if (head < 0 || tail < 0) return lk_last_status(lg->ctx);
+    int32_t src = w ? v4 : kr;
+    if ((st = lg_op(lg, LK_OP_COPY, NULL, 0, &cache, 1, &head, 1)) || (st = lg_op(lg, LK_OP_COPY, NULL, 0, &src, 1, &tail, 1)))
+      return st;
+    if (w) {
+      lg->v_cache[L] = cache;
+      *vk = all;
+    } else {
+      lg->k_cache[L] = cache;
+      *kk = all;
+    }
+  }
+  return LK_OK;
+}
+
 static lk_status lg_layer(llm_graph *lg, lk_model_t *m, int L, int32_t x, int32_t *out) {
   const llm_cfg *c = &lg->cfg;
   int64_t B = lg->b.batch, S = lg->b.seq, Dh = c->head_dim;
@@ -184,9 +216,14 @@ static lk_status lg_layer(llm_graph *lg, lk_model_t *m, int L, int32_t x, int32_
   if ((st = lg_op(lg, LK_OP_ROPE, &rp, sizeof rp, sq, 2, &qr, 1)) ||
       (st = lg_op(lg, LK_OP_ROPE, &rp, sizeof rp, sk, 2, &kr, 1)))
     return st;
-  lk_op_attention_t ap = {sizeof ap, 0.0f, 1, 0};
-  int32_t sa[3] = {qr, kr, v4};
-  if ((st = lg_op(lg, LK_OP_ATTENTION, &ap, sizeof ap, sa, 3, &ao4, 1))) return st;
+  lg->k_new[L] = kr;
+  lg->v_new[L] = v;
+  if (lg->b.keep_kv && ((st = lk_x_tensor_keep(lg->g, kr)) || (st = lk_x_tensor_keep(lg->g, v)))) return st;
+  int32_t kk = kr, vk = v4;
+  if (lg->b.kv_slots > 0 && (st = lg_kv_join(lg, L, kr, v4, &kk, &vk))) return st;
+  lk_op_attention_t ap = {sizeof ap, 0.0f, lg->b.kv_slots > 0 ? 0u : 1u, 0};
+  int32_t sa[4] = {qr, kk, vk, lg->mask};
+  if ((st = lg_op(lg, LK_OP_ATTENTION, &ap, sizeof ap, sa, lg->b.kv_slots > 0 ? 4 : 3, &ao4, 1))) return st;
   if ((st = lg_linear(lg, m, L, LLM_O, ao, &o))) return st;
   snprintf(nm, sizeof nm, "model.layers.%d.resid_attn", L);
   int32_t x2 = lg_t(lg, nm, LK_X_ACTIVATION, LK_DTYPE_F32, 3, B, S, c->hidden, 0);
@@ -218,6 +255,10 @@ void llm_graph_free(llm_graph *lg) {
   for (uint32_t i = 0; i < lg->nw; i++) free(lg->w[i].qformat);
   free(lg->w);
   free(lg->tg);
+  free(lg->k_new);
+  free(lg->v_new);
+  free(lg->k_cache);
+  free(lg->v_cache);
   memset(lg, 0, sizeof *lg);
 }
 
@@ -232,9 +273,25 @@ lk_status llm_graph_build(lk_context_t *ctx, lk_model_t *m, const llm_cfg *c, co
   if (c->max_pos > 0 && b->seq > c->max_pos)
     return lk__fail(ctx, LK_ERR_INVALID_ARG, "llm: sequence length %lld is longer than the model's context (%lld)",
                     (long long)b->seq, (long long)c->max_pos);
+  if (b->kv_slots > 0 && (b->seq != 1 || b->train))
+    return lk__fail(ctx, LK_ERR_INVALID_ARG, "llm: a decode graph takes one token per sequence, no training");
+  lg->mask = -1;
+  lg->k_new = calloc((size_t)c->n_layers, sizeof *lg->k_new);
+  lg->v_new = calloc((size_t)c->n_layers, sizeof *lg->v_new);
+  lg->k_cache = calloc((size_t)c->n_layers, sizeof *lg->k_cache);
+  lg->v_cache = calloc((size_t)c->n_layers, sizeof *lg->v_cache);
+  if (!lg->k_new || !lg->v_new || !lg->k_cache || !lg->v_cache) {
+    llm_graph_free(lg);
+    return lk__fail(ctx, LK_ERR_NOMEM, "llm: out of memory");
+  }
   lk_status st = lk_x_graph_create(ctx, &lg->g);
-  if (st) return st;
+  if (st) {
+    llm_graph_free(lg);
+    return st;
+  }
   int64_t B = b->batch, S = b->seq;
+  if (b->kv_slots > 0 && (lg->mask = lg_t(lg, "kv_mask", LK_X_INPUT, LK_DTYPE_F32, 3, B, 1, b->kv_slots + 1, 0)) < 0)
+    goto fail;
   lg->ids = lg_t(lg, "input_ids", LK_X_INPUT, LK_DTYPE_I32, 2, B, S, 0, 0);
   lg->pos = lg_t(lg, "positions", LK_X_INPUT, LK_DTYPE_I32, 2, B, S, 0, 0);
   if (lg->ids < 0 || lg->pos < 0) goto fail;
@@ -424,5 +481,160 @@ lk_status llm_logits(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, const l
   if (!st) st = lk_x_session_get(s, lg.logits, logits, (uint64_t)(b->batch * b->seq * c.vocab) * sizeof(float));
   lk_x_session_free(s);
   llm_graph_free(&lg);
+  return st;
+}
+
+/* ---- generation: a KV cache on the host, each step an engine forward ---------- */
+
+struct llm_kv {
+  lk_context_t *ctx;
+  lk_backend_t *be;
+  lk_model_t *m;
+  llm_cfg cfg;
+  llm_build b;
+  int64_t batch, max_len, len;
+  float **kc, **vc;  /* per layer [batch, max_len - 1, n_kv, head_dim] */
+  llm_graph dec;
+  lk_x_session_t *ds;
+  float *mask, *knew;
+};
+
+int64_t llm_kv_len(const llm_kv *kv) { return kv->len; }
+
+void llm_kv_free(llm_kv *kv) {
+  if (!kv) return;
+  lk_x_session_free(kv->ds);
+  llm_graph_free(&kv->dec);
+  for (int64_t L = 0; kv->kc && L < kv->cfg.n_layers; L++) {
+    free(kv->kc[L]);
+    free(kv->vc[L]);
+  }
+  free(kv->kc);
+  free(kv->vc);
+  free(kv->mask);
+  free(kv->knew);
+  free(kv);
+}
+
+lk_status llm_kv_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, const llm_build *b, int64_t batch,
+                        int64_t max_len, llm_kv **out) {
+  llm_kv *kv = calloc(1, sizeof *kv);
+  if (!kv) return lk__fail(ctx, LK_ERR_NOMEM, "llm: out of memory");
+  kv->ctx = ctx;
+  kv->be = be;
+  kv->m = m;
+  kv->batch = batch;
+  kv->max_len = max_len;
+  lk_status st = llm_cfg_parse(ctx, lk_model_metadata_json(m), lk_model_path(m), &kv->cfg);
+  if (!st && (max_len < 2 || (kv->cfg.max_pos > 0 && max_len > kv->cfg.max_pos)))
+    st = lk__fail(ctx, LK_ERR_INVALID_ARG, "llm: a cache of %lld positions (2 to the context, %lld)", (long long)max_len,
+                  (long long)kv->cfg.max_pos);
+  if (st) goto fail;
+  kv->b = *b;
+  kv->b.train = 0;
+  kv->b.keep_kv = 0;
+  kv->b.kv_slots = 0;
+  kv->b.blocks = 0;
+  size_t per = (size_t)(batch * (max_len - 1) * kv->cfg.n_kv * kv->cfg.head_dim);
+  kv->kc = calloc((size_t)kv->cfg.n_layers, sizeof *kv->kc);
+  kv->vc = calloc((size_t)kv->cfg.n_layers, sizeof *kv->vc);
+  kv->mask = malloc((size_t)(batch * max_len) * sizeof *kv->mask);
+  kv->knew = malloc((size_t)(batch * kv->cfg.n_kv * kv->cfg.head_dim) * sizeof *kv->knew);
+  if (!kv->kc || !kv->vc || !kv->mask || !kv->knew) goto oom;
+  for (int64_t L = 0; L < kv->cfg.n_layers; L++)
+    if (!(kv->kc[L] = calloc(per, sizeof(float))) || !(kv->vc[L] = calloc(per, sizeof(float)))) goto oom;
+  llm_build d = kv->b;
+  d.batch = batch;
+  d.seq = 1;
+  d.kv_slots = max_len - 1;
+  d.keep_logits = 1;
+  d.keep_kv = 1;
+  if ((st = llm_graph_build(ctx, m, &kv->cfg, &d, &kv->dec))) goto fail;
+  if ((st = lk_x_session_create(kv->dec.g, be, NULL, &kv->ds))) goto fail;
+  if ((st = llm_graph_upload(&kv->dec, kv->ds, m))) goto fail;
+  *out = kv;
+  return LK_OK;
+oom:
+  st = lk__fail(ctx, LK_ERR_NOMEM, "llm: out of memory");
+fail:
+  llm_kv_free(kv);
+  return st;
+}
+
+/* Copy rows [t0, t0 + n) of a [batch, n, n_kv * head_dim] tensor's values
+ * (src, from a run) into the cache at positions pos.. */
+static void kv_store(llm_kv *kv, float *cache, const float *src, int64_t n, int64_t pos) {
+  int64_t row = kv->cfg.n_kv * kv->cfg.head_dim, slots = kv->max_len - 1;
+  for (int64_t b = 0; b < kv->batch; b++)
+    memcpy(cache + (b * slots + pos) * row, src + b * n * row, (size_t)(n * row) * sizeof(float));
+}
+
+lk_status llm_kv_prefill(llm_kv *kv, const int32_t *ids, int64_t n, float *logits) {
+  if (n < 1 || n > kv->max_len - 1)
+    return lk__fail(kv->ctx, LK_ERR_INVALID_ARG, "llm: a prompt of %lld tokens (1 to %lld)", (long long)n,
+                    (long long)(kv->max_len - 1));
+  llm_build p = kv->b;
+  p.batch = kv->batch;
+  p.seq = n;
+  p.keep_logits = 1;
+  p.keep_kv = 1;
+  llm_graph lg;
+  lk_status st = llm_graph_build(kv->ctx, kv->m, &kv->cfg, &p, &lg);
+  if (st) return st;
+  lk_x_session_t *s = NULL;
+  int64_t row = kv->cfg.n_kv * kv->cfg.head_dim;
+  float *tmp = malloc((size_t)(kv->batch * n * row) * sizeof *tmp);
+  st = tmp ? lk_x_session_create(lg.g, kv->be, NULL, &s) : lk__fail(kv->ctx, LK_ERR_NOMEM, "llm: out of memory");
+  if (!st) st = llm_graph_upload(&lg, s, kv->m);
+  if (!st) st = llm_graph_set_batch(&lg, s, ids);
+  if (!st) st = lk_x_session_forward(s);
+  if (!st && logits)
+    st = lk_x_session_get(s, lg.logits, logits, (uint64_t)(kv->batch * n * kv->cfg.vocab) * sizeof(float));
+  uint64_t nb = (uint64_t)(kv->batch * n * row) * sizeof(float);
+  for (int64_t L = 0; !st && L < kv->cfg.n_layers; L++) {
+    if (!(st = lk_x_session_get(s, lg.k_new[L], tmp, nb))) kv_store(kv, kv->kc[L], tmp, n, 0);
+    if (!st && !(st = lk_x_session_get(s, lg.v_new[L], tmp, nb))) kv_store(kv, kv->vc[L], tmp, n, 0);
+  }
+  if (!st) kv->len = n;
+  free(tmp);
+  lk_x_session_free(s);
+  llm_graph_free(&lg);
+  return st;
+}
+
+lk_status llm_kv_next(llm_kv *kv, const int32_t *ids, float *logits) {
+  if (kv->len < 1) return lk__fail(kv->ctx, LK_ERR_STATE, "llm: prefill the cache first");
+  if (kv->len >= kv->max_len)
+    return lk__fail(kv->ctx, LK_ERR_INVALID_ARG, "llm: the cache holds %lld positions, all used", (long long)kv->max_len);
+  lk_x_session_t *s = kv->ds;
+  llm_graph *g = &kv->dec;
+  int64_t B = kv->batch, slots = kv->max_len - 1, row = kv->cfg.n_kv * kv->cfg.head_dim;
+  for (int64_t b = 0; b < B; b++)
+    if (ids[b] < 0 || ids[b] >= kv->cfg.vocab)
+      return lk__fail(kv->ctx, LK_ERR_INVALID_ARG, "llm: token id %d outside the vocabulary", ids[b]);
+  int32_t pos[64];
+  int32_t *pp = B <= 64 ? pos : malloc((size_t)B * sizeof *pp);
+  if (!pp) return lk__fail(kv->ctx, LK_ERR_NOMEM, "llm: out of memory");
+  for (int64_t b = 0; b < B; b++) pp[b] = (int32_t)kv->len;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t j = 0; j <= slots; j++) kv->mask[b * (slots + 1) + j] = j < kv->len || j == slots ? 0.0f : -INFINITY;
+  lk_status st = lk_x_session_set(s, g->ids, ids, (uint64_t)B * sizeof *ids);
+  if (!st) st = lk_x_session_set(s, g->pos, pp, (uint64_t)B * sizeof *pp);
+  if (pp != pos) free(pp);
+  if (!st) st = lk_x_session_set(s, g->mask, kv->mask, (uint64_t)(B * (slots + 1)) * sizeof(float));
+  uint64_t cb = (uint64_t)(B * slots * row) * sizeof(float);
+  for (int64_t L = 0; !st && L < kv->cfg.n_layers; L++) {
+    st = lk_x_session_set(s, g->k_cache[L], kv->kc[L], cb);
+    if (!st) st = lk_x_session_set(s, g->v_cache[L], kv->vc[L], cb);
+  }
+  if (!st) st = lk_x_session_forward(s);
+  if (!st) st = lk_x_session_get(s, g->logits, logits, (uint64_t)(B * kv->cfg.vocab) * sizeof(float));
+  uint64_t nb = (uint64_t)(B * row) * sizeof(float);
+  if (kv->len < slots) /* the last position needs no slot: nothing follows it */
+    for (int64_t L = 0; !st && L < kv->cfg.n_layers; L++) {
+      if (!(st = lk_x_session_get(s, g->k_new[L], kv->knew, nb))) kv_store(kv, kv->kc[L], kv->knew, 1, kv->len);
+      if (!st && !(st = lk_x_session_get(s, g->v_new[L], kv->knew, nb))) kv_store(kv, kv->vc[L], kv->knew, 1, kv->len);
+    }
+  if (!st) kv->len++;
   return st;
 }

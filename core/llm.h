@@ -65,6 +65,11 @@ typedef struct llm_build {
   int quant_roundtrip;         /* with base_quant: store the dequantised f32 copy instead */
   int keep_logits;             /* logits readable after a forward */
   int blocks;                  /* mark a block per layer (recomputation) */
+  int keep_kv;                 /* keep each layer's rotated k and v (a prefill) */
+  int64_t kv_slots;            /* > 0: a decode graph: seq must be 1, each layer attends
+                                * to kv_slots cached positions (INPUT k/v caches
+                                * [batch, kv_slots, n_kv, head_dim] and a mask
+                                * [batch, 1, kv_slots + 1]) and to the new token */
 } llm_build;
 
 typedef struct llm_wt { /* a FROZEN tensor and where its value comes from */
@@ -85,6 +90,9 @@ typedef struct llm_graph {
   llm_build b;
   lk_x_graph_t *g;
   int32_t ids, pos, labels, logits, loss;
+  int32_t mask;                      /* decode: the additive mask */
+  int32_t *k_new, *v_new;            /* per layer: rotated k and v of this run (keep_kv / decode) */
+  int32_t *k_cache, *v_cache;        /* decode: per layer, the cache inputs */
   llm_wt *w;
   uint32_t nw;
   llm_target *tg;
@@ -161,5 +169,22 @@ lk_adapter_t *llm_trainer_adapter(llm_trainer *t);
 lk_status llm_trainer_sync(llm_trainer *t);
 /* SHA-256 (hex) of the base model's tensors: names, dtypes, shapes, bytes. */
 lk_status llm_base_fingerprint(lk_model_t *m, char hex[65]);
+
+/* ---- generation: forward with a KV cache (llm.c) ---------------------------- */
+
+typedef struct llm_kv llm_kv;
+/* A cache for batch sequences of up to max_len positions through model m
+ * (with the adapter of b on the fly or merged: b's batch, seq, train and
+ * kv fields are ignored). */
+lk_status llm_kv_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, const llm_build *b, int64_t batch,
+                        int64_t max_len, llm_kv **out);
+void llm_kv_free(llm_kv *kv);
+/* Run the prompt ids [batch, n] (an engine forward of n positions), fill
+ * the cache; logits [batch, n, vocab] (may be NULL). */
+lk_status llm_kv_prefill(llm_kv *kv, const int32_t *ids, int64_t n, float *logits);
+/* One more token per sequence (ids [batch]) at the next position: logits
+ * [batch, vocab]. */
+lk_status llm_kv_next(llm_kv *kv, const int32_t *ids, float *logits);
+int64_t llm_kv_len(const llm_kv *kv);
 
 #endif /* LK_LLM_H */

@@ -187,6 +187,72 @@ START_TEST(logits_gguf_equals_hf) {
 }
 END_TEST
 
+/* Generation: a prefill of 16 positions and then one token at a time
+ * through the KV cache gives the full-sequence logits (1e-4), with a1 on
+ * the fly, and so PEFT's (a1/logits.safetensors "unmerged"). */
+START_TEST(kv_cache_incremental_equals_full) {
+  FM_NEED_FIXTURES();
+  tl_logits_case c;
+  tl_case_init(&c);
+  lk_model_t *m = fm_open(c.ctx, fm_fx("base"), NULL);
+  lk_adapter_t *ad = NULL;
+  ck_assert_int_eq(lk_adapter_load(c.ctx, fm_fx("a1/adapter-trained"), NULL, NULL, &ad), LK_OK);
+  llm_build b;
+  memset(&b, 0, sizeof b);
+  b.batch = c.B;
+  b.seq = c.S;
+  b.adapter = ad;
+  size_t n = (size_t)(c.B * c.S * c.V);
+  float *full = malloc(n * sizeof *full), *inc = malloc(n * sizeof *inc);
+  ck_assert_int_eq(llm_logits(c.ctx, c.be, m, &b, c.ids, full), LK_OK);
+  llm_kv *kv = NULL;
+  lk_status st = llm_kv_create(c.ctx, c.be, m, &b, c.B, c.S, &kv);
+  ck_assert_msg(st == LK_OK, "kv: %s", lk_last_error(c.ctx));
+  enum { P = 16 };
+  int32_t prompt[2 * P];
+  float *pl = malloc((size_t)(c.B * P * c.V) * sizeof *pl), *step = malloc((size_t)(c.B * c.V) * sizeof *step);
+  for (int b2 = 0; b2 < 2; b2++) memcpy(prompt + b2 * P, c.ids + b2 * c.S, P * sizeof(int32_t));
+  st = llm_kv_prefill(kv, prompt, P, pl);
+  ck_assert_msg(st == LK_OK, "prefill: %s", lk_last_error(c.ctx));
+  for (int b2 = 0; b2 < 2; b2++)
+    memcpy(inc + (size_t)b2 * c.S * c.V, pl + (size_t)b2 * P * c.V, (size_t)(P * c.V) * sizeof(float));
+  for (int t = P; t < c.S; t++) {
+    int32_t next[2] = {c.ids[t], c.ids[c.S + t]};
+    st = llm_kv_next(kv, next, step);
+    ck_assert_msg(st == LK_OK, "next %d: %s", t, lk_last_error(c.ctx));
+    for (int b2 = 0; b2 < 2; b2++)
+      memcpy(inc + ((size_t)b2 * c.S + t) * c.V, step + (size_t)b2 * c.V, (size_t)c.V * sizeof(float));
+  }
+  ck_assert_int_eq(llm_kv_len(kv), c.S);
+  ck_assert_int_eq(llm_kv_next(kv, c.ids, step), LK_ERR_INVALID_ARG); /* full */
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++)
+    if (fabs((double)inc[i] - full[i]) > worst) {
+      worst = fabs((double)inc[i] - full[i]);
+      at = i;
+    }
+  int64_t sh[4];
+  uint32_t nd;
+  double *want = tl_st_read(fm_fx("a1/logits.safetensors"), "unmerged", sh, &nd);
+  size_t at2 = 0;
+  double d2 = tl_maxdiff(inc, want, n, &at2);
+  printf("llm KV cache: prefill %d + %d single steps vs the full sequence: max |diff| %.3g; vs PEFT %.3g\n", P,
+         (int)c.S - P, worst, d2);
+  if (worst > 1e-4) ck_abort_msg("incremental logits[%zu] %.7g vs full %.7g", at, inc[at], full[at]);
+  if (d2 > 1e-4) ck_abort_msg("incremental logits[%zu] %.7g vs PEFT %.7g", at2, inc[at2], want[at2]);
+  free(want);
+  free(pl);
+  free(step);
+  free(full);
+  free(inc);
+  llm_kv_free(kv);
+  lk_adapter_free(ad);
+  lk_model_close(m);
+  tl_case_free(&c);
+}
+END_TEST
+
 START_TEST(config_parse) {
   /* Hand-written configs: qwen2 biases, llama3 rope scaling, defaults. */
   lk_context_t *ctx = NULL;
@@ -227,6 +293,7 @@ static Suite *llm_suite(void) {
   tcase_add_test(tc, logits_adapter_on_the_fly);
   tcase_add_test(tc, logits_adapter_merged);
   tcase_add_test(tc, logits_gguf_equals_hf);
+  tcase_add_test(tc, kv_cache_incremental_equals_full);
   suite_add_tcase(s, tc);
   llm_train_tcases(s);
   TCase *fd = tcase_create("backward");

@@ -280,6 +280,60 @@ START_TEST(train_qlora_and_checkpointing) {
 }
 END_TEST
 
+
+/* Quantised bases as llama.cpp stored them (GGUF Q8_0, Q4_0 with a Q6_K
+ * output, the Q4_K_M mix): the a1 run trains on each, q/k rows un-permuted
+ * by the loader, with the final loss within 5% of the f32 HF base's. */
+START_TEST(train_gguf_quantised_bases) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  lk_backend_t *be = tl_cpu(ctx);
+  lk_model_t *m = fm_open(ctx, fm_fx("base"), NULL);
+  int64_t steps;
+  int32_t *ids = tl_batches(&steps);
+  double *ref = malloc((size_t)steps * sizeof *ref), *got = malloc((size_t)steps * sizeof *got);
+  llm_trainer *t = tl_trainer(ctx, be, m, 4, 1, NULL, 0);
+  tl_run_a1(t, ids, steps, ref);
+  llm_trainer_free(t);
+  const char *files[] = {"gguf/base-Q8_0.gguf", "gguf/base-Q4_0.gguf", "gguf/base-Q4_K_M.gguf"};
+  for (int f = 0; f < 3; f++) {
+    lk_model_t *q = fm_open(ctx, fm_fx(files[f]), NULL);
+    t = tl_trainer(ctx, be, q, 4, 1, NULL, 0);
+    tl_run_a1(t, ids, steps, got);
+    llm_trainer_free(t);
+    lk_model_close(q);
+    double rel = fabs(got[steps - 1] - ref[steps - 1]) / ref[steps - 1];
+    printf("llm train on %s: loss %.4f -> %.4f (f32 %.4f -> %.4f), final within %.2f%%\n", files[f], got[0],
+           got[steps - 1], ref[0], ref[steps - 1], 100 * rel);
+    ck_assert_msg(rel <= 0.05, "%s: final loss %.5f vs f32 %.5f", files[f], got[steps - 1], ref[steps - 1]);
+  }
+  free(ref);
+  free(got);
+  free(ids);
+  lk_model_close(m);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* The learning-rate schedules against transformers' formulas, hand-computed:
+ * linear (warm-up 2 of 10 steps), cosine (no warm-up), constant_with_warmup. */
+START_TEST(train_schedules) {
+  struct { int32_t s; int64_t step, warm, n; double want; } c[] = {
+      {LK_X_SCHEDULE_LINEAR, 0, 2, 10, 0.0},   {LK_X_SCHEDULE_LINEAR, 1, 2, 10, 0.5},
+      {LK_X_SCHEDULE_LINEAR, 2, 2, 10, 1.0},   {LK_X_SCHEDULE_LINEAR, 6, 2, 10, 0.5},
+      {LK_X_SCHEDULE_LINEAR, 9, 2, 10, 0.125}, {LK_X_SCHEDULE_LINEAR, 0, 0, 4, 1.0},
+      {LK_X_SCHEDULE_COSINE, 5, 0, 10, 0.5},   {LK_X_SCHEDULE_COSINE, 0, 0, 10, 1.0},
+      {LK_X_SCHEDULE_COSINE, 3, 1, 5, 0.5 * (1 + cos(M_PI * 0.5))},
+      {LK_X_SCHEDULE_CONSTANT_WITH_WARMUP, 1, 4, 10, 0.25}, {LK_X_SCHEDULE_CONSTANT_WITH_WARMUP, 7, 4, 10, 1.0},
+      {LK_X_SCHEDULE_CONSTANT, 0, 5, 10, 1.0}};
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    double got = lk_x_train_lr(c[i].s, 2.0f, c[i].step, c[i].warm, c[i].n) / 2.0;
+    ck_assert_msg(fabs(got - c[i].want) < 1e-6, "case %zu: %.7g, expected %.7g", i, got, c[i].want);
+  }
+}
+END_TEST
+
 static void llm_train_tcases(Suite *s) {
   TCase *tc = tcase_create("train");
   tcase_set_timeout(tc, 300);
@@ -287,5 +341,7 @@ static void llm_train_tcases(Suite *s) {
   tcase_add_test(tc, train_grad_accum_equals_full_batch);
   tcase_add_test(tc, train_quant_backward_equals_dequantised);
   tcase_add_test(tc, train_qlora_and_checkpointing);
+  tcase_add_test(tc, train_gguf_quantised_bases);
+  tcase_add_test(tc, train_schedules);
   suite_add_tcase(s, tc);
 }

@@ -150,6 +150,8 @@ START_TEST(logits_adapter_on_the_fly) {
   tl_logits_case c;
   tl_case_init(&c);
   tl_check_logits(&c, fm_fx("base"), fm_fx("a1/adapter-trained"), 0, "unmerged", 1e-4, NULL);
+  /* llama.cpp's conversion of the adapter (lora_b of q permuted), on the GGUF base */
+  tl_check_logits(&c, fm_fx("gguf/base-f32.gguf"), fm_fx("gguf/a1-lora-f32.gguf"), 0, "unmerged", 1e-4, NULL);
   tl_case_free(&c);
 }
 END_TEST

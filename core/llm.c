@@ -119,9 +119,22 @@ static lk_status lg_linear(llm_graph *lg, lk_model_t *m, int L, int mod, int32_t
     tg->B = lg_t(lg, an, role, LK_DTYPE_F32, 2, sh.out, ti.rank, 0, 0);
     if (tg->A < 0 || tg->B < 0) return (lk_status)(tg->A < 0 ? tg->A : tg->B);
     lg->ntg++;
-    lk_op_lora_t lp = {sizeof lp, tg->scale, 0, lg->b.train ? lg->b.dropout : 0.0f,
-                       lg->b.dropout_seed + 0x1000003ull * (uint64_t)(lg->ntg), LK_COMPUTE_F32, 0};
-    int32_t s3[3] = {x, tg->A, tg->B};
+    /* Dropout: the mask is an INPUT (keep / (1 - p), or 0) the trainer
+     * draws afresh for every micro-batch, applied by a MUL before the LoRA
+     * op (the op's own dropout would repeat one mask every step). */
+    int32_t xin = x;
+    tg->drop_mask = -1;
+    if (lg->b.train && lg->b.dropout > 0) {
+      snprintf(an, sizeof an, "%s.lora_dropout_mask", name);
+      tg->drop_mask = lg_t(lg, an, LK_X_INPUT, LK_DTYPE_F32, 3, B, S, sh.in, 0);
+      snprintf(an, sizeof an, "%s.lora_dropout", name);
+      xin = lg_t(lg, an, LK_X_ACTIVATION, LK_DTYPE_F32, 3, B, S, sh.in, 0);
+      if (tg->drop_mask < 0 || xin < 0) return lk_last_status(lg->ctx);
+      int32_t sm[2] = {x, tg->drop_mask};
+      if ((st = lg_op(lg, LK_OP_MUL, NULL, 0, sm, 2, &xin, 1))) return st;
+    }
+    lk_op_lora_t lp = {sizeof lp, tg->scale, 0, 0.0f, 0, LK_COMPUTE_F32, 0};
+    int32_t s3[3] = {xin, tg->A, tg->B};
     if ((st = lg_op(lg, LK_OP_LORA_FORWARD, &lp, sizeof lp, s3, 3, y, 1))) return st;
   }
   if (c->qkv_bias && (mod == LLM_Q || mod == LLM_K || mod == LLM_V)) {

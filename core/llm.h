@@ -51,6 +51,7 @@ typedef struct llm_target {
   float scale;
   int32_t A, B;        /* graph tensors */
   int32_t ad_index;    /* the target's index in the adapter */
+  int32_t drop_mask;   /* training with dropout: the mask INPUT [batch, seq, in], else -1 */
 } llm_target;
 
 typedef struct llm_build {
@@ -59,8 +60,7 @@ typedef struct llm_build {
   const lk_adapter_t *adapter; /* NULL: base only */
   float adapter_mult;          /* the adapter's scale multiplier (default 1 when 0) */
   int merged;                  /* fold s B A into the weights at upload */
-  float dropout;               /* LoRA dropout (training) */
-  uint64_t dropout_seed;
+  float dropout;               /* LoRA dropout (training): a mask INPUT per target */
   const char *base_quant;      /* quantise the linear weights to this format (NULL: as stored) */
   int quant_roundtrip;         /* with base_quant: store the dequantised f32 copy instead */
   int keep_logits;             /* logits readable after a forward */

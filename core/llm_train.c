@@ -34,6 +34,8 @@ struct llm_trainer {
   lk_buffer_t *bp, *bg, *bm, *bv, *bss;
   int64_t step;
   int32_t *labels_tmp;
+  float *mask;          /* dropout masks, one target at a time */
+  uint64_t draws;       /* micro-batches seen: the dropout stream's position */
 };
 
 uint64_t llm_trainer_n_params(const llm_trainer *t) { return t->n; }
@@ -147,6 +149,7 @@ void llm_trainer_free(llm_trainer *t) {
   free(t->grads);
   free(t->gtmp);
   free(t->labels_tmp);
+  free(t->mask);
   free(t);
 }
 
@@ -173,7 +176,6 @@ lk_status llm_trainer_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m,
   b.train = 1;
   b.adapter = t->ad;
   b.dropout = o->dropout;
-  b.dropout_seed = o->seed;
   b.base_quant = o->base_quant;
   b.quant_roundtrip = o->quant_roundtrip;
   b.blocks = o->recompute;
@@ -199,6 +201,11 @@ lk_status llm_trainer_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m,
   t->gtmp = malloc(t->n * sizeof(float));
   t->labels_tmp = malloc((size_t)(o->batch * o->seq) * sizeof(int32_t));
   if (!t->params || !t->grads || !t->gtmp || !t->labels_tmp) goto oom;
+  if (o->dropout > 0) {
+    int64_t widest = t->cfg.hidden > t->cfg.inter ? t->cfg.hidden : t->cfg.inter;
+    if (t->cfg.n_heads * t->cfg.head_dim > widest) widest = t->cfg.n_heads * t->cfg.head_dim;
+    if (!(t->mask = malloc((size_t)(o->batch * o->seq * widest) * sizeof(float)))) goto oom;
+  }
   for (uint32_t k = 0; k < t->lg.ntg; k++) {
     lk_tensor_t A, B;
     const llm_target *g = &t->lg.tg[k];
@@ -235,6 +242,24 @@ static lk_status tr_push_params(llm_trainer *t) {
  * labels ignore the last position of every row. */
 static double tr_count(const llm_trainer *t) { return (double)(t->o.batch * (t->o.seq - 1)); }
 
+/* Dropout masks for the next run: each target's keep(i) / (1 - p) by
+ * lk_dropout_keep over a stream seeded by the run's seed, the micro-batch
+ * count and the target; all ones (no dropout) when !on (evaluation). */
+static lk_status tr_masks(llm_trainer *t, int on) {
+  if (!(t->o.dropout > 0)) return LK_OK;
+  float p = t->o.dropout, keep = 1.0f / (1.0f - p);
+  lk_status st = LK_OK;
+  for (uint32_t k = 0; k < t->lg.ntg && !st; k++) {
+    const llm_target *g = &t->lg.tg[k];
+    uint64_t n = (uint64_t)(t->o.batch * t->o.seq * g->in);
+    uint64_t seed = lk_splitmix64(t->o.seed ^ lk_splitmix64(t->draws * 0x10001ull + k + 1));
+    for (uint64_t i = 0; i < n; i++) t->mask[i] = !on ? 1.0f : lk_dropout_keep(seed, i, p) ? keep : 0.0f;
+    st = lk_x_session_set(t->s, g->drop_mask, t->mask, n * sizeof(float));
+  }
+  if (on) t->draws++;
+  return st;
+}
+
 /* Forward (and backward when grads) of every micro-batch: the loss, and
  * the gradients summed (each micro-batch weighted by its share of the
  * counted positions) into t->grads. */
@@ -246,6 +271,7 @@ static lk_status tr_run(llm_trainer *t, const int32_t *ids, int grads, float *lo
   if (grads) memset(t->grads, 0, t->n * sizeof(float));
   for (uint32_t a = 0; a < na && !st; a++) {
     st = llm_graph_set_batch(&t->lg, t->s, ids + a * per);
+    if (!st) st = tr_masks(t, grads);
     if (!st) st = grads ? lk_x_session_step(t->s, 0.0f, 1) : lk_x_session_forward(t->s);
     float l = 0;
     if (!st) st = lk_x_session_get(t->s, t->lg.loss, &l, sizeof l);

@@ -334,6 +334,53 @@ START_TEST(train_schedules) {
 }
 END_TEST
 
+
+/* LoRA dropout: a fresh mask every micro-batch (two training passes over
+ * the same batch at the same parameters give different losses), none in
+ * evaluation (equal to the dropout-free trainer's loss). */
+START_TEST(train_dropout_masks) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  lk_backend_t *be = tl_cpu(ctx);
+  lk_model_t *m = fm_open(ctx, fm_fx("base"), NULL);
+  int64_t steps;
+  int32_t *ids = tl_batches(&steps);
+  llm_trainer *plain = tl_trainer(ctx, be, m, 4, 1, NULL, 0);
+  double l[3];
+  tl_run_a1(plain, ids, 3, l); /* B becomes nonzero */
+  llm_train_opts o;
+  memset(&o, 0, sizeof o);
+  o.batch = 4;
+  o.seq = 64;
+  o.init_adapter = fm_fx("a1/adapter-init");
+  o.dropout = 0.5f;
+  o.seed = 11;
+  llm_trainer *d = NULL;
+  ck_assert_msg(llm_trainer_create(ctx, be, m, &o, &d) == LK_OK, "%s", lk_last_error(ctx));
+  uint64_t n = llm_trainer_n_params(plain);
+  float *p = malloc(n * 4);
+  ck_assert_int_eq(llm_trainer_get_state(plain, p, NULL, NULL, NULL), LK_OK);
+  ck_assert_int_eq(llm_trainer_set_state(d, p, NULL, NULL, -1), LK_OK);
+  float e0, e1, e2, a, b;
+  ck_assert_int_eq(llm_trainer_eval(plain, ids, &e0), LK_OK);
+  ck_assert_int_eq(llm_trainer_eval(d, ids, &e1), LK_OK);
+  ck_assert_int_eq(llm_trainer_step(d, ids, 0.0f, &a), LK_OK);
+  ck_assert_int_eq(llm_trainer_step(d, ids, 0.0f, &b), LK_OK);
+  ck_assert_int_eq(llm_trainer_eval(d, ids, &e2), LK_OK);
+  printf("llm dropout 0.5: eval %.6f (no-dropout trainer %.6f, again %.6f); training passes %.6f, %.6f\n", e1, e0, e2,
+         a, b);
+  ck_assert_msg(fabs(e1 - e0) <= 1e-6 * e0 && e1 == e2, "eval %.8f %.8f vs %.8f", e1, e2, e0);
+  ck_assert_msg(a != b && a != e1 && b != e1, "the masks did not change: %.8f %.8f (eval %.8f)", a, b, e1);
+  free(p);
+  free(ids);
+  llm_trainer_free(d);
+  llm_trainer_free(plain);
+  lk_model_close(m);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static void llm_train_tcases(Suite *s) {
   TCase *tc = tcase_create("train");
   tcase_set_timeout(tc, 300);
@@ -343,5 +390,6 @@ static void llm_train_tcases(Suite *s) {
   tcase_add_test(tc, train_qlora_and_checkpointing);
   tcase_add_test(tc, train_gguf_quantised_bases);
   tcase_add_test(tc, train_schedules);
+  tcase_add_test(tc, train_dropout_masks);
   suite_add_tcase(s, tc);
 }

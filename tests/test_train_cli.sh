@@ -101,6 +101,31 @@ print(f"     {len(ref)} tensors, worst diff {worst:.2e} of the tensor's largest 
 EOF
 fi
 
+# ---- int32 input_ids: the same first steps ------------------------------------------
+python3 - "$F/a1/batches.safetensors" "$T/b32.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+e = h["input_ids"]
+s, t = e["data_offsets"]
+v = struct.unpack(f"<{(t - s) // 8}q", b[8 + n + s:8 + n + t])
+data = struct.pack(f"<{len(v)}i", *v)
+hdr = json.dumps({"input_ids": {"dtype": "I32", "shape": e["shape"], "data_offsets": [0, len(data)]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)
+EOF
+"$LK" train "$F/base" --tokens "$T/b32.safetensors" --init-adapter "$F/a1/adapter-init" --lr 1e-3 \
+  --schedule constant --weight-decay 0 --clip 0 --steps 3 -o "$T/a32" --json >"$T/s32.jsonl" 2>"$T/e32"
+python3 - "$T/s32.jsonl" "$F/a1/losses.json" <<'EOF' && ok "int32 input_ids" || bad "int32 input_ids: $(cat "$T/e32")"
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ref = json.load(open(sys.argv[2]))["losses"]
+assert len(steps) == 3
+for s, r in zip(steps, ref):
+    assert abs(s["loss"] - r) <= 1e-4 * abs(r), (s["loss"], r)
+EOF
+
 # ---- errors -----------------------------------------------------------------------
 expect "no MODEL" 2 "no MODEL" train --tokens "$F/a1/batches.safetensors" -o "$T/x1"
 expect "unknown option" 2 "unknown option" train "$F/base" --tokens "$F/a1/batches.safetensors" --bogus 1 -o "$T/x2"

@@ -67,11 +67,34 @@ static lk_status tr_targets(lk_context_t *ctx, const char *list, int sel[LLM_NMO
   return LK_OK;
 }
 
+/* An adapter folder written by the trainer names its base's fingerprint
+ * (adapter_config.json "lorakit_base_fingerprint"): refused on another base.
+ * Adapters without one (PEFT's own) are checked by their shapes only. */
+static lk_status tr_check_fingerprint(llm_trainer *t, const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+  json_t *cfg = json_load_file(path, 0, NULL);
+  const char *want = json_string_value(json_object_get(cfg, "lorakit_base_fingerprint"));
+  lk_status st = LK_OK;
+  if (want) {
+    char fp[65], have[80];
+    if (!(st = llm_base_fingerprint(t->m, fp))) {
+      snprintf(have, sizeof have, "sha256:%s", fp);
+      if (strcmp(want, have))
+        st = lk__fail(t->ctx, LK_ERR_INVALID_ARG, "%s: the adapter was trained on a base with fingerprint %.80s; %s "
+                      "has %s", dir, want, lk_model_path(t->m), have);
+    }
+  }
+  json_decref(cfg);
+  return st;
+}
+
 static lk_status tr_make_adapter(llm_trainer *t) {
   lk_context_t *ctx = t->ctx;
   const llm_train_opts *o = &t->o;
   lk_status st;
   if (o->init_adapter) {
+    if ((st = tr_check_fingerprint(t, o->init_adapter))) return st;
     st = lk_adapter_load(ctx, o->init_adapter, NULL, lk_model_metadata_json(t->m), &t->ad);
     if (st) return st;
     lk_adapter_header_t h;

@@ -129,6 +129,25 @@ START_TEST(train_a1_losses_and_adapter) {
   const char *bm = json_string_value(json_object_get(cfg, "base_model_name_or_path"));
   ck_assert_msg(bm && strstr(bm, "base"), "base_model_name_or_path %s", bm ? bm : "(null)");
   json_decref(cfg);
+  /* Training on from it: refused on another base (PEFT's merged model) by
+   * the fingerprint, accepted on the same weights in GGUF. */
+  {
+    llm_train_opts o2;
+    memset(&o2, 0, sizeof o2);
+    o2.batch = 4;
+    o2.seq = 64;
+    o2.init_adapter = out;
+    llm_trainer *t2 = NULL;
+    lk_model_t *other = fm_open(ctx, fm_fx("a1/merged"), NULL), *same = fm_open(ctx, fm_fx("gguf/base-f32.gguf"), NULL);
+    ck_assert_int_eq(llm_trainer_create(ctx, be, other, &o2, &t2), LK_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(lk_last_error(ctx), "fingerprint") && strstr(lk_last_error(ctx), "a1-trained"), "%s",
+                  lk_last_error(ctx));
+    st = llm_trainer_create(ctx, be, same, &o2, &t2);
+    ck_assert_msg(st == LK_OK, "same weights in GGUF: %s", lk_last_error(ctx));
+    llm_trainer_free(t2);
+    lk_model_close(other);
+    lk_model_close(same);
+  }
   lk_adapter_free(mine);
   lk_adapter_free(peft);
   fm_rmtree(dir);

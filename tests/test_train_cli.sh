@@ -136,9 +136,18 @@ expect "no data" 2 "--tokens" train "$F/base" -o "$T/x5"
 expect "missing tokens file" 1 "$T/none.safetensors" train "$F/base" --tokens "$T/none.safetensors" -o "$T/x6"
 expect "--data not yet" 1 "not yet" train "$F/base" --data "$F/corpus-sources.json" -o "$T/x7"
 expect "unknown target" 1 "valid names" train "$F/base" --tokens "$F/a1/batches.safetensors" --targets q_proj,w_proj --steps 1 -o "$T/x8"
+[ -d "$T/a1" ] && expect "adapter of another base" 1 "fingerprint" train "$F/a1/merged" --tokens "$F/a1/batches.safetensors" \
+  --init-adapter "$T/a1" --steps 1 -o "$T/x9"
+python3 -c '
+import json, struct, sys
+data = struct.pack("<300i", *([5] * 300))
+hdr = json.dumps({"input_ids": {"dtype": "I32", "shape": [1, 1, 300], "data_offsets": [0, len(data)]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)' "$T/long.safetensors"
+expect "sequence past the context" 1 "context" train "$F/base" --tokens "$T/long.safetensors" -o "$T/x10"
 mkdir -p "$T/exists"
 expect "existing output" 1 "exists" train "$F/base" --tokens "$F/a1/batches.safetensors" --steps 1 -o "$T/exists"
-for x in x1 x2 x3 x4 x5 x6 x7 x8; do
+for x in x1 x2 x3 x4 x5 x6 x7 x8 x9 x10; do
   [ -e "$T/$x" ] && bad "a failed run wrote $T/$x"
 done
 [ -z "$(ls -A "$T/exists")" ] || bad "the existing output was touched"

@@ -285,6 +285,7 @@ END_TEST
 
 #include "test_llm_train.h"
 #include "test_llm_fd.h"
+#include "test_llm_ref.h"
 
 static Suite *llm_suite(void) {
   Suite *s = suite_create("llm");
@@ -301,6 +302,7 @@ static Suite *llm_suite(void) {
   TCase *fd = tcase_create("backward");
   tcase_set_timeout(fd, 300);
   tcase_add_test(fd, backward_blocks_vs_finite_differences);
+  tcase_add_test(fd, forward_variants_vs_naive);
   suite_add_tcase(s, fd);
   return s;
 }

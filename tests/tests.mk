@@ -104,7 +104,7 @@ $(B)/tests/bin/test_engine: tests/test_engine.c tests/test_engine_more.h tests/t
 
 # The Llama model and trainer (core/llm*.c): internal llm_* symbols, so the
 # suite links the core objects directly; reads the fixtures (LK_FIXTURES).
-$(B)/tests/bin/test_llm: tests/test_llm.c tests/test_llm_train.h tests/test_llm_fd.h tests/test_fmt_util.h $(TEST_HDRS) \
+$(B)/tests/bin/test_llm: tests/test_llm.c tests/test_llm_train.h tests/test_llm_fd.h tests/test_llm_ref.h tests/test_fmt_util.h $(TEST_HDRS) \
     $(wildcard abi/*.h) $(wildcard core/*.h) $(CORE_OBJ) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Icore -o $@ $< $(CORE_OBJ) $(LDFLAGS) \

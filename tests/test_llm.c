@@ -255,6 +255,52 @@ START_TEST(kv_cache_incremental_equals_full) {
 }
 END_TEST
 
+/* The adapter's scale multiplier: 1e-9 gives the base (PEFT's base logits);
+ * 2 on the fly equals 2 merged (the LoRA op against W + 2 s B A formed in
+ * double on the host). */
+START_TEST(logits_adapter_scale) {
+  FM_NEED_FIXTURES();
+  tl_logits_case c;
+  tl_case_init(&c);
+  lk_model_t *m = fm_open(c.ctx, fm_fx("base"), NULL);
+  lk_adapter_t *ad = NULL;
+  ck_assert_int_eq(lk_adapter_load(c.ctx, fm_fx("a1/adapter-trained"), NULL, NULL, &ad), LK_OK);
+  size_t n = (size_t)(c.B * c.S * c.V);
+  float *fly = malloc(n * sizeof *fly), *mer = malloc(n * sizeof *mer);
+  llm_build b;
+  memset(&b, 0, sizeof b);
+  b.batch = c.B;
+  b.seq = c.S;
+  b.adapter = ad;
+  b.adapter_mult = 1e-9f;
+  ck_assert_int_eq(llm_logits(c.ctx, c.be, m, &b, c.ids, fly), LK_OK);
+  int64_t sh[4];
+  uint32_t nd;
+  double *base = tl_st_read(fm_fx("a1/logits.safetensors"), "base", sh, &nd);
+  size_t at = 0;
+  double d0 = tl_maxdiff(fly, base, n, &at);
+  b.adapter_mult = 2.0f;
+  ck_assert_int_eq(llm_logits(c.ctx, c.be, m, &b, c.ids, fly), LK_OK);
+  b.merged = 1;
+  ck_assert_int_eq(llm_logits(c.ctx, c.be, m, &b, c.ids, mer), LK_OK);
+  double d2 = 0, moved = 0;
+  for (size_t i = 0; i < n; i++) {
+    d2 = fmax(d2, fabs((double)fly[i] - mer[i]));
+    moved = fmax(moved, fabs((double)fly[i] - base[i]));
+  }
+  printf("llm adapter scale: x1e-9 vs PEFT base %.3g; x2 on the fly vs merged %.3g (x2 moves the logits by %.3g)\n", d0,
+         d2, moved);
+  ck_assert_msg(d0 <= 1e-4, "scale ~0: %.3g from the base", d0);
+  ck_assert_msg(d2 <= 1e-4 && moved > 1, "scale 2: on the fly vs merged %.3g (moved %.3g)", d2, moved);
+  free(base);
+  free(fly);
+  free(mer);
+  lk_adapter_free(ad);
+  lk_model_close(m);
+  tl_case_free(&c);
+}
+END_TEST
+
 START_TEST(config_parse) {
   /* Hand-written configs: qwen2 biases, llama3 rope scaling, defaults. */
   lk_context_t *ctx = NULL;
@@ -297,6 +343,7 @@ static Suite *llm_suite(void) {
   tcase_add_test(tc, logits_adapter_merged);
   tcase_add_test(tc, logits_gguf_equals_hf);
   tcase_add_test(tc, kv_cache_incremental_equals_full);
+  tcase_add_test(tc, logits_adapter_scale);
   suite_add_tcase(s, tc);
   llm_train_tcases(s);
   TCase *fd = tcase_create("backward");

@@ -400,6 +400,58 @@ START_TEST(train_dropout_masks) {
 }
 END_TEST
 
+
+/* A fresh adapter as PEFT makes one: every linear module with all-linear,
+ * A kaiming-uniform (a = sqrt(5): bound 1/sqrt(in), variance bound^2 / 3),
+ * B zero; rsLoRA scale alpha / sqrt(r); a module that does not exist is
+ * refused listing the valid names. */
+START_TEST(train_fresh_adapter) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  lk_backend_t *be = tl_cpu(ctx);
+  lk_model_t *m = fm_open(ctx, fm_fx("base"), NULL);
+  llm_train_opts o;
+  memset(&o, 0, sizeof o);
+  o.batch = 1;
+  o.seq = 16;
+  o.rank = 8;
+  o.alpha = 16;
+  o.rslora = 1;
+  o.targets = "all-linear";
+  o.seed = 3;
+  llm_trainer *t = NULL;
+  ck_assert_msg(llm_trainer_create(ctx, be, m, &o, &t) == LK_OK, "%s", lk_last_error(ctx));
+  lk_adapter_t *ad = llm_trainer_adapter(t);
+  ck_assert_uint_eq(lk_adapter_target_count(ad), 2 * 7);
+  for (uint32_t k = 0; k < lk_adapter_target_count(ad); k++) {
+    lk_target_info_t ti = {sizeof ti, 0, NULL, 0, 0, 0, 0};
+    lk_tensor_t A, B;
+    ck_assert_int_eq(lk_adapter_target_info(ad, k, &ti), LK_OK);
+    ck_assert_int_eq(lk_adapter_weights(ad, k, &A, &B), LK_OK);
+    ck_assert_msg(fabs(ti.scale - 16 / sqrt(8.0)) < 1e-5, "%s: scale %g", ti.name, ti.scale);
+    double bound = 1 / sqrt((double)ti.in_features), var = 0, amax = 0;
+    size_t na = (size_t)ti.rank * (size_t)ti.in_features, nb = (size_t)ti.rank * (size_t)ti.out_features;
+    const float *a = A.data, *b = B.data;
+    for (size_t i = 0; i < na; i++) {
+      var += (double)a[i] * a[i];
+      amax = fmax(amax, fabs(a[i]));
+    }
+    var /= (double)na;
+    for (size_t i = 0; i < nb; i++) ck_assert_msg(b[i] == 0, "%s: B[%zu] = %g", ti.name, i, b[i]);
+    ck_assert_msg(amax <= bound && fabs(var / (bound * bound / 3) - 1) < 0.1, "%s: |A| max %g (bound %g), variance %g "
+                  "(want %g)", ti.name, amax, bound, var, bound * bound / 3);
+  }
+  llm_trainer_free(t);
+  o.targets = "q_proj,attn_proj";
+  ck_assert_int_eq(llm_trainer_create(ctx, be, m, &o, &t), LK_ERR_INVALID_ARG);
+  ck_assert_msg(strstr(lk_last_error(ctx), "attn_proj") && strstr(lk_last_error(ctx), "gate_proj"), "%s",
+                lk_last_error(ctx));
+  lk_model_close(m);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
 static void llm_train_tcases(Suite *s) {
   TCase *tc = tcase_create("train");
   tcase_set_timeout(tc, 300);
@@ -410,5 +462,6 @@ static void llm_train_tcases(Suite *s) {
   tcase_add_test(tc, train_gguf_quantised_bases);
   tcase_add_test(tc, train_schedules);
   tcase_add_test(tc, train_dropout_masks);
+  tcase_add_test(tc, train_fresh_adapter);
   suite_add_tcase(s, tc);
 }

@@ -245,6 +245,73 @@ LK_API lk_status lk_x_tok_stream_create(const lk_x_tokenizer_t *tok, lk_x_tok_st
 LK_API lk_status lk_x_tok_stream_put(lk_x_tok_stream_t *s, int32_t id, const char **text, size_t *len);
 LK_API lk_status lk_x_tok_stream_flush(lk_x_tok_stream_t *s, const char **text, size_t *len);
 LK_API void lk_x_tok_stream_free(lk_x_tok_stream_t *s);
+/* ---- training: LoRA / QLoRA of a Llama-family model (core/train.c) ---------
+ * The whole operation `lorakit train` runs: open the base (HF folder or
+ * GGUF; llama, mistral, qwen2), make or load the adapter, train it on the
+ * engine (core/llm*.c: graph + session, AdamW as torch.optim.AdamW after
+ * clip_grad_norm_), save it. Fill the options with lk_x_train_opts_init,
+ * which sets the defaults stated beside each field. */
+enum {
+  LK_X_SCHEDULE_LINEAR = 0,               /* transformers' default */
+  LK_X_SCHEDULE_CONSTANT = 1,             /* warm-up ignored */
+  LK_X_SCHEDULE_COSINE = 2,
+  LK_X_SCHEDULE_CONSTANT_WITH_WARMUP = 3
+};
+
+typedef struct lk_x_train_step_t { /* output, handed to the callback */
+  uint32_t struct_size;
+  int64_t step;          /* 0-based */
+  float loss;            /* the batch loss before this step's update */
+  float lr;              /* the learning rate of this step's update */
+  double tokens_per_s;   /* tokens of this step / its wall time */
+  double peak_rss_mb;    /* the process's peak resident memory so far */
+  int64_t steps;         /* steps in the run */
+} lk_x_train_step_t;
+#define LK_MIN_SIZE_X_TRAIN_STEP LK_MIN_SIZE(lk_x_train_step_t, steps)
+
+/* Return nonzero to stop after this step (the adapter is still saved). */
+typedef int (*lk_x_train_callback)(void *user, const lk_x_train_step_t *step);
+
+typedef struct lk_x_train_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  const char *model;        /* base model path (required) */
+  const char *init_adapter; /* start from this adapter (its rank, alpha, scaling, targets); NULL: fresh */
+  const char *tokens;       /* safetensors with input_ids (i64 or i32) [steps, batch, seq] (required) */
+  uint32_t rank;            /* fresh adapter: 8 */
+  float alpha;              /* 16 */
+  const char *targets;      /* "q_proj,v_proj" (PEFT's Llama default) or "all-linear" */
+  uint32_t rslora;          /* 0: scale alpha/r; 1: alpha/sqrt(r) */
+  float dropout;            /* 0 */
+  float lr;                 /* 5e-5 (transformers' Trainer) */
+  int64_t steps;            /* 0: every batch of the tokens file */
+  int64_t batch;            /* 0: the file's */
+  int64_t seq_len;          /* 0: the file's */
+  uint32_t grad_accum;      /* micro-batches per step (divides batch): 1 */
+  int64_t warmup;           /* warm-up steps: 0 */
+  int32_t schedule;         /* LK_X_SCHEDULE_LINEAR */
+  float weight_decay;       /* 0.01 (torch.optim.AdamW) */
+  float clip;               /* max gradient norm 1.0; 0: off */
+  float beta1, beta2, eps;  /* 0.9, 0.999, 1e-8 */
+  uint64_t seed;            /* 42 */
+  const char *base_quant;   /* quantise the frozen linear weights ("nf4", "q4_0", "q8_0"); NULL: as stored */
+  uint32_t threads;         /* informational: threads come from the context */
+  uint32_t checkpointing;   /* 1: recompute activations per layer in backward */
+  const char *output;       /* adapter path (required) */
+  const char *output_format; /* "peft" (default) or "gguf-lora" */
+  lk_x_train_callback callback; /* per step, may be NULL */
+  void *user;
+} lk_x_train_opts_t;
+#define LK_MIN_SIZE_X_TRAIN_OPTS LK_MIN_SIZE(lk_x_train_opts_t, user)
+
+/* [one-thread-per-object] The defaults above, struct_size set. */
+LK_API void lk_x_train_opts_init(lk_x_train_opts_t *o);
+/* [one-thread-per-context] Train and save. Errors name the file and the
+ * problem (a missing tokens file, a batch that does not match, a target
+ * module that does not exist...); nothing is written on failure. */
+LK_API lk_status lk_x_train(lk_context_t *ctx, const lk_x_train_opts_t *o);
+/* [one-thread-per-object] The learning rate of step (0-based) of `steps`,
+ * as transformers' get_scheduler(schedule, warmup, steps) gives it. */
+LK_API float lk_x_train_lr(int32_t schedule, float lr, int64_t step, int64_t warmup, int64_t steps);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,8 @@ int cli_unmerge(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 extern const char cli_quantize_usage[];
 int cli_rank(int argc, char **argv);
+int cli_train(int argc, char **argv);
+extern const char cli_train_usage[];
 extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
     cli_unmerge_usage[], cli_rank_usage[];
 

@@ -23,6 +23,7 @@ static const cli_command commands[] = {
     {"registry", "adapter versions, tags and lineage (add, list, lineage, diff, export ...)", cli_registry_usage,
      cli_registry},
     {"tokenize", "token ids and pieces of a text under a model's tokenizer (or --decode ids)", cli_tokenize_usage, cli_tokenize},
+    {"train", "LoRA / QLoRA training of a Llama-family model (PEFT or GGUF LoRA out)", cli_train_usage, cli_train},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -241,6 +241,11 @@ static lk_status ad_op(lk_x_graph_t *g, uint32_t oi) {
     int32_t d[3] = {ad_need(g, s[0]) ? s[0] : -1, ad_need(g, s[1]) ? s[1] : -1, ad_need(g, s[2]) ? s[2] : -1};
     uint32_t acc;
     if ((st = ad_targets(g, d, 3, 0, &acc))) return st;
+    /* Backends write dq, dk and dv together (the cpu backend wants all
+     * three): a gradient nothing needs (k of a first layer whose input is
+     * frozen) goes to a scratch tensor that nothing reads. */
+    for (int i = 0; i < 3; i++)
+      if (d[i] < 0 && (d[i] = ad_like(g, s[i])) < 0) return d[i];
     lk_op_attention_t q = *(const lk_op_attention_t *)op.params;
     q.accumulate = acc;
     int32_t src[7] = {s[0], s[1], s[2], y, lse, dy, s[3]};

@@ -28,6 +28,7 @@ TEST_SUITES  += formats badinput model_ops model_quant quant quant_k quant_basic
 TEST_SUITES  += engine gpusim isa
 TEST_SUITES  += train_data
 TEST_SUITES  += tokenizer
+TEST_SUITES  += llm
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -113,6 +114,13 @@ $(B)/tests/bin/test_train_data: tests/test_train_data.c $(TD_CORE_OBJ) $(wildcar
     | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Icore -o $@ $< $(TD_CORE_OBJ) $(LDFLAGS) $(CHECK_LIBS) -ljansson -lcrypto -lm
+# The Llama model and trainer (core/llm*.c): internal llm_* symbols, so the
+# suite links the core objects directly; reads the fixtures (LK_FIXTURES).
+$(B)/tests/bin/test_llm: tests/test_llm.c tests/test_llm_train.h tests/test_llm_fd.h tests/test_llm_ref.h tests/test_fmt_util.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(wildcard core/*.h) $(CORE_OBJ) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Icore -o $@ $< $(CORE_OBJ) $(LDFLAGS) \
+	  $(CHECK_LIBS) -ljansson -lsqlite3 -lz -lcrypto -ldl -lpthread -lm
 
 # The references on hand-computed cases (linked in) and gpusim's contract.
 $(B)/tests/bin/test_gpusim: tests/test_gpusim.c $(REF_SRC) tests/ref/ref.h tests/plugins/gpusim.h $(TEST_HDRS) \
@@ -224,6 +232,12 @@ cli-formats-tests: all
 	bash tests/test_tok_cli.sh $(B) || fail=1; \
 	bash tests/test_safe_io.sh $(B) || fail=1; \
 	bash tests/hostile/run.sh $(B) || fail=1; exit $$fail
+
+# `lorakit train` on the fixtures (SKIP without them), run with cli-formats-tests.
+train-cli-tests: all
+	@bash tests/test_train_cli.sh $(B)
+cli-formats-tests: train-cli-tests
+.PHONY: train-cli-tests
 
 sanitize:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# test_train_cli.sh B - `lorakit train` on the reference fixtures
+# (LK_FIXTURES/tiny-llama-a) with the lorakit of build dir B:
+#   - PEFT's a1 run (a1/adapter-init, a1/batches.safetensors, AdamW lr 1e-3,
+#     weight decay 0, constant rate, no clipping) through the CLI: every
+#     per-step loss of --json equals a1/losses.json within 1e-4 relative, and
+#     the written adapter loads back (lorakit inspect) and equals
+#     a1/adapter-trained within 1e-4 (relative to each tensor's largest
+#     element), read with a standard-library safetensors reader;
+#   - usage errors exit 2; a missing tokens file exits 1 naming it; --data
+#     says "not yet"; an existing output is not overwritten.
+# Skips (exit 0) with a message when the fixtures are absent.
+set -u
+B=${1:-build}
+LK=$B/lorakit
+F=${LK_FIXTURES:-../shared/fixtures}/tiny-llama-a
+unset LORAKIT_PLUGIN_PATH
+
+if [ ! -d "$F" ]; then
+  echo "SKIP test_train_cli.sh: reference fixtures not found at $F (set LK_FIXTURES)"
+  exit 0
+fi
+[ -x "$LK" ] || { echo "FAIL: $LK not built"; exit 1; }
+command -v python3 >/dev/null || { echo "SKIP test_train_cli.sh: python3 not found"; exit 0; }
+
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fail=1; }
+
+# expect NAME EXIT ERRTEXT ARGS...
+expect() {
+  local name=$1 want=$2 text=$3
+  shift 3
+  "$LK" "$@" >"$T/out" 2>"$T/err"
+  local rc=$?
+  if [ "$rc" != "$want" ]; then bad "$name: exit $rc, expected $want: $(head -c 300 "$T/err")"; return; fi
+  if [ -n "$text" ] && ! grep -qiF -- "$text" "$T/err"; then bad "$name: stderr lacks '$text': $(head -c 300 "$T/err")"; return; fi
+  ok "$name"
+}
+
+# ---- the a1 run -----------------------------------------------------------------
+"$LK" train "$F/base" --tokens "$F/a1/batches.safetensors" --init-adapter "$F/a1/adapter-init" \
+  --lr 1e-3 --schedule constant --warmup 0 --weight-decay 0 --clip 0 --threads 2 -o "$T/a1" --json \
+  >"$T/steps.jsonl" 2>"$T/train.err"
+rc=$?
+if [ $rc != 0 ]; then
+  bad "train a1: exit $rc: $(cat "$T/train.err")"
+else
+  python3 - "$T/steps.jsonl" "$F/a1/losses.json" <<'EOF' && ok "train a1: per-step losses vs PEFT" || bad "train a1: per-step losses vs PEFT"
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ref = json.load(open(sys.argv[2]))["losses"]
+assert len(steps) == len(ref), f"{len(steps)} steps, reference {len(ref)}"
+worst = 0.0
+for i, (s, r) in enumerate(zip(steps, ref)):
+    for k in ("step", "loss", "lr", "tokens_per_s", "peak_rss_mb"):
+        assert k in s, f"step {i}: no {k}"
+    assert s["step"] == i, f"step field {s['step']} at line {i}"
+    assert abs(s["lr"] - 1e-3) < 1e-9, f"step {i}: lr {s['lr']}"
+    assert s["tokens_per_s"] > 0 and s["peak_rss_mb"] > 0
+    rel = abs(s["loss"] - r) / abs(r)
+    worst = max(worst, rel)
+    assert rel <= 1e-4, f"step {i}: loss {s['loss']} vs PEFT {r} (rel {rel:.3g})"
+print(f"     {len(ref)} losses, worst rel diff {worst:.2e}; peak RSS {steps[-1]['peak_rss_mb']} MB")
+EOF
+  if "$LK" inspect "$T/a1" >"$T/inspect" 2>&1 && grep -q "LoRA" "$T/inspect"; then
+    ok "train a1: the adapter loads back (inspect)"
+  else
+    bad "train a1: inspect: $(head -c 300 "$T/inspect")"
+  fi
+  python3 - "$T/a1/adapter_model.safetensors" "$F/a1/adapter-trained/adapter_model.safetensors" "$T/a1/adapter_config.json" <<'EOF' && ok "train a1: adapter vs PEFT's adapter-trained" || bad "train a1: adapter vs PEFT's adapter-trained"
+import json, struct, sys
+def load(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in h.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", (path, k, v["dtype"])
+        s, e = v["data_offsets"]
+        out[k] = struct.unpack(f"<{(e - s) // 4}f", b[8 + n + s:8 + n + e])
+    return out
+mine, ref = load(sys.argv[1]), load(sys.argv[2])
+assert sorted(mine) == sorted(ref), (sorted(mine), sorted(ref))
+worst, where = 0.0, ""
+for k in ref:
+    amax = max(abs(x) for x in ref[k])
+    d = max(abs(a - b) for a, b in zip(mine[k], ref[k])) / amax
+    if d > worst:
+        worst, where = d, k
+assert worst <= 1e-4, f"{where}: {worst:.3g}"
+cfg = json.load(open(sys.argv[3]))
+assert cfg["r"] == 8 and cfg["lora_alpha"] == 16 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+assert cfg.get("base_model_name_or_path"), "no base_model_name_or_path"
+assert str(cfg.get("lorakit_base_fingerprint", "")).startswith("sha256:"), "no base fingerprint"
+print(f"     {len(ref)} tensors, worst diff {worst:.2e} of the tensor's largest ({where})")
+EOF
+fi
+
+# ---- int32 input_ids: the same first steps ------------------------------------------
+python3 - "$F/a1/batches.safetensors" "$T/b32.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+e = h["input_ids"]
+s, t = e["data_offsets"]
+v = struct.unpack(f"<{(t - s) // 8}q", b[8 + n + s:8 + n + t])
+data = struct.pack(f"<{len(v)}i", *v)
+hdr = json.dumps({"input_ids": {"dtype": "I32", "shape": e["shape"], "data_offsets": [0, len(data)]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)
+EOF
+"$LK" train "$F/base" --tokens "$T/b32.safetensors" --init-adapter "$F/a1/adapter-init" --lr 1e-3 \
+  --schedule constant --weight-decay 0 --clip 0 --steps 3 -o "$T/a32" --json >"$T/s32.jsonl" 2>"$T/e32"
+python3 - "$T/s32.jsonl" "$F/a1/losses.json" <<'EOF' && ok "int32 input_ids" || bad "int32 input_ids: $(cat "$T/e32")"
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ref = json.load(open(sys.argv[2]))["losses"]
+assert len(steps) == 3
+for s, r in zip(steps, ref):
+    assert abs(s["loss"] - r) <= 1e-4 * abs(r), (s["loss"], r)
+EOF
+
+# ---- errors -----------------------------------------------------------------------
+expect "no MODEL" 2 "no MODEL" train --tokens "$F/a1/batches.safetensors" -o "$T/x1"
+expect "unknown option" 2 "unknown option" train "$F/base" --tokens "$F/a1/batches.safetensors" --bogus 1 -o "$T/x2"
+expect "bad number" 2 "--lr" train "$F/base" --tokens "$F/a1/batches.safetensors" --lr abc -o "$T/x3"
+expect "bad schedule" 2 "--schedule" train "$F/base" --tokens "$F/a1/batches.safetensors" --schedule steep -o "$T/x4"
+expect "no output" 2 "-o ADAPTER" train "$F/base" --tokens "$F/a1/batches.safetensors"
+expect "no data" 2 "--tokens" train "$F/base" -o "$T/x5"
+expect "missing tokens file" 1 "$T/none.safetensors" train "$F/base" --tokens "$T/none.safetensors" -o "$T/x6"
+expect "--data not yet" 1 "not yet" train "$F/base" --data "$F/corpus-sources.json" -o "$T/x7"
+expect "unknown target" 1 "valid names" train "$F/base" --tokens "$F/a1/batches.safetensors" --targets q_proj,w_proj --steps 1 -o "$T/x8"
+[ -d "$T/a1" ] && expect "adapter of another base" 1 "fingerprint" train "$F/a1/merged" --tokens "$F/a1/batches.safetensors" \
+  --init-adapter "$T/a1" --steps 1 -o "$T/x9"
+python3 -c '
+import json, struct, sys
+data = struct.pack("<300i", *([5] * 300))
+hdr = json.dumps({"input_ids": {"dtype": "I32", "shape": [1, 1, 300], "data_offsets": [0, len(data)]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)' "$T/long.safetensors"
+expect "sequence past the context" 1 "context" train "$F/base" --tokens "$T/long.safetensors" -o "$T/x10"
+mkdir -p "$T/exists"
+expect "existing output" 1 "exists" train "$F/base" --tokens "$F/a1/batches.safetensors" --steps 1 -o "$T/exists"
+for x in x1 x2 x3 x4 x5 x6 x7 x8 x9 x10; do
+  [ -e "$T/$x" ] && bad "a failed run wrote $T/$x"
+done
+[ -z "$(ls -A "$T/exists")" ] || bad "the existing output was touched"
+expect "--help" 0 "" train --help
+grep -q "constant_with_warmup" "$T/out" && grep -q "default 0.01" "$T/out" || bad "--help lacks the defaults"
+
+if [ $fail = 0 ]; then echo "test_train_cli.sh: all passed"; else echo "test_train_cli.sh: FAILURES"; fi
+exit $fail

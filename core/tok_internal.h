@@ -47,6 +47,7 @@ struct tok_t {
   float *score;
   uint8_t *type;
   uint32_t *hmap; /* open addressing over piece bytes: id + 1, 0 empty */
+  uint32_t *hkey; /* each slot's full hash, compared before the bytes */
   uint32_t hcap;
   /* merges (TOK_M_BPE_RANK): key (left << 32 | right) -> rank, merged id */
   uint64_t *mkey;

@@ -192,9 +192,18 @@ static void ti_put(tok_ids *l, int32_t id) {
 /* ---- vocabulary ------------------------------------------------------- */
 
 static uint32_t tok_hash(const char *s, size_t n) {
-  uint32_t h = 2166136261u;
-  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-  return h;
+  uint32_t h = 2166136261u ^ (uint32_t)n;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    uint32_t w;
+    memcpy(&w, s + i, 4);
+    h = (h ^ w) * 0x9E3779B1u;
+    h ^= h >> 15;
+  }
+  for (; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
+  h ^= h >> 13;
+  h *= 0x85EBCA6Bu;
+  return h ^ (h >> 16);
 }
 
 int tok__alloc(tok_t *t, int32_t n) {
@@ -220,11 +229,12 @@ void tok__set(tok_t *t, int32_t id, const char *s, size_t len, float score, int 
 
 int32_t tok__find(const tok_t *t, const char *s, size_t len) {
   if (!t->hcap) return -1;
-  for (uint32_t i = tok_hash(s, len) & (t->hcap - 1);; i = (i + 1) & (t->hcap - 1)) {
+  uint32_t h = tok_hash(s, len);
+  for (uint32_t i = h & (t->hcap - 1);; i = (i + 1) & (t->hcap - 1)) {
     uint32_t v = t->hmap[i];
     if (!v) return -1;
     int32_t id = (int32_t)v - 1;
-    if (t->plen[id] == len && !memcmp(t->piece[id], s, len)) return id;
+    if (t->hkey[i] == h && t->plen[id] == len && !memcmp(t->piece[id], s, len)) return id;
   }
 }
 
@@ -232,7 +242,8 @@ int tok__index(tok_t *t) {
   uint32_t cap = 16;
   while (cap < (uint32_t)t->n * 2u) cap *= 2;
   t->hmap = calloc(cap, sizeof *t->hmap);
-  if (!t->hmap) return -1;
+  t->hkey = calloc(cap, sizeof *t->hkey);
+  if (!t->hmap || !t->hkey) return -1;
   t->hcap = cap;
   float lo = 0;
   int any = 0;
@@ -241,9 +252,10 @@ int tok__index(tok_t *t) {
     if (!t->piece[id]) return -1;
     /* the first id of a duplicated piece wins, as in SentencePiece */
     if (tok__find(t, t->piece[id], t->plen[id]) < 0) {
-      uint32_t i = tok_hash(t->piece[id], t->plen[id]) & (cap - 1);
+      uint32_t h = tok_hash(t->piece[id], t->plen[id]), i = h & (cap - 1);
       while (t->hmap[i]) i = (i + 1) & (cap - 1);
       t->hmap[i] = (uint32_t)id + 1;
+      t->hkey[i] = h;
     }
     if (t->plen[id] > t->max_plen) t->max_plen = t->plen[id];
     t->n_user += t->type[id] == TOK_T_USER;
@@ -337,7 +349,7 @@ void tok_free(tok_t *t) {
     for (int32_t i = 0; i < t->n; i++) free(t->piece[i]);
   for (size_t i = 0; i < t->n_added; i++) free(t->added[i].s);
   free(t->added);
-  free(t->piece), free(t->plen), free(t->score), free(t->type), free(t->hmap);
+  free(t->piece), free(t->plen), free(t->score), free(t->type), free(t->hmap), free(t->hkey);
   free(t->mkey), free(t->mrank), free(t->mres);
   free(t);
 }

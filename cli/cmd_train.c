@@ -284,7 +284,7 @@ int cli_train(int argc, char **argv) {
     rc = cli_error(CLI_FAILED, "train: %s", lk_last_error(ctx));
   } else if (c.signal) {
     /* The command that resumes: this one, with --resume the checkpoint. */
-    fprintf(stderr, "lorakit: train: interrupted by %s after step %lld; checkpoint written to %s\n"
+    fprintf(stderr, "lorakit: train: interrupted by %s after %lld steps; checkpoint written to %s\n"
             "lorakit: resume with:\n  ", c.signal == SIGINT ? "SIGINT" : c.signal == SIGTERM ? "SIGTERM" : "a signal",
             (long long)(c.first_step + c.n), c.ckpt);
     for (int i = 0; i < argc; i++) {

@@ -136,6 +136,16 @@ typedef struct tr_run {
 
 static lk_status tr_errs(lk_context_t *ctx, lk_status code, const char *err) { return lk__fail(ctx, code, "%s", err); }
 
+/* A float as the shortest decimal that reads back to it (0.9f -> 0.9). */
+static json_t *tr_real(float f) {
+  char buf[48];
+  for (int p = 6; p <= 9; p++) {
+    snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+    if ((float)strtod(buf, NULL) == f) break;
+  }
+  return json_real(strtod(buf, NULL));
+}
+
 /* The hyper-parameters a checkpoint must match to be resumed (everything
  * that shapes the loss curve). */
 static json_t *tr_hyper(const tr_run *r) {
@@ -146,22 +156,22 @@ static json_t *tr_hyper(const tr_run *r) {
   json_object_set_new(h, "data_format", json_string(r->set ? r->set->fmt : "tokens"));
   json_object_set_new(h, "init_adapter", o->init_adapter ? json_string(o->init_adapter) : json_null());
   json_object_set_new(h, "rank", json_integer(o->rank));
-  json_object_set_new(h, "alpha", json_real(o->alpha));
+  json_object_set_new(h, "alpha", tr_real(o->alpha));
   json_object_set_new(h, "targets", json_string(o->targets ? o->targets : ""));
   json_object_set_new(h, "rslora", json_boolean(o->rslora));
-  json_object_set_new(h, "dropout", json_real(o->dropout));
-  json_object_set_new(h, "lr", json_real(o->lr));
+  json_object_set_new(h, "dropout", tr_real(o->dropout));
+  json_object_set_new(h, "lr", tr_real(o->lr));
   json_object_set_new(h, "steps", json_integer(r->steps));
   json_object_set_new(h, "batch", json_integer(r->batch));
   json_object_set_new(h, "seq_len", json_integer(r->seq));
   json_object_set_new(h, "grad_accum", json_integer(r->accum));
   json_object_set_new(h, "warmup", json_integer(o->warmup));
   json_object_set_new(h, "schedule", json_string(tsch_name(tr_sched_kind(o->schedule))));
-  json_object_set_new(h, "weight_decay", json_real(o->weight_decay));
-  json_object_set_new(h, "clip", json_real(o->clip));
-  json_object_set_new(h, "beta1", json_real(o->beta1));
-  json_object_set_new(h, "beta2", json_real(o->beta2));
-  json_object_set_new(h, "eps", json_real(o->eps));
+  json_object_set_new(h, "weight_decay", tr_real(o->weight_decay));
+  json_object_set_new(h, "clip", tr_real(o->clip));
+  json_object_set_new(h, "beta1", tr_real(o->beta1));
+  json_object_set_new(h, "beta2", tr_real(o->beta2));
+  json_object_set_new(h, "eps", tr_real(o->eps));
   json_object_set_new(h, "seed", json_integer((json_int_t)o->seed));
   json_object_set_new(h, "base_quant", o->base_quant ? json_string(o->base_quant) : json_null());
   json_object_set_new(h, "eval_frac", json_real(o->eval_count ? 0.0 : o->eval_frac));

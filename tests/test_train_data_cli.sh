@@ -9,7 +9,8 @@
 #     golden * (epoch + 1), the stream cut into seq windows, batch
 #     consecutive windows a step) into a --tokens file: --data and --tokens
 #     give the same per-step losses (1e-6 relative);
-#   - the same texts as JSONL {"text"} give the text file's losses; a
+#   - the same texts as JSONL {"text"}, and on the GGUF base (tokenizer from
+#     its metadata), give the text file's losses; a
 #     JSONL prompt/completion file and a text file train (the loss falls);
 #     eval_loss appears at --eval-every and at the end;
 #   - resume: 8 steps with --save-every 4, then --resume the step-4
@@ -20,7 +21,8 @@
 #     finishes with the uninterrupted run's losses;
 #   - registry: the adapter's lineage has trained_from its --init-adapter,
 #     with the data's sha256 (hashlib) and the hyper-parameters;
-#   - bad input: a missing data file, a bad JSONL line (file:line), a
+#   - bad input: a missing data file, a bad JSONL line and invalid UTF-8
+#     (file:line), a
 #     checkpoint of another run (named difference): exit 1; --data without
 #     --batch: exit 2.
 # Skips (exit 0) with a message when the fixtures are absent.
@@ -116,6 +118,12 @@ same_losses "--data packs as train_batch.h says (hand-packed --tokens, 6 steps o
 "$LK" train "$F/base" --data "$T/three.jsonl" --batch 2 --seq-len 32 --steps 6 "${REF[@]}" -o "$T/p3" >"$T/p3.jsonl" \
   2>"$T/p3.err" || bad "train --data three.jsonl: $(cat "$T/p3.err")"
 same_losses "JSONL {\"text\"} = the text file" "$T/p2.jsonl" "$T/p3.jsonl"
+
+if [ -f "$F/gguf/base-f32.gguf" ]; then
+  "$LK" train "$F/gguf/base-f32.gguf" --data "$T/three.txt" --batch 2 --seq-len 32 --steps 6 "${REF[@]}" -o "$T/p4" \
+    >"$T/p4.jsonl" 2>"$T/p4.err" || bad "train --data on the GGUF base: $(cat "$T/p4.err")"
+  same_losses "--data on the GGUF base (its metadata's tokenizer) = on the HF folder" "$T/p2.jsonl" "$T/p4.jsonl"
+fi
 
 # ---- training on text and on prompt/completion JSONL: the loss falls ---------------
 python3 - "$T" <<'EOF'
@@ -227,6 +235,8 @@ expect() { # NAME EXIT ERRTEXT ARGS...
 printf '{"text": "fine"}\n{"text": "also fine"}\n{"text": broken\n' >"$T/bad.jsonl"
 expect "missing data file" 1 "$T/none.txt" train "$F/base" --data "$T/none.txt" --batch 2 --seq-len 16 -o "$T/y1"
 expect "bad JSONL line" 1 "bad.jsonl:3" train "$F/base" --data "$T/bad.jsonl" --batch 2 --seq-len 16 -o "$T/y2"
+printf 'fine line\n\377\376 broken\n' >"$T/bad8.txt"
+expect "invalid UTF-8 (file:line)" 1 "bad8.txt:2: invalid UTF-8" train "$F/base" --data "$T/bad8.txt" --batch 2 --seq-len 16 -o "$T/y7"
 expect "--data without --batch" 2 "--batch" train "$F/base" --data "$T/words.txt" -o "$T/y3"
 expect "checkpoint of another run (lr)" 1 "checkpoint of another run" train "$F/base" --data "$T/words.txt" --batch 4 \
   --seq-len 32 --steps 8 --eval-split 4 --dropout 0.1 "${REF[@]/1e-3/2e-3}" --resume "$T/rd.ckpt/step-00000004.safetensors" -o "$T/y4"
@@ -236,7 +246,7 @@ expect "checkpoint of another data file" 1 "data_sha256" train "$F/base" --data 
   --steps 8 --eval-split 4 --dropout 0.1 "${REF[@]}" --resume "$T/rd.ckpt/step-00000004.safetensors" -o "$T/y5"
 expect "checkpoint of another base" 1 "base_fingerprint" train "$F/a1/merged" --tokens "$F/a1/batches.safetensors" \
   --steps 8 "${REF[@]}" --resume "$T/rt.ckpt/step-00000004.safetensors" -o "$T/y6"
-for y in y1 y2 y3 y4 y5 y6; do [ -e "$T/$y" ] && bad "a failed run wrote $T/$y"; done
+for y in y1 y2 y3 y4 y5 y6 y7; do [ -e "$T/$y" ] && bad "a failed run wrote $T/$y"; done
 
 if [ $fail = 0 ]; then echo "test_train_data_cli.sh: all passed"; else echo "test_train_data_cli.sh: FAILURES"; fi
 exit $fail

@@ -266,6 +266,13 @@ typedef struct lk_x_train_step_t { /* output, handed to the callback */
   double tokens_per_s;   /* tokens of this step / its wall time */
   double peak_rss_mb;    /* the process's peak resident memory so far */
   int64_t steps;         /* steps in the run */
+  /* since the --data / checkpoint wiring (check struct_size before reading): */
+  float eval_loss;       /* held-out loss after this step's update; NaN when not evaluated */
+  const char *checkpoint; /* the checkpoint written after this step, else NULL (valid during the call) */
+  int32_t signal;        /* nonzero: SIGINT/SIGTERM arrived; training stops after this step
+                          * (checkpoint written, the adapter not saved) */
+  const char *run_json;  /* {"hyper": {...}, "data_sha256", "base_fingerprint"} (valid during the call) */
+  int64_t epoch;         /* --data: the epoch (0-based) the next batch comes from */
 } lk_x_train_step_t;
 #define LK_MIN_SIZE_X_TRAIN_STEP LK_MIN_SIZE(lk_x_train_step_t, steps)
 
@@ -300,6 +307,19 @@ typedef struct lk_x_train_opts_t { /* caller-filled input */
   const char *output_format; /* "peft" (default) or "gguf-lora" */
   lk_x_train_callback callback; /* per step, may be NULL */
   void *user;
+  /* since the --data / checkpoint wiring: */
+  const char *data;         /* text / JSONL / fortune file, tokenised by the model's own tokenizer
+                             * (instead of tokens; then batch and seq_len are required) */
+  const char *data_format;  /* "auto" (default), "text", "jsonl", "jsonl-pc", "fortune" */
+  int64_t epochs;           /* data: epochs when steps is 0 (default 1) */
+  double eval_frac;         /* data: held-out fraction of the examples (0: none) */
+  int64_t eval_count;       /* data: held-out examples (overrides eval_frac) */
+  int64_t eval_every;       /* eval loss every K steps and at the end (0: only at the end) */
+  int64_t save_every;       /* checkpoint every K steps (0: none, but on a signal) */
+  const char *checkpoint_dir; /* NULL: "<output>.ckpt" */
+  int32_t keep_checkpoints; /* newest kept (default 3; <= 0 all) */
+  const char *resume;       /* checkpoint file or folder to continue from (the same run) */
+  uint32_t handle_signals;  /* 1: SIGINT/SIGTERM write a checkpoint and stop (see lk_x_train_step_t.signal) */
 } lk_x_train_opts_t;
 #define LK_MIN_SIZE_X_TRAIN_OPTS LK_MIN_SIZE(lk_x_train_opts_t, user)
 
@@ -310,7 +330,8 @@ LK_API void lk_x_train_opts_init(lk_x_train_opts_t *o);
  * module that does not exist...); nothing is written on failure. */
 LK_API lk_status lk_x_train(lk_context_t *ctx, const lk_x_train_opts_t *o);
 /* [one-thread-per-object] The learning rate of step (0-based) of `steps`,
- * as transformers' get_scheduler(schedule, warmup, steps) gives it. */
+ * as transformers' get_scheduler(schedule, warmup, steps) gives it (a
+ * wrapper of core/train_sched.c, the one implementation). */
 LK_API float lk_x_train_lr(int32_t schedule, float lr, int64_t step, int64_t warmup, int64_t steps);
 
 /* ---- generation and evaluation of a Llama-family model (core/generate.c,

@@ -51,6 +51,10 @@ int cli_registry_record_convert(lk_context_t *ctx, const char *registry, const c
                                 const char *format, const char *base);
 int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const char *model, const char *adapter,
                               const char *out, double scale, int undo);
+/* `lorakit train`: OUT trained on MODEL (from INIT_ADAPTER when not NULL:
+ * relation trained_from it), RUN_JSON the trainer's hyper-parameters and data hash. */
+int cli_registry_record_train(lk_context_t *ctx, const char *registry, const char *model, const char *init_adapter,
+                              const char *out, const char *run_json);
 /* Load the adapter a command was given: a path, or - when a registry is
  * configured and no such path exists - a REF (NAME@N, NAME:TAG, NAME) read
  * from that registry. */

@@ -726,3 +726,50 @@ out:
   lk_registry_close(reg);
   return rc;
 }
+
+int cli_registry_record_train(lk_context_t *ctx, const char *registry, const char *model, const char *init_adapter,
+                              const char *out, const char *run_json) {
+  if (!(registry = cli_registry_configured(registry))) return CLI_OK;
+  lk_registry_t *reg = NULL;
+  char *base = NULL, *parent = NULL, *dst = NULL, *params_s = NULL;
+  int rc = CLI_OK;
+  if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_model(reg, NULL, model, NULL, &base) ||
+      (init_adapter && source_ref(reg, init_adapter, base, &parent))) {
+    rc = record_fail(ctx, out, registry);
+    goto out;
+  }
+  /* The relation's parameters: the base, the data's hash and every
+   * hyper-parameter (the trainer's run description). */
+  json_error_t je;
+  json_t *run = run_json ? json_loads(run_json, 0, &je) : NULL;
+  json_t *params = json_is_object(run) ? run : json_object();
+  if (params != run) json_decref(run);
+  json_object_set_new(params, "relation", json_string("trained_from"));
+  json_object_set_new(params, "base", json_string(base));
+  params_s = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(params);
+  lk_registry_add_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.base = base;
+  o.operation = "train";
+  const char *parents[1] = {parent};
+  if (parent) { /* an edge needs a parent version: the adapter training started from */
+    o.parents = parents;
+    o.n_parents = 1;
+    o.relation = LK_REL_TRAINED_FROM;
+    o.params_json = params_s;
+  } else { /* a fresh adapter has no parent version: the run goes in the notes */
+    o.notes = params_s;
+  }
+  if (lk_registry_add_path(reg, NULL, out, &o, &dst)) rc = record_fail(ctx, out, registry);
+  else if (parent) printf("registry: recorded %s (trained_from %s, base %s)\n", dst, parent, base);
+  else printf("registry: recorded %s (trained on base %s)\n", dst, base);
+out:
+  free(params_s);
+  lk_free(base);
+  lk_free(parent);
+  lk_free(dst);
+  lk_registry_close(reg);
+  return rc;
+}

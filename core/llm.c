@@ -453,6 +453,10 @@ lk_status llm_graph_upload(llm_graph *lg, lk_x_session_t *s, lk_model_t *m) {
 }
 
 lk_status llm_graph_set_batch(llm_graph *lg, lk_x_session_t *s, const int32_t *ids) {
+  return llm_graph_set_batch_labels(lg, s, ids, NULL);
+}
+
+lk_status llm_graph_set_batch_labels(llm_graph *lg, lk_x_session_t *s, const int32_t *ids, const int32_t *labels) {
   int64_t B = lg->b.batch, S = lg->b.seq, V = lg->cfg.vocab;
   size_t n = (size_t)(B * S);
   int32_t *buf = malloc(n * sizeof *buf);
@@ -469,7 +473,8 @@ lk_status llm_graph_set_batch(llm_graph *lg, lk_x_session_t *s, const int32_t *i
   if (!st) st = lk_x_session_set(s, lg->pos, buf, n * sizeof *buf);
   if (!st && lg->labels >= 0) {
     for (int64_t b = 0; b < B; b++)
-      for (int64_t t = 0; t < S; t++) buf[b * S + t] = t + 1 < S ? ids[b * S + t + 1] : -100;
+      for (int64_t t = 0; t < S; t++)
+        buf[b * S + t] = labels ? labels[b * S + t] : t + 1 < S ? ids[b * S + t + 1] : -100;
     st = lk_x_session_set(s, lg->labels, buf, n * sizeof *buf);
   }
   free(buf);

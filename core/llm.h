@@ -110,6 +110,9 @@ lk_status llm_graph_upload(llm_graph *lg, lk_x_session_t *s, lk_model_t *m);
  * shifted labels (ids[:, 1:], the last position ignored). */
 lk_status llm_graph_set_batch(llm_graph *lg, lk_x_session_t *s, const int32_t *ids);
 
+/* The same with labels [batch, seq] given (already shifted; -100 ignored). */
+lk_status llm_graph_set_batch_labels(llm_graph *lg, lk_x_session_t *s, const int32_t *ids, const int32_t *labels);
+
 /* Logits [batch, seq, vocab] of ids through model m (with the adapter of b,
  * on the fly or merged) on backend be: one engine forward. */
 lk_status llm_logits(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m, const llm_build *b, const int32_t *ids,
@@ -149,6 +152,12 @@ void llm_trainer_free(llm_trainer *t);
  * and AdamW (torch's) on the engine's ops. *loss: the loss before the
  * update. */
 lk_status llm_trainer_step(llm_trainer *t, const int32_t *ids, float lr, float *loss);
+/* The same with given labels [grad_accum * batch, seq], already shifted
+ * (labels[r][t] predicts position t + 1; -100 ignored, as train_batch.h
+ * makes them): the loss is the mean over the counted positions of all
+ * micro-batches. */
+lk_status llm_trainer_step_labels(llm_trainer *t, const int32_t *ids, const int32_t *labels, float lr, float *loss);
+lk_status llm_trainer_eval_labels(llm_trainer *t, const int32_t *ids, const int32_t *labels, float *loss);
 /* The loss of grad_accum micro-batches, no update. */
 lk_status llm_trainer_eval(llm_trainer *t, const int32_t *ids, float *loss);
 /* Save the adapter as format ("peft" or "gguf-lora") at path. */

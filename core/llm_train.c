@@ -265,6 +265,13 @@ static lk_status tr_push_params(llm_trainer *t) {
  * labels ignore the last position of every row. */
 static double tr_count(const llm_trainer *t) { return (double)(t->o.batch * (t->o.seq - 1)); }
 
+/* Counted positions of one micro-batch of given (shifted) labels. */
+static double tr_count_labels(const llm_trainer *t, const int32_t *labels) {
+  double n = 0;
+  for (int64_t i = 0; i < t->o.batch * t->o.seq; i++) n += labels[i] != -100;
+  return n;
+}
+
 /* Dropout masks for the next run: each target's keep(i) / (1 - p) by
  * lk_dropout_keep over a stream seeded by the run's seed, the micro-batch
  * count and the target; all ones (no dropout) when !on (evaluation). */
@@ -286,20 +293,29 @@ static lk_status tr_masks(llm_trainer *t, int on) {
 /* Forward (and backward when grads) of every micro-batch: the loss, and
  * the gradients summed (each micro-batch weighted by its share of the
  * counted positions) into t->grads. */
-static lk_status tr_run(llm_trainer *t, const int32_t *ids, int grads, float *loss) {
+static lk_status tr_run(llm_trainer *t, const int32_t *ids, const int32_t *labels, int grads, float *loss) {
   lk_status st = LK_OK;
   uint32_t na = t->o.grad_accum;
   size_t per = (size_t)(t->o.batch * t->o.seq);
-  double total = tr_count(t) * na, acc = 0;
+  double total = 0, acc = 0;
+  for (uint32_t a = 0; a < na; a++) total += labels ? tr_count_labels(t, labels + a * per) : tr_count(t);
+  if (!(total > 0)) return lk__fail(t->ctx, LK_ERR_INVALID_ARG, "train: a batch with no position to predict");
   if (grads) memset(t->grads, 0, t->n * sizeof(float));
   for (uint32_t a = 0; a < na && !st; a++) {
-    st = llm_graph_set_batch(&t->lg, t->s, ids + a * per);
+    double cnt = labels ? tr_count_labels(t, labels + a * per) : tr_count(t);
+    if (!(cnt > 0)) { /* nothing to predict in this micro-batch: it adds nothing */
+      if (grads && na == 1) memset(t->grads, 0, t->n * sizeof(float));
+      if (grads && t->o.dropout > 0) t->draws++;
+      continue;
+    }
+    st = labels ? llm_graph_set_batch_labels(&t->lg, t->s, ids + a * per, labels + a * per)
+                : llm_graph_set_batch(&t->lg, t->s, ids + a * per);
     if (!st) st = tr_masks(t, grads);
     if (!st) st = grads ? lk_x_session_step(t->s, 0.0f, 1) : lk_x_session_forward(t->s);
     float l = 0;
     if (!st) st = lk_x_session_get(t->s, t->lg.loss, &l, sizeof l);
     if (st) break;
-    double w = tr_count(t) / total;
+    double w = cnt / total;
     acc += w * l;
     if (!grads) continue;
     for (uint32_t k = 0; k < t->lg.ntg && !st; k++) {
@@ -308,7 +324,7 @@ static lk_status tr_run(llm_trainer *t, const int32_t *ids, int grads, float *lo
       st = lk_x_session_get(t->s, lk_x_grad(t->lg.g, g->A), t->gtmp + t->off[2 * k], na_ * 4);
       if (!st) st = lk_x_session_get(t->s, lk_x_grad(t->lg.g, g->B), t->gtmp + t->off[2 * k + 1], nb_ * 4);
     }
-    if (na == 1) {
+    if (na == 1 && w == 1.0) {
       memcpy(t->grads, t->gtmp, t->n * sizeof(float));
     } else {
       for (uint64_t i = 0; i < t->n; i++) t->grads[i] += (float)(w * t->gtmp[i]);
@@ -323,7 +339,12 @@ static lk_status tr_run(llm_trainer *t, const int32_t *ids, int grads, float *lo
 
 lk_status llm_trainer_eval(llm_trainer *t, const int32_t *ids, float *loss) {
   if (!t || !ids || !loss) return LK_ERR_INVALID_ARG;
-  return tr_run(t, ids, 0, loss);
+  return tr_run(t, ids, NULL, 0, loss);
+}
+
+lk_status llm_trainer_eval_labels(llm_trainer *t, const int32_t *ids, const int32_t *labels, float *loss) {
+  if (!t || !ids || !labels || !loss) return LK_ERR_INVALID_ARG;
+  return tr_run(t, ids, labels, 0, loss);
 }
 
 /* SUMSQ (when clipping) and ADAMW over the contiguous vectors. */
@@ -356,8 +377,12 @@ static lk_status tr_adamw(llm_trainer *t, float lr) {
 }
 
 lk_status llm_trainer_step(llm_trainer *t, const int32_t *ids, float lr, float *loss) {
+  return llm_trainer_step_labels(t, ids, NULL, lr, loss);
+}
+
+lk_status llm_trainer_step_labels(llm_trainer *t, const int32_t *ids, const int32_t *labels, float lr, float *loss) {
   if (!t || !ids || !loss) return LK_ERR_INVALID_ARG;
-  lk_status st = tr_run(t, ids, 1, loss);
+  lk_status st = tr_run(t, ids, labels, 1, loss);
   if (st) return st;
   t->step++;
   if ((st = tr_adamw(t, lr))) return st;
@@ -481,7 +506,10 @@ lk_status llm_trainer_set_state(llm_trainer *t, const float *params, const float
   }
   if (!st && m) st = lk_buffer_upload(t->be, t->bm, 0, m, t->n * 4);
   if (!st && v) st = lk_buffer_upload(t->be, t->bv, 0, v, t->n * 4);
-  if (!st && step >= 0) t->step = step;
+  if (!st && step >= 0) {
+    t->step = step;
+    t->draws = (uint64_t)step * t->o.grad_accum; /* the dropout stream continues where step left it */
+  }
   return st;
 }
 

@@ -122,10 +122,11 @@ START_TEST(greedy_equals_naive_argmax) {
   const char *prompts[2] = {"The computer", "Your excuse is:"};
   char *a1 = strdup(fm_fx("a1/adapter-trained")); /* fm_fx's buffers are a ring */
   const char *adapters[2] = {NULL, a1};
+  int eos_seen = 0;
   for (int a = 0; a < 2; a++)
     for (int q = 0; q < 2; q++) {
       int32_t want[64];
-      int nw = tg_naive(ctx, fm_fx("base"), adapters[a], prompts[q], 24, want);
+      int nw = tg_naive(ctx, fm_fx("base"), adapters[a], prompts[q], 48, want);
       lk_x_generate_opts_t o;
       lk_x_generate_opts_init(&o);
       o.model = fm_fx("base");
@@ -133,11 +134,18 @@ START_TEST(greedy_equals_naive_argmax) {
       o.adapters = adapters[a] ? &ref : NULL;
       o.n_adapters = adapters[a] ? 1 : 0;
       o.prompt = prompts[q];
-      o.max_tokens = 24;
+      o.max_tokens = 48;
       tg_ids got;
       lk_x_generate_result_t r = tg_run(ctx, &o, &got);
       tg_same_ids(&got, want, nw, prompts[q]);
       ck_assert_int_eq(r.new_tokens, nw);
+      if (nw < 48) { /* the naive loop met eos: generation stops there too */
+        ck_assert_int_eq(r.stop, LK_X_STOP_EOS);
+        ck_assert_int_eq(got.ids[nw - 1], 2);
+        eos_seen++;
+      } else {
+        ck_assert_int_eq(r.stop, LK_X_STOP_MAX_TOKENS);
+      }
       /* the streamed text is the decode of the ids */
       char *dec = NULL;
       size_t dl = 0;
@@ -150,6 +158,7 @@ START_TEST(greedy_equals_naive_argmax) {
       printf("greedy %s \"%s\": %d tokens equal the naive argmax loop: \"%s\"\n", adapters[a] ? "a1" : "base",
              prompts[q], nw, got.text);
     }
+  ck_assert_msg(eos_seen > 0, "no case reached eos (the stop at eos is untested)");
   free(a1);
   lk_context_free(ctx);
 }
@@ -276,6 +285,14 @@ START_TEST(bad_adapter_named) {
   out[n] = 0;
   pclose(p);
   ck_assert_msg(strstr(out, "\"new_tokens\":7") && strstr(out, "rc=0\n"), "%s", out);
+  snprintf(cmd, sizeof cmd, "'%s' eval '%s' --adapter /nonexistent/lk-adapter-zz --tokens '%s' 2>&1; echo rc=$?",
+           tu_path("lorakit"), fm_fx("base"), fm_fx("a1/batches.safetensors"));
+  p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  n = fread(out, 1, sizeof out - 1, p);
+  out[n] = 0;
+  pclose(p);
+  ck_assert_msg(strstr(out, "/nonexistent/lk-adapter-zz") && strstr(out, "rc=1\n"), "%s", out);
   lk_context_free(ctx);
 }
 END_TEST

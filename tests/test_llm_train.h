@@ -61,6 +61,69 @@ static double *tl_ref_losses(int64_t *n) {
   return r;
 }
 
+/* Masked labels (as --data's prompt/completion examples give them): the
+ * loss through llm_trainer_eval_labels / step_labels, with one batch and
+ * with two micro-batches of different counted positions, equals the mean
+ * cross-entropy over the counted positions computed here in double from
+ * PEFT's logits of adapter-trained (a1/logits.safetensors "unmerged"). */
+START_TEST(train_masked_labels_vs_peft_logits) {
+  FM_NEED_FIXTURES();
+  lk_context_t *ctx = fm_context();
+  lk_backend_t *be = tl_cpu(ctx);
+  lk_model_t *m = fm_open(ctx, fm_fx("base"), NULL);
+  int64_t sh[4];
+  uint32_t nd;
+  double *idd = tl_st_read(fm_fx("a1/logits.safetensors"), "input_ids", sh, &nd);
+  ck_assert(nd == 2 && sh[0] == 2 && sh[1] == 32);
+  double *lg = tl_st_read(fm_fx("a1/logits.safetensors"), "unmerged", sh, &nd);
+  const int64_t B = 2, S = 32, V = sh[2];
+  int32_t ids[64], labels[64];
+  for (int i = 0; i < 64; i++) ids[i] = (int32_t)idd[i];
+  /* row 0: the first 10 targets masked (a prompt); row 1: every third */
+  double sum = 0, cnt = 0;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < S; t++) {
+      int masked = t + 1 >= S || (b == 0 && t < 10) || (b == 1 && t % 3 == 0);
+      labels[b * S + t] = masked ? -100 : ids[b * S + t + 1];
+      if (masked) continue;
+      const double *row = lg + (b * S + t) * V;
+      double mx = row[0], z = 0;
+      for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+      for (int64_t v = 0; v < V; v++) z += exp(row[v] - mx);
+      sum += mx + log(z) - row[labels[b * S + t]];
+      cnt++;
+    }
+  double want = sum / cnt;
+  for (int accum = 1; accum <= 2; accum++) {
+    llm_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.batch = B / accum;
+    o.seq = S;
+    o.grad_accum = (uint32_t)accum;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.999f;
+    o.eps = 1e-8f;
+    o.init_adapter = fm_fx("a1/adapter-trained");
+    llm_trainer *t = NULL;
+    ck_assert_msg(llm_trainer_create(ctx, be, m, &o, &t) == LK_OK, "trainer: %s", lk_last_error(ctx));
+    float ev = 0, st = 0;
+    ck_assert_int_eq(llm_trainer_eval_labels(t, ids, labels, &ev), LK_OK);
+    ck_assert_int_eq(llm_trainer_step_labels(t, ids, labels, 1e-3f, &st), LK_OK);
+    printf("llm masked labels (%d micro-batch%s): loss %.7f, step loss %.7f, from PEFT's logits %.7f\n", accum,
+           accum > 1 ? "es" : "", (double)ev, (double)st, want);
+    if (!(fabs(ev - want) <= 1e-5 * want) || !(fabs(st - want) <= 1e-5 * want))
+      ck_abort_msg("masked labels, %d micro-batches: eval %.7g, step %.7g, reference %.7g", accum, (double)ev,
+                   (double)st, want);
+    llm_trainer_free(t);
+  }
+  free(idd);
+  free(lg);
+  lk_model_close(m);
+  lk_backend_close(be);
+  lk_context_free(ctx);
+}
+END_TEST
+
 START_TEST(train_a1_losses_and_adapter) {
   FM_NEED_FIXTURES();
   lk_context_t *ctx = fm_context();
@@ -456,6 +519,7 @@ static void llm_train_tcases(Suite *s) {
   TCase *tc = tcase_create("train");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, train_a1_losses_and_adapter);
+  tcase_add_test(tc, train_masked_labels_vs_peft_logits);
   tcase_add_test(tc, train_grad_accum_equals_full_batch);
   tcase_add_test(tc, train_quant_backward_equals_dequantised);
   tcase_add_test(tc, train_qlora_and_checkpointing);

@@ -7,8 +7,10 @@
 #     the written adapter loads back (lorakit inspect) and equals
 #     a1/adapter-trained within 1e-4 (relative to each tensor's largest
 #     element), read with a standard-library safetensors reader;
-#   - usage errors exit 2; a missing tokens file exits 1 naming it; --data
-#     says "not yet"; an existing output is not overwritten.
+#   - usage errors exit 2; a missing tokens file exits 1 naming it; an
+#     existing output is not overwritten;
+#   - --data (tests/test_train_data_cli.sh does the rest: packing against
+#     a hand-packed --tokens file, resume, Ctrl-C, registry, bad input).
 # Skips (exit 0) with a message when the fixtures are absent.
 set -u
 B=${1:-build}
@@ -134,7 +136,6 @@ expect "bad schedule" 2 "--schedule" train "$F/base" --tokens "$F/a1/batches.saf
 expect "no output" 2 "-o ADAPTER" train "$F/base" --tokens "$F/a1/batches.safetensors"
 expect "no data" 2 "--tokens" train "$F/base" -o "$T/x5"
 expect "missing tokens file" 1 "$T/none.safetensors" train "$F/base" --tokens "$T/none.safetensors" -o "$T/x6"
-expect "--data not yet" 1 "not yet" train "$F/base" --data "$F/corpus-sources.json" -o "$T/x7"
 expect "unknown target" 1 "valid names" train "$F/base" --tokens "$F/a1/batches.safetensors" --targets q_proj,w_proj --steps 1 -o "$T/x8"
 [ -d "$T/a1" ] && expect "adapter of another base" 1 "fingerprint" train "$F/a1/merged" --tokens "$F/a1/batches.safetensors" \
   --init-adapter "$T/a1" --steps 1 -o "$T/x9"
@@ -147,7 +148,7 @@ open(sys.argv[1], "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)' "$T/lon
 expect "sequence past the context" 1 "context" train "$F/base" --tokens "$T/long.safetensors" -o "$T/x10"
 mkdir -p "$T/exists"
 expect "existing output" 1 "exists" train "$F/base" --tokens "$F/a1/batches.safetensors" --steps 1 -o "$T/exists"
-for x in x1 x2 x3 x4 x5 x6 x7 x8 x9 x10; do
+for x in x1 x2 x3 x4 x5 x6 x8 x9 x10; do
   [ -e "$T/$x" ] && bad "a failed run wrote $T/$x"
 done
 [ -z "$(ls -A "$T/exists")" ] || bad "the existing output was touched"

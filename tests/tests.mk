@@ -244,6 +244,7 @@ cli-formats-tests: all
 # `lorakit train` on the fixtures (SKIP without them), run with cli-formats-tests.
 train-cli-tests: all
 	@bash tests/test_train_cli.sh $(B)
+	@bash tests/test_train_data_cli.sh $(B)
 cli-formats-tests: train-cli-tests
 .PHONY: train-cli-tests
 

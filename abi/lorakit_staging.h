@@ -334,6 +334,111 @@ LK_API lk_status lk_x_train(lk_context_t *ctx, const lk_x_train_opts_t *o);
  * wrapper of core/train_sched.c, the one implementation). */
 LK_API float lk_x_train_lr(int32_t schedule, float lr, int64_t step, int64_t warmup, int64_t steps);
 
+/* ---- generation and evaluation of a Llama-family model (core/generate.c,
+ * core/eval.c) ---------------------------------------------------------------
+ * lk_x_generate: prompt -> tokens, with the base (HF folder or GGUF) and any
+ * number of LoRA adapters, each with a scale multiplier, applied on the fly
+ * or merged into the weights. The prompt is run once (prefill), then one
+ * token at a time through a KV cache; each token is chosen from its logits
+ * (greedy when temperature <= 0; else temperature, top-k, top-p and a draw
+ * from a seeded xoshiro256** generator: the same seed and inputs give the
+ * same tokens). Stops at the tokenizer's eos, after max_tokens, at the
+ * model's context, or when the callback asks. Text reaches the callback as
+ * soon as it is complete UTF-8 (the tokenizer's streaming decode). */
+typedef struct lk_x_adapter_ref_t {
+  const char *path;   /* PEFT folder or GGUF LoRA file */
+  float scale;        /* multiplier of the adapter's own scale (0 means 1) */
+} lk_x_adapter_ref_t;
+
+/* Called per generated token: id, and the text that became complete with it
+ * (text may be empty, len 0; valid during the call). At the end it is called
+ * once more with id -1 and whatever the stream still held (may be empty).
+ * Return nonzero to stop. */
+typedef int (*lk_x_generate_callback)(void *user, int32_t id, const char *text, size_t len);
+
+typedef struct lk_x_generate_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  const char *model;                  /* base model path (required) */
+  const char *tokenizer;              /* NULL: the model's own (folder or GGUF) */
+  const lk_x_adapter_ref_t *adapters; /* n_adapters entries, may be NULL */
+  uint32_t n_adapters;
+  uint32_t merged;                    /* 1: fold s B A into the weights; 0: on the fly */
+  const char *prompt;                 /* UTF-8 (required; may be empty: bos only) */
+  uint32_t add_bos;                   /* 1 (default): the tokenizer's bos first */
+  int64_t max_tokens;                 /* new tokens at most: 64 */
+  float temperature;                  /* 0: greedy (default) */
+  int32_t top_k;                      /* 0: off */
+  float top_p;                        /* 1: off */
+  uint64_t seed;                      /* 42 */
+  lk_x_generate_callback callback;    /* may be NULL */
+  void *user;
+} lk_x_generate_opts_t;
+#define LK_MIN_SIZE_X_GENERATE_OPTS LK_MIN_SIZE(lk_x_generate_opts_t, user)
+
+enum {
+  LK_X_STOP_EOS = 0,        /* the model gave eos (not passed to the callback's text) */
+  LK_X_STOP_MAX_TOKENS = 1, /* max_tokens reached */
+  LK_X_STOP_CONTEXT = 2,    /* the model's context is full */
+  LK_X_STOP_CALLBACK = 3    /* the callback returned nonzero */
+};
+
+typedef struct lk_x_generate_result_t { /* output */
+  uint32_t struct_size;
+  int64_t prompt_tokens;    /* bos included */
+  int64_t new_tokens;       /* generated (eos included when it stopped there) */
+  int32_t stop;             /* LK_X_STOP_* */
+  double prefill_seconds;   /* the prompt's forward */
+  double decode_seconds;    /* the rest */
+} lk_x_generate_result_t;
+#define LK_MIN_SIZE_X_GENERATE_RESULT LK_MIN_SIZE(lk_x_generate_result_t, decode_seconds)
+
+/* [one-thread-per-object] The defaults above, struct_size set. */
+LK_API void lk_x_generate_opts_init(lk_x_generate_opts_t *o);
+/* [one-thread-per-context] Generate. res may be NULL. Errors name the file
+ * and the problem (a missing model or adapter, an adapter for another
+ * architecture, a prompt longer than the context). */
+LK_API lk_status lk_x_generate(lk_context_t *ctx, const lk_x_generate_opts_t *o, lk_x_generate_result_t *res);
+
+/* lk_x_eval: the mean next-token cross-entropy (nats) of a model (with
+ * adapters, as lk_x_generate) over all non-masked positions of a data set,
+ * and the perplexity exp(loss). Data from a text / JSONL / fortune file
+ * (tokenised by the model's tokenizer, each example [bos] ids [eos], packed
+ * in file order into windows of seq_len tokens as the trainer packs them:
+ * within a window position t predicts token t + 1; the last window padded),
+ * or pre-tokenised batches (a safetensors input_ids [steps, batch, seq], as
+ * lk_x_train reads them; every position but each row's last is scored). */
+typedef struct lk_x_eval_opts_t { /* caller-filled input */
+  uint32_t struct_size;
+  const char *model;                  /* required */
+  const char *tokenizer;              /* NULL: the model's own */
+  const lk_x_adapter_ref_t *adapters;
+  uint32_t n_adapters;
+  uint32_t merged;
+  const char *data;                   /* text data (data or tokens required) */
+  const char *data_format;            /* "auto" (default), "text", "jsonl", "jsonl-pc", "fortune" */
+  const char *tokens;                 /* pre-tokenised batches */
+  int64_t seq_len;                    /* data: 128; tokens: the file's */
+  int64_t batch;                      /* windows per forward (data): 8 */
+  int64_t max_batches;                /* 0: all; else only the first max_batches batches */
+} lk_x_eval_opts_t;
+#define LK_MIN_SIZE_X_EVAL_OPTS LK_MIN_SIZE(lk_x_eval_opts_t, max_batches)
+
+typedef struct lk_x_eval_result_t { /* output */
+  uint32_t struct_size;
+  double loss;              /* mean cross-entropy over the scored positions */
+  double perplexity;        /* exp(loss) */
+  int64_t tokens;           /* positions scored */
+  int64_t batches;          /* forwards run */
+  int64_t examples;         /* data: examples read (0 for tokens) */
+  double seconds;
+} lk_x_eval_result_t;
+#define LK_MIN_SIZE_X_EVAL_RESULT LK_MIN_SIZE(lk_x_eval_result_t, seconds)
+
+/* [one-thread-per-object] Defaults, struct_size set. */
+LK_API void lk_x_eval_opts_init(lk_x_eval_opts_t *o);
+/* [one-thread-per-context] Evaluate; errors name the file and the problem. */
+LK_API lk_status lk_x_eval(lk_context_t *ctx, const lk_x_eval_opts_t *o, lk_x_eval_result_t *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,6 +28,15 @@ extern const char cli_train_usage[];
 extern const char cli_plugins_usage[], cli_inspect_usage[], cli_convert_usage[], cli_merge_usage[],
     cli_unmerge_usage[], cli_rank_usage[];
 
+/* `lorakit generate` (cmd_generate.c) and `lorakit eval` (cmd_eval.c), staged
+ * lk_x_generate / lk_x_eval; cli_adapter_arg parses an --adapter value
+ * A[:scale] (path into *path, a static copy; scale 1 when absent). */
+int cli_generate(int argc, char **argv);
+extern const char cli_generate_usage[];
+int cli_eval(int argc, char **argv);
+extern const char cli_eval_usage[];
+int cli_adapter_arg(const char *v, char **path, float *scale);
+
 /* `lorakit tokenize` (cmd_tokenize.c, staged tokenizer API) */
 int cli_tokenize(int argc, char **argv);
 extern const char cli_tokenize_usage[];

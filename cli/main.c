@@ -24,6 +24,8 @@ static const cli_command commands[] = {
      cli_registry},
     {"tokenize", "token ids and pieces of a text under a model's tokenizer (or --decode ids)", cli_tokenize_usage, cli_tokenize},
     {"train", "LoRA / QLoRA training of a Llama-family model (PEFT or GGUF LoRA out)", cli_train_usage, cli_train},
+    {"generate", "text from a Llama-family model with LoRA adapters (streamed; greedy or sampled)", cli_generate_usage, cli_generate},
+    {"eval", "loss and perplexity of a model (with adapters) on a data set", cli_eval_usage, cli_eval},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

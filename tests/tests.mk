@@ -29,6 +29,7 @@ TEST_SUITES  += engine gpusim isa
 TEST_SUITES  += train_data
 TEST_SUITES  += tokenizer
 TEST_SUITES  += llm
+TEST_SUITES  += generate
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
@@ -114,6 +115,13 @@ $(B)/tests/bin/test_train_data: tests/test_train_data.c $(TD_CORE_OBJ) $(wildcar
     | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Icore -o $@ $< $(TD_CORE_OBJ) $(LDFLAGS) $(CHECK_LIBS) -ljansson -lcrypto -lm
+# Generation and evaluation (core/generate.c, eval.c): links the core objects
+# (the naive reference loop calls the internal llm_logits).
+$(B)/tests/bin/test_generate: tests/test_generate.c tests/test_fmt_util.h $(TEST_HDRS) \
+    $(wildcard abi/*.h) $(wildcard core/*.h) $(CORE_OBJ) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DLORAKIT_STAGING -Icore -o $@ $< $(CORE_OBJ) $(LDFLAGS) \
+	  $(CHECK_LIBS) -ljansson -lsqlite3 -lz -lcrypto -ldl -lpthread -lm
 # The Llama model and trainer (core/llm*.c): internal llm_* symbols, so the
 # suite links the core objects directly; reads the fixtures (LK_FIXTURES).
 $(B)/tests/bin/test_llm: tests/test_llm.c tests/test_llm_train.h tests/test_llm_fd.h tests/test_llm_ref.h tests/test_fmt_util.h $(TEST_HDRS) \

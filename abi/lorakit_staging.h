@@ -320,6 +320,10 @@ typedef struct lk_x_train_opts_t { /* caller-filled input */
   int32_t keep_checkpoints; /* newest kept (default 3; <= 0 all) */
   const char *resume;       /* checkpoint file or folder to continue from (the same run) */
   uint32_t handle_signals;  /* 1: SIGINT/SIGTERM write a checkpoint and stop (see lk_x_train_step_t.signal) */
+  /* since bf16 compute: */
+  int32_t compute;          /* LK_COMPUTE_F32 (default, the reference) or LK_COMPUTE_BF16: the
+                             * session's matmul and LoRA ops take bf16 operands with f32 sums
+                             * (LoRA weights, gradients and AdamW state stay f32) */
 } lk_x_train_opts_t;
 #define LK_MIN_SIZE_X_TRAIN_OPTS LK_MIN_SIZE(lk_x_train_opts_t, user)
 

@@ -71,6 +71,8 @@ const char cli_train_usage[] =
     "  --base-quant FORMAT  quantise the frozen linear weights (nf4, q4_0, q8_0 ...)\n"
     "  --threads N          CPU threads (default: all cores)\n"
     "  --checkpointing      recompute activations per layer in backward (less memory)\n"
+    "  --compute P          f32 (default, the reference) or bf16: matmuls with bf16\n"
+    "                       operands and f32 sums (LoRA weights, gradients, AdamW in f32)\n"
     "Output:\n"
     "  -o ADAPTER           where to write the adapter (must not exist)\n"
     "  --format F           peft (default) or gguf-lora\n"
@@ -197,6 +199,11 @@ int cli_train(int argc, char **argv) {
       o.data_format = v;
     } else if (!strcmp(a, "--checkpoint-dir")) o.checkpoint_dir = v;
     else if (!strcmp(a, "--resume")) o.resume = v;
+    else if (!strcmp(a, "--compute")) {
+      if (!strcmp(v, "f32")) o.compute = LK_COMPUTE_F32;
+      else if (!strcmp(v, "bf16")) o.compute = LK_COMPUTE_BF16;
+      else return cli_error(CLI_USAGE, "--compute: '%s' is not f32 or bf16", v);
+    }
     else if (!strcmp(a, "--registry")) registry = v;
     else if (!strcmp(a, "--eval-split")) {
       if ((rc = tr_num(a, v, 0, 1e12, &d))) return rc;

@@ -128,6 +128,7 @@ typedef struct llm_train_opts {
   float weight_decay;
   float clip;                 /* max gradient norm; 0: off */
   int recompute;              /* activation recomputation per layer */
+  int32_t compute;            /* LK_COMPUTE_F32 or LK_COMPUTE_BF16 (matmul-like ops) */
   const char *base_quant;     /* quantise the frozen linear weights (NULL: as stored) */
   int quant_roundtrip;        /* with base_quant: train on the dequantised f32 copy */
   float dropout;              /* LoRA dropout */

@@ -208,6 +208,7 @@ lk_status llm_trainer_create(lk_context_t *ctx, lk_backend_t *be, lk_model_t *m,
   so.struct_size = sizeof so;
   so.weight_decay = -1; /* the session's own AdamW runs at lr 0: a no-op on the parameters */
   so.recompute = (uint32_t)(o->recompute != 0);
+  so.compute = o->compute;
   if ((st = lk_x_session_create(t->lg.g, be, &so, &t->s))) goto fail;
   if ((st = llm_graph_upload(&t->lg, t->s, m))) goto fail;
   t->off = calloc(2 * (size_t)t->lg.ntg + 1, sizeof *t->off);

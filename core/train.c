@@ -173,6 +173,7 @@ static json_t *tr_hyper(const tr_run *r) {
   json_object_set_new(h, "beta2", tr_real(o->beta2));
   json_object_set_new(h, "eps", tr_real(o->eps));
   json_object_set_new(h, "seed", json_integer((json_int_t)o->seed));
+  json_object_set_new(h, "compute", json_string(o->compute == LK_COMPUTE_BF16 ? "bf16" : "f32"));
   json_object_set_new(h, "base_quant", o->base_quant ? json_string(o->base_quant) : json_null());
   json_object_set_new(h, "eval_frac", json_real(o->eval_count ? 0.0 : o->eval_frac));
   json_object_set_new(h, "eval_count", json_integer(o->eval_count));
@@ -300,10 +301,12 @@ static void tr_free(tr_run *r) {
 
 LK_API lk_status lk_x_train(lk_context_t *ctx, const lk_x_train_opts_t *o) {
   if (!ctx || !o || o->struct_size < LK_MIN_SIZE_X_TRAIN_OPTS) return LK_ERR_INVALID_ARG;
-  int ext = o->struct_size >= LK_MIN_SIZE(lk_x_train_opts_t, handle_signals);
-  lk_x_train_opts_t oo;
+  lk_x_train_opts_t oo; /* an older caller's struct: the fields it has, the rest zero */
   memset(&oo, 0, sizeof oo);
-  memcpy(&oo, o, ext ? sizeof oo : o->struct_size);
+  memcpy(&oo, o, o->struct_size < sizeof oo ? o->struct_size : sizeof oo);
+  if (oo.compute != LK_COMPUTE_F32 && oo.compute != LK_COMPUTE_BF16)
+    return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_x_train: compute %d is neither LK_COMPUTE_F32 nor LK_COMPUTE_BF16",
+                    (int)oo.compute);
   o = &oo;
   if (!o->model || (!o->tokens && !o->data) || !o->output)
     return lk__fail(ctx, LK_ERR_INVALID_ARG, "lk_x_train: model, tokens or data, and output are required");
@@ -380,6 +383,7 @@ LK_API lk_status lk_x_train(lk_context_t *ctx, const lk_x_train_opts_t *o) {
   to.weight_decay = o->weight_decay;
   to.clip = o->clip;
   to.recompute = (int)o->checkpointing;
+  to.compute = o->compute;
   to.base_quant = o->base_quant;
   to.dropout = o->dropout;
   to.seed = o->seed;

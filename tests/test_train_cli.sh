@@ -128,6 +128,32 @@ for s, r in zip(steps, ref):
     assert abs(s["loss"] - r) <= 1e-4 * abs(r), (s["loss"], r)
 EOF
 
+# ---- bf16 compute (issue 13): the a1 run with --compute bf16 ------------------------
+# bf16 operands, f32 sums: every loss within 1% of PEFT's fp32 losses, and not
+# bit-equal to the fp32 run's (so the bf16 path really ran).
+if [ -s "$T/steps.jsonl" ]; then
+  "$LK" train "$F/base" --tokens "$F/a1/batches.safetensors" --init-adapter "$F/a1/adapter-init" \
+    --lr 1e-3 --schedule constant --warmup 0 --weight-decay 0 --clip 0 --threads 2 --compute bf16 \
+    -o "$T/a1-bf16" --json >"$T/bf16.jsonl" 2>"$T/bf16.err"
+  rc=$?
+  if [ $rc != 0 ]; then
+    bad "train --compute bf16: exit $rc: $(cat "$T/bf16.err")"
+  else
+    python3 - "$T/bf16.jsonl" "$T/steps.jsonl" "$F/a1/losses.json" <<'EOF2' && ok "train --compute bf16: losses within 1% of fp32" || bad "train --compute bf16: losses within 1% of fp32"
+import json, sys
+b = [json.loads(l)["loss"] for l in open(sys.argv[1]) if l.strip()]
+f = [json.loads(l)["loss"] for l in open(sys.argv[2]) if l.strip()]
+ref = json.load(open(sys.argv[3]))["losses"]
+assert len(b) == len(ref), f"{len(b)} steps, reference {len(ref)}"
+worst = max(abs(x - r) / r for x, r in zip(b, ref))
+print(f"  bf16 losses {b[0]:.6f} -> {b[-1]:.6f} (PEFT fp32 {ref[0]:.6f} -> {ref[-1]:.6f}), worst rel {worst:.2e}")
+assert worst < 0.01, worst
+assert b != f, "bf16 losses equal the fp32 run's bit for bit: the bf16 path did not run"
+EOF2
+  fi
+fi
+expect "train --compute fp64 is a usage error" 2 "--compute" train "$F/base" --tokens "$F/a1/batches.safetensors" --compute fp64 -o "$T/x64"
+
 # ---- errors -----------------------------------------------------------------------
 expect "no MODEL" 2 "no MODEL" train --tokens "$F/a1/batches.safetensors" -o "$T/x1"
 expect "unknown option" 2 "unknown option" train "$F/base" --tokens "$F/a1/batches.safetensors" --bogus 1 -o "$T/x2"

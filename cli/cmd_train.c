@@ -71,6 +71,7 @@ const char cli_train_usage[] =
     "  --base-quant FORMAT  quantise the frozen linear weights (nf4, q4_0, q8_0 ...)\n"
     "  --threads N          CPU threads (default: all cores)\n"
     "  --checkpointing      recompute activations per layer in backward (less memory)\n"
+    "  --backend NAME[:DEV] backend plugin and device (default cpu:0; lorakit plugins lists them)\n"
     "  --compute P          f32 (default, the reference) or bf16: matmuls with bf16\n"
     "                       operands and f32 sums (LoRA weights, gradients, AdamW in f32)\n"
     "Output:\n"
@@ -199,6 +200,20 @@ int cli_train(int argc, char **argv) {
       o.data_format = v;
     } else if (!strcmp(a, "--checkpoint-dir")) o.checkpoint_dir = v;
     else if (!strcmp(a, "--resume")) o.resume = v;
+    else if (!strcmp(a, "--backend")) { /* NAME or NAME:DEVICE */
+      const char *colon = strchr(v, ':');
+      if (colon) {
+        char *end = NULL;
+        unsigned long dev = strtoul(colon + 1, &end, 10);
+        if (colon == v || !colon[1] || *end || dev > 1024) return cli_error(CLI_USAGE, "--backend: '%s' is not NAME or NAME:DEVICE", v);
+        static char bname[128];
+        if ((size_t)(colon - v) >= sizeof bname) return cli_error(CLI_USAGE, "--backend: name too long");
+        memcpy(bname, v, (size_t)(colon - v));
+        bname[colon - v] = 0;
+        o.backend = bname;
+        o.device = (uint32_t)dev;
+      } else o.backend = v;
+    }
     else if (!strcmp(a, "--compute")) {
       if (!strcmp(v, "f32")) o.compute = LK_COMPUTE_F32;
       else if (!strcmp(v, "bf16")) o.compute = LK_COMPUTE_BF16;

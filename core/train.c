@@ -356,7 +356,7 @@ LK_API lk_status lk_x_train(lk_context_t *ctx, const lk_x_train_opts_t *o) {
   }
   if ((st = lk_model_open(ctx, o->model, NULL, &m))) goto done;
   if ((st = llm_base_fingerprint(m, r.base_fp))) goto done;
-  if ((st = lk_backend_open(ctx, "cpu", 0, &be))) goto done;
+  if ((st = lk_backend_open(ctx, o->backend ? o->backend : "cpu", o->device, &be))) goto done;
   if (!(r.hyper = tr_hyper(&r))) {
     st = lk__fail(ctx, LK_ERR_NOMEM, "train: out of memory");
     goto done;

@@ -154,6 +154,26 @@ EOF2
 fi
 expect "train --compute fp64 is a usage error" 2 "--compute" train "$F/base" --tokens "$F/a1/batches.safetensors" --compute fp64 -o "$T/x64"
 
+# ---- --format gguf-lora: the a1 run written as a GGUF LoRA -----------------------------
+# Its eval loss over the 30 batches equals that of PEFT's adapter-trained and of
+# llama.cpp's convert_lora_to_gguf output of it (gguf/a1-lora-f32.gguf), 1e-5 rel.
+"$LK" train "$F/base" --tokens "$F/a1/batches.safetensors" --init-adapter "$F/a1/adapter-init" \
+  --lr 1e-3 --schedule constant --warmup 0 --weight-decay 0 --clip 0 --threads 2 --format gguf-lora \
+  -o "$T/a1.gguf" >/dev/null 2>"$T/gg.err" || bad "train --format gguf-lora: $(cat "$T/gg.err")"
+for a in "$T/a1.gguf" "$F/a1/adapter-trained" "$F/gguf/a1-lora-f32.gguf"; do
+  "$LK" eval "$F/base" --tokens "$F/a1/batches.safetensors" --adapter "$a" --json 2>>"$T/gg.err" | head -n1
+done >"$T/gg.jsonl"
+python3 - "$T/gg.jsonl" <<'EOF2' && ok "train --format gguf-lora: eval loss = PEFT's and llama.cpp's adapter" || bad "train --format gguf-lora: eval loss vs PEFT/llama.cpp ($(cat "$T/gg.err"))"
+import json, sys
+l = [json.loads(x)["loss"] for x in open(sys.argv[1]) if x.strip()]
+assert len(l) == 3, l
+print(f"  eval loss: lorakit GGUF LoRA {l[0]:.8f}, PEFT {l[1]:.8f}, llama.cpp GGUF {l[2]:.8f}")
+assert all(abs(x - l[1]) <= 1e-5 * l[1] for x in l), l
+EOF2
+expect "train --backend of no plugin" 1 "no backend named" train "$F/base" --tokens "$F/a1/batches.safetensors" --backend nosuch -o "$T/xb1"
+expect "train --backend device out of range" 1 "does not exist" train "$F/base" --tokens "$F/a1/batches.safetensors" --backend cpu:3 -o "$T/xb2"
+expect "train --backend bad syntax" 2 "--backend" train "$F/base" --tokens "$F/a1/batches.safetensors" --backend cpu: -o "$T/xb3"
+
 # ---- errors -----------------------------------------------------------------------
 expect "no MODEL" 2 "no MODEL" train --tokens "$F/a1/batches.safetensors" -o "$T/x1"
 expect "unknown option" 2 "unknown option" train "$F/base" --tokens "$F/a1/batches.safetensors" --bogus 1 -o "$T/x2"

@@ -778,3 +778,36 @@ out:
   lk_registry_close(reg);
   return rc;
 }
+
+int cli_registry_record_quantize(lk_context_t *ctx, const char *registry, const char *model, const char *out,
+                                 const char *to, const char *keep, uint32_t block, uint32_t double_quant, int quiet) {
+  if (!(registry = cli_registry_configured(registry))) return CLI_OK;
+  lk_registry_t *reg = NULL;
+  char *src = NULL, *name = NULL, *params_s = NULL;
+  int rc = CLI_OK;
+  /* The source first (reused when recorded already), then the output as a
+   * model quantized_from it. */
+  if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_model(reg, NULL, model, NULL, &src)) {
+    rc = record_fail(ctx, out, registry);
+    goto out;
+  }
+  json_t *params = json_pack("{s:s, s:s, s:s?, s:i, s:b}", "from", src, "to", to, "keep", keep, "block", (json_int_t)block,
+                             "double_quant", (int)double_quant);
+  params_s = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(params);
+  lk_registry_model_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.struct_size = sizeof mo;
+  mo.relation = LK_REL_QUANTIZED_FROM;
+  mo.base = src;
+  mo.params_json = params_s;
+  mo.operation = "quantize";
+  if (lk_registry_add_model(reg, NULL, out, &mo, &name)) rc = record_fail(ctx, out, registry);
+  else fprintf(quiet ? stderr : stdout, "registry: recorded model %s (quantized_from %s)\n", name, src);
+out:
+  free(params_s);
+  lk_free(src);
+  lk_free(name);
+  lk_registry_close(reg);
+  return rc;
+}

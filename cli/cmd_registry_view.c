@@ -194,7 +194,7 @@ void rcli_print_models(json_t *list) {
     if (!json_array_size(tr)) continue;
     char refs[1024];
     joined(tr, "ref", ", ", refs, sizeof refs);
-    printf("%s: %s %s\n", str(m, "name"), str(json_array_get(tr, 0), "relation"), refs);
+    printf("%s %s: %s\n", str(json_array_get(tr, 0), "relation"), str(m, "name"), refs);
   }
 }
 

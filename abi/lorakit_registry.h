@@ -261,7 +261,9 @@ typedef struct lk_registry_list_opts_t {
  * version. Each element: {"ref","name","version","tags":[..],"base",
  * "base_fingerprint","rank","alpha","scaling","target_modules":[..],
  * "n_targets","format","size","sha256","created","operation","notes",
- * "parents":[{"ref","relation","params"}]}. opts may be NULL (all). */
+ * "parents":[{"ref","kind","relation","params"}]} (kind "adapter", or
+ * "model" for a base model it was trained from: ref is then the model's
+ * name). opts may be NULL (all). */
 LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opts_t *opts,
                                   char **out_json);
 /* [one-thread-per-context] One version as a JSON object in *out_json

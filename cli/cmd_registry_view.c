@@ -66,7 +66,8 @@ static void print_parents(json_t *parents, const char *indent) {
   json_t *p;
   json_array_foreach(parents, i, p) {
     char *params = json_dumps(json_object_get(p, "params"), JSON_COMPACT | JSON_SORT_KEYS);
-    printf("%s%s %s%s%s\n", indent, str(p, "relation"), str(p, "ref"),
+    const char *kind = json_string_value(json_object_get(p, "kind"));
+    printf("%s%s %s%s%s%s\n", indent, str(p, "relation"), str(p, "ref"), kind && !strcmp(kind, "model") ? " [model]" : "",
            params && strcmp(params, "{}") ? " " : "", params && strcmp(params, "{}") ? rcli_esc(params) : "");
     free(params);
   }

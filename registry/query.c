@@ -149,12 +149,16 @@ static int by_child_then_ref(const void *a, const void *b) {
  * REF order. The rows are sorted here: SQLite's sorter costs more than the
  * query itself on ten thousand edges. */
 static lk_status load_parents(lk_registry_t *reg, const scope *sc, sides *sd) {
-  char where[512], sql[1024];
+  char where[512], where_m[512], sql[2048];
   scope_where(sc, "l.child", where, sizeof where);
+  scope_where(sc, "e.child", where_m, sizeof where_m);
+  /* Schema 4: base models as parents too (version 0 marks a model). */
   snprintf(sql, sizeof sql,
            "SELECT l.child, pa.name, pv.version, l.relation, l.params FROM lineage l JOIN versions pv ON pv.id ="
-           " l.parent JOIN adapters pa ON pa.id = pv.adapter_id%s",
-           where);
+           " l.parent JOIN adapters pa ON pa.id = pv.adapter_id%s%s%s",
+           where, reg->schema >= 4 ? " UNION ALL SELECT e.child, m.name, 0, e.relation, e.params FROM"
+                                     " version_model_lineage e JOIN models m ON m.id = e.parent_model" : "",
+           reg->schema >= 4 ? where_m : "");
   sqlite3_stmt *q = NULL;
   lk_status st = reg_prepare(reg, sql, &q);
   if (st) return st;
@@ -196,7 +200,10 @@ static lk_status load_parents(lk_registry_t *reg, const scope *sc, sides *sd) {
     else
       reg_out_c(o, ',');
     RAW(o, "{\"ref\":");
-    reg_out_ref(o, text.p + e[i].name, e[i].version);
+    if (e[i].version) reg_out_ref(o, text.p + e[i].name, e[i].version);
+    else reg_out_str(o, text.p + e[i].name);
+    if (e[i].version) RAW(o, ",\"kind\":\"adapter\"");
+    else RAW(o, ",\"kind\":\"model\"");
     RAW(o, ",\"relation\":");
     reg_out_str(o, text.p + e[i].relation);
     RAW(o, ",\"params\":");

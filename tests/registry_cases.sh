@@ -107,6 +107,9 @@ run_case lineage_base_model_json              0 "json:[(n['ref'],n['kind'],n['de
 run_case lineage_base_model_text              0 "out:└── base [model]  (trained_from {\"data_sha256\":\"00ff\",\"hyper\":{\"lr\":0.5}})" registry "${G[@]}" lineage t1@1 --up
 run_case models_show_trained_adapters         0 "json:[(t['ref'],t['relation']) for t in doc[0]['trained']]==[('a1@2','trained_from'),('t1@1','trained_from')] and doc[0]['adapters']==3" registry "${G[@]}" --json models
 run_case models_text_trained                  0 "out:trained_from base: a1@2, t1@1" registry "${G[@]}" models
+run_case show_json_model_parent               0 "json:[(p['ref'],p['kind'],p['relation'],p['params']['data_sha256']) for p in doc['parents']]==[('base','model','trained_from','00ff')]" registry "${G[@]}" --json show t1@1
+run_case show_text_model_parent               0 "out:trained_from base [model] {\"data_sha256\":\"00ff\"" registry "${G[@]}" show t1@1
+run_case list_parents_of_both_kinds           0 "json:[(p['ref'],p['kind']) for v in doc if v['ref']=='a1@2' for p in v['parents']]==[('a1@1','adapter'),('base','model')]" registry "${G[@]}" --json list a1
 run_case relation_without_parent_or_base      2 "err:--base MODEL"               registry "${G[@]}" add t1 "$X/ad2" --relation trained_from
 run_case relation_to_a_missing_base           1 "err:base model 'ghost'"         registry "${G[@]}" add t1 "$X/ad2" --base ghost --relation trained_from
 run_case rm_removes_its_base_edge             0 "out:removed t1@1"               registry "${G[@]}" rm t1@1

@@ -66,6 +66,7 @@ typedef struct walk {
    * and a model's own parents. */
   sqlite3_stmt *base_models_of_version, *versions_of_base, *model_parent_versions, *model_parent_models;
   btab up, down, info, names, models; /* lineage by child, by parent; versions, adapters, models by id */
+  btab vm_up, vm_down;                 /* version_model_lineage by child, by parent_model */
   reg_out nodes_json, edges_json;
   uint32_t max_depth;
   lk_status st;
@@ -140,6 +141,19 @@ static const btab *edges_table(walk *w, int up) {
     w->st = btab_load(w, t,
                       up ? "SELECT child, parent, relation, params FROM lineage"
                          : "SELECT parent, child, relation, params FROM lineage",
+                      1, 2);
+  return w->st ? NULL : t;
+}
+
+/* version_model_lineage by child (up) or by model (down), read whole once
+ * the walk is big; NULL before that and on files without it (schema < 4). */
+static const btab *vm_table(walk *w, int up) {
+  btab *t = up ? &w->vm_up : &w->vm_down;
+  if (!w->info.loaded || w->st || w->reg->schema < 4) return NULL;
+  if (!t->loaded)
+    w->st = btab_load(w, t,
+                      up ? "SELECT child, parent_model, relation, params FROM version_model_lineage"
+                         : "SELECT parent_model, child, relation, params FROM version_model_lineage",
                       1, 2);
   return w->st ? NULL : t;
 }
@@ -293,13 +307,14 @@ static void expand(walk *w, uint32_t i, sqlite3_stmt *q, int kind, int up) {
   if (!w->st && rc != SQLITE_DONE) w->st = reg_sql_fail(w->reg, rc, "reading lineage");
 }
 
-/* expand() over a whole table: rows key = node i's id, i1 = the other end. */
-static void expand_bulk(walk *w, uint32_t i, const btab *t, int up) {
+/* expand() over a whole table: rows key = node i's id, i1 = the other end
+ * (of kind `kind`). */
+static void expand_bulk(walk *w, uint32_t i, const btab *t, int kind, int up) {
   int64_t id = w->nodes[i].id;
   for (uint32_t r = blower(t, id); !w->st && r < t->n && t->rows[r].key == id; r++) {
     const brow *b = &t->rows[r];
-    int32_t j = find(w, b->i[0], K_VERSION);
-    if (j < 0) j = add_node(w, b->i[0], K_VERSION, w->nodes[i].depth + (up ? -1 : 1));
+    int32_t j = find(w, b->i[0], kind);
+    if (j < 0) j = add_node(w, b->i[0], kind, w->nodes[i].depth + (up ? -1 : 1));
     if (j < 0) return;
     if (up) add_edge(w, (int32_t)i, j, bstr(t, b->s[0]), bstr(t, b->s[1]));
     else add_edge(w, j, (int32_t)i, bstr(t, b->s[0]), bstr(t, b->s[1]));
@@ -317,19 +332,25 @@ static void bfs(walk *w, int up) {
     const btab *t = edges_table(w, up);
     if (w->st) break;
     if (up && w->nodes[i].kind == K_VERSION) {
-      if (t) expand_bulk(w, i, t, 1);
+      if (t) expand_bulk(w, i, t, K_VERSION, 1);
       else expand(w, i, w->parents, K_VERSION, 1);
-      expand(w, i, w->base_models_of_version, K_MODEL, 1);
+      const btab *vt = vm_table(w, 1);
+      if (w->st) break;
+      if (vt) expand_bulk(w, i, vt, K_MODEL, 1);
+      else expand(w, i, w->base_models_of_version, K_MODEL, 1);
     } else if (up) {
       expand(w, i, w->model_parent_versions, K_VERSION, 1);
       expand(w, i, w->model_parent_models, K_MODEL, 1);
     } else if (w->nodes[i].kind == K_VERSION) {
-      if (t) expand_bulk(w, i, t, 0);
+      if (t) expand_bulk(w, i, t, K_VERSION, 0);
       else expand(w, i, w->children, K_VERSION, 0);
       expand(w, i, w->models_of_version, K_MODEL, 0);
     } else {
       expand(w, i, w->models_of_model, K_MODEL, 0);
-      expand(w, i, w->versions_of_base, K_VERSION, 0);
+      const btab *vt = vm_table(w, 0);
+      if (w->st) break;
+      if (vt) expand_bulk(w, i, vt, K_VERSION, 0);
+      else expand(w, i, w->versions_of_base, K_VERSION, 0);
     }
   }
 }
@@ -367,8 +388,8 @@ static void walk_close(walk *w) {
                            w->model_parent_versions, w->model_parent_models, w->base_models_of_version,
                            w->versions_of_base};
   for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) sqlite3_finalize(stmts[i]);
-  btab *tabs[] = {&w->up, &w->down, &w->info, &w->names, &w->models};
-  for (size_t i = 0; i < 5; i++) {
+  btab *tabs[] = {&w->up, &w->down, &w->info, &w->names, &w->models, &w->vm_up, &w->vm_down};
+  for (size_t i = 0; i < sizeof tabs / sizeof tabs[0]; i++) {
     free(tabs[i]->rows);
     free(tabs[i]->arena.p);
   }

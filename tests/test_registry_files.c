@@ -758,6 +758,68 @@ START_TEST(a_v3_database_is_migrated) {
 }
 END_TEST
 
+/* A walk big enough to switch to whole tables (more than 2048 nodes): the
+ * edges to and from models are followed there too. Built with SQL: a chain
+ * v1 <- v2 <- ... <- v3000 of one adapter "a"; model m merged_from v1 with
+ * v100, v200 ... v1900 trained_from it; model m2 merged_from v2550 with
+ * v2650 and v2750 trained_from it. Expected counts and depths are worked
+ * out by hand from that graph. */
+START_TEST(a_big_walk_follows_model_edges) {
+  lk_context_t *ctx = rg_ctx();
+  lk_registry_t *reg = rg_open(ctx, "big.db");
+  lk_adapter_t *ad = rg_adapter(ctx, 3, LK_SCALING_STANDARD);
+  ck_assert_str_eq(rg_add(reg, ctx, "a", ad, NULL), "a@1");
+  lk_adapter_free(ad);
+  lk_registry_close(reg);
+  sql("big.db",
+      "BEGIN;"
+      "WITH RECURSIVE n(k) AS (SELECT 2 UNION ALL SELECT k + 1 FROM n WHERE k < 3000)"
+      " INSERT INTO versions(id, adapter_id, version, blob, model_id, rank, alpha, scaling, target_modules, n_targets,"
+      " format, size, created, operation, notes) SELECT k, v.adapter_id, k, v.blob, NULL, v.rank, v.alpha, v.scaling,"
+      " v.target_modules, v.n_targets, v.format, v.size, v.created, v.operation, NULL FROM n, versions v WHERE v.id = 1;"
+      "UPDATE adapters SET next_version = 3001;"
+      "INSERT INTO lineage(child, parent, relation, params) SELECT id, id - 1, 'trained_from', '{}' FROM versions"
+      " WHERE id > 1;"
+      "INSERT INTO models(id, name, architecture, fingerprint, config, shapes, n_params, path, created, operation)"
+      " VALUES(1, 'm', 'llama', printf('%064d', 1), '{}', '{}', 0, NULL, 0, 'merge'),"
+      " (2, 'm2', 'llama', printf('%064d', 2), '{}', '{}', 0, NULL, 0, 'merge');"
+      "INSERT INTO model_lineage(model, parent_version, relation) VALUES(1, 1, 'merged_from'), (2, 2550, 'merged_from');"
+      "INSERT INTO version_model_lineage(child, parent_model, relation) SELECT id, 1, 'trained_from' FROM versions"
+      " WHERE id % 100 = 0 AND id < 2000;"
+      "INSERT INTO version_model_lineage(child, parent_model, relation) VALUES(2650, 2, 'trained_from'),"
+      " (2750, 2, 'trained_from');"
+      "COMMIT;");
+  reg = rg_open(ctx, "big.db");
+  json_decref(rg_verify(reg, LK_OK));
+  /* up from v3000: every version and both models; 2999 chain edges, 19 + 2
+   * version -> model edges, 2 model -> version edges */
+  json_t *g = lineage_of(reg, "a@3000", LK_LINEAGE_UP);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "nodes")), 3002);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "edges")), 3022);
+  ck_assert(has_edge(g, "a@100", "m", "trained_from", "model") && has_edge(g, "a@2750", "m2", "trained_from", "model"));
+  json_decref(g);
+  /* down from v1: v_k (k >= 1900) at depth 2 + (k - 1900) through m; m2 at
+   * 653 (below v2550, depth 652); v2650 and v2750 at 654 through m2, and
+   * what follows them 654 + k - 2650 or - 2750 (v2700: 704, v3000: 904) */
+  g = lineage_of(reg, "a@1", LK_LINEAGE_DOWN);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "nodes")), 3002);
+  static const struct { const char *ref; long long depth; } want[] = {
+      {"a@50", 49}, {"a@100", 2}, {"a@150", 52}, {"m", 1}, {"a@2550", 652}, {"m2", 653}, {"a@2650", 654},
+      {"a@2750", 654}, {"a@2700", 704}, {"a@3000", 904}};
+  size_t i;
+  json_t *n;
+  for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
+    long long got = -1;
+    json_array_foreach(json_object_get(g, "nodes"), i, n) if (!strcmp(rg_str(n, "ref"), want[w].ref)) got = rg_int(n, "depth");
+    if (got != want[w].depth) ck_abort_msg("down from a@1: %s at depth %lld, expected %lld", want[w].ref, got, want[w].depth);
+  }
+  ck_assert(has_edge(g, "a@2650", "m2", "trained_from", "model"));
+  json_decref(g);
+  lk_registry_close(reg);
+  lk_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("registry_files");
   TCase *tc = tcase_create("refusals");
@@ -766,6 +828,7 @@ int main(void) {
   tcase_add_test(tc, another_sqlite_database_is_refused_untouched);
   tcase_add_test(tc, a_newer_schema_is_refused_untouched);
   tcase_add_test(tc, a_v1_database_is_migrated);
+  tcase_add_test(tc, a_big_walk_follows_model_edges);
   tcase_add_test(tc, a_flipped_byte_is_found_by_verify);
   suite_add_tcase(s, tc);
   tc = tcase_create("processes");

@@ -55,6 +55,11 @@ int cli_registry_record_merge(lk_context_t *ctx, const char *registry, const cha
  * relation trained_from it), RUN_JSON the trainer's hyper-parameters and data hash. */
 int cli_registry_record_train(lk_context_t *ctx, const char *registry, const char *model, const char *init_adapter,
                               const char *out, const char *run_json);
+/* `lorakit quantize`: OUT recorded as a model quantized_from MODEL (both
+ * recorded; params: to, keep, block, double_quant); the message goes to
+ * stderr when quiet (--json). */
+int cli_registry_record_quantize(lk_context_t *ctx, const char *registry, const char *model, const char *out,
+                                 const char *to, const char *keep, uint32_t block, uint32_t double_quant, int quiet);
 /* Load the adapter a command was given: a path, or - when a registry is
  * configured and no such path exists - a REF (NAME@N, NAME:TAG, NAME) read
  * from that registry. */

@@ -13,6 +13,7 @@
 const char cli_quantize_usage[] =
     "usage: lorakit quantize MODEL --to FORMAT -o OUT [--keep PATTERN] [--block N]\n"
     "                        [--double-quant] [--force] [--json] [--dry-run]\n"
+    "                        [--registry PATH]\n"
     "\n"
     "Quantise a model (GGUF file, HF folder, safetensors file) into OUT, in the\n"
     "input's format. FORMAT (lower case) is a llama-quantize file type: q4_0 q4_1\n"
@@ -33,7 +34,9 @@ const char cli_quantize_usage[] =
     "the source (RMSE, max abs, SNR in dB = 10 log10(sum w^2 / sum (w - w')^2))\n"
     "and the size before and after. --json prints one JSON object instead.\n"
     "--dry-run prints each tensor's type and size and writes nothing (no -o).\n"
-    "An existing OUT is refused unless --force (then replaced whole).\n";
+    "An existing OUT is refused unless --force (then replaced whole).\n"
+    "With --registry PATH (or LORAKIT_REGISTRY set), OUT is recorded there as a\n"
+    "base model quantized_from MODEL (recorded too), with FORMAT and the options.\n";
 
 typedef struct q_out {
   int json, header; /* header: the table's header was printed */
@@ -86,13 +89,14 @@ static void q_report(void *user, const lk_quant_report_t *r) {
 }
 
 int cli_quantize(int argc, char **argv) {
-  const char *in = NULL, *out = NULL, *to = NULL, *keep = NULL;
+  const char *in = NULL, *out = NULL, *to = NULL, *keep = NULL, *registry = NULL;
   uint32_t force = 0, dq = 0, block = 0, dry = 0;
   q_out o = {0, 0, NULL, NULL};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
     else if (!strcmp(argv[i], "--to") && i + 1 < argc) to = argv[++i];
     else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
+    else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
     else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--double-quant")) dq = 1;
     else if (!strcmp(argv[i], "--json")) o.json = 1;
@@ -138,6 +142,7 @@ int cli_quantize(int argc, char **argv) {
   } else {
     printf("wrote %s (%s)\n", cli_esc(out), cli_esc(to));
   }
+  if (!st && !dry) rc = cli_registry_record_quantize(ctx, registry, in, out, to, keep, block, dq, o.json);
   json_decref(o.rows);
   json_decref(o.total);
   lk_context_free(ctx);

@@ -24,7 +24,9 @@ const char cli_registry_usage[] =
     "                [--note TEXT] [--operation OP] [--force] [--new-version]\n"
     "                                  add a PEFT folder (every file in it) or a GGUF LoRA\n"
     "                                  file; prints NAME@N. The same files again under\n"
-    "                                  NAME are that version, unless --new-version\n"
+    "                                  NAME are that version, unless --new-version;\n"
+    "                                  --relation R with --base and no --parent links\n"
+    "                                  it to the base model (e.g. trained_from)\n"
     "  list [NAME] [--base MODEL] [--tag TAG] [--limit N]\n"
     "                                  versions, by name then version\n"
     "  show REF                        one version: config, targets, parents, children\n"
@@ -41,7 +43,8 @@ const char cli_registry_usage[] =
     "  rm REF [--force]                remove a version (refused while tagged or a parent)\n"
     "  link CHILD PARENT --relation R [--params JSON]\n"
     "                                  record lineage found later (cycles refused)\n"
-    "  models                          base models and how merged ones were made\n"
+    "  models                          base models, adapters trained from them and how\n"
+    "                                  merged or quantised ones were made\n"
     "  verify                          recompute every hash; exit 1 naming damaged versions\n"
     "  gc                              drop payloads no version uses\n"
     "\n"
@@ -185,7 +188,8 @@ static int cmd_add(rcli *r) {
                      "extracted_from, combined_from, imported)",
                      relation);
   if (o.n_parents && !relation) return cli_error(CLI_USAGE, "registry add: --parent needs --relation R");
-  if (relation && !o.n_parents) return cli_error(CLI_USAGE, "registry add: --relation needs --parent REF");
+  if (relation && !o.n_parents && !o.base)
+    return cli_error(CLI_USAGE, "registry add: --relation needs --parent REF, or --base MODEL (an edge to the base)");
   o.parents = parents;
   if (isatty(2) && !r->json) o.progress = progress;
   int rc = open_reg(r, OPEN_CREATE);
@@ -753,23 +757,57 @@ int cli_registry_record_train(lk_context_t *ctx, const char *registry, const cha
   o.struct_size = sizeof o;
   o.base = base;
   o.operation = "train";
+  /* trained_from the base model always (the library links a version to
+   * its base for trained_from), and from the adapter training started
+   * from when there is one; both edges carry the run. */
   const char *parents[1] = {parent};
-  if (parent) { /* an edge needs a parent version: the adapter training started from */
+  o.relation = LK_REL_TRAINED_FROM;
+  o.params_json = params_s;
+  if (parent) {
     o.parents = parents;
     o.n_parents = 1;
-    o.relation = LK_REL_TRAINED_FROM;
-    o.params_json = params_s;
-  } else { /* a fresh adapter has no parent version: the run goes in the notes */
-    o.notes = params_s;
   }
   if (lk_registry_add_path(reg, NULL, out, &o, &dst)) rc = record_fail(ctx, out, registry);
-  else if (parent) printf("registry: recorded %s (trained_from %s, base %s)\n", dst, parent, base);
-  else printf("registry: recorded %s (trained on base %s)\n", dst, base);
+  else if (parent) printf("registry: recorded %s (trained_from %s and base model %s)\n", dst, parent, base);
+  else printf("registry: recorded %s (trained_from base model %s)\n", dst, base);
 out:
   free(params_s);
   lk_free(base);
   lk_free(parent);
   lk_free(dst);
+  lk_registry_close(reg);
+  return rc;
+}
+
+int cli_registry_record_quantize(lk_context_t *ctx, const char *registry, const char *model, const char *out,
+                                 const char *to, const char *keep, uint32_t block, uint32_t double_quant, int quiet) {
+  if (!(registry = cli_registry_configured(registry))) return CLI_OK;
+  lk_registry_t *reg = NULL;
+  char *src = NULL, *name = NULL, *params_s = NULL;
+  int rc = CLI_OK;
+  /* The source first (reused when recorded already), then the output as a
+   * model quantized_from it. */
+  if (lk_registry_open(ctx, registry, NULL, &reg) || lk_registry_add_model(reg, NULL, model, NULL, &src)) {
+    rc = record_fail(ctx, out, registry);
+    goto out;
+  }
+  json_t *params = json_pack("{s:s, s:s, s:s?, s:i, s:b}", "from", src, "to", to, "keep", keep, "block", (json_int_t)block,
+                             "double_quant", (int)double_quant);
+  params_s = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(params);
+  lk_registry_model_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.struct_size = sizeof mo;
+  mo.relation = LK_REL_QUANTIZED_FROM;
+  mo.base = src;
+  mo.params_json = params_s;
+  mo.operation = "quantize";
+  if (lk_registry_add_model(reg, NULL, out, &mo, &name)) rc = record_fail(ctx, out, registry);
+  else fprintf(quiet ? stderr : stdout, "registry: recorded model %s (quantized_from %s)\n", name, src);
+out:
+  free(params_s);
+  lk_free(src);
+  lk_free(name);
   lk_registry_close(reg);
   return rc;
 }

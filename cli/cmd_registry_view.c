@@ -66,7 +66,8 @@ static void print_parents(json_t *parents, const char *indent) {
   json_t *p;
   json_array_foreach(parents, i, p) {
     char *params = json_dumps(json_object_get(p, "params"), JSON_COMPACT | JSON_SORT_KEYS);
-    printf("%s%s %s%s%s\n", indent, str(p, "relation"), str(p, "ref"),
+    const char *kind = json_string_value(json_object_get(p, "kind"));
+    printf("%s%s %s%s%s%s\n", indent, str(p, "relation"), str(p, "ref"), kind && !strcmp(kind, "model") ? " [model]" : "",
            params && strcmp(params, "{}") ? " " : "", params && strcmp(params, "{}") ? rcli_esc(params) : "");
     free(params);
   }
@@ -179,13 +180,22 @@ void rcli_print_models(json_t *list) {
     printf("no base models\n");
     return;
   }
-  printf("%-24s %-12s %-16s %12s %8s  %-10s %s\n", "NAME", "ARCH", "FINGERPRINT", "PARAMETERS", "ADAPTERS", "OPERATION",
-         "MADE FROM");
+  printf("%-24s %-12s %-16s %12s %8s %8s  %-10s %s\n", "NAME", "ARCH", "FINGERPRINT", "PARAMETERS", "ADAPTERS",
+         "TRAINED", "OPERATION", "MADE FROM");
   json_array_foreach(list, i, m) {
     char from[512];
     joined(json_object_get(m, "parents"), "ref", ", ", from, sizeof from);
-    printf("%-24s %-12s %-16.16s %12lld %8lld  %-10s %s\n", str(m, "name"), str(m, "architecture"), str(m, "fingerprint"),
-           num(m, "parameters"), num(m, "adapters"), str(m, "operation"), from[0] ? from : "-");
+    printf("%-24s %-12s %-16.16s %12lld %8lld %8zu  %-10s %s\n", str(m, "name"), str(m, "architecture"),
+           str(m, "fingerprint"), num(m, "parameters"), num(m, "adapters"), json_array_size(json_object_get(m, "trained")),
+           str(m, "operation"), from[0] ? from : "-");
+  }
+  /* Which adapters were trained from (or otherwise linked to) each model. */
+  json_array_foreach(list, i, m) {
+    json_t *tr = json_object_get(m, "trained");
+    if (!json_array_size(tr)) continue;
+    char refs[1024];
+    joined(tr, "ref", ", ", refs, sizeof refs);
+    printf("%s %s: %s\n", str(json_array_get(tr, 0), "relation"), str(m, "name"), refs);
   }
 }
 
@@ -198,13 +208,31 @@ typedef struct tree {
   int up;
 } tree;
 
-static void tree_node(tree *t, const char *ref, const char *relation, char *prefix, size_t plen, int last, int level) {
+/* The parameters of an edge to or from a base model, shortened: those
+ * edges carry what a run used (the data's sha256, the hyper-parameters). */
+#define PARAMS_SHOWN 200
+
+static void tree_node(tree *t, const char *ref, const char *relation, json_t *params, int model_edge, char *prefix,
+                      size_t plen, int last, int level) {
   int is_model = !strcmp(json_string_value(json_object_get(t->kinds, ref)) ? json_string_value(json_object_get(t->kinds, ref)) : "", "model");
   int again = json_object_get(t->seen, ref) != NULL;
+  char shown[PARAMS_SHOWN + 8] = "";
+  if (model_edge && json_object_size(params)) {
+    char *p = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+    if (p) {
+      size_t n = strlen(p);
+      if (n > PARAMS_SHOWN) {
+        n = PARAMS_SHOWN;
+        while (n && (p[n] & 0xc0) == 0x80) n--; /* not inside a UTF-8 sequence */
+      }
+      snprintf(shown, sizeof shown, " %.*s%s", (int)n, p, strlen(p) > n ? "..." : "");
+    }
+    free(p);
+  }
   if (level == 0) printf("%s%s\n", rcli_esc(ref), is_model ? " [model]" : "");
   else
-    printf("%s%s%s%s  (%s)%s\n", prefix, last ? "└── " : "├── ", rcli_esc(ref), is_model ? " [model]" : "",
-           rcli_esc(relation), again ? " (see above)" : "");
+    printf("%s%s%s%s  (%s%s)%s\n", prefix, last ? "└── " : "├── ", rcli_esc(ref), is_model ? " [model]" : "",
+           rcli_esc(relation), rcli_esc(shown), again ? " (see above)" : "");
   if (again) return;
   json_object_set_new(t->seen, ref, json_true());
   size_t n = strlen(prefix);
@@ -212,9 +240,12 @@ static void tree_node(tree *t, const char *ref, const char *relation, char *pref
   json_t *next = json_object_get(t->adj, ref);
   size_t i;
   json_t *e;
-  json_array_foreach(next, i, e)
+  json_array_foreach(next, i, e) {
+    const char *pk = json_string_value(json_object_get(e, "parent_kind")), *ck = json_string_value(json_object_get(e, "child_kind"));
+    int edge_model = (pk && !strcmp(pk, "model")) || (ck && !strcmp(ck, "model"));
     tree_node(t, json_string_value(json_object_get(e, t->up ? "parent" : "child")), json_string_value(json_object_get(e, "relation")),
-              prefix, plen, i + 1 == json_array_size(next), level + 1);
+              json_object_get(e, "params"), edge_model, prefix, plen, i + 1 == json_array_size(next), level + 1);
+  }
   prefix[n] = '\0';
 }
 
@@ -230,7 +261,7 @@ static void print_tree(json_t *g, int up) {
   }
   json_array_foreach(json_object_get(g, "nodes"), i, n) json_object_set(t.kinds, str(n, "ref"), json_object_get(n, "kind"));
   char prefix[4 * MAX_INDENT * 4 + 64] = "";
-  tree_node(&t, str(g, "root"), "", prefix, sizeof prefix, 1, 0);
+  tree_node(&t, str(g, "root"), "", NULL, 0, prefix, sizeof prefix, 1, 0);
   json_decref(t.adj);
   json_decref(t.kinds);
   json_decref(t.seen);

@@ -81,8 +81,9 @@ const char cli_train_usage[] =
     "                       that step's update), lr, tokens_per_s, peak_rss_mb, and\n"
     "                       eval_loss (after the update) when evaluated\n"
     "  --registry PATH      record the adapter there (or LORAKIT_REGISTRY): operation\n"
-    "                       train, base MODEL, relation trained_from the --init-adapter,\n"
-    "                       with the data's sha256 and every hyper-parameter\n"
+    "                       train, base MODEL, relation trained_from MODEL (and the\n"
+    "                       --init-adapter), with the data's sha256, every\n"
+    "                       hyper-parameter and the base fingerprint\n"
     "\n"
     "Exit status: 0 ok, 1 failed, 2 usage, 130 interrupted (checkpoint written).\n";
 

@@ -30,8 +30,8 @@ say "the base: $BASE (a 1.4M-parameter Llama, see examples/tiny-llama/README.md)
 "$L" inspect "$BASE" | tail -n 1
 P=$(nparams "$BASE")
 
-say "quantise it to nf4 (QLoRA's 4-bit NormalFloat): lorakit quantize"
-"$L" quantize "$BASE" --to nf4 -o "$D/base-nf4" | tail -n 2
+say "quantise it to nf4 (QLoRA's 4-bit NormalFloat): lorakit quantize, recorded in the registry"
+"$L" quantize "$BASE" --to nf4 -o "$D/base-nf4" --registry "$D/registry.db" | tail -n 2
 
 say "the corpus: $BOFH, 9 excuses in 10 to train on, every 10th held out"
 awk -v tr="$D/bofh-train" -v te="$D/bofh-test" 'BEGIN { f = tr } { print > f } $0 == "%" { n++; f = (n % 10 == 9) ? te : tr }' "$BOFH"
@@ -78,7 +78,7 @@ say "the registry: the adapter was recorded by lorakit train --registry"
 say "merge it into the f32 base (lorakit merge, recorded too) and check the merged model"
 "$L" merge "$BASE" --adapter "$D/bofh-lora" -o "$D/merged" --registry "$D/registry.db" | tail -n 2
 "$L" eval "$D/merged" $EVAL
-say "its lineage"
+say "its lineage: trained_from the nf4 base (data hash, hyper-parameters), quantized_from the f32 base, merged into it"
 "$L" registry --registry "$D/registry.db" lineage bofh-lora
 "$L" registry --registry "$D/registry.db" models
 echo

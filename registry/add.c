@@ -42,6 +42,12 @@ static lk_status check_opts(lk_registry_t *reg, const char *name, const lk_regis
   if (!reg_valid_name(name)) return reg_bad_name(reg, "adapter name", name);
   if (j->o.n_parents && !j->o.parents)
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG, "%s: n_parents is %u but parents is NULL", name, j->o.n_parents);
+  /* A relation without parents links the version to its base model. */
+  if (!j->o.n_parents && j->o.relation && j->o.base && !reg_relation_valid(j->o.relation))
+    return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
+                    "%s: the edge to base model '%s' needs a relation (trained_from, merged_from, quantized_from, "
+                    "extracted_from, combined_from, imported); got %d",
+                    name, j->o.base, j->o.relation);
   if (j->o.n_parents && !reg_relation_valid(j->o.relation))
     return lk__fail(reg->ctx, LK_ERR_INVALID_ARG,
                     "%s: parents need a relation (trained_from, merged_from, quantized_from, extracted_from, "
@@ -166,6 +172,29 @@ static lk_status insert_edges(lk_registry_t *reg, add_job *j, int64_t child, con
   return st;
 }
 
+/* The edge version -> base model: for a relation given without parent
+ * versions (a fresh adapter trained_from its base), and for trained_from
+ * with parents (training from an adapter also trains on the base). */
+static int base_edge_wanted(const add_job *j) {
+  return j->base.id > 0 && reg_relation_valid(j->o.relation) &&
+         (!j->o.n_parents || j->o.relation == LK_REL_TRAINED_FROM);
+}
+
+static lk_status insert_base_edge(lk_registry_t *reg, add_job *j, int64_t child) {
+  if (!base_edge_wanted(j)) return LK_OK;
+  sqlite3_stmt *q = NULL;
+  lk_status st = reg_prepare(reg, "INSERT INTO version_model_lineage(child, parent_model, relation, params) "
+                                  "VALUES(?,?,?,?)", &q);
+  if (st) return st;
+  sqlite3_bind_int64(q, 1, child);
+  sqlite3_bind_int64(q, 2, j->base.id);
+  sqlite3_bind_text(q, 3, lk_registry_relation_name(j->o.relation), -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 4, j->o.params_json ? j->o.params_json : "{}", -1, SQLITE_STATIC);
+  int rc = sqlite3_step(q);
+  sqlite3_finalize(q);
+  return rc == SQLITE_DONE ? LK_OK : reg_sql_fail(reg, rc, "recording lineage to the base model");
+}
+
 /* From canonical bytes to a committed version. */
 static lk_status add_commit(lk_registry_t *reg, add_job *j, char **out_ref) {
   lk_status st;
@@ -191,6 +220,7 @@ static lk_status add_commit(lk_registry_t *reg, add_job *j, char **out_ref) {
       (st = next_version(reg, j->name, &adapter_id, &version)) ||
       (st = reg_blob_put(reg, j->sha, j->buf, j->n, j->ci.header_size, &j->z, j->o.progress, j->o.progress_user)) ||
       (st = insert_version(reg, j, adapter_id, version, &id)) || (st = insert_edges(reg, j, id, parent_ids)) ||
+      (st = insert_base_edge(reg, j, id)) ||
       (j->have_files && (st = reg_files_put(reg, &j->files, id)))) {
     reg_rollback(reg);
     free(parent_ids);

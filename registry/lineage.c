@@ -8,8 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Ancestor ids of ?1 (and ?1 itself). */
-#define UP_CTE "WITH RECURSIVE up(id) AS (SELECT ?1 UNION SELECT l.parent FROM lineage l JOIN up ON l.child = up.id) "
+/* Ancestors of version ?1 (and ?1 itself) as (kind, id), kind 0 a version
+ * and 1 a model: through version edges, version -> base model edges and a
+ * model's own parents (schema 4; writers only, so the tables exist). */
+#define UP_CTE                                                                                                      \
+  "WITH RECURSIVE up(k, id) AS (SELECT 0, ?1"                                                                       \
+  " UNION SELECT 0, l.parent FROM lineage l JOIN up ON up.k = 0 AND l.child = up.id"                                \
+  " UNION SELECT 1, e.parent_model FROM version_model_lineage e JOIN up ON up.k = 0 AND e.child = up.id"            \
+  " UNION SELECT 0, ml.parent_version FROM model_lineage ml JOIN up ON up.k = 1 AND ml.model = up.id"               \
+  "   WHERE ml.parent_version IS NOT NULL"                                                                          \
+  " UNION SELECT 1, ml.parent_model FROM model_lineage ml JOIN up ON up.k = 1 AND ml.model = up.id"                 \
+  "   WHERE ml.parent_model IS NOT NULL) "
 
 /* Append a string literal. */
 #define RAW(o, lit) reg_out_raw(o, lit, sizeof lit - 1)
@@ -53,7 +62,11 @@ typedef struct walk {
   int32_t *slots; /* open addressing, -1 = empty */
   uint32_t nslots;
   sqlite3_stmt *parents, *children, *models_of_version, *models_of_model, *version_info, *model_info;
+  /* Schema 4: version -> base model edges (NULL on older read-only files),
+   * and a model's own parents. */
+  sqlite3_stmt *base_models_of_version, *versions_of_base, *model_parent_versions, *model_parent_models;
   btab up, down, info, names, models; /* lineage by child, by parent; versions, adapters, models by id */
+  btab vm_up, vm_down;                 /* version_model_lineage by child, by parent_model */
   reg_out nodes_json, edges_json;
   uint32_t max_depth;
   lk_status st;
@@ -128,6 +141,19 @@ static const btab *edges_table(walk *w, int up) {
     w->st = btab_load(w, t,
                       up ? "SELECT child, parent, relation, params FROM lineage"
                          : "SELECT parent, child, relation, params FROM lineage",
+                      1, 2);
+  return w->st ? NULL : t;
+}
+
+/* version_model_lineage by child (up) or by model (down), read whole once
+ * the walk is big; NULL before that and on files without it (schema < 4). */
+static const btab *vm_table(walk *w, int up) {
+  btab *t = up ? &w->vm_up : &w->vm_down;
+  if (!w->info.loaded || w->st || w->reg->schema < 4) return NULL;
+  if (!t->loaded)
+    w->st = btab_load(w, t,
+                      up ? "SELECT child, parent_model, relation, params FROM version_model_lineage"
+                         : "SELECT parent_model, child, relation, params FROM version_model_lineage",
                       1, 2);
   return w->st ? NULL : t;
 }
@@ -254,6 +280,10 @@ static void add_edge(walk *w, int32_t child, int32_t parent, const char *relatio
   reg_out_str(o, w->nodes[parent].ref);
   RAW(o, ",\"relation\":");
   reg_out_str(o, relation);
+  if (w->nodes[child].kind == K_MODEL) RAW(o, ",\"child_kind\":\"model\"");
+  else RAW(o, ",\"child_kind\":\"adapter\"");
+  if (w->nodes[parent].kind == K_MODEL) RAW(o, ",\"parent_kind\":\"model\"");
+  else RAW(o, ",\"parent_kind\":\"adapter\"");
   RAW(o, ",\"params\":");
   reg_out_json(o, params);
   reg_out_c(o, '}');
@@ -262,6 +292,7 @@ static void add_edge(walk *w, int32_t child, int32_t parent, const char *relatio
 /* Follow q (bound to node i's id; rows: other id, relation, params) to
  * nodes of kind `kind` one step further; up: node i is the child. */
 static void expand(walk *w, uint32_t i, sqlite3_stmt *q, int kind, int up) {
+  if (!q) return;
   sqlite3_reset(q);
   sqlite3_bind_int64(q, 1, w->nodes[i].id);
   int rc;
@@ -276,13 +307,14 @@ static void expand(walk *w, uint32_t i, sqlite3_stmt *q, int kind, int up) {
   if (!w->st && rc != SQLITE_DONE) w->st = reg_sql_fail(w->reg, rc, "reading lineage");
 }
 
-/* expand() over a whole table: rows key = node i's id, i1 = the other end. */
-static void expand_bulk(walk *w, uint32_t i, const btab *t, int up) {
+/* expand() over a whole table: rows key = node i's id, i1 = the other end
+ * (of kind `kind`). */
+static void expand_bulk(walk *w, uint32_t i, const btab *t, int kind, int up) {
   int64_t id = w->nodes[i].id;
   for (uint32_t r = blower(t, id); !w->st && r < t->n && t->rows[r].key == id; r++) {
     const brow *b = &t->rows[r];
-    int32_t j = find(w, b->i[0], K_VERSION);
-    if (j < 0) j = add_node(w, b->i[0], K_VERSION, w->nodes[i].depth + (up ? -1 : 1));
+    int32_t j = find(w, b->i[0], kind);
+    if (j < 0) j = add_node(w, b->i[0], kind, w->nodes[i].depth + (up ? -1 : 1));
     if (j < 0) return;
     if (up) add_edge(w, (int32_t)i, j, bstr(t, b->s[0]), bstr(t, b->s[1]));
     else add_edge(w, j, (int32_t)i, bstr(t, b->s[0]), bstr(t, b->s[1]));
@@ -299,15 +331,26 @@ static void bfs(walk *w, int up) {
     maybe_bulk(w);
     const btab *t = edges_table(w, up);
     if (w->st) break;
-    if (up) {
-      if (t) expand_bulk(w, i, t, 1);
+    if (up && w->nodes[i].kind == K_VERSION) {
+      if (t) expand_bulk(w, i, t, K_VERSION, 1);
       else expand(w, i, w->parents, K_VERSION, 1);
+      const btab *vt = vm_table(w, 1);
+      if (w->st) break;
+      if (vt) expand_bulk(w, i, vt, K_MODEL, 1);
+      else expand(w, i, w->base_models_of_version, K_MODEL, 1);
+    } else if (up) {
+      expand(w, i, w->model_parent_versions, K_VERSION, 1);
+      expand(w, i, w->model_parent_models, K_MODEL, 1);
     } else if (w->nodes[i].kind == K_VERSION) {
-      if (t) expand_bulk(w, i, t, 0);
+      if (t) expand_bulk(w, i, t, K_VERSION, 0);
       else expand(w, i, w->children, K_VERSION, 0);
       expand(w, i, w->models_of_version, K_MODEL, 0);
     } else {
       expand(w, i, w->models_of_model, K_MODEL, 0);
+      const btab *vt = vm_table(w, 0);
+      if (w->st) break;
+      if (vt) expand_bulk(w, i, vt, K_VERSION, 0);
+      else expand(w, i, w->versions_of_base, K_VERSION, 0);
     }
   }
 }
@@ -321,10 +364,18 @@ static lk_status walk_open(walk *w) {
       ("SELECT a.name, v.version, v.operation, v.created, m.name, v.notes FROM versions v JOIN adapters a ON a.id = "
        "v.adapter_id LEFT JOIN models m ON m.id = v.model_id WHERE v.id = ?"),
       "SELECT name, 0, operation, created, NULL, notes FROM models WHERE id = ?",
+      "SELECT parent_version, relation, params FROM model_lineage WHERE model = ? AND parent_version IS NOT NULL",
+      "SELECT parent_model, relation, params FROM model_lineage WHERE model = ? AND parent_model IS NOT NULL",
+      "SELECT parent_model, relation, params FROM version_model_lineage WHERE child = ?",
+      "SELECT child, relation, params FROM version_model_lineage WHERE parent_model = ?",
   };
-  sqlite3_stmt **stmts[] = {&w->parents, &w->children, &w->models_of_version, &w->models_of_model,
-                            &w->version_info, &w->model_info};
-  for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+  sqlite3_stmt **stmts[] = {&w->parents,          &w->children,           &w->models_of_version,
+                            &w->models_of_model,  &w->version_info,       &w->model_info,
+                            &w->model_parent_versions, &w->model_parent_models, &w->base_models_of_version,
+                            &w->versions_of_base};
+  size_t n = sizeof sql / sizeof sql[0];
+  if (w->reg->schema < 4) n -= 2; /* no version -> model edges before schema 4 */
+  for (size_t i = 0; i < n; i++) {
     lk_status st = reg_prepare(w->reg, sql[i], stmts[i]);
     if (st) return st;
   }
@@ -332,11 +383,13 @@ static lk_status walk_open(walk *w) {
 }
 
 static void walk_close(walk *w) {
-  sqlite3_stmt *stmts[] = {w->parents, w->children, w->models_of_version, w->models_of_model, w->version_info,
-                           w->model_info};
+  sqlite3_stmt *stmts[] = {w->parents,           w->children,           w->models_of_version,
+                           w->models_of_model,   w->version_info,       w->model_info,
+                           w->model_parent_versions, w->model_parent_models, w->base_models_of_version,
+                           w->versions_of_base};
   for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) sqlite3_finalize(stmts[i]);
-  btab *tabs[] = {&w->up, &w->down, &w->info, &w->names, &w->models};
-  for (size_t i = 0; i < 5; i++) {
+  btab *tabs[] = {&w->up, &w->down, &w->info, &w->names, &w->models, &w->vm_up, &w->vm_down};
+  for (size_t i = 0; i < sizeof tabs / sizeof tabs[0]; i++) {
     free(tabs[i]->rows);
     free(tabs[i]->arena.p);
   }
@@ -389,7 +442,7 @@ LK_API lk_status lk_registry_lineage(lk_registry_t *reg, const char *ref, const 
 int reg_is_ancestor(lk_registry_t *reg, int64_t ancestor, int64_t id) {
   sqlite3_stmt *q = NULL;
   int found = 0;
-  if (reg_prepare(reg, UP_CTE "SELECT 1 FROM up WHERE id = ?2", &q)) return -1;
+  if (reg_prepare(reg, UP_CTE "SELECT 1 FROM up WHERE k = 0 AND id = ?2", &q)) return -1;
   sqlite3_bind_int64(q, 1, id);
   sqlite3_bind_int64(q, 2, ancestor);
   found = sqlite3_step(q) == SQLITE_ROW;

@@ -159,6 +159,7 @@ LK_API lk_status lk_registry_remove(lk_registry_t *reg, const char *ref, uint32_
       "DELETE FROM tags WHERE version_id = ?1",
       "DELETE FROM lineage WHERE child = ?1 OR parent = ?1",
       "DELETE FROM model_lineage WHERE parent_version = ?1",
+      "DELETE FROM version_model_lineage WHERE child = ?1",
       "DELETE FROM files WHERE version_id = ?1",
       "DELETE FROM versions WHERE id = ?1",
   };

@@ -406,7 +406,7 @@ LK_API lk_status lk_registry_add_model(lk_registry_t *reg, const char *name, con
   }
   if ((st = reg_base_commit(reg, &base)) || (st = reg_model_insert(reg, &mi, name, o.operation, o.notes, &id)))
     goto rollback;
-  const char *rel = lk_registry_relation_name(o.n_parents ? o.relation : LK_REL_MERGED_FROM);
+  const char *rel = lk_registry_relation_name(reg_relation_valid(o.relation) ? o.relation : LK_REL_MERGED_FROM);
   for (uint32_t i = 0; i < o.n_parents; i++) {
     reg_version v;
     if ((st = reg_resolve(reg, o.parents[i], &v)) || (st = model_edge(reg, id, v.id, 0, rel, o.params_json))) goto rollback;

@@ -149,12 +149,16 @@ static int by_child_then_ref(const void *a, const void *b) {
  * REF order. The rows are sorted here: SQLite's sorter costs more than the
  * query itself on ten thousand edges. */
 static lk_status load_parents(lk_registry_t *reg, const scope *sc, sides *sd) {
-  char where[512], sql[1024];
+  char where[512], where_m[512], sql[2048];
   scope_where(sc, "l.child", where, sizeof where);
+  scope_where(sc, "e.child", where_m, sizeof where_m);
+  /* Schema 4: base models as parents too (version 0 marks a model). */
   snprintf(sql, sizeof sql,
            "SELECT l.child, pa.name, pv.version, l.relation, l.params FROM lineage l JOIN versions pv ON pv.id ="
-           " l.parent JOIN adapters pa ON pa.id = pv.adapter_id%s",
-           where);
+           " l.parent JOIN adapters pa ON pa.id = pv.adapter_id%s%s%s",
+           where, reg->schema >= 4 ? " UNION ALL SELECT e.child, m.name, 0, e.relation, e.params FROM"
+                                     " version_model_lineage e JOIN models m ON m.id = e.parent_model" : "",
+           reg->schema >= 4 ? where_m : "");
   sqlite3_stmt *q = NULL;
   lk_status st = reg_prepare(reg, sql, &q);
   if (st) return st;
@@ -196,7 +200,10 @@ static lk_status load_parents(lk_registry_t *reg, const scope *sc, sides *sd) {
     else
       reg_out_c(o, ',');
     RAW(o, "{\"ref\":");
-    reg_out_ref(o, text.p + e[i].name, e[i].version);
+    if (e[i].version) reg_out_ref(o, text.p + e[i].name, e[i].version);
+    else reg_out_str(o, text.p + e[i].name);
+    if (e[i].version) RAW(o, ",\"kind\":\"adapter\"");
+    else RAW(o, ",\"kind\":\"model\"");
     RAW(o, ",\"relation\":");
     reg_out_str(o, text.p + e[i].relation);
     RAW(o, ",\"params\":");
@@ -481,23 +488,34 @@ done:
   return st;
 }
 
+/* The models document; TRAINED is the "trained" array of a model (schema
+ * 4: adapter versions with an edge to it, e.g. trained_from). */
+#define MODELS_SQL(TRAINED)                                                                                          \
+  "SELECT json_object('name', m.name, 'architecture', m.architecture, 'fingerprint', m.fingerprint,"                  \
+  " 'path', m.path, 'parameters', m.n_params, 'created', strftime('%Y-%m-%dT%H:%M:%SZ', m.created, 'unixepoch'),"   \
+  " 'operation', m.operation, 'notes', m.notes,"                                                                     \
+  " 'adapters', (SELECT count(*) FROM versions v WHERE v.model_id = m.id),"                                          \
+  " 'trained', " TRAINED ","                                                                                         \
+  " 'parents', (SELECT json_group_array(json_object('ref', CASE WHEN ml.parent_version IS NOT NULL"                  \
+  "   THEN (SELECT a.name || '@' || v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id"                \
+  "         WHERE v.id = ml.parent_version)"                                                                         \
+  "   ELSE (SELECT p.name FROM models p WHERE p.id = ml.parent_model) END,"                                          \
+  "   'kind', CASE WHEN ml.parent_version IS NOT NULL THEN 'adapter' ELSE 'model' END,"                              \
+  "   'relation', ml.relation, 'params', json(ml.params))) FROM model_lineage ml WHERE ml.model = m.id))"            \
+  " FROM models m ORDER BY m.name"
+
 LK_API lk_status lk_registry_models(lk_registry_t *reg, char **out_json) {
   if (!reg || !out_json) return lk__fail(reg ? reg->ctx : NULL, LK_ERR_INVALID_ARG, "lk_registry_models: NULL argument");
   *out_json = NULL;
   sqlite3_stmt *q = NULL;
   lk_status st = reg_prepare(
       reg,
-      "SELECT json_object('name', m.name, 'architecture', m.architecture, 'fingerprint', m.fingerprint,"
-      " 'path', m.path, 'parameters', m.n_params, 'created', strftime('%Y-%m-%dT%H:%M:%SZ', m.created, 'unixepoch'),"
-      " 'operation', m.operation, 'notes', m.notes,"
-      " 'adapters', (SELECT count(*) FROM versions v WHERE v.model_id = m.id),"
-      " 'parents', (SELECT json_group_array(json_object('ref', CASE WHEN ml.parent_version IS NOT NULL"
-      "   THEN (SELECT a.name || '@' || v.version FROM versions v JOIN adapters a ON a.id = v.adapter_id"
-      "         WHERE v.id = ml.parent_version)"
-      "   ELSE (SELECT p.name FROM models p WHERE p.id = ml.parent_model) END,"
-      "   'kind', CASE WHEN ml.parent_version IS NOT NULL THEN 'adapter' ELSE 'model' END,"
-      "   'relation', ml.relation, 'params', json(ml.params))) FROM model_lineage ml WHERE ml.model = m.id))"
-      " FROM models m ORDER BY m.name",
+      reg->schema >= 4
+          ? MODELS_SQL("(SELECT json_group_array(json_object('ref', r, 'kind', 'adapter', 'relation', rel)) FROM ("
+                       " SELECT a.name || '@' || v.version AS r, e.relation AS rel FROM version_model_lineage e"
+                       " JOIN versions v ON v.id = e.child JOIN adapters a ON a.id = v.adapter_id"
+                       " WHERE e.parent_model = m.id ORDER BY a.name, v.version))")
+          : MODELS_SQL("json_array()"),
       &q);
   if (st) return st;
   st = join_rows(reg, q, out_json);

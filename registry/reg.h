@@ -15,7 +15,7 @@ struct lk_registry_t {
   sqlite3 *db;
   char *path;
   int read_only;
-  int schema; /* the file's schema version (2 only on read-only handles) */
+  int schema; /* the file's schema version (below LK_REGISTRY_SCHEMA only on read-only handles) */
   unsigned busy_ms;
 };
 

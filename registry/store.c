@@ -115,8 +115,20 @@ static const char schema_v3[] =
     "CREATE INDEX versions_files ON versions(files_sha);"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
+/* v3 -> v4: lineage from an adapter version to a base model (a fresh
+ * adapter trained_from the model it was trained on; v1-v3 edges joined
+ * versions only). Old rows stay as they are. */
+static const char schema_v4[] =
+    "CREATE TABLE version_model_lineage("
+    "  child INTEGER NOT NULL REFERENCES versions(id),"
+    "  parent_model INTEGER NOT NULL REFERENCES models(id),"
+    "  relation TEXT NOT NULL,"
+    "  params TEXT NOT NULL DEFAULT '{}',"
+    "  PRIMARY KEY(child, parent_model));"
+    "CREATE INDEX version_model_lineage_model ON version_model_lineage(parent_model);";
+
 /* migrations[i] takes a database from user_version i to i + 1. */
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
 _Static_assert(sizeof migrations / sizeof migrations[0] == LK_REGISTRY_SCHEMA, "one migration per version");
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -653,8 +665,9 @@ LK_API lk_status lk_registry_open(lk_context_t *ctx, const char *path, const lk_
   }
   if (st || (st = configure(reg, version, busy_ms))) goto fail;
   reg->schema = (int)version;
-  /* Read-only handles read schema 2 as it is (the v3 tables are optional
-   * to every reader); older files need the writer's migration first. */
+  /* Read-only handles read schema 2 and 3 as they are (the v3 and v4
+   * tables are optional to every reader); older files need the writer's
+   * migration first. */
   if (version < LK_REGISTRY_SCHEMA && !(reg->read_only && version >= 2)) {
     if (reg->read_only) {
       st = lk__fail(ctx, LK_ERR_STATE, "%s: registry schema version %lld needs migrating to %d: open it for writing once",

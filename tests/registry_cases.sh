@@ -99,7 +99,21 @@ run_case tag_moves                            0 "out:a1:prod -> a1@2"           
 run_case tag_resolves                         0 "json:doc['ref']=='a1@2'"        registry "${G[@]}" --json show a1:prod
 run_case latest_cannot_be_set                 1 "err:automatically"              registry "${G[@]}" tag a1@1 latest
 run_case lineage_tree                         0 "out:trained_from"               registry "${G[@]}" lineage a1@2
-run_case lineage_up_json                      0 "json:sorted(n['ref'] for n in doc['nodes'])==['a1@1','a1@2','a1@3']" registry "${G[@]}" --json lineage a1@3 --up
+# a1@2 was added trained_from a1@1 with --base: trained_from the base model too (kind model, same params)
+run_case lineage_up_json                      0 "json:sorted(n['ref'] for n in doc['nodes'] if n['kind']=='adapter')==['a1@1','a1@2','a1@3'] and [n['ref'] for n in doc['nodes'] if n['kind']=='model']==['base'] and [(e['child'],e['relation'],e['params']) for e in doc['edges'] if e['parent']=='base' and e['parent_kind']=='model']==[('a1@2','trained_from',{'lr':0.001})]" registry "${G[@]}" --json lineage a1@3 --up
+# A fresh adapter: --relation with --base and no --parent is an edge to the base model.
+run_case add_trained_from_base                0 "out:t1@1"                       registry "${G[@]}" add t1 "$X/ad1" --base base --relation trained_from --params '{"data_sha256":"00ff","hyper":{"lr":0.5}}'
+run_case lineage_base_model_json              0 "json:[(n['ref'],n['kind'],n['depth']) for n in doc['nodes']]==[('t1@1','adapter',0),('base','model',-1)] and doc['edges']==[{'child':'t1@1','parent':'base','relation':'trained_from','child_kind':'adapter','parent_kind':'model','params':{'data_sha256':'00ff','hyper':{'lr':0.5}}}]" registry "${G[@]}" --json lineage t1@1
+run_case lineage_base_model_text              0 "out:└── base [model]  (trained_from {\"data_sha256\":\"00ff\",\"hyper\":{\"lr\":0.5}})" registry "${G[@]}" lineage t1@1 --up
+run_case models_show_trained_adapters         0 "json:[(t['ref'],t['relation']) for t in doc[0]['trained']]==[('a1@2','trained_from'),('t1@1','trained_from')] and doc[0]['adapters']==3" registry "${G[@]}" --json models
+run_case models_text_trained                  0 "out:trained_from base: a1@2, t1@1" registry "${G[@]}" models
+run_case show_json_model_parent               0 "json:[(p['ref'],p['kind'],p['relation'],p['params']['data_sha256']) for p in doc['parents']]==[('base','model','trained_from','00ff')]" registry "${G[@]}" --json show t1@1
+run_case show_text_model_parent               0 "out:trained_from base [model] {\"data_sha256\":\"00ff\"" registry "${G[@]}" show t1@1
+run_case list_parents_of_both_kinds           0 "json:[(p['ref'],p['kind']) for v in doc if v['ref']=='a1@2' for p in v['parents']]==[('a1@1','adapter'),('base','model')]" registry "${G[@]}" --json list a1
+run_case relation_without_parent_or_base      2 "err:--base MODEL"               registry "${G[@]}" add t1 "$X/ad2" --relation trained_from
+run_case relation_to_a_missing_base           1 "err:base model 'ghost'"         registry "${G[@]}" add t1 "$X/ad2" --base ghost --relation trained_from
+run_case rm_removes_its_base_edge             0 "out:removed t1@1"               registry "${G[@]}" rm t1@1
+run_case base_edge_gone_with_the_version      0 "json:[t['ref'] for t in doc[0]['trained']]==['a1@2']" registry "${G[@]}" --json models
 run_case lineage_dot                          0 "out:digraph lineage"            registry "${G[@]}" lineage a1@3 --format dot
 run_case lineage_mermaid                      0 "out:graph BT"                   registry "${G[@]}" lineage a1@3 --format mermaid
 run_case lineage_bad_format_is_usage          2 "err:--format"                   registry "${G[@]}" lineage a1 --format svg
@@ -132,6 +146,15 @@ run_case convert_records_its_output           0 "out:recorded a1-copy@1 (importe
 run_case converted_version_has_lineage        0 "json:doc['parents'][0]['relation']=='imported' and doc['format']=='gguf-lora'" registry "${G[@]}" --json show a1-copy
 run_case merge_records_a_model                0 "out:recorded model merged"       merge "$X/base" --adapter "$X/ad2" -o "$tmp/merged" --registry "$R"
 run_case merged_model_lineage                 0 "json:any(n['ref']=='merged' and n['kind']=='model' for n in doc['nodes'])" registry "${G[@]}" --json lineage ad2 --down
+# trained from the merged model: a descendant of the adapter merged into it, through the model
+run_case add_trained_from_merged_model        0 "out:t2@1"                       registry "${G[@]}" add t2 "$X/ad1" --base merged --relation trained_from
+run_case lineage_down_through_a_model         0 "json:('merged','t2@1') in [(e['parent'],e['child']) for e in doc['edges']] and [n['depth'] for n in doc['nodes'] if n['ref']=='t2@1']==[2]" registry "${G[@]}" --json lineage ad2 --down
+run_case lineage_up_through_a_model           0 "json:[n['ref'] for n in doc['nodes'] if n['depth']==-2]==['ad2@1','base']" registry "${G[@]}" --json lineage t2@1 --up
+run_case quantize_records_a_model             0 "out:recorded model qb (quantized_from base)" quantize "$X/base" --to nf4 -o "$tmp/qb" --registry "$R"
+run_case quantized_model_parent               0 "json:[(m['parents'][0]['ref'],m['parents'][0]['kind'],m['parents'][0]['relation'],m['parents'][0]['params']['to']) for m in doc if m['name']=='qb']==[('base','model','quantized_from','nf4')]" registry "${G[@]}" --json models
+run_case quantize_json_stays_json             0 "json:doc['to']=='f16'"         quantize "$X/base" --to f16 -o "$tmp/qb8" --registry "$R" --json
+run_case add_trained_from_quantized           0 "out:t3@1"                       registry "${G[@]}" add t3 "$X/ad1" --base qb --relation trained_from
+run_case lineage_chain_to_the_f32_base        0 "json:[(e['child'],e['parent'],e['relation']) for e in doc['edges']]==[('t3@1','qb','trained_from'),('qb','base','quantized_from')]" registry "${G[@]}" --json lineage t3@1 --up
 LORAKIT_REGISTRY=$R run_case env_registry_is_used 0 "out:recorded" convert "$X/ad3" -o "$tmp/ad3-env" --format peft
 
 

@@ -577,7 +577,7 @@ START_TEST(relation_names_round_trip) {
   ck_assert_str_eq(lk_registry_relation_name(42), "unknown");
   ck_assert_int_eq(lk_registry_relation_parse("none"), LK_REL_NONE);
   ck_assert_int_eq(lk_registry_relation_parse(NULL), LK_REL_NONE);
-  ck_assert_int_eq(LK_REGISTRY_SCHEMA, 3);
+  ck_assert_int_eq(LK_REGISTRY_SCHEMA, 4);
 }
 END_TEST
 

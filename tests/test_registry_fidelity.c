@@ -173,7 +173,8 @@ START_TEST(schema_2_versions_export_as_before) {
   ck_assert_int_eq(lk_registry_add_path(reg, "old", rg_path("src"), NULL, NULL), LK_OK);
   lk_registry_close(reg);
   /* back to what lorakit with schema 2 wrote */
-  sql("r.db", "DROP INDEX versions_files; ALTER TABLE versions DROP COLUMN files_sha;"
+  sql("r.db", "DROP TABLE version_model_lineage;" /* schema 4 */
+              "DROP INDEX versions_files; ALTER TABLE versions DROP COLUMN files_sha;"
               "ALTER TABLE versions DROP COLUMN source; DROP TABLE files; DROP TABLE meta;"
               "DELETE FROM blobs WHERE sha256 NOT IN (SELECT blob FROM versions);"
               "DELETE FROM chunks WHERE blob NOT IN (SELECT sha256 FROM blobs); PRAGMA user_version = 2;");

@@ -1,6 +1,7 @@
 /* test_registry_files.c - the registry as a file: several processes writing
  * at once, a writer killed mid-add, a flipped byte on disk, files that are
- * not registries or come from a newer lorakit, migration of a v1 database,
+ * not registries or come from a newer lorakit, migration of a v1 and a v3
+ * database, lineage from adapter versions to base models,
  * and round trips through the PEFT and GGUF LoRA loaders on the fixtures
  * (skipped with a message when fixtures or loader plugins are absent).
  * This suite opens databases with SQLite directly to build and damage them. */
@@ -526,6 +527,299 @@ START_TEST(fixture_base_fingerprint_and_mismatch) {
 }
 END_TEST
 
+/* ---- lineage to base models (schema 4) ------------------------------------------------- */
+
+/* rows of table in file, counted by SQLite directly; -1 when the table is absent */
+static long long count_rows(const char *file, const char *table) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  char s[128];
+  snprintf(s, sizeof s, "SELECT count(*) FROM %s", table);
+  ck_assert_int_eq(sqlite3_open(rg_path(file), &db), SQLITE_OK);
+  long long n = -1;
+  if (sqlite3_prepare_v2(db, s, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) n = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return n;
+}
+
+/* The lineage document of ref in direction dir. */
+static json_t *lineage_of(lk_registry_t *reg, const char *ref, int32_t dir) {
+  lk_registry_lineage_opts_t lo = {sizeof lo, dir, 0, 0};
+  char *js = NULL;
+  ck_assert_msg(lk_registry_lineage(reg, ref, &lo, &js) == LK_OK, "lineage %s", ref);
+  return rg_json(js);
+}
+
+static int has_edge(json_t *g, const char *child, const char *parent, const char *relation, const char *parent_kind) {
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(g, "edges"), i, e) if (!strcmp(rg_str(e, "child"), child) &&
+                                                            !strcmp(rg_str(e, "parent"), parent) &&
+                                                            !strcmp(rg_str(e, "relation"), relation) &&
+                                                            !strcmp(rg_str(e, "parent_kind"), parent_kind)) return 1;
+  return 0;
+}
+
+START_TEST(trained_from_a_base_model) {
+  const char *fx = rg_fixtures();
+  lk_context_t *ctx = fx ? rg_ctx_loaders() : NULL;
+  if (!ctx) return;
+  char base[600], ad[600], merged[600];
+  snprintf(base, sizeof base, "%s/base", fx);
+  snprintf(ad, sizeof ad, "%s/a1/adapter-trained", fx);
+  snprintf(merged, sizeof merged, "%s/a1/merged", fx);
+  lk_registry_t *reg = rg_open(ctx, "r.db");
+  ck_assert_msg(lk_registry_add_model(reg, "tiny", base, NULL, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  /* a fresh adapter: relation, base, no parents -> one edge to the model, with the params */
+  lk_registry_add_opts_t o = rg_opts();
+  o.relation = LK_REL_TRAINED_FROM;
+  o.base = "tiny";
+  o.params_json = "{\"data_sha256\":\"ab01\",\"hyper\":{\"lr\":0.25}}";
+  ck_assert_msg(lk_registry_add_path(reg, "fresh", ad, &o, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  json_t *g = lineage_of(reg, "fresh@1", LK_LINEAGE_BOTH);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "edges")), 1);
+  ck_assert(has_edge(g, "fresh@1", "tiny", "trained_from", "model"));
+  json_t *e = json_array_get(json_object_get(g, "edges"), 0), *p = json_object_get(e, "params");
+  ck_assert_str_eq(rg_str(p, "data_sha256"), "ab01");
+  ck_assert(json_real_value(json_object_get(json_object_get(p, "hyper"), "lr")) == 0.25);
+  json_t *n = json_array_get(json_object_get(g, "nodes"), 1);
+  ck_assert_str_eq(rg_str(n, "ref"), "tiny");
+  ck_assert_str_eq(rg_str(n, "kind"), "model");
+  ck_assert_int_eq(rg_int(n, "depth"), -1);
+  json_decref(g);
+  /* from an adapter: trained_from it and the base; merged_from with a base: the adapter only */
+  const char *parents[] = {"fresh@1"};
+  o.parents = parents;
+  o.n_parents = 1;
+  o.params_json = NULL;
+  o.new_version = 1;
+  ck_assert_int_eq(lk_registry_add_path(reg, "cont", ad, &o, NULL), LK_OK);
+  o.relation = LK_REL_MERGED_FROM;
+  ck_assert_int_eq(lk_registry_add_path(reg, "mix", ad, &o, NULL), LK_OK);
+  g = lineage_of(reg, "cont@1", LK_LINEAGE_UP);
+  ck_assert(has_edge(g, "cont@1", "fresh@1", "trained_from", "adapter") && has_edge(g, "cont@1", "tiny", "trained_from", "model"));
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "edges")), 3); /* and fresh@1 -> tiny */
+  json_decref(g);
+  g = lineage_of(reg, "mix@1", LK_LINEAGE_UP);
+  ck_assert(has_edge(g, "mix@1", "fresh@1", "merged_from", "adapter") && !has_edge(g, "mix@1", "tiny", "merged_from", "model"));
+  json_decref(g);
+  /* down from the adapter through a model made from it, to an adapter trained from that model */
+  lk_registry_model_opts_t mo = {sizeof mo, LK_REL_MERGED_FROM, parents, 1, 0, "tiny", NULL, "merge", NULL, NULL};
+  ck_assert_msg(lk_registry_add_model(reg, "m1", merged, &mo, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  lk_registry_add_opts_t o2 = rg_opts();
+  o2.relation = LK_REL_TRAINED_FROM;
+  o2.base = "m1";
+  o2.new_version = 1;
+  ck_assert_msg(lk_registry_add_path(reg, "onm1", ad, &o2, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  g = lineage_of(reg, "fresh@1", LK_LINEAGE_DOWN);
+  ck_assert(has_edge(g, "onm1@1", "m1", "trained_from", "model"));
+  json_decref(g);
+  /* a link closing a loop through the model is a cycle: fresh@1 <- m1 <- onm1@1 */
+  ck_assert_int_eq(lk_registry_link(reg, "fresh@1", "onm1@1", LK_REL_TRAINED_FROM, NULL), LK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(lk_last_error(ctx), "cycle"));
+  /* models: the adapters trained from each */
+  char *ms = NULL;
+  ck_assert_int_eq(lk_registry_models(reg, &ms), LK_OK);
+  json_t *models = rg_json(ms);
+  size_t i;
+  json_t *m;
+  int seen = 0;
+  json_array_foreach(models, i, m) {
+    json_t *tr = json_object_get(m, "trained");
+    if (!strcmp(rg_str(m, "name"), "tiny")) {
+      ck_assert_uint_eq(json_array_size(tr), 2);
+      ck_assert_str_eq(rg_str(json_array_get(tr, 0), "ref"), "cont@1");
+      ck_assert_str_eq(rg_str(json_array_get(tr, 1), "ref"), "fresh@1");
+      seen++;
+    } else if (!strcmp(rg_str(m, "name"), "m1")) {
+      ck_assert_uint_eq(json_array_size(tr), 1);
+      ck_assert_str_eq(rg_str(json_array_get(tr, 0), "ref"), "onm1@1");
+      seen++;
+    }
+  }
+  ck_assert_int_eq(seen, 2);
+  json_decref(models);
+  /* bad input: an unknown relation for the base edge, a base that does not exist; nothing written */
+  lk_registry_add_opts_t bad = rg_opts();
+  bad.relation = 77;
+  bad.base = "tiny";
+  bad.new_version = 1;
+  ck_assert_int_eq(lk_registry_add_path(reg, "bad", ad, &bad, NULL), LK_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(lk_last_error(ctx), "base model 'tiny'"));
+  bad.relation = LK_REL_TRAINED_FROM;
+  bad.base = "ghost";
+  ck_assert_int_eq(lk_registry_add_path(reg, "bad", ad, &bad, NULL), LK_ERR_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(lk_last_error(ctx), "ghost"));
+  /* a relation without parents or base links nothing (as before schema 4) */
+  bad.base = NULL;
+  ck_assert_int_eq(lk_registry_add_path(reg, "nobase", ad, &bad, NULL), LK_OK);
+  json_decref(rg_verify(reg, LK_OK));
+  lk_registry_close(reg);
+  ck_assert_int_eq(count_rows("r.db", "version_model_lineage"), 3); /* fresh, cont, onm1 */
+  ck_assert_int_eq(count_rows("r.db", "versions"), 5);               /* fresh cont mix onm1 nobase */
+  /* removing a version drops its own edge to the model */
+  reg = rg_open(ctx, "r.db");
+  ck_assert_int_eq(lk_registry_remove(reg, "onm1@1", 0), LK_OK);
+  lk_registry_close(reg);
+  ck_assert_int_eq(count_rows("r.db", "version_model_lineage"), 2);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* A schema-3 file (what lorakit wrote before version -> model edges): read
+ * as it is read-only, migrated forward by a writer with every row kept. */
+START_TEST(a_v3_database_is_migrated) {
+  const char *fx = rg_fixtures();
+  lk_context_t *ctx = fx ? rg_ctx_loaders() : NULL;
+  if (!ctx) return;
+  char base[600], ad[600], merged[600];
+  snprintf(base, sizeof base, "%s/base", fx);
+  snprintf(ad, sizeof ad, "%s/a1/adapter-trained", fx);
+  snprintf(merged, sizeof merged, "%s/a1/merged", fx);
+  lk_registry_t *reg = rg_open(ctx, "v3.db");
+  lk_registry_add_opts_t o = rg_opts();
+  o.base = base;
+  ck_assert_msg(lk_registry_add_path(reg, "a", ad, &o, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  const char *parents[] = {"a@1"};
+  o.parents = parents;
+  o.n_parents = 1;
+  o.relation = LK_REL_IMPORTED;
+  o.new_version = 1;
+  o.params_json = "{\"k\":1}";
+  ck_assert_int_eq(lk_registry_add_path(reg, "a", ad, &o, NULL), LK_OK);
+  ck_assert_int_eq(lk_registry_tag(reg, "a@1", "prod"), LK_OK);
+  lk_registry_model_opts_t mo = {sizeof mo, LK_REL_MERGED_FROM, parents, 1, 0, "base", NULL, "merge", NULL, NULL};
+  ck_assert_msg(lk_registry_add_model(reg, "m", merged, &mo, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  lk_registry_close(reg);
+  /* back to schema 3: the table schema 4 added was the only change */
+  sql("v3.db", "DROP TABLE version_model_lineage; PRAGMA user_version = 3;");
+  static const char *const tables[] = {"blobs", "chunks", "models", "adapters", "versions", "tags",
+                                       "lineage", "model_lineage", "files"};
+  enum { NT = sizeof tables / sizeof tables[0] };
+  long long before[NT];
+  for (int i = 0; i < NT; i++) {
+    before[i] = count_rows("v3.db", tables[i]);
+    ck_assert_msg(before[i] > 0, "%s is empty: the v3 file would not test the migration", tables[i]);
+  }
+  ck_assert_int_eq(count_rows("v3.db", "version_model_lineage"), -1);
+  /* read-only: read as schema 3, nothing written */
+  size_t n0;
+  unsigned char *raw = slurp(rg_path("v3.db"), &n0);
+  lk_registry_opts_t ro = {sizeof ro, 1, 0, 0};
+  ck_assert_msg(lk_registry_open(ctx, rg_path("v3.db"), &ro, &reg) == LK_OK, "%s", lk_last_error(ctx));
+  json_t *g = lineage_of(reg, "a@2", LK_LINEAGE_BOTH);
+  ck_assert(has_edge(g, "a@2", "a@1", "imported", "adapter"));
+  json_decref(g);
+  g = lineage_of(reg, "a@1", LK_LINEAGE_DOWN);
+  ck_assert(has_edge(g, "m", "a@1", "merged_from", "adapter"));
+  json_decref(g);
+  char *ms = NULL;
+  ck_assert_int_eq(lk_registry_models(reg, &ms), LK_OK);
+  json_t *models = rg_json(ms);
+  ck_assert_uint_eq(json_array_size(json_object_get(json_array_get(models, 0), "trained")), 0);
+  json_decref(models);
+  lk_registry_close(reg);
+  size_t n1;
+  unsigned char *now = slurp(rg_path("v3.db"), &n1);
+  ck_assert_msg(n1 == n0 && !memcmp(raw, now, n0), "a read-only handle changed the v3 file");
+  free(raw);
+  free(now);
+  /* a writer migrates: schema 4, every row kept, the new table empty, then usable */
+  reg = rg_open(ctx, "v3.db");
+  lk_registry_close(reg);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  ck_assert_int_eq(sqlite3_open(rg_path("v3.db"), &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+  ck_assert_int_eq(sqlite3_column_int(q, 0), 4);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  for (int i = 0; i < NT; i++)
+    if (count_rows("v3.db", tables[i]) != before[i])
+      ck_abort_msg("migration changed %s: %lld rows, was %lld", tables[i], count_rows("v3.db", tables[i]), before[i]);
+  ck_assert_int_eq(count_rows("v3.db", "version_model_lineage"), 0);
+  reg = rg_open(ctx, "v3.db");
+  json_decref(rg_verify(reg, LK_OK));
+  lk_registry_add_opts_t o2 = rg_opts();
+  o2.relation = LK_REL_TRAINED_FROM;
+  o2.base = "base";
+  o2.new_version = 1;
+  ck_assert_msg(lk_registry_add_path(reg, "a", ad, &o2, NULL) == LK_OK, "%s", lk_last_error(ctx));
+  g = lineage_of(reg, "a@3", LK_LINEAGE_UP);
+  ck_assert(has_edge(g, "a@3", "base", "trained_from", "model"));
+  json_decref(g);
+  lk_adapter_t *back = NULL;
+  ck_assert_int_eq(lk_registry_get(reg, "a:prod", &back), LK_OK);
+  lk_adapter_free(back);
+  lk_registry_close(reg);
+  lk_context_free(ctx);
+}
+END_TEST
+
+/* A walk big enough to switch to whole tables (more than 2048 nodes): the
+ * edges to and from models are followed there too. Built with SQL: a chain
+ * v1 <- v2 <- ... <- v3000 of one adapter "a"; model m merged_from v1 with
+ * v100, v200 ... v1900 trained_from it; model m2 merged_from v2550 with
+ * v2650 and v2750 trained_from it. Expected counts and depths are worked
+ * out by hand from that graph. */
+START_TEST(a_big_walk_follows_model_edges) {
+  lk_context_t *ctx = rg_ctx();
+  lk_registry_t *reg = rg_open(ctx, "big.db");
+  lk_adapter_t *ad = rg_adapter(ctx, 3, LK_SCALING_STANDARD);
+  ck_assert_str_eq(rg_add(reg, ctx, "a", ad, NULL), "a@1");
+  lk_adapter_free(ad);
+  lk_registry_close(reg);
+  sql("big.db",
+      "BEGIN;"
+      "WITH RECURSIVE n(k) AS (SELECT 2 UNION ALL SELECT k + 1 FROM n WHERE k < 3000)"
+      " INSERT INTO versions(id, adapter_id, version, blob, model_id, rank, alpha, scaling, target_modules, n_targets,"
+      " format, size, created, operation, notes) SELECT k, v.adapter_id, k, v.blob, NULL, v.rank, v.alpha, v.scaling,"
+      " v.target_modules, v.n_targets, v.format, v.size, v.created, v.operation, NULL FROM n, versions v WHERE v.id = 1;"
+      "UPDATE adapters SET next_version = 3001;"
+      "INSERT INTO lineage(child, parent, relation, params) SELECT id, id - 1, 'trained_from', '{}' FROM versions"
+      " WHERE id > 1;"
+      "INSERT INTO models(id, name, architecture, fingerprint, config, shapes, n_params, path, created, operation)"
+      " VALUES(1, 'm', 'llama', printf('%064d', 1), '{}', '{}', 0, NULL, 0, 'merge'),"
+      " (2, 'm2', 'llama', printf('%064d', 2), '{}', '{}', 0, NULL, 0, 'merge');"
+      "INSERT INTO model_lineage(model, parent_version, relation) VALUES(1, 1, 'merged_from'), (2, 2550, 'merged_from');"
+      "INSERT INTO version_model_lineage(child, parent_model, relation) SELECT id, 1, 'trained_from' FROM versions"
+      " WHERE id % 100 = 0 AND id < 2000;"
+      "INSERT INTO version_model_lineage(child, parent_model, relation) VALUES(2650, 2, 'trained_from'),"
+      " (2750, 2, 'trained_from');"
+      "COMMIT;");
+  reg = rg_open(ctx, "big.db");
+  json_decref(rg_verify(reg, LK_OK));
+  /* up from v3000: every version and both models; 2999 chain edges, 19 + 2
+   * version -> model edges, 2 model -> version edges */
+  json_t *g = lineage_of(reg, "a@3000", LK_LINEAGE_UP);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "nodes")), 3002);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "edges")), 3022);
+  ck_assert(has_edge(g, "a@100", "m", "trained_from", "model") && has_edge(g, "a@2750", "m2", "trained_from", "model"));
+  json_decref(g);
+  /* down from v1: v_k (k >= 1900) at depth 2 + (k - 1900) through m; m2 at
+   * 653 (below v2550, depth 652); v2650 and v2750 at 654 through m2, and
+   * what follows them 654 + k - 2650 or - 2750 (v2700: 704, v3000: 904) */
+  g = lineage_of(reg, "a@1", LK_LINEAGE_DOWN);
+  ck_assert_uint_eq(json_array_size(json_object_get(g, "nodes")), 3002);
+  static const struct { const char *ref; long long depth; } want[] = {
+      {"a@50", 49}, {"a@100", 2}, {"a@150", 52}, {"m", 1}, {"a@2550", 652}, {"m2", 653}, {"a@2650", 654},
+      {"a@2750", 654}, {"a@2700", 704}, {"a@3000", 904}};
+  size_t i;
+  json_t *n;
+  for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
+    long long got = -1;
+    json_array_foreach(json_object_get(g, "nodes"), i, n) if (!strcmp(rg_str(n, "ref"), want[w].ref)) got = rg_int(n, "depth");
+    if (got != want[w].depth) ck_abort_msg("down from a@1: %s at depth %lld, expected %lld", want[w].ref, got, want[w].depth);
+  }
+  ck_assert(has_edge(g, "a@2650", "m2", "trained_from", "model"));
+  json_decref(g);
+  lk_registry_close(reg);
+  lk_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("registry_files");
   TCase *tc = tcase_create("refusals");
@@ -534,6 +828,7 @@ int main(void) {
   tcase_add_test(tc, another_sqlite_database_is_refused_untouched);
   tcase_add_test(tc, a_newer_schema_is_refused_untouched);
   tcase_add_test(tc, a_v1_database_is_migrated);
+  tcase_add_test(tc, a_big_walk_follows_model_edges);
   tcase_add_test(tc, a_flipped_byte_is_found_by_verify);
   suite_add_tcase(s, tc);
   tc = tcase_create("processes");
@@ -547,6 +842,8 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, fixture_peft_round_trip_is_byte_identical);
   tcase_add_test(tc, fixture_base_fingerprint_and_mismatch);
+  tcase_add_test(tc, trained_from_a_base_model);
+  tcase_add_test(tc, a_v3_database_is_migrated);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -19,8 +19,10 @@
 #   - Ctrl-C: SIGINT to a running train (after its first --json line): exit
 #     130, a checkpoint, the resume command printed; running that command
 #     finishes with the uninterrupted run's losses;
-#   - registry: the adapter's lineage has trained_from its --init-adapter,
-#     with the data's sha256 (hashlib) and the hyper-parameters;
+#   - registry: the adapter's lineage has trained_from its --init-adapter
+#     and the base model (kind "model"), a fresh adapter's trained_from the
+#     base model alone, each edge with the data's sha256 (hashlib) and the
+#     hyper-parameters; `registry models` lists them as trained from it;
 #   - bad input: a missing data file, a bad JSONL line and invalid UTF-8
 #     (file:line), a
 #     checkpoint of another run (named difference): exit 1; --data without
@@ -204,23 +206,49 @@ else
 fi
 
 # ---- registry ------------------------------------------------------------------------
+# g1 starts from --init-adapter: trained_from that adapter AND the base model; g0 is a fresh
+# adapter: trained_from the base model alone. Every edge carries the data's sha256 (hashlib
+# here), every hyper-parameter and the base fingerprint.
+FRESH=("${REF[@]:2}") # REF without --init-adapter DIR
+[ "${REF[0]}" = --init-adapter ] || bad "REF no longer starts with --init-adapter"
 "$LK" train "$F/base" --data "$T/words.txt" --batch 4 --seq-len 32 --steps 2 "${REF[@]}" --registry "$T/reg.db" \
   -o "$T/g1" >"$T/g1.out" 2>"$T/g1.err" || bad "train --registry: $(cat "$T/g1.err")"
-ref=$(sed -n 's/^registry: recorded \([^ ]*\) .*/\1/p' "$T/g1.out")
-"$LK" registry --registry "$T/reg.db" lineage "$ref" --json >"$T/lin.json" 2>"$T/lin.err"
-python3 - "$T/lin.json" "$T/words.txt" "$ref" <<'EOF' && ok "registry: $ref trained_from its init adapter, data sha256, hyper-parameters" || bad "registry lineage of '$ref': $(cat "$T/lin.err")"
+"$LK" train "$F/base" --data "$T/words.txt" --batch 4 --seq-len 32 --steps 2 "${FRESH[@]}" --registry "$T/reg.db" \
+  -o "$T/g0" >"$T/g0.out" 2>"$T/g0.err" || bad "train --registry (fresh): $(cat "$T/g0.err")"
+for g in g1 g0; do
+  ref=$(sed -n 's/^registry: recorded \([^ ]*\) .*/\1/p' "$T/$g.out")
+  "$LK" registry --registry "$T/reg.db" lineage "$ref" --json >"$T/lin-$g.json" 2>"$T/lin-$g.err"
+  "$LK" registry --registry "$T/reg.db" --json models >"$T/models-$g.json" 2>>"$T/lin-$g.err"
+  python3 - "$T/lin-$g.json" "$T/words.txt" "$ref" "$g" "$T/models-$g.json" <<'EOF' && ok "registry: $ref ($g) trained_from $([ $g = g1 ] && echo "its init adapter and ")the base model, data sha256, hyper-parameters" || bad "registry lineage of '$ref': $(cat "$T/lin-$g.err")"
 import hashlib, json, sys
 g = json.load(open(sys.argv[1]))
 sha = hashlib.sha256(open(sys.argv[2], "rb").read()).hexdigest()
-e = [x for x in g["edges"] if x["child"] == sys.argv[3]]
-assert len(e) == 1 and e[0]["relation"] == "trained_from", e
-p = e[0]["params"]
-assert p["data_sha256"] == sha, (p["data_sha256"], sha)
-h = p["hyper"]
-assert h["lr"] == 1e-3 and h["batch"] == 4 and h["seq_len"] == 32 and h["steps"] == 2 and h["schedule"] == "constant", h
-assert h["clip"] == 0 and h["weight_decay"] == 0 and h["seed"] == 42 and h["data_format"] == "text", h
-assert [n["base"] for n in g["nodes"] if n["ref"] == sys.argv[3]] == ["base"]
+ref, which = sys.argv[3], sys.argv[4]
+e = sorted((x for x in g["edges"] if x["child"] == ref), key=lambda x: x["parent_kind"])
+kinds = [x["parent_kind"] for x in e]
+assert kinds == (["adapter", "model"] if which == "g1" else ["model"]), e
+assert all(x["relation"] == "trained_from" for x in e), e
+assert e[-1]["parent"] == "base", e
+assert [n["kind"] for n in g["nodes"] if n["ref"] == "base"] == ["model"], g["nodes"]
+for x in e:
+    p = x["params"]
+    assert p["data_sha256"] == sha, (p["data_sha256"], sha)
+    assert len(p["base_fingerprint"]) == 64, p
+    h = p["hyper"]
+    assert h["lr"] == 1e-3 and h["batch"] == 4 and h["seq_len"] == 32 and h["steps"] == 2 and h["schedule"] == "constant", h
+    assert h["clip"] == 0 and h["weight_decay"] == 0 and h["seed"] == 42 and h["data_format"] == "text", h
+assert [n["base"] for n in g["nodes"] if n["ref"] == ref] == ["base"]
+m = [x for x in json.load(open(sys.argv[5])) if x["name"] == "base"]
+assert len(m) == 1 and (ref, "trained_from") in [(t["ref"], t["relation"]) for t in m[0]["trained"]], m
 EOF
+done
+# a registry file that is not a registry: the record fails naming it
+printf 'not a registry' >"$T/notreg.db"
+"$LK" train "$F/base" --data "$T/words.txt" --batch 4 --seq-len 32 --steps 1 "${FRESH[@]}" --registry "$T/notreg.db" \
+  -o "$T/g2" >"$T/g2.out" 2>"$T/g2.err"
+rc=$?
+if [ $rc != 0 ] && grep -qF "notreg.db" "$T/g2.err"; then ok "registry: a file that is not a registry is refused by name"
+else bad "train --registry notreg.db: exit $rc: $(cat "$T/g2.err")"; fi
 
 # ---- bad input -----------------------------------------------------------------------
 expect() { # NAME EXIT ERRTEXT ARGS...

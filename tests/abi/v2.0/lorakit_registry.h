@@ -14,9 +14,11 @@
  *     once per distinct content: addressed by the SHA-256 of the canonical
  *     bytes, zlib-compressed, shared by every version with the same content.
  *   - Lineage: edges child -> parent with a relation (LK_REL_*) and its
- *     parameters as a JSON object. Edges join adapter versions; a base model
- *     made by a merge has edges to the adapter version(s) and the model it
- *     was merged from.
+ *     parameters as a JSON object. Edges join adapter versions; an adapter
+ *     version may also have its base model as a parent (schema 4: a fresh
+ *     adapter trained_from the model it was trained on); a base model made
+ *     by a merge or a quantisation has edges to the adapter version(s) and
+ *     the model it was made from.
  *   - Base models are recorded by name, architecture, the shapes of their
  *     2-D weights, their config and a fingerprint: SHA-256 over the
  *     architecture, a hash of the config's structural keys, the name and
@@ -61,7 +63,7 @@ typedef struct lk_registry_t lk_registry_t;
 /* The schema version this library writes (PRAGMA user_version). Older
  * registries are migrated forward when opened for writing; newer ones are
  * refused with LK_ERR_UNSUPPORTED and left untouched. */
-#define LK_REGISTRY_SCHEMA 3
+#define LK_REGISTRY_SCHEMA 4
 
 /* ---- lineage relations (append-only; carried as int32_t) ----------------- */
 enum {
@@ -127,7 +129,13 @@ typedef void (*lk_registry_progress_fn)(void *user, uint64_t done, uint64_t tota
 
 typedef struct lk_registry_add_opts_t {
   uint32_t struct_size;
-  int32_t relation;            /* LK_REL_* of every parent; needed with parents */
+  /* LK_REL_* of every parent; needed with parents. With no parents and
+   * base set, the version gets an edge to the base model with this
+   * relation and params_json (e.g. a fresh adapter trained_from its base;
+   * without parents or base nothing is linked, as before). With
+   * parents and LK_REL_TRAINED_FROM the base edge is added as well
+   * (training from an adapter trains on the base too). 0 = no edges. */
+  int32_t relation;
   const char *const *parents;  /* n_parents REFs of existing versions (copied) */
   uint32_t n_parents;
   /* Nonzero: when a version with the same content already exists (any
@@ -176,7 +184,7 @@ LK_API lk_status lk_registry_add_adapter(lk_registry_t *reg, const char *name, l
 
 typedef struct lk_registry_model_opts_t {
   uint32_t struct_size;
-  int32_t relation;            /* LK_REL_* of the edges below (merged_from) */
+  int32_t relation;            /* LK_REL_* of the edges below; 0 = merged_from */
   const char *const *parents;  /* REFs of adapter versions it was made from */
   uint32_t n_parents;
   uint32_t reserved0;          /* must be 0 */
@@ -253,7 +261,9 @@ typedef struct lk_registry_list_opts_t {
  * version. Each element: {"ref","name","version","tags":[..],"base",
  * "base_fingerprint","rank","alpha","scaling","target_modules":[..],
  * "n_targets","format","size","sha256","created","operation","notes",
- * "parents":[{"ref","relation","params"}]}. opts may be NULL (all). */
+ * "parents":[{"ref","kind","relation","params"}]} (kind "adapter", or
+ * "model" for a base model it was trained from: ref is then the model's
+ * name). opts may be NULL (all). */
 LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opts_t *opts,
                                   char **out_json);
 /* [one-thread-per-context] One version as a JSON object in *out_json
@@ -265,8 +275,9 @@ LK_API lk_status lk_registry_list(lk_registry_t *reg, const lk_registry_list_opt
 LK_API lk_status lk_registry_show(lk_registry_t *reg, const char *ref, char **out_json);
 /* [one-thread-per-context] Base models as a JSON array in *out_json
  * (lk_free): name, architecture, fingerprint, path, parameters, created,
- * operation, notes, adapters (versions recorded against it), parents
- * ([{"ref","kind","relation","params"}]). */
+ * operation, notes, adapters (the number of versions recorded against it),
+ * trained ([{"ref","kind","relation"}]: versions with a lineage edge to it,
+ * e.g. trained_from), parents ([{"ref","kind","relation","params"}]). */
 LK_API lk_status lk_registry_models(lk_registry_t *reg, char **out_json);
 
 typedef struct lk_registry_lineage_opts_t {
@@ -280,8 +291,10 @@ typedef struct lk_registry_lineage_opts_t {
 /* [one-thread-per-context] Ancestors and/or descendants of ref as a JSON
  * object in *out_json (lk_free): {"root": REF,
  * "nodes": [{"ref","kind":"adapter"|"model","depth","operation",...}],
- * "edges": [{"child","parent","relation","params"}]} with depth negative
- * for ancestors, positive for descendants. opts may be NULL. */
+ * "edges": [{"child","parent","relation","child_kind","parent_kind","params"}]}
+ * with depth negative for ancestors, positive for descendants; a node of
+ * kind "model" is a base model, its ref its name (an adapter's base model
+ * it was trained from is an ancestor of kind "model"). opts may be NULL. */
 LK_API lk_status lk_registry_lineage(lk_registry_t *reg, const char *ref,
                                      const lk_registry_lineage_opts_t *opts, char **out_json);
 /* [one-thread-per-context] Add the edge child -> parent to existing versions (e.g. provenance found

@@ -324,6 +324,8 @@ typedef struct lk_x_train_opts_t { /* caller-filled input */
   int32_t compute;          /* LK_COMPUTE_F32 (default, the reference) or LK_COMPUTE_BF16: the
                              * session's matmul and LoRA ops take bf16 operands with f32 sums
                              * (LoRA weights, gradients and AdamW state stay f32) */
+  const char *backend;      /* backend plugin name (NULL: "cpu") */
+  uint32_t device;          /* its device index (0) */
 } lk_x_train_opts_t;
 #define LK_MIN_SIZE_X_TRAIN_OPTS LK_MIN_SIZE(lk_x_train_opts_t, user)
 

@@ -49,7 +49,7 @@ $(BENCH_DIR)/gemm_eff: bench/gemm_eff.c $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< $(CPU_KERNEL_OBJ) -lpthread -lm
 
-$(BENCH_DIR)/bench_lora: bench/bench_lora.c plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+$(BENCH_DIR)/bench_lora: bench/bench_lora.c bench/bench_peak.h plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(BLAS_INC) -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm

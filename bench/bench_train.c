@@ -282,7 +282,7 @@ static double bt_torch(const char *script, const char *model, const char *tokens
   if (!f) return 0;
   double ms = 0;
   while (fgets(line, sizeof line, f)) {
-    printf("bench: %s", line);
+    fputs(line, stdout);
     double v;
     if (sscanf(line, "torch: step_ms %lf", &v) == 1) ms = v;
   }

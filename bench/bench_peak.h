@@ -224,20 +224,27 @@ static double memcpy_time(char *dst, const char *src, size_t n, int reps, int nt
   return best;
 }
 
-/* "bench: machine MODEL, N cores online, widest ISA NAME" from /proc/cpuinfo. */
+/* "bench: machine MODEL (family F model M), N cores online, widest ISA NAME"
+ * from the first CPU of /proc/cpuinfo (a virtual machine's model name may
+ * not name the generation: family and model do). */
 static void bench_machine(void) {
-  char model[256] = "unknown CPU", line[512];
+  char model[256] = "unknown CPU", family[32] = "?", num[32] = "?", line[512];
   FILE *f = fopen("/proc/cpuinfo", "r");
   while (f && fgets(line, sizeof line, f)) {
     const char *c = strchr(line, ':');
-    if (strncmp(line, "model name", 10) || !c) continue;
+    if (!c) continue;
+    if (line[0] == '\n') break; /* the first CPU only */
+    char *dst = !strncmp(line, "model name", 10) ? model : !strncmp(line, "cpu family", 10) ? family
+                : !strncmp(line, "model\t", 6) ? num : NULL;
+    size_t cap = dst == model ? sizeof model : sizeof family;
+    if (!dst) continue;
     c++;
     while (*c == ' ' || *c == '\t') c++;
-    snprintf(model, sizeof model, "%.*s", (int)strcspn(c, "\n"), c);
-    break;
+    snprintf(dst, cap, "%.*s", (int)strcspn(c, "\n"), c);
   }
   if (f) fclose(f);
-  printf("bench: machine %s, %d cores online, widest ISA %s\n", model, ncores(), loop_names[widest_fp32_loop()]);
+  printf("bench: machine %s (family %s model %s), %d cores online, widest ISA %s\n", model, family, num, ncores(),
+         loop_names[widest_fp32_loop()]);
 }
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -44,8 +44,12 @@ enum { BT_BATCH = 2, BT_SEQ = 256, BT_WARM = 2, BT_TIMED = 3, BT_RANK = 16 };
 enum { BT_PROMPT = 64, BT_DECODE = 128 };
 #define BT_ALPHA 32.0f
 
+static char bt_tmp[64]; /* the temp dir, removed on exit */
+static void bt_rmtree(const char *dir);
+
 static void bt_die(const char *what, lk_context_t *ctx) {
   fprintf(stderr, "bench_train: %s failed: %s\n", what, ctx ? lk_last_error(ctx) : "");
+  if (bt_tmp[0]) bt_rmtree(bt_tmp);
   exit(1);
 }
 
@@ -98,7 +102,7 @@ static void bt_write_file(const char *path, const char *hdr, size_t hlen, const 
   FILE *f = fopen(path, "wb");
   if (!f) {
     fprintf(stderr, "bench_train: cannot write %s\n", path);
-    exit(1);
+    bt_die("writing the model", NULL);
   }
   uint64_t h = hlen;
   fwrite(&h, 8, 1, f);
@@ -132,7 +136,7 @@ static void bt_write_file(const char *path, const char *hdr, size_t hlen, const 
   }
   if (fflush(f) || ferror(f) || fclose(f)) {
     fprintf(stderr, "bench_train: writing %s failed\n", path);
-    exit(1);
+    bt_die("writing the model", NULL);
   }
 }
 
@@ -375,6 +379,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_train PLUGIN_DIR [torch_llama.py]\n");
     return 2;
   }
+  lk_context_opts_t co;
+  memset(&co, 0, sizeof co);
+  co.struct_size = sizeof co;
+  co.no_default_plugins = 1;
+  lk_context_t *ctx = NULL;
+  if (lk_context_create(&co, &ctx) != LK_OK) bt_die("lk_context_create", NULL);
+  BT_CHECK(lk_plugin_load_dir(ctx, argv[1]), argv[1]);
+
   const int cores = ncores();
   bench_machine();
   const int loop = widest_fp32_loop();
@@ -389,9 +401,12 @@ int main(int argc, char **argv) {
   printf("bench: memcpy_%dthreads %.2f GB/s [bytes read + written; the reference of the decode_* lines]\n", cores,
          bw * 1e-9);
 
-  char tmpl[] = "/tmp/bench_train.XXXXXX";
-  const char *dir = mkdtemp(tmpl);
-  if (!dir) bt_die("mkdtemp", NULL);
+  snprintf(bt_tmp, sizeof bt_tmp, "/tmp/bench_train.XXXXXX");
+  if (!mkdtemp(bt_tmp)) {
+    bt_tmp[0] = 0;
+    bt_die("mkdtemp", NULL);
+  }
+  const char *dir = bt_tmp;
   char model[256], tokens[256], out[256];
   snprintf(model, sizeof model, "%s/model", dir);
   snprintf(tokens, sizeof tokens, "%s/tokens.safetensors", dir);
@@ -406,14 +421,6 @@ int main(int argc, char **argv) {
          "seq %d, LoRA r %d alpha %g all-linear, AdamW, fp32 compute; %d warm-up + %d timed steps\n",
          BT_HIDDEN, BT_INTER, BT_LAYERS, BT_HEADS, BT_KV, BT_VOCAB, nparam * 1e-6, BT_BATCH, BT_SEQ, BT_RANK,
          (double)BT_ALPHA, BT_WARM, BT_TIMED);
-
-  lk_context_opts_t co;
-  memset(&co, 0, sizeof co);
-  co.struct_size = sizeof co;
-  co.no_default_plugins = 1;
-  lk_context_t *ctx = NULL;
-  if (lk_context_create(&co, &ctx) != LK_OK) bt_die("lk_context_create", NULL);
-  BT_CHECK(lk_plugin_load_dir(ctx, argv[1]), argv[1]);
 
   const double flops = bt_step_flops(t, nt);
   const char *const fmts[3] = {NULL, "nf4", "q4_0"};

@@ -390,9 +390,12 @@ int main(int argc, char **argv) {
   const int cores = ncores();
   bench_machine();
   const int loop = widest_fp32_loop();
-  const double peak = fma_peak(cores, loop, 4);
-  printf("bench: fma_peak_fp32_%dcores %.1f GFLOP/s [%s: the widest ISA here; the reference of the "
-         "train_*_mfu lines]\n", cores, peak, loop_names[loop]);
+  const double one = fma_peak(1, loop, 3), peak = fma_peak(cores, loop, 4);
+  printf("bench: fma_peak_fp32_%dcores %.1f GFLOP/s ratio=%.2f vs one_core_fma_peak (%.1f GFLOP/s) [%s: the widest "
+         "ISA here; the reference of the train_*_mfu lines]\n", cores, peak, peak / one, one, loop_names[loop]);
+  if (cores > 1 && peak < 0.9 * cores * one)
+    printf("bench_train: note: all cores together ran below %d x one core: other processes are using the cores, "
+           "so the absolute figures are low and the ratios noisy\n", cores);
   const size_t big = 256u << 20;
   char *src = xalloc(big), *dst = xalloc(big);
   const double bw = 2.0 * (double)big / memcpy_time(dst, src, big, 3, cores);

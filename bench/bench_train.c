@@ -387,6 +387,7 @@ int main(int argc, char **argv) {
   if (lk_context_create(&co, &ctx) != LK_OK) bt_die("lk_context_create", NULL);
   BT_CHECK(lk_plugin_load_dir(ctx, argv[1]), argv[1]);
 
+  setvbuf(stdout, NULL, _IOLBF, 0); /* each line as it comes, into a pipe too */
   const int cores = ncores();
   bench_machine();
   const int loop = widest_fp32_loop();

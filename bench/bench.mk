@@ -24,6 +24,11 @@
 #   bench_tokenizer  encode/decode MB/s of the SentencePiece, tokenizer.json
 #               and GGUF tokenizers (staged API) on ~4 MB of the fixture's
 #               strings, one encode per line, vs memcpy
+#   bench_train  a random 62M-parameter Llama written by the bench: LoRA
+#               training step time (lk_x_train; f32, nf4 and q4_0 base) and its
+#               model FLOP/s vs the FMA peak, vs PyTorch (bench/torch_llama.py);
+#               greedy decode tokens/s with the KV cache vs the memory-bound
+#               limit (weight bytes per token / memcpy bandwidth)
 #   bench_registry  add/get of a 20 MiB adapter vs file write/read, list and
 #               lineage latency with 10,000 versions (lk_registry_*)
 
@@ -35,6 +40,7 @@ BENCH_BINS += $(BENCH_DIR)/bench_engine
 BENCH_BINS += $(BENCH_DIR)/bench_attention
 BENCH_BINS += $(BENCH_DIR)/bench_quant
 BENCH_BINS += $(BENCH_DIR)/bench_tokenizer
+BENCH_BINS += $(BENCH_DIR)/bench_train
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: bench-build
@@ -49,7 +55,7 @@ $(BENCH_DIR)/gemm_eff: bench/gemm_eff.c $(CPU_KERNEL_OBJ) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iplugins/cpu $(LDFLAGS) -o $@ $< $(CPU_KERNEL_OBJ) -lpthread -lm
 
-$(BENCH_DIR)/bench_lora: bench/bench_lora.c plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+$(BENCH_DIR)/bench_lora: bench/bench_lora.c bench/bench_peak.h plugins/cpu/isa.c $(HEADERS) $(LIB) | $(B)/.bootstrap
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(BLAS_INC) -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c -L$(B) -llorakit \
 	  -Wl,-rpath,'$$ORIGIN/..' -lopenblas -lpthread -lm
@@ -84,6 +90,14 @@ $(BENCH_DIR)/bench_attention: bench/bench_attention.c $(wildcard plugins/cpu/nn*
 	$(CC) $(CFLAGS) -Iplugins/common -I$(BLAS_INC) $(LDFLAGS) -o $@ $< $(wildcard plugins/cpu/nn*.c) \
 	  plugins/cpu/pool.c $(CPU_KERNEL_OBJ) -lopenblas -lpthread -lm
 
+# Training and decode of a Llama: the core objects linked in (llm_kv_* has no
+# public API yet), as tests/tests.mk does for test_llm; isa.c for the peak.
+$(BENCH_DIR)/bench_train: bench/bench_train.c bench/bench_peak.h plugins/cpu/isa.c $(wildcard core/*.h) $(HEADERS) \
+    $(CORE_OBJ) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DLORAKIT_STAGING -Icore -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c $(CORE_OBJ) \
+	  -ljansson -lsqlite3 -lz -lcrypto -ldl -lpthread -lm
+
 # BLIS's OpenMP build and oneDNN default to their own thread counts: give
 # every library all cores so the comparison is like for like.
 # The GEMM libraries gemm_libs compares with OpenBLAS (run-time libraries
@@ -103,3 +117,4 @@ bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	$(BENCH_DIR)/bench_attention
 	$(BENCH_DIR)/bench_quant $(B)/plugins
 	LK_FIXTURES=$(LK_FIXTURES) $(BENCH_DIR)/bench_tokenizer
+	$(BENCH_DIR)/bench_train $(abspath $(B)/plugins) bench/torch_llama.py

@@ -259,6 +259,9 @@ clang-build:
 	$(MAKE) --no-print-directory -j2 B=build-clang CC=clang all test-build
 
 sdk-test: all
+	@bash tests/test_sdk.sh $(B) "$(MAKE)"
+
+test: all
 	@fail=""; t0=$$(date +%s); \
 	for s in unit-tests cli-tests sanitize clang-build sdk-test ffi-tests abi-check abi-gate-test abi-compat cli-formats-tests fuzz-test; do \
 	  t=$$(date +%s); j=; [ $$s = unit-tests ] && j=-j2; \

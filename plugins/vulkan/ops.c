@@ -1,0 +1,418 @@
+/* ops.c - the Vulkan backend's op layer: every op is checked (operand
+ * dtypes, shapes, strides, bounds, the device's storage-buffer range,
+ * parameters) and turned into one or two compute dispatches (vk_disp: a
+ * shader, four bindings, push constants, a grid). With be NULL only the
+ * description is judged (supports()). Ops not listed here are refused. */
+#include "vk.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PF(p, T, field, def) ((p) && (p)->struct_size >= offsetof(T, field) + sizeof((p)->field) ? (p)->field : (def))
+
+enum { VK_EM_FILL = 0, VK_EM_COPY, VK_EM_ADD, VK_EM_MUL, VK_EM_SCALE, VK_EM_SILU, VK_EM_SILU_BWD, VK_EM_SWIGLU,
+       VK_EM_SWIGLU_BWD_UP, VK_EM_SWIGLU_BWD_GATE };
+enum { VT_F32 = 0, VT_F16 = 1, VT_BF16 = 2, VT_I32 = 3 };
+
+typedef struct vk_ctx {
+  vk_backend *be;
+  const lk_op_t *op;
+  uint32_t index;
+  lk_error_t *err;
+} vk_ctx;
+
+static const char *vk_op_label(int32_t id) {
+  static const char *const names[LK_OP_CORE_COUNT] = {
+      "invalid", "extension", "copy", "fill", "add", "mul", "scale", "sum", "sumsq", "matmul", "lora_forward",
+      "lora_backward", "merge", "unmerge", "embedding", "embedding_backward", "rmsnorm", "rmsnorm_backward", "rope",
+      "attention", "attention_backward", "swiglu", "swiglu_backward", "silu", "silu_backward", "cross_entropy",
+      "cross_entropy_backward", "adamw"};
+  return id >= 0 && id < LK_OP_CORE_COUNT ? names[id] : "unknown";
+}
+
+#define CFAIL(c, code, ...) vk_cfail(c, code, __VA_ARGS__)
+__attribute__((format(printf, 3, 4))) static int32_t vk_cfail(const vk_ctx *c, int32_t code, const char *fmt, ...) {
+  char msg[LK_ERROR_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return vk_fail(c->err, code, "vulkan op %u (%s): %s", c->index, vk_op_label(c->op->id), msg);
+}
+
+static int vk_dt(int32_t dtype) {
+  switch (dtype) {
+  case LK_DTYPE_F32: return VT_F32;
+  case LK_DTYPE_F16: return VT_F16;
+  case LK_DTYPE_BF16: return VT_BF16;
+  case LK_DTYPE_I32: return VT_I32;
+  default: return -1;
+  }
+}
+
+static int vk_present(const lk_view_t *v) { return v->dtype != LK_DTYPE_INVALID; }
+
+/* A view's checks; float: f32/f16/bf16 (int_ok: i32 too). With a backend,
+ * its buffer, bounds and range; bind gets the binding, *e0 the first
+ * element's index from the binding. */
+static int32_t vk_view(const vk_ctx *c, const lk_view_t *v, const char *name, int int_ok, vk_bind *bind, int32_t *e0) {
+  if (v->struct_size < sizeof *v) return CFAIL(c, LK_ERR_ABI, "%s: lk_view_t struct_size %u", name, v->struct_size);
+  int dt = vk_dt(v->dtype);
+  if (dt < 0 || (dt == VT_I32 && !int_ok))
+    return CFAIL(c, LK_ERR_DTYPE, "%s: dtype %d is not supported by the vulkan backend here (f32, f16, bf16%s)", name,
+                 v->dtype, int_ok ? ", i32" : "");
+  if (v->ndim < 1 || v->ndim > LK_MAX_DIMS) return CFAIL(c, LK_ERR_SHAPE, "%s: ndim %u", name, v->ndim);
+  uint64_t es = dt == VT_F16 || dt == VT_BF16 ? 2 : 4;
+  int64_t last = 0;
+  for (uint32_t d = 0; d < v->ndim; d++) {
+    if (v->shape[d] <= 0 || v->shape[d] > INT32_MAX)
+      return CFAIL(c, LK_ERR_SHAPE, "%s: dimension %u is %lld", name, d, (long long)v->shape[d]);
+    if (v->stride[d] < 0 || v->stride[d] > INT32_MAX)
+      return CFAIL(c, LK_ERR_UNSUPPORTED, "%s: stride %lld of dimension %u (negative or past 2^31 strides are not supported)",
+                   name, (long long)v->stride[d], d);
+    last += (v->shape[d] - 1) * v->stride[d];
+    if (last > INT32_MAX) return CFAIL(c, LK_ERR_UNSUPPORTED, "%s: spans more than 2^31 elements", name);
+  }
+  if (!c->be) return LK_OK;
+  if (!v->buffer) return CFAIL(c, LK_ERR_INVALID_ARG, "%s: present (dtype %d) but has no buffer", name, v->dtype);
+  if (!vk_buffer_known(c->be, v->buffer))
+    return CFAIL(c, LK_ERR_INVALID_ARG, "%s: buffer %p was not made by this backend or was freed", name, (void *)v->buffer);
+  if (v->offset % es)
+    return CFAIL(c, LK_ERR_INVALID_ARG, "%s: offset %llu is not a multiple of the element size %llu", name,
+                 (unsigned long long)v->offset, (unsigned long long)es);
+  uint64_t end = v->offset + ((uint64_t)last + 1) * es;
+  if (end > v->buffer->nbytes)
+    return CFAIL(c, LK_ERR_INVALID_ARG, "%s: bytes [%llu, %llu) are outside the buffer of %llu bytes", name,
+                 (unsigned long long)v->offset, (unsigned long long)end, (unsigned long long)v->buffer->nbytes);
+  uint64_t align = c->be->ph->props.limits.minStorageBufferOffsetAlignment;
+  if (align < 4) align = 4;
+  uint64_t base = v->offset / align * align;
+  uint64_t range = c->be->ph->props.limits.maxStorageBufferRange;
+  if (end - base > range)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "%s: %llu bytes are more than the device's maxStorageBufferRange of %llu", name,
+                 (unsigned long long)(end - base), (unsigned long long)range);
+  if ((v->offset - base) / es + (uint64_t)last > INT32_MAX)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "%s: spans more than 2^31 elements", name);
+  bind->buf = v->buffer;
+  bind->base = base;
+  *e0 = (int32_t)((v->offset - base) / es);
+  return LK_OK;
+}
+
+static int vk_same_shape(const lk_view_t *a, const lk_view_t *b) {
+  if (a->ndim != b->ndim) return 0;
+  for (uint32_t d = 0; d < a->ndim; d++)
+    if (a->shape[d] != b->shape[d]) return 0;
+  return 1;
+}
+
+static int vk_same_view(const lk_view_t *a, const lk_view_t *b) {
+  return a->buffer && a->buffer == b->buffer && a->offset == b->offset;
+}
+
+/* Params: struct_size at least min, and a longer struct's unknown tail zero. */
+static int32_t vk_params(const vk_ctx *c, size_t known, size_t min) {
+  const uint32_t *p = c->op->params;
+  if (!p) return LK_OK;
+  if (*p < min) return CFAIL(c, LK_ERR_ABI, "params struct_size %u is below its minimum %zu", *p, min);
+  for (size_t i = known; i < *p; i++)
+    if (((const unsigned char *)p)[i]) return CFAIL(c, LK_ERR_ABI, "params: struct_size %u with a non-zero unknown tail", *p);
+  return LK_OK;
+}
+
+/* Collapse n views of one shape to at most 4 dimensions (dims of 1 dropped,
+ * neighbours merged where every view is contiguous across them). */
+static int vk_collapse(const lk_view_t *const *v, int n, int32_t shape[4], int32_t st[][4]) {
+  int64_t sh[LK_MAX_DIMS], s[4][LK_MAX_DIMS];
+  int nd = 0;
+  const lk_view_t *r = v[0];
+  for (uint32_t d = 0; d < r->ndim; d++) {
+    if (r->shape[d] == 1) continue;
+    int merge = nd > 0;
+    for (int k = 0; k < n && merge; k++)
+      if (s[k][nd - 1] != v[k]->stride[d] * r->shape[d]) merge = 0;
+    if (merge) {
+      sh[nd - 1] *= r->shape[d];
+      for (int k = 0; k < n; k++) s[k][nd - 1] = v[k]->stride[d];
+    } else {
+      sh[nd] = r->shape[d];
+      for (int k = 0; k < n; k++) s[k][nd] = v[k]->stride[d];
+      nd++;
+    }
+  }
+  if (nd > 4) return -1;
+  int pad = 4 - nd;
+  for (int d = 0; d < 4; d++) {
+    shape[d] = d < pad ? 1 : (int32_t)sh[d - pad];
+    for (int k = 0; k < n; k++) st[k][d] = d < pad ? 0 : (int32_t)s[k][d - pad];
+  }
+  return 0;
+}
+
+static void vk_grid_1d(vk_disp *d, int64_t n) {
+  int64_t g = (n + 255) / 256;
+  if (g < 1) g = 1;
+  d->groups[0] = (uint32_t)(g < 65535 ? g : 65535);
+  d->groups[1] = (uint32_t)((g + d->groups[0] - 1) / d->groups[0]);
+  d->groups[2] = 1;
+}
+
+/* An elementwise dispatch: ops[0..2] sources (NULL: unused), ops[3] the destination. */
+static int32_t vk_elem(const vk_ctx *c, vk_disp *d, const lk_view_t *a, const lk_view_t *b, const lk_view_t *cc,
+                       const lk_view_t *y, int mode, int accum, float alpha, float beta) {
+  const lk_view_t *v[4] = {a, b, cc, y};
+  const char *names[4] = {"source 0", "source 1", "source 2", "destination"};
+  const lk_view_t *use[4];
+  int idx[4], n = 0;
+  memset(d, 0, sizeof *d);
+  d->shader = VK_SH_ELEM;
+  int32_t off[4] = {0, 0, 0, 0};
+  uint32_t dts = 0;
+  int int_ok = mode == VK_EM_COPY || mode == VK_EM_FILL;
+  for (int k = 0; k < 4; k++) {
+    if (!v[k]) continue;
+    int32_t rc = vk_view(c, v[k], names[k], int_ok, &d->bind[k], &off[k]);
+    if (rc != LK_OK) return rc;
+    if (k < 3 && !vk_same_shape(v[k], y))
+      return CFAIL(c, LK_ERR_SHAPE, "%s has another shape than the destination", names[k]);
+    dts |= (uint32_t)vk_dt(v[k]->dtype) << (4 * k);
+    use[n] = v[k];
+    idx[n++] = k;
+  }
+  if (mode == VK_EM_COPY && (a->dtype == LK_DTYPE_I32) != (y->dtype == LK_DTYPE_I32))
+    return CFAIL(c, LK_ERR_DTYPE, "copy casts only among f32/f16/bf16 (i32 to i32 only)");
+  if (mode == VK_EM_FILL && y->dtype == LK_DTYPE_I32) return CFAIL(c, LK_ERR_DTYPE, "fill of i32 is not supported");
+  int32_t shape[4], st[4][4];
+  if (vk_collapse(use, n, shape, st) != 0)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 4 dimensions that cannot be merged");
+  int32_t *pc = (int32_t *)d->pc;
+  memcpy(pc, shape, sizeof shape);
+  for (int k = 0; k < n; k++) memcpy(&pc[4 + idx[k] * 4], st[k], sizeof st[k]);
+  memcpy(&pc[20], off, sizeof off);
+  pc[24] = (int32_t)dts;
+  pc[25] = mode;
+  pc[26] = accum;
+  memcpy(&pc[27], &alpha, 4);
+  memcpy(&pc[28], &beta, 4);
+  d->pc_size = 29 * 4;
+  int64_t total = (int64_t)shape[0] * shape[1] * shape[2] * shape[3];
+  if (total > INT32_MAX) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 2^31 elements");
+  vk_grid_1d(d, total);
+  return LK_OK;
+}
+
+static int32_t vk_counts(const vk_ctx *c, uint32_t n_src, uint32_t n_dst) {
+  if (c->op->n_src != n_src || c->op->n_dst != n_dst)
+    return CFAIL(c, LK_ERR_INVALID_ARG, "takes %u sources and %u destinations, not %u and %u", n_src, n_dst,
+                 c->op->n_src, c->op->n_dst);
+  if ((n_src && !c->op->src) || (n_dst && !c->op->dst)) return CFAIL(c, LK_ERR_INVALID_ARG, "NULL operand array");
+  return LK_OK;
+}
+
+static int32_t vk_reduce(const vk_ctx *c, vk_disp *d) {
+  int32_t rc = vk_counts(c, 1, 1);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_reduce_t), LK_MIN_SIZE_OP_ACCUMULATE);
+  if (rc != LK_OK) return rc;
+  const lk_op_reduce_t *p = c->op->params;
+  const lk_view_t *x = &c->op->src[0], *y = &c->op->dst[0];
+  memset(d, 0, sizeof *d);
+  d->shader = VK_SH_REDUCE;
+  int32_t ox = 0, oy = 0;
+  if ((rc = vk_view(c, x, "x", 0, &d->bind[0], &ox)) != LK_OK) return rc;
+  if ((rc = vk_view(c, y, "y", 0, &d->bind[3], &oy)) != LK_OK) return rc;
+  int64_t ny = 1;
+  for (uint32_t k = 0; k < y->ndim; k++) ny *= y->shape[k];
+  if (y->dtype != LK_DTYPE_F32 || ny != 1) return CFAIL(c, LK_ERR_SHAPE, "y must be one f32 element");
+  const lk_view_t *use[1] = {x};
+  int32_t shape[4], st[1][4];
+  if (vk_collapse(use, 1, shape, st) != 0) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 4 dimensions that cannot be merged");
+  int32_t *pc = (int32_t *)d->pc;
+  memcpy(pc, shape, sizeof shape);
+  memcpy(pc + 4, st[0], sizeof st[0]);
+  pc[8] = ox;
+  pc[9] = oy;
+  pc[10] = vk_dt(x->dtype);
+  pc[11] = c->op->id == LK_OP_SUMSQ;
+  pc[12] = (int32_t)PF(p, lk_op_reduce_t, accumulate, 0u);
+  d->pc_size = 13 * 4;
+  d->groups[0] = d->groups[1] = d->groups[2] = 1;
+  return LK_OK;
+}
+
+/* Rows of a [.., C] view evenly spaced with contiguous rows: *rows, *ld. */
+static int32_t vk_rows(const vk_ctx *c, const lk_view_t *v, const char *name, int64_t *rows, int64_t *ld) {
+  uint32_t nd = v->ndim;
+  if (v->stride[nd - 1] != 1 && v->shape[nd - 1] > 1) return CFAIL(c, LK_ERR_UNSUPPORTED, "%s: rows must be contiguous", name);
+  *rows = 1;
+  *ld = nd >= 2 ? v->stride[nd - 2] : v->shape[nd - 1];
+  for (uint32_t d = 0; d + 1 < nd; d++) {
+    *rows *= v->shape[d];
+    if (d + 2 < nd && v->shape[d] > 1 && v->stride[d] != v->stride[d + 1] * v->shape[d + 1])
+      return CFAIL(c, LK_ERR_UNSUPPORTED, "%s: rows are not evenly spaced", name);
+  }
+  if (*rows == 1 && nd >= 2) *ld = v->shape[nd - 1];
+  return LK_OK;
+}
+
+static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
+  int32_t rc = vk_counts(c, 2, 1);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_matmul_t), LK_MIN_SIZE(lk_op_matmul_t, trans_w));
+  if (rc != LK_OK) return rc;
+  const lk_op_matmul_t *p = c->op->params;
+  uint32_t trans = PF(p, lk_op_matmul_t, trans_w, 0u), accum = PF(p, lk_op_matmul_t, accumulate, 0u);
+  float alpha = PF(p, lk_op_matmul_t, alpha, 1.0f);
+  int32_t compute = PF(p, lk_op_matmul_t, compute, (int32_t)LK_COMPUTE_F32);
+  if (trans > 1 || accum > 1) return CFAIL(c, LK_ERR_INVALID_ARG, "trans_w and accumulate are 0 or 1");
+  if (compute != LK_COMPUTE_F32 && compute != LK_COMPUTE_BF16) return CFAIL(c, LK_ERR_INVALID_ARG, "compute %d", compute);
+  const lk_view_t *x = &c->op->src[0], *w = &c->op->src[1], *y = &c->op->dst[0];
+  if (w->dtype == LK_DTYPE_QUANT)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "quantised weights (%s) are not yet supported by the vulkan backend",
+                 w->qformat ? w->qformat : "?");
+  memset(d, 0, sizeof *d);
+  d->shader = VK_SH_MATMUL;
+  int32_t ox = 0, ow = 0, oy = 0;
+  if ((rc = vk_view(c, x, "x", 0, &d->bind[0], &ox)) != LK_OK) return rc;
+  if ((rc = vk_view(c, w, "W", 0, &d->bind[1], &ow)) != LK_OK) return rc;
+  if ((rc = vk_view(c, y, "y", 0, &d->bind[3], &oy)) != LK_OK) return rc;
+  if (w->ndim != 2) return CFAIL(c, LK_ERR_SHAPE, "W must be 2-D");
+  if (w->stride[1] != 1 && w->shape[1] > 1) return CFAIL(c, LK_ERR_UNSUPPORTED, "W rows must be contiguous");
+  int64_t M, ldx, My, ldy;
+  if ((rc = vk_rows(c, x, "x", &M, &ldx)) != LK_OK) return rc;
+  if ((rc = vk_rows(c, y, "y", &My, &ldy)) != LK_OK) return rc;
+  int64_t K = x->shape[x->ndim - 1], N = y->shape[y->ndim - 1];
+  int64_t wk = trans ? w->shape[0] : w->shape[1], wn = trans ? w->shape[1] : w->shape[0];
+  if (My != M || wk != K || wn != N)
+    return CFAIL(c, LK_ERR_SHAPE, "x [%lld rows, %lld], W [%lld, %lld] (trans_w %u), y [%lld rows, %lld] do not fit",
+                 (long long)M, (long long)K, (long long)w->shape[0], (long long)w->shape[1], trans, (long long)My,
+                 (long long)N);
+  if ((M + 15) / 16 > 65535 || (N + 15) / 16 > 65535) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 1048560 rows or columns");
+  int32_t *pc = (int32_t *)d->pc;
+  pc[0] = (int32_t)M;
+  pc[1] = (int32_t)N;
+  pc[2] = (int32_t)K;
+  pc[3] = ox;
+  pc[4] = (int32_t)ldx;
+  pc[5] = ow;
+  pc[6] = (int32_t)(w->shape[0] > 1 ? w->stride[0] : w->shape[1]);
+  pc[7] = oy;
+  pc[8] = (int32_t)ldy;
+  pc[9] = (int32_t)trans;
+  pc[10] = (int32_t)accum;
+  pc[11] = vk_dt(x->dtype);
+  pc[12] = vk_dt(w->dtype);
+  memcpy(&pc[13], &alpha, 4);
+  pc[14] = vk_dt(y->dtype);
+  d->pc_size = 15 * 4;
+  d->groups[0] = (uint32_t)((N + 15) / 16);
+  d->groups[1] = (uint32_t)((M + 15) / 16);
+  d->groups[2] = 1;
+  return LK_OK;
+}
+
+int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out, lk_error_t *err) {
+  vk_ctx c = {be, op, index, err};
+  *n_out = 0;
+  if (!op || op->struct_size < sizeof *op)
+    return vk_fail(err, LK_ERR_ABI, "vulkan op %u: NULL or short lk_op_t", index);
+  if (op->id == LK_OP_EXTENSION)
+    return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan op %u: extension op '%s' is not supported", index,
+                   op->ext_id ? op->ext_id : "(null)");
+  const lk_view_t *s = op->src, *dd = op->dst;
+  int32_t rc;
+  switch (op->id) {
+  case LK_OP_FILL: {
+    if ((rc = vk_counts(&c, 0, 1)) != LK_OK || (rc = vk_params(&c, sizeof(lk_op_fill_t), LK_MIN_SIZE_OP_FILL)) != LK_OK)
+      return rc;
+    const lk_op_fill_t *p = op->params;
+    rc = vk_elem(&c, out, NULL, NULL, NULL, &dd[0], VK_EM_FILL, 0, PF(p, lk_op_fill_t, value, 0.0f), 0);
+    break;
+  }
+  case LK_OP_COPY:
+    if ((rc = vk_counts(&c, 1, 1)) != LK_OK) return rc;
+    rc = vk_elem(&c, out, &s[0], NULL, NULL, &dd[0], VK_EM_COPY, 0, 1, 0);
+    break;
+  case LK_OP_ADD: {
+    if ((rc = vk_counts(&c, 2, 1)) != LK_OK || (rc = vk_params(&c, sizeof(lk_op_add_t), LK_MIN_SIZE(lk_op_add_t, alpha))) != LK_OK)
+      return rc;
+    const lk_op_add_t *p = op->params;
+    rc = vk_elem(&c, out, &s[0], &s[1], NULL, &dd[0], VK_EM_ADD, 0, PF(p, lk_op_add_t, alpha, 1.0f),
+                 PF(p, lk_op_add_t, beta, 1.0f));
+    break;
+  }
+  case LK_OP_MUL:
+    if ((rc = vk_counts(&c, 2, 1)) != LK_OK) return rc;
+    rc = vk_elem(&c, out, &s[0], &s[1], NULL, &dd[0], VK_EM_MUL, 0, 1, 0);
+    break;
+  case LK_OP_SCALE: {
+    if ((rc = vk_counts(&c, 1, 1)) != LK_OK ||
+        (rc = vk_params(&c, sizeof(lk_op_scale_t), LK_MIN_SIZE(lk_op_scale_t, alpha))) != LK_OK)
+      return rc;
+    const lk_op_scale_t *p = op->params;
+    uint32_t acc = PF(p, lk_op_scale_t, accumulate, 0u);
+    if (acc > 1) return CFAIL(&c, LK_ERR_INVALID_ARG, "accumulate is 0 or 1");
+    rc = vk_elem(&c, out, &s[0], NULL, NULL, &dd[0], VK_EM_SCALE, (int)acc, PF(p, lk_op_scale_t, alpha, 1.0f), 0);
+    break;
+  }
+  case LK_OP_SUM:
+  case LK_OP_SUMSQ:
+    rc = vk_reduce(&c, out);
+    break;
+  case LK_OP_MATMUL:
+    rc = vk_matmul(&c, out);
+    break;
+  case LK_OP_SILU:
+  case LK_OP_SWIGLU: {
+    int sw = op->id == LK_OP_SWIGLU;
+    if ((rc = vk_counts(&c, sw ? 2 : 1, 1)) != LK_OK ||
+        (rc = vk_params(&c, sizeof(lk_op_accumulate_t), LK_MIN_SIZE_OP_ACCUMULATE)) != LK_OK)
+      return rc;
+    rc = vk_elem(&c, out, &s[0], sw ? &s[1] : NULL, NULL, &dd[0], sw ? VK_EM_SWIGLU : VK_EM_SILU, 0, 1, 0);
+    break;
+  }
+  case LK_OP_SILU_BACKWARD: {
+    if ((rc = vk_counts(&c, 2, 1)) != LK_OK ||
+        (rc = vk_params(&c, sizeof(lk_op_accumulate_t), LK_MIN_SIZE_OP_ACCUMULATE)) != LK_OK)
+      return rc;
+    const lk_op_accumulate_t *p = op->params;
+    uint32_t acc = PF(p, lk_op_accumulate_t, accumulate, 0u);
+    if (acc > 1) return CFAIL(&c, LK_ERR_INVALID_ARG, "accumulate is 0 or 1");
+    rc = vk_elem(&c, out, &s[0], &s[1], NULL, &dd[0], VK_EM_SILU_BWD, (int)acc, 1, 0);
+    break;
+  }
+  case LK_OP_SWIGLU_BACKWARD: {
+    /* Two dispatches: dgate (reads gate, up, dy) and dup (reads gate, dy).
+     * A destination in place on a source that the other dispatch still
+     * reads goes second; both so placed cannot be ordered: refused. */
+    if ((rc = vk_counts(&c, 3, 2)) != LK_OK ||
+        (rc = vk_params(&c, sizeof(lk_op_accumulate_t), LK_MIN_SIZE_OP_ACCUMULATE)) != LK_OK)
+      return rc;
+    const lk_op_accumulate_t *p = op->params;
+    uint32_t acc = PF(p, lk_op_accumulate_t, accumulate, 0u);
+    if (acc > 1) return CFAIL(&c, LK_ERR_INVALID_ARG, "accumulate is 0 or 1");
+    const lk_view_t *dg = vk_present(&dd[0]) ? &dd[0] : NULL, *du = vk_present(&dd[1]) ? &dd[1] : NULL;
+    int dg_on_read = dg && (vk_same_view(dg, &s[0]) || vk_same_view(dg, &s[2]));
+    int du_on_read = du && (vk_same_view(du, &s[0]) || vk_same_view(du, &s[1]) || vk_same_view(du, &s[2]));
+    if (dg_on_read && du_on_read)
+      return CFAIL(&c, LK_ERR_UNSUPPORTED, "dgate and dup both in place on sources the other reads");
+    uint32_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+      int gate_pass = dg_on_read ? pass == 1 : pass == 0;
+      const lk_view_t *y = gate_pass ? dg : du;
+      if (!y) continue;
+      rc = vk_elem(&c, &out[n], &s[0], gate_pass ? &s[1] : NULL, &s[2], y,
+                   gate_pass ? VK_EM_SWIGLU_BWD_GATE : VK_EM_SWIGLU_BWD_UP, (int)acc, 1, 0);
+      if (rc != LK_OK) return rc;
+      n++;
+    }
+    if (!n) return CFAIL(&c, LK_ERR_INVALID_ARG, "no destination");
+    *n_out = n;
+    return LK_OK;
+  }
+  default:
+    return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan op %u: %s is not yet implemented by the vulkan backend", index,
+                   vk_op_label(op->id));
+  }
+  if (rc == LK_OK) *n_out = 1;
+  return rc;
+}

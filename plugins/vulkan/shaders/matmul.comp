@@ -1,0 +1,42 @@
+#version 450
+// matmul.comp - y[M, N] (+)= alpha x[M, K] W^T (W [N, K], trans_w 0) or
+// alpha x W (W [K, N], trans_w 1); x f32 (binding 0), W f32/f16/bf16
+// (binding 1), y (binding 3). 16 x 16 tiles staged in shared memory.
+#include "common.glsl"
+layout(local_size_x = 16, local_size_y = 16) in;
+layout(push_constant) uniform P {
+  int M, N, K;
+  int offx, ldx, offw, ldw, offy, ldy;
+  int trans, accum, dtx, dtw;
+  float alpha;
+  int dty;
+} p;
+shared float xs[16][17];
+shared float ws[16][17];
+
+void main() {
+  int tx = int(gl_LocalInvocationID.x), ty = int(gl_LocalInvocationID.y);
+  int n = int(gl_WorkGroupID.x) * 16 + tx, m = int(gl_WorkGroupID.y) * 16 + ty;
+  int wn = int(gl_WorkGroupID.x) * 16 + ty; /* the W row this thread stages */
+  float acc = 0.0;
+  for (int k0 = 0; k0 < p.K; k0 += 16) {
+    int kx = k0 + tx;
+    xs[ty][tx] = (m < p.M && kx < p.K) ? ld0(p.dtx, p.offx + m * p.ldx + kx) : 0.0;
+    /* ws[j][kk] = W(n = n0 + j, k = k0 + kk) */
+    if (p.trans == 0) {
+      ws[ty][tx] = (wn < p.N && kx < p.K) ? ld1(p.dtw, p.offw + wn * p.ldw + kx) : 0.0;
+    } else {
+      int kr = k0 + ty, nc = int(gl_WorkGroupID.x) * 16 + tx;
+      ws[tx][ty] = (nc < p.N && kr < p.K) ? ld1(p.dtw, p.offw + kr * p.ldw + nc) : 0.0;
+    }
+    barrier();
+    for (int kk = 0; kk < 16; kk++) acc += xs[ty][kk] * ws[tx][kk];
+    barrier();
+  }
+  if (m < p.M && n < p.N) {
+    int e = p.offy + m * p.ldy + n;
+    float v = p.alpha * acc;
+    if (p.accum != 0) v += ld3(p.dty, e);
+    st3(p.dty, e, v);
+  }
+}

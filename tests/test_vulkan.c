@@ -1,0 +1,592 @@
+/* test_vulkan.c - the Vulkan backend (plugins/vulkan) against the cpu
+ * backend: every op the plugin implements runs on the first Vulkan device
+ * (lavapipe here and in CI) and on the cpu backend on the same random
+ * inputs (odd sizes, tails, strided and broadcast views, accumulation, in
+ * place), within 1e-5 relative for f32 results; casts to f16/bf16 must be
+ * bit-equal (both round to nearest even). The cpu backend is the reference
+ * here; it is itself tested against naive double references (test_ops).
+ * Faults: a buffer beyond the device's maximum allocation, a view outside
+ * its buffer, ops the plugin does not implement (refused by supports() and
+ * by submit, naming the op), and no Vulkan driver at all (VK_ICD_FILENAMES
+ * to nowhere: the plugin loads with zero devices and says why). Prints
+ * SKIP when the plugin was not built or no device exists. */
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *tv_plugin(void) { return tu_path("plugins/lorakit-vulkan.so"); }
+
+static int tv_skip(void) {
+  static int known = -1;
+  if (known >= 0) return known;
+  if (access(tv_plugin(), R_OK) != 0) {
+    printf("SKIP test_vulkan: %s was not built (glslc or libvulkan-dev missing)\n", tv_plugin());
+    return known = 1;
+  }
+  lk_context_opts_t o = {sizeof o, 1, 0, 0};
+  lk_context_t *ctx = NULL;
+  if (lk_context_create(&o, &ctx) != LK_OK || lk_plugin_load(ctx, tv_plugin()) != LK_OK) {
+    printf("SKIP test_vulkan: the plugin does not load: %s\n", ctx ? lk_last_error(ctx) : "no context");
+    lk_context_free(ctx);
+    return known = 1;
+  }
+  uint32_t n = lk_backend_device_count(ctx, "vulkan");
+  if (n == 0) {
+    lk_device_info_t di = {sizeof di, 0, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}};
+    (void)lk_backend_device_info(ctx, "vulkan", 0, &di);
+    printf("SKIP test_vulkan: no Vulkan device (%s)\n", lk_last_error(ctx));
+    known = 1;
+  } else {
+    known = 0;
+  }
+  lk_context_free(ctx);
+  return known;
+}
+#define TV_SKIP_IF_ABSENT() \
+  do {                      \
+    if (tv_skip()) return;  \
+  } while (0)
+
+typedef struct tv_env {
+  lk_context_t *ctx;
+  lk_backend_t *cpu, *vk;
+} tv_env;
+
+static tv_env tv_open(void) {
+  tv_env e;
+  e.ctx = tu_context_with_cpu();
+  lk_status st = lk_plugin_load(e.ctx, tv_plugin());
+  ck_assert_msg(st == LK_OK, "loading %s: %s", tv_plugin(), lk_last_error(e.ctx));
+  e.cpu = tu_open_cpu(e.ctx);
+  st = lk_backend_open(e.ctx, "vulkan", 0, &e.vk);
+  ck_assert_msg(st == LK_OK, "lk_backend_open(vulkan, 0): %s", lk_last_error(e.ctx));
+  return e;
+}
+
+static void tv_close(tv_env *e) {
+  lk_backend_close(e->vk);
+  lk_backend_close(e->cpu);
+  lk_context_free(e->ctx);
+}
+
+/* One operand: its view (buffer filled in per backend) and host bytes. */
+typedef struct tv_opnd {
+  lk_view_t v;
+  unsigned char *host; /* nbytes: initial contents (sources, and destinations for accumulate) */
+  uint64_t nbytes;
+} tv_opnd;
+
+static uint64_t tv_esize(int32_t dt) { return dt == LK_DTYPE_F16 || dt == LK_DTYPE_BF16 ? 2 : 4; }
+
+/* A strided view of dtype over shape; strides given (NULL: contiguous);
+ * offset in bytes; host bytes sized to cover it, filled with random values
+ * in [lo, hi) (f32/f16/bf16) or ints in [0, 1000). */
+static tv_opnd tv_make(tu_rng *r, int32_t dt, uint32_t nd, const int64_t *shape, const int64_t *stride, uint64_t offset,
+                       double lo, double hi) {
+  tv_opnd o;
+  memset(&o, 0, sizeof o);
+  lk_view_init(&o.v, dt, nd, shape, NULL, offset);
+  if (stride)
+    for (uint32_t d = 0; d < nd; d++) o.v.stride[d] = stride[d];
+  int64_t last = 0;
+  for (uint32_t d = 0; d < nd; d++) last += (shape[d] - 1) * o.v.stride[d];
+  uint64_t es = tv_esize(dt);
+  o.nbytes = offset + (uint64_t)(last + 1) * es + 6;
+  o.host = malloc(o.nbytes);
+  uint64_t n = o.nbytes / es;
+  for (uint64_t i = 0; i < n; i++) {
+    float f = (float)tu_uniform(r, lo, hi);
+    unsigned char *p = o.host + i * es;
+    if (dt == LK_DTYPE_F32) memcpy(p, &f, 4);
+    else if (dt == LK_DTYPE_I32) {
+      int32_t k = (int32_t)(tu_next(r) % 1000);
+      memcpy(p, &k, 4);
+    } else {
+      uint32_t u = tu_f32_bits(f);
+      uint16_t h;
+      if (dt == LK_DTYPE_BF16) h = (uint16_t)(u >> 16);
+      else { /* an f16 by its bits: sign, exponent 0..29, mantissa (subnormals included) */
+        h = (uint16_t)((tu_next(r) & 0x8000) | ((tu_next(r) % 30) << 10) | (tu_next(r) & 0x3ff));
+      }
+      memcpy(p, &h, 2);
+    }
+  }
+  return o;
+}
+
+static void tv_free(tv_opnd *o, int n) {
+  for (int i = 0; i < n; i++) free(o[i].host);
+}
+
+/* Run op (n_src + n_dst operands in o) on be; returns the status and leaves
+ * the destinations' bytes in out[k] (n_dst arrays). */
+static lk_status tv_run(lk_context_t *ctx, lk_backend_t *be, int32_t id, const void *params, tv_opnd *o, uint32_t n_src,
+                        uint32_t n_dst, unsigned char **out) {
+  lk_buffer_t *b[8] = {0};
+  lk_view_t v[8];
+  lk_status st = LK_OK;
+  for (uint32_t k = 0; k < n_src + n_dst; k++) {
+    v[k] = o[k].v;
+    if (o[k].v.dtype == LK_DTYPE_INVALID) continue;
+    st = lk_buffer_alloc(be, o[k].nbytes, 0, &b[k]);
+    ck_assert_msg(st == LK_OK, "alloc: %s", lk_last_error(ctx));
+    ck_assert_int_eq(lk_buffer_upload(be, b[k], 0, o[k].host, o[k].nbytes), LK_OK);
+    v[k].buffer = b[k];
+  }
+  lk_op_t op = {sizeof op, id, NULL, n_src, n_dst, v, v + n_src, params};
+  lk_fence_t *f = NULL;
+  st = lk_backend_submit(be, &op, 1, &f);
+  if (st == LK_OK) {
+    st = lk_fence_wait(be, f, UINT64_MAX);
+    lk_fence_free(be, f);
+  }
+  for (uint32_t k = 0; k < n_dst && st == LK_OK; k++) {
+    out[k] = malloc(o[n_src + k].nbytes);
+    ck_assert_int_eq(lk_buffer_download(be, b[n_src + k], 0, out[k], o[n_src + k].nbytes), LK_OK);
+  }
+  for (uint32_t k = 0; k < n_src + n_dst; k++)
+    if (b[k]) lk_buffer_free(be, b[k]);
+  return st;
+}
+
+static double tv_get(const unsigned char *p, int32_t dt, uint64_t i) {
+  if (dt == LK_DTYPE_F32) {
+    float f;
+    memcpy(&f, p + 4 * i, 4);
+    return f;
+  }
+  if (dt == LK_DTYPE_I32) {
+    int32_t k;
+    memcpy(&k, p + 4 * i, 4);
+    return k;
+  }
+  uint16_t h;
+  memcpy(&h, p + 2 * i, 2);
+  return dt == LK_DTYPE_F16 ? tu_f16_to_double(h) : tu_bf16_to_double(h);
+}
+
+/* Runs the op on both backends and compares every destination byte range
+ * element by element (gaps of strided views included: both must leave
+ * them). rtol relative to max(|ref|, mean |ref|); rtol 0: bit-equal. */
+static void tv_check(tv_env *e, int32_t id, const void *params, tv_opnd *o, uint32_t n_src, uint32_t n_dst, double rtol,
+                     const char *what) {
+  unsigned char *rc[4] = {0}, *rv[4] = {0};
+  lk_status s1 = tv_run(e->ctx, e->cpu, id, params, o, n_src, n_dst, rc);
+  ck_assert_msg(s1 == LK_OK, "%s on cpu: %s", what, lk_last_error(e->ctx));
+  lk_status s2 = tv_run(e->ctx, e->vk, id, params, o, n_src, n_dst, rv);
+  ck_assert_msg(s2 == LK_OK, "%s on vulkan: %s", what, lk_last_error(e->ctx));
+  for (uint32_t k = 0; k < n_dst; k++) {
+    const tv_opnd *d = &o[n_src + k];
+    if (d->v.dtype == LK_DTYPE_INVALID) continue;
+    uint64_t n = d->nbytes / tv_esize(d->v.dtype);
+    double mean = 0;
+    for (uint64_t i = 0; i < n; i++) mean += fabs(tv_get(rc[k], d->v.dtype, i));
+    mean /= (double)n;
+    double worst = 0, wr = 0, wg = 0;
+    uint64_t wi = 0;
+    int bad = 0;
+    for (uint64_t i = 0; i < n; i++) {
+      double r = tv_get(rc[k], d->v.dtype, i), g = tv_get(rv[k], d->v.dtype, i);
+      double diff;
+      if (rtol == 0) {
+        diff = memcmp(rc[k] + i * tv_esize(d->v.dtype), rv[k] + i * tv_esize(d->v.dtype), tv_esize(d->v.dtype)) ? 1 : 0;
+      } else {
+        double scale = fabs(r) > mean ? fabs(r) : mean;
+        diff = (isnan(r) != isnan(g)) ? INFINITY : (isnan(r) ? 0 : fabs(g - r) / (scale > 0 ? scale : 1));
+      }
+      if (diff > worst) worst = diff, wi = i, wr = r, wg = g;
+      if (rtol == 0 ? diff != 0 : diff > rtol) bad = 1;
+    }
+    if (bad)
+      ck_abort_msg("%s: destination %u element %llu: vulkan %.9g, cpu %.9g (relative %.3g > %.1g)", what, k,
+                   (unsigned long long)wi, wg, wr, worst, rtol);
+    free(rc[k]);
+    free(rv[k]);
+  }
+}
+
+/* ---- devices ----------------------------------------------------------------------- */
+
+START_TEST(devices_listed) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  uint32_t n = lk_backend_device_count(e.ctx, "vulkan");
+  ck_assert_uint_ge(n, 1);
+  for (uint32_t i = 0; i < n; i++) {
+    lk_device_info_t di;
+    memset(&di, 0, sizeof di);
+    di.struct_size = sizeof di;
+    ck_assert_msg(lk_backend_device_info(e.ctx, "vulkan", i, &di) == LK_OK, "%s", lk_last_error(e.ctx));
+    ck_assert(di.name[0] != 0);
+    ck_assert(di.max_alloc > 0);
+    ck_assert(di.memory_total > 0);
+    ck_assert_msg(strstr(di.driver, "maxStorageBufferRange") && strstr(di.driver, "minStorageBufferOffsetAlignment"),
+                  "%s", di.driver);
+  }
+  lk_device_info_t di;
+  memset(&di, 0, sizeof di);
+  di.struct_size = sizeof di;
+  ck_assert_int_eq(lk_backend_device_info(e.ctx, "vulkan", n, &di), LK_ERR_NOT_FOUND);
+  lk_backend_t *be = NULL;
+  ck_assert_int_ne(lk_backend_open(e.ctx, "vulkan", n, &be), LK_OK);
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "does not exist"), "%s", lk_last_error(e.ctx));
+  tv_close(&e);
+}
+END_TEST
+
+/* ---- memory ----------------------------------------------------------------------- */
+
+START_TEST(memory_roundtrip_and_limits) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  lk_device_info_t di;
+  memset(&di, 0, sizeof di);
+  di.struct_size = sizeof di;
+  ck_assert_int_eq(lk_backend_info(e.vk, &di), LK_OK);
+  /* many buffers in one block, odd sizes; free some, allocate again */
+  enum { NB = 40 };
+  lk_buffer_t *b[NB];
+  unsigned char *want[NB];
+  tu_rng r = {7};
+  for (int i = 0; i < NB; i++) {
+    uint64_t n = 1 + tu_next(&r) % 5000;
+    want[i] = malloc(n);
+    for (uint64_t k = 0; k < n; k++) want[i][k] = (unsigned char)tu_next(&r);
+    ck_assert_int_eq(lk_buffer_alloc(e.vk, n, 0, &b[i]), LK_OK);
+    ck_assert_int_eq(lk_buffer_upload(e.vk, b[i], 0, want[i], n), LK_OK);
+    if (i % 3 == 0) {
+      lk_buffer_free(e.vk, b[i]);
+      b[i] = NULL;
+    }
+  }
+  for (int i = 0; i < NB; i++) {
+    if (!b[i]) continue;
+    uint64_t n = lk_buffer_size(e.vk, b[i]);
+    unsigned char *got = malloc(n);
+    ck_assert_int_eq(lk_buffer_download(e.vk, b[i], 0, got, n), LK_OK);
+    ck_assert_msg(memcmp(got, want[i], n) == 0, "buffer %d of %llu bytes came back changed", i, (unsigned long long)n);
+    free(got);
+    lk_buffer_free(e.vk, b[i]);
+  }
+  for (int i = 0; i < NB; i++) free(want[i]);
+  /* a host-visible buffer maps */
+  lk_buffer_t *hv = NULL;
+  void *p = NULL;
+  ck_assert_int_eq(lk_buffer_alloc(e.vk, 1024, LK_BUFFER_HOST_VISIBLE, &hv), LK_OK);
+  ck_assert_int_eq(lk_buffer_map(e.vk, hv, 16, 64, &p), LK_OK);
+  memset(p, 0x5a, 64);
+  ck_assert_int_eq(lk_buffer_unmap(e.vk, hv), LK_OK);
+  unsigned char got[64];
+  ck_assert_int_eq(lk_buffer_download(e.vk, hv, 16, got, 64), LK_OK);
+  ck_assert_uint_eq(got[0], 0x5a);
+  ck_assert_uint_eq(got[63], 0x5a);
+  /* beyond the device's maximum allocation: a clear error */
+  lk_buffer_t *big = NULL;
+  ck_assert_int_ne(lk_buffer_alloc(e.vk, di.max_alloc + 1, 0, &big), LK_OK);
+  ck_assert_ptr_null(big);
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "maxMemoryAllocationSize"), "%s", lk_last_error(e.ctx));
+  /* an upload outside the buffer is refused */
+  ck_assert_int_ne(lk_buffer_upload(e.vk, hv, 1000, got, 64), LK_OK);
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "outside"), "%s", lk_last_error(e.ctx));
+  lk_buffer_free(e.vk, hv);
+  tv_close(&e);
+}
+END_TEST
+
+/* ---- ops against the cpu backend ------------------------------------------------ */
+
+START_TEST(op_fill_copy) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {11};
+  const int32_t dts[3] = {LK_DTYPE_F32, LK_DTYPE_F16, LK_DTYPE_BF16};
+  for (int a = 0; a < 3; a++) {
+    /* FILL a strided (every other column) view */
+    int64_t sh[2] = {7, 33}, st[2] = {70, 2};
+    tv_opnd o[1] = {tv_make(&r, dts[a], 2, sh, st, 12, -1, 1)};
+    lk_op_fill_t fp = {sizeof fp, -2.7182817f};
+    tv_check(&e, LK_OP_FILL, &fp, o, 0, 1, 0, "fill");
+    tv_free(o, 1);
+    for (int b = 0; b < 3; b++) {
+      /* COPY with casts: a transposed source into a contiguous destination,
+       * values over f16's range and down into its subnormals */
+      int64_t shs[3] = {3, 37, 41}, sts[3] = {37 * 41, 1, 37}, shd[3] = {3, 37, 41};
+      tv_opnd c[2] = {tv_make(&r, dts[a], 3, shs, sts, 4, -1, 1), tv_make(&r, dts[b], 3, shd, NULL, 8, -1, 1)};
+      if (dts[a] == LK_DTYPE_F32) { /* spread magnitudes: 2^-30 .. 2^20 */
+        float *f = (float *)(c[0].host + 4);
+        for (int i = 0; i < 3 * 37 * 41; i++) f[i] = (float)(tu_uniform(&r, -1, 1) * ldexp(1, (int)(tu_next(&r) % 51) - 30));
+      }
+      char what[64];
+      snprintf(what, sizeof what, "copy %s -> %s", lk_dtype_name(dts[a]), lk_dtype_name(dts[b]));
+      tv_check(&e, LK_OP_COPY, NULL, c, 1, 1, 0, what);
+      tv_free(c, 2);
+    }
+  }
+  int64_t shi[1] = {1001};
+  tv_opnd ci[2] = {tv_make(&r, LK_DTYPE_I32, 1, shi, NULL, 0, 0, 0), tv_make(&r, LK_DTYPE_I32, 1, shi, NULL, 4, 0, 0)};
+  tv_check(&e, LK_OP_COPY, NULL, ci, 1, 1, 0, "copy i32");
+  tv_free(ci, 2);
+  tv_close(&e);
+}
+END_TEST
+
+START_TEST(op_add_mul_scale) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {12};
+  const int32_t dts[3] = {LK_DTYPE_F32, LK_DTYPE_F16, LK_DTYPE_BF16};
+  for (int t = 0; t < 3; t++) {
+    double tol = dts[t] == LK_DTYPE_F32 ? 1e-5 : 0;
+    int64_t sh[3] = {5, 9, 131}, bst[3] = {0, 131, 1}; /* b broadcast over the first dimension */
+    tv_opnd o[3] = {tv_make(&r, LK_DTYPE_F32, 3, sh, NULL, 0, -2, 2), tv_make(&r, dts[t], 3, sh, bst, 4, -2, 2),
+                    tv_make(&r, dts[t], 3, sh, NULL, 0, -2, 2)};
+    lk_op_add_t ap = {sizeof ap, 0.75f, -1.5f};
+    /* f16/bf16 results round the same f32 value on both: bit-equal */
+    tv_check(&e, LK_OP_ADD, &ap, o, 2, 1, tol, "add broadcast");
+    tv_check(&e, LK_OP_MUL, NULL, o, 2, 1, tol, "mul broadcast");
+    tv_free(o, 3);
+    int64_t s1[1] = {4099};
+    tv_opnd sc[2] = {tv_make(&r, dts[t], 1, s1, NULL, 2 * (uint64_t)t, -3, 3), tv_make(&r, LK_DTYPE_F32, 1, s1, NULL, 0, -3, 3)};
+    lk_op_scale_t sp = {sizeof sp, -0.3f, 1};
+    tv_check(&e, LK_OP_SCALE, &sp, sc, 1, 1, 1e-5, "scale accumulate");
+    sp.accumulate = 0;
+    tv_check(&e, LK_OP_SCALE, &sp, sc, 1, 1, 1e-5, "scale");
+    tv_free(sc, 2);
+  }
+  /* in place: y is the same view as a */
+  int64_t sh[2] = {17, 19};
+  tv_opnd ip[3] = {tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 0, -1, 1),
+                   tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 0, -1, 1)};
+  /* run through one buffer on each backend: a and y share it */
+  float *cpu_res = malloc(ip[0].nbytes);
+  for (int k = 0; k < 2; k++) {
+    lk_backend_t *be = k ? e.vk : e.cpu;
+    lk_buffer_t *b = NULL, *bb = NULL;
+    ck_assert_int_eq(lk_buffer_alloc(be, ip[0].nbytes, 0, &b), LK_OK);
+    ck_assert_int_eq(lk_buffer_alloc(be, ip[1].nbytes, 0, &bb), LK_OK);
+    ck_assert_int_eq(lk_buffer_upload(be, b, 0, ip[0].host, ip[0].nbytes), LK_OK);
+    ck_assert_int_eq(lk_buffer_upload(be, bb, 0, ip[1].host, ip[1].nbytes), LK_OK);
+    lk_view_t v[3] = {ip[0].v, ip[1].v, ip[0].v};
+    v[0].buffer = v[2].buffer = b;
+    v[1].buffer = bb;
+    lk_op_add_t ap = {sizeof ap, 2.0f, 0.5f};
+    lk_op_t op = {sizeof op, LK_OP_ADD, NULL, 2, 1, v, v + 2, &ap};
+    ck_assert_msg(lk_backend_submit(be, &op, 1, NULL) == LK_OK, "%s", lk_last_error(e.ctx));
+    ck_assert_int_eq(lk_buffer_download(be, b, 0, ip[2].host + 0, ip[0].nbytes < ip[2].nbytes ? ip[0].nbytes : ip[2].nbytes), LK_OK);
+    if (k == 0) memcpy(cpu_res, ip[2].host, ip[0].nbytes); /* keep the cpu result */
+    lk_buffer_free(be, b);
+    lk_buffer_free(be, bb);
+  }
+  const float *c = cpu_res, *g = (const float *)ip[2].host;
+  int worst = -1;
+  for (int i = 0; i < 17 * 19; i++)
+    if (fabs(c[i] - g[i]) > 1e-5 * fabs(c[i]) + 1e-7) worst = i;
+  if (worst >= 0) ck_abort_msg("in-place add [%d]: vulkan %g, cpu %g", worst, g[worst], c[worst]);
+  free(cpu_res);
+  tv_free(ip, 3);
+  tv_close(&e);
+}
+END_TEST
+
+START_TEST(op_sum_sumsq) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {13};
+  const int64_t sizes[4][2] = {{1, 1}, {1, 255}, {37, 1001}, {301, 333}};
+  for (int s = 0; s < 4; s++) {
+    for (int acc = 0; acc < 2; acc++) {
+      int64_t st[2] = {sizes[s][1] * 2 + 3, 2}; /* every other element, padded rows */
+      int64_t one[1] = {1};
+      tv_opnd o[2] = {tv_make(&r, s == 2 ? LK_DTYPE_BF16 : LK_DTYPE_F32, 2, sizes[s], st, 8, -1, 1),
+                      tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 4, -1, 1)};
+      lk_op_reduce_t p = {sizeof p, (uint32_t)acc};
+      char what[64];
+      snprintf(what, sizeof what, "sum %lldx%lld acc %d", (long long)sizes[s][0], (long long)sizes[s][1], acc);
+      tv_check(&e, LK_OP_SUM, &p, o, 1, 1, 1e-5, what);
+      tv_check(&e, LK_OP_SUMSQ, &p, o, 1, 1, 1e-5, what);
+      tv_free(o, 2);
+    }
+  }
+  tv_close(&e);
+}
+END_TEST
+
+START_TEST(op_matmul) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {14};
+  const int64_t mkn[4][3] = {{1, 1, 1}, {37, 53, 29}, {130, 300, 70}, {5, 16, 16}};
+  const int32_t wdt[3] = {LK_DTYPE_F32, LK_DTYPE_F16, LK_DTYPE_BF16};
+  for (int c = 0; c < 4; c++)
+    for (int t = 0; t < 2; t++)
+      for (int w = 0; w < 3; w++) {
+        int64_t M = mkn[c][0], K = mkn[c][1], N = mkn[c][2];
+        int64_t xs[3] = {2, M, K}, ys[3] = {2, M, N};
+        int64_t ws[2] = {t ? K : N, t ? N : K};
+        tv_opnd o[3] = {tv_make(&r, LK_DTYPE_F32, 3, xs, NULL, 0, -1, 1), tv_make(&r, wdt[w], 2, ws, NULL, 16, -1, 1),
+                        tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 4, -1, 1)};
+        lk_op_matmul_t p = {sizeof p, (uint32_t)t, (uint32_t)(c & 1), 0.625f, LK_COMPUTE_F32};
+        char what[96];
+        snprintf(what, sizeof what, "matmul M %lld K %lld N %lld trans %d W %s", (long long)M, (long long)K, (long long)N, t,
+                 lk_dtype_name(wdt[w]));
+        tv_check(&e, LK_OP_MATMUL, &p, o, 2, 1, 1e-5, what);
+        tv_free(o, 3);
+      }
+  tv_close(&e);
+}
+END_TEST
+
+START_TEST(op_silu_swiglu) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {15};
+  int64_t sh[2] = {13, 257}, st[2] = {300, 1};
+  for (int acc = 0; acc < 2; acc++) {
+    lk_op_accumulate_t p = {sizeof p, (uint32_t)acc};
+    tv_opnd o[5] = {tv_make(&r, LK_DTYPE_F32, 2, sh, st, 0, -12, 12), tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 4, -2, 2),
+                    tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 8, -2, 2), tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 0, -2, 2),
+                    tv_make(&r, LK_DTYPE_F32, 2, sh, st, 12, -2, 2)};
+    tv_opnd fw[2] = {o[0], o[3]};
+    tv_check(&e, LK_OP_SILU, &p, fw, 1, 1, 1e-5, "silu");
+    tv_opnd bw[3] = {o[0], o[1], o[3]};
+    tv_check(&e, LK_OP_SILU_BACKWARD, &p, bw, 2, 1, 1e-5, "silu_backward");
+    tv_opnd sw[3] = {o[0], o[1], o[3]};
+    tv_check(&e, LK_OP_SWIGLU, &p, sw, 2, 1, 1e-5, "swiglu");
+    tv_check(&e, LK_OP_SWIGLU_BACKWARD, &p, o, 3, 2, 1e-5, "swiglu_backward");
+    tv_free(o, 5);
+  }
+  tv_close(&e);
+}
+END_TEST
+
+/* ---- faults ------------------------------------------------------------------------ */
+
+START_TEST(unsupported_refused) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  int64_t sh[2] = {4, 8}, one[1] = {4};
+  lk_view_t v[4];
+  lk_view_init(&v[0], LK_DTYPE_F32, 2, sh, NULL, 0);
+  lk_view_init(&v[1], LK_DTYPE_F32, 1, sh + 1, NULL, 0);
+  lk_view_init(&v[2], LK_DTYPE_F32, 2, sh, NULL, 0);
+  lk_view_init(&v[3], LK_DTYPE_F32, 1, one, NULL, 0);
+  lk_op_t op = {sizeof op, LK_OP_RMSNORM, NULL, 2, 2, v, v + 2, NULL};
+  ck_assert_int_eq(lk_backend_supports(e.cpu, &op), 1);
+  ck_assert_int_eq(lk_backend_supports(e.vk, &op), 0);
+  ck_assert_int_ne(lk_backend_check(e.vk, &op, 1), LK_OK);
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "rmsnorm"), "%s", lk_last_error(e.ctx));
+  /* a quantised W is refused up front, naming the format */
+  lk_view_t mv[3];
+  int64_t xs[2] = {2, 32}, ws[2] = {8, 32}, ys[2] = {2, 8};
+  lk_view_init(&mv[0], LK_DTYPE_F32, 2, xs, NULL, 0);
+  lk_view_init(&mv[1], LK_DTYPE_QUANT, 2, ws, NULL, 0);
+  mv[1].qformat = "q8_0";
+  lk_view_init(&mv[2], LK_DTYPE_F32, 2, ys, NULL, 0);
+  lk_op_t mm = {sizeof mm, LK_OP_MATMUL, NULL, 2, 1, mv, mv + 2, NULL};
+  ck_assert_int_eq(lk_backend_supports(e.vk, &mm), 0);
+  /* a view outside its buffer fails the batch with nothing run */
+  lk_buffer_t *b = NULL;
+  ck_assert_int_eq(lk_buffer_alloc(e.vk, 64, 0, &b), LK_OK);
+  int64_t n = 32;
+  lk_view_t fv;
+  lk_view_init(&fv, LK_DTYPE_F32, 1, &n, b, 0);
+  lk_op_fill_t fp = {sizeof fp, 1.0f};
+  lk_op_t fill = {sizeof fill, LK_OP_FILL, NULL, 0, 1, NULL, &fv, &fp};
+  ck_assert_int_ne(lk_backend_submit(e.vk, &fill, 1, NULL), LK_OK);
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "outside the buffer"), "%s", lk_last_error(e.ctx));
+  lk_buffer_free(e.vk, b);
+  tv_close(&e);
+}
+END_TEST
+
+/* The staging path (device-local memory not mappable, as on a discrete
+ * GPU), forced on lavapipe with LORAKIT_VULKAN_STAGING=1. */
+START_TEST(staging_path) {
+  TV_SKIP_IF_ABSENT();
+  setenv("LORAKIT_VULKAN_STAGING", "1", 1);
+  tv_env e = tv_open();
+  unsetenv("LORAKIT_VULKAN_STAGING");
+  tu_rng r = {16};
+  int64_t xs[2] = {33, 65}, ws[2] = {47, 65}, ys[2] = {33, 47};
+  tv_opnd o[3] = {tv_make(&r, LK_DTYPE_F32, 2, xs, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, ws, NULL, 0, -1, 1),
+                  tv_make(&r, LK_DTYPE_F32, 2, ys, NULL, 0, -1, 1)};
+  tv_check(&e, LK_OP_MATMUL, NULL, o, 2, 1, 1e-5, "matmul through staging");
+  tv_free(o, 3);
+  lk_buffer_t *b = NULL;
+  void *p = NULL;
+  ck_assert_int_eq(lk_buffer_alloc(e.vk, 256, 0, &b), LK_OK);
+  ck_assert_int_ne(lk_buffer_map(e.vk, b, 0, 16, &p), LK_OK); /* device-local only: not mappable */
+  lk_buffer_free(e.vk, b);
+  tv_close(&e);
+}
+END_TEST
+
+/* No Vulkan driver (VK_ICD_FILENAMES to nowhere), in a child process: the
+ * plugin loads with zero devices, device_info says why, open is refused,
+ * and the cpu backend works on. */
+START_TEST(no_driver) {
+  if (access(tv_plugin(), R_OK) != 0) {
+    printf("SKIP test_vulkan no_driver: %s was not built\n", tv_plugin());
+    return;
+  }
+  fflush(stdout);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    setenv("VK_ICD_FILENAMES", "/nonexistent/lorakit-no-icd.json", 1);
+    setenv("VK_DRIVER_FILES", "/nonexistent/lorakit-no-icd.json", 1);
+    lk_context_opts_t o = {sizeof o, 1, 0, 0};
+    lk_context_t *ctx = NULL;
+    if (lk_context_create(&o, &ctx) != LK_OK) _exit(10);
+    if (lk_plugin_load(ctx, tv_plugin()) != LK_OK) {
+      fprintf(stderr, "load: %s\n", lk_last_error(ctx));
+      _exit(11);
+    }
+    if (lk_backend_device_count(ctx, "vulkan") != 0) _exit(12);
+    lk_device_info_t di;
+    memset(&di, 0, sizeof di);
+    di.struct_size = sizeof di;
+    if (lk_backend_device_info(ctx, "vulkan", 0, &di) == LK_OK) _exit(13);
+    if (!strstr(lk_last_error(ctx), "no device")) {
+      fprintf(stderr, "reason: %s\n", lk_last_error(ctx));
+      _exit(14);
+    }
+    lk_backend_t *be = NULL;
+    if (lk_backend_open(ctx, "vulkan", 0, &be) == LK_OK) _exit(15);
+    if (!strstr(lk_last_error(ctx), "0 devices")) {
+      fprintf(stderr, "open: %s\n", lk_last_error(ctx));
+      _exit(16);
+    }
+    if (lk_plugin_load(ctx, tu_cpu_plugin()) != LK_OK) _exit(17);
+    if (lk_backend_open(ctx, "cpu", 0, &be) != LK_OK) _exit(18);
+    lk_backend_close(be);
+    lk_context_free(ctx);
+    _exit(0);
+  }
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child exited with %d (see stderr)",
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+END_TEST
+
+static Suite *vulkan_suite(void) {
+  Suite *s = suite_create("vulkan");
+  TCase *tc = tcase_create("vulkan");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, devices_listed);
+  tcase_add_test(tc, memory_roundtrip_and_limits);
+  tcase_add_test(tc, op_fill_copy);
+  tcase_add_test(tc, op_add_mul_scale);
+  tcase_add_test(tc, op_sum_sumsq);
+  tcase_add_test(tc, op_matmul);
+  tcase_add_test(tc, op_silu_swiglu);
+  tcase_add_test(tc, unsupported_refused);
+  tcase_add_test(tc, staging_path);
+  tcase_add_test(tc, no_driver);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return tu_run(vulkan_suite()); }

@@ -142,6 +142,7 @@ static lk_status tv_run(lk_context_t *ctx, lk_backend_t *be, int32_t id, const v
     lk_fence_free(be, f);
   }
   for (uint32_t k = 0; k < n_dst && st == LK_OK; k++) {
+    if (!b[n_src + k]) continue;
     out[k] = malloc(o[n_src + k].nbytes);
     ck_assert_int_eq(lk_buffer_download(be, b[n_src + k], 0, out[k], o[n_src + k].nbytes), LK_OK);
   }
@@ -460,22 +461,139 @@ START_TEST(op_silu_swiglu) {
 }
 END_TEST
 
+START_TEST(op_adamw) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {17};
+  int64_t sh[2] = {37, 29}, one[1] = {1};
+  for (int clip = 0; clip < 2; clip++) {
+    tv_opnd o[5] = {tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 0, 30, 40),
+                    tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 4, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 0, -0.1, 0.1),
+                    tv_make(&r, LK_DTYPE_F32, 2, sh, NULL, 8, 0, 0.01)};
+    if (!clip) memset(&o[1].v, 0, sizeof o[1].v); /* sumsq absent */
+    lk_op_adamw_t a = {sizeof a, 0.01f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, clip ? 1.0f : 0.0f, 3 + clip};
+    tv_check(&e, LK_OP_ADAMW, &a, o, 2, 3, 1e-5, clip ? "adamw clipped" : "adamw");
+    tv_free(o, 5);
+  }
+  tv_close(&e);
+}
+END_TEST
+
+START_TEST(op_rmsnorm) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {18};
+  const int64_t dims[3] = {1, 67, 1029};
+  for (int k = 0; k < 3; k++)
+    for (int acc = 0; acc < 2; acc++) {
+      int64_t D = dims[k], xs[3] = {3, 5, D}, xst[3] = {5 * (D + 3), D + 3, 1}, ws[1] = {D}, rs[2] = {3, 5};
+      tv_opnd f[4] = {tv_make(&r, LK_DTYPE_F32, 3, xs, xst, 4, -2, 2), tv_make(&r, k == 2 ? LK_DTYPE_BF16 : LK_DTYPE_F32, 1, ws, NULL, 0, 0.5, 1.5),
+                      tv_make(&r, LK_DTYPE_F32, 3, xs, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, rs, NULL, 0, 0, 1)};
+      lk_op_rmsnorm_t p = {sizeof p, 1e-5f, (uint32_t)acc};
+      tv_check(&e, LK_OP_RMSNORM, &p, f, 2, 2, 1e-5, "rmsnorm");
+      /* the backward takes a true rstd: the cpu's forward output */
+      unsigned char *out[2] = {0};
+      ck_assert_int_eq(tv_run(e.ctx, e.cpu, LK_OP_RMSNORM, &p, f, 2, 2, out), LK_OK);
+      memcpy(f[3].host, out[1], f[3].nbytes);
+      free(out[0]);
+      free(out[1]);
+      tv_opnd b[6] = {f[0], f[1], f[3], tv_make(&r, LK_DTYPE_F32, 3, xs, NULL, 0, -1, 1),
+                      tv_make(&r, LK_DTYPE_F32, 3, xs, NULL, 8, -1, 1), tv_make(&r, LK_DTYPE_F32, 1, ws, NULL, 0, -1, 1)};
+      tv_check(&e, LK_OP_RMSNORM_BACKWARD, &p, b, 4, 2, 1e-5, "rmsnorm_backward");
+      memset(&b[1].v, 0, sizeof b[1].v); /* without w (and so without dw) */
+      memset(&b[5].v, 0, sizeof b[5].v);
+      tv_check(&e, LK_OP_RMSNORM_BACKWARD, &p, b, 4, 2, 1e-5, "rmsnorm_backward without w");
+      free(b[3].host);
+      free(b[4].host);
+      free(b[5].host);
+      tv_free(f, 4);
+    }
+  tv_close(&e);
+}
+END_TEST
+
+static void tv_ids(tu_rng *r, tv_opnd *o, int64_t lim, int32_t special, int every) {
+  int32_t *p = (int32_t *)(o->host + o->v.offset);
+  int64_t n = 1;
+  for (uint32_t d = 0; d < o->v.ndim; d++) n *= o->v.shape[d];
+  for (int64_t i = 0; i < n; i++) p[i] = (every && i % every == 1) ? special : (int32_t)(tu_next(r) % (uint64_t)lim);
+}
+
+START_TEST(op_embedding) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {19};
+  int64_t V = 53, D = 45, ts[2] = {3, 7}, tab[2] = {V, D}, ys[3] = {3, 7, D};
+  for (int acc = 0; acc < 2; acc++) {
+    tv_opnd o[3] = {tv_make(&r, acc ? LK_DTYPE_F16 : LK_DTYPE_F32, 2, tab, NULL, 0, -1, 1),
+                    tv_make(&r, LK_DTYPE_I32, 2, ts, NULL, 4, 0, 0), tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 0, -1, 1)};
+    tv_ids(&r, &o[1], 5, 0, 0); /* few distinct ids: repeated rows add up in the backward */
+    lk_op_accumulate_t p = {sizeof p, (uint32_t)acc};
+    tv_check(&e, LK_OP_EMBEDDING, &p, o, 2, 1, 0, "embedding");
+    tv_opnd b[3] = {o[1], tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, tab, NULL, 0, -1, 1)};
+    tv_check(&e, LK_OP_EMBEDDING_BACKWARD, &p, b, 2, 1, 1e-5, "embedding_backward");
+    /* an id outside [0, V) fails the batch, on the fence */
+    tv_ids(&r, &o[1], V, (int32_t)V, 5);
+    unsigned char *out[1] = {0};
+    ck_assert_int_eq(tv_run(e.ctx, e.vk, LK_OP_EMBEDDING, &p, o, 2, 1, out), LK_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(lk_last_error(e.ctx), "embedding") && strstr(lk_last_error(e.ctx), "id"), "%s", lk_last_error(e.ctx));
+    ck_assert_int_eq(tv_run(e.ctx, e.vk, LK_OP_EMBEDDING_BACKWARD, &p, b, 2, 1, out), LK_ERR_INVALID_ARG);
+    ck_assert_int_eq(lk_backend_synchronize(e.vk), LK_OK); /* reported by the fence already */
+    free(b[1].host);
+    free(b[2].host);
+    tv_free(o, 3);
+  }
+  tv_close(&e);
+}
+END_TEST
+
+START_TEST(op_cross_entropy) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {20};
+  const int64_t vs[2] = {1000, 7};
+  for (int k = 0; k < 2; k++)
+    for (int acc = 0; acc < 2; acc++) {
+      int64_t V = vs[k], ls[3] = {2, 9, V}, lst[3] = {9 * (V + 1), V + 1, 1}, lab[2] = {2, 9}, one[1] = {1};
+      tv_opnd o[4] = {tv_make(&r, k ? LK_DTYPE_BF16 : LK_DTYPE_F32, 3, ls, k ? NULL : lst, 0, -8, 8),
+                      tv_make(&r, LK_DTYPE_I32, 2, lab, NULL, 0, 0, 0), tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 0, 0, 1),
+                      tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 4, 0, 1)};
+      tv_ids(&r, &o[1], V, -100, 4); /* every 4th row ignored */
+      lk_op_cross_entropy_t p = {sizeof p, -100, acc ? 7.5f : 0.0f, (uint32_t)acc};
+      tv_check(&e, LK_OP_CROSS_ENTROPY, &p, o, 2, 2, 1e-5, "cross_entropy");
+      tv_opnd b[4] = {o[0], o[1], tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 0, 0.5, 2),
+                      tv_make(&r, LK_DTYPE_F32, 3, ls, NULL, 0, -1, 1)};
+      tv_check(&e, LK_OP_CROSS_ENTROPY_BACKWARD, &p, b, 3, 1, 1e-5, "cross_entropy_backward");
+      memset(&b[2].v, 0, sizeof b[2].v); /* dloss absent: 1 */
+      tv_check(&e, LK_OP_CROSS_ENTROPY_BACKWARD, &p, b, 3, 1, 1e-5, "cross_entropy_backward dloss 1");
+      /* a label outside [0, V) that is not ignore_index fails the batch */
+      tv_ids(&r, &o[1], V, (int32_t)V + 3, 3);
+      unsigned char *out[2] = {0};
+      ck_assert_int_eq(tv_run(e.ctx, e.vk, LK_OP_CROSS_ENTROPY, &p, o, 2, 2, out), LK_ERR_INVALID_ARG);
+      ck_assert_msg(strstr(lk_last_error(e.ctx), "label"), "%s", lk_last_error(e.ctx));
+      free(b[2].host);
+      free(b[3].host);
+      tv_free(o, 4);
+    }
+  tv_close(&e);
+}
+END_TEST
+
 /* ---- faults ------------------------------------------------------------------------ */
 
 START_TEST(unsupported_refused) {
   TV_SKIP_IF_ABSENT();
   tv_env e = tv_open();
-  int64_t sh[2] = {4, 8}, one[1] = {4};
-  lk_view_t v[4];
-  lk_view_init(&v[0], LK_DTYPE_F32, 2, sh, NULL, 0);
-  lk_view_init(&v[1], LK_DTYPE_F32, 1, sh + 1, NULL, 0);
-  lk_view_init(&v[2], LK_DTYPE_F32, 2, sh, NULL, 0);
-  lk_view_init(&v[3], LK_DTYPE_F32, 1, one, NULL, 0);
-  lk_op_t op = {sizeof op, LK_OP_RMSNORM, NULL, 2, 2, v, v + 2, NULL};
+  int64_t xsh[4] = {1, 2, 2, 4}, psh[2] = {1, 2};
+  lk_view_t v[3];
+  lk_view_init(&v[0], LK_DTYPE_F32, 4, xsh, NULL, 0);
+  lk_view_init(&v[1], LK_DTYPE_I32, 2, psh, NULL, 0);
+  lk_view_init(&v[2], LK_DTYPE_F32, 4, xsh, NULL, 0);
+  lk_op_t op = {sizeof op, LK_OP_ROPE, NULL, 2, 1, v, v + 2, NULL};
   ck_assert_int_eq(lk_backend_supports(e.cpu, &op), 1);
   ck_assert_int_eq(lk_backend_supports(e.vk, &op), 0);
   ck_assert_int_ne(lk_backend_check(e.vk, &op, 1), LK_OK);
-  ck_assert_msg(strstr(lk_last_error(e.ctx), "rmsnorm"), "%s", lk_last_error(e.ctx));
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "rope"), "%s", lk_last_error(e.ctx));
   /* a quantised W is refused up front, naming the format */
   lk_view_t mv[3];
   int64_t xs[2] = {2, 32}, ws[2] = {8, 32}, ys[2] = {2, 8};
@@ -582,6 +700,10 @@ static Suite *vulkan_suite(void) {
   tcase_add_test(tc, op_sum_sumsq);
   tcase_add_test(tc, op_matmul);
   tcase_add_test(tc, op_silu_swiglu);
+  tcase_add_test(tc, op_adamw);
+  tcase_add_test(tc, op_rmsnorm);
+  tcase_add_test(tc, op_embedding);
+  tcase_add_test(tc, op_cross_entropy);
   tcase_add_test(tc, unsupported_refused);
   tcase_add_test(tc, staging_path);
   tcase_add_test(tc, no_driver);

@@ -5,6 +5,7 @@
  * description is judged (supports()). Ops not listed here are refused. */
 #include "vk.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +23,7 @@ typedef struct vk_ctx {
   lk_error_t *err;
 } vk_ctx;
 
-static const char *vk_op_label(int32_t id) {
+const char *vk_op_label(int32_t id) {
   static const char *const names[LK_OP_CORE_COUNT] = {
       "invalid", "extension", "copy", "fill", "add", "mul", "scale", "sum", "sumsq", "matmul", "lora_forward",
       "lora_backward", "merge", "unmerge", "embedding", "embedding_backward", "rmsnorm", "rmsnorm_backward", "rope",
@@ -310,6 +311,285 @@ static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
   return LK_OK;
 }
 
+/* ---- nn.comp: ADAMW, RMSNORM, EMBEDDING, CROSS_ENTROPY -------------------------- */
+
+enum { NN_ADAMW = 0, NN_RMS, NN_RMS_DX, NN_RMS_DW, NN_EMB, NN_EMB_BWD, NN_CE, NN_CE_BWD };
+
+typedef struct vk_nnpc {
+  int32_t mode, rows, cols;
+  int32_t off[6];
+  int32_t ld0, ld3, ld4;
+  int32_t flags, dtypes, tag, extra, ld1;
+  float f[11];
+} vk_nnpc;
+
+static int64_t vk_numel(const lk_view_t *v) {
+  int64_t n = 1;
+  for (uint32_t d = 0; d < v->ndim; d++) n *= v->shape[d];
+  return n;
+}
+
+static int vk_packed(const lk_view_t *v) {
+  int64_t want = 1;
+  for (uint32_t d = v->ndim; d-- > 0;) {
+    if (v->shape[d] > 1 && v->stride[d] != want) return 0;
+    want *= v->shape[d];
+  }
+  return 1;
+}
+
+static void vk_nn_init(vk_disp *d, vk_nnpc *pc, int mode, uint32_t index) {
+  memset(d, 0, sizeof *d);
+  memset(pc, 0, sizeof *pc);
+  d->shader = VK_SH_NN;
+  pc->mode = mode;
+  pc->tag = (int32_t)index + 1;
+}
+
+/* The dtype of each bound operand: views bound through vk_nn_view. */
+static int32_t vk_nn_view(const vk_ctx *c, const lk_view_t *v, const char *name, int int_ok, vk_disp *d, vk_nnpc *pc,
+                          int slot) {
+  int32_t rc = vk_view(c, v, name, int_ok, &d->bind[slot], &pc->off[slot]);
+  if (rc == LK_OK) {
+    pc->dtypes &= ~(15 << (4 * slot));
+    pc->dtypes |= (vk_dt(v->dtype) & 15) << (4 * slot);
+  }
+  return rc;
+}
+
+static void vk_nn_done(vk_disp *d, const vk_nnpc *pc) {
+  memcpy(d->pc, pc, sizeof *pc);
+  d->pc_size = sizeof *pc;
+}
+
+/* One workgroup per row, rows over a 2-D grid. */
+static void vk_grid_rows(vk_disp *d, int64_t rows) {
+  d->groups[0] = (uint32_t)(rows < 65535 ? rows : 65535);
+  d->groups[1] = (uint32_t)((rows + d->groups[0] - 1) / d->groups[0]);
+  d->groups[2] = 1;
+}
+
+static uint32_t vk_acc_param(const lk_op_t *op, size_t off_acc) {
+  const uint32_t *p = op->params;
+  if (!p || *p < off_acc + 4) return 0;
+  uint32_t v;
+  memcpy(&v, (const char *)p + off_acc, 4);
+  return v;
+}
+
+static int32_t vk_adamw(const vk_ctx *c, vk_disp *d) {
+  int32_t rc = vk_counts(c, 2, 3);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_adamw_t), LK_MIN_SIZE_OP_ADAMW);
+  if (rc != LK_OK) return rc;
+  const lk_op_adamw_t *a = c->op->params;
+  float lr = PF(a, lk_op_adamw_t, lr, 1e-3f), b1 = PF(a, lk_op_adamw_t, beta1, 0.9f), b2 = PF(a, lk_op_adamw_t, beta2, 0.999f);
+  float eps = PF(a, lk_op_adamw_t, eps, 1e-8f), wd = PF(a, lk_op_adamw_t, weight_decay, 0.01f);
+  float gs = PF(a, lk_op_adamw_t, grad_scale, 1.0f), mg = PF(a, lk_op_adamw_t, max_grad_norm, 0.0f);
+  int64_t step = PF(a, lk_op_adamw_t, step, (int64_t)1);
+  if (step < 1) return CFAIL(c, LK_ERR_INVALID_ARG, "step %lld must be >= 1", (long long)step);
+  if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(eps >= 0) || !(mg >= 0))
+    return CFAIL(c, LK_ERR_INVALID_ARG, "a hyper-parameter is out of range");
+  vk_nnpc pc;
+  vk_nn_init(d, &pc, NN_ADAMW, c->index);
+  const lk_view_t *v[5] = {&c->op->src[0], &c->op->src[1], &c->op->dst[0], &c->op->dst[1], &c->op->dst[2]};
+  const int slot[5] = {0, 1, 3, 4, 5};
+  const char *nm[5] = {"grad", "sumsq", "param", "m", "v"};
+  for (int i = 0; i < 5; i++) {
+    if (i == 1 && !vk_present(v[1])) continue;
+    if ((rc = vk_view(c, v[i], nm[i], 0, &d->bind[slot[i]], &pc.off[slot[i]])) != LK_OK) return rc;
+    if (v[i]->dtype != LK_DTYPE_F32) return CFAIL(c, LK_ERR_DTYPE, "%s must be f32", nm[i]);
+    if (i != 1 && (!vk_packed(v[i]) || !vk_same_shape(v[i], v[0])))
+      return CFAIL(c, LK_ERR_SHAPE, "%s must be packed and of grad's shape", nm[i]);
+  }
+  if (vk_present(v[1]) && vk_numel(v[1]) != 1) return CFAIL(c, LK_ERR_SHAPE, "sumsq must be one element");
+  double bc1 = 1.0 - pow((double)b1, (double)step), bc2 = 1.0 - pow((double)b2, (double)step);
+  pc.rows = (int32_t)vk_numel(v[0]);
+  pc.flags = vk_present(v[1]) ? 1 : 0;
+  float f[9] = {lr, b1, b2, eps, wd, gs, mg, (float)(lr / bc1), (float)sqrt(bc2)};
+  memcpy(pc.f, f, sizeof f);
+  vk_nn_done(d, &pc);
+  vk_grid_1d(d, pc.rows);
+  return LK_OK;
+}
+
+static int32_t vk_rmsnorm(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
+  int bwd = c->op->id == LK_OP_RMSNORM_BACKWARD;
+  int32_t rc = bwd ? vk_counts(c, 4, 2) : vk_counts(c, 2, 2);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_rmsnorm_t), LK_MIN_SIZE(lk_op_rmsnorm_t, eps));
+  if (rc != LK_OK) return rc;
+  const lk_op_rmsnorm_t *p = c->op->params;
+  float eps = PF(p, lk_op_rmsnorm_t, eps, 1e-6f);
+  uint32_t acc = PF(p, lk_op_rmsnorm_t, accumulate, 0u);
+  if (acc > 1 || !(eps >= 0)) return CFAIL(c, LK_ERR_INVALID_ARG, "eps must be >= 0 and accumulate 0 or 1");
+  const lk_view_t *x = &c->op->src[0], *w = &c->op->src[1];
+  int has_w = vk_present(w);
+  int64_t rows, ldx, D = x->shape[x->ndim - 1];
+  vk_nnpc pc;
+  vk_disp *d = &out[0];
+  vk_nn_init(d, &pc, bwd ? NN_RMS_DX : NN_RMS, c->index);
+  if ((rc = vk_nn_view(c, x, "x", 0, d, &pc, 0)) != LK_OK) return rc;
+  if ((rc = vk_rows(c, x, "x", &rows, &ldx)) != LK_OK) return rc;
+  if (has_w) {
+    if ((rc = vk_nn_view(c, w, "w", 0, d, &pc, 1)) != LK_OK) return rc;
+    if (vk_numel(w) != D || w->stride[w->ndim - 1] != 1) return CFAIL(c, LK_ERR_SHAPE, "w must be [%lld] and packed", (long long)D);
+  }
+  pc.rows = (int32_t)rows;
+  pc.cols = (int32_t)D;
+  pc.ld0 = (int32_t)ldx;
+  pc.f[0] = eps;
+  if (!bwd) {
+    const lk_view_t *y = &c->op->dst[0], *rs = &c->op->dst[1];
+    int64_t ry, ldy;
+    if ((rc = vk_nn_view(c, y, "y", 0, d, &pc, 3)) != LK_OK) return rc;
+    if ((rc = vk_rows(c, y, "y", &ry, &ldy)) != LK_OK) return rc;
+    if (ry != rows || y->shape[y->ndim - 1] != D) return CFAIL(c, LK_ERR_SHAPE, "y must have x's shape");
+    if (vk_present(rs)) {
+      if ((rc = vk_nn_view(c, rs, "rstd", 0, d, &pc, 4)) != LK_OK) return rc;
+      if (rs->dtype != LK_DTYPE_F32 || vk_numel(rs) != rows || !vk_packed(rs))
+        return CFAIL(c, LK_ERR_SHAPE, "rstd must be f32, packed, one value per row");
+    }
+    pc.ld3 = (int32_t)ldy;
+    pc.flags = (has_w ? 1 : 0) | (vk_present(rs) ? 2 : 0);
+    vk_nn_done(d, &pc);
+    vk_grid_rows(d, rows);
+    *n_out = 1;
+    return LK_OK;
+  }
+  const lk_view_t *rs = &c->op->src[2], *dy = &c->op->src[3], *dx = &c->op->dst[0], *dw = &c->op->dst[1];
+  if (vk_present(dw) && !has_w) return CFAIL(c, LK_ERR_INVALID_ARG, "dw needs w");
+  if ((rc = vk_nn_view(c, rs, "rstd", 0, d, &pc, 2)) != LK_OK) return rc;
+  if (rs->dtype != LK_DTYPE_F32 || vk_numel(rs) != rows || !vk_packed(rs))
+    return CFAIL(c, LK_ERR_SHAPE, "rstd must be f32, packed, one value per row");
+  int64_t r2, ldy;
+  if ((rc = vk_nn_view(c, dy, "dy", 0, d, &pc, 4)) != LK_OK) return rc;
+  if ((rc = vk_rows(c, dy, "dy", &r2, &ldy)) != LK_OK) return rc;
+  if (r2 != rows || dy->shape[dy->ndim - 1] != D) return CFAIL(c, LK_ERR_SHAPE, "dy must have x's shape");
+  pc.ld4 = (int32_t)ldy;
+  pc.flags = (has_w ? 1 : 0) | (acc ? 8 : 0);
+  uint32_t n = 0;
+  if (vk_present(dx)) {
+    int64_t r3, ldo;
+    if ((rc = vk_nn_view(c, dx, "dx", 0, d, &pc, 3)) != LK_OK) return rc;
+    if ((rc = vk_rows(c, dx, "dx", &r3, &ldo)) != LK_OK) return rc;
+    if (r3 != rows || dx->shape[dx->ndim - 1] != D) return CFAIL(c, LK_ERR_SHAPE, "dx must have x's shape");
+    pc.ld3 = (int32_t)ldo;
+    vk_nn_done(d, &pc);
+    vk_grid_rows(d, rows);
+    n++;
+  }
+  if (vk_present(dw)) {
+    vk_disp *e = &out[n];
+    vk_nnpc q = pc;
+    if (n) *e = *d;
+    e->shader = VK_SH_NN;
+    q.mode = NN_RMS_DW;
+    if ((rc = vk_nn_view(c, dw, "dw", 0, e, &q, 3)) != LK_OK) return rc;
+    if (vk_numel(dw) != D || !vk_packed(dw)) return CFAIL(c, LK_ERR_SHAPE, "dw must be [%lld], packed", (long long)D);
+    vk_nn_done(e, &q);
+    vk_grid_1d(e, D);
+    n++;
+  }
+  if (!n) return CFAIL(c, LK_ERR_INVALID_ARG, "no destination");
+  *n_out = n;
+  return LK_OK;
+}
+
+static int32_t vk_embedding(const vk_ctx *c, vk_disp *d) {
+  int bwd = c->op->id == LK_OP_EMBEDDING_BACKWARD;
+  int32_t rc = vk_counts(c, 2, 1);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_accumulate_t), LK_MIN_SIZE_OP_ACCUMULATE);
+  if (rc != LK_OK) return rc;
+  uint32_t acc = vk_acc_param(c->op, offsetof(lk_op_accumulate_t, accumulate));
+  if (acc > 1) return CFAIL(c, LK_ERR_INVALID_ARG, "accumulate is 0 or 1");
+  const lk_view_t *table = bwd ? &c->op->dst[0] : &c->op->src[0], *ids = bwd ? &c->op->src[0] : &c->op->src[1];
+  const lk_view_t *rowsv = bwd ? &c->op->src[1] : &c->op->dst[0];
+  vk_nnpc pc;
+  vk_nn_init(d, &pc, bwd ? NN_EMB_BWD : NN_EMB, c->index);
+  d->flag = 1;
+  if ((rc = vk_nn_view(c, table, bwd ? "dtable" : "table", 0, d, &pc, bwd ? 3 : 0)) != LK_OK) return rc;
+  if ((rc = vk_nn_view(c, ids, "ids", 1, d, &pc, 1)) != LK_OK) return rc;
+  if ((rc = vk_nn_view(c, rowsv, bwd ? "dy" : "y", 0, d, &pc, bwd ? 0 : 3)) != LK_OK) return rc;
+  if (ids->dtype != LK_DTYPE_I32 || !vk_packed(ids)) return CFAIL(c, LK_ERR_DTYPE, "ids must be i32, packed");
+  if (table->ndim != 2 || (table->stride[1] != 1 && table->shape[1] > 1))
+    return CFAIL(c, LK_ERR_SHAPE, "the table must be 2-D with contiguous rows");
+  int64_t T, ld, D = table->shape[1];
+  if ((rc = vk_rows(c, rowsv, bwd ? "dy" : "y", &T, &ld)) != LK_OK) return rc;
+  if (T != vk_numel(ids) || rowsv->shape[rowsv->ndim - 1] != D)
+    return CFAIL(c, LK_ERR_SHAPE, "%s must be [ids.., %lld]", bwd ? "dy" : "y", (long long)D);
+  if ((int64_t)table->shape[0] * D > INT32_MAX || T * D > INT32_MAX) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 2^31 elements");
+  pc.rows = (int32_t)T;
+  pc.cols = (int32_t)D;
+  pc.extra = (int32_t)table->shape[0];
+  int32_t ldt = (int32_t)(table->shape[0] > 1 ? table->stride[0] : D);
+  if (bwd) {
+    pc.ld0 = (int32_t)ld;
+    pc.ld3 = ldt;
+  } else {
+    pc.ld0 = ldt;
+    pc.ld3 = (int32_t)ld;
+  }
+  pc.flags = acc ? 8 : 0;
+  vk_nn_done(d, &pc);
+  vk_grid_1d(d, bwd ? table->shape[0] * D : T * D);
+  return LK_OK;
+}
+
+static int32_t vk_cross_entropy(const vk_ctx *c, vk_disp *d) {
+  int bwd = c->op->id == LK_OP_CROSS_ENTROPY_BACKWARD;
+  int32_t rc = bwd ? vk_counts(c, 3, 1) : vk_counts(c, 2, 2);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_cross_entropy_t), LK_MIN_SIZE(lk_op_cross_entropy_t, ignore_index));
+  if (rc != LK_OK) return rc;
+  const lk_op_cross_entropy_t *p = c->op->params;
+  int32_t ignore = PF(p, lk_op_cross_entropy_t, ignore_index, -100);
+  float den = PF(p, lk_op_cross_entropy_t, denominator, 0.0f);
+  uint32_t acc = PF(p, lk_op_cross_entropy_t, accumulate, 0u);
+  if (acc > 1 || !(den >= 0)) return CFAIL(c, LK_ERR_INVALID_ARG, "denominator must be >= 0 and accumulate 0 or 1");
+  const lk_view_t *lg = &c->op->src[0], *lb = &c->op->src[1];
+  vk_nnpc pc;
+  vk_nn_init(d, &pc, bwd ? NN_CE_BWD : NN_CE, c->index);
+  d->flag = 1;
+  int64_t T, ld;
+  if ((rc = vk_nn_view(c, lg, "logits", 0, d, &pc, 0)) != LK_OK) return rc;
+  if ((rc = vk_rows(c, lg, "logits", &T, &ld)) != LK_OK) return rc;
+  if ((rc = vk_nn_view(c, lb, "labels", 1, d, &pc, 1)) != LK_OK) return rc;
+  if (lb->dtype != LK_DTYPE_I32 || vk_numel(lb) != T || !vk_packed(lb))
+    return CFAIL(c, LK_ERR_SHAPE, "labels must be i32, packed, one per row of logits");
+  pc.rows = (int32_t)T;
+  pc.cols = (int32_t)lg->shape[lg->ndim - 1];
+  pc.ld0 = (int32_t)ld;
+  pc.ld1 = 1;
+  pc.extra = ignore;
+  pc.f[0] = den;
+  if (!bwd) {
+    const lk_view_t *loss = &c->op->dst[0], *cnt = &c->op->dst[1];
+    if ((rc = vk_nn_view(c, loss, "loss", 0, d, &pc, 3)) != LK_OK) return rc;
+    if (loss->dtype != LK_DTYPE_F32 || vk_numel(loss) != 1) return CFAIL(c, LK_ERR_SHAPE, "loss must be one f32");
+    if (vk_present(cnt)) {
+      if ((rc = vk_nn_view(c, cnt, "count", 0, d, &pc, 4)) != LK_OK) return rc;
+      if (cnt->dtype != LK_DTYPE_F32 || vk_numel(cnt) != 1) return CFAIL(c, LK_ERR_SHAPE, "count must be one f32");
+      pc.flags |= 2;
+    }
+    vk_nn_done(d, &pc);
+    d->groups[0] = d->groups[1] = d->groups[2] = 1;
+    return LK_OK;
+  }
+  const lk_view_t *dl = &c->op->src[2], *dlg = &c->op->dst[0];
+  if (vk_present(dl)) {
+    if ((rc = vk_nn_view(c, dl, "dloss", 0, d, &pc, 2)) != LK_OK) return rc;
+    if (dl->dtype != LK_DTYPE_F32 || vk_numel(dl) != 1) return CFAIL(c, LK_ERR_SHAPE, "dloss must be one f32");
+    pc.flags |= 1;
+  }
+  int64_t T2, ld2;
+  if ((rc = vk_nn_view(c, dlg, "dlogits", 0, d, &pc, 3)) != LK_OK) return rc;
+  if ((rc = vk_rows(c, dlg, "dlogits", &T2, &ld2)) != LK_OK) return rc;
+  if (T2 != T || dlg->shape[dlg->ndim - 1] != pc.cols) return CFAIL(c, LK_ERR_SHAPE, "dlogits must have logits' shape");
+  pc.ld3 = (int32_t)ld2;
+  pc.flags |= acc ? 8 : 0;
+  vk_nn_done(d, &pc);
+  vk_grid_rows(d, T);
+  return LK_OK;
+}
+
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out, lk_error_t *err) {
   vk_ctx c = {be, op, index, err};
   *n_out = 0;
@@ -409,6 +689,20 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
     *n_out = n;
     return LK_OK;
   }
+  case LK_OP_ADAMW:
+    rc = vk_adamw(&c, out);
+    break;
+  case LK_OP_RMSNORM:
+  case LK_OP_RMSNORM_BACKWARD:
+    return vk_rmsnorm(&c, out, n_out);
+  case LK_OP_EMBEDDING:
+  case LK_OP_EMBEDDING_BACKWARD:
+    rc = vk_embedding(&c, out);
+    break;
+  case LK_OP_CROSS_ENTROPY:
+  case LK_OP_CROSS_ENTROPY_BACKWARD:
+    rc = vk_cross_entropy(&c, out);
+    break;
   default:
     return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan op %u: %s is not yet implemented by the vulkan backend", index,
                    vk_op_label(op->id));

@@ -525,7 +525,11 @@ static int32_t vk_download(void *self, lk_buffer_t *buf, uint64_t offset, void *
 
 /* ---- submissions ------------------------------------------------------------------------ */
 
+static void vk_free_internal(vk_backend *be, lk_buffer_t *b);
+
 static void vk_sub_destroy(vk_backend *be, vk_sub *s) {
+  if (s->flag) vk_free_internal(be, s->flag);
+  free(s->op_ids);
   vkDestroyFence(be->dev, s->fence, NULL);
   vkFreeCommandBuffers(be->dev, be->cmd_pool, 1, &s->cmd);
   if (s->pool) vkDestroyDescriptorPool(be->dev, s->pool, NULL);
@@ -540,7 +544,19 @@ static int32_t vk_sub_wait(vk_backend *be, vk_sub *s, uint64_t timeout_ns) {
   s->done = 1;
   if (r != VK_SUCCESS) {
     s->status = LK_ERR_STATE;
-    if (be->async_status == LK_OK) be->async_status = s->status;
+    snprintf(s->msg, sizeof s->msg, "vulkan: the batch failed: %s", vk_result_name(r));
+  } else if (s->flag) {
+    uint32_t tag = *(const volatile uint32_t *)((char *)s->flag->blk->map + s->flag->off);
+    if (tag) {
+      s->status = LK_ERR_INVALID_ARG;
+      int32_t id = tag <= s->n_ops ? s->op_ids[tag - 1] : 0;
+      snprintf(s->msg, sizeof s->msg, "vulkan op %u (%s): %s outside its range; the batch failed", tag - 1, vk_op_label(id),
+               id == LK_OP_CROSS_ENTROPY || id == LK_OP_CROSS_ENTROPY_BACKWARD ? "a label (not ignore_index) is" : "an id is");
+    }
+  }
+  if (s->status != LK_OK && be->async_status == LK_OK) {
+    be->async_status = s->status;
+    snprintf(be->async_msg, sizeof be->async_msg, "%s", s->msg);
   }
   return LK_OK;
 }
@@ -583,7 +599,7 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   vk_reap(be);
   vk_disp *d = calloc((size_t)n_ops * VK_MAX_DISP + 1, sizeof *d);
   if (!d) return vk_fail(err, LK_ERR_NOMEM, "vulkan submit: out of memory for %u ops", n_ops);
-  uint32_t nd = 0;
+  uint32_t nd = 0, need_flag = 0;
   for (uint32_t i = 0; i < n_ops; i++) {
     uint32_t k = 0;
     int32_t rc = vk_op_plan(be, &ops[i], i, &d[nd], &k, err);
@@ -591,11 +607,30 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
       free(d);
       return rc;
     }
+    for (uint32_t q = 0; q < k; q++) need_flag |= (uint32_t)d[nd + q].flag;
     nd += k;
   }
   vk_sub *s = calloc(1, sizeof *s);
+  if (s && need_flag) {
+    s->op_ids = malloc((size_t)n_ops * sizeof *s->op_ids);
+    int32_t frc = s->op_ids ? vk_alloc_internal(be, 256, LK_BUFFER_HOST_VISIBLE, &s->flag, err)
+                            : vk_fail(err, LK_ERR_NOMEM, "vulkan submit: out of memory");
+    if (frc != LK_OK) {
+      free(s->op_ids);
+      free(s);
+      free(d);
+      return frc;
+    }
+    memset((char *)s->flag->blk->map + s->flag->off, 0, 256);
+    for (uint32_t i = 0; i < n_ops; i++) s->op_ids[i] = ops[i].id;
+    s->n_ops = n_ops;
+  }
   lk_fence_t *f = out_fence ? calloc(1, sizeof *f) : NULL;
   if (!s || (out_fence && !f)) {
+    if (s) {
+      if (s->flag) vk_free_internal(be, s->flag);
+      free(s->op_ids);
+    }
     free(s);
     free(f);
     free(d);
@@ -603,7 +638,7 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   }
   VkResult r = VK_SUCCESS;
   if (nd) {
-    VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4 * nd};
+    VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_NBIND * nd};
     VkDescriptorPoolCreateInfo pi = {VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, NULL, 0, nd, 1, &ps};
     r = vkCreateDescriptorPool(be->dev, &pi, NULL, &s->pool);
   }
@@ -616,6 +651,8 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
     if (s->fence) vkDestroyFence(be->dev, s->fence, NULL);
     if (s->cmd) vkFreeCommandBuffers(be->dev, be->cmd_pool, 1, &s->cmd);
     if (s->pool) vkDestroyDescriptorPool(be->dev, s->pool, NULL);
+    if (s->flag) vk_free_internal(be, s->flag);
+    free(s->op_ids);
     free(s);
     free(f);
     free(d);
@@ -633,10 +670,14 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
     VkDescriptorSet set;
     r = vkAllocateDescriptorSets(be->dev, &dai, &set);
     if (r != VK_SUCCESS) break;
-    VkDescriptorBufferInfo bis[4];
-    VkWriteDescriptorSet w[4];
+    VkDescriptorBufferInfo bis[VK_NBIND];
+    VkWriteDescriptorSet w[VK_NBIND];
     uint32_t max_range = be->ph->props.limits.maxStorageBufferRange;
-    for (int k = 0; k < 4; k++) {
+    if (d[i].flag) {
+      d[i].bind[5].buf = s->flag;
+      d[i].bind[5].base = 0;
+    }
+    for (int k = 0; k < VK_NBIND; k++) {
       lk_buffer_t *b = d[i].bind[k].buf ? d[i].bind[k].buf : be->dummy;
       uint64_t base = d[i].bind[k].buf ? d[i].bind[k].base : 0;
       uint64_t range = b->size - base;
@@ -647,7 +688,7 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
       w[k] = (VkWriteDescriptorSet){VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, NULL, set, (uint32_t)k, 0, 1,
                                     VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, NULL, &bis[k], NULL};
     }
-    vkUpdateDescriptorSets(be->dev, 4, w, 0, NULL);
+    vkUpdateDescriptorSets(be->dev, VK_NBIND, w, 0, NULL);
     vkCmdBindPipeline(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[d[i].shader]);
     vkCmdBindDescriptorSets(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &set, 0, NULL);
     vkCmdPushConstants(s->cmd, be->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, d[i].pc_size, d[i].pc);
@@ -690,7 +731,10 @@ static int32_t vk_fence_wait(void *self, lk_fence_t *f, uint64_t timeout_ns, lk_
   if (rc == LK_ERR_TIMEOUT)
     return vk_fail(err, LK_ERR_TIMEOUT, "vulkan fence_wait: the batch has not completed within %llu ns",
                    (unsigned long long)timeout_ns);
-  if (f->sub->status != LK_OK) return vk_fail(err, f->sub->status, "vulkan: the batch failed (device lost)");
+  if (f->sub->status != LK_OK) {
+    if (be->async_status == f->sub->status) be->async_status = LK_OK; /* reported here */
+    return vk_fail(err, f->sub->status, "%s", f->sub->msg);
+  }
   return LK_OK;
 }
 
@@ -709,7 +753,7 @@ static int32_t vk_synchronize(void *self, lk_error_t *err) {
   vk_wait_all(be);
   int32_t rc = be->async_status;
   be->async_status = LK_OK;
-  return rc == LK_OK ? LK_OK : vk_fail(err, rc, "vulkan synchronize: a batch failed (device lost)");
+  return rc == LK_OK ? LK_OK : vk_fail(err, rc, "%s", be->async_msg);
 }
 
 /* ---- instances ------------------------------------------------------------------------------ */
@@ -793,10 +837,10 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   VkCommandPoolCreateInfo cpi = {VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, NULL,
                                  VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT, be->ph->queue_family};
   r = vkCreateCommandPool(be->dev, &cpi, NULL, &be->cmd_pool);
-  VkDescriptorSetLayoutBinding lb[4];
-  for (uint32_t i = 0; i < 4; i++)
+  VkDescriptorSetLayoutBinding lb[VK_NBIND];
+  for (uint32_t i = 0; i < VK_NBIND; i++)
     lb[i] = (VkDescriptorSetLayoutBinding){i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, NULL};
-  VkDescriptorSetLayoutCreateInfo li = {VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, NULL, 0, 4, lb};
+  VkDescriptorSetLayoutCreateInfo li = {VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, NULL, 0, VK_NBIND, lb};
   if (r == VK_SUCCESS) r = vkCreateDescriptorSetLayout(be->dev, &li, NULL, &be->dsl);
   VkPushConstantRange pr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, 128};
   VkPipelineLayoutCreateInfo pli = {VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, NULL, 0, 1, &be->dsl, 1, &pr};
@@ -804,6 +848,7 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_elem, vk_spv_elem_size, &be->pipe[VK_SH_ELEM]);
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_reduce, vk_spv_reduce_size, &be->pipe[VK_SH_REDUCE]);
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_matmul, vk_spv_matmul_size, &be->pipe[VK_SH_MATMUL]);
+  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_nn, vk_spv_nn_size, &be->pipe[VK_SH_NN]);
   if (r != VK_SUCCESS) {
     vk_destroy(be);
     return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan create: cannot build the compute pipelines on %s: %s",

@@ -15,3 +15,7 @@ const uint32_t vk_spv_matmul[] =
 #include "matmul.spv.inc"
     ;
 const size_t vk_spv_matmul_size = sizeof vk_spv_matmul;
+const uint32_t vk_spv_nn[] =
+#include "nn.spv.inc"
+    ;
+const size_t vk_spv_nn_size = sizeof vk_spv_nn;

@@ -72,6 +72,10 @@ typedef struct vk_sub {
   int32_t status;
   uint32_t user; /* 1 while an lk_fence_t refers to it */
   uint32_t done;
+  lk_buffer_t *flag;  /* fault word of ops that can fail on data (ids, labels), or NULL */
+  int32_t *op_ids;    /* the batch's op ids, for the fault's message */
+  uint32_t n_ops;
+  char msg[256];
 } vk_sub;
 
 struct lk_fence_t {
@@ -80,7 +84,8 @@ struct lk_fence_t {
   void *owner;
 };
 
-enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_COUNT };
+enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_COUNT };
+#define VK_NBIND 6
 
 typedef struct vk_backend {
   uint32_t index; /* into vk_g.dev */
@@ -98,6 +103,7 @@ typedef struct vk_backend {
   lk_buffer_t *staging; /* for devices without host-visible device memory */
   int force_staging;
   int32_t async_status; /* a failure not yet reported by synchronize */
+  char async_msg[256];
 } vk_backend;
 
 int32_t vk_fail(lk_error_t *err, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -111,7 +117,8 @@ typedef struct vk_bind {
 } vk_bind;
 typedef struct vk_disp {
   int shader;
-  vk_bind bind[4];
+  vk_bind bind[VK_NBIND];
+  int flag; /* 1: binding 5 is the batch's fault word */
   uint32_t pc[32];
   uint32_t pc_size;
   uint32_t groups[3];
@@ -121,7 +128,8 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
                    lk_error_t *err);
 
 /* spirv.c: the shaders compiled at build time. */
-extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[];
-extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size;
+extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[];
+extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size;
+const char *vk_op_label(int32_t id);
 
 #endif

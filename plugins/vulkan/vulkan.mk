@@ -28,4 +28,4 @@ $(VK_SO): $(VK_SRC) $(VK_SHADERS) plugins/vulkan/shaders/common.glsl plugins/vul
 	    -o $(B)/obj/plugins/vulkan/$$(basename $$f .c).o; \
 	done; \
 	$(CC) -shared -Wl,--version-script=plugins/plugin.map -Wl,--no-undefined $(LDFLAGS) -o $@ \
-	  $(VK_SRC:plugins/vulkan/%.c=$(B)/obj/plugins/vulkan/%.o) -lvulkan -lpthread
+	  $(VK_SRC:plugins/vulkan/%.c=$(B)/obj/plugins/vulkan/%.o) -lvulkan -lpthread -lm

@@ -6,6 +6,8 @@ layout(std430, binding = 0) buffer B0 { uint d[]; } b0;
 layout(std430, binding = 1) buffer B1 { uint d[]; } b1;
 layout(std430, binding = 2) buffer B2 { uint d[]; } b2;
 layout(std430, binding = 3) buffer B3 { uint d[]; } b3;
+layout(std430, binding = 4) buffer B4 { uint d[]; } b4;
+layout(std430, binding = 5) buffer B5 { uint d[]; } b5;
 
 const int DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_I32 = 3;
 
@@ -24,6 +26,7 @@ LOADER(ld0, b0)
 LOADER(ld1, b1)
 LOADER(ld2, b2)
 LOADER(ld3, b3)
+LOADER(ld4, b4)
 
 uint f32_to_f16(float f) {
   uint x = floatBitsToUint(f);

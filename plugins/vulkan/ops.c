@@ -256,6 +256,33 @@ static int32_t vk_rows(const vk_ctx *c, const lk_view_t *v, const char *name, in
   return LK_OK;
 }
 
+/* The push constants and grid of one matmul.comp dispatch (bindings set by the caller). */
+static void vk_mm_pc(vk_disp *d, int64_t M, int64_t N, int64_t K, int32_t offx, int64_t ldx, int transx, int dtx, int32_t offw,
+                     int64_t ldw, int transw, int dtw, int32_t offy, int64_t ldy, int dty, float alpha, int accum) {
+  int32_t *pc = (int32_t *)d->pc;
+  d->shader = VK_SH_MATMUL;
+  pc[0] = (int32_t)M;
+  pc[1] = (int32_t)N;
+  pc[2] = (int32_t)K;
+  pc[3] = offx;
+  pc[4] = (int32_t)ldx;
+  pc[5] = offw;
+  pc[6] = (int32_t)ldw;
+  pc[7] = offy;
+  pc[8] = (int32_t)ldy;
+  pc[9] = transw;
+  pc[10] = accum;
+  pc[11] = dtx;
+  pc[12] = dtw;
+  memcpy(&pc[13], &alpha, 4);
+  pc[14] = dty;
+  pc[15] = transx;
+  d->pc_size = 16 * 4;
+  d->groups[0] = (uint32_t)((N + 15) / 16);
+  d->groups[1] = (uint32_t)((M + 15) / 16);
+  d->groups[2] = 1;
+}
+
 static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
   int32_t rc = vk_counts(c, 2, 1);
   if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_matmul_t), LK_MIN_SIZE(lk_op_matmul_t, trans_w));
@@ -288,26 +315,8 @@ static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
                  (long long)M, (long long)K, (long long)w->shape[0], (long long)w->shape[1], trans, (long long)My,
                  (long long)N);
   if ((M + 15) / 16 > 65535 || (N + 15) / 16 > 65535) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 1048560 rows or columns");
-  int32_t *pc = (int32_t *)d->pc;
-  pc[0] = (int32_t)M;
-  pc[1] = (int32_t)N;
-  pc[2] = (int32_t)K;
-  pc[3] = ox;
-  pc[4] = (int32_t)ldx;
-  pc[5] = ow;
-  pc[6] = (int32_t)(w->shape[0] > 1 ? w->stride[0] : w->shape[1]);
-  pc[7] = oy;
-  pc[8] = (int32_t)ldy;
-  pc[9] = (int32_t)trans;
-  pc[10] = (int32_t)accum;
-  pc[11] = vk_dt(x->dtype);
-  pc[12] = vk_dt(w->dtype);
-  memcpy(&pc[13], &alpha, 4);
-  pc[14] = vk_dt(y->dtype);
-  d->pc_size = 15 * 4;
-  d->groups[0] = (uint32_t)((N + 15) / 16);
-  d->groups[1] = (uint32_t)((M + 15) / 16);
-  d->groups[2] = 1;
+  vk_mm_pc(d, M, N, K, ox, ldx, 0, vk_dt(x->dtype), ow, (int64_t)(w->shape[0] > 1 ? w->stride[0] : w->shape[1]), (int)trans,
+           vk_dt(w->dtype), oy, ldy, vk_dt(y->dtype), alpha, (int)accum);
   return LK_OK;
 }
 
@@ -590,6 +599,124 @@ static int32_t vk_cross_entropy(const vk_ctx *c, vk_disp *d) {
   return LK_OK;
 }
 
+/* ---- LORA_FORWARD / LORA_BACKWARD: matmul.comp dispatches through scratch ------------ */
+
+/* A [r, in] or B [out, r]: 2-D, contiguous rows; *ld its row stride. */
+static int32_t vk_mat2(const vk_ctx *c, const lk_view_t *v, const char *name, int64_t rows, int64_t cols, vk_bind *b,
+                       int32_t *off, int64_t *ld) {
+  int32_t rc = vk_view(c, v, name, 0, b, off);
+  if (rc != LK_OK) return rc;
+  if (v->ndim != 2 || v->shape[0] != rows || v->shape[1] != cols)
+    return CFAIL(c, LK_ERR_SHAPE, "%s must be [%lld, %lld]", name, (long long)rows, (long long)cols);
+  if (v->stride[1] != 1 && cols > 1) return CFAIL(c, LK_ERR_UNSUPPORTED, "%s rows must be contiguous", name);
+  *ld = rows > 1 ? v->stride[0] : cols;
+  return LK_OK;
+}
+
+static int32_t vk_lora(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
+  int bwd = c->op->id == LK_OP_LORA_BACKWARD;
+  int32_t rc = bwd ? vk_counts(c, 4, 3) : vk_counts(c, 3, 1);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_lora_t), LK_MIN_SIZE(lk_op_lora_t, scale));
+  if (rc != LK_OK) return rc;
+  const lk_op_lora_t *p = c->op->params;
+  float s = PF(p, lk_op_lora_t, scale, 1.0f), drop = PF(p, lk_op_lora_t, dropout, 0.0f);
+  uint32_t acc = PF(p, lk_op_lora_t, accumulate, 0u);
+  int32_t compute = PF(p, lk_op_lora_t, compute, (int32_t)LK_COMPUTE_F32);
+  if (acc > 1 || (compute != LK_COMPUTE_F32 && compute != LK_COMPUTE_BF16))
+    return CFAIL(c, LK_ERR_INVALID_ARG, "accumulate is 0 or 1, compute f32 or bf16");
+  if (drop != 0.0f) return CFAIL(c, LK_ERR_UNSUPPORTED, "dropout %g is not yet supported by the vulkan backend (0 only)", drop);
+  const lk_view_t *x = &c->op->src[0], *A = &c->op->src[1], *B = &c->op->src[2];
+  vk_bind bx = {0}, bA = {0}, bB = {0};
+  int32_t ox = 0, oA = 0, oB = 0;
+  int64_t R = 0, ldx = 0, ldA = 0, ldB = 0;
+  if ((rc = vk_view(c, x, "x", 0, &bx, &ox)) != LK_OK || (rc = vk_rows(c, x, "x", &R, &ldx)) != LK_OK) return rc;
+  int64_t in = x->shape[x->ndim - 1];
+  if (A->ndim != 2 || B->ndim != 2) return CFAIL(c, LK_ERR_SHAPE, "A and B must be 2-D");
+  int64_t r = A->shape[0], outf = B->shape[0];
+  if ((rc = vk_mat2(c, A, "A", r, in, &bA, &oA, &ldA)) != LK_OK) return rc;
+  if ((rc = vk_mat2(c, B, "B", outf, r, &bB, &oB, &ldB)) != LK_OK) return rc;
+  if ((R + 15) / 16 > 65535 || (in + 15) / 16 > 65535 || (outf + 15) / 16 > 65535)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 1048560 rows or columns");
+  uint64_t align = c->be ? c->be->ph->props.limits.minStorageBufferOffsetAlignment : 256;
+  if (align < 256) align = 256;
+  uint64_t hbytes = ((uint64_t)R * (uint64_t)r * 4 + align - 1) / align * align;
+  if ((uint64_t)R * (uint64_t)r > INT32_MAX) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 2^31 elements");
+  vk_bind hb = {VK_SCRATCH, 0}, gb = {VK_SCRATCH, hbytes};
+  memset(out, 0, VK_MAX_DISP * sizeof *out);
+  /* h = x A^T  [R, r] */
+  vk_disp *d = &out[0];
+  d->bind[0] = bx;
+  d->bind[1] = bA;
+  d->bind[3] = hb;
+  vk_mm_pc(d, R, r, in, ox, ldx, 0, vk_dt(x->dtype), oA, ldA, 0, vk_dt(A->dtype), 0, r, VT_F32, 1.0f, 0);
+  d->scratch = 2 * hbytes;
+  if (!bwd) {
+    const lk_view_t *y = &c->op->dst[0];
+    vk_bind by = {0};
+    int32_t oy = 0;
+    int64_t Ry = 0, ldy = 0;
+    if ((rc = vk_view(c, y, "y", 0, &by, &oy)) != LK_OK || (rc = vk_rows(c, y, "y", &Ry, &ldy)) != LK_OK) return rc;
+    if (Ry != R || y->shape[y->ndim - 1] != outf) return CFAIL(c, LK_ERR_SHAPE, "y must be [x rows, %lld]", (long long)outf);
+    /* y += s h B^T */
+    vk_disp *e = &out[1];
+    e->bind[0] = hb;
+    e->bind[1] = bB;
+    e->bind[3] = by;
+    vk_mm_pc(e, R, outf, r, 0, r, 0, VT_F32, oB, ldB, 0, vk_dt(B->dtype), oy, ldy, vk_dt(y->dtype), s, 1);
+    *n_out = 2;
+    return LK_OK;
+  }
+  const lk_view_t *dy = &c->op->src[3], *dA = &c->op->dst[0], *dB = &c->op->dst[1], *dx = &c->op->dst[2];
+  vk_bind bdy = {0};
+  int32_t ody = 0;
+  int64_t Rd = 0, lddy = 0;
+  if ((rc = vk_view(c, dy, "dy", 0, &bdy, &ody)) != LK_OK || (rc = vk_rows(c, dy, "dy", &Rd, &lddy)) != LK_OK) return rc;
+  if (Rd != R || dy->shape[dy->ndim - 1] != outf) return CFAIL(c, LK_ERR_SHAPE, "dy must be [x rows, %lld]", (long long)outf);
+  uint32_t n = 1;
+  /* g = s dy B  [R, r] (B as [K = out, N = r]) */
+  vk_disp *g = &out[n++];
+  g->bind[0] = bdy;
+  g->bind[1] = bB;
+  g->bind[3] = gb;
+  vk_mm_pc(g, R, r, outf, ody, lddy, 0, vk_dt(dy->dtype), oB, ldB, 1, vk_dt(B->dtype), 0, r, VT_F32, s, 0);
+  if (vk_present(dB)) { /* dB (+)= s dy^T h: x = dy^T [out, R], W = h [K = R, N = r] */
+    vk_bind b = {0};
+    int32_t o = 0;
+    int64_t ld = 0;
+    if ((rc = vk_mat2(c, dB, "dB", outf, r, &b, &o, &ld)) != LK_OK) return rc;
+    vk_disp *e = &out[n++];
+    e->bind[0] = bdy;
+    e->bind[1] = hb;
+    e->bind[3] = b;
+    vk_mm_pc(e, outf, r, R, ody, lddy, 1, vk_dt(dy->dtype), 0, r, 1, VT_F32, o, ld, vk_dt(dB->dtype), s, (int)acc);
+  }
+  if (vk_present(dA)) { /* dA (+)= g^T x: x = g^T [r, R], W = x [K = R, N = in] */
+    vk_bind b = {0};
+    int32_t o = 0;
+    int64_t ld = 0;
+    if ((rc = vk_mat2(c, dA, "dA", r, in, &b, &o, &ld)) != LK_OK) return rc;
+    vk_disp *e = &out[n++];
+    e->bind[0] = gb;
+    e->bind[1] = bx;
+    e->bind[3] = b;
+    vk_mm_pc(e, r, in, R, 0, r, 1, VT_F32, ox, ldx, 1, vk_dt(x->dtype), o, ld, vk_dt(dA->dtype), 1.0f, (int)acc);
+  }
+  if (vk_present(dx)) { /* dx += g A: W = A [K = r, N = in] */
+    vk_bind b = {0};
+    int32_t o = 0;
+    int64_t Rx = 0, ld = 0;
+    if ((rc = vk_view(c, dx, "dx", 0, &b, &o)) != LK_OK || (rc = vk_rows(c, dx, "dx", &Rx, &ld)) != LK_OK) return rc;
+    if (Rx != R || dx->shape[dx->ndim - 1] != in) return CFAIL(c, LK_ERR_SHAPE, "dx must have x's shape");
+    vk_disp *e = &out[n++];
+    e->bind[0] = gb;
+    e->bind[1] = bA;
+    e->bind[3] = b;
+    vk_mm_pc(e, R, in, r, 0, r, 0, VT_F32, oA, ldA, 1, vk_dt(A->dtype), o, ld, vk_dt(dx->dtype), 1.0f, 1);
+  }
+  *n_out = n;
+  return LK_OK;
+}
+
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out, lk_error_t *err) {
   vk_ctx c = {be, op, index, err};
   *n_out = 0;
@@ -689,6 +816,9 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
     *n_out = n;
     return LK_OK;
   }
+  case LK_OP_LORA_FORWARD:
+  case LK_OP_LORA_BACKWARD:
+    return vk_lora(&c, out, n_out);
   case LK_OP_ADAMW:
     rc = vk_adamw(&c, out);
     break;

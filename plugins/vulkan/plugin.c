@@ -529,6 +529,7 @@ static void vk_free_internal(vk_backend *be, lk_buffer_t *b);
 
 static void vk_sub_destroy(vk_backend *be, vk_sub *s) {
   if (s->flag) vk_free_internal(be, s->flag);
+  if (s->scratch) vk_free_internal(be, s->scratch);
   free(s->op_ids);
   vkDestroyFence(be->dev, s->fence, NULL);
   vkFreeCommandBuffers(be->dev, be->cmd_pool, 1, &s->cmd);
@@ -600,6 +601,8 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   vk_disp *d = calloc((size_t)n_ops * VK_MAX_DISP + 1, sizeof *d);
   if (!d) return vk_fail(err, LK_ERR_NOMEM, "vulkan submit: out of memory for %u ops", n_ops);
   uint32_t nd = 0, need_flag = 0;
+  uint64_t scratch = 0, salign = be->ph->props.limits.minStorageBufferOffsetAlignment;
+  if (salign < 256) salign = 256;
   for (uint32_t i = 0; i < n_ops; i++) {
     uint32_t k = 0;
     int32_t rc = vk_op_plan(be, &ops[i], i, &d[nd], &k, err);
@@ -607,16 +610,31 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
       free(d);
       return rc;
     }
-    for (uint32_t q = 0; q < k; q++) need_flag |= (uint32_t)d[nd + q].flag;
+    uint64_t need = k ? d[nd].scratch : 0;
+    for (uint32_t q = 0; q < k; q++) {
+      need_flag |= (uint32_t)d[nd + q].flag;
+      for (int b = 0; b < VK_NBIND; b++)
+        if (d[nd + q].bind[b].buf == VK_SCRATCH) d[nd + q].bind[b].base += scratch; /* made absolute below */
+    }
+    scratch += (need + salign - 1) / salign * salign;
     nd += k;
   }
   vk_sub *s = calloc(1, sizeof *s);
+  if (s && scratch) {
+    int32_t src = vk_alloc_internal(be, scratch, 0, &s->scratch, err);
+    if (src != LK_OK) {
+      free(s);
+      free(d);
+      return src;
+    }
+  }
   if (s && need_flag) {
     s->op_ids = malloc((size_t)n_ops * sizeof *s->op_ids);
     int32_t frc = s->op_ids ? vk_alloc_internal(be, 256, LK_BUFFER_HOST_VISIBLE, &s->flag, err)
                             : vk_fail(err, LK_ERR_NOMEM, "vulkan submit: out of memory");
     if (frc != LK_OK) {
       free(s->op_ids);
+      if (s->scratch) vk_free_internal(be, s->scratch);
       free(s);
       free(d);
       return frc;
@@ -629,6 +647,7 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   if (!s || (out_fence && !f)) {
     if (s) {
       if (s->flag) vk_free_internal(be, s->flag);
+      if (s->scratch) vk_free_internal(be, s->scratch);
       free(s->op_ids);
     }
     free(s);
@@ -652,6 +671,7 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
     if (s->cmd) vkFreeCommandBuffers(be->dev, be->cmd_pool, 1, &s->cmd);
     if (s->pool) vkDestroyDescriptorPool(be->dev, s->pool, NULL);
     if (s->flag) vk_free_internal(be, s->flag);
+    if (s->scratch) vk_free_internal(be, s->scratch);
     free(s->op_ids);
     free(s);
     free(f);
@@ -677,6 +697,8 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
       d[i].bind[5].buf = s->flag;
       d[i].bind[5].base = 0;
     }
+    for (int k = 0; k < VK_NBIND; k++)
+      if (d[i].bind[k].buf == VK_SCRATCH) d[i].bind[k].buf = s->scratch;
     for (int k = 0; k < VK_NBIND; k++) {
       lk_buffer_t *b = d[i].bind[k].buf ? d[i].bind[k].buf : be->dummy;
       uint64_t base = d[i].bind[k].buf ? d[i].bind[k].base : 0;

@@ -72,6 +72,7 @@ typedef struct vk_sub {
   int32_t status;
   uint32_t user; /* 1 while an lk_fence_t refers to it */
   uint32_t done;
+  lk_buffer_t *scratch; /* intermediates of ops (LoRA's h and g), or NULL */
   lk_buffer_t *flag;  /* fault word of ops that can fail on data (ids, labels), or NULL */
   int32_t *op_ids;    /* the batch's op ids, for the fault's message */
   uint32_t n_ops;
@@ -119,11 +120,14 @@ typedef struct vk_disp {
   int shader;
   vk_bind bind[VK_NBIND];
   int flag; /* 1: binding 5 is the batch's fault word */
+  uint64_t scratch; /* (first dispatch of an op) scratch bytes the op needs */
   uint32_t pc[32];
   uint32_t pc_size;
   uint32_t groups[3];
 } vk_disp;
-#define VK_MAX_DISP 2
+#define VK_MAX_DISP 5
+/* A binding on the batch's scratch buffer: base is relative to the op's scratch. */
+#define VK_SCRATCH ((lk_buffer_t *)(uintptr_t)1)
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out,
                    lk_error_t *err);
 

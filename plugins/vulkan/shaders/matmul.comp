@@ -10,6 +10,7 @@ layout(push_constant) uniform P {
   int trans, accum, dtx, dtw;
   float alpha;
   int dty;
+  int transx; /* 1: x(m, k) at offx + k * ldx + m */
 } p;
 shared float xs[16][17];
 shared float ws[16][17];
@@ -21,7 +22,12 @@ void main() {
   float acc = 0.0;
   for (int k0 = 0; k0 < p.K; k0 += 16) {
     int kx = k0 + tx;
-    xs[ty][tx] = (m < p.M && kx < p.K) ? ld0(p.dtx, p.offx + m * p.ldx + kx) : 0.0;
+    if (p.transx == 0) {
+      xs[ty][tx] = (m < p.M && kx < p.K) ? ld0(p.dtx, p.offx + m * p.ldx + kx) : 0.0;
+    } else { /* stage along m so neighbouring invocations read neighbouring elements */
+      int mm = int(gl_WorkGroupID.y) * 16 + tx, kk2 = k0 + ty;
+      xs[tx][ty] = (mm < p.M && kk2 < p.K) ? ld0(p.dtx, p.offx + kk2 * p.ldx + mm) : 0.0;
+    }
     /* ws[j][kk] = W(n = n0 + j, k = k0 + kk) */
     if (p.trans == 0) {
       ws[ty][tx] = (wn < p.N && kx < p.K) ? ld1(p.dtw, p.offw + wn * p.ldw + kx) : 0.0;

@@ -121,11 +121,6 @@ static void vk_global_init(void) {
     snprintf(vk_g.why, sizeof vk_g.why, "no Vulkan 1.2 device with a compute queue among %u listed", n);
 }
 
-static void vk_global_fini(void) {
-  if (vk_g.inst) vkDestroyInstance(vk_g.inst, NULL);
-  memset(&vk_g, 0, sizeof vk_g);
-}
-
 static uint32_t vk_device_count(void) { return vk_g.n_dev; }
 
 static uint64_t vk_heap_total(const vk_phys *ph, int device_local) {
@@ -924,11 +919,18 @@ static uint32_t vk_factory_count(void) { return 1; }
 static const lk_backend_vt_t *vk_factory_get(uint32_t index) { return index == 0 ? &vk_backend_vt : NULL; }
 static const lk_backend_factory_t vk_factory = {sizeof(lk_backend_factory_t), vk_factory_count, vk_factory_get};
 
+/* The VkInstance lives until the process ends (plugins are never unloaded):
+ * destroying it at the last fini makes the loader unload the driver, and a
+ * later init would load it again, each time leaving the driver's own
+ * process-wide allocations behind (lavapipe's show under LeakSanitizer). */
+static int vk_global_done;
+
 static int32_t vk_init(const lk_host_api_t *host, lk_error_t *err) {
   if (!host) return vk_fail(err, LK_ERR_INVALID_ARG, "%s init: NULL host table", VK_PLUGIN_ID);
   if (vk_refs.n == 0) {
     plug_refs_acquire(&vk_refs, host);
-    vk_global_init();
+    if (!vk_global_done) vk_global_init();
+    vk_global_done = 1;
     if (vk_g.n_dev == 0) {
       char msg[640];
       snprintf(msg, sizeof msg, "vulkan: no device, the backend lists none: %s", vk_g.why);
@@ -941,7 +943,6 @@ static int32_t vk_init(const lk_host_api_t *host, lk_error_t *err) {
 }
 
 static void vk_fini(void) {
-  if (vk_refs.n == 1) vk_global_fini();
   plug_refs_release(&vk_refs);
 }
 

@@ -618,6 +618,27 @@ START_TEST(op_lora) {
 }
 END_TEST
 
+START_TEST(op_merge) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {22};
+  const int32_t wdt[3] = {LK_DTYPE_F32, LK_DTYPE_F16, LK_DTYPE_BF16};
+  for (int k = 0; k < 3; k++)
+    for (int un = 0; un < 2; un++) {
+      int64_t as[2] = {8, 71}, bs[2] = {37, 8}, ws[2] = {37, 71};
+      tv_opnd o[3] = {tv_make(&r, LK_DTYPE_F32, 2, as, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, bs, NULL, 4, -1, 1),
+                      tv_make(&r, wdt[k], 2, ws, NULL, 8, -1, 1)};
+      lk_op_merge_t p = {sizeof p, 0.375f};
+      char what[48];
+      snprintf(what, sizeof what, "%s %s", un ? "unmerge" : "merge", lk_dtype_name(wdt[k]));
+      /* f16/bf16 W: the f32 sums may differ in their last bit, and so the rounding by one unit */
+      tv_check(&e, un ? LK_OP_UNMERGE : LK_OP_MERGE, &p, o, 2, 1, k == 0 ? 1e-5 : k == 1 ? 2e-3 : 8e-3, what);
+      tv_free(o, 3);
+    }
+  tv_close(&e);
+}
+END_TEST
+
 /* ---- faults ------------------------------------------------------------------------ */
 
 START_TEST(unsupported_refused) {
@@ -744,6 +765,7 @@ static Suite *vulkan_suite(void) {
   tcase_add_test(tc, op_embedding);
   tcase_add_test(tc, op_cross_entropy);
   tcase_add_test(tc, op_lora);
+  tcase_add_test(tc, op_merge);
   tcase_add_test(tc, unsupported_refused);
   tcase_add_test(tc, staging_path);
   tcase_add_test(tc, no_driver);

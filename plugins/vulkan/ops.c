@@ -717,6 +717,33 @@ static int32_t vk_lora(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
   return LK_OK;
 }
 
+/* ---- MERGE / UNMERGE: W (+/-)= s B A as one matmul.comp dispatch ----------------------- */
+
+static int32_t vk_merge(const vk_ctx *c, vk_disp *d) {
+  int32_t rc = vk_counts(c, 2, 1);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_merge_t), LK_MIN_SIZE_OP_MERGE);
+  if (rc != LK_OK) return rc;
+  const lk_op_merge_t *p = c->op->params;
+  float s = PF(p, lk_op_merge_t, scale, 1.0f);
+  const lk_view_t *A = &c->op->src[0], *B = &c->op->src[1], *W = &c->op->dst[0];
+  if (A->ndim != 2 || B->ndim != 2 || W->ndim != 2) return CFAIL(c, LK_ERR_SHAPE, "A, B and W must be 2-D");
+  int64_t r = A->shape[0], in = A->shape[1], outf = B->shape[0];
+  vk_bind bA = {0}, bB = {0}, bW = {0};
+  int32_t oA = 0, oB = 0, oW = 0;
+  int64_t ldA = 0, ldB = 0, ldW = 0;
+  memset(d, 0, sizeof *d);
+  if ((rc = vk_mat2(c, A, "A", r, in, &bA, &oA, &ldA)) != LK_OK) return rc;
+  if ((rc = vk_mat2(c, B, "B", outf, r, &bB, &oB, &ldB)) != LK_OK) return rc;
+  if ((rc = vk_mat2(c, W, "W", outf, in, &bW, &oW, &ldW)) != LK_OK) return rc;
+  if ((outf + 15) / 16 > 65535 || (in + 15) / 16 > 65535) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 1048560 rows or columns");
+  d->bind[0] = bB;
+  d->bind[1] = bA;
+  d->bind[3] = bW;
+  vk_mm_pc(d, outf, in, r, oB, ldB, 0, vk_dt(B->dtype), oA, ldA, 1, vk_dt(A->dtype), oW, ldW, vk_dt(W->dtype),
+           c->op->id == LK_OP_UNMERGE ? -s : s, 1);
+  return LK_OK;
+}
+
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out, lk_error_t *err) {
   vk_ctx c = {be, op, index, err};
   *n_out = 0;
@@ -819,6 +846,10 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
   case LK_OP_LORA_FORWARD:
   case LK_OP_LORA_BACKWARD:
     return vk_lora(&c, out, n_out);
+  case LK_OP_MERGE:
+  case LK_OP_UNMERGE:
+    rc = vk_merge(&c, out);
+    break;
   case LK_OP_ADAMW:
     rc = vk_adamw(&c, out);
     break;

@@ -639,6 +639,46 @@ START_TEST(op_merge) {
 }
 END_TEST
 
+/* q8_0 and q4_0 W (GGUF blocks: an f16 scale, then 32 int8 or 16 bytes of
+ * nibbles), random blocks with finite scales, against the cpu backend with
+ * the quant-ggml plugin's kernels. */
+START_TEST(op_matmul_quant) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  lk_status st = lk_plugin_load(e.ctx, tu_path("plugins/lorakit-quant-ggml.so"));
+  ck_assert_msg(st == LK_OK, "%s", lk_last_error(e.ctx));
+  tu_rng r = {23};
+  const char *fmt[2] = {"q8_0", "q4_0"};
+  const int64_t bbytes[2] = {34, 18};
+  for (int f = 0; f < 2; f++)
+    for (int t = 0; t < 2; t++) {
+      /* W stored [wr, wc] (wc a multiple of 32): y = x W^T (x [M, wc]) or, trans_w, y = x W (x [M, wr]) */
+      int64_t M = 19, wr = t ? 96 : 45, wc = t ? 64 : 96;
+      int64_t xs[2] = {M, t ? wr : wc}, ys[2] = {M, t ? wc : wr};
+      tv_opnd o[3];
+      o[0] = tv_make(&r, LK_DTYPE_F32, 2, xs, NULL, 0, -1, 1);
+      memset(&o[1], 0, sizeof o[1]);
+      int64_t wsh[2] = {wr, wc};
+      lk_view_init(&o[1].v, LK_DTYPE_QUANT, 2, wsh, NULL, 2);
+      o[1].v.qformat = fmt[f];
+      o[1].nbytes = 2 + (uint64_t)(wr * (wc / 32) * bbytes[f]) + 2;
+      o[1].host = malloc(o[1].nbytes);
+      for (uint64_t i = 0; i < o[1].nbytes; i++) o[1].host[i] = (unsigned char)tu_next(&r);
+      for (int64_t b = 0; b < wr * (wc / 32); b++) { /* finite scales, 2^-6 .. 2^1 */
+        uint16_t h = (uint16_t)((tu_next(&r) & 0x8000) | ((9 + tu_next(&r) % 8) << 10) | (tu_next(&r) & 0x3ff));
+        memcpy(o[1].host + 2 + b * bbytes[f], &h, 2);
+      }
+      o[2] = tv_make(&r, LK_DTYPE_F32, 2, ys, NULL, 0, -1, 1);
+      lk_op_matmul_t p = {sizeof p, (uint32_t)t, (uint32_t)t, 1.25f, LK_COMPUTE_F32};
+      char what[64];
+      snprintf(what, sizeof what, "matmul W %s trans %d", fmt[f], t);
+      tv_check(&e, LK_OP_MATMUL, &p, o, 2, 1, 1e-5, what);
+      tv_free(o, 3);
+    }
+  tv_close(&e);
+}
+END_TEST
+
 /* ---- faults ------------------------------------------------------------------------ */
 
 START_TEST(unsupported_refused) {
@@ -659,7 +699,7 @@ START_TEST(unsupported_refused) {
   int64_t xs[2] = {2, 32}, ws[2] = {8, 32}, ys[2] = {2, 8};
   lk_view_init(&mv[0], LK_DTYPE_F32, 2, xs, NULL, 0);
   lk_view_init(&mv[1], LK_DTYPE_QUANT, 2, ws, NULL, 0);
-  mv[1].qformat = "q8_0";
+  mv[1].qformat = "q4_k";
   lk_view_init(&mv[2], LK_DTYPE_F32, 2, ys, NULL, 0);
   lk_op_t mm = {sizeof mm, LK_OP_MATMUL, NULL, 2, 1, mv, mv + 2, NULL};
   ck_assert_int_eq(lk_backend_supports(e.vk, &mm), 0);
@@ -766,6 +806,7 @@ static Suite *vulkan_suite(void) {
   tcase_add_test(tc, op_cross_entropy);
   tcase_add_test(tc, op_lora);
   tcase_add_test(tc, op_merge);
+  tcase_add_test(tc, op_matmul_quant);
   tcase_add_test(tc, unsupported_refused);
   tcase_add_test(tc, staging_path);
   tcase_add_test(tc, no_driver);

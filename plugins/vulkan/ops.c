@@ -283,6 +283,40 @@ static void vk_mm_pc(vk_disp *d, int64_t M, int64_t N, int64_t K, int32_t offx, 
   d->groups[2] = 1;
 }
 
+/* A quantised W: q8_0 or q4_0 (GGUF blocks of 32, one f16 scale each), 2-D,
+ * one part, default options; *off and *ld in bytes. */
+static int32_t vk_quant_view(const vk_ctx *c, const lk_view_t *w, vk_bind *bind, int32_t *off, int32_t *dtw, int64_t *ld) {
+  const char *f = w->qformat ? w->qformat : "";
+  uint64_t bb;
+  if (!strcmp(f, "q8_0")) *dtw = 4, bb = 34;
+  else if (!strcmp(f, "q4_0")) *dtw = 5, bb = 18;
+  else return CFAIL(c, LK_ERR_UNSUPPORTED, "W: quantised format '%s' is not yet supported by the vulkan backend (q8_0, q4_0)", f);
+  const lk_quant_opts_t *qo = w->qopts;
+  if (w->n_parts != 0 || (qo && ((qo->block_size != 0 && qo->block_size != 32) || qo->double_quant)))
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "W: %s with other than its default options", f);
+  if (w->ndim != 2 || w->shape[0] <= 0 || w->shape[1] <= 0 || w->shape[1] % 32)
+    return CFAIL(c, LK_ERR_SHAPE, "W: %s must be 2-D with rows a multiple of 32 elements", f);
+  *ld = w->shape[1] / 32 * (int64_t)bb;
+  uint64_t bytes = (uint64_t)w->shape[0] * (uint64_t)*ld;
+  if (bytes > INT32_MAX) return CFAIL(c, LK_ERR_UNSUPPORTED, "W: more than 2^31 bytes");
+  if (!c->be) return LK_OK;
+  if (!w->buffer || !vk_buffer_known(c->be, w->buffer))
+    return CFAIL(c, LK_ERR_INVALID_ARG, "W: no buffer, or one not made by this backend");
+  if (w->offset % 2) return CFAIL(c, LK_ERR_INVALID_ARG, "W: %s blocks must start at an even offset", f);
+  if (w->offset > w->buffer->nbytes || bytes > w->buffer->nbytes - w->offset)
+    return CFAIL(c, LK_ERR_INVALID_ARG, "W: bytes [%llu, %llu) are outside the buffer of %llu bytes",
+                 (unsigned long long)w->offset, (unsigned long long)(w->offset + bytes), (unsigned long long)w->buffer->nbytes);
+  uint64_t align = c->be->ph->props.limits.minStorageBufferOffsetAlignment;
+  if (align < 4) align = 4;
+  uint64_t base = w->offset / align * align;
+  if (w->offset + bytes - base > c->be->ph->props.limits.maxStorageBufferRange)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "W: more bytes than the device's maxStorageBufferRange");
+  bind->buf = w->buffer;
+  bind->base = base;
+  *off = (int32_t)(w->offset - base);
+  return LK_OK;
+}
+
 static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
   int32_t rc = vk_counts(c, 2, 1);
   if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_matmul_t), LK_MIN_SIZE(lk_op_matmul_t, trans_w));
@@ -294,17 +328,22 @@ static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
   if (trans > 1 || accum > 1) return CFAIL(c, LK_ERR_INVALID_ARG, "trans_w and accumulate are 0 or 1");
   if (compute != LK_COMPUTE_F32 && compute != LK_COMPUTE_BF16) return CFAIL(c, LK_ERR_INVALID_ARG, "compute %d", compute);
   const lk_view_t *x = &c->op->src[0], *w = &c->op->src[1], *y = &c->op->dst[0];
-  if (w->dtype == LK_DTYPE_QUANT)
-    return CFAIL(c, LK_ERR_UNSUPPORTED, "quantised weights (%s) are not yet supported by the vulkan backend",
-                 w->qformat ? w->qformat : "?");
   memset(d, 0, sizeof *d);
   d->shader = VK_SH_MATMUL;
-  int32_t ox = 0, ow = 0, oy = 0;
+  int32_t ox = 0, ow = 0, oy = 0, dtw = 0;
+  int64_t ldw = 0;
   if ((rc = vk_view(c, x, "x", 0, &d->bind[0], &ox)) != LK_OK) return rc;
-  if ((rc = vk_view(c, w, "W", 0, &d->bind[1], &ow)) != LK_OK) return rc;
+  if (w->dtype == LK_DTYPE_QUANT) {
+    if ((rc = vk_quant_view(c, w, &d->bind[1], &ow, &dtw, &ldw)) != LK_OK) return rc;
+  } else {
+    if ((rc = vk_view(c, w, "W", 0, &d->bind[1], &ow)) != LK_OK) return rc;
+    dtw = vk_dt(w->dtype);
+    ldw = w->shape[0] > 1 ? w->stride[0] : w->shape[1];
+  }
   if ((rc = vk_view(c, y, "y", 0, &d->bind[3], &oy)) != LK_OK) return rc;
   if (w->ndim != 2) return CFAIL(c, LK_ERR_SHAPE, "W must be 2-D");
-  if (w->stride[1] != 1 && w->shape[1] > 1) return CFAIL(c, LK_ERR_UNSUPPORTED, "W rows must be contiguous");
+  if (w->dtype != LK_DTYPE_QUANT && w->stride[1] != 1 && w->shape[1] > 1)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "W rows must be contiguous");
   int64_t M, ldx, My, ldy;
   if ((rc = vk_rows(c, x, "x", &M, &ldx)) != LK_OK) return rc;
   if ((rc = vk_rows(c, y, "y", &My, &ldy)) != LK_OK) return rc;
@@ -315,8 +354,7 @@ static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
                  (long long)M, (long long)K, (long long)w->shape[0], (long long)w->shape[1], trans, (long long)My,
                  (long long)N);
   if ((M + 15) / 16 > 65535 || (N + 15) / 16 > 65535) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 1048560 rows or columns");
-  vk_mm_pc(d, M, N, K, ox, ldx, 0, vk_dt(x->dtype), ow, (int64_t)(w->shape[0] > 1 ? w->stride[0] : w->shape[1]), (int)trans,
-           vk_dt(w->dtype), oy, ldy, vk_dt(y->dtype), alpha, (int)accum);
+  vk_mm_pc(d, M, N, K, ox, ldx, 0, vk_dt(x->dtype), ow, ldw, (int)trans, dtw, oy, ldy, vk_dt(y->dtype), alpha, (int)accum);
   return LK_OK;
 }
 

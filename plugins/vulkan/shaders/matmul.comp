@@ -13,6 +13,24 @@ layout(push_constant) uniform P {
   int transx; /* 1: x(m, k) at offx + k * ldx + m */
 } p;
 shared float xs[16][17];
+
+/* Quantised W (dtw 4: q8_0, 5: q4_0; GGUF blocks of 32): offw and ldw in
+ * bytes, element (row, col) of the stored matrix. */
+uint rdbyte(int b) { return (b1.d[b >> 2] >> uint((b & 3) * 8)) & 255u; }
+float rdf16(int b) { uint w = b1.d[b >> 2]; return unpackHalf2x16((b & 2) != 0 ? (w >> 16) : (w & 0xffffu)).x; }
+float ldq(int row, int col) {
+  int blk = col >> 5, j = col & 31;
+  if (p.dtw == 4) {
+    int bo = p.offw + row * p.ldw + blk * 34;
+    int q = int(rdbyte(bo + 2 + j));
+    return rdf16(bo) * float(q >= 128 ? q - 256 : q);
+  }
+  int bo = p.offw + row * p.ldw + blk * 18;
+  uint by = rdbyte(bo + 2 + (j & 15));
+  int q = int(j < 16 ? (by & 15u) : (by >> 4)) - 8;
+  return rdf16(bo) * float(q);
+}
+float ldw_el(int row, int col) { return p.dtw >= 4 ? ldq(row, col) : ld1(p.dtw, p.offw + row * p.ldw + col); }
 shared float ws[16][17];
 
 void main() {
@@ -30,10 +48,10 @@ void main() {
     }
     /* ws[j][kk] = W(n = n0 + j, k = k0 + kk) */
     if (p.trans == 0) {
-      ws[ty][tx] = (wn < p.N && kx < p.K) ? ld1(p.dtw, p.offw + wn * p.ldw + kx) : 0.0;
+      ws[ty][tx] = (wn < p.N && kx < p.K) ? ldw_el(wn, kx) : 0.0;
     } else {
       int kr = k0 + ty, nc = int(gl_WorkGroupID.x) * 16 + tx;
-      ws[tx][ty] = (nc < p.N && kr < p.K) ? ld1(p.dtw, p.offw + kr * p.ldw + nc) : 0.0;
+      ws[tx][ty] = (nc < p.N && kr < p.K) ? ldw_el(kr, nc) : 0.0;
     }
     barrier();
     for (int kk = 0; kk < 16; kk++) acc += xs[ty][kk] * ws[tx][kk];

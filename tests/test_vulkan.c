@@ -679,21 +679,47 @@ START_TEST(op_matmul_quant) {
 }
 END_TEST
 
+START_TEST(op_rope) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {24};
+  for (int k = 0; k < 6; k++) {
+    int64_t xs[4] = {2, 9, 3, 20}, xst[4] = {9 * 3 * 24, 3 * 24, 24, 1}, ps[2] = {2, 9}, pst[2] = {k == 1 ? 0 : 9, 1};
+    tv_opnd o[3] = {tv_make(&r, k == 4 ? LK_DTYPE_BF16 : LK_DTYPE_F32, 4, xs, xst, 4, -2, 2), tv_make(&r, LK_DTYPE_I32, 2, ps, pst, 0, 0, 0),
+                    tv_make(&r, k == 5 ? LK_DTYPE_F16 : LK_DTYPE_F32, 4, xs, NULL, 0, -1, 1)};
+    int32_t *pp = (int32_t *)o[1].host;
+    for (int b = 0; b < 2; b++) /* far positions too (stride 0 over B: the second row rewrites the first) */
+      for (int t = 0; t < 9; t++) pp[b * pst[0] + t] = (int32_t)(tu_next(&r) % (k == 2 ? 131072 : 8192));
+    lk_op_rope_t p = {sizeof p, k == 3 ? 500000.0f : 10000.0f, k >= 2 ? 16u : 0u, LK_ROPE_SCALING_NONE, 0, 0, 0, 0, (uint32_t)(k & 1)};
+    if (k == 2) p.scaling = LK_ROPE_SCALING_LINEAR, p.factor = 4.0f;
+    if (k == 3) p.scaling = LK_ROPE_SCALING_LLAMA3, p.factor = 8.0f, p.low_freq_factor = 1.0f, p.high_freq_factor = 4.0f,
+                p.original_max_pos = 8192;
+    char what[32];
+    snprintf(what, sizeof what, "rope case %d", k);
+    /* f16/bf16 outputs: the f32 values may differ in their last bits, and so the rounding by one unit */
+    tv_check(&e, LK_OP_ROPE, &p, o, 2, 1, k == 5 ? 2e-3 : 1e-5, what);
+    tv_free(o, 3);
+  }
+  tv_close(&e);
+}
+END_TEST
+
 /* ---- faults ------------------------------------------------------------------------ */
 
 START_TEST(unsupported_refused) {
   TV_SKIP_IF_ABSENT();
   tv_env e = tv_open();
-  int64_t xsh[4] = {1, 2, 2, 4}, psh[2] = {1, 2};
-  lk_view_t v[3];
-  lk_view_init(&v[0], LK_DTYPE_F32, 4, xsh, NULL, 0);
-  lk_view_init(&v[1], LK_DTYPE_I32, 2, psh, NULL, 0);
-  lk_view_init(&v[2], LK_DTYPE_F32, 4, xsh, NULL, 0);
-  lk_op_t op = {sizeof op, LK_OP_ROPE, NULL, 2, 1, v, v + 2, NULL};
+  int64_t qsh[4] = {1, 3, 2, 8};
+  lk_view_t v[5];
+  for (int i = 0; i < 3; i++) lk_view_init(&v[i], LK_DTYPE_F32, 4, qsh, NULL, 0);
+  memset(&v[3], 0, sizeof v[3]);
+  v[3].struct_size = sizeof v[3];
+  lk_view_init(&v[4], LK_DTYPE_F32, 4, qsh, NULL, 0);
+  lk_op_t op = {sizeof op, LK_OP_ATTENTION, NULL, 4, 1, v, v + 4, NULL};
   ck_assert_int_eq(lk_backend_supports(e.cpu, &op), 1);
   ck_assert_int_eq(lk_backend_supports(e.vk, &op), 0);
   ck_assert_int_ne(lk_backend_check(e.vk, &op, 1), LK_OK);
-  ck_assert_msg(strstr(lk_last_error(e.ctx), "rope"), "%s", lk_last_error(e.ctx));
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "attention"), "%s", lk_last_error(e.ctx));
   /* a quantised W is refused up front, naming the format */
   lk_view_t mv[3];
   int64_t xs[2] = {2, 32}, ws[2] = {8, 32}, ys[2] = {2, 8};
@@ -807,6 +833,7 @@ static Suite *vulkan_suite(void) {
   tcase_add_test(tc, op_lora);
   tcase_add_test(tc, op_merge);
   tcase_add_test(tc, op_matmul_quant);
+  tcase_add_test(tc, op_rope);
   tcase_add_test(tc, unsupported_refused);
   tcase_add_test(tc, staging_path);
   tcase_add_test(tc, no_driver);

@@ -782,6 +782,87 @@ static int32_t vk_merge(const vk_ctx *c, vk_disp *d) {
   return LK_OK;
 }
 
+/* ---- ROPE: rope.comp, 4 frequency pairs per dispatch ------------------------------------- */
+
+static int32_t vk_rope(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
+  int32_t rc = vk_counts(c, 2, 1);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_rope_t), LK_MIN_SIZE(lk_op_rope_t, theta));
+  if (rc != LK_OK) return rc;
+  const lk_op_rope_t *p = c->op->params;
+  const lk_view_t *x = &c->op->src[0], *pos = &c->op->src[1], *y = &c->op->dst[0];
+  if (x->ndim != 4 || !vk_same_shape(x, y)) return CFAIL(c, LK_ERR_SHAPE, "x must be [B, T, H, Dh] and y of its shape");
+  if (pos->ndim != 2 || pos->shape[0] != x->shape[0] || pos->shape[1] != x->shape[1] || pos->dtype != LK_DTYPE_I32)
+    return CFAIL(c, LK_ERR_SHAPE, "pos must be i32 [B, T]");
+  int64_t Dh = x->shape[3];
+  double theta = PF(p, lk_op_rope_t, theta, 10000.0f);
+  uint32_t n = PF(p, lk_op_rope_t, n_rot, 0u);
+  if (n == 0) n = (uint32_t)Dh;
+  int32_t scaling = PF(p, lk_op_rope_t, scaling, (int32_t)LK_ROPE_SCALING_NONE);
+  double factor = PF(p, lk_op_rope_t, factor, 0.0f), lo_f = PF(p, lk_op_rope_t, low_freq_factor, 0.0f);
+  double hi_f = PF(p, lk_op_rope_t, high_freq_factor, 0.0f);
+  double orig = PF(p, lk_op_rope_t, original_max_pos, 0u);
+  uint32_t inverse = PF(p, lk_op_rope_t, inverse, 0u) != 0;
+  if (n % 2 || n > Dh) return CFAIL(c, LK_ERR_INVALID_ARG, "n_rot %u must be even and at most Dh %lld", n, (long long)Dh);
+  if (!(theta > 0)) return CFAIL(c, LK_ERR_INVALID_ARG, "theta must be > 0");
+  if (scaling < 0 || scaling > LK_ROPE_SCALING_LLAMA3) return CFAIL(c, LK_ERR_INVALID_ARG, "unknown scaling %d", scaling);
+  if (scaling != LK_ROPE_SCALING_NONE && !(factor > 0)) return CFAIL(c, LK_ERR_INVALID_ARG, "scaling needs factor > 0");
+  if (scaling == LK_ROPE_SCALING_LLAMA3 && (!(lo_f > 0) || !(hi_f > lo_f) || !(orig > 0)))
+    return CFAIL(c, LK_ERR_INVALID_ARG, "llama3 scaling needs 0 < low_freq_factor < high_freq_factor, original_max_pos > 0");
+  uint32_t half = n / 2, nd = (half + 3) / 4;
+  if (nd + (n < Dh && !half ? 1 : 0) > VK_MAX_DISP)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "n_rot %u is more than the vulkan backend's %d", n, 8 * VK_MAX_DISP);
+  int64_t rows = x->shape[0] * x->shape[1] * x->shape[2];
+  vk_disp base;
+  memset(&base, 0, sizeof base);
+  int32_t ox = 0, op = 0, oy = 0;
+  if ((rc = vk_view(c, x, "x", 0, &base.bind[0], &ox)) != LK_OK) return rc;
+  if ((rc = vk_view(c, pos, "pos", 1, &base.bind[1], &op)) != LK_OK) return rc;
+  if ((rc = vk_view(c, y, "y", 0, &base.bind[3], &oy)) != LK_OK) return rc;
+  if (x->stride[3] != 1 || y->stride[3] != 1) return CFAIL(c, LK_ERR_UNSUPPORTED, "rows of x and y must be contiguous");
+  if (rows > INT32_MAX) return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 2^31 rows");
+  if (!nd) nd = 1; /* n_rot 0 of a Dh 0 cannot happen; n_rot == 0 means Dh */
+  for (uint32_t k = 0; k < nd; k++) {
+    vk_disp *d = &out[k];
+    *d = base;
+    d->shader = VK_SH_ROPE;
+    int32_t pc[19];
+    float fh[4] = {0, 0, 0, 0}, fl[4] = {0, 0, 0, 0};
+    uint32_t i0 = 4 * k, cnt = half - i0 < 4 ? half - i0 : 4;
+    for (uint32_t q = 0; q < cnt; q++) {
+      double fi = pow(theta, -2.0 * (double)(i0 + q) / (double)n);
+      if (scaling == LK_ROPE_SCALING_LINEAR) {
+        fi /= factor;
+      } else if (scaling == LK_ROPE_SCALING_LLAMA3) {
+        const double w = 2.0 * M_PI / fi, lo = orig / lo_f, hi = orig / hi_f;
+        if (w > lo) fi /= factor;
+        else if (w >= hi) {
+          double m = (orig / w - lo_f) / (hi_f - lo_f);
+          fi = (1 - m) * fi / factor + m * fi;
+        }
+      }
+      fh[q] = (float)fi;
+      fl[q] = (float)(fi - (double)fh[q]);
+    }
+    int32_t v[19] = {(int32_t)x->shape[0], (int32_t)x->shape[1], (int32_t)x->shape[2], (int32_t)Dh,
+                     ox, (int32_t)x->stride[0], (int32_t)x->stride[1], (int32_t)x->stride[2],
+                     op, (int32_t)pos->stride[0], (int32_t)pos->stride[1],
+                     oy, (int32_t)y->stride[0], (int32_t)y->stride[1], (int32_t)y->stride[2],
+                     (int32_t)half, (int32_t)i0, (int32_t)cnt,
+                     vk_dt(x->dtype) | vk_dt(y->dtype) << 4 | (int32_t)inverse << 8 | (k == 0 && n < Dh ? 1 << 9 : 0)};
+    memcpy(pc, v, sizeof pc);
+    memcpy(d->pc, pc, sizeof pc);
+    memcpy(&d->pc[19], fh, sizeof fh);
+    memcpy(&d->pc[23], fl, sizeof fl);
+    d->pc_size = 27 * 4;
+    int64_t g = (rows + 63) / 64;
+    d->groups[0] = (uint32_t)(g < 65535 ? g : 65535);
+    d->groups[1] = (uint32_t)((g + d->groups[0] - 1) / d->groups[0]);
+    d->groups[2] = 1;
+  }
+  *n_out = nd;
+  return LK_OK;
+}
+
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out, lk_error_t *err) {
   vk_ctx c = {be, op, index, err};
   *n_out = 0;
@@ -884,6 +965,8 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
   case LK_OP_LORA_FORWARD:
   case LK_OP_LORA_BACKWARD:
     return vk_lora(&c, out, n_out);
+  case LK_OP_ROPE:
+    return vk_rope(&c, out, n_out);
   case LK_OP_MERGE:
   case LK_OP_UNMERGE:
     rc = vk_merge(&c, out);

@@ -593,13 +593,24 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   if (!be) return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan submit: NULL backend");
   if (n_ops && !ops) return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan submit: NULL ops with n_ops %u", n_ops);
   vk_reap(be);
-  vk_disp *d = calloc((size_t)n_ops * VK_MAX_DISP + 1, sizeof *d);
+  size_t cap = (size_t)n_ops * 2 + VK_MAX_DISP;
+  vk_disp *d = malloc(cap * sizeof *d);
   if (!d) return vk_fail(err, LK_ERR_NOMEM, "vulkan submit: out of memory for %u ops", n_ops);
   uint32_t nd = 0, need_flag = 0;
   uint64_t scratch = 0, salign = be->ph->props.limits.minStorageBufferOffsetAlignment;
   if (salign < 256) salign = 256;
   for (uint32_t i = 0; i < n_ops; i++) {
     uint32_t k = 0;
+    if (nd + VK_MAX_DISP > cap) {
+      vk_disp *nd2 = realloc(d, (cap * 2) * sizeof *d);
+      if (!nd2) {
+        free(d);
+        return vk_fail(err, LK_ERR_NOMEM, "vulkan submit: out of memory for %u ops", n_ops);
+      }
+      d = nd2;
+      cap *= 2;
+    }
+    memset(&d[nd], 0, VK_MAX_DISP * sizeof *d);
     int32_t rc = vk_op_plan(be, &ops[i], i, &d[nd], &k, err);
     if (rc != LK_OK) {
       free(d);
@@ -866,6 +877,7 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_reduce, vk_spv_reduce_size, &be->pipe[VK_SH_REDUCE]);
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_matmul, vk_spv_matmul_size, &be->pipe[VK_SH_MATMUL]);
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_nn, vk_spv_nn_size, &be->pipe[VK_SH_NN]);
+  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_rope, vk_spv_rope_size, &be->pipe[VK_SH_ROPE]);
   if (r != VK_SUCCESS) {
     vk_destroy(be);
     return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan create: cannot build the compute pipelines on %s: %s",

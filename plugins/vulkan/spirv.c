@@ -19,3 +19,7 @@ const uint32_t vk_spv_nn[] =
 #include "nn.spv.inc"
     ;
 const size_t vk_spv_nn_size = sizeof vk_spv_nn;
+const uint32_t vk_spv_rope[] =
+#include "rope.spv.inc"
+    ;
+const size_t vk_spv_rope_size = sizeof vk_spv_rope;

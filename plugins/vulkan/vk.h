@@ -85,7 +85,7 @@ struct lk_fence_t {
   void *owner;
 };
 
-enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_COUNT };
+enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_COUNT };
 #define VK_NBIND 6
 
 typedef struct vk_backend {
@@ -125,15 +125,15 @@ typedef struct vk_disp {
   uint32_t pc_size;
   uint32_t groups[3];
 } vk_disp;
-#define VK_MAX_DISP 5
+#define VK_MAX_DISP 40 /* ROPE: 4 frequency pairs per dispatch, n_rot up to 312 */
 /* A binding on the batch's scratch buffer: base is relative to the op's scratch. */
 #define VK_SCRATCH ((lk_buffer_t *)(uintptr_t)1)
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out,
                    lk_error_t *err);
 
 /* spirv.c: the shaders compiled at build time. */
-extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[];
-extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size;
+extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[];
+extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size;
 const char *vk_op_label(int32_t id);
 
 #endif

@@ -125,7 +125,7 @@ typedef struct vk_disp {
   uint32_t pc_size;
   uint32_t groups[3];
 } vk_disp;
-#define VK_MAX_DISP 40 /* ROPE: 4 frequency pairs per dispatch, n_rot up to 312 */
+#define VK_MAX_DISP 40 /* ROPE: 4 frequency pairs per dispatch, n_rot up to 320 */
 /* A binding on the batch's scratch buffer: base is relative to the op's scratch. */
 #define VK_SCRATCH ((lk_buffer_t *)(uintptr_t)1)
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out,

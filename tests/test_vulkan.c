@@ -585,12 +585,13 @@ START_TEST(op_lora) {
   tu_rng r = {21};
   const int64_t cfg[3][4] = {{1, 1, 1, 1}, {2 * 19, 67, 8, 45}, {2 * 70, 33, 16, 130}}; /* rows, in, r, out */
   for (int k = 0; k < 3; k++)
-    for (int acc = 0; acc < 2; acc++) {
+    for (int acc = 0; acc < 3; acc++) { /* acc 2: accumulate with dropout */
       int64_t R2 = cfg[k][0] / (k ? 2 : 1), in = cfg[k][1], rk = cfg[k][2], out = cfg[k][3];
       int64_t xs[3] = {k ? 2 : 1, R2, in}, as[2] = {rk, in}, bs[2] = {out, rk}, ys[3] = {k ? 2 : 1, R2, out};
       tv_opnd f[4] = {tv_make(&r, LK_DTYPE_F32, 3, xs, NULL, 4, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, as, NULL, 0, -1, 1),
                       tv_make(&r, LK_DTYPE_F32, 2, bs, NULL, 8, -1, 1), tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 0, -1, 1)};
-      lk_op_lora_t p = {sizeof p, 0.75f, (uint32_t)acc, 0.0f, 0, LK_COMPUTE_F32, 0};
+      lk_op_lora_t p = {sizeof p, 0.75f, (uint32_t)(acc != 0), acc == 2 ? 0.3f : 0.0f, 0xfedcba9876543210ull + (uint64_t)k,
+                        LK_COMPUTE_F32, 0};
       tv_check(&e, LK_OP_LORA_FORWARD, &p, f, 3, 1, 1e-5, "lora_forward");
       tv_opnd b[7] = {f[0], f[1], f[2], tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 0, -1, 1),
                       tv_make(&r, LK_DTYPE_F32, 2, as, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 2, bs, NULL, 4, -1, 1),
@@ -601,18 +602,18 @@ START_TEST(op_lora) {
       for (int i = 3; i < 7; i++) free(b[i].host);
       tv_free(f, 4);
     }
-  /* dropout is not yet supported: refused by supports() */
+  /* dropout 1 is refused by both */
   int64_t xs[2] = {2, 4}, as[2] = {2, 4}, bs[2] = {3, 2}, ys[2] = {2, 3};
   lk_view_t v[4];
   lk_view_init(&v[0], LK_DTYPE_F32, 2, xs, NULL, 0);
   lk_view_init(&v[1], LK_DTYPE_F32, 2, as, NULL, 0);
   lk_view_init(&v[2], LK_DTYPE_F32, 2, bs, NULL, 0);
   lk_view_init(&v[3], LK_DTYPE_F32, 2, ys, NULL, 0);
-  lk_op_lora_t pd = {sizeof pd, 1.0f, 0, 0.1f, 5, LK_COMPUTE_F32, 0};
+  lk_op_lora_t pd = {sizeof pd, 1.0f, 0, 1.0f, 5, LK_COMPUTE_F32, 0};
   lk_op_t op = {sizeof op, LK_OP_LORA_FORWARD, NULL, 3, 1, v, v + 3, &pd};
-  ck_assert_int_eq(lk_backend_supports(e.cpu, &op), 1);
+  ck_assert_int_eq(lk_backend_supports(e.cpu, &op), 0);
   ck_assert_int_eq(lk_backend_supports(e.vk, &op), 0);
-  pd.dropout = 0;
+  pd.dropout = 0.1f;
   ck_assert_int_eq(lk_backend_supports(e.vk, &op), 1);
   tv_close(&e);
 }

@@ -277,7 +277,8 @@ static void vk_mm_pc(vk_disp *d, int64_t M, int64_t N, int64_t K, int32_t offx, 
   memcpy(&pc[13], &alpha, 4);
   pc[14] = dty;
   pc[15] = transx;
-  d->pc_size = 16 * 4;
+  pc[16] = 0; /* no dropout mask (vk_mm_drop sets one) */
+  d->pc_size = 22 * 4;
   d->groups[0] = (uint32_t)((N + 15) / 16);
   d->groups[1] = (uint32_t)((M + 15) / 16);
   d->groups[2] = 1;
@@ -315,6 +316,19 @@ static int32_t vk_quant_view(const vk_ctx *c, const lk_view_t *w, vk_bind *bind,
   bind->base = base;
   *off = (int32_t)(w->offset - base);
   return LK_OK;
+}
+
+/* LoRA dropout on a matmul dispatch: where (1 x, 2 W, 3 y), p, seed, in. */
+static void vk_mm_drop(vk_disp *d, int where, float p, uint64_t seed, int64_t in) {
+  int32_t *pc = (int32_t *)d->pc;
+  uint32_t thr = (uint32_t)ceil((double)p * 16777216.0);
+  float inv = (float)(1.0 / (1.0 - (double)p));
+  pc[16] = where;
+  pc[17] = (int32_t)(uint32_t)seed;
+  pc[18] = (int32_t)(uint32_t)(seed >> 32);
+  pc[19] = (int32_t)thr;
+  memcpy(&pc[20], &inv, 4);
+  pc[21] = (int32_t)in;
 }
 
 static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
@@ -662,7 +676,8 @@ static int32_t vk_lora(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
   int32_t compute = PF(p, lk_op_lora_t, compute, (int32_t)LK_COMPUTE_F32);
   if (acc > 1 || (compute != LK_COMPUTE_F32 && compute != LK_COMPUTE_BF16))
     return CFAIL(c, LK_ERR_INVALID_ARG, "accumulate is 0 or 1, compute f32 or bf16");
-  if (drop != 0.0f) return CFAIL(c, LK_ERR_UNSUPPORTED, "dropout %g is not yet supported by the vulkan backend (0 only)", drop);
+  if (!(drop >= 0.0f && drop < 1.0f)) return CFAIL(c, LK_ERR_INVALID_ARG, "dropout %g must be in [0, 1)", drop);
+  uint64_t seed = PF(p, lk_op_lora_t, seed, (uint64_t)0);
   const lk_view_t *x = &c->op->src[0], *A = &c->op->src[1], *B = &c->op->src[2];
   vk_bind bx = {0}, bA = {0}, bB = {0};
   int32_t ox = 0, oA = 0, oB = 0;
@@ -687,6 +702,7 @@ static int32_t vk_lora(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
   d->bind[1] = bA;
   d->bind[3] = hb;
   vk_mm_pc(d, R, r, in, ox, ldx, 0, vk_dt(x->dtype), oA, ldA, 0, vk_dt(A->dtype), 0, r, VT_F32, 1.0f, 0);
+  if (drop > 0) vk_mm_drop(d, 1, drop, seed, in);
   d->scratch = 2 * hbytes;
   if (!bwd) {
     const lk_view_t *y = &c->op->dst[0];
@@ -738,6 +754,7 @@ static int32_t vk_lora(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
     e->bind[1] = bx;
     e->bind[3] = b;
     vk_mm_pc(e, r, in, R, 0, r, 1, VT_F32, ox, ldx, 1, vk_dt(x->dtype), o, ld, vk_dt(dA->dtype), 1.0f, (int)acc);
+    if (drop > 0) vk_mm_drop(e, 2, drop, seed, in);
   }
   if (vk_present(dx)) { /* dx += g A: W = A [K = r, N = in] */
     vk_bind b = {0};
@@ -750,6 +767,7 @@ static int32_t vk_lora(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
     e->bind[1] = bA;
     e->bind[3] = b;
     vk_mm_pc(e, R, in, r, 0, r, 0, VT_F32, oA, ldA, 1, vk_dt(A->dtype), o, ld, vk_dt(dx->dtype), 1.0f, 1);
+    if (drop > 0) vk_mm_drop(e, 3, drop, seed, in);
   }
   *n_out = n;
   return LK_OK;

@@ -11,7 +11,28 @@ layout(push_constant) uniform P {
   float alpha;
   int dty;
   int transx; /* 1: x(m, k) at offx + k * ldx + m */
+  int drop;   /* LoRA dropout mask on 0: nothing, 1: x(m, k), 2: W(k, n) (trans_w 1), 3: the result y(m, n) */
+  uint seed_lo, seed_hi;
+  uint thr;   /* keep when the hash's top 24 bits >= thr = ceil(p 2^24) */
+  float inv_keep; /* 1 / (1 - p) */
+  int dcols;  /* "in": the mask index of (row, col) is row * in + col */
 } p;
+
+/* splitmix64 on (lo, hi) 32-bit halves, as lk_splitmix64 in lorakit_ops.h. */
+uvec2 add64(uvec2 a, uvec2 b) { uint c; uint lo = uaddCarry(a.x, b.x, c); return uvec2(lo, a.y + b.y + c); }
+uvec2 mul64(uvec2 a, uvec2 b) { uint hi, lo; umulExtended(a.x, b.x, hi, lo); return uvec2(lo, hi + a.x * b.y + a.y * b.x); }
+uvec2 shr64(uvec2 a, uint s) { return s >= 32u ? uvec2(a.y >> (s - 32u), 0u) : uvec2((a.x >> s) | (a.y << (32u - s)), a.y >> s); }
+bool keep(int row, int col) {
+  uint hi, lo;
+  umulExtended(uint(row), uint(p.dcols), hi, lo);
+  uvec2 x = add64(add64(uvec2(p.seed_lo, p.seed_hi), uvec2(lo, hi)), uvec2(uint(col), 0u));
+  x = add64(x, uvec2(0x7f4a7c15u, 0x9e3779b9u));
+  x = mul64(x ^ shr64(x, 30u), uvec2(0x1ce4e5b9u, 0xbf58476du));
+  x = mul64(x ^ shr64(x, 27u), uvec2(0x133111ebu, 0x94d049bbu));
+  x = x ^ shr64(x, 31u);
+  return (x.y >> 8) >= p.thr;
+}
+float dropped(int row, int col, float v) { return keep(row, col) ? v * p.inv_keep : 0.0; }
 shared float xs[16][17];
 
 /* Quantised W (dtw 4: q8_0, 5: q4_0; GGUF blocks of 32): offw and ldw in
@@ -42,6 +63,7 @@ void main() {
     int kx = k0 + tx;
     if (p.transx == 0) {
       xs[ty][tx] = (m < p.M && kx < p.K) ? ld0(p.dtx, p.offx + m * p.ldx + kx) : 0.0;
+      if (p.drop == 1 && m < p.M && kx < p.K) xs[ty][tx] = dropped(m, kx, xs[ty][tx]);
     } else { /* stage along m so neighbouring invocations read neighbouring elements */
       int mm = int(gl_WorkGroupID.y) * 16 + tx, kk2 = k0 + ty;
       xs[tx][ty] = (mm < p.M && kk2 < p.K) ? ld0(p.dtx, p.offx + kk2 * p.ldx + mm) : 0.0;
@@ -52,6 +74,7 @@ void main() {
     } else {
       int kr = k0 + ty, nc = int(gl_WorkGroupID.x) * 16 + tx;
       ws[tx][ty] = (nc < p.N && kr < p.K) ? ldw_el(kr, nc) : 0.0;
+      if (p.drop == 2 && nc < p.N && kr < p.K) ws[tx][ty] = dropped(kr, nc, ws[tx][ty]);
     }
     barrier();
     for (int kk = 0; kk < 16; kk++) acc += xs[ty][kk] * ws[tx][kk];
@@ -60,6 +83,7 @@ void main() {
   if (m < p.M && n < p.N) {
     int e = p.offy + m * p.ldy + n;
     float v = p.alpha * acc;
+    if (p.drop == 3) v = dropped(m, n, v);
     if (p.accum != 0) v += ld3(p.dty, e);
     st3(p.dty, e, v);
   }

@@ -85,7 +85,7 @@ run_case plugins_help_exits_0       0 "out:plugins"                             
 # still listed, with no device, and the cpu backend is there as before.
 if [ -f "$B/plugins/lorakit-vulkan.so" ]; then
   run_case plugins_lists_vulkan        0 "out:backend:vulkan"                   plugins
-  run_case plugins_json_vulkan_devices 0 "json:any(b['name'] == 'vulkan' and b['devices'] and all(k in b['devices'][0]['limits'] for k in ('max_alloc', 'offset_align', 'driver')) and 'maxStorageBufferRange' in b['devices'][0]['limits']['driver'] and {'matmul', 'adamw', 'cross_entropy'} <= set(b['ops']) and 'attention' not in b['ops'] for b in doc['backends'])" plugins --json
+  run_case plugins_json_vulkan_devices 0 "json:any(b['name'] == 'vulkan' and b['devices'] and all(k in b['devices'][0]['limits'] for k in ('max_alloc', 'offset_align', 'driver')) and 'maxStorageBufferRange' in b['devices'][0]['limits']['driver'] and {'matmul', 'adamw', 'cross_entropy', 'rope', 'attention', 'lora_backward'} <= set(b['ops']) for b in doc['backends'])" plugins --json
   VK_ICD_FILENAMES=/nonexistent/lorakit-no-icd.json VK_DRIVER_FILES=/nonexistent/lorakit-no-icd.json \
     run_case plugins_vulkan_no_driver  0 "json:any(b['name'] == 'vulkan' and b['devices'] == [] for b in doc['backends']) and any(b['name'] == 'cpu' and b['devices'] for b in doc['backends'])" plugins --json
 fi

@@ -123,8 +123,9 @@ static void tv_free(tv_opnd *o, int n) {
  * the destinations' bytes in out[k] (n_dst arrays). */
 static lk_status tv_run(lk_context_t *ctx, lk_backend_t *be, int32_t id, const void *params, tv_opnd *o, uint32_t n_src,
                         uint32_t n_dst, unsigned char **out) {
-  lk_buffer_t *b[8] = {0};
-  lk_view_t v[8];
+  lk_buffer_t *b[12] = {0};
+  lk_view_t v[12];
+  ck_assert_uint_le(n_src + n_dst, 12);
   lk_status st = LK_OK;
   for (uint32_t k = 0; k < n_src + n_dst; k++) {
     v[k] = o[k].v;
@@ -705,22 +706,75 @@ START_TEST(op_rope) {
 }
 END_TEST
 
+START_TEST(op_attention) {
+  TV_SKIP_IF_ABSENT();
+  tv_env e = tv_open();
+  tu_rng r = {25};
+  /* B, Tq, Tk, Hq, Hkv, Dh, causal, mask (0 none, 1 per batch, 2 broadcast, with a fully masked row) */
+  const int cases[5][8] = {{1, 1, 1, 1, 1, 1, 0, 0}, {2, 7, 7, 4, 2, 16, 1, 0}, {2, 5, 70, 2, 2, 24, 0, 1},
+                           {1, 66, 66, 3, 1, 72, 1, 2}, {2, 3, 9, 2, 1, 8, 1, 1}};
+  for (int k = 0; k < 5; k++)
+    for (int acc = 0; acc < 2; acc++) {
+      const int *cs = cases[k];
+      int64_t qs[4] = {cs[0], cs[1], cs[3], cs[5]}, ks[4] = {cs[0], cs[2], cs[4], cs[5]}, ls[3] = {cs[0], cs[3], cs[1]};
+      int64_t ms[3] = {cs[7] == 2 ? 1 : cs[0], cs[1], cs[2]};
+      tv_opnd f[6] = {tv_make(&r, LK_DTYPE_F32, 4, qs, NULL, 4, -1, 1), tv_make(&r, LK_DTYPE_F32, 4, ks, NULL, 0, -1, 1),
+                      tv_make(&r, LK_DTYPE_F32, 4, ks, NULL, 8, -1, 1), tv_make(&r, LK_DTYPE_F32, 3, ms, NULL, 0, -2, 2),
+                      tv_make(&r, LK_DTYPE_F32, 4, qs, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 3, ls, NULL, 0, -1, 1)};
+      if (!cs[7]) memset(&f[3].v, 0, sizeof f[3].v), f[3].v.struct_size = sizeof f[3].v;
+      else { /* row 1 of the mask fully masked: o = 0, lse = -inf */
+        float *m = (float *)f[3].host;
+        for (int j = 0; j < cs[2] && cs[1] > 1; j++) m[cs[2] + j] = -INFINITY;
+      }
+      lk_op_attention_t p = {sizeof p, k == 2 ? 0.3f : 0.0f, (uint32_t)cs[6], (uint32_t)acc};
+      char what[48];
+      snprintf(what, sizeof what, "attention case %d", k);
+      tv_check(&e, LK_OP_ATTENTION, &p, f, 4, 2, 1e-5, what);
+      /* the backward from the cpu's o and lse */
+      unsigned char *out[2] = {0};
+      ck_assert_int_eq(tv_run(e.ctx, e.cpu, LK_OP_ATTENTION, &p, f, 4, 2, out), LK_OK);
+      memcpy(f[4].host, out[0], f[4].nbytes);
+      memcpy(f[5].host, out[1], f[5].nbytes);
+      free(out[0]);
+      free(out[1]);
+      tv_opnd b[10] = {f[0], f[1], f[2], f[4], f[5], tv_make(&r, LK_DTYPE_F32, 4, qs, NULL, 0, -1, 1), f[3],
+                       tv_make(&r, LK_DTYPE_F32, 4, qs, NULL, 0, -1, 1), tv_make(&r, LK_DTYPE_F32, 4, ks, NULL, 4, -1, 1),
+                       tv_make(&r, LK_DTYPE_F32, 4, ks, NULL, 0, -1, 1)};
+      snprintf(what, sizeof what, "attention_backward case %d", k);
+      tv_check(&e, LK_OP_ATTENTION_BACKWARD, &p, b, 7, 3, 1e-5, what);
+      for (int i = 5; i < 10; i++)
+        if (i != 6) free(b[i].host);
+      tv_free(f, 6);
+    }
+  tv_close(&e);
+}
+END_TEST
+
 /* ---- faults ------------------------------------------------------------------------ */
 
 START_TEST(unsupported_refused) {
   TV_SKIP_IF_ABSENT();
   tv_env e = tv_open();
-  int64_t qsh[4] = {1, 3, 2, 8};
-  lk_view_t v[5];
-  for (int i = 0; i < 3; i++) lk_view_init(&v[i], LK_DTYPE_F32, 4, qsh, NULL, 0);
-  memset(&v[3], 0, sizeof v[3]);
-  v[3].struct_size = sizeof v[3];
-  lk_view_init(&v[4], LK_DTYPE_F32, 4, qsh, NULL, 0);
-  lk_op_t op = {sizeof op, LK_OP_ATTENTION, NULL, 4, 1, v, v + 4, NULL};
-  ck_assert_int_eq(lk_backend_supports(e.cpu, &op), 1);
+  /* a plugin op no one implements: refused by supports() and by check, naming it */
+  int64_t n4[1] = {4};
+  lk_view_t v[1];
+  lk_view_init(&v[0], LK_DTYPE_F32, 1, n4, NULL, 0);
+  lk_op_t op = {sizeof op, LK_OP_EXTENSION, "org.example.fused_thing/1", 0, 1, NULL, v, NULL};
   ck_assert_int_eq(lk_backend_supports(e.vk, &op), 0);
   ck_assert_int_ne(lk_backend_check(e.vk, &op, 1), LK_OK);
-  ck_assert_msg(strstr(lk_last_error(e.ctx), "attention"), "%s", lk_last_error(e.ctx));
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "fused_thing"), "%s", lk_last_error(e.ctx));
+  /* attention with Dh above 256 is refused up front */
+  int64_t qsh[4] = {1, 3, 2, 264};
+  lk_view_t av[6];
+  for (int i = 0; i < 3; i++) lk_view_init(&av[i], LK_DTYPE_F32, 4, qsh, NULL, 0);
+  memset(&av[3], 0, sizeof av[3]);
+  av[3].struct_size = sizeof av[3];
+  lk_view_init(&av[4], LK_DTYPE_F32, 4, qsh, NULL, 0);
+  memset(&av[5], 0, sizeof av[5]);
+  av[5].struct_size = sizeof av[5];
+  lk_op_t aop = {sizeof aop, LK_OP_ATTENTION, NULL, 4, 2, av, av + 4, NULL};
+  ck_assert_int_eq(lk_backend_supports(e.cpu, &aop), 1);
+  ck_assert_int_eq(lk_backend_supports(e.vk, &aop), 0);
   /* a quantised W is refused up front, naming the format */
   lk_view_t mv[3];
   int64_t xs[2] = {2, 32}, ws[2] = {8, 32}, ys[2] = {2, 8};
@@ -835,6 +889,7 @@ static Suite *vulkan_suite(void) {
   tcase_add_test(tc, op_merge);
   tcase_add_test(tc, op_matmul_quant);
   tcase_add_test(tc, op_rope);
+  tcase_add_test(tc, op_attention);
   tcase_add_test(tc, unsupported_refused);
   tcase_add_test(tc, staging_path);
   tcase_add_test(tc, no_driver);

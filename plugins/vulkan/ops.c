@@ -881,6 +881,127 @@ static int32_t vk_rope(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
   return LK_OK;
 }
 
+/* ---- ATTENTION and its backward: attn.comp ------------------------------------------ */
+
+typedef struct vk_attpc {
+  int32_t B, Tq, Tk, Hq, Hkv, Dh;
+  int32_t offq, offk, offv, offout, offlse, offdo, offmask, offD;
+  int32_t mask_sb, flags, mode;
+  float scale;
+} vk_attpc;
+
+/* A packed f32 view of the given 4-D shape (or 3-D for lse). */
+static int32_t vk_att_view(const vk_ctx *c, const lk_view_t *v, const char *name, uint32_t nd, const int64_t *shape,
+                           vk_bind *b, int32_t *off) {
+  int32_t rc = vk_view(c, v, name, 0, b, off);
+  if (rc != LK_OK) return rc;
+  if (v->dtype != LK_DTYPE_F32) return CFAIL(c, LK_ERR_DTYPE, "%s must be f32 on the vulkan backend", name);
+  if (v->ndim != nd) return CFAIL(c, LK_ERR_SHAPE, "%s must be %u-D", name, nd);
+  for (uint32_t d = 0; d < nd; d++)
+    if (v->shape[d] != shape[d]) return CFAIL(c, LK_ERR_SHAPE, "%s: dimension %u is %lld, expected %lld", name, d,
+                                              (long long)v->shape[d], (long long)shape[d]);
+  if (!vk_packed(v)) return CFAIL(c, LK_ERR_UNSUPPORTED, "%s must be packed (contiguous) on the vulkan backend", name);
+  return LK_OK;
+}
+
+static void vk_att_disp(vk_disp *d, const vk_attpc *pc, int64_t rows) {
+  d->shader = VK_SH_ATTN;
+  memcpy(d->pc, pc, sizeof *pc);
+  d->pc_size = sizeof *pc;
+  vk_grid_rows(d, rows);
+}
+
+static int32_t vk_attention(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
+  int bwd = c->op->id == LK_OP_ATTENTION_BACKWARD;
+  int32_t rc = bwd ? vk_counts(c, 7, 3) : vk_counts(c, 4, 2);
+  if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_attention_t), LK_MIN_SIZE(lk_op_attention_t, scale));
+  if (rc != LK_OK) return rc;
+  const lk_op_attention_t *p = c->op->params;
+  float scale = PF(p, lk_op_attention_t, scale, 0.0f);
+  uint32_t causal = PF(p, lk_op_attention_t, causal, 0u), acc = PF(p, lk_op_attention_t, accumulate, 0u);
+  if (causal > 1 || acc > 1) return CFAIL(c, LK_ERR_INVALID_ARG, "causal and accumulate are 0 or 1");
+  const lk_view_t *s = c->op->src, *q = &s[0], *k = &s[1], *v = &s[2];
+  const lk_view_t *mask = bwd ? &s[6] : &s[3];
+  if (q->ndim != 4 || k->ndim != 4) return CFAIL(c, LK_ERR_SHAPE, "q and k must be [B, T, H, Dh]");
+  int64_t B = q->shape[0], Tq = q->shape[1], Hq = q->shape[2], Dh = q->shape[3], Tk = k->shape[1], Hkv = k->shape[2];
+  if (Hq % Hkv) return CFAIL(c, LK_ERR_SHAPE, "Hq %lld is not a multiple of Hkv %lld", (long long)Hq, (long long)Hkv);
+  if (Dh > 256) return CFAIL(c, LK_ERR_UNSUPPORTED, "Dh %lld is more than the vulkan backend's 256", (long long)Dh);
+  if (scale == 0.0f) scale = (float)(1.0 / sqrt((double)Dh));
+  const int64_t qs[4] = {B, Tq, Hq, Dh}, ks[4] = {B, Tk, Hkv, Dh}, ls[3] = {B, Hq, Tq};
+  vk_attpc pc;
+  memset(&pc, 0, sizeof pc);
+  pc.B = (int32_t)B, pc.Tq = (int32_t)Tq, pc.Tk = (int32_t)Tk, pc.Hq = (int32_t)Hq, pc.Hkv = (int32_t)Hkv, pc.Dh = (int32_t)Dh;
+  pc.scale = scale;
+  pc.flags = (int32_t)causal | (acc ? 8 : 0);
+  vk_disp base;
+  memset(&base, 0, sizeof base);
+  if ((rc = vk_att_view(c, q, "q", 4, qs, &base.bind[0], &pc.offq)) != LK_OK) return rc;
+  if ((rc = vk_att_view(c, k, "k", 4, ks, &base.bind[1], &pc.offk)) != LK_OK) return rc;
+  if ((rc = vk_att_view(c, v, "v", 4, ks, &base.bind[2], &pc.offv)) != LK_OK) return rc;
+  if (vk_present(mask)) {
+    if ((rc = vk_view(c, mask, "mask", 0, &base.bind[5], &pc.offmask)) != LK_OK) return rc;
+    if (mask->dtype != LK_DTYPE_F32 || mask->ndim != 3 || (mask->shape[0] != B && mask->shape[0] != 1) ||
+        mask->shape[1] != Tq || mask->shape[2] != Tk || (mask->stride[2] != 1 && Tk > 1) || (mask->stride[1] != Tk && Tq > 1))
+      return CFAIL(c, LK_ERR_SHAPE, "mask must be f32 [B or 1, Tq, Tk] with packed rows");
+    pc.mask_sb = mask->shape[0] == 1 ? 0 : (int32_t)mask->stride[0];
+    if (pc.mask_sb != 0 && pc.mask_sb != Tq * Tk) return CFAIL(c, LK_ERR_UNSUPPORTED, "mask: stride over B must be 0 or Tq Tk");
+    pc.flags |= 2;
+  }
+  if ((uint64_t)B * (uint64_t)Hq * (uint64_t)Tq * (uint64_t)Dh > INT32_MAX ||
+      (uint64_t)B * (uint64_t)Tk * (uint64_t)Hkv * (uint64_t)Dh > INT32_MAX)
+    return CFAIL(c, LK_ERR_UNSUPPORTED, "more than 2^31 elements");
+  if (!bwd) {
+    const lk_view_t *o = &c->op->dst[0], *lse = &c->op->dst[1];
+    vk_disp *d = &out[0];
+    *d = base;
+    if ((rc = vk_att_view(c, o, "o", 4, qs, &d->bind[3], &pc.offout)) != LK_OK) return rc;
+    if (vk_present(lse)) {
+      if ((rc = vk_att_view(c, lse, "lse", 3, ls, &d->bind[4], &pc.offlse)) != LK_OK) return rc;
+      pc.flags |= 4;
+    }
+    pc.flags &= ~8;
+    pc.mode = 0;
+    vk_att_disp(d, &pc, B * Hq * Tq);
+    *n_out = 1;
+    return LK_OK;
+  }
+  const lk_view_t *o = &s[3], *lse = &s[4], *dO = &s[5];
+  vk_bind bo = {0};
+  int32_t oo = 0;
+  if ((rc = vk_att_view(c, o, "o", 4, qs, &bo, &oo)) != LK_OK) return rc;
+  if ((rc = vk_att_view(c, lse, "lse", 3, ls, &base.bind[4], &pc.offlse)) != LK_OK) return rc;
+  if ((rc = vk_att_view(c, dO, "do", 4, qs, &base.bind[6], &pc.offdo)) != LK_OK) return rc;
+  uint64_t dbytes = (uint64_t)B * (uint64_t)Hq * (uint64_t)Tq * 4;
+  base.bind[7].buf = VK_SCRATCH;
+  base.bind[7].base = 0;
+  pc.offD = 0;
+  /* D = do . o into scratch */
+  vk_disp *d = &out[0];
+  *d = base;
+  d->bind[0] = bo;
+  d->bind[3] = base.bind[7];
+  vk_attpc q1 = pc;
+  q1.offq = oo;
+  q1.offout = 0;
+  q1.mode = 1;
+  vk_att_disp(d, &q1, B * Hq * Tq);
+  d->scratch = dbytes;
+  uint32_t n = 1;
+  const char *names[3] = {"dq", "dk", "dv"};
+  for (int w = 0; w < 3; w++) {
+    const lk_view_t *dv = &c->op->dst[w];
+    if (!vk_present(dv)) continue;
+    vk_disp *e = &out[n++];
+    *e = base;
+    vk_attpc q2 = pc;
+    if ((rc = vk_att_view(c, dv, names[w], 4, w ? ks : qs, &e->bind[3], &q2.offout)) != LK_OK) return rc;
+    q2.mode = 2 + w;
+    vk_att_disp(e, &q2, w ? B * Tk * Hkv : B * Hq * Tq);
+  }
+  *n_out = n;
+  return LK_OK;
+}
+
 int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *out, uint32_t *n_out, lk_error_t *err) {
   vk_ctx c = {be, op, index, err};
   *n_out = 0;
@@ -985,6 +1106,9 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
     return vk_lora(&c, out, n_out);
   case LK_OP_ROPE:
     return vk_rope(&c, out, n_out);
+  case LK_OP_ATTENTION:
+  case LK_OP_ATTENTION_BACKWARD:
+    return vk_attention(&c, out, n_out);
   case LK_OP_MERGE:
   case LK_OP_UNMERGE:
     rc = vk_merge(&c, out);

@@ -845,6 +845,9 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   if (device >= vk_g.n_dev)
     return vk_fail(err, LK_ERR_NOT_FOUND, "vulkan create: device %u does not exist (%u Vulkan device%s)", device,
                    vk_g.n_dev, vk_g.n_dev == 1 ? "" : "s");
+  if (vk_g.dev[device].props.limits.maxPerStageDescriptorStorageBuffers < VK_NBIND)
+    return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan create: %s allows %u storage buffers per shader stage; the backend needs %d",
+                   vk_g.dev[device].props.deviceName, vk_g.dev[device].props.limits.maxPerStageDescriptorStorageBuffers, VK_NBIND);
   vk_backend *be = calloc(1, sizeof *be);
   if (!be) return vk_fail(err, LK_ERR_NOMEM, "vulkan create: out of memory");
   be->index = device;
@@ -878,6 +881,7 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_matmul, vk_spv_matmul_size, &be->pipe[VK_SH_MATMUL]);
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_nn, vk_spv_nn_size, &be->pipe[VK_SH_NN]);
   if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_rope, vk_spv_rope_size, &be->pipe[VK_SH_ROPE]);
+  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_attn, vk_spv_attn_size, &be->pipe[VK_SH_ATTN]);
   if (r != VK_SUCCESS) {
     vk_destroy(be);
     return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan create: cannot build the compute pipelines on %s: %s",

@@ -23,3 +23,7 @@ const uint32_t vk_spv_rope[] =
 #include "rope.spv.inc"
     ;
 const size_t vk_spv_rope_size = sizeof vk_spv_rope;
+const uint32_t vk_spv_attn[] =
+#include "attn.spv.inc"
+    ;
+const size_t vk_spv_attn_size = sizeof vk_spv_attn;

@@ -85,8 +85,8 @@ struct lk_fence_t {
   void *owner;
 };
 
-enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_COUNT };
-#define VK_NBIND 6
+enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_ATTN, VK_SH_COUNT };
+#define VK_NBIND 8 /* storage buffers per dispatch (the device must allow 8 per stage) */
 
 typedef struct vk_backend {
   uint32_t index; /* into vk_g.dev */
@@ -132,8 +132,8 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
                    lk_error_t *err);
 
 /* spirv.c: the shaders compiled at build time. */
-extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[];
-extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size;
+extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[], vk_spv_attn[];
+extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size, vk_spv_attn_size;
 const char *vk_op_label(int32_t id);
 
 #endif

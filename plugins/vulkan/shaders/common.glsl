@@ -8,6 +8,8 @@ layout(std430, binding = 2) buffer B2 { uint d[]; } b2;
 layout(std430, binding = 3) buffer B3 { uint d[]; } b3;
 layout(std430, binding = 4) buffer B4 { uint d[]; } b4;
 layout(std430, binding = 5) buffer B5 { uint d[]; } b5;
+layout(std430, binding = 6) buffer B6 { uint d[]; } b6;
+layout(std430, binding = 7) buffer B7 { uint d[]; } b7;
 
 const int DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_I32 = 3;
 

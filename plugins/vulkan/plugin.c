@@ -910,7 +910,7 @@ static int32_t vk_supports(void *self, const lk_op_t *op) {
 static const lk_backend_vt_t vk_backend_vt = {
     .struct_size = sizeof(lk_backend_vt_t),
     .name = "vulkan",
-    .description = "Vulkan 1.2 compute backend (first stage: every core op but attention; W f32/f16/bf16/q8_0/q4_0)",
+    .description = "Vulkan 1.2 compute backend (first stage: every core op; W f32/f16/bf16/q8_0/q4_0)",
     .score = vk_score,
     .device_count = vk_device_count,
     .device_info = vk_device_info,

@@ -34,6 +34,8 @@ DEB_PKGS := libsqlite3-dev zlib1g-dev check libjansson-dev liblapacke-dev libssl
             pkg-config libopenblas-dev abigail-tools clang libclang-rt-dev golang-go
 # The demo's and test_train_data's corpus (/usr/share/games/fortunes/bofh-excuses).
 DEB_PKGS += fortunes-bofh-excuses
+# The Vulkan backend (plugins/vulkan): loader and headers, the shader compiler, lavapipe for its tests.
+DEB_PKGS += libvulkan-dev glslc mesa-vulkan-drivers
 
 CORE_SRC := $(wildcard core/*.c) $(wildcard registry/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/obj/%.o)
@@ -129,7 +131,8 @@ $(B)/plugins/lorakit-$(1).so: $(patsubst %.c,$(B)/obj/%.o,$(wildcard plugins/$(1
 	$$(CC) -shared -Wl,--version-script=plugins/plugin.map -Wl,--no-undefined $$(LDFLAGS) \
 	  -o $$@ $$(filter %.o,$$^) $$(PLUGIN_LIBS_$(1))
 endef
-$(foreach p,$(PLUGINS),$(eval $(call plugin_rule,$(p))))
+$(foreach p,$(filter-out vulkan,$(PLUGINS)),$(eval $(call plugin_rule,$(p))))
+include plugins/vulkan/vulkan.mk
 
 # ---- CLI ------------------------------------------------------------------------
 # `lorakit rank` opens liblapacke (liblapacke-dev) with dlopen when it runs:

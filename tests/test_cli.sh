@@ -80,6 +80,15 @@ run_case plugins_json_has_cpu       0 "json:'org.lorakit.cpu' in strings and 'cp
 run_case plugins_json_backend_devices 0 "json:any(b['name'] == 'cpu' and b['devices'] and all(k in b['devices'][0]['limits'] for k in ('max_alloc', 'offset_align', 'unified_memory', 'driver')) and {'matmul', 'lora_forward', 'merge', 'rmsnorm', 'rope', 'attention', 'cross_entropy', 'adamw'} <= set(b['ops']) for b in doc['backends'])" plugins --json
 run_case plugins_json_lists_loaders 0 "json:{'gguf', 'gguf-lora', 'hf', 'peft', 'safetensors'} <= {l['name'] for l in doc['loaders']} and isinstance(doc['quantisers'], list)" plugins --json
 run_case plugins_help_exits_0       0 "out:plugins"                             plugins --help
+# The Vulkan backend (plugins/vulkan), when built: listed with its devices
+# (lavapipe in CI); with no Vulkan driver (VK_ICD_FILENAMES to nowhere) it is
+# still listed, with no device, and the cpu backend is there as before.
+if [ -f "$B/plugins/lorakit-vulkan.so" ]; then
+  run_case plugins_lists_vulkan        0 "out:backend:vulkan"                   plugins
+  run_case plugins_json_vulkan_devices 0 "json:any(b['name'] == 'vulkan' and b['devices'] and all(k in b['devices'][0]['limits'] for k in ('max_alloc', 'offset_align', 'driver')) and 'maxStorageBufferRange' in b['devices'][0]['limits']['driver'] and {'matmul', 'adamw', 'cross_entropy', 'rope', 'attention', 'lora_backward'} <= set(b['ops']) for b in doc['backends'])" plugins --json
+  VK_ICD_FILENAMES=/nonexistent/lorakit-no-icd.json VK_DRIVER_FILES=/nonexistent/lorakit-no-icd.json \
+    run_case plugins_vulkan_no_driver  0 "json:any(b['name'] == 'vulkan' and b['devices'] == [] for b in doc['backends']) and any(b['name'] == 'cpu' and b['devices'] for b in doc['backends'])" plugins --json
+fi
 run_case unknown_command_exits_2    2 "err:frobnicate"                          frobnicate
 run_case unknown_command_suggests    2 "err:did you mean merge?"                merj
 run_case unknown_command_suggests_2  2 "err:did you mean inspect?"              inspekt

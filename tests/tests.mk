@@ -30,6 +30,7 @@ TEST_SUITES  += train_data
 TEST_SUITES  += tokenizer
 TEST_SUITES  += llm
 TEST_SUITES  += generate
+TEST_SUITES  += vulkan
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 

@@ -1,0 +1,29 @@
+/* spirv.c - the compute shaders (shaders/NAME.comp), compiled to SPIR-V by
+ * glslc at build time (`glslc -mfmt=c`, into the build folder) and embedded
+ * here: nothing compiles shaders at run time. */
+#include "vk.h"
+
+const uint32_t vk_spv_elem[] =
+#include "elem.spv.inc"
+    ;
+const size_t vk_spv_elem_size = sizeof vk_spv_elem;
+const uint32_t vk_spv_reduce[] =
+#include "reduce.spv.inc"
+    ;
+const size_t vk_spv_reduce_size = sizeof vk_spv_reduce;
+const uint32_t vk_spv_matmul[] =
+#include "matmul.spv.inc"
+    ;
+const size_t vk_spv_matmul_size = sizeof vk_spv_matmul;
+const uint32_t vk_spv_nn[] =
+#include "nn.spv.inc"
+    ;
+const size_t vk_spv_nn_size = sizeof vk_spv_nn;
+const uint32_t vk_spv_rope[] =
+#include "rope.spv.inc"
+    ;
+const size_t vk_spv_rope_size = sizeof vk_spv_rope;
+const uint32_t vk_spv_attn[] =
+#include "attn.spv.inc"
+    ;
+const size_t vk_spv_attn_size = sizeof vk_spv_attn;

@@ -378,7 +378,8 @@ START_TEST(train_gguf_quantised_bases) {
   tl_run_a1(t, ids, steps, ref);
   llm_trainer_free(t);
   const char *files[] = {"gguf/base-Q8_0.gguf", "gguf/base-Q4_0.gguf", "gguf/base-Q4_K_M.gguf"};
-  for (int f = 0; f < 3; f++) {
+  if (tu_quick()) printf("LK_TEST_QUICK: train_gguf_quantised_bases on base-Q4_K_M.gguf only\n");
+  for (int f = tu_quick() ? 2 : 0; f < 3; f++) {
     lk_model_t *q = fm_open(ctx, fm_fx(files[f]), NULL);
     t = tl_trainer(ctx, be, q, 4, 1, NULL, 0);
     tl_run_a1(t, ids, steps, got);

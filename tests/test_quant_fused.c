@@ -274,6 +274,7 @@ static void qf_check_deq(const qf_q *q, const qf_w *w, int isa, int64_t row0, in
 
 START_TEST(fused_kernels_match_dequantise_then_multiply) {
   int checked = 0;
+  if (tu_quick()) printf("LK_TEST_QUICK: fused kernels with 1 and 33 rows of x only (not 2, 7)\n");
   for (int isa = 0; isa <= LK_CPU_ISA_AMX; isa++)
     if (!qf_has_isa(isa)) printf("SKIP fused kernels on ISA path %d: this CPU does not have it\n", isa);
   for (int qi = 0; qi < qf_n; qi++) {
@@ -288,8 +289,8 @@ START_TEST(fused_kernels_match_dequantise_then_multiply) {
       qf_w_make(q, rows, cols, &g, &w);
       for (int isa = 0; isa <= LK_CPU_ISA_AMX; isa++) {
         if (!qf_has_isa(isa)) continue;
-        static const int64_t ms[] = {1, 2, 7, 33};
-        for (size_t mi = 0; mi < 4; mi++) {
+        static const int64_t ms[] = {1, 33, 2, 7};
+        for (size_t mi = 0; mi < (tu_quick() ? 2u : 4u); mi++) {
           qf_check_nt(q, &w, isa, ms[mi], 0, rows, &g);
           if (rows > 4) qf_check_nt(q, &w, isa, ms[mi], 2, rows - 3, &g); /* a sub-range of rows */
           qf_check_nn(q, &w, isa, ms[mi], 0, rows, 0, cols, &g);
@@ -374,6 +375,7 @@ static void qf_backend_case(lk_backend_t *be, const qf_q *q, const qf_w *w, int 
 }
 
 START_TEST(backend_quantised_matmul_matches_reference) {
+  if (tu_quick()) printf("LK_TEST_QUICK: backend quantised MATMUL with 1, 5 and 64 tokens only (not 300)\n");
   lk_backend_t *be = NULL;
   lk_status st = lk_backend_open(qf_ctx, "cpu", 0, &be);
   ck_assert_msg(st == LK_OK, "lk_backend_open(cpu): %s", lk_last_error(qf_ctx));
@@ -388,7 +390,7 @@ START_TEST(backend_quantised_matmul_matches_reference) {
     qf_w_make(q, 131, (q->block >= 256 ? 4 : 16) * (int64_t)q->block, &g, &w);
     static const int64_t ms[] = {1, 5, 64, 300};
     for (int mode = 0; mode < 2; mode++)
-      for (size_t mi = 0; mi < 4; mi++) {
+      for (size_t mi = 0; mi < (tu_quick() ? 3u : 4u); mi++) {
         qf_backend_case(be, q, &w, mode, ms[mi], 1.0f, 0, &g);
         if (mi == 1 || mi == 3) qf_backend_case(be, q, &w, mode, ms[mi], -0.75f, 1, &g);
       }

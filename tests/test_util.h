@@ -31,6 +31,15 @@ static inline const char *tu_path(const char *rel) {
   return z;
 }
 
+/* LK_TEST_QUICK=1 (set by `make sanitize`, whose ASan+UBSan build runs the
+ * same suites 5-10x slower): the heaviest cases check a documented subset
+ * of their shapes/tensors/files; the plain `make unit-tests` run keeps the
+ * whole set. A case that reduces says so in one line. */
+static inline int tu_quick(void) {
+  const char *z = getenv("LK_TEST_QUICK");
+  return z && *z && strcmp(z, "0") != 0;
+}
+
 static inline const char *tu_cpu_plugin(void) { return tu_path("plugins/lorakit-cpu.so"); }
 
 /* splitmix64: a deterministic stream independent of anything in lorakit. */

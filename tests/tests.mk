@@ -32,6 +32,10 @@ TEST_SUITES  += llm
 TEST_SUITES  += generate
 TEST_SUITES  += vulkan
 TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
+# The longest suites start first (two run at a time: the last to start should be short).
+TEST_SLOW    := quant_fused llm quant ops_nn generate model_quant quant_nf4 quant_k isa engine
+TEST_RUN_ORDER = $(filter $(TEST_SLOW:%=$(B)/tests/bin/test_%),$(TEST_BINS)) \
+                 $(filter-out $(TEST_SLOW:%=$(B)/tests/bin/test_%),$(TEST_BINS))
 TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
 # Test plugins: lorakit-NAME.so from tests/plugins/SRC.c with extra flags.
@@ -223,7 +227,7 @@ unit-tests: all header-check $(TEST_BINS) $(TP_SOS)
 	bash tests/check_exports.sh $(B) || fail=1; \
 	bash tests/check_thread_tags.sh || fail=1; \
 	bash tests/abi/staging_test.sh $(B) "$(CC)" || fail=1; \
-	printf '%s\n' $(TEST_BINS) | LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} \
+	printf '%s\n' $(TEST_RUN_ORDER) | LK_BUILD_DIR=$(LK_BUILD_ABS) CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-60} \
 	  xargs -P$(TEST_JOBS) -I{} sh -c '{} > {}.log 2>&1; rc=$$?; cat {}.log; \
 	    [ $$rc = 0 ] || echo "FAILED: {}"; exit $$rc' || fail=1; \
 	if [ $$fail = 0 ]; then echo "unit-tests: all passed ($(B))"; else echo "unit-tests: FAILURES ($(B))"; fi; \
@@ -250,7 +254,7 @@ cli-formats-tests: train-cli-tests
 .PHONY: train-cli-tests
 
 sanitize:
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LK_TEST_QUICK=1 \
 	  $(MAKE) --no-print-directory -j2 B=build-asan SAN=1 unit-tests
 
 # The suites and test plugins are compiled by clang too (not run).

@@ -132,7 +132,7 @@ $(B)/plugins/lorakit-$(1).so: $(patsubst %.c,$(B)/obj/%.o,$(wildcard plugins/$(1
 	  -o $$@ $$(filter %.o,$$^) $$(PLUGIN_LIBS_$(1))
 endef
 $(foreach p,$(filter-out vulkan,$(PLUGINS)),$(eval $(call plugin_rule,$(p))))
-include plugins/vulkan/vulkan.mk
+-include plugins/vulkan/vulkan.mk
 
 # ---- CLI ------------------------------------------------------------------------
 # `lorakit rank` opens liblapacke (liblapacke-dev) with dlopen when it runs:

@@ -2,7 +2,7 @@
 #
 #   make fuzz        build each target (clang -fsanitize=fuzzer,address,undefined)
 #                    into $(B)/fuzz/fuzz_NAME
-#   make fuzz-test   build them, then run each for FUZZ_TIME seconds (default 20,
+#   make fuzz-test   build them, then run each for FUZZ_TIME seconds (default 12,
 #                    both at once on two cores), seeded with the committed corpus
 #                    tests/fuzz/corpus_NAME/ (made by make_corpus.py) plus, when
 #                    LK_FIXTURES is there, the fixture files of FUZZ_SEEDS_NAME.
@@ -15,7 +15,7 @@
 # command is also in the comment at the top of each target).
 
 FUZZ_CC      ?= clang
-FUZZ_TIME    ?= 20
+FUZZ_TIME    ?= 12
 FUZZ_DIR      = $(B)/fuzz
 FUZZ_DIR_ABS  = $(abspath $(FUZZ_DIR))
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \

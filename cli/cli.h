@@ -90,6 +90,9 @@ const char *cli_nearest(const char *word, const char *const *names, size_t n);
 int cli_wants_help(int argc, char **argv);
 /* Print "lorakit: <msg>" to stderr; returns code. */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The value v of option opt as a finite number in [lo, hi] (a whole number
+ * when whole) into *out: CLI_OK, or CLI_USAGE after an error naming both. */
+int cli_number(const char *opt, const char *v, double lo, double hi, int whole, double *out);
 /* Name of a component kind: "backend", "quantiser", "loader". */
 const char *cli_kind_name(int32_t kind);
 

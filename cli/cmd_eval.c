@@ -35,16 +35,6 @@ const char cli_eval_usage[] =
     "\n"
     "Exit status: 0 ok, 1 failed, 2 usage.\n";
 
-static int ev_num(const char *opt, const char *v, double lo, double hi, double *out) {
-  char *end = NULL;
-  errno = 0;
-  double d = strtod(v, &end);
-  if (errno || !end || *end || end == v || !isfinite(d) || d < lo || d > hi || d != floor(d))
-    return cli_error(CLI_USAGE, "%s: invalid value '%s' (expected a whole number in [%g, %g])", opt, v, lo, hi);
-  *out = d;
-  return CLI_OK;
-}
-
 int cli_eval(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     fputs(cli_eval_usage, stdout);
@@ -89,10 +79,10 @@ int cli_eval(int argc, char **argv) {
         free(paths[nad]);
         paths[nad] = NULL;
       }
-    } else if (!strcmp(a, "--seq-len")) { if (!(rc = ev_num(a, v, 2, 1e9, &d))) o.seq_len = (int64_t)d; }
-    else if (!strcmp(a, "--batch")) { if (!(rc = ev_num(a, v, 1, 1e9, &d))) o.batch = (int64_t)d; }
-    else if (!strcmp(a, "--max-batches")) { if (!(rc = ev_num(a, v, 1, 1e15, &d))) o.max_batches = (int64_t)d; }
-    else if (!strcmp(a, "--threads")) { if (!(rc = ev_num(a, v, 1, 4096, &d))) threads = (uint32_t)d; }
+    } else if (!strcmp(a, "--seq-len")) { if (!(rc = cli_number(a, v, 2, 1e9, 1, &d))) o.seq_len = (int64_t)d; }
+    else if (!strcmp(a, "--batch")) { if (!(rc = cli_number(a, v, 1, 1e9, 1, &d))) o.batch = (int64_t)d; }
+    else if (!strcmp(a, "--max-batches")) { if (!(rc = cli_number(a, v, 1, 1e15, 1, &d))) o.max_batches = (int64_t)d; }
+    else if (!strcmp(a, "--threads")) { if (!(rc = cli_number(a, v, 1, 4096, 1, &d))) threads = (uint32_t)d; }
     else rc = cli_error(CLI_USAGE, "eval: unknown option %s (see lorakit eval --help)", a);
   }
   if (!rc && !model) rc = cli_error(CLI_USAGE, "eval: no MODEL (see lorakit eval --help)");

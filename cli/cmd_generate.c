@@ -57,17 +57,6 @@ int cli_adapter_arg(const char *v, char **path, float *scale) {
   return CLI_OK;
 }
 
-static int gn_num(const char *opt, const char *v, double lo, double hi, int whole, double *out) {
-  char *end = NULL;
-  errno = 0;
-  double d = strtod(v, &end);
-  if (errno || !end || *end || end == v || !isfinite(d) || d < lo || d > hi || (whole && d != floor(d)))
-    return cli_error(CLI_USAGE, "%s: invalid value '%s' (expected a%s number in [%g, %g])", opt, v,
-                     whole ? " whole" : "", lo, hi);
-  *out = d;
-  return CLI_OK;
-}
-
 typedef struct gn_cli {
   int json;
   char *text;
@@ -147,12 +136,12 @@ int cli_generate(int argc, char **argv) {
         free(paths[nad]);
         paths[nad] = NULL;
       }
-    } else if (!strcmp(a, "--max-tokens")) { if (!(rc = gn_num(a, v, 0, 1e9, 1, &d))) o.max_tokens = (int64_t)d; }
-    else if (!strcmp(a, "--temperature")) { if (!(rc = gn_num(a, v, 0, 1e6, 0, &d))) o.temperature = (float)d; }
-    else if (!strcmp(a, "--top-k")) { if (!(rc = gn_num(a, v, 0, 1e9, 1, &d))) o.top_k = (int32_t)d; }
-    else if (!strcmp(a, "--top-p")) { if (!(rc = gn_num(a, v, 0, 1, 0, &d))) o.top_p = (float)d; }
-    else if (!strcmp(a, "--seed")) { if (!(rc = gn_num(a, v, 0, 1.8e19, 1, &d))) o.seed = (uint64_t)d; }
-    else if (!strcmp(a, "--threads")) { if (!(rc = gn_num(a, v, 1, 4096, 1, &d))) threads = (uint32_t)d; }
+    } else if (!strcmp(a, "--max-tokens")) { if (!(rc = cli_number(a, v, 0, 1e9, 1, &d))) o.max_tokens = (int64_t)d; }
+    else if (!strcmp(a, "--temperature")) { if (!(rc = cli_number(a, v, 0, 1e6, 0, &d))) o.temperature = (float)d; }
+    else if (!strcmp(a, "--top-k")) { if (!(rc = cli_number(a, v, 0, 1e9, 1, &d))) o.top_k = (int32_t)d; }
+    else if (!strcmp(a, "--top-p")) { if (!(rc = cli_number(a, v, 0, 1, 0, &d))) o.top_p = (float)d; }
+    else if (!strcmp(a, "--seed")) { if (!(rc = cli_number(a, v, 0, 1.8e19, 1, &d))) o.seed = (uint64_t)d; }
+    else if (!strcmp(a, "--threads")) { if (!(rc = cli_number(a, v, 1, 4096, 1, &d))) threads = (uint32_t)d; }
     else rc = cli_error(CLI_USAGE, "generate: unknown option %s (see lorakit generate --help)", a);
   }
   if (!rc && !model) rc = cli_error(CLI_USAGE, "generate: no MODEL (see lorakit generate --help)");

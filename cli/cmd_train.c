@@ -142,16 +142,6 @@ static int tr_cb(void *user, const lk_x_train_step_t *s) {
   return 0;
 }
 
-static int tr_num(const char *opt, const char *v, double lo, double hi, double *out) {
-  char *end = NULL;
-  errno = 0;
-  double d = strtod(v, &end);
-  if (errno || !end || *end || end == v || !isfinite(d) || d < lo || d > hi)
-    return cli_error(CLI_USAGE, "%s: invalid value '%s' (expected a number in [%g, %g])", opt, v, lo, hi);
-  *out = d;
-  return CLI_OK;
-}
-
 /* One word of a command line as a POSIX shell reads it back. */
 static void tr_shell_word(FILE *f, const char *w, int raw) {
   if (raw || (*w && strspn(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=./,:@%") == strlen(w))) {
@@ -222,16 +212,16 @@ int cli_train(int argc, char **argv) {
     }
     else if (!strcmp(a, "--registry")) registry = v;
     else if (!strcmp(a, "--eval-split")) {
-      if ((rc = tr_num(a, v, 0, 1e12, &d))) return rc;
+      if ((rc = cli_number(a, v, 0, 1e12, 0, &d))) return rc;
       if (d > 0 && d < 1) o.eval_frac = d;
       else if (d == floor(d)) o.eval_count = (int64_t)d;
       else return cli_error(CLI_USAGE, "--eval-split: '%s' is neither a fraction below 1 nor a whole count", v);
       d = 0;
     }
-    else if (!strcmp(a, "--epochs")) { if (!(rc = tr_num(a, v, 1, 1e9, &d))) o.epochs = (int64_t)d; }
-    else if (!strcmp(a, "--eval-every")) { if (!(rc = tr_num(a, v, 1, 1e12, &d))) o.eval_every = (int64_t)d; }
-    else if (!strcmp(a, "--save-every")) { if (!(rc = tr_num(a, v, 1, 1e12, &d))) o.save_every = (int64_t)d; }
-    else if (!strcmp(a, "--keep-checkpoints")) { if (!(rc = tr_num(a, v, 0, 1e9, &d))) o.keep_checkpoints = (int32_t)d; }
+    else if (!strcmp(a, "--epochs")) { if (!(rc = cli_number(a, v, 1, 1e9, 0, &d))) o.epochs = (int64_t)d; }
+    else if (!strcmp(a, "--eval-every")) { if (!(rc = cli_number(a, v, 1, 1e12, 0, &d))) o.eval_every = (int64_t)d; }
+    else if (!strcmp(a, "--save-every")) { if (!(rc = cli_number(a, v, 1, 1e12, 0, &d))) o.save_every = (int64_t)d; }
+    else if (!strcmp(a, "--keep-checkpoints")) { if (!(rc = cli_number(a, v, 0, 1e9, 0, &d))) o.keep_checkpoints = (int32_t)d; }
     else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
     else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.output = v;
     else if (!strcmp(a, "--format")) o.output_format = v;
@@ -243,22 +233,22 @@ int cli_train(int argc, char **argv) {
       else if (!strcmp(v, "cosine")) o.schedule = LK_X_SCHEDULE_COSINE;
       else if (!strcmp(v, "constant_with_warmup")) o.schedule = LK_X_SCHEDULE_CONSTANT_WITH_WARMUP;
       else return cli_error(CLI_USAGE, "--schedule: '%s' is not constant, linear, cosine or constant_with_warmup", v);
-    } else if (!strcmp(a, "--rank")) { if (!(rc = tr_num(a, v, 1, 65536, &d))) o.rank = (uint32_t)d; }
-    else if (!strcmp(a, "--alpha")) { if (!(rc = tr_num(a, v, 1e-9, 1e9, &d))) o.alpha = (float)d; }
-    else if (!strcmp(a, "--dropout")) { if (!(rc = tr_num(a, v, 0, 0.999, &d))) o.dropout = (float)d; }
-    else if (!strcmp(a, "--lr")) { if (!(rc = tr_num(a, v, 0, 10, &d))) o.lr = (float)d; }
-    else if (!strcmp(a, "--steps")) { if (!(rc = tr_num(a, v, 1, 1e12, &d))) o.steps = (int64_t)d; }
-    else if (!strcmp(a, "--batch")) { if (!(rc = tr_num(a, v, 1, 1e9, &d))) o.batch = (int64_t)d; }
-    else if (!strcmp(a, "--seq-len")) { if (!(rc = tr_num(a, v, 2, 1e9, &d))) o.seq_len = (int64_t)d; }
-    else if (!strcmp(a, "--grad-accum")) { if (!(rc = tr_num(a, v, 1, 1e6, &d))) o.grad_accum = (uint32_t)d; }
-    else if (!strcmp(a, "--warmup")) { if (!(rc = tr_num(a, v, 0, 1e12, &d))) o.warmup = (int64_t)d; }
-    else if (!strcmp(a, "--weight-decay")) { if (!(rc = tr_num(a, v, 0, 10, &d))) o.weight_decay = (float)d; }
-    else if (!strcmp(a, "--beta1")) { if (!(rc = tr_num(a, v, 0, 0.999999, &d))) o.beta1 = (float)d; }
-    else if (!strcmp(a, "--beta2")) { if (!(rc = tr_num(a, v, 0, 0.999999, &d))) o.beta2 = (float)d; }
-    else if (!strcmp(a, "--eps")) { if (!(rc = tr_num(a, v, 1e-30, 1, &d))) o.eps = (float)d; }
-    else if (!strcmp(a, "--clip")) { if (!(rc = tr_num(a, v, 0, 1e9, &d))) o.clip = (float)d; }
-    else if (!strcmp(a, "--seed")) { if (!(rc = tr_num(a, v, 0, 1.8e19, &d))) o.seed = (uint64_t)d; }
-    else if (!strcmp(a, "--threads")) { if (!(rc = tr_num(a, v, 1, 4096, &d))) threads = (uint32_t)d; }
+    } else if (!strcmp(a, "--rank")) { if (!(rc = cli_number(a, v, 1, 65536, 0, &d))) o.rank = (uint32_t)d; }
+    else if (!strcmp(a, "--alpha")) { if (!(rc = cli_number(a, v, 1e-9, 1e9, 0, &d))) o.alpha = (float)d; }
+    else if (!strcmp(a, "--dropout")) { if (!(rc = cli_number(a, v, 0, 0.999, 0, &d))) o.dropout = (float)d; }
+    else if (!strcmp(a, "--lr")) { if (!(rc = cli_number(a, v, 0, 10, 0, &d))) o.lr = (float)d; }
+    else if (!strcmp(a, "--steps")) { if (!(rc = cli_number(a, v, 1, 1e12, 0, &d))) o.steps = (int64_t)d; }
+    else if (!strcmp(a, "--batch")) { if (!(rc = cli_number(a, v, 1, 1e9, 0, &d))) o.batch = (int64_t)d; }
+    else if (!strcmp(a, "--seq-len")) { if (!(rc = cli_number(a, v, 2, 1e9, 0, &d))) o.seq_len = (int64_t)d; }
+    else if (!strcmp(a, "--grad-accum")) { if (!(rc = cli_number(a, v, 1, 1e6, 0, &d))) o.grad_accum = (uint32_t)d; }
+    else if (!strcmp(a, "--warmup")) { if (!(rc = cli_number(a, v, 0, 1e12, 0, &d))) o.warmup = (int64_t)d; }
+    else if (!strcmp(a, "--weight-decay")) { if (!(rc = cli_number(a, v, 0, 10, 0, &d))) o.weight_decay = (float)d; }
+    else if (!strcmp(a, "--beta1")) { if (!(rc = cli_number(a, v, 0, 0.999999, 0, &d))) o.beta1 = (float)d; }
+    else if (!strcmp(a, "--beta2")) { if (!(rc = cli_number(a, v, 0, 0.999999, 0, &d))) o.beta2 = (float)d; }
+    else if (!strcmp(a, "--eps")) { if (!(rc = cli_number(a, v, 1e-30, 1, 0, &d))) o.eps = (float)d; }
+    else if (!strcmp(a, "--clip")) { if (!(rc = cli_number(a, v, 0, 1e9, 0, &d))) o.clip = (float)d; }
+    else if (!strcmp(a, "--seed")) { if (!(rc = cli_number(a, v, 0, 1.8e19, 0, &d))) o.seed = (uint64_t)d; }
+    else if (!strcmp(a, "--threads")) { if (!(rc = cli_number(a, v, 1, 4096, 0, &d))) threads = (uint32_t)d; }
     else return cli_error(CLI_USAGE, "train: unknown option %s (see lorakit train --help)", a);
     if (rc) return rc;
     if (d != floor(d) && (!strcmp(a, "--rank") || !strcmp(a, "--steps") || !strcmp(a, "--batch") ||

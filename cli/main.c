@@ -2,6 +2,8 @@
  * Exit status: 0 ok, 1 failed, 2 usage. Errors go to stderr. */
 #include "cli.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,17 @@ int cli_error(int code, const char *fmt, ...) {
   cli_escape_output = saved;
   free(msg);
   return code;
+}
+
+int cli_number(const char *opt, const char *v, double lo, double hi, int whole, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double d = strtod(v, &end);
+  if (errno || !end || *end || end == v || !isfinite(d) || d < lo || d > hi || (whole && d != floor(d)))
+    return cli_error(CLI_USAGE, "%s: invalid value '%s' (expected a%s number in [%g, %g])", opt, v,
+                     whole ? " whole" : "", lo, hi);
+  *out = d;
+  return CLI_OK;
 }
 
 const char *cli_kind_name(int32_t kind) {

@@ -104,10 +104,11 @@ CPU_ISA_FLAGS_gemm_amx    := $(CPU_ISA_FLAGS_gemm_bf16) -mamx-tile -mamx-bf16
 CPU_ISA_KERNELS := gemm_avx2 gemm_avx512 gemm_bf16 gemm_amx
 $(foreach f,$(CPU_ISA_KERNELS),$(eval $(B)/obj/plugins/cpu/$(f).o: CFLAGS += $(CPU_ISA_FLAGS_$(f))))
 # ISA kernel files of the quantiser plugins (fused kernels, lk.quant.cpu/1):
-# NAME_avx2.c and NAME_avx512.c get their path's flags, as the cpu plugin's do.
+# NAME_avx2.c and NAME_avx512.c get their path's flags, as the cpu plugin's do,
+# and F16C (the f16 block scales; every AVX2 CPU has it, and the paths check).
 QUANT_ISA_SRC := $(wildcard plugins/quant-*/*_avx2.c plugins/quant-*/*_avx512.c)
 $(foreach f,$(QUANT_ISA_SRC),$(eval $(B)/obj/$(f:%.c=%.o): CFLAGS += \
-  $(if $(filter %_avx512.c,$(f)),$(CPU_ISA_FLAGS_gemm_avx512),$(CPU_ISA_FLAGS_gemm_avx2))))
+  $(if $(filter %_avx512.c,$(f)),$(CPU_ISA_FLAGS_gemm_avx512) -mf16c,$(CPU_ISA_FLAGS_gemm_avx2) -mf16c)))
 # The K-quant reference quantisers choose scales by comparing f32 sums: no
 # FMA contraction, as in llama.cpp's ggml-base (-march=native via
 # EXTRA_CFLAGS would otherwise fuse them in gcc's default mode).

@@ -24,6 +24,7 @@
 
 #define GQ_NT_CHUNK 512 /* floats per W row, two rows at a time (4 KiB; >= 256, the largest block) */
 #define GQ_NN_CHUNK 512  /* floats per row, four rows at a time (8 KiB) */
+#define GQ_NN1_CHUNK 1024 /* columns of dx per pass of the one-token kernel (4 KiB) */
 
 /* ---- portable kernels ---------------------------------------------------------- */
 
@@ -74,7 +75,7 @@ static gq_run_fn gq_run_none(int32_t gguf_type) {
   return NULL;
 }
 
-static const gq_isa_kernels gq_kernels_c = {gq_run_none, gq_dot_c, gq_axpy_c};
+static const gq_isa_kernels gq_kernels_c = {gq_run_none, gq_dot_c, gq_axpy_c, NULL, NULL};
 
 /* ---- the path ----------------------------------------------------------------- */
 
@@ -84,7 +85,8 @@ static int gq_cpu_has(int32_t isa) {
   if (isa >= LK_CPU_ISA_AVX512)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (isa == LK_CPU_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == LK_CPU_ISA_AVX2)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return 1;
 }
 #else
@@ -137,6 +139,11 @@ static void gq_matmul_nt(void *self, const void *const *parts, int64_t ncols, in
   _Alignas(64) float buf[2 * GQ_NT_CHUNK];
   const int64_t nb = ncols / j.be, rb = nb * j.bb, cb = GQ_NT_CHUNK / j.be;
   const uint8_t *base = (const uint8_t *)parts[0] + row0 * rb;
+  const gq_nt1_fn nt1 = m == 1 && j.k->nt1 ? j.k->nt1(f->gguf_type) : NULL;
+  if (nt1) { /* one token: x (one row) stays in L1, W streams once */
+    nt1(base, rb, nb, nrows, x, y);
+    return;
+  }
   for (int64_t i = 0; i < m; i++) memset(y + i * ldy, 0, (size_t)nrows * sizeof(float));
   /* Column chunks outermost: x's chunk (m rows) stays in L1 while every row
    * of W, two at a time, is dequantised and multiplied against it. */
@@ -160,6 +167,13 @@ static void gq_matmul_nn(void *self, const void *const *parts, int64_t ncols, in
   const int64_t nb = ncols / j.be, rb = nb * j.bb, cb = GQ_NN_CHUNK / j.be > 0 ? GQ_NN_CHUNK / j.be : 1;
   const int64_t b_first = col0 / j.be, b_end = (col0 + cols + j.be - 1) / j.be;
   const uint8_t *base = (const uint8_t *)parts[0] + row0 * rb;
+  const gq_nn1_fn nn1 = m == 1 && j.k->nn1 ? j.k->nn1(f->gguf_type) : NULL;
+  if (nn1) { /* one token: chunks of GQ_NN1_CHUNK columns of dx stay in L1 */
+    const int64_t c1 = GQ_NN1_CHUNK / j.be > 0 ? GQ_NN1_CHUNK / j.be : 1;
+    for (int64_t b0 = b_first; b0 < b_end; b0 += c1)
+      nn1(base + b0 * j.bb, rb, b_end - b0 < c1 ? b_end - b0 : c1, nrows, dy, dx + (b0 * j.be - col0));
+    return;
+  }
   /* Column chunks outermost: dx's chunk (m rows) stays in cache while every
    * row of W adds into it. */
   for (int64_t b0 = b_first; b0 < b_end; b0 += cb) {

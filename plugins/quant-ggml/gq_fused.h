@@ -22,6 +22,15 @@
 /* Blocks [0, nblk) at src -> dst[nblk * block_elems]. */
 typedef void (*gq_run_fn)(const uint8_t *src, int64_t nblk, float *dst);
 
+/* One token (m == 1), dequantising in registers, no buffer: W's rows of nb
+ * blocks lie rb bytes apart from w.
+ *   nt1: y[r] = sum_k W[r, k] x[k] for r < nrows (k over nb blocks);
+ *   nn1: dx[c] += sum_{r < nrows} dy[r] W[r, c] for the nb blocks' columns.
+ * The weights are the dequantiser's f32 values exactly (same operations);
+ * only the order of the f32 sums differs from dequantise-then-multiply. */
+typedef void (*gq_nt1_fn)(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *x, float *y);
+typedef void (*gq_nn1_fn)(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *dy, float *dx);
+
 typedef struct gq_isa_kernels {
   /* The block-run dequantiser for a GGML type id; NULL: none on this path. */
   gq_run_fn (*run)(int32_t gguf_type);
@@ -31,6 +40,9 @@ typedef struct gq_isa_kernels {
   /* dx[i*lddx + k] += sum_{r<nr} dy[i*lddy + r] * w[r*ldw + k], k < n, i < m; nr 1..4. */
   void (*axpy)(const float *w, int64_t ldw, int64_t nr, int64_t n, const float *dy, int64_t lddy, int64_t m,
                float *dx, int64_t lddx);
+  /* The one-token kernels for a GGML type id; NULL (or a NULL member): none. */
+  gq_nt1_fn (*nt1)(int32_t gguf_type);
+  gq_nn1_fn (*nn1)(int32_t gguf_type);
 } gq_isa_kernels;
 
 extern const gq_isa_kernels gq_kernels_avx2;

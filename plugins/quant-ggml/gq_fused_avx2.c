@@ -231,4 +231,258 @@ static void g2_axpy(const float *w, int64_t ldw, int64_t nr, int64_t n, const fl
   }
 }
 
-const gq_isa_kernels gq_kernels_avx2 = {g2_run, g2_dot, g2_axpy};
+/* ---- one token: dequantise in registers --------------------------------------- */
+
+/* A block's f16 scale (F16C; the AVX2 path requires it, gq_fused.c). */
+static inline float g2_h(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8)); }
+
+/* 32 q4_0 weights (one block) as four f32 vectors in element order, scaled
+ * exactly as gq_deq_q4_0 does: (nibble - 8) * d. */
+#define G2_Q4_0(p, w0, w1, w2, w3)                                                                          \
+  do {                                                                                                       \
+    const __m256 d_ = _mm256_set1_ps(g2_h(p));                                                               \
+    const __m128i q_ = _mm_loadu_si128((const __m128i *)((p) + 2));                                         \
+    const __m128i l_ = _mm_sub_epi8(_mm_and_si128(q_, lo4), eight);                                          \
+    const __m128i h_ = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q_, 4), lo4), eight);                       \
+    w0 = _mm256_mul_ps(g2_i8lo(l_), d_);                                                                     \
+    w1 = _mm256_mul_ps(g2_i8hi(l_), d_);                                                                     \
+    w2 = _mm256_mul_ps(g2_i8lo(h_), d_);                                                                     \
+    w3 = _mm256_mul_ps(g2_i8hi(h_), d_);                                                                     \
+  } while (0)
+
+#define G2_Q8_0(p, w0, w1, w2, w3)                                                                          \
+  do {                                                                                                       \
+    const __m256 d_ = _mm256_set1_ps(g2_h(p));                                                               \
+    const __m128i a_ = _mm_loadu_si128((const __m128i *)((p) + 2));                                         \
+    const __m128i c_ = _mm_loadu_si128((const __m128i *)((p) + 18));                                        \
+    w0 = _mm256_mul_ps(g2_i8lo(a_), d_);                                                                     \
+    w1 = _mm256_mul_ps(g2_i8hi(a_), d_);                                                                     \
+    w2 = _mm256_mul_ps(g2_i8lo(c_), d_);                                                                     \
+    w3 = _mm256_mul_ps(g2_i8hi(c_), d_);                                                                     \
+  } while (0)
+
+static void g2_nt1_q4_0(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *x, float *y) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+  int64_t r = 0;
+  for (; r + 2 <= nrows; r += 2) {
+    const uint8_t *p = w + r * rb, *q = p + rb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, w0, w1, w2, w3;
+    for (int64_t b = 0; b < nb; b++, p += 18, q += 18) {
+      const float *xb = x + 32 * b;
+      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+                   x3 = _mm256_loadu_ps(xb + 24);
+      G2_Q4_0(p, w0, w1, w2, w3);
+      a0 = _mm256_fmadd_ps(w0, x0, a0);
+      a1 = _mm256_fmadd_ps(w1, x1, a1);
+      a0 = _mm256_fmadd_ps(w2, x2, a0);
+      a1 = _mm256_fmadd_ps(w3, x3, a1);
+      G2_Q4_0(q, w0, w1, w2, w3);
+      b0 = _mm256_fmadd_ps(w0, x0, b0);
+      b1 = _mm256_fmadd_ps(w1, x1, b1);
+      b0 = _mm256_fmadd_ps(w2, x2, b0);
+      b1 = _mm256_fmadd_ps(w3, x3, b1);
+    }
+    y[r] = g2_sum(_mm256_add_ps(a0, a1));
+    y[r + 1] = g2_sum(_mm256_add_ps(b0, b1));
+  }
+  for (; r < nrows; r++) {
+    const uint8_t *p = w + r * rb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, w0, w1, w2, w3;
+    for (int64_t b = 0; b < nb; b++, p += 18) {
+      const float *xb = x + 32 * b;
+      G2_Q4_0(p, w0, w1, w2, w3);
+      a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb), a0);
+      a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + 8), a1);
+      a0 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xb + 16), a0);
+      a1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xb + 24), a1);
+    }
+    y[r] = g2_sum(_mm256_add_ps(a0, a1));
+  }
+}
+
+static void g2_nt1_q8_0(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *x, float *y) {
+  int64_t r = 0;
+  for (; r + 2 <= nrows; r += 2) {
+    const uint8_t *p = w + r * rb, *q = p + rb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, w0, w1, w2, w3;
+    for (int64_t b = 0; b < nb; b++, p += 34, q += 34) {
+      const float *xb = x + 32 * b;
+      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+                   x3 = _mm256_loadu_ps(xb + 24);
+      G2_Q8_0(p, w0, w1, w2, w3);
+      a0 = _mm256_fmadd_ps(w0, x0, a0);
+      a1 = _mm256_fmadd_ps(w1, x1, a1);
+      a0 = _mm256_fmadd_ps(w2, x2, a0);
+      a1 = _mm256_fmadd_ps(w3, x3, a1);
+      G2_Q8_0(q, w0, w1, w2, w3);
+      b0 = _mm256_fmadd_ps(w0, x0, b0);
+      b1 = _mm256_fmadd_ps(w1, x1, b1);
+      b0 = _mm256_fmadd_ps(w2, x2, b0);
+      b1 = _mm256_fmadd_ps(w3, x3, b1);
+    }
+    y[r] = g2_sum(_mm256_add_ps(a0, a1));
+    y[r + 1] = g2_sum(_mm256_add_ps(b0, b1));
+  }
+  for (; r < nrows; r++) {
+    const uint8_t *p = w + r * rb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, w0, w1, w2, w3;
+    for (int64_t b = 0; b < nb; b++, p += 34) {
+      const float *xb = x + 32 * b;
+      G2_Q8_0(p, w0, w1, w2, w3);
+      a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb), a0);
+      a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + 8), a1);
+      a0 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xb + 16), a0);
+      a1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xb + 24), a1);
+    }
+    y[r] = g2_sum(_mm256_add_ps(a0, a1));
+  }
+}
+
+/* q4_K: a super-block of 256 in pairs of 32-element sub-blocks over 32 bytes
+ * of nibbles (low: sub-block is, high: is + 1); weight = q * (d * sc) - dmin
+ * * m, the products and difference rounded as gq_deq_q4_k rounds them. */
+typedef struct g2_k4s {
+  __m256 d[8], m[8];
+} g2_k4s;
+
+static inline void g2_k4_scales(const uint8_t *src, g2_k4s *s) {
+  const float d = g2_h(src), dmin = g2_h(src + 2);
+  for (int is = 0; is < 8; is++) {
+    int sc, m;
+    g2_k4(is, src + 4, &sc, &m);
+    s->d[is] = _mm256_set1_ps(d * (float)sc);
+    s->m[is] = _mm256_set1_ps(dmin * (float)m);
+  }
+}
+
+static inline __m256 g2_k4w(__m128i v8, __m256 d, __m256 m) {
+  return _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v8)), d), m);
+}
+
+static void g2_nt1_q4_k(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *x, float *y) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  for (int64_t r = 0; r < nrows; r++) {
+    const uint8_t *p = w + r * rb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t b = 0; b < nb; b++, p += 144) {
+      g2_k4s s;
+      g2_k4_scales(p, &s);
+      const uint8_t *q = p + 16;
+      const float *xb = x + 256 * b;
+      for (int is = 0; is < 8; is += 2, q += 32, xb += 64) {
+        const __m128i u = _mm_loadu_si128((const __m128i *)q), v = _mm_loadu_si128((const __m128i *)(q + 16));
+        const __m128i ul = _mm_and_si128(u, lo4), vl = _mm_and_si128(v, lo4);
+        const __m128i uh = _mm_and_si128(_mm_srli_epi16(u, 4), lo4), vh = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+        a0 = _mm256_fmadd_ps(g2_k4w(ul, s.d[is], s.m[is]), _mm256_loadu_ps(xb), a0);
+        a1 = _mm256_fmadd_ps(g2_k4w(_mm_srli_si128(ul, 8), s.d[is], s.m[is]), _mm256_loadu_ps(xb + 8), a1);
+        a2 = _mm256_fmadd_ps(g2_k4w(vl, s.d[is], s.m[is]), _mm256_loadu_ps(xb + 16), a2);
+        a3 = _mm256_fmadd_ps(g2_k4w(_mm_srli_si128(vl, 8), s.d[is], s.m[is]), _mm256_loadu_ps(xb + 24), a3);
+        a0 = _mm256_fmadd_ps(g2_k4w(uh, s.d[is + 1], s.m[is + 1]), _mm256_loadu_ps(xb + 32), a0);
+        a1 = _mm256_fmadd_ps(g2_k4w(_mm_srli_si128(uh, 8), s.d[is + 1], s.m[is + 1]), _mm256_loadu_ps(xb + 40), a1);
+        a2 = _mm256_fmadd_ps(g2_k4w(vh, s.d[is + 1], s.m[is + 1]), _mm256_loadu_ps(xb + 48), a2);
+        a3 = _mm256_fmadd_ps(g2_k4w(_mm_srli_si128(vh, 8), s.d[is + 1], s.m[is + 1]), _mm256_loadu_ps(xb + 56), a3);
+      }
+    }
+    y[r] = g2_sum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  }
+}
+
+/* dx[c] += sum_r dy[r] W[r, c], four rows of W at a time into dx's chunk. */
+#define G2_NN1(NAME, BE, BB, DEQ)                                                                           \
+  static void NAME(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *dy, float *dx) {    \
+    const __m128i lo4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);                                      \
+    (void)lo4;                                                                                               \
+    (void)eight;                                                                                             \
+    int64_t r = 0;                                                                                           \
+    for (; r < nrows; r += 4) {                                                                              \
+      const int nr = nrows - r < 4 ? (int)(nrows - r) : 4;                                                   \
+      const uint8_t *p[4];                                                                                   \
+      __m256 c[4];                                                                                           \
+      for (int t = 0; t < 4; t++) {                                                                          \
+        p[t] = w + (r + (t < nr ? t : 0)) * rb;                                                              \
+        c[t] = _mm256_set1_ps(t < nr ? dy[r + t] : 0.0f);                                                    \
+      }                                                                                                      \
+      float *o = dx;                                                                                         \
+      for (int64_t b = 0; b < nb; b++, o += (BE)) {                                                          \
+        __m256 o0 = _mm256_loadu_ps(o), o1 = _mm256_loadu_ps(o + 8), o2 = _mm256_loadu_ps(o + 16),            \
+               o3 = _mm256_loadu_ps(o + 24), w0, w1, w2, w3;                                                 \
+        for (int t = 0; t < nr; t++) {                                                                       \
+          DEQ(p[t] + b * (BB), w0, w1, w2, w3);                                                              \
+          o0 = _mm256_fmadd_ps(c[t], w0, o0);                                                                \
+          o1 = _mm256_fmadd_ps(c[t], w1, o1);                                                                \
+          o2 = _mm256_fmadd_ps(c[t], w2, o2);                                                                \
+          o3 = _mm256_fmadd_ps(c[t], w3, o3);                                                                \
+        }                                                                                                    \
+        _mm256_storeu_ps(o, o0);                                                                             \
+        _mm256_storeu_ps(o + 8, o1);                                                                         \
+        _mm256_storeu_ps(o + 16, o2);                                                                        \
+        _mm256_storeu_ps(o + 24, o3);                                                                        \
+      }                                                                                                      \
+    }                                                                                                        \
+  }
+G2_NN1(g2_nn1_q4_0, 32, 18, G2_Q4_0)
+G2_NN1(g2_nn1_q8_0, 32, 34, G2_Q8_0)
+
+static void g2_nn1_q4_k(const uint8_t *w, int64_t rb, int64_t nb, int64_t nrows, const float *dy, float *dx) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  for (int64_t r = 0; r < nrows; r += 2) {
+    const int nr = nrows - r < 2 ? (int)(nrows - r) : 2;
+    float *o = dx;
+    for (int64_t b = 0; b < nb; b++) {
+      for (int is = 0; is < 8; is += 2, o += 64) {
+        __m256 o0 = _mm256_loadu_ps(o), o1 = _mm256_loadu_ps(o + 8), o2 = _mm256_loadu_ps(o + 16),
+               o3 = _mm256_loadu_ps(o + 24), o4 = _mm256_loadu_ps(o + 32), o5 = _mm256_loadu_ps(o + 40),
+               o6 = _mm256_loadu_ps(o + 48), o7 = _mm256_loadu_ps(o + 56);
+        for (int t = 0; t < nr; t++) {
+          const uint8_t *p = w + (r + t) * rb + b * 144, *q = p + 16 + 16 * is;
+          const float d = g2_h(p), dmin = g2_h(p + 2);
+          int sc, mn;
+          g2_k4(is, p + 4, &sc, &mn);
+          const __m256 d1 = _mm256_set1_ps(d * (float)sc), m1 = _mm256_set1_ps(dmin * (float)mn);
+          g2_k4(is + 1, p + 4, &sc, &mn);
+          const __m256 d2 = _mm256_set1_ps(d * (float)sc), m2 = _mm256_set1_ps(dmin * (float)mn);
+          const __m256 c = _mm256_set1_ps(dy[r + t]);
+          const __m128i u = _mm_loadu_si128((const __m128i *)q), v = _mm_loadu_si128((const __m128i *)(q + 16));
+          const __m128i ul = _mm_and_si128(u, lo4), vl = _mm_and_si128(v, lo4);
+          const __m128i uh = _mm_and_si128(_mm_srli_epi16(u, 4), lo4), vh = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+          o0 = _mm256_fmadd_ps(c, g2_k4w(ul, d1, m1), o0);
+          o1 = _mm256_fmadd_ps(c, g2_k4w(_mm_srli_si128(ul, 8), d1, m1), o1);
+          o2 = _mm256_fmadd_ps(c, g2_k4w(vl, d1, m1), o2);
+          o3 = _mm256_fmadd_ps(c, g2_k4w(_mm_srli_si128(vl, 8), d1, m1), o3);
+          o4 = _mm256_fmadd_ps(c, g2_k4w(uh, d2, m2), o4);
+          o5 = _mm256_fmadd_ps(c, g2_k4w(_mm_srli_si128(uh, 8), d2, m2), o5);
+          o6 = _mm256_fmadd_ps(c, g2_k4w(vh, d2, m2), o6);
+          o7 = _mm256_fmadd_ps(c, g2_k4w(_mm_srli_si128(vh, 8), d2, m2), o7);
+        }
+        _mm256_storeu_ps(o, o0);
+        _mm256_storeu_ps(o + 8, o1);
+        _mm256_storeu_ps(o + 16, o2);
+        _mm256_storeu_ps(o + 24, o3);
+        _mm256_storeu_ps(o + 32, o4);
+        _mm256_storeu_ps(o + 40, o5);
+        _mm256_storeu_ps(o + 48, o6);
+        _mm256_storeu_ps(o + 56, o7);
+      }
+    }
+  }
+}
+
+static gq_nt1_fn g2_nt1(int32_t gguf_type) {
+  switch (gguf_type) {
+  case 2: return g2_nt1_q4_0;
+  case 8: return g2_nt1_q8_0;
+  case 12: return g2_nt1_q4_k;
+  default: return NULL;
+  }
+}
+
+static gq_nn1_fn g2_nn1(int32_t gguf_type) {
+  switch (gguf_type) {
+  case 2: return g2_nn1_q4_0;
+  case 8: return g2_nn1_q8_0;
+  case 12: return g2_nn1_q4_k;
+  default: return NULL;
+  }
+}
+
+const gq_isa_kernels gq_kernels_avx2 = {g2_run, g2_dot, g2_axpy, g2_nt1, g2_nn1};

@@ -436,4 +436,4 @@ static void g5_axpy(const float *w, int64_t ldw, int64_t nr, int64_t n, const fl
   }
 }
 
-const gq_isa_kernels gq_kernels_avx512 = {g5_run, g5_dot, g5_axpy};
+const gq_isa_kernels gq_kernels_avx512 = {g5_run, g5_dot, g5_axpy, NULL, NULL};

@@ -86,8 +86,101 @@ static inline __attribute__((always_inline)) void nf2_nt_tile(nf2_state *s, uint
   for (int t = 0; t < nt; t++) y[t * ldy] = nf2_hsum(acc[t]);
 }
 
+/* ---- whole blocks: one absmax per block, 32 codes per 16 bytes ------------------- */
+
+/* 16 bytes of codes -> the 32 code values in element order (high nibble
+ * first) as four vectors of table values. */
+static inline __attribute__((always_inline)) void nf2_lut32(const uint8_t *p, __m256 tlo, __m256 thi, __m256 *w) {
+  const __m128i m15 = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
+  const __m128i lo = _mm_and_si128(b, m15), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m15);
+  const __m128i e0 = _mm_unpacklo_epi8(hi, lo), e1 = _mm_unpackhi_epi8(hi, lo);
+  const __m128i h[4] = {e0, _mm_srli_si128(e0, 8), e1, _mm_srli_si128(e1, 8)};
+  for (int t = 0; t < 4; t++) {
+    const __m256i idx = _mm256_cvtepu8_epi32(h[t]);
+    w[t] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, idx), _mm256_permutevar8x32_ps(thi, idx),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+  }
+}
+
+/* One token, rows of whole blocks (ncols % bs == 0): y[j] = W[row0 + j, :] x,
+ * two rows at a time sharing x's loads; value = table[code] * absmax as
+ * nf_deq_range rounds it, then one fma into the row's sums. */
+static void nf2_nt1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, const float *x, float *y) {
+  const __m256 tlo = _mm256_loadu_ps(v->table), thi = _mm256_loadu_ps(v->table + 8);
+  const uint64_t bs = v->bs, nbr = (uint64_t)ncols / bs;
+  int64_t j = 0;
+  for (; j < nrows; j += 2) {
+    const int two = j + 1 < nrows;
+    const uint64_t b0 = (uint64_t)(row0 + j) * nbr, b1 = two ? b0 + nbr : b0;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, c0 = a0, c1 = a0, w[4], u[4];
+    for (uint64_t b = 0; b < nbr; b++) {
+      const __m256 s0 = _mm256_set1_ps(nf_block_absmax(v, b0 + b)), s1 = _mm256_set1_ps(nf_block_absmax(v, b1 + b));
+      const uint8_t *p0 = v->codes + ((b0 + b) * bs >> 1), *p1 = v->codes + ((b1 + b) * bs >> 1);
+      const float *xb = x + b * bs;
+      for (uint64_t k = 0; k < bs; k += 32, p0 += 16, p1 += 16, xb += 32) {
+        nf2_lut32(p0, tlo, thi, w);
+        nf2_lut32(p1, tlo, thi, u);
+        const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+                     x3 = _mm256_loadu_ps(xb + 24);
+        a0 = _mm256_fmadd_ps(_mm256_mul_ps(w[0], s0), x0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_mul_ps(w[1], s0), x1, a1);
+        a0 = _mm256_fmadd_ps(_mm256_mul_ps(w[2], s0), x2, a0);
+        a1 = _mm256_fmadd_ps(_mm256_mul_ps(w[3], s0), x3, a1);
+        c0 = _mm256_fmadd_ps(_mm256_mul_ps(u[0], s1), x0, c0);
+        c1 = _mm256_fmadd_ps(_mm256_mul_ps(u[1], s1), x1, c1);
+        c0 = _mm256_fmadd_ps(_mm256_mul_ps(u[2], s1), x2, c0);
+        c1 = _mm256_fmadd_ps(_mm256_mul_ps(u[3], s1), x3, c1);
+      }
+    }
+    y[j] = nf2_hsum(_mm256_add_ps(a0, a1));
+    if (two) y[j + 1] = nf2_hsum(_mm256_add_ps(c0, c1));
+  }
+}
+
+/* One token, whole blocks of columns (ncols, col0 and cols multiples of
+ * bs): dx[c] += sum_j dy[j] W[row0 + j, col0 + c], four rows at a time into
+ * each block of dx's columns. */
+static void nf2_nn1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, int64_t col0, int64_t cols,
+                           const float *dy, float *dx) {
+  const __m256 tlo = _mm256_loadu_ps(v->table), thi = _mm256_loadu_ps(v->table + 8);
+  const uint64_t bs = v->bs, nbr = (uint64_t)ncols / bs, cb0 = (uint64_t)col0 / bs, ncb = (uint64_t)cols / bs;
+  for (int64_t j = 0; j < nrows; j += 4) {
+    const int nr = nrows - j < 4 ? (int)(nrows - j) : 4;
+    for (uint64_t cb = 0; cb < ncb; cb++) {
+      __m256 s[4], g[4];
+      const uint8_t *p[4];
+      for (int t = 0; t < nr; t++) {
+        const uint64_t b = (uint64_t)(row0 + j + t) * nbr + cb0 + cb;
+        s[t] = _mm256_set1_ps(nf_block_absmax(v, b));
+        g[t] = _mm256_set1_ps(dy[j + t]);
+        p[t] = v->codes + (b * bs >> 1);
+      }
+      float *o = dx + cb * bs;
+      for (uint64_t k = 0; k < bs; k += 32, o += 32) {
+        __m256 o0 = _mm256_loadu_ps(o), o1 = _mm256_loadu_ps(o + 8), o2 = _mm256_loadu_ps(o + 16),
+               o3 = _mm256_loadu_ps(o + 24), w[4];
+        for (int t = 0; t < nr; t++) {
+          nf2_lut32(p[t] + (k >> 1), tlo, thi, w);
+          o0 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[0], s[t]), o0);
+          o1 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[1], s[t]), o1);
+          o2 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[2], s[t]), o2);
+          o3 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[3], s[t]), o3);
+        }
+        _mm256_storeu_ps(o, o0);
+        _mm256_storeu_ps(o + 8, o1);
+        _mm256_storeu_ps(o + 16, o2);
+        _mm256_storeu_ps(o + 24, o3);
+      }
+    }
+  }
+}
+
 static void nf2_matmul_nt(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, const float *x, int64_t ldx,
                           int64_t m, float *y, int64_t ldy) {
+  if (m == 1 && v->bs >= 32 && ncols % v->bs == 0) {
+    nf2_nt1_blocks(v, ncols, row0, nrows, x, y);
+    return;
+  }
   nf2_state s;
   nf2_init(&s, v);
   for (int64_t j = 0; j < nrows; j++) {
@@ -100,6 +193,10 @@ static void nf2_matmul_nt(const nf_view *v, int64_t ncols, int64_t row0, int64_t
 
 static void nf2_matmul_nn(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, int64_t col0, int64_t cols,
                           const float *dy, int64_t lddy, int64_t m, float *dx, int64_t lddx) {
+  if (m == 1 && v->bs >= 32 && ncols % v->bs == 0 && col0 % v->bs == 0 && cols % v->bs == 0) {
+    nf2_nn1_blocks(v, ncols, row0, nrows, col0, cols, dy, dx);
+    return;
+  }
   nf2_state s;
   nf2_init(&s, v);
   for (int64_t j = 0; j < nrows; j++) {

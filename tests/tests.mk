@@ -16,7 +16,7 @@
 # in $(B)/tests/bin, so that "plugins/ next to the executable" discovery does
 # not pick up the deliberately broken plugins in $(B)/tests/plugins.
 
-CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null) -include tests/check_fast.h
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 LK_BUILD_ABS  = $(abspath $(B))
 # Suites run TEST_JOBS at a time (each one's output printed whole when it ends).
@@ -36,7 +36,7 @@ TEST_BINS    := $(TEST_SUITES:%=$(B)/tests/bin/test_%)
 TEST_SLOW    := quant_fused llm quant ops_nn generate model_quant quant_nf4 quant_k isa engine
 TEST_RUN_ORDER = $(filter $(TEST_SLOW:%=$(B)/tests/bin/test_%),$(TEST_BINS)) \
                  $(filter-out $(TEST_SLOW:%=$(B)/tests/bin/test_%),$(TEST_BINS))
-TEST_HDRS    := tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
+TEST_HDRS    := tests/check_fast.h tests/test_util.h tests/test_tok_ref.h tests/plugins/tp_ext.h tests/plugins/tp_common.h
 
 # Test plugins: lorakit-NAME.so from tests/plugins/SRC.c with extra flags.
 TP_DIR       := $(B)/tests/plugins

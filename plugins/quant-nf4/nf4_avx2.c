@@ -7,6 +7,7 @@
 #include "nf4.h"
 
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct nf2_state {
@@ -86,40 +87,78 @@ static inline __attribute__((always_inline)) void nf2_nt_tile(nf2_state *s, uint
   for (int t = 0; t < nt; t++) y[t * ldy] = nf2_hsum(acc[t]);
 }
 
-/* ---- whole blocks: one absmax per block, 32 codes per 16 bytes ------------------- */
+/* ---- whole blocks, one token: a byte-plane lookup and x in the kernel's order -----
+ *
+ * The 16 table values are split into four byte planes; vpshufb looks up each
+ * plane for 32 codes at once (the high nibbles of 16 bytes in the low lane,
+ * the low nibbles in the high lane) and two rounds of unpacks put the bytes
+ * back together as floats. The floats come out in the order "the even
+ * elements of each group of 8, then its odd ones", so x (or dx) is taken in
+ * that order instead (nf2_perm8), once per call. Values are table[code] *
+ * absmax exactly as nf_deq_range rounds them. */
 
-/* 16 bytes of codes -> the 32 code values in element order (high nibble
- * first) as four vectors of table values. */
-static inline __attribute__((always_inline)) void nf2_lut32(const uint8_t *p, __m256 tlo, __m256 thi, __m256 *w) {
-  const __m128i m15 = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
-  const __m128i lo = _mm_and_si128(b, m15), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m15);
-  const __m128i e0 = _mm_unpacklo_epi8(hi, lo), e1 = _mm_unpackhi_epi8(hi, lo);
-  const __m128i h[4] = {e0, _mm_srli_si128(e0, 8), e1, _mm_srli_si128(e1, 8)};
-  for (int t = 0; t < 4; t++) {
-    const __m256i idx = _mm256_cvtepu8_epi32(h[t]);
-    w[t] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, idx), _mm256_permutevar8x32_ps(thi, idx),
-                            _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+#define NF2_STACK_COLS 8192 /* permuted x / dx on the stack up to this many columns, else malloc */
+
+typedef struct nf2_planes {
+  __m256i t[4];
+} nf2_planes;
+
+static void nf2_planes_init(nf2_planes *pl, const float *table) {
+  uint8_t bytes[4][16];
+  for (int v = 0; v < 16; v++) {
+    uint32_t u;
+    memcpy(&u, &table[v], 4);
+    for (int i = 0; i < 4; i++) bytes[i][v] = (uint8_t)(u >> (8 * i));
   }
+  for (int i = 0; i < 4; i++) pl->t[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bytes[i]));
 }
 
-/* One token, rows of whole blocks (ncols % bs == 0): y[j] = W[row0 + j, :] x,
- * two rows at a time sharing x's loads; value = table[code] * absmax as
- * nf_deq_range rounds it, then one fma into the row's sums. */
-static void nf2_nt1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, const float *x, float *y) {
-  const __m256 tlo = _mm256_loadu_ps(v->table), thi = _mm256_loadu_ps(v->table + 8);
+/* 16 bytes of codes (32 elements) -> w[0..3], each group of 8 as evens then odds. */
+static inline __attribute__((always_inline)) void nf2_lut32p(const uint8_t *p, const nf2_planes *pl, __m256 *w) {
+  const __m128i m15 = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
+  const __m256i c = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(_mm_srli_epi16(b, 4), m15)),
+                                            _mm_and_si128(b, m15), 1);
+  const __m256i b0 = _mm256_shuffle_epi8(pl->t[0], c), b1 = _mm256_shuffle_epi8(pl->t[1], c),
+                b2 = _mm256_shuffle_epi8(pl->t[2], c), b3 = _mm256_shuffle_epi8(pl->t[3], c);
+  const __m256i l01 = _mm256_unpacklo_epi8(b0, b1), h01 = _mm256_unpackhi_epi8(b0, b1);
+  const __m256i l23 = _mm256_unpacklo_epi8(b2, b3), h23 = _mm256_unpackhi_epi8(b2, b3);
+  w[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(l01, l23));
+  w[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(l01, l23));
+  w[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(h01, h23));
+  w[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(h01, h23));
+}
+
+/* n (a multiple of 8) floats: dst = src with each group of 8 as evens then odds. */
+static void nf2_perm8(const float *src, float *dst, int64_t n) {
+  const __m256i ix = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (int64_t k = 0; k < n; k += 8) _mm256_storeu_ps(dst + k, _mm256_permutevar8x32_ps(_mm256_loadu_ps(src + k), ix));
+}
+
+/* The inverse, added into dst. */
+static void nf2_unperm8_add(const float *src, float *dst, int64_t n) {
+  const __m256i ix = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t k = 0; k < n; k += 8)
+    _mm256_storeu_ps(dst + k, _mm256_add_ps(_mm256_loadu_ps(dst + k),
+                                            _mm256_permutevar8x32_ps(_mm256_loadu_ps(src + k), ix)));
+}
+
+/* y[j] = W[row0 + j, :] x, rows of whole blocks; xp is x permuted. Two rows at
+ * a time share xp's loads. */
+static void nf2_nt1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, const float *xp, float *y) {
+  nf2_planes pl;
+  nf2_planes_init(&pl, v->table);
   const uint64_t bs = v->bs, nbr = (uint64_t)ncols / bs;
-  int64_t j = 0;
-  for (; j < nrows; j += 2) {
+  for (int64_t j = 0; j < nrows; j += 2) {
     const int two = j + 1 < nrows;
     const uint64_t b0 = (uint64_t)(row0 + j) * nbr, b1 = two ? b0 + nbr : b0;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, c0 = a0, c1 = a0, w[4], u[4];
     for (uint64_t b = 0; b < nbr; b++) {
       const __m256 s0 = _mm256_set1_ps(nf_block_absmax(v, b0 + b)), s1 = _mm256_set1_ps(nf_block_absmax(v, b1 + b));
       const uint8_t *p0 = v->codes + ((b0 + b) * bs >> 1), *p1 = v->codes + ((b1 + b) * bs >> 1);
-      const float *xb = x + b * bs;
+      const float *xb = xp + b * bs;
       for (uint64_t k = 0; k < bs; k += 32, p0 += 16, p1 += 16, xb += 32) {
-        nf2_lut32(p0, tlo, thi, w);
-        nf2_lut32(p1, tlo, thi, u);
+        nf2_lut32p(p0, &pl, w);
+        nf2_lut32p(p1, &pl, u);
         const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
                      x3 = _mm256_loadu_ps(xb + 24);
         a0 = _mm256_fmadd_ps(_mm256_mul_ps(w[0], s0), x0, a0);
@@ -137,12 +176,13 @@ static void nf2_nt1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_
   }
 }
 
-/* One token, whole blocks of columns (ncols, col0 and cols multiples of
- * bs): dx[c] += sum_j dy[j] W[row0 + j, col0 + c], four rows at a time into
- * each block of dx's columns. */
+/* acc[c] += sum_j dy[j] W[row0 + j, col0 + c] with acc in the permuted order;
+ * ncols, col0 and cols multiples of bs. Four rows at a time into each block
+ * of acc. */
 static void nf2_nn1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, int64_t col0, int64_t cols,
-                           const float *dy, float *dx) {
-  const __m256 tlo = _mm256_loadu_ps(v->table), thi = _mm256_loadu_ps(v->table + 8);
+                           const float *dy, float *acc) {
+  nf2_planes pl;
+  nf2_planes_init(&pl, v->table);
   const uint64_t bs = v->bs, nbr = (uint64_t)ncols / bs, cb0 = (uint64_t)col0 / bs, ncb = (uint64_t)cols / bs;
   for (int64_t j = 0; j < nrows; j += 4) {
     const int nr = nrows - j < 4 ? (int)(nrows - j) : 4;
@@ -155,12 +195,12 @@ static void nf2_nn1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_
         g[t] = _mm256_set1_ps(dy[j + t]);
         p[t] = v->codes + (b * bs >> 1);
       }
-      float *o = dx + cb * bs;
+      float *o = acc + cb * bs;
       for (uint64_t k = 0; k < bs; k += 32, o += 32) {
         __m256 o0 = _mm256_loadu_ps(o), o1 = _mm256_loadu_ps(o + 8), o2 = _mm256_loadu_ps(o + 16),
                o3 = _mm256_loadu_ps(o + 24), w[4];
         for (int t = 0; t < nr; t++) {
-          nf2_lut32(p[t] + (k >> 1), tlo, thi, w);
+          nf2_lut32p(p[t] + (k >> 1), &pl, w);
           o0 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[0], s[t]), o0);
           o1 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[1], s[t]), o1);
           o2 = _mm256_fmadd_ps(g[t], _mm256_mul_ps(w[2], s[t]), o2);
@@ -175,12 +215,33 @@ static void nf2_nn1_blocks(const nf_view *v, int64_t ncols, int64_t row0, int64_
   }
 }
 
+/* Whole-block one-token paths with a permuted copy of x or of dx's range;
+ * 0 when the copy cannot be allocated (the caller takes the general path). */
+static int nf2_nt1(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, const float *x, float *y) {
+  float stack[ncols <= NF2_STACK_COLS ? ncols : 1];
+  float *xp = ncols <= NF2_STACK_COLS ? stack : malloc((size_t)ncols * sizeof(float));
+  if (!xp) return 0;
+  nf2_perm8(x, xp, ncols);
+  nf2_nt1_blocks(v, ncols, row0, nrows, xp, y);
+  if (xp != stack) free(xp);
+  return 1;
+}
+
+static int nf2_nn1(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, int64_t col0, int64_t cols,
+                   const float *dy, float *dx) {
+  float stack[cols <= NF2_STACK_COLS ? cols : 1];
+  float *acc = cols <= NF2_STACK_COLS ? stack : malloc((size_t)cols * sizeof(float));
+  if (!acc) return 0;
+  memset(acc, 0, (size_t)cols * sizeof(float));
+  nf2_nn1_blocks(v, ncols, row0, nrows, col0, cols, dy, acc);
+  nf2_unperm8_add(acc, dx, cols);
+  if (acc != stack) free(acc);
+  return 1;
+}
+
 static void nf2_matmul_nt(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, const float *x, int64_t ldx,
                           int64_t m, float *y, int64_t ldy) {
-  if (m == 1 && v->bs >= 32 && ncols % v->bs == 0) {
-    nf2_nt1_blocks(v, ncols, row0, nrows, x, y);
-    return;
-  }
+  if (m == 1 && v->bs >= 32 && ncols % v->bs == 0 && nf2_nt1(v, ncols, row0, nrows, x, y)) return;
   nf2_state s;
   nf2_init(&s, v);
   for (int64_t j = 0; j < nrows; j++) {
@@ -193,10 +254,9 @@ static void nf2_matmul_nt(const nf_view *v, int64_t ncols, int64_t row0, int64_t
 
 static void nf2_matmul_nn(const nf_view *v, int64_t ncols, int64_t row0, int64_t nrows, int64_t col0, int64_t cols,
                           const float *dy, int64_t lddy, int64_t m, float *dx, int64_t lddx) {
-  if (m == 1 && v->bs >= 32 && ncols % v->bs == 0 && col0 % v->bs == 0 && cols % v->bs == 0) {
-    nf2_nn1_blocks(v, ncols, row0, nrows, col0, cols, dy, dx);
+  if (m == 1 && v->bs >= 32 && ncols % v->bs == 0 && col0 % v->bs == 0 && cols % v->bs == 0 &&
+      nf2_nn1(v, ncols, row0, nrows, col0, cols, dy, dx))
     return;
-  }
   nf2_state s;
   nf2_init(&s, v);
   for (int64_t j = 0; j < nrows; j++) {

@@ -8,8 +8,9 @@
  * value|) for each output element, i.e. 1e-5 relative to the magnitude of
  * the terms that make it (the bound f32 summation in any order obeys; equal
  * to the plain relative error when no terms cancel). dequant_rows must give
- * lk_dequantize's values (within 1e-6 relative) and leave the row padding
- * alone.
+ * lk_dequantize's values bit for bit on every path (its vectorised
+ * dequantisers do the reference's f32 operations in order) and leave the
+ * row padding alone.
  *
  * Which quantisers: every component of kind quantiser listed by the context
  * that loaded the build's plugins (so quant-ggml, and quant-basic/quant-nf4
@@ -258,11 +259,21 @@ static void qf_check_deq(const qf_q *q, const qf_w *w, int isa, int64_t row0, in
   float *d = malloc((size_t)((nr + 1) * ld) * sizeof *d);
   for (int64_t k = 0; k < (nr + 1) * ld; k++) d[k] = -12345.0f;
   q->ext->dequant_rows(q->self, (const void *const *)w->part, K, row0, nr, d, ld, isa);
+  /* bit for bit lk_dequantize's values (w->deq holds them exactly): the
+   * first differing element, one check per call */
+  int64_t bad = -1;
+  for (int64_t r = 0; r < nr && bad < 0; r++)
+    for (int64_t k = 0; k < K; k++)
+      if (tu_f32_bits(d[r * ld + k]) != tu_f32_bits((float)w->deq[(row0 + r) * K + k])) {
+        bad = r * K + k;
+        break;
+      }
+  if (bad >= 0)
+    ck_abort_msg("dequant_rows %s isa %d [%lld,%lld]: %.9g (0x%08x), lk_dequantize %.9g (0x%08x): not bit-exact",
+                 q->name, isa, (long long)(bad / K), (long long)(bad % K), (double)d[(bad / K) * ld + bad % K],
+                 tu_f32_bits(d[(bad / K) * ld + bad % K]), w->deq[row0 * K + bad],
+                 tu_f32_bits((float)w->deq[row0 * K + bad]));
   for (int64_t r = 0; r < nr; r++) {
-    for (int64_t k = 0; k < K; k++) {
-      double want = w->deq[(row0 + r) * K + k];
-      qf_close(d[r * ld + k], want, fabs(want) / 10.0, "dequant_rows", q->name, isa, r, k);
-    }
     for (int64_t k = K; k < ld; k++)
       ck_assert_msg(d[r * ld + k] == -12345.0f, "dequant_rows %s isa %d wrote the padding of row %lld", q->name, isa,
                     (long long)r);

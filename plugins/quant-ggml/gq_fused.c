@@ -14,10 +14,11 @@
  * has (__builtin_cpu_supports, which also checks the OS saves the
  * registers): AVX-512 F/BW/VL/DQ, AVX2+FMA, or portable C. AVX512BF16 and
  * AMX ask for the AVX-512 kernels (there is no bf16 arithmetic here: x
- * stays f32). Every format has an AVX-512 dequantiser; on AVX2, q4_0,
- * q8_0, q4_k and q6_k do (the formats the benchmark targets) and the others
- * dequantise block by block with gq_blocks.c's code, sharing the AVX2
- * products. All dequantisers are bit-exact with the vtable's dequantize. */
+ * stays f32). Every format has an AVX-512 dequantiser and an AVX2 one
+ * (q4_0, q8_0, q4_k, q6_k in gq_fused_avx2.c, the others in
+ * gq_deq_avx2.c); the portable path dequantises block by block with
+ * gq_blocks.c's code. All dequantisers are bit-exact with the vtable's
+ * dequantize. */
 #include "gq_fused.h"
 
 #include <string.h>

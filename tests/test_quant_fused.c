@@ -315,6 +315,10 @@ START_TEST(fused_kernels_match_dequantise_then_multiply) {
         qf_check_deq(q, &w, isa, 0, rows);
         if (rows > 4) qf_check_deq(q, &w, isa, 3, rows - 4);
         static const int64_t ms[] = {1, 33, 2, 7};
+        if (s == 1) { /* more rows of x than one pass of the kernels takes (GQ_M_BLOCK 128 in quant-ggml) */
+          qf_check_nt(q, &w, isa, 130, 0, rows, &g);
+          qf_check_nn(q, &w, isa, 130, 0, rows, 0, cols, &g);
+        }
         for (size_t mi = 0; mi < (tu_quick() ? 2u : 4u); mi++) {
           qf_check_nt(q, &w, isa, ms[mi], 0, rows, &g);
           if (rows > 4) qf_check_nt(q, &w, isa, ms[mi], 2, rows - 3, &g); /* a sub-range of rows */

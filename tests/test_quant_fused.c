@@ -7,9 +7,11 @@
  * norm-wise per output: |got - ref| <= 1e-5 * (sum_k |x_k W_k| + |initial
  * value|) for each output element, i.e. 1e-5 relative to the magnitude of
  * the terms that make it (the bound f32 summation in any order obeys; equal
- * to the plain relative error when no terms cancel). dequant_rows must give
- * lk_dequantize's values (within 1e-6 relative) and leave the row padding
- * alone.
+ * to the plain relative error when no terms cancel). dequant_rows must give,
+ * bit for bit on every path, the values of its portable path (the format's
+ * per-block C reference) and of lk_dequantize (which runs the widest path),
+ * the vectorised dequantisers doing the reference's f32 operations in
+ * order; and leave the row padding alone.
  *
  * Which quantisers: every component of kind quantiser listed by the context
  * that loaded the build's plugins (so quant-ggml, and quant-basic/quant-nf4
@@ -259,11 +261,31 @@ static void qf_check_deq(const qf_q *q, const qf_w *w, int isa, int64_t row0, in
   float *d = malloc((size_t)((nr + 1) * ld) * sizeof *d);
   for (int64_t k = 0; k < (nr + 1) * ld; k++) d[k] = -12345.0f;
   q->ext->dequant_rows(q->self, (const void *const *)w->part, K, row0, nr, d, ld, isa);
-  for (int64_t r = 0; r < nr; r++) {
+  /* Bit for bit the portable path's values (the format's per-block C
+   * reference: gq_blocks.c for quant-ggml) and lk_dequantize's (w->deq holds
+   * them exactly; the public call runs the widest path): the first
+   * differing element, one check per call. */
+  float *ref = malloc((size_t)(nr * K) * sizeof *ref);
+  ck_assert_ptr_nonnull(ref);
+  q->ext->dequant_rows(q->self, (const void *const *)w->part, K, row0, nr, ref, K, LK_CPU_ISA_PORTABLE);
+  int64_t bad = -1;
+  for (int64_t r = 0; r < nr && bad < 0; r++)
     for (int64_t k = 0; k < K; k++) {
-      double want = w->deq[(row0 + r) * K + k];
-      qf_close(d[r * ld + k], want, fabs(want) / 10.0, "dequant_rows", q->name, isa, r, k);
+      const uint32_t got = tu_f32_bits(d[r * ld + k]), want = tu_f32_bits(ref[r * K + k]);
+      if (got != want || tu_f32_bits((float)w->deq[(row0 + r) * K + k]) != want) {
+        bad = r * K + k;
+        break;
+      }
     }
+  if (bad >= 0) {
+    const int64_t r = bad / K, k = bad % K;
+    ck_abort_msg("dequant_rows %s isa %d [%lld,%lld]: %.9g (0x%08x), portable path %.9g (0x%08x), lk_dequantize "
+                 "%.9g: not bit-exact",
+                 q->name, isa, (long long)r, (long long)k, (double)d[r * ld + k], tu_f32_bits(d[r * ld + k]),
+                 (double)ref[bad], tu_f32_bits(ref[bad]), w->deq[(row0 + r) * K + k]);
+  }
+  free(ref);
+  for (int64_t r = 0; r < nr; r++) {
     for (int64_t k = K; k < ld; k++)
       if (d[r * ld + k] != -12345.0f)
         ck_abort_msg("dequant_rows %s isa %d wrote the padding of row %lld", q->name, isa, (long long)r);
@@ -290,7 +312,14 @@ START_TEST(fused_kernels_match_dequantise_then_multiply) {
       qf_w_make(q, rows, cols, &g, &w);
       for (int isa = 0; isa <= LK_CPU_ISA_AMX; isa++) {
         if (!qf_has_isa(isa)) continue;
+        /* the dequantisers first: the references below are lk_dequantize's values */
+        qf_check_deq(q, &w, isa, 0, rows);
+        if (rows > 4) qf_check_deq(q, &w, isa, 3, rows - 4);
         static const int64_t ms[] = {1, 33, 2, 7};
+        if (s == 1) { /* more rows of x than one pass of the kernels takes (GQ_M_BLOCK 128 in quant-ggml) */
+          qf_check_nt(q, &w, isa, 130, 0, rows, &g);
+          qf_check_nn(q, &w, isa, 130, 0, rows, 0, cols, &g);
+        }
         for (size_t mi = 0; mi < (tu_quick() ? 2u : 4u); mi++) {
           qf_check_nt(q, &w, isa, ms[mi], 0, rows, &g);
           if (rows > 4) qf_check_nt(q, &w, isa, ms[mi], 2, rows - 3, &g); /* a sub-range of rows */
@@ -300,8 +329,6 @@ START_TEST(fused_kernels_match_dequantise_then_multiply) {
             qf_check_nn(q, &w, isa, ms[mi], 3, rows - 3, q->block, (nblk - 2) * q->block, &g);
           if (nblk > 1) qf_check_nn(q, &w, isa, ms[mi], 0, rows, (nblk - 1) * q->block, q->block, &g);
         }
-        qf_check_deq(q, &w, isa, 0, rows);
-        if (rows > 4) qf_check_deq(q, &w, isa, 3, rows - 4);
         checked++;
       }
       qf_w_free(&w);

@@ -5,24 +5,29 @@
  * How. W is walked in column chunks (whole blocks, at most GQ_NT_CHUNK or
  * GQ_NN_CHUNK floats); a chunk of two (matmul_nt) or four (matmul_nn) rows
  * of W is dequantised into a stack buffer that stays in L1 and is at once
- * multiplied with the same columns of every row of x, or added into every
- * row of dx; x's or dx's chunk stays in cache while W's rows stream past. W's bytes are
- * read once per call; x is f32 throughout (no activation quantisation), so
- * results equal dequantise-then-multiply up to the order of f32 sums.
+ * multiplied with the same columns of up to GQ_M_BLOCK rows of x, or added
+ * into as many rows of dx; that chunk of x or dx (128 x 2 KiB) stays in L2
+ * while W's rows stream past (all 512 rows of a long batch would not: the
+ * products then ran at L3 speed, 1.6x slower). W's bytes are read once per
+ * GQ_M_BLOCK rows of x (dequantising costs a few % of the products); x is
+ * f32 throughout (no activation quantisation), so results equal
+ * dequantise-then-multiply up to the order of f32 sums.
  *
  * ISA. The path is the highest at or below the isa argument that this CPU
  * has (__builtin_cpu_supports, which also checks the OS saves the
  * registers): AVX-512 F/BW/VL/DQ, AVX2+FMA, or portable C. AVX512BF16 and
  * AMX ask for the AVX-512 kernels (there is no bf16 arithmetic here: x
- * stays f32). Every format has an AVX-512 dequantiser; on AVX2, q4_0,
- * q8_0, q4_k and q6_k do (the formats the benchmark targets) and the others
- * dequantise block by block with gq_blocks.c's code, sharing the AVX2
- * products. All dequantisers are bit-exact with the vtable's dequantize. */
+ * stays f32). Every format has an AVX-512 dequantiser and an AVX2 one
+ * (q4_0, q8_0, q4_k, q6_k in gq_fused_avx2.c, the others in
+ * gq_deq_avx2.c); the portable path dequantises block by block with
+ * gq_blocks.c's code. All dequantisers are bit-exact with the vtable's
+ * dequantize. */
 #include "gq_fused.h"
 
 #include <string.h>
 
 #define GQ_NT_CHUNK 512 /* floats per W row, two rows at a time (4 KiB; >= 256, the largest block) */
+#define GQ_M_BLOCK 128  /* rows of x (dy, dx) per pass: their chunk, 128 x 2 KiB, stays in L2 */
 #define GQ_NN_CHUNK 512  /* floats per row, four rows at a time (8 KiB) */
 #define GQ_NN1_CHUNK 1024 /* columns of dx per pass of the one-token kernel (4 KiB) */
 
@@ -145,14 +150,18 @@ static void gq_matmul_nt(void *self, const void *const *parts, int64_t ncols, in
     return;
   }
   for (int64_t i = 0; i < m; i++) memset(y + i * ldy, 0, (size_t)nrows * sizeof(float));
-  /* Column chunks outermost: x's chunk (m rows) stays in L1 while every row
-   * of W, two at a time, is dequantised and multiplied against it. */
-  for (int64_t b0 = 0; b0 < nb; b0 += cb) {
-    const int64_t n = nb - b0 < cb ? nb - b0 : cb, w = n * j.be;
-    for (int64_t r = 0; r < nrows; r += 2) {
-      const int64_t nw = nrows - r < 2 ? nrows - r : 2;
-      for (int64_t q = 0; q < nw; q++) gq_job_run(&j, base + (r + q) * rb + b0 * j.bb, n, buf + q * w);
-      j.k->dot(buf, w, nw, w, x + b0 * j.be, ldx, m, y + r, ldy);
+  /* Blocks of x's rows, then column chunks: x's chunk (mb rows) stays in L2
+   * while every row of W, two at a time, is dequantised and multiplied
+   * against it. */
+  for (int64_t i0 = 0; i0 < m; i0 += GQ_M_BLOCK) {
+    const int64_t mb = m - i0 < GQ_M_BLOCK ? m - i0 : GQ_M_BLOCK;
+    for (int64_t b0 = 0; b0 < nb; b0 += cb) {
+      const int64_t n = nb - b0 < cb ? nb - b0 : cb, w = n * j.be;
+      for (int64_t r = 0; r < nrows; r += 2) {
+        const int64_t nw = nrows - r < 2 ? nrows - r : 2;
+        for (int64_t q = 0; q < nw; q++) gq_job_run(&j, base + (r + q) * rb + b0 * j.bb, n, buf + q * w);
+        j.k->dot(buf, w, nw, w, x + i0 * ldx + b0 * j.be, ldx, mb, y + i0 * ldy + r, ldy);
+      }
     }
   }
 }
@@ -174,14 +183,17 @@ static void gq_matmul_nn(void *self, const void *const *parts, int64_t ncols, in
       nn1(base + b0 * j.bb, rb, b_end - b0 < c1 ? b_end - b0 : c1, nrows, dy, dx + (b0 * j.be - col0));
     return;
   }
-  /* Column chunks outermost: dx's chunk (m rows) stays in cache while every
-   * row of W adds into it. */
-  for (int64_t b0 = b_first; b0 < b_end; b0 += cb) {
-    const int64_t n = b_end - b0 < cb ? b_end - b0 : cb, w = n * j.be;
-    for (int64_t r = 0; r < nrows; r += 4) {
-      const int64_t nr = nrows - r < 4 ? nrows - r : 4;
-      for (int64_t q = 0; q < nr; q++) gq_job_run(&j, base + (r + q) * rb + b0 * j.bb, n, buf + q * w);
-      j.k->axpy(buf, w, nr, w, dy + r, lddy, m, dx + (b0 * j.be - col0), lddx);
+  /* Blocks of dx's rows, then column chunks: dx's chunk (mb rows) stays in
+   * L2 while every row of W adds into it. */
+  for (int64_t i0 = 0; i0 < m; i0 += GQ_M_BLOCK) {
+    const int64_t mb = m - i0 < GQ_M_BLOCK ? m - i0 : GQ_M_BLOCK;
+    for (int64_t b0 = b_first; b0 < b_end; b0 += cb) {
+      const int64_t n = b_end - b0 < cb ? b_end - b0 : cb, w = n * j.be;
+      for (int64_t r = 0; r < nrows; r += 4) {
+        const int64_t nr = nrows - r < 4 ? nrows - r : 4;
+        for (int64_t q = 0; q < nr; q++) gq_job_run(&j, base + (r + q) * rb + b0 * j.bb, n, buf + q * w);
+        j.k->axpy(buf, w, nr, w, dy + i0 * lddy + r, lddy, mb, dx + i0 * lddx + (b0 * j.be - col0), lddx);
+      }
     }
   }
 }

@@ -3,7 +3,10 @@
  * Three layers, prefix gq_:
  *   gq_fused.c         the extension: matmul_nt, matmul_nn, dequant_rows over
  *                      row and column ranges, the ISA choice, portable kernels;
- *   gq_fused_avx2.c    AVX2+FMA kernels (built with -mavx2 -mfma);
+ *   gq_fused_avx2.c    AVX2+FMA kernels (built with -mavx2 -mfma): q4_0, q8_0,
+ *                      q4_k, q6_k dequantisers and the f32 products;
+ *   gq_deq_avx2.c      the other formats' AVX2 dequantisers (q4_1, q5_0,
+ *                      q5_1, q2_k, q3_k, q5_k), gq_avx2_run_more;
  *   gq_fused_avx512.c  AVX-512 kernels (built with AVX-512 F/BW/VL/DQ).
  * Each ISA file gives two kinds of kernel:
  *   - a block-run dequantiser per format (nblk consecutive blocks -> f32),
@@ -46,6 +49,10 @@ typedef struct gq_isa_kernels {
 } gq_isa_kernels;
 
 extern const gq_isa_kernels gq_kernels_avx2;
+/* gq_deq_avx2.c: the AVX2 block-run dequantisers gq_fused_avx2.c's run()
+ * does not have itself (q4_1, q5_0, q5_1, q2_k, q3_k, q5_k); NULL for
+ * other types. */
+gq_run_fn gq_avx2_run_more(int32_t gguf_type);
 extern const gq_isa_kernels gq_kernels_avx512;
 
 /* The extension for an instance (self is the format's vtable entry). */

@@ -124,7 +124,7 @@ static gq_run_fn g2_run(int32_t gguf_type) {
   case 8: return g2_run_q8_0;
   case 12: return g2_run_q4_k;
   case 14: return g2_run_q6_k;
-  default: return NULL;
+  default: return gq_avx2_run_more(gguf_type);
   }
 }
 

@@ -154,7 +154,8 @@ typedef struct bv_peer {
   char device[256];
 } bv_peer;
 
-static void bv_run_peer(const char *script, long long T, long long in, long long out, long long r, bv_peer *p) {
+static void bv_run_peer(const char *script, long long T, long long in, long long out, long long r, int reps,
+                        bv_peer *p) {
   memset(p, 0, sizeof *p);
   if (access(script, R_OK) != 0) {
     printf("bench_vulkan: PyTorch peer unavailable (%s not found): no ratio\n", script);
@@ -167,7 +168,8 @@ static void bv_run_peer(const char *script, long long T, long long in, long long
     return;
   }
   char cmd[PATH_MAX + 128];
-  snprintf(cmd, sizeof cmd, "python3 '%s' --shape %lld,%lld,%lld,%lld", script, T, in, out, r);
+  snprintf(cmd, sizeof cmd, "python3 '%s' --shape %lld,%lld,%lld,%lld --reps %d", script, T, in, out, r,
+           reps);
   FILE *f = popen(cmd, "r");
   char line[512];
   while (f && fgets(line, sizeof line, f)) {
@@ -204,7 +206,8 @@ int main(int argc, char **argv) {
   }
   snprintf(path, sizeof path, "%s/lorakit-vulkan.so", dir);
   long long T = 8192, in = 4096, out = 4096, r = 16;
-  if (argc > 2 && strcmp(argv[2], "-") != 0 && (sscanf(argv[2], "%lld,%lld,%lld,%lld", &T, &in, &out, &r) != 4 ||
+  int shape_given = argc > 2 && strcmp(argv[2], "-") != 0;
+  if (shape_given && (sscanf(argv[2], "%lld,%lld,%lld,%lld", &T, &in, &out, &r) != 4 ||
                                                  T <= 0 || in <= 0 || out <= 0 || r <= 0)) {
     fprintf(stderr, "bench_vulkan: shape '%s' is not T,IN,OUT,R (positive integers)\n", argv[2]);
     return 2;
@@ -241,18 +244,26 @@ int main(int argc, char **argv) {
     lk_context_free(e.ctx);
     return 0;
   }
+  int32_t used_type = 0;
   for (uint32_t k = 0; k < ndev; k++) {
     lk_device_info_t di = {sizeof di, 0, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}};
-    if (lk_backend_device_info(e.ctx, "vulkan", k, &di) == LK_OK)
-      printf("bench_vulkan: device %u%s: %s (%s), %.1f GiB\n", k, k == device ? " [used]" : "", di.name,
-             di.driver, (double)di.memory_total / (1024.0 * 1024 * 1024));
+    if (lk_backend_device_info(e.ctx, "vulkan", k, &di) != LK_OK) continue;
+    if (k == device) used_type = di.type;
+    printf("bench_vulkan: device %u%s: %s (%s), %.1f GiB\n", k, k == device ? " [used]" : "", di.name,
+           di.driver, (double)di.memory_total / (1024.0 * 1024 * 1024));
+  }
+  if (used_type == LK_DEVICE_CPU && !shape_given) {
+    /* A CPU Vulkan driver (lavapipe) would take hours on the shape. */
+    T = 64, in = 256, out = 256, r = 16;
+    printf("bench_vulkan: device %u is a CPU driver: the smoke shape 64,256,256,16 instead of 8192,4096,4096,16 "
+           "(give a shape to override)\n", device);
   }
   fflush(stdout);
 
   /* The PyTorch peer, before our buffers take GPU memory (its process has
    * exited when ours run). */
   bv_peer peer;
-  bv_run_peer(script, T, in, out, r, &peer);
+  bv_run_peer(script, T, in, out, r, reps, &peer);
 
   if (lk_backend_open(e.ctx, "vulkan", device, &e.be) != LK_OK) bv_die("lk_backend_open(vulkan)", e.ctx);
   lk_device_info_t di = {sizeof di, 0, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}};
@@ -383,7 +394,12 @@ int main(int argc, char **argv) {
          "(x W^T and dy W: %.3g; LoRA terms 6 T r (in+out): %.3g)\n",
          name, di.name, di.driver, reps, warm, gemm_flops + lora_flops, gemm_flops, lora_flops);
   if (!ok) printf("bench_vulkan: note: the results are wrong (above): the times below are not valid\n");
-  printf("bench: lora_layer_vulkan_fp32_tflops_%s %.4g TFLOP/s (%.3f ms)\n", name, tflops, t_layer * 1e3);
+  if (peer.fp32_ms > 0)
+    printf("bench: lora_layer_vulkan_fp32_tflops_%s %.4g TFLOP/s ratio=%.3f vs pytorch_cuda_fp32_tf32_off (%.4g "
+           "TFLOP/s, same FLOP count)\n",
+           name, tflops, peer.fp32_ms / (t_layer * 1e3), (gemm_flops + lora_flops) / peer.fp32_ms * 1e-9);
+  else
+    printf("bench: lora_layer_vulkan_fp32_tflops_%s %.4g TFLOP/s (%.3f ms)\n", name, tflops, t_layer * 1e3);
   printf("bench: lora_layer_vulkan_fp32_time_%s %.3f ms ratio=%.3f vs two_gemms_vulkan_matmul (%.3f ms, %.4g "
          "TFLOP/s)\n",
          name, t_layer * 1e3, t_layer / t_two, t_two * 1e3, gemm_flops / t_two * 1e-12);

@@ -31,6 +31,12 @@
 #               limit (weight bytes per token / memcpy bandwidth)
 #   bench_registry  add/get of a 20 MiB adapter vs file write/read, list and
 #               lineage latency with 10,000 versions (lk_registry_*)
+#   bench_vulkan  the LoRA layer forward+backward (8192 x 4096 -> 4096, r16,
+#               fp32) on the vulkan backend through the public API vs PyTorch
+#               fp32 (TF32 off; TF32 on as the moonshot) on the same GPU
+#               (bench/torch_vulkan_peer.py, CUDA events), results checked
+#               against a double reference; one line and a skip without a
+#               device. Args: [PLUGIN_DIR [T,IN,OUT,R [DEVICE [PEER [N]]]]]
 
 BENCH_DIR  := $(B)/bench
 BENCH_BINS := $(BENCH_DIR)/gemm_libs $(BENCH_DIR)/gemm_eff $(BENCH_DIR)/bench_lora
@@ -41,6 +47,7 @@ BENCH_BINS += $(BENCH_DIR)/bench_attention
 BENCH_BINS += $(BENCH_DIR)/bench_quant
 BENCH_BINS += $(BENCH_DIR)/bench_tokenizer
 BENCH_BINS += $(BENCH_DIR)/bench_train
+BENCH_BINS += $(BENCH_DIR)/bench_vulkan
 BENCH_CORES = $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: bench-build
@@ -98,6 +105,11 @@ $(BENCH_DIR)/bench_train: bench/bench_train.c bench/bench_peak.h plugins/cpu/isa
 	$(CC) $(CFLAGS) -DLORAKIT_STAGING -Icore -Iplugins/cpu $(LDFLAGS) -o $@ $< plugins/cpu/isa.c $(CORE_OBJ) \
 	  -ljansson -lsqlite3 -lz -lcrypto -ldl -lpthread -lm
 
+# The LoRA layer on the vulkan backend vs PyTorch CUDA (public API only).
+$(BENCH_DIR)/bench_vulkan: bench/bench_vulkan.c $(HEADERS) $(LIB) | $(B)/.bootstrap
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -llorakit -Wl,-rpath,'$$ORIGIN/..' -lm
+
 # BLIS's OpenMP build and oneDNN default to their own thread counts: give
 # every library all cores so the comparison is like for like.
 # The GEMM libraries gemm_libs compares with OpenBLAS (run-time libraries
@@ -118,3 +130,4 @@ bench: all $(BENCH_BINS) $(B)/.bench-bootstrap
 	$(BENCH_DIR)/bench_quant $(B)/plugins
 	LK_FIXTURES=$(LK_FIXTURES) $(BENCH_DIR)/bench_tokenizer
 	$(BENCH_DIR)/bench_train $(abspath $(B)/plugins) bench/torch_llama.py
+	$(BENCH_DIR)/bench_vulkan $(abspath $(B)/plugins) $(or $(VK_BENCH_SHAPE),-) $(or $(VK_BENCH_DEVICE),-) bench/torch_vulkan_peer.py

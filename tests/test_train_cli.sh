@@ -234,6 +234,29 @@ worst = max(max(abs(x - y) for x, y in zip(got[k], ref[k])) / max(max(abs(y) for
 print(f"  merge on vulkan vs PEFT: worst {worst:.2e} of a tensor's largest element")
 assert worst <= 1e-5, worst
 EOF2
+  # a device lost mid-run (simulated: LORAKIT_VULKAN_FAULT=lost:6 is the 6th submit of
+  # the instance, in the second step of two on 1 x 16 tokens): exit 1 naming the device
+  # and "device lost"; no adapter, and checkpoints (--save-every 1) only of the steps done
+  python3 - "$T/small.safetensors" "$T/small2.safetensors" <<'EOF2' || bad "cutting a 2-step tokens file"
+import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); d = f.read()
+h["input_ids"]["shape"] = [2, 1, 16]
+hdr = json.dumps(h).encode(); hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + d)
+EOF2
+  LORAKIT_VULKAN_FAULT=lost:6 "$LK" train "$F/base" --tokens "$T/small2.safetensors" --init-adapter "$F/a1/adapter-init" \
+    --backend vulkan --save-every 1 --checkpoint-dir "$T/lost-ck" -o "$T/lost" --json >"$T/lost.out" 2>"$T/lost.err"
+  rc=$?
+  if [ $rc != 1 ] || ! grep -q "device lost" "$T/lost.err" || ! grep -q "device 0" "$T/lost.err"; then
+    bad "train --backend vulkan, device lost: exit $rc, $(head -c 300 "$T/lost.err")"
+  else
+    done_steps=$(grep -c '"step"' "$T/lost.out")
+    if [ -e "$T/lost" ] || [ "$done_steps" -ge 2 ] || [ "$(ls "$T/lost-ck" 2>/dev/null | grep -c '^step-')" != "$done_steps" ]; then
+      bad "train --backend vulkan, device lost: $done_steps steps done, wrote $(ls "$T/lost" "$T/lost-ck" 2>&1 | tr '\n' ' ')"
+    else
+      ok "train --backend vulkan, device lost in step $((done_steps + 1)): exit 1 naming it, checkpoints of the $done_steps finished step(s) only, no adapter"
+    fi
+  fi
   expect "generate --backend of no plugin" 1 "no backend named" generate "$F/base" --prompt x --backend nosuch
   expect "eval --backend bad syntax" 2 "--backend" eval "$F/base" --tokens "$T/small.safetensors" --backend vulkan:x
   expect "merge --backend device out of range" 1 "does not exist" merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$T/xm" --backend vulkan:99

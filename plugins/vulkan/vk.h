@@ -105,6 +105,13 @@ typedef struct vk_backend {
   int force_staging;
   int32_t async_status; /* a failure not yet reported by synchronize */
   char async_msg[256];
+  /* faults (vk_fault_parse): LK_VULKAN_FAULT=lost:N makes the N-th submit of
+   * the instance report VK_ERROR_DEVICE_LOST; noshader:NAME leaves out the
+   * pipeline of shaders/NAME.comp, as if the build had no SPIR-V for it */
+  uint64_t n_submits;
+  uint64_t fault_lost_at; /* 0: none */
+  uint32_t noshader;      /* bit per VK_SH_* */
+  int lost;               /* the device reported VK_ERROR_DEVICE_LOST: nothing runs any more */
 } vk_backend;
 
 int32_t vk_fail(lk_error_t *err, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -135,5 +142,13 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
 extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[], vk_spv_attn[];
 extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size, vk_spv_attn_size;
 const char *vk_op_label(int32_t id);
+/* The embedded SPIR-V of shader VK_SH_*: its source name (shaders/NAME.comp),
+ * code and size (0: absent from the build). */
+typedef struct vk_shader_src {
+  const char *name;
+  const uint32_t *code;
+  size_t size;
+} vk_shader_src;
+extern const vk_shader_src vk_shaders[VK_SH_COUNT];
 
 #endif

@@ -553,11 +553,11 @@ START_TEST(op_cross_entropy) {
   TV_SKIP_IF_ABSENT();
   tv_env e = tv_open();
   tu_rng r = {20};
-  const int64_t vs[2] = {1000, 7};
-  for (int k = 0; k < 2; k++)
+  const int64_t vs[3] = {1000, 7, 5}, rs[3] = {9, 9, 150}; /* 300 rows: more than the final pass's 256 invocations */
+  for (int k = 0; k < 3; k++)
     for (int acc = 0; acc < 2; acc++) {
-      int64_t V = vs[k], ls[3] = {2, 9, V}, lst[3] = {9 * (V + 1), V + 1, 1}, lab[2] = {2, 9}, one[1] = {1};
-      tv_opnd o[4] = {tv_make(&r, k ? LK_DTYPE_BF16 : LK_DTYPE_F32, 3, ls, k ? NULL : lst, 0, -8, 8),
+      int64_t V = vs[k], R = rs[k], ls[3] = {2, R, V}, lst[3] = {R * (V + 1), V + 1, 1}, lab[2] = {2, R}, one[1] = {1};
+      tv_opnd o[4] = {tv_make(&r, k == 1 ? LK_DTYPE_BF16 : LK_DTYPE_F32, 3, ls, k == 1 ? NULL : lst, 0, -8, 8),
                       tv_make(&r, LK_DTYPE_I32, 2, lab, NULL, 0, 0, 0), tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 0, 0, 1),
                       tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 4, 0, 1)};
       tv_ids(&r, &o[1], V, -100, 4); /* every 4th row ignored */

@@ -521,11 +521,19 @@ static void tv_ids(tu_rng *r, tv_opnd *o, int64_t lim, int32_t special, int ever
   for (int64_t i = 0; i < n; i++) p[i] = (every && i % every == 1) ? special : (int32_t)(tu_next(r) % (uint64_t)lim);
 }
 
+/* EMBEDDING and its backward. The backward runs on both paths: float atomics
+ * (emb_atomic.comp, where the device has shaderBufferFloat32AtomicAdd, as
+ * lavapipe does) and, with LORAKIT_VULKAN_FAULT=noshader:emb_atomic, a
+ * workgroup per vocabulary row over the ids in chunks of 256 (here 300 ids
+ * and D = 300: two chunks of each). */
 START_TEST(op_embedding) {
   TV_SKIP_IF_ABSENT();
+  for (int path = 0; path < 2; path++) {
+  if (path) setenv("LORAKIT_VULKAN_FAULT", "noshader:emb_atomic", 1);
   tv_env e = tv_open();
+  unsetenv("LORAKIT_VULKAN_FAULT");
   tu_rng r = {19};
-  int64_t V = 53, D = 45, ts[2] = {3, 7}, tab[2] = {V, D}, ys[3] = {3, 7, D};
+  int64_t V = 53, D = path ? 300 : 45, T1 = path ? 100 : 7, ts[2] = {3, T1}, tab[2] = {V, D}, ys[3] = {3, T1, D};
   for (int acc = 0; acc < 2; acc++) {
     tv_opnd o[3] = {tv_make(&r, acc ? LK_DTYPE_F16 : LK_DTYPE_F32, 2, tab, NULL, 0, -1, 1),
                     tv_make(&r, LK_DTYPE_I32, 2, ts, NULL, 4, 0, 0), tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 0, -1, 1)};
@@ -546,6 +554,7 @@ START_TEST(op_embedding) {
     tv_free(o, 3);
   }
   tv_close(&e);
+  }
 }
 END_TEST
 

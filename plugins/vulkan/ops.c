@@ -574,7 +574,7 @@ static int32_t vk_rmsnorm(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
   return LK_OK;
 }
 
-static int32_t vk_embedding(const vk_ctx *c, vk_disp *d) {
+static int32_t vk_embedding(const vk_ctx *c, vk_disp *d, uint32_t *n_out) {
   int bwd = c->op->id == LK_OP_EMBEDDING_BACKWARD;
   int32_t rc = vk_counts(c, 2, 1);
   if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_accumulate_t), LK_MIN_SIZE_OP_ACCUMULATE);
@@ -609,8 +609,29 @@ static int32_t vk_embedding(const vk_ctx *c, vk_disp *d) {
     pc.ld3 = (int32_t)ld;
   }
   pc.flags = acc ? 8 : 0;
+  *n_out = 1;
+  if (!bwd) {
+    vk_nn_done(d, &pc);
+    vk_grid_1d(d, T * D);
+    return LK_OK;
+  }
+  if (c->be && c->be->pipe[VK_SH_EMB_ATOMIC] && table->dtype == LK_DTYPE_F32 && rowsv->dtype == LK_DTYPE_F32) {
+    /* one pass over ids with float atomic adds (after zeroing dtable unless accumulating) */
+    d->shader = VK_SH_EMB_ATOMIC;
+    d[1] = d[0];
+    pc.mode = 0;
+    vk_nn_done(&d[0], &pc);
+    vk_grid_1d(&d[0], table->shape[0] * D);
+    pc.mode = 1;
+    vk_nn_done(&d[1], &pc);
+    vk_grid_1d(&d[1], T * D);
+    if (acc) d[0] = d[1];
+    *n_out = acc ? 1 : 2;
+    return LK_OK;
+  }
+  /* a workgroup per vocabulary row, over the ids in chunks of 256 */
   vk_nn_done(d, &pc);
-  vk_grid_1d(d, bwd ? table->shape[0] * D : T * D);
+  vk_grid_rows(d, table->shape[0]);
   return LK_OK;
 }
 
@@ -1150,8 +1171,7 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
     return vk_rmsnorm(&c, out, n_out);
   case LK_OP_EMBEDDING:
   case LK_OP_EMBEDDING_BACKWARD:
-    rc = vk_embedding(&c, out);
-    break;
+    return vk_embedding(&c, out, n_out);
   case LK_OP_CROSS_ENTROPY:
   case LK_OP_CROSS_ENTROPY_BACKWARD:
     return vk_cross_entropy(&c, out, n_out);

@@ -95,6 +95,25 @@ static void vk_global_init(void) {
     VkPhysicalDeviceProperties2 p2 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &m3, {0}};
     vkGetPhysicalDeviceProperties2(pds[i], &p2);
     ph.max_alloc = m3.maxMemoryAllocationSize;
+    uint32_t nx = 0;
+    if (vkEnumerateDeviceExtensionProperties(pds[i], NULL, &nx, NULL) == VK_SUCCESS && nx) {
+      VkExtensionProperties *xs = calloc(nx, sizeof *xs);
+      int has = 0;
+      if (xs && vkEnumerateDeviceExtensionProperties(pds[i], NULL, &nx, xs) >= 0)
+        for (uint32_t x = 0; x < nx; x++) has |= !strcmp(xs[x].extensionName, VK_EXT_SHADER_ATOMIC_FLOAT_EXTENSION_NAME);
+      free(xs);
+      if (has) {
+        VkPhysicalDeviceShaderAtomicFloatFeaturesEXT af;
+        memset(&af, 0, sizeof af);
+        af.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT;
+        VkPhysicalDeviceFeatures2 f2;
+        memset(&f2, 0, sizeof f2);
+        f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+        f2.pNext = &af;
+        vkGetPhysicalDeviceFeatures2(pds[i], &f2);
+        ph.atomic_f32_add = af.shaderBufferFloat32AtomicAdd == VK_TRUE;
+      }
+    }
     vkGetPhysicalDeviceMemoryProperties(pds[i], &ph.mem);
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -872,7 +891,7 @@ static int32_t vk_fault_parse(vk_backend *be, const char *v, lk_error_t *err) {
     }
     if (!ok)
       return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan create: LORAKIT_VULKAN_FAULT '%s': '%.*s' is not lost:N (N >= 1) or "
-                     "noshader:NAME (elem, reduce, matmul, nn, rope, attn)", v, (int)len, p);
+                     "noshader:NAME (elem, reduce, matmul, nn, rope, attn, emb_atomic)", v, (int)len, p);
     p += len;
     if (*p == ',') p++;
   }
@@ -913,7 +932,15 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   }
   float prio = 1.0f;
   VkDeviceQueueCreateInfo qi = {VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, NULL, 0, be->ph->queue_family, 1, &prio};
-  VkDeviceCreateInfo di = {VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, NULL, 0, 1, &qi, 0, NULL, 0, NULL, NULL};
+  /* float atomics for EMBEDDING_BACKWARD where the device has them (and the shader is not left out) */
+  int atomics = be->ph->atomic_f32_add && !(be->noshader & (1u << VK_SH_EMB_ATOMIC));
+  VkPhysicalDeviceShaderAtomicFloatFeaturesEXT af;
+  memset(&af, 0, sizeof af);
+  af.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT;
+  af.shaderBufferFloat32AtomicAdd = VK_TRUE;
+  const char *xname = VK_EXT_SHADER_ATOMIC_FLOAT_EXTENSION_NAME;
+  VkDeviceCreateInfo di = {VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, atomics ? &af : NULL, 0, 1, &qi, 0, NULL,
+                           atomics ? 1u : 0u, atomics ? &xname : NULL, NULL};
   VkResult r = vkCreateDevice(be->ph->pd, &di, NULL, &be->dev);
   if (r != VK_SUCCESS) {
     be->dev = VK_NULL_HANDLE;
@@ -934,6 +961,7 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   VkPipelineLayoutCreateInfo pli = {VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, NULL, 0, 1, &be->dsl, 1, &pr};
   if (r == VK_SUCCESS) r = vkCreatePipelineLayout(be->dev, &pli, NULL, &be->layout);
   for (int i = 0; i < VK_SH_COUNT && r == VK_SUCCESS; i++) {
+    if (i == VK_SH_EMB_ATOMIC && !atomics) continue; /* optional: the device lacks float atomics */
     if (vk_shaders[i].size && !(be->noshader & (1u << i))) {
       r = vk_pipeline(be, vk_shaders[i].code, vk_shaders[i].size, &be->pipe[i]);
       continue;

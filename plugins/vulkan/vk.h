@@ -24,6 +24,7 @@ typedef struct vk_phys {
   VkPhysicalDeviceMemoryProperties mem;
   uint64_t max_alloc;  /* maxMemoryAllocationSize (Vulkan 1.1) */
   uint32_t queue_family; /* a compute queue family */
+  uint32_t atomic_f32_add; /* VK_EXT_shader_atomic_float with shaderBufferFloat32AtomicAdd */
 } vk_phys;
 
 typedef struct vk_global {
@@ -85,7 +86,8 @@ struct lk_fence_t {
   void *owner;
 };
 
-enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_ATTN, VK_SH_COUNT };
+/* VK_SH_EMB_ATOMIC is optional: built only where the device has shaderBufferFloat32AtomicAdd */
+enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_ATTN, VK_SH_EMB_ATOMIC, VK_SH_COUNT };
 #define VK_NBIND 8 /* storage buffers per dispatch (the device must allow 8 per stage) */
 
 typedef struct vk_backend {
@@ -139,8 +141,10 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
                    lk_error_t *err);
 
 /* spirv.c: the shaders compiled at build time. */
-extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[], vk_spv_attn[];
-extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size, vk_spv_attn_size;
+extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[], vk_spv_attn[],
+    vk_spv_emb_atomic[];
+extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size, vk_spv_attn_size,
+    vk_spv_emb_atomic_size;
 const char *vk_op_label(int32_t id);
 /* The embedded SPIR-V of shader VK_SH_*: its source name (shaders/NAME.comp),
  * code and size (0: absent from the build). */

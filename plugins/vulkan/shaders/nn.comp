@@ -20,6 +20,7 @@ layout(push_constant) uniform P {
 
 const int M_ADAMW = 0, M_RMS = 1, M_RMS_DX = 2, M_RMS_DW = 3, M_EMB = 4, M_EMB_BWD = 5, M_CE = 6, M_CE_BWD = 7, M_CE_SUM = 8;
 shared float red[256];
+shared int scan[256], hits[256];
 
 float wg_sum(float v) {
   uint t = gl_LocalInvocationID.x;
@@ -137,18 +138,40 @@ void main() {
     return;
   }
   if (p.mode == M_EMB_BWD) {
-    /* dy b0 [T, D], ids b1, dtable b3 [V, D]: one invocation per (v, d) */
-    int k = flat_id();
-    if (k == 0)
-      for (int tt = 0; tt < p.rows; tt++) { int id = int(b1.d[p.off[1] + tt]); if (id < 0 || id >= p.extra) fault(); }
-    if (k >= p.extra * p.cols) return;
-    int v = k / p.cols, d = k % p.cols;
-    float s = 0.0;
-    for (int tt = 0; tt < p.rows; tt++)
-      if (int(b1.d[p.off[1] + tt]) == v) s += ld0(dt(0), p.off[0] + tt * p.ld0 + d);
-    int e = p.off[3] + v * p.ld3 + d;
-    if (acc) s += ld3(dt(3), e);
-    st3(dt(3), e, s);
+    /* dy b0 [T, D], ids b1, dtable b3 [V, D]: a workgroup per vocabulary row v; the ids
+     * in chunks of 256: those equal to v listed in order (a prefix sum in shared memory),
+     * then each column's invocation adds their dy rows in that order */
+    int v = row_id();
+    if (v >= p.extra) return;
+    for (int d0 = 0; d0 < p.cols; d0 += 256) {
+      int d = d0 + t;
+      float s = 0.0;
+      for (int c0 = 0; c0 < p.rows; c0 += 256) {
+        int tt = c0 + t;
+        int id = tt < p.rows ? int(b1.d[p.off[1] + tt]) : -1;
+        if (v == 0 && d0 == 0 && tt < p.rows && (id < 0 || id >= p.extra)) fault();
+        int f = id == v ? 1 : 0;
+        scan[t] = f;
+        barrier();
+        for (int o = 1; o < 256; o <<= 1) {
+          int x = t >= o ? scan[t - o] : 0;
+          barrier();
+          scan[t] += x;
+          barrier();
+        }
+        if (f == 1) hits[scan[t] - 1] = tt;
+        barrier();
+        int nh = scan[255];
+        if (d < p.cols)
+          for (int m = 0; m < nh; m++) s += ld0(dt(0), p.off[0] + hits[m] * p.ld0 + d);
+        barrier();
+      }
+      if (d < p.cols) {
+        int e = p.off[3] + v * p.ld3 + d;
+        if (acc) s += ld3(dt(3), e);
+        st3(dt(3), e, s);
+      }
+    }
     return;
   }
   if (p.mode == M_CE) {

@@ -93,6 +93,10 @@ int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* The value v of option opt as a finite number in [lo, hi] (a whole number
  * when whole) into *out: CLI_OK, or CLI_USAGE after an error naming both. */
 int cli_number(const char *opt, const char *v, double lo, double hi, int whole, double *out);
+/* An option --backend's value NAME or NAME:DEVICE: *name (NAME itself, or a
+ * static copy of it) and *device (0 when absent); CLI_OK, or CLI_USAGE after
+ * an error. Shared by train, generate, eval, merge and unmerge. */
+int cli_backend_arg(const char *v, const char **name, uint32_t *device);
 /* Name of a component kind: "backend", "quantiser", "loader". */
 const char *cli_kind_name(int32_t kind);
 

@@ -30,6 +30,7 @@ const char cli_eval_usage[] =
     "  --batch B            windows per forward (default 8; --tokens: the file's)\n"
     "  --max-batches N      only the first N batches (default: all)\n"
     "  --tokenizer PATH     tokenizer (default: the model's own)\n"
+    "  --backend NAME[:DEV] backend plugin and device (default cpu:0; lorakit plugins lists them)\n"
     "  --threads N          CPU threads (default: all cores)\n"
     "  --json               one JSON object: loss, perplexity, tokens, batches, examples\n"
     "\n"
@@ -83,6 +84,7 @@ int cli_eval(int argc, char **argv) {
     else if (!strcmp(a, "--batch")) { if (!(rc = cli_number(a, v, 1, 1e9, 1, &d))) o.batch = (int64_t)d; }
     else if (!strcmp(a, "--max-batches")) { if (!(rc = cli_number(a, v, 1, 1e15, 1, &d))) o.max_batches = (int64_t)d; }
     else if (!strcmp(a, "--threads")) { if (!(rc = cli_number(a, v, 1, 4096, 1, &d))) threads = (uint32_t)d; }
+    else if (!strcmp(a, "--backend")) rc = cli_backend_arg(v, &o.backend, &o.device);
     else rc = cli_error(CLI_USAGE, "eval: unknown option %s (see lorakit eval --help)", a);
   }
   if (!rc && !model) rc = cli_error(CLI_USAGE, "eval: no MODEL (see lorakit eval --help)");

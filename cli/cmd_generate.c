@@ -33,6 +33,7 @@ const char cli_generate_usage[] =
     "  --top-p P            keep the most likely tokens reaching probability P\n"
     "                       (default 0.95; 1 = off)\n"
     "  --seed S             sampling seed (default 42): the same seed gives the same text\n"
+    "  --backend NAME[:DEV] backend plugin and device (default cpu:0; lorakit plugins lists them)\n"
     "  --threads N          CPU threads (default: all cores)\n"
     "  --json               no streaming: one JSON object at the end (text, ids,\n"
     "                       prompt_tokens, new_tokens, stop, tokens_per_s)\n"
@@ -142,6 +143,7 @@ int cli_generate(int argc, char **argv) {
     else if (!strcmp(a, "--top-p")) { if (!(rc = cli_number(a, v, 0, 1, 0, &d))) o.top_p = (float)d; }
     else if (!strcmp(a, "--seed")) { if (!(rc = cli_number(a, v, 0, 1.8e19, 1, &d))) o.seed = (uint64_t)d; }
     else if (!strcmp(a, "--threads")) { if (!(rc = cli_number(a, v, 1, 4096, 1, &d))) threads = (uint32_t)d; }
+    else if (!strcmp(a, "--backend")) rc = cli_backend_arg(v, &o.backend, &o.device);
     else rc = cli_error(CLI_USAGE, "generate: unknown option %s (see lorakit generate --help)", a);
   }
   if (!rc && !model) rc = cli_error(CLI_USAGE, "generate: no MODEL (see lorakit generate --help)");

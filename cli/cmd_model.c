@@ -31,6 +31,7 @@ const char cli_convert_usage[] =
 
 const char cli_merge_usage[] =
     "usage: lorakit merge MODEL --adapter A [--scale s] -o OUT [--registry PATH] [--force]\n"
+    "                     [--backend NAME[:DEV]]\n"
     "\n"
     "Merge adapter A into MODEL: W += scale * s * B A for every target, written in\n"
     "the format of MODEL (an HF folder gives an HF folder, its tokenizer and other\n"
@@ -40,10 +41,13 @@ const char cli_merge_usage[] =
     "base model `merged_from` the adapter's version and MODEL.\n"
     "Into a quantised base (e.g. a q8_0 GGUF) each target weight is dequantised,\n"
     "merged and requantised to its own format; the error requantisation added\n"
-    "(RMSE, max abs, SNR against the exact merged weight) is printed per target.\n";
+    "(RMSE, max abs, SNR against the exact merged weight) is printed per target.\n"
+    "--backend NAME[:DEV] runs W += s B A on that backend plugin and device\n"
+    "(default: the best available; lorakit plugins lists them).\n";
 
 const char cli_unmerge_usage[] =
     "usage: lorakit unmerge MODEL --adapter A [--scale s] -o OUT [--registry PATH] [--force]\n"
+    "                       [--backend NAME[:DEV]]\n"
     "\n"
     "Undo a merge: W -= scale * s * B A for every target of A.\n";
 
@@ -118,14 +122,18 @@ static void merge_report(void *user, const lk_quant_report_t *r) {
 static int merge_cmd(int argc, char **argv, int undo) {
   const char *model = NULL, *adapter = NULL, *out = NULL, *registry = NULL;
   double scale = 1.0;
-  uint32_t force = 0;
+  uint32_t force = 0, device = 0;
+  const char *backend = NULL;
   const char *cmd = undo ? "unmerge" : "merge";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
     else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
     else if (!strcmp(argv[i], "--registry") && i + 1 < argc) registry = argv[++i];
-    else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
+    else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+      int rc = cli_backend_arg(argv[++i], &backend, &device);
+      if (rc) return rc;
+    } else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
       char *end;
       const char *v = argv[++i];
       scale = strtod(v, &end);
@@ -142,7 +150,7 @@ static int merge_cmd(int argc, char **argv, int undo) {
   if (!ctx) return CLI_FAILED;
   /* the best backend; OUT replaced with --force; a quantised base's
    * requantised targets print the error requantisation added */
-  lk_merge_opts_t opts = {sizeof opts, (float)scale, NULL, 0, force, merge_report, NULL};
+  lk_merge_opts_t opts = {sizeof opts, (float)scale, backend, device, force, merge_report, NULL};
   char *tmpdir = NULL;
   const char *src = adapter; /* a registry REF is exported to a temporary folder first */
   lk_status st = cli_registry_adapter_path(ctx, registry, adapter, &src, &tmpdir);

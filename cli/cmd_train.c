@@ -191,20 +191,7 @@ int cli_train(int argc, char **argv) {
       o.data_format = v;
     } else if (!strcmp(a, "--checkpoint-dir")) o.checkpoint_dir = v;
     else if (!strcmp(a, "--resume")) o.resume = v;
-    else if (!strcmp(a, "--backend")) { /* NAME or NAME:DEVICE */
-      const char *colon = strchr(v, ':');
-      if (colon) {
-        char *end = NULL;
-        unsigned long dev = strtoul(colon + 1, &end, 10);
-        if (colon == v || !colon[1] || *end || dev > 1024) return cli_error(CLI_USAGE, "--backend: '%s' is not NAME or NAME:DEVICE", v);
-        static char bname[128];
-        if ((size_t)(colon - v) >= sizeof bname) return cli_error(CLI_USAGE, "--backend: name too long");
-        memcpy(bname, v, (size_t)(colon - v));
-        bname[colon - v] = 0;
-        o.backend = bname;
-        o.device = (uint32_t)dev;
-      } else o.backend = v;
-    }
+    else if (!strcmp(a, "--backend")) rc = cli_backend_arg(v, &o.backend, &o.device);
     else if (!strcmp(a, "--compute")) {
       if (!strcmp(v, "f32")) o.compute = LK_COMPUTE_F32;
       else if (!strcmp(v, "bf16")) o.compute = LK_COMPUTE_BF16;

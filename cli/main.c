@@ -64,6 +64,30 @@ int cli_number(const char *opt, const char *v, double lo, double hi, int whole, 
   return CLI_OK;
 }
 
+int cli_backend_arg(const char *v, const char **name, uint32_t *device) {
+  static char bname[4][128]; /* a few commands' worth; each call its own slot */
+  static unsigned slot;
+  const char *colon = strchr(v, ':');
+  if (!*v || colon == v) return cli_error(CLI_USAGE, "--backend: '%s' is not NAME or NAME:DEVICE", v);
+  if (!colon) {
+    *name = v;
+    *device = 0;
+    return CLI_OK;
+  }
+  char *end = NULL;
+  errno = 0;
+  unsigned long dev = strtoul(colon + 1, &end, 10);
+  if (!colon[1] || *end || errno || colon[1] == '-' || colon[1] == '+' || dev > 1024)
+    return cli_error(CLI_USAGE, "--backend: '%s' is not NAME or NAME:DEVICE (DEVICE a number 0..1024)", v);
+  char *b = bname[slot++ % 4];
+  if ((size_t)(colon - v) >= sizeof bname[0]) return cli_error(CLI_USAGE, "--backend: name too long in '%s'", v);
+  memcpy(b, v, (size_t)(colon - v));
+  b[colon - v] = 0;
+  *name = b;
+  *device = (uint32_t)dev;
+  return CLI_OK;
+}
+
 const char *cli_kind_name(int32_t kind) {
   switch (kind) {
   case LK_KIND_BACKEND: return "backend";

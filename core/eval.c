@@ -72,7 +72,9 @@ LK_API lk_status lk_x_eval(lk_context_t *ctx, const lk_x_eval_opts_t *o, lk_x_ev
   lk_x_eval_result_t r;
   memset(&r, 0, sizeof r);
   gen_model g;
-  lk_status st = gen_open(ctx, o->model, o->adapters, o->n_adapters, (int)o->merged, &g);
+  int has_be = o->struct_size >= LK_MIN_SIZE(lk_x_eval_opts_t, device);
+  lk_status st = gen_open(ctx, o->model, o->adapters, o->n_adapters, (int)o->merged, has_be ? o->backend : NULL,
+                          has_be ? o->device : 0, &g);
   if (st) return st;
   lk_x_tokenizer_t *tok = NULL;
   td_set *set = NULL;

@@ -111,13 +111,13 @@ static lk_status gen_join(lk_context_t *ctx, lk_adapter_t **ads, const lk_x_adap
 }
 
 lk_status gen_open(lk_context_t *ctx, const char *path, const lk_x_adapter_ref_t *refs, uint32_t n, int merged,
-                   gen_model *g) {
+                   const char *backend, uint32_t device, gen_model *g) {
   memset(g, 0, sizeof *g);
   if (!path) return lk__fail(ctx, LK_ERR_INVALID_ARG, "no model given");
   if (n && !refs) return lk__fail(ctx, LK_ERR_INVALID_ARG, "n_adapters %u with no adapters", n);
   lk_status st = lk_model_open(ctx, path, NULL, &g->m);
   if (!st) st = llm_cfg_parse(ctx, lk_model_metadata_json(g->m), lk_model_path(g->m), &g->cfg);
-  if (!st) st = lk_backend_open(ctx, "cpu", 0, &g->be);
+  if (!st) st = lk_backend_open(ctx, backend ? backend : "cpu", device, &g->be);
   lk_adapter_t **ads = n ? calloc(n, sizeof *ads) : NULL;
   float *mult = n ? calloc(n, sizeof *mult) : NULL;
   if (!st && n && (!ads || !mult)) st = lk__fail(ctx, LK_ERR_NOMEM, "out of memory");
@@ -177,7 +177,9 @@ LK_API lk_status lk_x_generate(lk_context_t *ctx, const lk_x_generate_opts_t *o,
   llm_kv *kv = NULL;
   int32_t *ids = NULL;
   float *logits = NULL;
-  lk_status st = gen_open(ctx, o->model, o->adapters, o->n_adapters, (int)o->merged, &g);
+  int has_be = o->struct_size >= LK_MIN_SIZE(lk_x_generate_opts_t, device);
+  lk_status st = gen_open(ctx, o->model, o->adapters, o->n_adapters, (int)o->merged, has_be ? o->backend : NULL,
+                          has_be ? o->device : 0, &g);
   if (st) return st;
   const char *tpath = o->tokenizer ? o->tokenizer : o->model;
   if ((st = lk_x_tokenizer_load(ctx, tpath, &tok))) goto done;

@@ -174,6 +174,95 @@ expect "train --backend of no plugin" 1 "no backend named" train "$F/base" --tok
 expect "train --backend device out of range" 1 "does not exist" train "$F/base" --tokens "$F/a1/batches.safetensors" --backend cpu:3 -o "$T/xb2"
 expect "train --backend bad syntax" 2 "--backend" train "$F/base" --tokens "$F/a1/batches.safetensors" --backend cpu: -o "$T/xb3"
 
+# ---- generate / eval / merge --backend vulkan (plugins/vulkan; lavapipe in CI) --------
+# Greedy tokens of generate equal the cpu backend's; eval's loss (2 rows x 16
+# tokens cut from a1's batches: lavapipe is slow) equals the cpu backend's within
+# 1e-4 relative; merge on vulkan equals PEFT's a1/merged within 1e-5 of each
+# tensor's largest element. Skipped when `lorakit plugins --json` lists no vulkan device.
+vk_dev=$("$LK" plugins --json 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(sum(len(b["devices"]) for b in d["backends"] if b["name"] == "vulkan"))' 2>/dev/null)
+if [ "${vk_dev:-0}" = 0 ]; then
+  echo "SKIP generate/eval/merge --backend vulkan: lorakit plugins lists no vulkan device"
+else
+  for be in cpu vulkan; do
+    "$LK" generate "$F/base" --adapter "$F/a1/adapter-trained" --prompt "Once upon a time" --temperature 0 \
+      --max-tokens 3 --json --backend $be >"$T/gen-$be.json" 2>"$T/gen-$be.err" || bad "generate --backend $be: $(cat "$T/gen-$be.err")"
+  done
+  python3 - "$T/gen-cpu.json" "$T/gen-vulkan.json" <<'EOF2' && ok "generate --backend vulkan: greedy tokens = cpu's" || bad "generate --backend vulkan: tokens differ from cpu's"
+import json, sys
+c, v = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"  cpu ids {c['ids']}, vulkan ids {v['ids']}")
+assert len(c["ids"]) == 3 and c["ids"] == v["ids"]
+EOF2
+  python3 - "$F/a1/batches.safetensors" "$T/small.safetensors" <<'EOF2' || bad "cutting a small tokens file"
+import array, json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))["input_ids"]
+assert h["dtype"] == "I64", h
+L = h["shape"][2]
+a = array.array("q"); a.frombytes(f.read(2 * L * 8))
+data = array.array("i", [x for r in range(2) for x in a[r * L:r * L + 16]]).tobytes()
+hdr = json.dumps({"input_ids": {"dtype": "I32", "shape": [1, 2, 16], "data_offsets": [0, len(data)]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)
+EOF2
+  for be in cpu vulkan; do
+    "$LK" eval "$F/base" --adapter "$F/a1/adapter-trained" --tokens "$T/small.safetensors" --json --backend $be \
+      >"$T/ev-$be.json" 2>"$T/ev-$be.err" || bad "eval --backend $be: $(cat "$T/ev-$be.err")"
+  done
+  python3 - "$T/ev-cpu.json" "$T/ev-vulkan.json" <<'EOF2' && ok "eval --backend vulkan: loss = cpu's within 1e-4" || bad "eval --backend vulkan: loss differs from cpu's"
+import json, sys
+c, v = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"  eval loss: cpu {c['loss']:.8f}, vulkan {v['loss']:.8f} ({c['tokens']} tokens)")
+assert c["tokens"] == v["tokens"] == 30 and abs(c["loss"] - v["loss"]) <= 1e-4 * abs(c["loss"])
+EOF2
+  "$LK" merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$T/merged-vk" --backend vulkan >/dev/null 2>"$T/mg.err" \
+    || bad "merge --backend vulkan: $(cat "$T/mg.err")"
+  python3 - "$T/merged-vk/model.safetensors" "$F/a1/merged/model.safetensors" <<'EOF2' && ok "merge --backend vulkan = PEFT's merged model" || bad "merge --backend vulkan differs from PEFT's merged model"
+import array, json, struct, sys
+def read(p):
+    f = open(p, "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); d = f.read(); out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        assert v["dtype"] == "F32", (p, k, v["dtype"])
+        a = array.array("f"); a.frombytes(d[v["data_offsets"][0]:v["data_offsets"][1]]); out[k] = a
+    return out
+got, ref = read(sys.argv[1]), read(sys.argv[2])
+assert set(got) == set(ref), set(got) ^ set(ref)
+worst = max(max(abs(x - y) for x, y in zip(got[k], ref[k])) / max(max(abs(y) for y in ref[k]), 1e-30) for k in ref)
+print(f"  merge on vulkan vs PEFT: worst {worst:.2e} of a tensor's largest element")
+assert worst <= 1e-5, worst
+EOF2
+  # a device lost mid-run (simulated: LORAKIT_VULKAN_FAULT=lost:6 is the 6th submit of
+  # the instance, in the second step of two on 1 x 16 tokens): exit 1 naming the device
+  # and "device lost"; no adapter, and checkpoints (--save-every 1) only of the steps done
+  python3 - "$T/small.safetensors" "$T/small2.safetensors" <<'EOF2' || bad "cutting a 2-step tokens file"
+import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); d = f.read()
+h["input_ids"]["shape"] = [2, 1, 16]
+hdr = json.dumps(h).encode(); hdr += b" " * (-len(hdr) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + d)
+EOF2
+  LORAKIT_VULKAN_FAULT=lost:6 "$LK" train "$F/base" --tokens "$T/small2.safetensors" --init-adapter "$F/a1/adapter-init" \
+    --backend vulkan --save-every 1 --checkpoint-dir "$T/lost-ck" -o "$T/lost" --json >"$T/lost.out" 2>"$T/lost.err"
+  rc=$?
+  if [ $rc != 1 ] || ! grep -q "device lost" "$T/lost.err" || ! grep -q "device 0" "$T/lost.err"; then
+    bad "train --backend vulkan, device lost: exit $rc, $(head -c 300 "$T/lost.err")"
+  else
+    done_steps=$(grep -c '"step"' "$T/lost.out")
+    if [ -e "$T/lost" ] || [ "$done_steps" -ge 2 ] || [ "$(ls "$T/lost-ck" 2>/dev/null | grep -c '^step-')" != "$done_steps" ]; then
+      bad "train --backend vulkan, device lost: $done_steps steps done, wrote $(ls "$T/lost" "$T/lost-ck" 2>&1 | tr '\n' ' ')"
+    else
+      ok "train --backend vulkan, device lost in step $((done_steps + 1)): exit 1 naming it, checkpoints of the $done_steps finished step(s) only, no adapter"
+    fi
+  fi
+  expect "generate --backend of no plugin" 1 "no backend named" generate "$F/base" --prompt x --backend nosuch
+  expect "eval --backend bad syntax" 2 "--backend" eval "$F/base" --tokens "$T/small.safetensors" --backend vulkan:x
+  expect "merge --backend device out of range" 1 "does not exist" merge "$F/base" --adapter "$F/a1/adapter-trained" -o "$T/xm" --backend vulkan:99
+  [ -e "$T/xm" ] && bad "a failed merge wrote $T/xm"
+fi
+
 # ---- errors -----------------------------------------------------------------------
 expect "no MODEL" 2 "no MODEL" train --tokens "$F/a1/batches.safetensors" -o "$T/x1"
 expect "unknown option" 2 "unknown option" train "$F/base" --tokens "$F/a1/batches.safetensors" --bogus 1 -o "$T/x2"

@@ -7,7 +7,8 @@
  * here; it is itself tested against naive double references (test_ops).
  * Faults: a buffer beyond the device's maximum allocation, a view outside
  * its buffer, ops the plugin does not implement (refused by supports() and
- * by submit, naming the op), and no Vulkan driver at all (VK_ICD_FILENAMES
+ * by submit, naming the op), a device lost mid-run and a shader missing
+ * from the build (both simulated with LORAKIT_VULKAN_FAULT), and no Vulkan driver at all (VK_ICD_FILENAMES
  * to nowhere: the plugin loads with zero devices and says why). Prints
  * SKIP when the plugin was not built or no device exists. */
 #include "test_util.h"
@@ -520,11 +521,19 @@ static void tv_ids(tu_rng *r, tv_opnd *o, int64_t lim, int32_t special, int ever
   for (int64_t i = 0; i < n; i++) p[i] = (every && i % every == 1) ? special : (int32_t)(tu_next(r) % (uint64_t)lim);
 }
 
+/* EMBEDDING and its backward. The backward runs on both paths: float atomics
+ * (emb_atomic.comp, where the device has shaderBufferFloat32AtomicAdd, as
+ * lavapipe does) and, with LORAKIT_VULKAN_FAULT=noshader:emb_atomic, a
+ * workgroup per vocabulary row over the ids in chunks of 256 (here 300 ids
+ * and D = 300: two chunks of each). */
 START_TEST(op_embedding) {
   TV_SKIP_IF_ABSENT();
+  for (int path = 0; path < 2; path++) {
+  if (path) setenv("LORAKIT_VULKAN_FAULT", "noshader:emb_atomic", 1);
   tv_env e = tv_open();
+  unsetenv("LORAKIT_VULKAN_FAULT");
   tu_rng r = {19};
-  int64_t V = 53, D = 45, ts[2] = {3, 7}, tab[2] = {V, D}, ys[3] = {3, 7, D};
+  int64_t V = 53, D = path ? 300 : 45, T1 = path ? 100 : 7, ts[2] = {3, T1}, tab[2] = {V, D}, ys[3] = {3, T1, D};
   for (int acc = 0; acc < 2; acc++) {
     tv_opnd o[3] = {tv_make(&r, acc ? LK_DTYPE_F16 : LK_DTYPE_F32, 2, tab, NULL, 0, -1, 1),
                     tv_make(&r, LK_DTYPE_I32, 2, ts, NULL, 4, 0, 0), tv_make(&r, LK_DTYPE_F32, 3, ys, NULL, 0, -1, 1)};
@@ -545,6 +554,7 @@ START_TEST(op_embedding) {
     tv_free(o, 3);
   }
   tv_close(&e);
+  }
 }
 END_TEST
 
@@ -552,11 +562,11 @@ START_TEST(op_cross_entropy) {
   TV_SKIP_IF_ABSENT();
   tv_env e = tv_open();
   tu_rng r = {20};
-  const int64_t vs[2] = {1000, 7};
-  for (int k = 0; k < 2; k++)
+  const int64_t vs[3] = {1000, 7, 5}, rs[3] = {9, 9, 150}; /* 300 rows: more than the final pass's 256 invocations */
+  for (int k = 0; k < 3; k++)
     for (int acc = 0; acc < 2; acc++) {
-      int64_t V = vs[k], ls[3] = {2, 9, V}, lst[3] = {9 * (V + 1), V + 1, 1}, lab[2] = {2, 9}, one[1] = {1};
-      tv_opnd o[4] = {tv_make(&r, k ? LK_DTYPE_BF16 : LK_DTYPE_F32, 3, ls, k ? NULL : lst, 0, -8, 8),
+      int64_t V = vs[k], R = rs[k], ls[3] = {2, R, V}, lst[3] = {R * (V + 1), V + 1, 1}, lab[2] = {2, R}, one[1] = {1};
+      tv_opnd o[4] = {tv_make(&r, k == 1 ? LK_DTYPE_BF16 : LK_DTYPE_F32, 3, ls, k == 1 ? NULL : lst, 0, -8, 8),
                       tv_make(&r, LK_DTYPE_I32, 2, lab, NULL, 0, 0, 0), tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 0, 0, 1),
                       tv_make(&r, LK_DTYPE_F32, 1, one, NULL, 4, 0, 1)};
       tv_ids(&r, &o[1], V, -100, 4); /* every 4th row ignored */
@@ -821,6 +831,116 @@ START_TEST(staging_path) {
 }
 END_TEST
 
+/* FILL n floats of b with value on be and download them: the status, and
+ * the worst |got - value| in *worst. */
+static lk_status tv_fill(lk_backend_t *be, lk_buffer_t *b, int64_t n, float value, double *worst) {
+  lk_view_t v;
+  lk_view_init(&v, LK_DTYPE_F32, 1, &n, b, 0);
+  lk_op_fill_t fp = {sizeof fp, value};
+  lk_op_t op = {sizeof op, LK_OP_FILL, NULL, 0, 1, NULL, &v, &fp};
+  lk_fence_t *f = NULL;
+  lk_status st = lk_backend_submit(be, &op, 1, &f);
+  if (st == LK_OK) {
+    st = lk_fence_wait(be, f, UINT64_MAX);
+    lk_fence_free(be, f);
+  }
+  float got[64];
+  ck_assert_int_le(n, 64);
+  if (st == LK_OK) st = lk_buffer_download(be, b, 0, got, (uint64_t)n * 4);
+  *worst = 0;
+  for (int64_t i = 0; st == LK_OK && i < n; i++)
+    if (fabs((double)got[i] - value) > *worst) *worst = fabs((double)got[i] - value);
+  return st;
+}
+
+/* A device lost mid-run, simulated (LORAKIT_VULKAN_FAULT=lost:2: the second
+ * submit of the instance reports VK_ERROR_DEVICE_LOST): the first batch
+ * runs, the second and everything after (submit, download) fail naming the
+ * device and "device lost"; closing works, a new instance works, the
+ * process goes on. */
+START_TEST(device_lost) {
+  TV_SKIP_IF_ABSENT();
+  setenv("LORAKIT_VULKAN_FAULT", "lost:2", 1);
+  tv_env e = tv_open();
+  unsetenv("LORAKIT_VULKAN_FAULT");
+  lk_device_info_t di;
+  memset(&di, 0, sizeof di);
+  di.struct_size = sizeof di;
+  ck_assert_int_eq(lk_backend_info(e.vk, &di), LK_OK);
+  lk_buffer_t *b = NULL;
+  ck_assert_int_eq(lk_buffer_alloc(e.vk, 64 * 4, 0, &b), LK_OK);
+  double worst = 1;
+  ck_assert_msg(tv_fill(e.vk, b, 37, 1.5f, &worst) == LK_OK && worst == 0, "submit 1: %s (worst %g)",
+                lk_last_error(e.ctx), worst);
+  for (int k = 0; k < 3; k++) { /* submit 2 (the loss), submit 3, then a download */
+    lk_status st;
+    if (k < 2) st = tv_fill(e.vk, b, 37, 2.5f, &worst);
+    else {
+      float got[4];
+      st = lk_buffer_download(e.vk, b, 0, got, sizeof got);
+    }
+    ck_assert_int_ne(st, LK_OK);
+    const char *m = lk_last_error(e.ctx);
+    ck_assert_msg(strstr(m, "device lost") && strstr(m, di.name), "step %d: '%s' lacks 'device lost' or '%s'", k, m, di.name);
+  }
+  lk_buffer_free(e.vk, b);
+  lk_backend_close(e.vk);
+  ck_assert_int_eq(lk_backend_open(e.ctx, "vulkan", 0, &e.vk), LK_OK);
+  ck_assert_int_eq(lk_buffer_alloc(e.vk, 64 * 4, 0, &b), LK_OK);
+  ck_assert_msg(tv_fill(e.vk, b, 37, -3.25f, &worst) == LK_OK && worst == 0, "a new instance: %s (worst %g)",
+                lk_last_error(e.ctx), worst);
+  lk_buffer_free(e.vk, b);
+  tv_close(&e);
+}
+END_TEST
+
+/* A shader missing from the build, simulated (LORAKIT_VULKAN_FAULT=
+ * noshader:matmul): open logs a warning naming matmul.comp; MATMUL is
+ * refused by supports() (so by submit, naming the op); FILL (elem.comp) runs.
+ * A malformed LORAKIT_VULKAN_FAULT is refused at open, naming it. */
+static char tv_log_seen[512];
+static void tv_log(void *user, int32_t level, const char *source, const char *message) {
+  (void)user;
+  (void)source;
+  if (level <= LK_LOG_WARN && strstr(message, "matmul.comp"))
+    snprintf(tv_log_seen, sizeof tv_log_seen, "%s", message);
+}
+
+START_TEST(shader_missing) {
+  TV_SKIP_IF_ABSENT();
+  setenv("LORAKIT_VULKAN_FAULT", "noshader:matmul", 1);
+  tv_log_seen[0] = 0;
+  lk_set_logger(tv_log, NULL, LK_LOG_WARN);
+  tv_env e = tv_open();
+  lk_set_logger(NULL, NULL, 0);
+  ck_assert_msg(strstr(tv_log_seen, "missing"), "open logged no warning naming matmul.comp ('%s')", tv_log_seen);
+  setenv("LORAKIT_VULKAN_FAULT", "noshader:nosuch", 1);
+  lk_backend_t *bad = NULL;
+  ck_assert_int_ne(lk_backend_open(e.ctx, "vulkan", 0, &bad), LK_OK);
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "LORAKIT_VULKAN_FAULT") && strstr(lk_last_error(e.ctx), "nosuch"), "%s",
+                lk_last_error(e.ctx));
+  unsetenv("LORAKIT_VULKAN_FAULT");
+  int64_t xs[2] = {2, 8}, ws[2] = {3, 8}, ys[2] = {2, 3};
+  lk_buffer_t *b[3] = {0};
+  lk_view_t mv[3];
+  const int64_t *shp[3] = {xs, ws, ys};
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(lk_buffer_alloc(e.vk, 64 * 4, 0, &b[i]), LK_OK);
+    lk_view_init(&mv[i], LK_DTYPE_F32, 2, shp[i], b[i], 0);
+  }
+  lk_op_t mm = {sizeof mm, LK_OP_MATMUL, NULL, 2, 1, mv, mv + 2, NULL};
+  ck_assert_int_eq(lk_backend_supports(e.cpu, &mm), 1);
+  ck_assert_int_eq(lk_backend_supports(e.vk, &mm), 0);
+  ck_assert_int_ne(lk_backend_submit(e.vk, &mm, 1, NULL), LK_OK); /* the engine asks supports() first */
+  ck_assert_msg(strstr(lk_last_error(e.ctx), "matmul"), "%s", lk_last_error(e.ctx));
+  double worst = 1;
+  ck_assert_msg(tv_fill(e.vk, b[0], 16, 0.75f, &worst) == LK_OK && worst == 0, "FILL without matmul.comp: %s (worst %g)",
+                lk_last_error(e.ctx), worst);
+  for (int i = 0; i < 3; i++) lk_buffer_free(e.vk, b[i]);
+  tv_close(&e);
+}
+END_TEST
+
 /* No Vulkan driver (VK_ICD_FILENAMES to nowhere), in a child process: the
  * plugin loads with zero devices, device_info says why, open is refused,
  * and the cpu backend works on. */
@@ -892,6 +1012,8 @@ static Suite *vulkan_suite(void) {
   tcase_add_test(tc, op_attention);
   tcase_add_test(tc, unsupported_refused);
   tcase_add_test(tc, staging_path);
+  tcase_add_test(tc, device_lost);
+  tcase_add_test(tc, shader_missing);
   tcase_add_test(tc, no_driver);
   suite_add_tcase(s, tc);
   return s;

@@ -211,7 +211,7 @@ static int32_t vk_counts(const vk_ctx *c, uint32_t n_src, uint32_t n_dst) {
   return LK_OK;
 }
 
-static int32_t vk_reduce(const vk_ctx *c, vk_disp *d) {
+static int32_t vk_reduce(const vk_ctx *c, vk_disp *d, uint32_t *n_out) {
   int32_t rc = vk_counts(c, 1, 1);
   if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_reduce_t), LK_MIN_SIZE_OP_ACCUMULATE);
   if (rc != LK_OK) return rc;
@@ -236,8 +236,26 @@ static int32_t vk_reduce(const vk_ctx *c, vk_disp *d) {
   pc[10] = vk_dt(x->dtype);
   pc[11] = c->op->id == LK_OP_SUMSQ;
   pc[12] = (int32_t)PF(p, lk_op_reduce_t, accumulate, 0u);
-  d->pc_size = 13 * 4;
-  d->groups[0] = d->groups[1] = d->groups[2] = 1;
+  /* workgroups: one per 16 x 256 elements, at most 256 (then partials summed by a second dispatch) */
+  int64_t total = (int64_t)shape[0] * shape[1] * shape[2] * shape[3];
+  int64_t groups = (total + 4095) / 4096;
+  if (groups < 1) groups = 1;
+  if (groups > 256) groups = 256;
+  pc[13] = 0;
+  pc[14] = (int32_t)groups;
+  pc[15] = 0;
+  d->pc_size = 16 * 4;
+  d->groups[0] = (uint32_t)groups;
+  d->groups[1] = d->groups[2] = 1;
+  *n_out = 1;
+  if (groups == 1) return LK_OK;
+  d->bind[4] = (vk_bind){VK_SCRATCH, 0};
+  d->scratch = (uint64_t)groups * 4;
+  d[1] = d[0];
+  d[1].scratch = 0;
+  ((int32_t *)d[1].pc)[13] = 1;
+  d[1].groups[0] = 1;
+  *n_out = 2;
   return LK_OK;
 }
 
@@ -374,7 +392,7 @@ static int32_t vk_matmul(const vk_ctx *c, vk_disp *d) {
 
 /* ---- nn.comp: ADAMW, RMSNORM, EMBEDDING, CROSS_ENTROPY -------------------------- */
 
-enum { NN_ADAMW = 0, NN_RMS, NN_RMS_DX, NN_RMS_DW, NN_EMB, NN_EMB_BWD, NN_CE, NN_CE_BWD };
+enum { NN_ADAMW = 0, NN_RMS, NN_RMS_DX, NN_RMS_DW, NN_EMB, NN_EMB_BWD, NN_CE, NN_CE_BWD, NN_CE_SUM };
 
 typedef struct vk_nnpc {
   int32_t mode, rows, cols;
@@ -425,6 +443,7 @@ static void vk_nn_done(vk_disp *d, const vk_nnpc *pc) {
 
 /* One workgroup per row, rows over a 2-D grid. */
 static void vk_grid_rows(vk_disp *d, int64_t rows) {
+  if (rows < 1) rows = 1; /* the shaders return for r >= rows */
   d->groups[0] = (uint32_t)(rows < 65535 ? rows : 65535);
   d->groups[1] = (uint32_t)((rows + d->groups[0] - 1) / d->groups[0]);
   d->groups[2] = 1;
@@ -555,7 +574,7 @@ static int32_t vk_rmsnorm(const vk_ctx *c, vk_disp *out, uint32_t *n_out) {
   return LK_OK;
 }
 
-static int32_t vk_embedding(const vk_ctx *c, vk_disp *d) {
+static int32_t vk_embedding(const vk_ctx *c, vk_disp *d, uint32_t *n_out) {
   int bwd = c->op->id == LK_OP_EMBEDDING_BACKWARD;
   int32_t rc = vk_counts(c, 2, 1);
   if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_accumulate_t), LK_MIN_SIZE_OP_ACCUMULATE);
@@ -590,12 +609,33 @@ static int32_t vk_embedding(const vk_ctx *c, vk_disp *d) {
     pc.ld3 = (int32_t)ld;
   }
   pc.flags = acc ? 8 : 0;
+  *n_out = 1;
+  if (!bwd) {
+    vk_nn_done(d, &pc);
+    vk_grid_1d(d, T * D);
+    return LK_OK;
+  }
+  if (c->be && c->be->pipe[VK_SH_EMB_ATOMIC] && table->dtype == LK_DTYPE_F32 && rowsv->dtype == LK_DTYPE_F32) {
+    /* one pass over ids with float atomic adds (after zeroing dtable unless accumulating) */
+    d->shader = VK_SH_EMB_ATOMIC;
+    d[1] = d[0];
+    pc.mode = 0;
+    vk_nn_done(&d[0], &pc);
+    vk_grid_1d(&d[0], table->shape[0] * D);
+    pc.mode = 1;
+    vk_nn_done(&d[1], &pc);
+    vk_grid_1d(&d[1], T * D);
+    if (acc) d[0] = d[1];
+    *n_out = acc ? 1 : 2;
+    return LK_OK;
+  }
+  /* a workgroup per vocabulary row, over the ids in chunks of 256 */
   vk_nn_done(d, &pc);
-  vk_grid_1d(d, bwd ? table->shape[0] * D : T * D);
+  vk_grid_rows(d, table->shape[0]);
   return LK_OK;
 }
 
-static int32_t vk_cross_entropy(const vk_ctx *c, vk_disp *d) {
+static int32_t vk_cross_entropy(const vk_ctx *c, vk_disp *d, uint32_t *n_out) {
   int bwd = c->op->id == LK_OP_CROSS_ENTROPY_BACKWARD;
   int32_t rc = bwd ? vk_counts(c, 3, 1) : vk_counts(c, 2, 2);
   if (rc == LK_OK) rc = vk_params(c, sizeof(lk_op_cross_entropy_t), LK_MIN_SIZE(lk_op_cross_entropy_t, ignore_index));
@@ -630,8 +670,18 @@ static int32_t vk_cross_entropy(const vk_ctx *c, vk_disp *d) {
       if (cnt->dtype != LK_DTYPE_F32 || vk_numel(cnt) != 1) return CFAIL(c, LK_ERR_SHAPE, "count must be one f32");
       pc.flags |= 2;
     }
+    /* a workgroup per row into scratch [2 T] (loss, scored), then one workgroup sums them */
+    d->bind[2] = (vk_bind){VK_SCRATCH, 0};
+    pc.off[2] = 0;
+    d->scratch = (uint64_t)(T > 0 ? T : 1) * 8;
     vk_nn_done(d, &pc);
-    d->groups[0] = d->groups[1] = d->groups[2] = 1;
+    vk_grid_rows(d, T);
+    d[1] = d[0];
+    d[1].scratch = 0;
+    pc.mode = NN_CE_SUM;
+    vk_nn_done(&d[1], &pc);
+    d[1].groups[0] = d[1].groups[1] = d[1].groups[2] = 1;
+    *n_out = 2;
     return LK_OK;
   }
   const lk_view_t *dl = &c->op->src[2], *dlg = &c->op->dst[0];
@@ -648,6 +698,7 @@ static int32_t vk_cross_entropy(const vk_ctx *c, vk_disp *d) {
   pc.flags |= acc ? 8 : 0;
   vk_nn_done(d, &pc);
   vk_grid_rows(d, T);
+  *n_out = 1;
   return LK_OK;
 }
 
@@ -1048,8 +1099,7 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
   }
   case LK_OP_SUM:
   case LK_OP_SUMSQ:
-    rc = vk_reduce(&c, out);
-    break;
+    return vk_reduce(&c, out, n_out);
   case LK_OP_MATMUL:
     rc = vk_matmul(&c, out);
     break;
@@ -1121,12 +1171,10 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
     return vk_rmsnorm(&c, out, n_out);
   case LK_OP_EMBEDDING:
   case LK_OP_EMBEDDING_BACKWARD:
-    rc = vk_embedding(&c, out);
-    break;
+    return vk_embedding(&c, out, n_out);
   case LK_OP_CROSS_ENTROPY:
   case LK_OP_CROSS_ENTROPY_BACKWARD:
-    rc = vk_cross_entropy(&c, out);
-    break;
+    return vk_cross_entropy(&c, out, n_out);
   default:
     return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan op %u: %s is not yet implemented by the vulkan backend", index,
                    vk_op_label(op->id));

@@ -95,6 +95,25 @@ static void vk_global_init(void) {
     VkPhysicalDeviceProperties2 p2 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &m3, {0}};
     vkGetPhysicalDeviceProperties2(pds[i], &p2);
     ph.max_alloc = m3.maxMemoryAllocationSize;
+    uint32_t nx = 0;
+    if (vkEnumerateDeviceExtensionProperties(pds[i], NULL, &nx, NULL) == VK_SUCCESS && nx) {
+      VkExtensionProperties *xs = calloc(nx, sizeof *xs);
+      int has = 0;
+      if (xs && vkEnumerateDeviceExtensionProperties(pds[i], NULL, &nx, xs) >= 0)
+        for (uint32_t x = 0; x < nx; x++) has |= !strcmp(xs[x].extensionName, VK_EXT_SHADER_ATOMIC_FLOAT_EXTENSION_NAME);
+      free(xs);
+      if (has) {
+        VkPhysicalDeviceShaderAtomicFloatFeaturesEXT af;
+        memset(&af, 0, sizeof af);
+        af.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT;
+        VkPhysicalDeviceFeatures2 f2;
+        memset(&f2, 0, sizeof f2);
+        f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+        f2.pNext = &af;
+        vkGetPhysicalDeviceFeatures2(pds[i], &f2);
+        ph.atomic_f32_add = af.shaderBufferFloat32AtomicAdd == VK_TRUE;
+      }
+    }
     vkGetPhysicalDeviceMemoryProperties(pds[i], &ph.mem);
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -288,6 +307,14 @@ int vk_buffer_known(vk_backend *be, const lk_buffer_t *b) {
 
 static void vk_wait_all(vk_backend *be);
 
+/* The device is lost (VK_ERROR_DEVICE_LOST, real or simulated): the instance
+ * runs nothing any more; the error names the device. */
+static int32_t vk_lost_fail(vk_backend *be, lk_error_t *err, const char *what) {
+  be->lost = 1;
+  return vk_fail(err, LK_ERR_BACKEND, "vulkan %s: device lost (VK_ERROR_DEVICE_LOST) on device %u (%s); this backend instance "
+                 "can run nothing more: close it and create a new one", what, be->index, be->ph->props.deviceName);
+}
+
 static int32_t vk_alloc_internal(vk_backend *be, uint64_t nbytes, uint32_t flags, lk_buffer_t **out, lk_error_t *err) {
   const vk_phys *ph = be->ph;
   const VkPhysicalDeviceLimits *l = &ph->props.limits;
@@ -473,7 +500,8 @@ static int32_t vk_staged_copy(vk_backend *be, lk_buffer_t *buf, uint64_t off, ui
   r = vkQueueSubmit(be->queue, 1, &si, VK_NULL_HANDLE);
   if (r == VK_SUCCESS) r = vkQueueWaitIdle(be->queue);
   vkFreeCommandBuffers(be->dev, be->cmd_pool, 1, &cmd);
-  if (r != VK_SUCCESS) return vk_fail(err, r == VK_ERROR_DEVICE_LOST ? LK_ERR_STATE : LK_ERR_NOMEM, "vulkan transfer: %s", vk_result_name(r));
+  if (r == VK_ERROR_DEVICE_LOST) return vk_lost_fail(be, err, "transfer");
+  if (r != VK_SUCCESS) return vk_fail(err, LK_ERR_NOMEM, "vulkan transfer: %s", vk_result_name(r));
   return LK_OK;
 }
 
@@ -488,6 +516,7 @@ static int32_t vk_staging_reserve(vk_backend *be, uint64_t n, lk_error_t *err) {
 static int32_t vk_transfer(vk_backend *be, lk_buffer_t *buf, uint64_t offset, void *host, uint64_t nbytes, int up,
                            lk_error_t *err) {
   vk_wait_all(be);
+  if (be->lost) return vk_lost_fail(be, err, up ? "upload" : "download");
   if (!nbytes) return LK_OK;
   if (buf->blk->map) {
     char *p = (char *)buf->blk->map + buf->off + offset;
@@ -538,8 +567,13 @@ static int32_t vk_sub_wait(vk_backend *be, vk_sub *s, uint64_t timeout_ns) {
   VkResult r = vkWaitForFences(be->dev, 1, &s->fence, VK_TRUE, timeout_ns);
   if (r == VK_TIMEOUT) return LK_ERR_TIMEOUT;
   s->done = 1;
-  if (r != VK_SUCCESS) {
-    s->status = LK_ERR_STATE;
+  if (r == VK_ERROR_DEVICE_LOST) {
+    be->lost = 1;
+    s->status = LK_ERR_BACKEND;
+    snprintf(s->msg, sizeof s->msg, "vulkan: device lost (VK_ERROR_DEVICE_LOST) on device %u (%.64s) while the batch ran; "
+             "this backend instance can run nothing more", be->index, be->ph->props.deviceName);
+  } else if (r != VK_SUCCESS) {
+    s->status = LK_ERR_BACKEND;
     snprintf(s->msg, sizeof s->msg, "vulkan: the batch failed: %s", vk_result_name(r));
   } else if (s->flag) {
     uint32_t tag = *(const volatile uint32_t *)((char *)s->flag->blk->map + s->flag->off);
@@ -592,6 +626,7 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   if (out_fence) *out_fence = NULL;
   if (!be) return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan submit: NULL backend");
   if (n_ops && !ops) return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan submit: NULL ops with n_ops %u", n_ops);
+  if (be->lost) return vk_lost_fail(be, err, "submit");
   vk_reap(be);
   size_t cap = (size_t)n_ops * 2 + VK_MAX_DISP;
   vk_disp *d = malloc(cap * sizeof *d);
@@ -612,6 +647,11 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
     }
     memset(&d[nd], 0, VK_MAX_DISP * sizeof *d);
     int32_t rc = vk_op_plan(be, &ops[i], i, &d[nd], &k, err);
+    for (uint32_t q = 0; rc == LK_OK && q < k; q++)
+      if (!be->pipe[d[nd + q].shader])
+        rc = vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan op %u (%s): its shader %s.comp is missing from this build (no SPIR-V "
+                     "for it: %s); the batch was refused", i, vk_op_label(ops[i].id), vk_shaders[d[nd + q].shader].name,
+                     vk_shaders[d[nd + q].shader].size ? "left out by LORAKIT_VULKAN_FAULT" : "not compiled");
     if (rc != LK_OK) {
       free(d);
       return rc;
@@ -732,12 +772,14 @@ static int32_t vk_submit(void *self, const lk_op_t *ops, uint32_t n_ops, lk_fenc
   vkEndCommandBuffer(s->cmd);
   if (r == VK_SUCCESS) {
     VkSubmitInfo si = {VK_STRUCTURE_TYPE_SUBMIT_INFO, NULL, 0, NULL, NULL, 1, &s->cmd, 0, NULL};
-    r = vkQueueSubmit(be->queue, 1, &si, s->fence);
+    if (++be->n_submits == be->fault_lost_at) r = VK_ERROR_DEVICE_LOST; /* simulated: nothing is queued */
+    else r = vkQueueSubmit(be->queue, 1, &si, s->fence);
   }
   if (r != VK_SUCCESS) {
     vk_sub_destroy(be, s);
     free(f);
-    return vk_fail(err, r == VK_ERROR_DEVICE_LOST ? LK_ERR_STATE : LK_ERR_NOMEM, "vulkan submit: %s", vk_result_name(r));
+    if (r == VK_ERROR_DEVICE_LOST) return vk_lost_fail(be, err, "submit");
+    return vk_fail(err, LK_ERR_NOMEM, "vulkan submit: %s", vk_result_name(r));
   }
   s->next = be->subs;
   be->subs = s;
@@ -827,6 +869,35 @@ static VkResult vk_pipeline(vk_backend *be, const uint32_t *code, size_t size, V
   return r;
 }
 
+/* LORAKIT_VULKAN_FAULT: comma-separated lost:N (N >= 1) and noshader:NAME
+ * (NAME of shaders/NAME.comp); for tests of the fault paths. */
+static int32_t vk_fault_parse(vk_backend *be, const char *v, lk_error_t *err) {
+  if (!v || !*v) return LK_OK;
+  const char *p = v;
+  while (*p) {
+    size_t len = strcspn(p, ",");
+    int ok = 0;
+    if (len > 5 && !strncmp(p, "lost:", 5)) {
+      char *end = NULL;
+      unsigned long long n = strtoull(p + 5, &end, 10);
+      ok = end == p + len && n >= 1 && p[5] != '-' && p[5] != '+';
+      if (ok) be->fault_lost_at = n;
+    } else if (len > 9 && !strncmp(p, "noshader:", 9)) {
+      for (int i = 0; i < VK_SH_COUNT; i++)
+        if (strlen(vk_shaders[i].name) == len - 9 && !strncmp(p + 9, vk_shaders[i].name, len - 9)) {
+          be->noshader |= 1u << i;
+          ok = 1;
+        }
+    }
+    if (!ok)
+      return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan create: LORAKIT_VULKAN_FAULT '%s': '%.*s' is not lost:N (N >= 1) or "
+                     "noshader:NAME (elem, reduce, matmul, nn, rope, attn, emb_atomic)", v, (int)len, p);
+    p += len;
+    if (*p == ',') p++;
+  }
+  return LK_OK;
+}
+
 static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_error_t *err) {
   if (!out_self) return vk_fail(err, LK_ERR_INVALID_ARG, "vulkan create: NULL out_self");
   *out_self = NULL;
@@ -854,9 +925,22 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   be->ph = &vk_g.dev[device];
   const char *fs = secure_getenv("LORAKIT_VULKAN_STAGING");
   be->force_staging = fs && fs[0] == '1';
+  int32_t frc = vk_fault_parse(be, secure_getenv("LORAKIT_VULKAN_FAULT"), err);
+  if (frc != LK_OK) {
+    free(be);
+    return frc;
+  }
   float prio = 1.0f;
   VkDeviceQueueCreateInfo qi = {VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, NULL, 0, be->ph->queue_family, 1, &prio};
-  VkDeviceCreateInfo di = {VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, NULL, 0, 1, &qi, 0, NULL, 0, NULL, NULL};
+  /* float atomics for EMBEDDING_BACKWARD where the device has them (and the shader is not left out) */
+  int atomics = be->ph->atomic_f32_add && !(be->noshader & (1u << VK_SH_EMB_ATOMIC));
+  VkPhysicalDeviceShaderAtomicFloatFeaturesEXT af;
+  memset(&af, 0, sizeof af);
+  af.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT;
+  af.shaderBufferFloat32AtomicAdd = VK_TRUE;
+  const char *xname = VK_EXT_SHADER_ATOMIC_FLOAT_EXTENSION_NAME;
+  VkDeviceCreateInfo di = {VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, atomics ? &af : NULL, 0, 1, &qi, 0, NULL,
+                           atomics ? 1u : 0u, atomics ? &xname : NULL, NULL};
   VkResult r = vkCreateDevice(be->ph->pd, &di, NULL, &be->dev);
   if (r != VK_SUCCESS) {
     be->dev = VK_NULL_HANDLE;
@@ -876,12 +960,19 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
   VkPushConstantRange pr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, 128};
   VkPipelineLayoutCreateInfo pli = {VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, NULL, 0, 1, &be->dsl, 1, &pr};
   if (r == VK_SUCCESS) r = vkCreatePipelineLayout(be->dev, &pli, NULL, &be->layout);
-  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_elem, vk_spv_elem_size, &be->pipe[VK_SH_ELEM]);
-  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_reduce, vk_spv_reduce_size, &be->pipe[VK_SH_REDUCE]);
-  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_matmul, vk_spv_matmul_size, &be->pipe[VK_SH_MATMUL]);
-  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_nn, vk_spv_nn_size, &be->pipe[VK_SH_NN]);
-  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_rope, vk_spv_rope_size, &be->pipe[VK_SH_ROPE]);
-  if (r == VK_SUCCESS) r = vk_pipeline(be, vk_spv_attn, vk_spv_attn_size, &be->pipe[VK_SH_ATTN]);
+  for (int i = 0; i < VK_SH_COUNT && r == VK_SUCCESS; i++) {
+    if (i == VK_SH_EMB_ATOMIC && !atomics) continue; /* optional: the device lacks float atomics */
+    if (vk_shaders[i].size && !(be->noshader & (1u << i))) {
+      r = vk_pipeline(be, vk_shaders[i].code, vk_shaders[i].size, &be->pipe[i]);
+      continue;
+    }
+    /* a shader absent from the build: its ops are refused (supports() 0, submit names the shader) */
+    char msg[256];
+    snprintf(msg, sizeof msg, "device %u (%s): shader %s.comp is missing from this build (%s); the ops that need it are "
+             "unsupported", device, vk_g.dev[device].props.deviceName, vk_shaders[i].name,
+             vk_shaders[i].size ? "LORAKIT_VULKAN_FAULT=noshader" : "no SPIR-V");
+    vk_log(LK_LOG_WARN, msg);
+  }
   if (r != VK_SUCCESS) {
     vk_destroy(be);
     return vk_fail(err, LK_ERR_UNSUPPORTED, "vulkan create: cannot build the compute pipelines on %s: %s",
@@ -897,12 +988,15 @@ static int32_t vk_create(const lk_backend_config_t *cfg, void **out_self, lk_err
 }
 
 static int32_t vk_supports(void *self, const lk_op_t *op) {
-  (void)self;
+  const vk_backend *be = self;
   if (!op) return 0;
   vk_disp d[VK_MAX_DISP];
   uint32_t n = 0;
   lk_error_t e = {sizeof e, 0, {0}};
-  return vk_op_plan(NULL, op, 0, d, &n, &e) == LK_OK;
+  if (vk_op_plan(NULL, op, 0, d, &n, &e) != LK_OK) return 0;
+  for (uint32_t i = 0; be && i < n; i++)
+    if (!be->pipe[d[i].shader]) return 0; /* its shader is missing from the build */
+  return 1;
 }
 
 /* ---- plugin descriptor, factory, entry ----------------------------------------------------------- */

@@ -24,6 +24,7 @@ typedef struct vk_phys {
   VkPhysicalDeviceMemoryProperties mem;
   uint64_t max_alloc;  /* maxMemoryAllocationSize (Vulkan 1.1) */
   uint32_t queue_family; /* a compute queue family */
+  uint32_t atomic_f32_add; /* VK_EXT_shader_atomic_float with shaderBufferFloat32AtomicAdd */
 } vk_phys;
 
 typedef struct vk_global {
@@ -85,7 +86,8 @@ struct lk_fence_t {
   void *owner;
 };
 
-enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_ATTN, VK_SH_COUNT };
+/* VK_SH_EMB_ATOMIC is optional: built only where the device has shaderBufferFloat32AtomicAdd */
+enum { VK_SH_ELEM = 0, VK_SH_REDUCE, VK_SH_MATMUL, VK_SH_NN, VK_SH_ROPE, VK_SH_ATTN, VK_SH_EMB_ATOMIC, VK_SH_COUNT };
 #define VK_NBIND 8 /* storage buffers per dispatch (the device must allow 8 per stage) */
 
 typedef struct vk_backend {
@@ -105,6 +107,13 @@ typedef struct vk_backend {
   int force_staging;
   int32_t async_status; /* a failure not yet reported by synchronize */
   char async_msg[256];
+  /* faults (vk_fault_parse): LK_VULKAN_FAULT=lost:N makes the N-th submit of
+   * the instance report VK_ERROR_DEVICE_LOST; noshader:NAME leaves out the
+   * pipeline of shaders/NAME.comp, as if the build had no SPIR-V for it */
+  uint64_t n_submits;
+  uint64_t fault_lost_at; /* 0: none */
+  uint32_t noshader;      /* bit per VK_SH_* */
+  int lost;               /* the device reported VK_ERROR_DEVICE_LOST: nothing runs any more */
 } vk_backend;
 
 int32_t vk_fail(lk_error_t *err, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -132,8 +141,18 @@ int32_t vk_op_plan(vk_backend *be, const lk_op_t *op, uint32_t index, vk_disp *o
                    lk_error_t *err);
 
 /* spirv.c: the shaders compiled at build time. */
-extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[], vk_spv_attn[];
-extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size, vk_spv_attn_size;
+extern const uint32_t vk_spv_elem[], vk_spv_reduce[], vk_spv_matmul[], vk_spv_nn[], vk_spv_rope[], vk_spv_attn[],
+    vk_spv_emb_atomic[];
+extern const size_t vk_spv_elem_size, vk_spv_reduce_size, vk_spv_matmul_size, vk_spv_nn_size, vk_spv_rope_size, vk_spv_attn_size,
+    vk_spv_emb_atomic_size;
 const char *vk_op_label(int32_t id);
+/* The embedded SPIR-V of shader VK_SH_*: its source name (shaders/NAME.comp),
+ * code and size (0: absent from the build). */
+typedef struct vk_shader_src {
+  const char *name;
+  const uint32_t *code;
+  size_t size;
+} vk_shader_src;
+extern const vk_shader_src vk_shaders[VK_SH_COUNT];
 
 #endif

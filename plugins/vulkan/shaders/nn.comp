@@ -18,8 +18,9 @@ layout(push_constant) uniform P {
   float f[11];
 } p;
 
-const int M_ADAMW = 0, M_RMS = 1, M_RMS_DX = 2, M_RMS_DW = 3, M_EMB = 4, M_EMB_BWD = 5, M_CE = 6, M_CE_BWD = 7;
+const int M_ADAMW = 0, M_RMS = 1, M_RMS_DX = 2, M_RMS_DW = 3, M_EMB = 4, M_EMB_BWD = 5, M_CE = 6, M_CE_BWD = 7, M_CE_SUM = 8;
 shared float red[256];
+shared int scan[256], hits[256];
 
 float wg_sum(float v) {
   uint t = gl_LocalInvocationID.x;
@@ -137,40 +138,80 @@ void main() {
     return;
   }
   if (p.mode == M_EMB_BWD) {
-    /* dy b0 [T, D], ids b1, dtable b3 [V, D]: one invocation per (v, d) */
-    int k = flat_id();
-    if (k == 0)
-      for (int tt = 0; tt < p.rows; tt++) { int id = int(b1.d[p.off[1] + tt]); if (id < 0 || id >= p.extra) fault(); }
-    if (k >= p.extra * p.cols) return;
-    int v = k / p.cols, d = k % p.cols;
-    float s = 0.0;
-    for (int tt = 0; tt < p.rows; tt++)
-      if (int(b1.d[p.off[1] + tt]) == v) s += ld0(dt(0), p.off[0] + tt * p.ld0 + d);
-    int e = p.off[3] + v * p.ld3 + d;
-    if (acc) s += ld3(dt(3), e);
-    st3(dt(3), e, s);
+    /* dy b0 [T, D], ids b1, dtable b3 [V, D]: a workgroup per vocabulary row v; the ids
+     * in chunks of 256: those equal to v listed in order (a prefix sum in shared memory),
+     * then each column's invocation adds their dy rows in that order */
+    int v = row_id();
+    if (v >= p.extra) return;
+    for (int d0 = 0; d0 < p.cols; d0 += 256) {
+      int d = d0 + t;
+      float s = 0.0;
+      for (int c0 = 0; c0 < p.rows; c0 += 256) {
+        int tt = c0 + t;
+        int id = tt < p.rows ? int(b1.d[p.off[1] + tt]) : -1;
+        if (v == 0 && d0 == 0 && tt < p.rows && (id < 0 || id >= p.extra)) fault();
+        int f = id == v ? 1 : 0;
+        scan[t] = f;
+        barrier();
+        for (int o = 1; o < 256; o <<= 1) {
+          int x = t >= o ? scan[t - o] : 0;
+          barrier();
+          scan[t] += x;
+          barrier();
+        }
+        if (f == 1) hits[scan[t] - 1] = tt;
+        barrier();
+        int nh = scan[255];
+        if (d < p.cols)
+          for (int m = 0; m < nh; m++) s += ld0(dt(0), p.off[0] + hits[m] * p.ld0 + d);
+        barrier();
+      }
+      if (d < p.cols) {
+        int e = p.off[3] + v * p.ld3 + d;
+        if (acc) s += ld3(dt(3), e);
+        st3(dt(3), e, s);
+      }
+    }
     return;
   }
   if (p.mode == M_CE) {
-    /* logits b0 [T, V], labels b1, loss b3, count b4 (optional): one workgroup; f[0] denominator */
+    /* logits b0 [T, V], labels b1, partials b2 (scratch [2 T]): a workgroup per row writes
+     * its loss to b2[r] and 1 (scored) or 0 (ignored, bad label) to b2[T + r] */
+    int r = row_id();
+    if (r >= p.rows) return;
+    int lab = int(b1.d[p.off[1] + r * p.ld1]);
+    bool skip = lab == p.extra || lab < 0 || lab >= p.cols;
+    if (lab != p.extra && skip && t == 0) fault();
+    if (skip) {
+      if (t == 0) { b2.d[p.off[2] + r] = floatBitsToUint(0.0); b2.d[p.off[2] + p.rows + r] = floatBitsToUint(0.0); }
+      return; /* uniform within the workgroup: no barrier is skipped by part of it */
+    }
+    int row = p.off[0] + r * p.ld0;
+    float mx = -1.0 / 0.0;
+    for (int d = t; d < p.cols; d += 256) mx = max(mx, ld0(dt(0), row + d));
+    mx = wg_max(mx);
+    float se = 0.0;
+    for (int d = t; d < p.cols; d += 256) se += exp(ld0(dt(0), row + d) - mx);
+    se = wg_sum(se);
+    if (t == 0) {
+      b2.d[p.off[2] + r] = floatBitsToUint(log(se) + mx - ld0(dt(0), row + lab));
+      b2.d[p.off[2] + p.rows + r] = floatBitsToUint(1.0);
+    }
+    return;
+  }
+  if (p.mode == M_CE_SUM) {
+    /* partials b2 [2 T] -> loss b3, count b4 (optional): one workgroup, compensated
+     * (Kahan) sums per invocation, then the tree; f[0] denominator */
     float total = 0.0, comp = 0.0, count = 0.0;
-    for (int r = 0; r < p.rows; r++) {
-      int lab = int(b1.d[p.off[1] + r * p.ld1]);
-      if (lab == p.extra) continue;
-      if (lab < 0 || lab >= p.cols) { if (t == 0) fault(); continue; }
-      int row = p.off[0] + r * p.ld0;
-      float mx = -1.0 / 0.0;
-      for (int d = t; d < p.cols; d += 256) mx = max(mx, ld0(dt(0), row + d));
-      mx = wg_max(mx);
-      float se = 0.0;
-      for (int d = t; d < p.cols; d += 256) se += exp(ld0(dt(0), row + d) - mx);
-      se = wg_sum(se);
-      float l = log(se) + mx - ld0(dt(0), row + lab);
+    for (int r = t; r < p.rows; r += 256) {
+      float l = uintBitsToFloat(b2.d[p.off[2] + r]);
       float yk = l - comp, tk = total + yk;
       comp = (tk - total) - yk;
       total = tk;
-      count += 1.0;
+      count += uintBitsToFloat(b2.d[p.off[2] + p.rows + r]);
     }
+    total = wg_sum(total - comp);
+    count = wg_sum(count);
     if (t == 0) {
       float den = p.f[0] > 0.0 ? p.f[0] : count;
       b3.d[p.off[3]] = floatBitsToUint(den > 0.0 ? total / den : 0.0);

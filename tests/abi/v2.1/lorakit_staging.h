@@ -378,6 +378,9 @@ typedef struct lk_x_generate_opts_t { /* caller-filled input */
   uint64_t seed;                      /* 42 */
   lk_x_generate_callback callback;    /* may be NULL */
   void *user;
+  /* appended (read only when struct_size covers them): */
+  const char *backend;                /* backend plugin name (NULL: "cpu") */
+  uint32_t device;                    /* its device index (0) */
 } lk_x_generate_opts_t;
 #define LK_MIN_SIZE_X_GENERATE_OPTS LK_MIN_SIZE(lk_x_generate_opts_t, user)
 
@@ -426,6 +429,9 @@ typedef struct lk_x_eval_opts_t { /* caller-filled input */
   int64_t seq_len;                    /* data: 128; tokens: the file's */
   int64_t batch;                      /* windows per forward (data): 8 */
   int64_t max_batches;                /* 0: all; else only the first max_batches batches */
+  /* appended (read only when struct_size covers them): */
+  const char *backend;                /* backend plugin name (NULL: "cpu") */
+  uint32_t device;                    /* its device index (0) */
 } lk_x_eval_opts_t;
 #define LK_MIN_SIZE_X_EVAL_OPTS LK_MIN_SIZE(lk_x_eval_opts_t, max_batches)
 

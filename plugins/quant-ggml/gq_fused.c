@@ -25,6 +25,9 @@
 #include "gq_fused.h"
 
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #define GQ_NT_CHUNK 512 /* floats per W row, two rows at a time (4 KiB; >= 256, the largest block) */
 #define GQ_M_BLOCK 128  /* rows of x (dy, dx) per pass: their chunk, 128 x 2 KiB, stays in L2 */
@@ -85,13 +88,19 @@ static const gq_isa_kernels gq_kernels_c = {gq_run_none, gq_dot_c, gq_axpy_c, NU
 /* ---- the path ----------------------------------------------------------------- */
 
 #if defined(__x86_64__) || defined(__i386__)
+/* F16C (CPUID.1:ECX bit 29): clang's __builtin_cpu_supports does not know it. */
+static int gq_has_f16c(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 static int gq_cpu_has(int32_t isa) {
   __builtin_cpu_init(); /* idempotent; the plugin may be called before libgcc's constructor ran in every loader order */
   if (isa >= LK_CPU_ISA_AVX512)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   if (isa == LK_CPU_ISA_AVX2)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && gq_has_f16c();
   return 1;
 }
 #else
